@@ -1,0 +1,81 @@
+"""The admin side app (aiohttp) on its own port: health, status and metrics.
+
+Never on the data path: it only reads the gateway's state when asked.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import PROCESS_COLLECTOR, PLATFORM_COLLECTOR
+
+from mcpfast_ext import IMPLEMENTATION
+
+from ..metrics import GatewayCollector
+
+if TYPE_CHECKING:
+    from ..gateway.gateway import Gateway
+
+GATEWAY = web.AppKey("gateway", object)
+REGISTRY = web.AppKey("registry", CollectorRegistry)
+
+
+def create_app(gateway: Gateway) -> web.Application:
+    app = web.Application()
+    registry = CollectorRegistry(auto_describe=True)
+    registry.register(GatewayCollector(gateway))
+    registry.register(PROCESS_COLLECTOR)
+    registry.register(PLATFORM_COLLECTOR)
+    app[GATEWAY] = gateway
+    app[REGISTRY] = registry
+    app.router.add_get("/health", health)
+    app.router.add_get("/liveness", liveness)
+    app.router.add_get("/readiness", readiness)
+    app.router.add_get("/status", status)
+    app.router.add_get("/api/v1/connections", connections)
+    app.router.add_get("/metrics", metrics)
+    return app
+
+
+def _gateway(request: web.Request) -> Gateway:
+    return request.app[GATEWAY]  # type: ignore[return-value]
+
+
+async def liveness(request: web.Request) -> web.Response:
+    return web.json_response({"status": "alive"})
+
+
+async def health(request: web.Request) -> web.Response:
+    gw = _gateway(request)
+    upstreams = {name: u.state for name, u in gw.upstreams.items()}
+    healthy = any(u.ready for u in gw.upstreams.values())
+    return web.json_response({"status": "ok" if healthy else "degraded", "ready": gw.ready,
+                              "upstreams": upstreams}, status=200 if healthy else 503)
+
+
+async def readiness(request: web.Request) -> web.Response:
+    gw = _gateway(request)
+    if gw.ready:
+        return web.json_response({"ready": True})
+    reason = ("draining" if gw.draining else "not listening yet" if not gw.listening
+              else "upstreams not initialized")
+    return web.json_response({"ready": False, "reason": reason}, status=503)
+
+
+async def status(request: web.Request) -> web.Response:
+    gw = _gateway(request)
+    body = gw.status()
+    body["implementation"] = IMPLEMENTATION
+    return web.json_response(body)
+
+
+async def connections(request: web.Request) -> web.Response:
+    gw = _gateway(request)
+    return web.json_response({"connections": [s.describe() for s in gw.sessions.values()]})
+
+
+async def metrics(request: web.Request) -> web.Response:
+    output = generate_latest(request.app[REGISTRY])
+    return web.Response(body=output, headers={"Content-Type": CONTENT_TYPE_LATEST})

@@ -1,0 +1,91 @@
+"""Listeners: the bound sockets. Each owns its connections and stops accepting on drain."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import stat
+from typing import TYPE_CHECKING, Any
+
+from ..transport.tcp import TcpConnection
+from ..transport.unix import UnixConnection
+
+if TYPE_CHECKING:
+    from .gateway import Gateway
+
+log = logging.getLogger("mcpfast.listener")
+
+
+class Listener:
+    def __init__(self, gateway: Gateway, kind: str, address: str) -> None:
+        self.gateway = gateway
+        self.kind = kind
+        self.address = address
+        self.server: asyncio.AbstractServer | None = None
+        self.connections: set[Any] = set()
+
+    def stop_accepting(self) -> None:
+        if self.server is not None:
+            self.server.close()
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": self.kind, "address": self.address,
+                "accepting": self.server is not None and self.server.is_serving(),
+                "connections": len(self.connections)}
+
+
+class TcpListener(Listener):
+    async def start(self) -> None:
+        cfg = self.gateway.config.listen
+        loop = asyncio.get_running_loop()
+        self.server = await loop.create_server(
+            lambda: TcpConnection(self.gateway, self), cfg.host, cfg.port, backlog=cfg.backlog,
+            reuse_address=True)
+        sock = self.server.sockets[0]
+        for s in self.server.sockets:
+            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        host, port = sock.getsockname()[:2]
+        self.address = f"{host}:{port}"
+        log.info("listening for WebSocket clients on ws://%s%s", self.address, cfg.path)
+
+
+class UnixListener(Listener):
+    async def start(self) -> None:
+        cfg = self.gateway.config.listen
+        path = self.address
+        _remove_stale_socket(path)
+        loop = asyncio.get_running_loop()
+        self.server = await loop.create_unix_server(
+            lambda: UnixConnection(self.gateway, self), path, backlog=cfg.backlog)
+        os.chmod(path, cfg.unix_mode)
+        log.info("listening for newline-delimited JSON on unix:%s (mode %s)", path,
+                 cfg.unix_socket_mode)
+
+    def stop_accepting(self) -> None:
+        super().stop_accepting()
+        try:
+            os.unlink(self.address)
+        except FileNotFoundError:
+            pass
+
+
+def _remove_stale_socket(path: str) -> None:
+    """A socket file left by a gateway that died is removed; one that still answers
+    means another gateway owns it, and that is an error, not something to steal."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(mode):
+        raise OSError(f"{path} exists and is not a socket")
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(path)
+    except (ConnectionRefusedError, FileNotFoundError):
+        os.unlink(path)
+        return
+    finally:
+        probe.close()
+    raise OSError(f"{path} is in use by another process")

@@ -1,0 +1,73 @@
+"""DownstreamSession: one client's MCP conversation over one connection."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .upstream import Upstream
+
+# RFC 5424 severities, the order MCP's logging/setLevel uses.
+LOG_LEVELS = {"debug": 0, "info": 1, "notice": 2, "warning": 3, "error": 4, "critical": 5,
+              "alert": 6, "emergency": 7}
+
+
+class DownstreamSession:
+    """What the gateway knows of one connected client.
+
+    ``inflight`` maps the client's request id to the upstream and the upstream-side id
+    so a cancellation or a disconnect reaches the right upstream request. ``outgoing``
+    maps the ids the gateway gave to server-to-client requests it forwarded here back
+    to the upstream that asked.
+    """
+
+    __slots__ = ("id", "transport", "peer", "send", "close", "initialized", "protocol_version",
+                 "client_info", "client_capabilities", "log_level", "inflight", "outgoing",
+                 "subscriptions", "created", "last_activity", "messages_in", "messages_out",
+                 "_next_out_id", "closed")
+
+    def __init__(self, session_id: str, transport: str, peer: str,
+                 send: Callable[[bytes], None], close: Callable[[int, str], None]) -> None:
+        self.id = session_id
+        self.transport = transport
+        self.peer = peer
+        self.send = send
+        self.close = close
+        self.initialized = False
+        self.protocol_version: str | None = None
+        self.client_info: dict[str, Any] = {}
+        self.client_capabilities: dict[str, Any] = {}
+        self.log_level: int | None = None
+        self.inflight: dict[int | str, tuple[Upstream, int]] = {}
+        self.outgoing: dict[int, tuple[Upstream, int | str]] = {}
+        self.subscriptions: set[str] = set()
+        self.created = time.time()
+        self.last_activity = time.monotonic()
+        self.messages_in = 0
+        self.messages_out = 0
+        self._next_out_id = 0
+        self.closed = False
+
+    def next_out_id(self) -> int:
+        self._next_out_id += 1
+        return self._next_out_id
+
+    def wants_log(self, level: int) -> bool:
+        return self.log_level is not None and level >= self.log_level
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "transport": self.transport,
+            "peer": self.peer,
+            "initialized": self.initialized,
+            "protocol_version": self.protocol_version,
+            "client": self.client_info,
+            "in_flight": len(self.inflight),
+            "messages_in": self.messages_in,
+            "messages_out": self.messages_out,
+            "connected_at": self.created,
+            "idle_seconds": round(time.monotonic() - self.last_activity, 3),
+        }

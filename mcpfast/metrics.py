@@ -1,0 +1,90 @@
+"""Hot-path counters and the Prometheus collector that reads them at scrape time.
+
+The data path only increments plain integers (DESIGN.md: no prometheus-client call per
+message); ``GatewayCollector`` turns them, and the gateway's live state, into metric
+families when ``/metrics`` is scraped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+if TYPE_CHECKING:
+    from .gateway.gateway import Gateway
+
+
+class Counters:
+    """Gateway-wide counters; each attribute is a plain int incremented in place."""
+
+    __slots__ = ("connections_total", "messages_in", "messages_out", "requests",
+                 "errors", "parse_errors", "oversized")
+
+    def __init__(self) -> None:
+        self.connections_total = 0
+        self.messages_in = 0
+        self.messages_out = 0
+        self.requests = 0
+        self.errors = 0
+        self.parse_errors = 0
+        self.oversized = 0
+
+
+class GatewayCollector(Collector):
+    def __init__(self, gateway: Gateway) -> None:
+        self._gateway = gateway
+
+    def collect(self) -> Iterator[Metric]:
+        gw = self._gateway
+        c = gw.counters
+        yield _counter("mcpfast_connections", "Downstream connections accepted.",
+                       c.connections_total)
+        yield _counter("mcpfast_messages_received", "JSON-RPC messages received from clients.",
+                       c.messages_in)
+        yield _counter("mcpfast_messages_sent", "JSON-RPC messages sent to clients.",
+                       c.messages_out)
+        yield _counter("mcpfast_requests", "Client requests handled.", c.requests)
+        yield _counter("mcpfast_request_errors",
+                       "Client requests answered with a JSON-RPC error by the gateway.",
+                       c.errors)
+        yield _counter("mcpfast_parse_errors", "Client messages that were not valid JSON-RPC.",
+                       c.parse_errors)
+        yield _counter("mcpfast_oversized_messages", "Client messages over the size limit.",
+                       c.oversized)
+
+        open_ = GaugeMetricFamily("mcpfast_open_connections", "Open downstream connections.",
+                                  labels=["transport"])
+        by_kind: dict[str, int] = {"websocket": 0, "unix": 0}
+        for session in gw.sessions.values():
+            by_kind[session.transport] = by_kind.get(session.transport, 0) + 1
+        for kind, n in sorted(by_kind.items()):
+            open_.add_metric([kind], n)
+        yield open_
+
+        up = GaugeMetricFamily("mcpfast_upstream_up", "1 when the upstream is ready.",
+                               labels=["upstream"])
+        inflight = GaugeMetricFamily("mcpfast_upstream_in_flight",
+                                     "Requests in flight to the upstream.", labels=["upstream"])
+        reqs = CounterMetricFamily("mcpfast_upstream_requests",
+                                   "Requests forwarded to the upstream.", labels=["upstream"])
+        errs = CounterMetricFamily("mcpfast_upstream_failures",
+                                   "Requests failed by the gateway (upstream down or timed out).",
+                                   labels=["upstream"])
+        restarts = CounterMetricFamily("mcpfast_upstream_restarts",
+                                       "Times the upstream was (re)started.", labels=["upstream"])
+        for name, upstream in gw.upstreams.items():
+            up.add_metric([name], 1 if upstream.ready else 0)
+            inflight.add_metric([name], len(upstream.pending))
+            reqs.add_metric([name], upstream.requests_forwarded)
+            errs.add_metric([name], upstream.requests_failed)
+            restarts.add_metric([name], upstream.starts)
+        yield from (up, inflight, reqs, errs, restarts)
+        yield GaugeMetricFamily("mcpfast_ready", "1 when the gateway is ready for traffic.",
+                                value=1 if gw.ready else 0)
+
+
+def _counter(name: str, doc: str, value: int) -> CounterMetricFamily:
+    return CounterMetricFamily(name, doc, value=value)

@@ -1,0 +1,156 @@
+"""Sans-I/O HTTP/1.1 request framing on httptools: bytes in, whole requests out.
+
+The listener's port speaks HTTP/1.1 for the WebSocket upgrade (and, later, Streamable
+HTTP). This module assembles requests and formats responses; it never touches a socket.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from http import HTTPStatus
+
+import httptools
+
+
+class HttpError(Exception):
+    """A request that cannot be served: carries the status to answer with."""
+
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+
+
+@dataclass(slots=True)
+class HttpRequest:
+    method: str
+    target: str
+    path: str
+    version: str
+    headers: list[tuple[str, str]]
+    body: bytes = b""
+    keep_alive: bool = True
+    upgrade: bool = False
+    _index: dict[str, str] | None = field(default=None, repr=False)
+
+    def header(self, name: str) -> str | None:
+        """The value of header ``name`` (case-insensitive); repeated headers are joined
+        with ", " as RFC 9110 5.3 allows."""
+        if self._index is None:
+            index: dict[str, str] = {}
+            for key, value in self.headers:
+                key = key.lower()
+                index[key] = f"{index[key]}, {value}" if key in index else value
+            self._index = index
+        return self._index.get(name.lower())
+
+    def header_count(self, name: str) -> int:
+        lowered = name.lower()
+        return sum(1 for key, _ in self.headers if key.lower() == lowered)
+
+
+class HttpRequestReader:
+    """Feed bytes; collect complete requests. After an upgrade request, the bytes that
+    follow its head belong to the new protocol and are returned as ``upgraded_data``."""
+
+    def __init__(self, *, max_head_bytes: int = 16384, max_body_bytes: int = 4 * 1024 * 1024):
+        self._parser = httptools.HttpRequestParser(self)
+        self._max_head = max_head_bytes
+        self._max_body = max_body_bytes
+        self._head_bytes = 0
+        self._url = b""
+        self._headers: list[tuple[str, str]] = []
+        self._body: list[bytes] = []
+        self._body_bytes = 0
+        self._requests: list[HttpRequest] = []
+        self.upgraded_data: bytes | None = None
+
+    def feed(self, data: bytes) -> list[HttpRequest]:
+        """Return the requests completed by ``data``. Raise HttpError for a malformed or
+        oversized request; the connection should then be answered and closed."""
+        if self.upgraded_data is not None:
+            raise RuntimeError("connection was upgraded; feed the new protocol instead")
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade as upgrade:
+            offset = upgrade.args[0] if upgrade.args else len(data)
+            self.upgraded_data = bytes(data[offset:])
+        except httptools.HttpParserError as exc:
+            if isinstance(exc.__context__, HttpError):
+                raise exc.__context__ from None
+            raise HttpError(400, f"malformed HTTP request: {exc}") from None
+        except HttpError:
+            raise
+        requests, self._requests = self._requests, []
+        return requests
+
+    # httptools callbacks
+    def on_message_begin(self) -> None:
+        self._url = b""
+        self._headers = []
+        self._body = []
+        self._body_bytes = 0
+        self._head_bytes = 0
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+        self._count_head(len(url))
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._count_head(len(name) + len(value))
+        self._headers.append((name.decode("latin-1"), value.decode("latin-1")))
+
+    def on_body(self, body: bytes) -> None:
+        self._body_bytes += len(body)
+        if self._body_bytes > self._max_body:
+            raise HttpError(413, f"request body exceeds {self._max_body} bytes")
+        self._body.append(body)
+
+    def on_message_complete(self) -> None:
+        parser = self._parser
+        target = self._url.decode("latin-1")
+        parsed = httptools.parse_url(self._url)
+        path = parsed.path.decode("latin-1") if parsed.path else "/"
+        self._requests.append(
+            HttpRequest(
+                method=parser.get_method().decode("ascii"),
+                target=target,
+                path=path,
+                version=parser.get_http_version(),
+                headers=self._headers,
+                body=b"".join(self._body),
+                keep_alive=parser.should_keep_alive(),
+                upgrade=parser.should_upgrade(),
+            )
+        )
+
+    def _count_head(self, n: int) -> None:
+        self._head_bytes += n
+        if self._head_bytes > self._max_head:
+            raise HttpError(431, f"request head exceeds {self._max_head} bytes")
+
+
+def format_response(
+    status: int,
+    headers: list[tuple[str, str]] | None = None,
+    body: bytes = b"",
+    *,
+    keep_alive: bool = True,
+) -> bytes:
+    """Serialize a complete HTTP/1.1 response with Content-Length."""
+    reason = HTTPStatus(status).phrase
+    lines = [f"HTTP/1.1 {status} {reason}"]
+    lines.extend(f"{name}: {value}" for name, value in headers or ())
+    if status >= 200 and status not in (204, 304):
+        lines.append(f"Content-Length: {len(body)}")
+    if not keep_alive:
+        lines.append("Connection: close")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
+
+
+def error_response(status: int, detail: str, *, keep_alive: bool = False,
+                   headers: list[tuple[str, str]] | None = None) -> bytes:
+    """A plain-text error response whose body says what was wrong."""
+    body = (detail.rstrip() + "\n").encode("utf-8")
+    all_headers = [("Content-Type", "text/plain; charset=utf-8"), *(headers or ())]
+    return format_response(status, all_headers, body, keep_alive=keep_alive)

@@ -1,0 +1,416 @@
+"""Sans-I/O WebSocket server (RFC 6455): the opening handshake, then frames to events.
+
+``accept_handshake`` turns an upgrade request into the 101 response bytes, or raises
+``HandshakeError``. ``WebSocketConnection`` then follows the model of the ``websockets``
+library's core: ``receive_data(bytes)`` in, ``events_received()`` and ``data_to_send()``
+out, ``close_expected()`` to learn when the transport should close. It never touches a
+socket or a clock: closing timeouts belong to the transport.
+
+Frames are parsed and encoded by ``mcpfast_ext.websocket_codec`` (compiled, or its
+pure-Python twin); this module holds the connection's rules.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import enum
+import hashlib
+
+import msgspec
+
+from mcpfast.protocol.http import HttpError, HttpRequest, format_response
+from mcpfast_ext import websocket_codec
+from mcpfast_ext.frame_error import FrameError
+
+__all__ = [
+    "CLOSED",
+    "CLOSING",
+    "OPEN",
+    "BinaryMessage",
+    "Closed",
+    "Event",
+    "HandshakeError",
+    "State",
+    "TextMessage",
+    "WebSocketConnection",
+    "accept_handshake",
+]
+
+# Opcodes are fixed by RFC 6455 5.2, so binding them once is safe even when tests swap
+# the codec implementation.
+OP_CONT = websocket_codec.OP_CONT
+OP_TEXT = websocket_codec.OP_TEXT
+OP_BINARY = websocket_codec.OP_BINARY
+OP_CLOSE = websocket_codec.OP_CLOSE
+OP_PING = websocket_codec.OP_PING
+OP_PONG = websocket_codec.OP_PONG
+
+_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # RFC 6455 1.3
+_MAX_CLOSE_REASON = 123  # 5.5: control payload <= 125 bytes, 2 of them the code
+
+
+# ---------------------------------------------------------------------------
+# Opening handshake (RFC 6455 4.2)
+
+
+class HandshakeError(HttpError):
+    """A refused opening handshake: the status, why, and headers the answer must carry
+    (``Allow`` on 405, ``Upgrade`` on 426, ``Sec-WebSocket-Version`` per 4.4)."""
+
+    def __init__(
+        self, status: int, detail: str, headers: list[tuple[str, str]] | None = None
+    ) -> None:
+        super().__init__(status, detail)
+        self.headers: list[tuple[str, str]] = headers or []
+
+
+# RFC 9110 15.5.22: a 426 MUST carry Upgrade; 7.8: whoever sends Upgrade MUST also send
+# the "upgrade" connection option.
+_UPGRADE_REQUIRED = [("Upgrade", "websocket"), ("Connection", "Upgrade")]
+
+
+def _tokens(value: str | None) -> list[str]:
+    if not value:
+        return []
+    return [token.strip() for token in value.split(",") if token.strip()]
+
+
+def _shown(value: str) -> str:
+    # Details end up in a response body: keep a hostile header from filling it.
+    return repr(value if len(value) <= 64 else value[:64] + "...")
+
+
+def accept_handshake(request: HttpRequest, *, subprotocols: tuple[str, ...] = ("mcp",)) -> bytes:
+    """Validate an opening handshake (4.2.1) and return the whole 101 response (4.2.2).
+
+    The subprotocol is the first one the client lists that ``subprotocols`` contains;
+    offering only unknown subprotocols is accepted without ``Sec-WebSocket-Protocol``.
+    No extension is ever accepted, so ``Sec-WebSocket-Extensions`` is never answered.
+    Raise ``HandshakeError`` (an ``HttpError``) when the request must be refused.
+    """
+    if request.method != "GET":
+        raise HandshakeError(
+            405, f"a WebSocket handshake must use GET, not {request.method}", [("Allow", "GET")]
+        )
+    try:
+        version = tuple(int(part) for part in request.version.split("."))
+    except ValueError:
+        raise HandshakeError(400, f"unparsable HTTP version {_shown(request.version)}") from None
+    if version < (1, 1):
+        raise HandshakeError(
+            400, f"a WebSocket handshake needs HTTP/1.1 or later, not HTTP/{request.version}"
+        )
+
+    host_count = request.header_count("Host")
+    if host_count == 0:
+        raise HandshakeError(400, "missing Host header")
+    if host_count > 1:
+        raise HandshakeError(400, "repeated Host header")  # RFC 9112 3.2
+
+    upgrade = request.header("Upgrade")
+    if upgrade is None:
+        raise HandshakeError(
+            426, "this endpoint requires a WebSocket upgrade", list(_UPGRADE_REQUIRED)
+        )
+    if not any(token.lower() == "websocket" for token in _tokens(upgrade)):
+        raise HandshakeError(400, f"Upgrade header {_shown(upgrade)} lacks 'websocket'")
+
+    connection = request.header("Connection") or ""
+    if not any(token.lower() == "upgrade" for token in _tokens(connection)):
+        raise HandshakeError(400, f"Connection header {_shown(connection)} lacks 'upgrade'")
+
+    # Checked before the key so that a client speaking another draft (which may not even
+    # send Sec-WebSocket-Key) learns which version to retry with (4.4).
+    ws_version = request.header("Sec-WebSocket-Version")
+    if ws_version is None or ws_version.strip() != "13":
+        got = "missing" if ws_version is None else _shown(ws_version)
+        raise HandshakeError(
+            426,
+            f"Sec-WebSocket-Version must be 13 ({got})",
+            [("Sec-WebSocket-Version", "13"), *_UPGRADE_REQUIRED],
+        )
+
+    key_count = request.header_count("Sec-WebSocket-Key")
+    if key_count == 0:
+        raise HandshakeError(400, "missing Sec-WebSocket-Key header")
+    if key_count > 1:
+        raise HandshakeError(400, "repeated Sec-WebSocket-Key header")
+    key = (request.header("Sec-WebSocket-Key") or "").strip()
+    try:
+        nonce = base64.b64decode(key, validate=True)
+    except (binascii.Error, ValueError):
+        nonce = b""
+    if len(nonce) != 16:
+        raise HandshakeError(
+            400, f"Sec-WebSocket-Key {_shown(key)} is not base64 of a 16-byte nonce"
+        )
+
+    accept = base64.b64encode(hashlib.sha1(key.encode("ascii") + _GUID).digest()).decode()
+    headers = [
+        ("Upgrade", "websocket"),
+        ("Connection", "Upgrade"),
+        ("Sec-WebSocket-Accept", accept),
+    ]
+    for offered in _tokens(request.header("Sec-WebSocket-Protocol")):
+        if offered in subprotocols:
+            headers.append(("Sec-WebSocket-Protocol", offered))
+            break
+    return format_response(101, headers)
+
+
+# ---------------------------------------------------------------------------
+# Established connection (RFC 6455 5 to 7)
+
+
+class State(enum.IntEnum):
+    OPEN = 1
+    CLOSING = 2  # we sent a close frame and wait for the peer's
+    CLOSED = 3
+
+
+OPEN = State.OPEN
+CLOSING = State.CLOSING
+CLOSED = State.CLOSED
+
+
+class TextMessage(msgspec.Struct, frozen=True, gc=False):
+    """A complete text message; ``data`` is its payload, already validated as UTF-8."""
+
+    data: bytes
+
+
+class BinaryMessage(msgspec.Struct, frozen=True, gc=False):
+    data: bytes
+
+
+class Closed(msgspec.Struct, frozen=True, gc=False):
+    """The connection is over (emitted once). ``code`` is the peer's close code (1005 when
+    its close frame had none), the code we failed the connection with, or 1006 when the
+    transport ended without a closing handshake."""
+
+    code: int
+    reason: str
+
+
+Event = TextMessage | BinaryMessage | Closed
+
+
+def _receivable_code(code: int) -> bool:
+    # 7.4.1 and the IANA registry: 1004 is reserved; 1005, 1006 and 1015 must never be
+    # sent; 1016-2999 are reserved for future RFCs; 3000-4999 belong to applications.
+    return 1000 <= code <= 1003 or 1007 <= code <= 1014 or 3000 <= code <= 4999
+
+
+def _close_payload(code: int, reason: str) -> tuple[bytes, str]:
+    encoded = reason.encode()
+    if len(encoded) > _MAX_CLOSE_REASON:
+        # Cut on a byte budget, then drop a codepoint the cut may have split.
+        reason = encoded[:_MAX_CLOSE_REASON].decode("utf-8", "ignore")
+        encoded = reason.encode()
+    return code.to_bytes(2, "big") + encoded, reason
+
+
+class WebSocketConnection:
+    """The server side of an established WebSocket connection, without I/O.
+
+    ``data_to_send()`` returns a list of byte strings to write in order (for
+    ``transport.writelines``); an empty list when there is nothing to send. Once
+    ``close_expected()`` is True, write what is pending and close the transport.
+    """
+
+    __slots__ = (
+        "_encode_frame",
+        "_events",
+        "_fragment_opcode",
+        "_fragment_size",
+        "_fragments",
+        "_max_message",
+        "_output",
+        "_parser",
+        "state",
+    )
+
+    def __init__(self, *, max_message_bytes: int) -> None:
+        self.state = OPEN
+        self._parser = websocket_codec.FrameParser(
+            expect_masked=True, max_payload=max_message_bytes
+        )
+        self._encode_frame = websocket_codec.encode_frame
+        self._max_message = max_message_bytes
+        self._events: list[Event] = []
+        self._output: list[bytes] = []
+        # The open fragmented message (5.4), None between messages.
+        self._fragments: list[bytes] | None = None
+        self._fragment_opcode = OP_TEXT
+        self._fragment_size = 0
+
+    # -- the sans-I/O contract
+
+    def receive_data(self, data: bytes) -> None:
+        if self.state is CLOSED:
+            return
+        try:
+            frames = self._parser.feed(data)
+        except FrameError as exc:
+            self._fail(exc.code, exc.reason)
+            return
+        events = self._events
+        for fin, opcode, payload in frames:
+            # The common case: a whole text message in one frame.
+            if opcode == OP_TEXT and fin and self._fragments is None and self.state is OPEN:
+                # JSON is usually ASCII, and isascii() is far cheaper than decoding.
+                if not payload.isascii():
+                    try:
+                        payload.decode()
+                    except UnicodeDecodeError:
+                        self._fail(1007, "invalid UTF-8 in text message")
+                        return
+                events.append(TextMessage(payload))
+            else:
+                self._receive_frame(fin, opcode, payload)
+                if self.state is CLOSED:
+                    return
+
+    def receive_eof(self) -> None:
+        """The transport ended; report 1006 (7.1.5) unless the connection was over."""
+        if self.state is not CLOSED:
+            self.state = CLOSED
+            self._fragments = None
+            self._events.append(Closed(1006, ""))
+
+    def events_received(self) -> list[Event]:
+        events, self._events = self._events, []
+        return events
+
+    def data_to_send(self) -> list[bytes]:
+        output, self._output = self._output, []
+        return output
+
+    def close_expected(self) -> bool:
+        # 7.1.1: the server closes the TCP connection first, as soon as it has both sent
+        # and received a close frame (or failed the connection).
+        return self.state is CLOSED
+
+    # -- sending
+
+    def send_text(self, data: bytes | str) -> bool:
+        """Queue one text message (``data`` must be valid UTF-8 when bytes); False when
+        the closing handshake has started (5.5.1: no data after our close frame)."""
+        if self.state is not OPEN:
+            return False
+        if isinstance(data, str):
+            data = data.encode()
+        self._output.append(self._encode_frame(OP_TEXT, data))
+        return True
+
+    def send_ping(self, payload: bytes = b"") -> bool:
+        if self.state is not OPEN:
+            return False
+        if len(payload) > 125:
+            raise ValueError("a ping payload is at most 125 bytes")  # 5.5
+        self._output.append(self._encode_frame(OP_PING, payload))
+        return True
+
+    def close(self, code: int = 1000, reason: str = "") -> bool:
+        """Start the closing handshake (7.1.2); the peer's close frame completes it. The
+        reason is cut to 123 UTF-8 bytes. False when the handshake had already started."""
+        if not _receivable_code(code):
+            raise ValueError(f"{code} is not a close code that may be sent")
+        if self.state is not OPEN:
+            return False
+        payload, _ = _close_payload(code, reason)
+        self._output.append(self._encode_frame(OP_CLOSE, payload))
+        self.state = CLOSING
+        self._fragments = None
+        return True
+
+    # -- receiving, beyond the common case
+
+    def _receive_frame(self, fin: bool, opcode: int, payload: bytes) -> None:
+        if opcode == OP_CLOSE:
+            self._receive_close(payload)
+            return
+        if opcode == OP_PING:
+            # 5.5.2: answer every ping until we have received a close frame; after ours
+            # (CLOSING) a pong is still a control frame, which 5.5.1 allows.
+            self._output.append(self._encode_frame(OP_PONG, payload))
+            return
+        if opcode == OP_PONG:
+            return  # 5.5.3: an unsolicited pong needs no answer
+        if self.state is CLOSING:
+            return  # 5.5.1: after sending a close frame, data is discarded
+
+        fragments = self._fragments
+        if opcode == OP_CONT:
+            if fragments is None:
+                self._fail(1002, "continuation frame without a message to continue")
+                return
+            fragments.append(payload)
+            self._fragment_size += len(payload)
+            if self._fragment_size > self._max_message:
+                self._fail(1009, f"message exceeds {self._max_message} bytes")
+                return
+            if fin:
+                self._fragments = None
+                self._deliver(self._fragment_opcode, b"".join(fragments))
+            return
+
+        # OP_TEXT or OP_BINARY: the codec has already refused reserved opcodes.
+        if fragments is not None:
+            self._fail(1002, "new data frame while a fragmented message is open")
+            return
+        if fin:
+            self._deliver(opcode, payload)
+        else:
+            self._fragments = [payload]
+            self._fragment_opcode = opcode
+            self._fragment_size = len(payload)
+
+    def _deliver(self, opcode: int, data: bytes) -> None:
+        if opcode == OP_TEXT:
+            if not data.isascii():
+                try:
+                    data.decode()
+                except UnicodeDecodeError:
+                    self._fail(1007, "invalid UTF-8 in text message")
+                    return
+            self._events.append(TextMessage(data))
+        else:
+            self._events.append(BinaryMessage(data))
+
+    def _receive_close(self, payload: bytes) -> None:
+        # 5.5.1 and 7.1.5: an empty body means "no status code", reported as 1005.
+        if not payload:
+            code, reason = 1005, ""
+        elif len(payload) == 1:
+            self._fail(1002, "close frame with a 1-byte payload")
+            return
+        else:
+            code = int.from_bytes(payload[:2], "big")
+            if not _receivable_code(code):
+                self._fail(1002, f"invalid close code {code}")
+                return
+            try:
+                reason = payload[2:].decode()
+            except UnicodeDecodeError:
+                self._fail(1007, "invalid UTF-8 in close reason")  # 8.1
+                return
+        if self.state is OPEN:
+            # 5.5.1: echo the status code; an empty close is echoed empty.
+            self._output.append(self._encode_frame(OP_CLOSE, payload[:2]))
+        self.state = CLOSED
+        self._fragments = None
+        self._events.append(Closed(code, reason))
+
+    def _fail(self, code: int, reason: str) -> None:
+        """7.1.7 Fail the WebSocket Connection: send our close frame (unless one was
+        already sent), stop reading, and let the transport close at once."""
+        if self.state is CLOSED:
+            return
+        payload, reason = _close_payload(code, reason)
+        if self.state is OPEN:
+            self._output.append(self._encode_frame(OP_CLOSE, payload))
+        self.state = CLOSED
+        self._fragments = None
+        self._events.append(Closed(code, reason))

@@ -1,0 +1,175 @@
+"""The TCP listener's connections: HTTP/1.1 until the WebSocket upgrade, then frames.
+
+Only moves bytes: HTTP framing lives in protocol/http.py, WebSocket rules in
+protocol/websocket.py, MCP in the gateway.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING
+
+from ..protocol.http import HttpError, HttpRequest, HttpRequestReader, error_response
+from ..protocol.websocket import (
+    BinaryMessage,
+    Closed,
+    HandshakeError,
+    TextMessage,
+    WebSocketConnection,
+    accept_handshake,
+)
+from .writer import CoalescingWriter
+
+if TYPE_CHECKING:
+    from ..gateway.gateway import Gateway
+    from ..gateway.listener import Listener
+    from ..gateway.session import DownstreamSession
+
+log = logging.getLogger("mcpfast.transport")
+
+HANDSHAKE_TIMEOUT = 10.0
+CLOSE_TIMEOUT = 5.0
+"""How long to wait for the peer's close frame after ours (RFC 6455 7.1.1 leaves the
+TCP close to the server, but a peer that never answers must not hold the socket)."""
+
+
+class TcpConnection(asyncio.Protocol):
+    def __init__(self, gateway: Gateway, listener: Listener) -> None:
+        self.gateway = gateway
+        self.listener = listener
+        self.config = gateway.config.listen
+        self.transport: asyncio.Transport | None = None
+        self.writer: CoalescingWriter | None = None
+        self.reader = HttpRequestReader(max_body_bytes=self.config.max_message_bytes)
+        self.ws: WebSocketConnection | None = None
+        self.session: DownstreamSession | None = None
+        self.peer = "?"
+        self._timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports implement asyncio.Transport without subclassing it.
+        self.transport = transport  # type: ignore[assignment]
+        loop = asyncio.get_running_loop()
+        self.writer = CoalescingWriter(transport, loop)
+        peer = transport.get_extra_info("peername")
+        self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
+        self.listener.connections.add(self)
+        self._timer = loop.call_later(HANDSHAKE_TIMEOUT, self._abort, "handshake timeout")
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.listener.connections.discard(self)
+        if self._timer is not None:
+            self._timer.cancel()
+        if self.ws is not None:
+            self.ws.receive_eof()
+        if self.session is not None:
+            self.gateway.close_session(self.session)
+
+    def data_received(self, data: bytes) -> None:
+        if self.ws is not None:
+            self._websocket_data(data)
+            return
+        try:
+            requests = self.reader.feed(data)
+        except HttpError as exc:
+            self._reply_and_close(error_response(exc.status, exc.detail))
+            return
+        for request in requests:
+            self._http_request(request)
+            if self.ws is not None or self.transport is None or self.transport.is_closing():
+                break
+
+    # -- HTTP --------------------------------------------------------------------------
+    def _http_request(self, request: HttpRequest) -> None:
+        assert self.transport is not None and self.writer is not None
+        if request.path != self.config.path:
+            self._http_error(request, 404, f"no MCP endpoint at {request.path}; "
+                             f"connect a WebSocket client to {self.config.path}")
+            return
+        if self.gateway.draining:
+            self._http_error(request, 503, "the gateway is shutting down", [("Retry-After", "1")])
+            return
+        try:
+            response = accept_handshake(request)
+        except HandshakeError as exc:
+            self._http_error(request, exc.status, exc.detail, exc.headers)
+            return
+        self.writer.write(response)
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self.ws = WebSocketConnection(max_message_bytes=self.config.max_message_bytes)
+        self.session = self.gateway.open_session("websocket", self.peer, self.send,
+                                                 self.close)
+        leftover = self.reader.upgraded_data
+        if leftover:
+            self._websocket_data(leftover)
+
+    def _http_error(self, request: HttpRequest, status: int, detail: str,
+                    headers: list[tuple[str, str]] | None = None) -> None:
+        assert self.writer is not None
+        self.writer.write(error_response(status, detail, keep_alive=request.keep_alive,
+                                         headers=headers))
+        if not request.keep_alive:
+            self._close_transport()
+
+    def _reply_and_close(self, data: bytes) -> None:
+        assert self.writer is not None
+        self.writer.write(data)
+        self._close_transport()
+
+    # -- WebSocket ---------------------------------------------------------------------
+    def _websocket_data(self, data: bytes) -> None:
+        ws = self.ws
+        assert ws is not None
+        ws.receive_data(data)
+        session = self.session
+        handle = self.gateway.handle
+        for event in ws.events_received():
+            if type(event) is TextMessage:
+                handle(session, event.data)  # type: ignore[arg-type]
+            elif type(event) is BinaryMessage:
+                ws.close(1003, "MCP messages are JSON text; binary frames are not accepted")
+            elif type(event) is Closed and session is not None:
+                self.gateway.close_session(session)
+        self._flush_frames()
+
+    def _flush_frames(self) -> None:
+        ws = self.ws
+        writer = self.writer
+        assert ws is not None and writer is not None
+        for frame in ws.data_to_send():
+            writer.write(frame)
+        if ws.close_expected():
+            self._close_transport()
+
+    def send(self, data: bytes) -> None:
+        """Send one JSON-RPC message to this client (the session's send)."""
+        ws = self.ws
+        if ws is not None and ws.send_text(data):
+            for frame in ws.data_to_send():
+                self.writer.write(frame)  # type: ignore[union-attr]
+
+    def close(self, code: int, reason: str) -> None:
+        """Start the closing handshake (the session's close)."""
+        if self.ws is None:
+            self._close_transport()
+            return
+        if self.ws.close(code, reason):
+            self._flush_frames()
+            if self._timer is None and self.transport is not None:
+                self._timer = asyncio.get_running_loop().call_later(
+                    CLOSE_TIMEOUT, self._abort, "no close frame from the peer")
+
+    def _close_transport(self) -> None:
+        if self.writer is not None:
+            self.writer.flush()
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.close()
+
+    def _abort(self, why: str) -> None:
+        log.debug("closing %s: %s", self.peer, why)
+        self._timer = None
+        if self.transport is not None:
+            self.transport.abort()

@@ -1,0 +1,43 @@
+"""The compiled hot path, and the one place that picks its implementation.
+
+Each module here exists twice: ``NAME.pyx`` compiled by Cython and ``NAME_py.py``, its
+pure-Python twin with the same interface. ``MCPFAST_NO_EXTENSIONS=1`` forces the twins;
+otherwise the compiled modules are used when they were built. Both stay importable by
+name so the tests can run one body against each.
+"""
+
+from __future__ import annotations
+
+import os
+from types import ModuleType
+from typing import TYPE_CHECKING
+
+NO_EXTENSIONS = os.environ.get("MCPFAST_NO_EXTENSIONS", "") not in ("", "0")
+
+if TYPE_CHECKING:
+    from . import routing_table_py as routing_table
+    from . import websocket_codec_py as websocket_codec
+elif NO_EXTENSIONS:
+    from . import routing_table_py as routing_table
+    from . import websocket_codec_py as websocket_codec
+else:
+    try:
+        from . import routing_table, websocket_codec
+    except ImportError:
+        from . import routing_table_py as routing_table
+        from . import websocket_codec_py as websocket_codec
+
+IMPLEMENTATION = "pure" if websocket_codec.__name__.endswith("_py") else "compiled"
+
+
+def compiled_modules() -> dict[str, ModuleType] | None:
+    """The compiled modules by name, or None when they were not built."""
+    try:
+        from . import routing_table as rt
+        from . import websocket_codec as wc
+    except ImportError:
+        return None
+    return {"routing_table": rt, "websocket_codec": wc}
+
+
+__all__ = ["IMPLEMENTATION", "NO_EXTENSIONS", "compiled_modules", "routing_table", "websocket_codec"]
