@@ -14,10 +14,7 @@ from typing import TYPE_CHECKING
 
 NO_EXTENSIONS = os.environ.get("MCPFAST_NO_EXTENSIONS", "") not in ("", "0")
 
-if TYPE_CHECKING:
-    from . import routing_table_py as routing_table
-    from . import websocket_codec_py as websocket_codec
-elif NO_EXTENSIONS:
+if TYPE_CHECKING or NO_EXTENSIONS:
     from . import routing_table_py as routing_table
     from . import websocket_codec_py as websocket_codec
 else:

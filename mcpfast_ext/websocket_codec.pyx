@@ -56,6 +56,9 @@ cdef inline void _xor_mask(const unsigned char* src, unsigned char* dst, Py_ssiz
 cdef class FrameParser:
     """Split a byte stream into ``(fin, opcode, payload)`` frames, unmasking payloads.
 
+    ``expect_masked`` is True on the server, which reads client frames, and False on
+    the client (5.1). A declared payload over ``max_payload`` bytes fails with 1009.
+
     After ``feed`` raises FrameError the parser is finished: the buffer is dropped,
     frames completed earlier in that same call are discarded, and every later call
     raises the same error again (7.1.7: the connection must be failed).
@@ -68,12 +71,17 @@ cdef class FrameParser:
     cdef unsigned char _mask_bit
     cdef uint64_t _max_payload
     cdef object _error
+    # Set while _parse reads _buf. Allocating a payload can run a finalizer; should that
+    # call feed on this parser, _append could realloc _buf under _parse's pointer, so
+    # the nested call is refused instead (the pure twin has no pointer to protect).
+    cdef bint _parsing
 
     def __cinit__(self):
         self._buf = NULL
         self._len = 0
         self._cap = 0
         self._error = None
+        self._parsing = False
 
     def __dealloc__(self):
         PyMem_Free(self._buf)
@@ -83,6 +91,8 @@ cdef class FrameParser:
             raise ValueError("max_payload must not be negative")
         self._mask_bit = 0x80 if expect_masked else 0
         self._max_payload = min(max_payload, _LIMIT_CAP)
+        self._len = 0
+        self._error = None
 
     @property
     def buffered(self):
@@ -94,7 +104,10 @@ cdef class FrameParser:
         cdef Py_ssize_t used
         if self._error is not None:
             raise FrameError(self._error.code, self._error.reason)
+        if self._parsing:
+            raise RuntimeError("FrameParser.feed is not reentrant")
         PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
+        self._parsing = True
         try:
             if self._len == 0:
                 # Nothing pending, the usual case: parse in place from the caller's
@@ -110,6 +123,7 @@ cdef class FrameParser:
                     self._len -= used
                     memmove(self._buf, self._buf + used, self._len)
         finally:
+            self._parsing = False
             PyBuffer_Release(&view)
         return frames
 
@@ -154,7 +168,8 @@ cdef class FrameParser:
                 if (b1 & 0x7F) > 125:
                     self._fail(1002, "control frame payload longer than 125 bytes")
             if (b1 & 0x80) != mask_bit:
-                self._fail(1002, "expected a masked frame" if mask_bit else "unexpected masked frame")
+                self._fail(1002, "expected a masked frame" if mask_bit
+                           else "unexpected masked frame")
             avail = end - pos
             length = b1 & 0x7F
             if length == 126:

@@ -33,13 +33,16 @@ Frame = tuple[bool, int, bytes]
 class FrameParser:
     """Split a byte stream into ``(fin, opcode, payload)`` frames, unmasking payloads.
 
+    ``expect_masked`` is True on the server, which reads client frames, and False on
+    the client (5.1). A declared payload over ``max_payload`` bytes fails with 1009.
+
     After ``feed`` raises FrameError the parser is finished: the buffer is dropped,
     frames completed earlier in that same call are discarded, and every later call
     raises the same error again. Section 7.1.7 requires failing the connection at that
-    point, so nothing read after the bad frame could be trusted anyway.
+    point, so there is no one left to hand those frames to.
     """
 
-    __slots__ = ("_buf", "_mask_bit", "_max_payload", "_error")
+    __slots__ = ("_buf", "_error", "_mask_bit", "_max_payload")
 
     def __init__(self, *, expect_masked: bool, max_payload: int) -> None:
         if max_payload < 0:
@@ -51,9 +54,15 @@ class FrameParser:
 
     @property
     def buffered(self) -> int:
+        """Bytes held until the rest of their frame arrives."""
         return len(self._buf)
 
     def feed(self, data: bytes | bytearray | memoryview) -> list[Frame]:
+        """Take the next bytes of the stream; return the frames they complete, in order.
+
+        Payloads come back unmasked, as bytes. Raises FrameError on the first frame that
+        breaks section 5, as soon as its header shows it.
+        """
         if self._error is not None:
             raise FrameError(self._error.code, self._error.reason)
         buf = self._buf
@@ -91,7 +100,9 @@ class FrameParser:
                     self._fail(1002, "control frame payload longer than 125 bytes")
             if (b1 & 0x80) != mask_bit:
                 # 5.1: a client masks every frame, a server never does.
-                self._fail(1002, "expected a masked frame" if mask_bit else "unexpected masked frame")
+                self._fail(
+                    1002, "expected a masked frame" if mask_bit else "unexpected masked frame"
+                )
             length = b1 & 0x7F
             if length == 126:
                 if end - pos < 4:
@@ -124,10 +135,10 @@ class FrameParser:
                     int.from_bytes(src[start:stop], "big")
                     ^ int.from_bytes((src[start - 4 : start] * ((length >> 2) + 1))[:length], "big")
                 ).to_bytes(length, "big")
+            elif src is buf:
+                payload = bytes(buf[start:stop])
             else:
-                payload = src[start:stop]
-                if src is buf:
-                    payload = bytes(payload)
+                payload = src[start:stop]  # type: ignore[assignment]  # src is data, bytes
             frames.append(((b0 & 0x80) != 0, opcode, payload))
             pos = stop
         if src is buf:

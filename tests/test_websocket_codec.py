@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.machinery
+import itertools
 import pickle
 import random
 from types import ModuleType
@@ -104,11 +105,17 @@ def test_round_trip(codec: ModuleType, length: int, masked: bool) -> None:
 @pytest.mark.parametrize("kind", [bytearray, memoryview])
 def test_accepts_any_bytes_like(codec: ModuleType, kind: type) -> None:
     frame = codec.encode_frame(codec.OP_TEXT, kind(b"hi there"), mask=kind(RFC_KEY))
+    assert type(frame) is bytes
     assert frame == codec.encode_frame(codec.OP_TEXT, b"hi there", mask=RFC_KEY)
+    unmasked = codec.encode_frame(codec.OP_TEXT, kind(b"hi there"))
+    assert type(unmasked) is bytes
+    assert unmasked == codec.encode_frame(codec.OP_TEXT, b"hi there")
     parser = codec.FrameParser(expect_masked=True, max_payload=100)
     assert parser.feed(kind(frame[:3])) == []
     assert parser.feed(kind(frame[3:])) == [(True, codec.OP_TEXT, b"hi there")]
-    assert codec.apply_mask(kind(b"Hello"), kind(RFC_KEY)) == RFC_MASKED_HELLO[6:]
+    masked = codec.apply_mask(kind(b"Hello"), kind(RFC_KEY))
+    assert type(masked) is bytes
+    assert masked == RFC_MASKED_HELLO[6:]
 
 
 def _stream(codec: ModuleType, masked: bool) -> tuple[bytes, list[tuple[bool, int, bytes]]]:
@@ -147,10 +154,11 @@ def test_many_frames_in_one_feed(codec: ModuleType) -> None:
 
 def test_many_frames_then_a_partial_one(codec: ModuleType) -> None:
     data, expected = _stream(codec, False)
+    last = codec.encode_frame(codec.OP_BINARY, b"x" * 300)
     parser = codec.FrameParser(expect_masked=False, max_payload=1 << 20)
-    assert parser.feed(data + data[:3]) == expected
+    assert parser.feed(data + last[:3]) == expected
     assert parser.buffered == 3
-    assert parser.feed(data[3:]) == expected
+    assert parser.feed(last[3:] + data) == [(True, codec.OP_BINARY, b"x" * 300), *expected]
     assert parser.buffered == 0
 
 
@@ -224,8 +232,13 @@ ERROR_CASES = {
     "rsv2": (b"\xa1\x80" + RFC_KEY, True, 100, 1002),
     "rsv3": (b"\x91\x80" + RFC_KEY, True, 100, 1002),
     **{f"opcode{op}": (bytes([0x80 | op, 0x80]) + RFC_KEY, True, 100, 1002) for op in range(3, 8)},
-    **{f"opcode{op}": (bytes([0x80 | op, 0x80]) + RFC_KEY, True, 100, 1002) for op in range(11, 16)},
-    **{f"fragmented-control{op}": (bytes([op, 0x80]) + RFC_KEY, True, 100, 1002) for op in (8, 9, 10)},
+    **{
+        f"opcode{op}": (bytes([0x80 | op, 0x80]) + RFC_KEY, True, 100, 1002) for op in range(11, 16)
+    },
+    **{
+        f"fragmented-control{op}": (bytes([op, 0x80]) + RFC_KEY, True, 100, 1002)
+        for op in (8, 9, 10)
+    },
     "control-126": (b"\x89\xfe\x00\x7e" + RFC_KEY, True, 1000, 1002),
     "control-64bit": (b"\x8a\xff" + (126).to_bytes(8, "big") + RFC_KEY, True, 1000, 1002),
     "control-at-limit": (b"\x89\xfd" + RFC_KEY, True, 100, 1009),
@@ -354,8 +367,14 @@ def test_parse_rfc_examples(codec: ModuleType) -> None:
 
 @pytest.mark.parametrize(
     ("opcode", "payload", "fin"),
-    [(3, b"", True), (15, b"", True), (-1, b"", True), (16, b"", True), (9, b"x" * 126, True),
-     (8, b"", False)],
+    [
+        (3, b"", True),
+        (15, b"", True),
+        (-1, b"", True),
+        (16, b"", True),
+        (9, b"x" * 126, True),
+        (8, b"", False),
+    ],
     ids=["opcode3", "opcode15", "opcode-1", "opcode16", "long-ping", "fragmented-close"],
 )
 def test_encode_refuses_frames_no_peer_accepts(
@@ -370,8 +389,13 @@ def test_encode_refuses_frames_no_peer_accepts(
 
 PEER_CASES = [
     (op, length, fin)
-    for op, fin in [(Opcode.TEXT, True), (Opcode.BINARY, True), (Opcode.TEXT, False),
-                    (Opcode.CONT, False), (Opcode.CONT, True)]
+    for op, fin in [
+        (Opcode.TEXT, True),
+        (Opcode.BINARY, True),
+        (Opcode.TEXT, False),
+        (Opcode.CONT, False),
+        (Opcode.CONT, True),
+    ]
     for length in LENGTHS
 ] + [(op, length, True) for op in (Opcode.CLOSE, Opcode.PING, Opcode.PONG) for length in (0, 125)]
 
@@ -437,7 +461,9 @@ def _random_wire(rng: random.Random, enc: object, masked: bool) -> bytes:
             fin = True
         else:
             opcode = rng.choice(DATA_OPCODES)
-            length = rng.choice([rng.randint(0, 130), rng.randint(126, 3000), rng.randint(65530, 66000)])
+            length = rng.choice(
+                [rng.randint(0, 130), rng.randint(126, 3000), rng.randint(65530, 66000)]
+            )
             fin = rng.random() < 0.7
         key = rng.randbytes(4) if masked else None
         frame = bytearray(enc(opcode, rng.randbytes(length), fin, key))  # type: ignore[operator]
@@ -452,7 +478,7 @@ def _random_wire(rng: random.Random, enc: object, masked: bool) -> bytes:
 def _outcome(codec: ModuleType, wire: bytes, cuts: list[int], masked: bool, limit: int) -> list:
     parser = codec.FrameParser(expect_masked=masked, max_payload=limit)
     steps: list = []
-    for start, stop in zip(cuts, cuts[1:]):
+    for start, stop in itertools.pairwise(cuts):
         try:
             steps.append((parser.feed(wire[start:stop]), parser.buffered))
         except FrameError as exc:

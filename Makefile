@@ -1,0 +1,43 @@
+# The two commands: `make run` and `make test`. Everything else is what they call.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+INSTALLED := $(VENV)/.installed
+EXT_SOURCES := $(wildcard mcpfast_ext/*.pyx)
+EXT_BUILT := $(VENV)/.extension-built
+CONFIG ?=
+
+.PHONY: run test test-compiled test-pure ext lint clean
+
+run: $(EXT_BUILT)
+	$(PY) -m mcpfast serve $(if $(CONFIG),--config $(CONFIG))
+
+test: $(EXT_BUILT)
+	$(MAKE) --no-print-directory test-compiled
+	$(MAKE) --no-print-directory test-pure
+
+# The compiled run fails if the extension is not what is running.
+test-compiled: $(EXT_BUILT)
+	MCPFAST_REQUIRE_EXTENSION=1 $(PY) -m pytest -q
+
+test-pure: $(INSTALLED)
+	MCPFAST_NO_EXTENSIONS=1 $(PY) -m pytest -q
+
+$(INSTALLED): pyproject.toml setup.py
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip setuptools wheel
+	MCPFAST_BUILD_EXTENSION=no $(PY) -m pip install --quiet -e '.[test,dev]'
+	touch $@
+
+ext: $(EXT_BUILT)
+
+$(EXT_BUILT): $(INSTALLED) $(EXT_SOURCES)
+	MCPFAST_BUILD_EXTENSION=yes $(PY) setup.py --quiet build_ext --inplace
+	touch $@
+
+lint: $(INSTALLED)
+	$(VENV)/bin/ruff check mcpfast mcpfast_ext tests bench
+	$(VENV)/bin/mypy mcpfast
+
+clean:
+	rm -rf build $(VENV) mcpfast_ext/*.so mcpfast_ext/*.c *.egg-info

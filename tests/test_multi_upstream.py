@@ -1,0 +1,86 @@
+"""Several upstreams: merged lists, prefixed names, calls routed to the right one."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .conftest import run, sdk_upstream, ws_client
+
+
+def test_names_are_prefixed_and_calls_routed(gateway_factory: Any) -> None:
+    gw = gateway_factory({"alpha": sdk_upstream("alpha"), "beta": sdk_upstream("beta")})
+
+    async def body() -> None:
+        async with ws_client(gw.ws_url) as c:
+            await c.initialize()
+            tools = {t["name"] for t in (await c.request("tools/list"))["result"]["tools"]}
+            assert {"alpha__whoami", "beta__whoami", "alpha__echo", "beta__echo"} <= tools
+            assert "whoami" not in tools
+            for name in ("alpha", "beta"):
+                r = await c.call_tool(f"{name}__whoami")
+                assert r["result"]["content"][0]["text"] == name
+            prompts = {p["name"] for p in (await c.request("prompts/list"))["result"]["prompts"]}
+            assert prompts == {"alpha__greet", "beta__greet"}
+            got = await c.request("prompts/get", {"name": "beta__greet",
+                                                  "arguments": {"name": "Bo"}})
+            assert "Bo" in str(got["result"])
+            done = await c.request("completion/complete", {
+                "ref": {"type": "ref/prompt", "name": "alpha__greet"},
+                "argument": {"name": "name", "value": "A"}})
+            assert "result" in done
+            unknown = await c.call_tool("whoami")
+            assert unknown["error"]["code"] == -32602
+            progress = await c.request("tools/call", {
+                "name": "beta__progress", "arguments": {"steps": 2},
+                "_meta": {"progressToken": 7}})
+            assert progress["result"]["content"][0]["text"] == "completed 2 steps"
+            tokens = [n["params"]["progressToken"] for n in c.notifications
+                      if n["method"] == "notifications/progress"]
+            assert tokens == [7, 7]
+    run(body())
+
+
+def test_conditional_prefix_only_on_collision(gateway_factory: Any) -> None:
+    gw = gateway_factory({"alpha": sdk_upstream("alpha"), "beta": sdk_upstream("beta", "b_")},
+                         routing={"prefix": "conditional"})
+
+    async def body() -> None:
+        async with ws_client(gw.ws_url) as c:
+            await c.initialize()
+            tools = {t["name"] for t in (await c.request("tools/list"))["result"]["tools"]}
+            # Tool names differ ("whoami" vs "b_whoami"), so none is prefixed...
+            assert {"whoami", "b_whoami", "echo", "b_echo"} <= tools
+            # ...but both servers' prompt is called "greet", so those are.
+            prompts = {p["name"] for p in (await c.request("prompts/list"))["result"]["prompts"]}
+            assert prompts == {"alpha__greet", "beta__greet"}
+            assert (await c.call_tool("b_whoami"))["result"]["content"][0]["text"] == "beta"
+            assert (await c.call_tool("whoami"))["result"]["content"][0]["text"] == "alpha"
+    run(body())
+
+
+def test_one_failing_upstream_does_not_hide_the_other(gateway_factory: Any) -> None:
+    gw = gateway_factory({"good": sdk_upstream("good"),
+                          "broken": {"command": ["python", "-c", "import sys; sys.exit(4)"],
+                                     "init_timeout": 2.0, "restart_backoff": 5.0}},
+                         start=False)
+    gw.start(wait_ready=False)
+    import time
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        code, _ = gw.admin_get("/status")
+        if code == 200 and gw.upstream("good")["ready"] and \
+                gw.status()["listeners"][0]["accepting"]:
+            break
+        time.sleep(0.1)
+    broken = gw.upstream("broken")
+    assert not broken["ready"] and "code 4" in (broken["last_error"] or "")
+    assert gw.admin_get("/readiness")[0] == 503
+
+    async def body() -> None:
+        async with ws_client(gw.ws_url) as c:
+            await c.initialize()
+            tools = {t["name"] for t in (await c.request("tools/list"))["result"]["tools"]}
+            assert "good__echo" in tools
+            r = await c.call_tool("good__echo", {"text": "x"})
+            assert r["result"]["content"][0]["text"] == "x"
+    run(body())

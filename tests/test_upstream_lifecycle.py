@@ -1,0 +1,97 @@
+"""A stdio upstream that dies: requests in flight fail at once, the process restarts
+with backoff, and its process group is always reaped."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from typing import Any
+
+from .conftest import SDK_SERVER, GatewayProcess, run, ws_client
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.killpg(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def wait_until(predicate: Any, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError("condition not reached in time")
+
+
+def test_killed_upstream_fails_in_flight_requests_and_restarts(gateway_factory: Any) -> None:
+    # A shell that leaves a grandchild behind in the upstream's process group.
+    gw: GatewayProcess = gateway_factory({"sdk": {
+        "command": ["sh", "-c", f"sleep 300 & exec python {SDK_SERVER} --name sdk"],
+        "restart_backoff": 0.2}})
+    first_pid = gw.upstream("sdk")["pid"]
+    assert alive(first_pid)
+
+    async def body() -> None:
+        async with ws_client(gw.ws_url) as c:
+            await c.initialize()
+            await c.send({"jsonrpc": "2.0", "id": "slow", "method": "tools/call",
+                          "params": {"name": "slow", "arguments": {"seconds": 30}}})
+            await asyncio.sleep(0.3)
+            started = time.monotonic()
+            crashed = await c.call_tool("crash", request_id="crash")
+            slow = await c.wait_for("slow")
+            # Both answered at once with an error, not after the 30 s the tool wanted.
+            assert time.monotonic() - started < 5
+            for response in (crashed, slow):
+                assert response["error"]["code"] == -32000
+                assert "sdk" in response["error"]["message"]
+            # While it restarts, calls fail fast with a clear error, never hang.
+            wait_until(lambda: gw.upstream("sdk")["ready"])
+            echo = await c.call_tool("echo", {"text": "back"})
+            assert echo["result"]["content"][0]["text"] == "back"
+    run(body())
+    status = gw.upstream("sdk")
+    assert status["starts"] == 2 and status["pid"] != first_pid
+    wait_until(lambda: not alive(first_pid))
+    second_pid = status["pid"]
+    assert gw.terminate() == 0
+    assert not alive(second_pid)
+
+
+def test_calls_to_a_restarting_upstream_fail_fast(gateway_factory: Any) -> None:
+    gw: GatewayProcess = gateway_factory({"sdk": {
+        "command": ["python", SDK_SERVER], "restart_backoff": 3.0,
+        "restart_backoff_max": 3.0}})
+
+    async def body() -> None:
+        async with ws_client(gw.ws_url) as c:
+            await c.initialize()
+            await c.call_tool("crash")
+            started = time.monotonic()
+            response = await c.call_tool("echo", {"text": "x"})
+            assert time.monotonic() - started < 1
+            assert response["error"]["code"] == -32000
+            assert "not available" in response["error"]["message"]
+    run(body())
+
+
+def test_request_timeout_answers_the_client(gateway_factory: Any) -> None:
+    gw: GatewayProcess = gateway_factory({"sdk": {"command": ["python", SDK_SERVER],
+                                                  "request_timeout": 1.0}})
+
+    async def body() -> None:
+        async with ws_client(gw.ws_url) as c:
+            await c.initialize()
+            started = time.monotonic()
+            response = await c.call_tool("slow", {"seconds": 10})
+            assert 0.9 < time.monotonic() - started < 4
+            assert response["error"]["code"] == -32001
+            echo = await c.call_tool("echo", {"text": "ok"})
+            assert echo["result"]["content"][0]["text"] == "ok"
+    run(body())
+    assert gw.upstream("sdk")["in_flight"] == 0
