@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import re
 import tomllib
+from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
@@ -86,7 +87,7 @@ class RoutingConfig(msgspec.Struct, **KEY):  # type: ignore[call-arg]
 
 class UpstreamConfig(msgspec.Struct, **KEY):  # type: ignore[call-arg]
     transport: Literal["stdio"] = "stdio"
-    command: list[str]
+    command: list[str]  # type: ignore[misc]  # kw_only: required after defaults is fine
     env: dict[str, str] = {}
     inherit_env: bool = True
     cwd: str | None = None
@@ -95,8 +96,10 @@ class UpstreamConfig(msgspec.Struct, **KEY):  # type: ignore[call-arg]
     restart_backoff: float = 0.5
     restart_backoff_max: float = 30.0
     stop_timeout: float = 3.0
+    max_message_bytes: int = 64 * 1024 * 1024
 
     def __post_init__(self) -> None:
+        _check(self.max_message_bytes >= 1024, "max_message_bytes", "must be at least 1024")
         _check(len(self.command) > 0 and bool(self.command[0]), "command",
                "must be a non-empty list: the program and its arguments")
         for key in ("init_timeout", "request_timeout", "restart_backoff", "stop_timeout"):
@@ -161,7 +164,7 @@ def _describe(message: str, base: str) -> str:
 _ENV = re.compile(r"\$\$\{|\$\{([A-Za-z_][A-Za-z0-9_]*)\}|\$\{([^}]*)\}?")
 
 
-def interpolate(value: Any, path: str = "", environ: dict[str, str] | None = None) -> Any:
+def interpolate(value: Any, path: str = "", environ: Mapping[str, str] | None = None) -> Any:
     """Replace ``${NAME}`` in every string of a decoded TOML document."""
     env = os.environ if environ is None else environ
     if isinstance(value, dict):
@@ -184,7 +187,8 @@ def interpolate(value: Any, path: str = "", environ: dict[str, str] | None = Non
     return _ENV.sub(substitute, value)
 
 
-def parse(text: str, source: str = "<config>", environ: dict[str, str] | None = None) -> Config:
+def parse(text: str, source: str = "<config>", environ: Mapping[str, str] | None = None
+          ) -> Config:
     try:
         document = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:

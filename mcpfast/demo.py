@@ -21,10 +21,12 @@ from __future__ import annotations
 import asyncio
 import datetime
 import logging
+import os
+import stat
 import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TextIO, TypeGuard
 from urllib.parse import unquote
 
 import msgspec
@@ -55,8 +57,7 @@ SHUTDOWN_GRACE_SECONDS = 1.0
 ABOUT_URI = "mcpfast://demo/about"
 GREETING_TEMPLATE = "mcpfast://demo/greeting/{name}"
 GREETING_PREFIX = "mcpfast://demo/greeting/"
-GREETING_NAMES = ("Ada", "Alan", "Barbara", "Donald", "Edsger", "Grace", "Ken", "Linus",
-                  "Margaret", "Radia")
+GREETING_NAMES = ("Ada", "Alan", "Barbara", "Edsger", "Grace", "Ken", "Linus", "Margaret")
 SUMMARY_STYLES = ("brief", "detailed")
 
 ABOUT_TEXT = """\
@@ -73,62 +74,58 @@ config file.
 """
 
 
-def _object_schema(properties: dict[str, Any], required: list[str]) -> dict[str, Any]:
-    return {"type": "object", "properties": properties, "required": required}
+def _tool(
+    name: str, title: str, description: str, inputs: dict[str, Any], **extra: Any
+) -> dict[str, Any]:
+    schema = {"type": "object", "properties": inputs, "required": list(inputs)}
+    return {
+        "name": name,
+        "title": title,
+        "description": description,
+        "inputSchema": schema,
+        **extra,
+    }
+
+
+def _output(**properties: str) -> dict[str, Any]:
+    types = {name: {"type": kind} for name, kind in properties.items()}
+    return {"type": "object", "properties": types, "required": list(properties)}
 
 
 TOOLS: list[dict[str, Any]] = [
-    {
-        "name": "echo",
-        "title": "Echo",
-        "description": "Return the given text unchanged.",
-        "inputSchema": _object_schema(
-            {"text": {"type": "string", "description": "The text to send back."}}, ["text"]
-        ),
-    },
-    {
-        "name": "add",
-        "title": "Add two numbers",
-        "description": "Add a and b and return their sum.",
-        "inputSchema": _object_schema(
-            {"a": {"type": "number", "description": "First addend."},
-             "b": {"type": "number", "description": "Second addend."}},
-            ["a", "b"],
-        ),
-        "outputSchema": _object_schema({"sum": {"type": "number"}}, ["sum"]),
-    },
-    {
-        "name": "utc_now",
-        "title": "Current UTC time",
-        "description": "Return the current time in UTC as an ISO-8601 timestamp.",
-        "inputSchema": _object_schema({}, []),
-    },
-    {
-        "name": "word_count",
-        "title": "Count words",
-        "description": "Count the words, lines and characters of a text.",
-        "inputSchema": _object_schema(
-            {"text": {"type": "string", "description": "The text to count."}}, ["text"]
-        ),
-        "outputSchema": _object_schema(
-            {"words": {"type": "integer"}, "lines": {"type": "integer"},
-             "characters": {"type": "integer"}},
-            ["words", "lines", "characters"],
-        ),
-    },
-    {
-        "name": "countdown",
-        "title": "Countdown",
-        "description": (
-            "Count down n seconds, reporting progress each second when the request carries "
-            "a progress token, then return 'liftoff'. Cancellable."
-        ),
-        "inputSchema": _object_schema(
-            {"n": {"type": "integer", "minimum": 1, "maximum": 30,
-                   "description": "Seconds to count down (1-30)."}},
-            ["n"],
-        ),
-    },
+    _tool(
+        "echo",
+        "Echo",
+        "Return the given text unchanged.",
+        {"text": {"type": "string", "description": "The text to send back."}},
+    ),
+    _tool(
+        "add",
+        "Add two numbers",
+        "Add a and b and return their sum.",
+        {"a": {"type": "number"}, "b": {"type": "number"}},
+        outputSchema=_output(sum="number"),
+    ),
+    _tool(
+        "utc_now",
+        "Current UTC time",
+        "Return the current time in UTC as an ISO-8601 timestamp.",
+        {},
+    ),
+    _tool(
+        "word_count",
+        "Count words",
+        "Count the words, lines and characters of a text.",
+        {"text": {"type": "string", "description": "The text to count."}},
+        outputSchema=_output(words="integer", lines="integer", characters="integer"),
+    ),
+    _tool(
+        "countdown",
+        "Countdown",
+        "Count down n seconds, reporting progress each second when the request carries a "
+        "progress token, then return 'liftoff'. Cancellable.",
+        {"n": {"type": "integer", "minimum": 1, "maximum": 30, "description": "Seconds, 1 to 30."}},
+    ),
 ]
 
 PROMPTS: list[dict[str, Any]] = [
@@ -138,8 +135,7 @@ PROMPTS: list[dict[str, Any]] = [
         "description": "Ask the model to summarize a text, briefly or in detail.",
         "arguments": [
             {"name": "text", "description": "The text to summarize.", "required": True},
-            {"name": "style", "description": '"brief" (default) or "detailed".',
-             "required": False},
+            {"name": "style", "description": '"brief" (default) or "detailed".', "required": False},
         ],
     },
 ]
@@ -199,7 +195,7 @@ Handler = Callable[[dict[str, Any], Request], Awaitable[dict[str, Any]]]
 Send = Callable[[bytes], Awaitable[None]]
 
 
-def _is_id(value: object) -> bool:
+def _is_id(value: object) -> TypeGuard[int | str]:
     # MCP narrows JSON-RPC ids to strings and integers; null is not allowed.
     return isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool))
 
@@ -284,7 +280,9 @@ class DemoServer:
             return
         if not isinstance(message, dict):
             # Batches (JSON arrays) existed only in 2025-03-26; this server takes single messages.
-            await self._reply_error(None, RpcError(INVALID_REQUEST, "Invalid request: not an object"))
+            await self._reply_error(
+                None, RpcError(INVALID_REQUEST, "Invalid request: not an object")
+            )
             return
         msg_id = message.get("id")
         method = message.get("method")
@@ -292,20 +290,24 @@ class DemoServer:
         if method is None and ("result" in message or "error" in message):
             return  # a response, but this server never sends requests
         if message.get("jsonrpc") != "2.0" or not isinstance(method, str):
-            await self._reply_error(msg_id if _is_id(msg_id) else None,
-                                    RpcError(INVALID_REQUEST, "Invalid request"))
+            await self._reply_error(
+                msg_id if _is_id(msg_id) else None, RpcError(INVALID_REQUEST, "Invalid request")
+            )
             return
         if "id" not in message:
             if isinstance(params, dict):
                 self._on_notification(method, params)
             return
         if not _is_id(msg_id):
-            await self._reply_error(None, RpcError(
-                INVALID_REQUEST, "Invalid request: id must be a string or an integer"))
+            await self._reply_error(
+                None,
+                RpcError(INVALID_REQUEST, "Invalid request: id must be a string or an integer"),
+            )
             return
         if not isinstance(params, dict):
-            await self._reply_error(msg_id, RpcError(INVALID_REQUEST, "Invalid request: params "
-                                                     "must be an object"))
+            await self._reply_error(
+                msg_id, RpcError(INVALID_REQUEST, "Invalid request: params must be an object")
+            )
             return
         meta = params.get("_meta")
         token = meta.get("progressToken") if isinstance(meta, dict) else None
@@ -354,8 +356,9 @@ class DemoServer:
 
     async def _log(self, level: str, logger: str, data: Any) -> None:
         if LOG_LEVELS.index(level) >= LOG_LEVELS.index(self._log_level):
-            await self._notify("notifications/message",
-                               {"level": level, "logger": logger, "data": data})
+            await self._notify(
+                "notifications/message", {"level": level, "logger": logger, "data": data}
+            )
 
     # Lifecycle and utilities
 
@@ -371,10 +374,13 @@ class DemoServer:
                 "logging": {},
                 "completions": {},
             },
-            "serverInfo": {"name": "mcpfast-demo", "title": "mcpfast demo server",
-                           "version": __version__},
+            "serverInfo": {
+                "name": "mcpfast-demo",
+                "title": "mcpfast demo server",
+                "version": __version__,
+            },
             "instructions": "A demo server bundled with mcpfast. Try the countdown tool with "
-                            "a progress token, or read mcpfast://demo/about.",
+            "a progress token, or read mcpfast://demo/about.",
         }
 
     async def _ping(self, params: dict[str, Any], request: Request) -> dict[str, Any]:
@@ -418,8 +424,11 @@ class DemoServer:
 
     async def _word_count(self, args: dict[str, Any], request: Request) -> dict[str, Any]:
         text = _string(args, "text")
-        counts = {"words": len(text.split()), "lines": len(text.splitlines()),
-                  "characters": len(text)}
+        counts = {
+            "words": len(text.split()),
+            "lines": len(text.splitlines()),
+            "characters": len(text),
+        }
         summary = f"{counts['words']} words, {counts['lines']} lines, {counts['characters']} chars"
         return {"content": [_text(summary)], "structuredContent": counts}
 
@@ -429,10 +438,15 @@ class DemoServer:
         for elapsed in range(1, n + 1):
             await asyncio.sleep(1)
             if request.progress_token is not None:
-                await self._notify("notifications/progress", {
-                    "progressToken": request.progress_token, "progress": elapsed, "total": n,
-                    "message": f"T-{n - elapsed}",
-                })
+                await self._notify(
+                    "notifications/progress",
+                    {
+                        "progressToken": request.progress_token,
+                        "progress": elapsed,
+                        "total": n,
+                        "message": f"T-{n - elapsed}",
+                    },
+                )
         return {"content": [_text("liftoff")]}
 
     # Prompts
@@ -501,22 +515,31 @@ class DemoServer:
         return {"completion": {"values": values, "total": len(values), "hasMore": False}}
 
 
+def _is_streaming(stream: TextIO) -> bool:
+    # The event loop can watch pipes, sockets and terminals; regular files and /dev/null
+    # cannot be polled (epoll refuses them), so those take plain blocking I/O instead.
+    mode = os.fstat(stream.fileno()).st_mode
+    return stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode) or stream.isatty()
+
+
 async def _connect_stdio() -> tuple[asyncio.StreamReader, Send]:
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader(limit=MAX_LINE_BYTES)
-    try:
+    if _is_streaming(sys.stdin):
         await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
-    except ValueError:  # a regular file (`< requests.jsonl`) is no pipe; it is finite, so read it
+    else:  # `< requests.jsonl` is finite: read it whole
         reader.feed_data(sys.stdin.buffer.read())
         reader.feed_eof()
-    try:
-        transport, protocol = await loop.connect_write_pipe(
-            asyncio.streams.FlowControlMixin, sys.stdout)
-    except ValueError:  # a regular file (`> responses.jsonl`): plain blocking writes will do
+    if not _is_streaming(sys.stdout):
+
         async def send_to_file(data: bytes) -> None:
             sys.stdout.buffer.write(data)
             sys.stdout.buffer.flush()
+
         return reader, send_to_file
+    transport, protocol = await loop.connect_write_pipe(
+        asyncio.streams.FlowControlMixin, sys.stdout
+    )
     writer = asyncio.StreamWriter(transport, protocol, reader, loop)
 
     async def send(data: bytes) -> None:
@@ -535,8 +558,11 @@ async def serve_stdio() -> None:
 
 
 def main() -> None:
-    logging.basicConfig(stream=sys.stderr, level=logging.INFO,
-                        format="%(asctime)s mcpfast.demo %(levelname)s %(message)s")
+    logging.basicConfig(
+        stream=sys.stderr,
+        level=logging.INFO,
+        format="%(asctime)s mcpfast.demo %(levelname)s %(message)s",
+    )
     try:
         asyncio.run(serve_stdio())
     except KeyboardInterrupt:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import time
 from typing import Any
@@ -12,15 +11,7 @@ import pytest
 import websockets
 from websockets.frames import Close
 
-from .conftest import GatewayProcess, run, ws_client
-
-
-def group_alive(pid: int) -> bool:
-    try:
-        os.killpg(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
+from .conftest import GatewayProcess, group_alive, run, wait_until, ws_client
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
@@ -51,7 +42,7 @@ def test_drain_finishes_in_flight_work_then_closes_1001(gateway_factory: Any, si
     run(body())
     assert gw.proc is not None
     assert gw.proc.wait(10) == 0
-    assert not group_alive(upstream_pid)
+    wait_until(lambda: not group_alive(upstream_pid), 5)
     assert "stopped" in gw.log()
 
 

@@ -4,37 +4,20 @@ with backoff, and its process group is always reaped."""
 from __future__ import annotations
 
 import asyncio
-import os
+import sys
 import time
 from typing import Any
 
-from .conftest import SDK_SERVER, GatewayProcess, run, ws_client
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.killpg(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
-
-
-def wait_until(predicate: Any, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError("condition not reached in time")
+from .conftest import SDK_SERVER, GatewayProcess, group_alive, run, wait_until, ws_client
 
 
 def test_killed_upstream_fails_in_flight_requests_and_restarts(gateway_factory: Any) -> None:
     # A shell that leaves a grandchild behind in the upstream's process group.
     gw: GatewayProcess = gateway_factory({"sdk": {
-        "command": ["sh", "-c", f"sleep 300 & exec python {SDK_SERVER} --name sdk"],
+        "command": ["sh", "-c", f"sleep 300 & exec {sys.executable} {SDK_SERVER} --name sdk"],
         "restart_backoff": 0.2}})
     first_pid = gw.upstream("sdk")["pid"]
-    assert alive(first_pid)
+    assert group_alive(first_pid)
 
     async def body() -> None:
         async with ws_client(gw.ws_url) as c:
@@ -57,10 +40,10 @@ def test_killed_upstream_fails_in_flight_requests_and_restarts(gateway_factory: 
     run(body())
     status = gw.upstream("sdk")
     assert status["starts"] == 2 and status["pid"] != first_pid
-    wait_until(lambda: not alive(first_pid))
+    wait_until(lambda: not group_alive(first_pid), 5)
     second_pid = status["pid"]
     assert gw.terminate() == 0
-    assert not alive(second_pid)
+    wait_until(lambda: not group_alive(second_pid), 5)
 
 
 def test_calls_to_a_restarting_upstream_fail_fast(gateway_factory: Any) -> None:

@@ -197,8 +197,9 @@ class Gateway:
         self.counters.messages_out += 1
         session.send(data)
 
-    def send_error(self, session: DownstreamSession, request_id: int | str | None, code: int,
+    def send_error(self, session: DownstreamSession, request_id: Any, code: int,
                    message: str) -> None:
+        """Answer ``request_id`` (None for a message whose id could not be read)."""
         self.counters.errors += 1
         if not session.closed:
             self.send(session, jsonrpc.error_response(request_id, code, message))
@@ -239,7 +240,7 @@ class Gateway:
         if env.params is UNSET:
             return RouteParams()
         try:
-            return _route_params.decode(env.params)
+            return _route_params.decode(env.params)  # type: ignore[arg-type]
         except msgspec.DecodeError as exc:
             self.send_error(session, env.id, jsonrpc.INVALID_PARAMS, f"Invalid params: {exc}")
             return None
@@ -257,7 +258,7 @@ class Gateway:
         params: Raw | bytes | UnsetType = env.params
         token = head.meta.progressToken if head.meta is not UNSET else UNSET
         if rename is not None or token is not UNSET:
-            full = _any.decode(env.params)
+            full = _any.decode(env.params)  # type: ignore[arg-type]
             if rename is not None:
                 key, value = rename
                 if key == "ref":
@@ -554,7 +555,7 @@ class Gateway:
 
     def _log_message(self, upstream: Upstream, env: Envelope) -> None:
         params = _any.decode(env.params) if env.params is not UNSET else {}
-        level = LOG_LEVELS.get(params.get("level"), LOG_LEVELS["info"])
+        level = LOG_LEVELS.get(str(params.get("level")), LOG_LEVELS["info"])
         data = jsonrpc.reencode(env)
         # On a shared stdio connection a log message names no request; it goes to the
         # one session working on this upstream when there is one, else to every

@@ -26,6 +26,9 @@ class Listener:
         self.server: asyncio.AbstractServer | None = None
         self.connections: set[Any] = set()
 
+    async def start(self) -> None:
+        raise NotImplementedError
+
     def stop_accepting(self) -> None:
         if self.server is not None:
             self.server.close()

@@ -106,7 +106,7 @@ class Router:
         counts: Counter[str] = Counter()
         for upstream in listed:
             assert upstream.catalog is not None
-            counts.update({item.get("name") for item in upstream.catalog.get(key, [])
+            counts.update({item["name"] for item in upstream.catalog.get(key, [])
                            if isinstance(item.get("name"), str)})
         out: list[dict[str, Any]] = []
         for upstream in listed:

@@ -28,7 +28,7 @@ STABLE_AFTER = 30.0
 class _PipeProtocol(asyncio.SubprocessProtocol):
     def __init__(self, upstream: StdioUpstream) -> None:
         self.upstream = upstream
-        self.stdout = LineFramer(upstream.gateway.config.listen.max_message_bytes)
+        self.stdout = LineFramer(upstream.config.max_message_bytes)
         self.stderr = LineFramer(STDERR_LINE_LIMIT)
         self.exited: asyncio.Future[int] = asyncio.get_running_loop().create_future()
 
@@ -145,10 +145,13 @@ class StdioUpstream(Upstream):
         self.state = "stopped"
 
     async def _initialize(self, protocol: _PipeProtocol) -> None:
-        work = asyncio.ensure_future(self._handshake_and_catalog())
-        done, _ = await asyncio.wait({work, protocol.exited}, return_when=asyncio.FIRST_COMPLETED)
+        work: asyncio.Future[Any] = asyncio.ensure_future(self._handshake_and_catalog())
+        exited: asyncio.Future[Any] = protocol.exited
+        done, _ = await asyncio.wait({work, exited}, return_when=asyncio.FIRST_COMPLETED)
         if work not in done:
             work.cancel()
+            # fail_all() may already have failed it; either way nobody awaits it now.
+            work.add_done_callback(lambda task: task.cancelled() or task.exception())
             raise UpstreamError(-32000, f"process exited with code {self._returncode()} "
                                 "during initialization")
         work.result()

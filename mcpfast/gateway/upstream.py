@@ -119,12 +119,12 @@ class Upstream:
             if future.done():
                 return
             if env.error is not UNSET:
-                err = msgspec.json.decode(env.error)
+                err = msgspec.json.decode(env.error)  # type: ignore[arg-type]
                 future.set_exception(UpstreamError(
                     err.get("code", jsonrpc.INTERNAL_ERROR), err.get("message", "error"),
                     err.get("data", UNSET)))
             else:
-                future.set_result(msgspec.json.decode(env.result))
+                future.set_result(msgspec.json.decode(env.result))  # type: ignore[arg-type]
             return
         self.log.debug("dropping a response to unknown or cancelled request %r", upstream_id)
 

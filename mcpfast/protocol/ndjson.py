@@ -69,5 +69,5 @@ class LineFramer:
         return len(self._buf)
 
 
-def _strip(lines: list[bytes]) -> list[bytes]:
+def _strip(lines: list[bytes]) -> list[bytes | None]:
     return [line.rstrip(b"\r") for line in lines if line and line != b"\r"]

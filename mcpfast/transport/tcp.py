@@ -51,7 +51,7 @@ class TcpConnection(asyncio.Protocol):
         # uvloop's transports implement asyncio.Transport without subclassing it.
         self.transport = transport  # type: ignore[assignment]
         loop = asyncio.get_running_loop()
-        self.writer = CoalescingWriter(transport, loop)
+        self.writer = CoalescingWriter(transport, loop)  # type: ignore[arg-type]
         peer = transport.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
         self.listener.connections.add(self)

@@ -27,7 +27,7 @@ class UnixConnection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports implement asyncio.Transport without subclassing it.
         self.transport = transport  # type: ignore[assignment]
-        self.writer = CoalescingWriter(transport, asyncio.get_running_loop())
+        self.writer = CoalescingWriter(self.transport, asyncio.get_running_loop())  # type: ignore[arg-type]
         self.listener.connections.add(self)
         self.session = self.gateway.open_session("unix", self.listener.address, self.send,
                                                  self.close)

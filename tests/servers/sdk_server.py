@@ -1,0 +1,138 @@
+"""A real upstream MCP server, written with the official Python SDK, for integration tests.
+
+Run it over stdio: ``python tests/servers/sdk_server.py [--name NAME]``. ``--name`` (default
+``sdk``) becomes the server's name and the answer of ``whoami``, so two instances can be
+told apart behind the gateway. If ``SDK_SERVER_TOOL_PREFIX`` is set (say ``b_``), every tool
+name starts with it, so two instances can also expose non-colliding tools.
+
+Tools: ``echo``, ``add``, ``slow``, ``progress``, ``log``, ``crash`` (the process dies with
+exit code 3), ``whoami``, ``sample`` (a server->client ``sampling/createMessage``), ``fail``
+(an ``isError`` result). Prompt ``greet``; resource ``test://static``; template
+``test://item/{id}``; completion for ``greet``'s ``name``.
+
+``MCPServer`` serves both protocol eras: a client that sends ``initialize`` gets a legacy
+session, one that probes ``server/discover`` gets 2026-07-28.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import warnings
+from typing import Annotated, Any
+
+import anyio
+from mcp.server.mcpserver import Context, MCPServer, Resolve, Sample
+from mcp.server.mcpserver.exceptions import ToolError
+from mcp.shared.exceptions import MCPDeprecationWarning
+from mcp.types import (
+    Completion,
+    CompletionArgument,
+    CompletionContext,
+    CreateMessageResult,
+    LoggingLevel,
+    PromptReference,
+    ResourceTemplateReference,
+    SamplingMessage,
+    TextContent,
+)
+
+# Logging and sampling are deprecated by 2026-07-28 (SEP-2577) but are what these tests
+# exercise on legacy sessions; the warnings would only clutter the server's stderr.
+warnings.filterwarnings("ignore", category=MCPDeprecationWarning)
+
+GREET_NAMES = ("Alice", "Alfred", "Bob", "Carol")
+
+
+def _ask_model(prompt: str) -> Sample:
+    # A resolver rather than a direct ctx.session.create_message(): on a legacy session the
+    # SDK sends a standalone sampling/createMessage mid-call, and on a 2026-07-28 one it
+    # returns an input_required result, so the tool works in both eras.
+    return Sample(
+        [SamplingMessage(role="user", content=TextContent(type="text", text=prompt))],
+        max_tokens=100,
+    )
+
+
+def build_server(name: str, prefix: str = "") -> MCPServer:
+    server = MCPServer(name=name, version="1.0.0", log_level="WARNING")
+
+    @server.tool(name=f"{prefix}echo", description="Return the text unchanged.")
+    def echo(text: str) -> str:
+        return text
+
+    @server.tool(name=f"{prefix}add", description="Add two integers.")
+    def add(a: int, b: int) -> int:
+        return a + b
+
+    @server.tool(name=f"{prefix}slow", description="Sleep for the given seconds, then answer.")
+    async def slow(seconds: float) -> str:
+        await anyio.sleep(seconds)
+        return f"done after {seconds}s"
+
+    @server.tool(name=f"{prefix}progress", description="Report `steps` progress steps.")
+    async def progress(steps: int, ctx: Context) -> str:
+        for step in range(1, steps + 1):
+            await anyio.sleep(0.05)
+            await ctx.report_progress(step, steps, f"step {step}/{steps}")
+        return f"completed {steps} steps"
+
+    @server.tool(name=f"{prefix}log", description="Send a log notification to the client.")
+    async def log(message: str, ctx: Context, level: LoggingLevel = "info") -> str:
+        await ctx.log(level, message, logger_name=name)
+        return "logged"
+
+    @server.tool(name=f"{prefix}crash", description="Kill this server process (exit code 3).")
+    def crash() -> str:
+        os._exit(3)
+
+    @server.tool(name=f"{prefix}whoami", description="Return this server's --name.")
+    def whoami() -> str:
+        return name
+
+    @server.tool(name=f"{prefix}sample", description="Ask the client's model to answer a prompt.")
+    async def sample(
+        prompt: str, reply: Annotated[CreateMessageResult, Resolve(_ask_model)]
+    ) -> str:
+        content = reply.content
+        return content.text if isinstance(content, TextContent) else str(content)
+
+    @server.tool(name=f"{prefix}fail", description="Always fail with an isError result.")
+    def fail() -> str:
+        raise ToolError("this tool always fails")
+
+    @server.prompt(description="Greet someone by name.")
+    def greet(name: str) -> str:
+        return f"Please greet {name} warmly."
+
+    @server.resource("test://static", name="static", mime_type="text/plain")
+    def static() -> str:
+        return "static resource"
+
+    @server.resource("test://item/{id}", name="item", mime_type="text/plain")
+    def item(id: str) -> str:
+        return f"item {id}"
+
+    @server.completion()
+    async def complete(
+        ref: PromptReference | ResourceTemplateReference,
+        argument: CompletionArgument,
+        context: CompletionContext | None,
+    ) -> Completion | None:
+        if isinstance(ref, PromptReference) and ref.name == "greet" and argument.name == "name":
+            values = [n for n in GREET_NAMES if n.lower().startswith(argument.value.lower())]
+            return Completion(values=values, total=len(values), has_more=False)
+        return None
+
+    return server
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--name", default="sdk", help="server name, also returned by whoami")
+    args: Any = parser.parse_args(argv)
+    build_server(args.name, os.environ.get("SDK_SERVER_TOOL_PREFIX", "")).run("stdio")
+
+
+if __name__ == "__main__":
+    main()
