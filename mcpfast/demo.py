@@ -150,6 +150,17 @@ RESOURCES: list[dict[str, Any]] = [
     },
 ]
 
+CLOCK_URI = "mcpfast://demo/clock"
+CLOCK_RESOURCE = {
+    "uri": CLOCK_URI,
+    "name": "clock",
+    "title": "Clock",
+    "description": "The current UTC time; subscribe to be told each second that it changed.",
+    "mimeType": "text/plain",
+}
+RESOURCES.append(CLOCK_RESOURCE)
+CLOCK_INTERVAL = 1.0
+
 RESOURCE_TEMPLATES: list[dict[str, Any]] = [
     {
         "uriTemplate": GREETING_TEMPLATE,
@@ -232,6 +243,7 @@ class DemoServer:
         self._send = send
         self._log_level = "info"
         self._inflight: dict[int | str, asyncio.Task[None]] = {}
+        self._clock: asyncio.Task[None] | None = None
         self._methods: dict[str, Handler] = {
             "initialize": self._initialize,
             "ping": self._ping,
@@ -243,6 +255,8 @@ class DemoServer:
             "resources/list": self._list_resources,
             "resources/templates/list": self._list_templates,
             "resources/read": self._read_resource,
+            "resources/subscribe": self._subscribe,
+            "resources/unsubscribe": self._unsubscribe,
             "completion/complete": self._complete,
         }
         self._tools: dict[str, Handler] = {
@@ -266,6 +280,8 @@ class DemoServer:
         if self._inflight:
             await asyncio.wait(list(self._inflight.values()), timeout=SHUTDOWN_GRACE_SECONDS)
         tasks = list(self._inflight.values())
+        if self._clock is not None:
+            tasks.append(self._clock)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -370,7 +386,7 @@ class DemoServer:
             "capabilities": {
                 "tools": {"listChanged": False},
                 "prompts": {"listChanged": False},
-                "resources": {"subscribe": False, "listChanged": False},
+                "resources": {"subscribe": True, "listChanged": False},
                 "logging": {},
                 "completions": {},
             },
@@ -490,11 +506,32 @@ class DemoServer:
             raise RpcError(INVALID_PARAMS, "uri must be a string")
         if uri == ABOUT_URI:
             return {"contents": [{"uri": uri, "mimeType": "text/markdown", "text": ABOUT_TEXT}]}
+        if uri == CLOCK_URI:
+            now = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+            return {"contents": [{"uri": uri, "mimeType": "text/plain", "text": now}]}
         segment = uri.removeprefix(GREETING_PREFIX)
         if uri.startswith(GREETING_PREFIX) and segment and "/" not in segment:
             greeting = f"Hello, {unquote(segment)}! Greetings from the mcpfast demo server."
             return {"contents": [{"uri": uri, "mimeType": "text/plain", "text": greeting}]}
         raise RpcError(RESOURCE_NOT_FOUND, "Resource not found", {"uri": uri})
+
+    async def _subscribe(self, params: dict[str, Any], request: Request) -> dict[str, Any]:
+        if params.get("uri") != CLOCK_URI:
+            raise RpcError(INVALID_PARAMS, f"only {CLOCK_URI} can be subscribed to")
+        if self._clock is None:
+            self._clock = asyncio.ensure_future(self._tick())
+        return {}
+
+    async def _unsubscribe(self, params: dict[str, Any], request: Request) -> dict[str, Any]:
+        if params.get("uri") == CLOCK_URI and self._clock is not None:
+            self._clock.cancel()
+            self._clock = None
+        return {}
+
+    async def _tick(self) -> None:
+        while True:
+            await asyncio.sleep(CLOCK_INTERVAL)
+            await self._notify("notifications/resources/updated", {"uri": CLOCK_URI})
 
     # Completion
 

@@ -53,7 +53,7 @@ async def test_initialize_negotiates_latest_legacy_version(mode: str) -> None:
         assert client.server_info.name == "mcpfast-demo"
         caps = client.server_capabilities
         assert caps.tools is not None and caps.prompts is not None
-        assert caps.resources is not None and caps.resources.subscribe is False
+        assert caps.resources is not None and caps.resources.subscribe is True
         assert caps.logging is not None and caps.completions is not None
 
 
@@ -74,7 +74,8 @@ async def test_lists_tools_prompts_resources_and_templates() -> None:
 
         resources = (await client.list_resources()).resources
         assert [(r.uri, r.mime_type) for r in resources] == [
-            ("mcpfast://demo/about", "text/markdown")
+            ("mcpfast://demo/about", "text/markdown"),
+            ("mcpfast://demo/clock", "text/plain"),
         ]
         templates = (await client.list_resource_templates()).resource_templates
         assert [t.uri_template for t in templates] == [GREETING_TEMPLATE]

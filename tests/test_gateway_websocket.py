@@ -378,3 +378,37 @@ def test_upstream_stderr_is_logged_with_its_name(gateway_factory: Any) -> None:
     gw = gateway_factory({"demo": {"command": ["python", "-m", "mcpfast.demo"]}})
     lines = [line for line in gw.log().splitlines() if "mcpfast.upstream.demo.stderr" in line]
     assert any("ready on stdio" in line for line in lines), gw.log()
+
+
+def test_resource_subscriptions_are_shared_and_scoped(gateway_factory: Any) -> None:
+    gw = gateway_factory({"demo": {"command": ["python", "-m", "mcpfast.demo"]}})
+    clock = "mcpfast://demo/clock"
+
+    def updates(c: Any) -> list[str]:
+        return [n["params"]["uri"] for n in c.notifications
+                if n["method"] == "notifications/resources/updated"]
+
+    async def body() -> None:
+        async with ws_client(gw.ws_url) as a, ws_client(gw.ws_url) as b, \
+                ws_client(gw.ws_url) as bystander:
+            for c in (a, b, bystander):
+                init = await c.initialize()
+            assert init["result"]["capabilities"]["resources"]["subscribe"] is True
+            assert (await a.request("resources/subscribe", {"uri": clock}))["result"] == {}
+            assert (await b.request("resources/subscribe", {"uri": clock}))["result"] == {}
+            await asyncio.sleep(1.6)
+            for c in (a, b, bystander):
+                await c.request("ping")
+            assert updates(a) and updates(b) and set(updates(a)) == {clock}
+            assert updates(bystander) == []
+            # a leaves; b's subscription keeps the upstream one alive.
+            await a.request("resources/unsubscribe", {"uri": clock})
+            a.notifications.clear()
+            b.notifications.clear()
+            await asyncio.sleep(1.6)
+            await a.request("ping")
+            await b.request("ping")
+            assert updates(a) == [] and updates(b)
+            bad = await a.request("resources/subscribe", {"uri": "mcpfast://demo/about"})
+            assert bad["error"]["code"] == -32602  # the upstream's own refusal, passed on
+    run(body())

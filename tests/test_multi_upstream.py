@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from .conftest import run, sdk_upstream, ws_client
@@ -83,4 +84,29 @@ def test_one_failing_upstream_does_not_hide_the_other(gateway_factory: Any) -> N
             assert "good__echo" in tools
             r = await c.call_tool("good__echo", {"text": "x"})
             assert r["result"]["content"][0]["text"] == "x"
+    run(body())
+
+
+def test_list_changed_refreshes_the_catalog_and_reaches_clients(gateway_factory: Any) -> None:
+    gw = gateway_factory({"alpha": sdk_upstream("alpha"), "beta": sdk_upstream("beta")})
+
+    async def body() -> None:
+        async with ws_client(gw.ws_url) as caller, ws_client(gw.ws_url) as watcher:
+            await caller.initialize()
+            await watcher.initialize()
+            grown = await caller.call_tool("beta__grow", {"tool_name": "fresh"})
+            assert grown["result"]["content"][0]["text"] == "added fresh"
+            for c in (caller, watcher):
+                for _ in range(50):
+                    if any(n["method"] == "notifications/tools/list_changed"
+                           for n in c.notifications):
+                        break
+                    await c.request("ping")
+                    await asyncio.sleep(0.05)
+                else:
+                    raise AssertionError("no tools/list_changed reached the client")
+            tools = {t["name"] for t in (await watcher.request("tools/list"))["result"]["tools"]}
+            assert "beta__fresh" in tools and "alpha__fresh" not in tools
+            r = await watcher.call_tool("beta__fresh", {"text": "hi"})
+            assert r["result"]["content"][0]["text"] == "fresh: hi"
     run(body())

@@ -324,6 +324,10 @@ class Gateway:
         if uri in session.subscriptions:
             self.send(session, jsonrpc.result_response(env.id, {}))  # type: ignore[arg-type]
             return
+        if not (upstream.capabilities.get("resources") or {}).get("subscribe"):
+            self.send_error(session, env.id, jsonrpc.METHOD_NOT_FOUND,
+                            f"upstream {upstream.name!r} does not support resource subscriptions")
+            return
         count = upstream.subscriptions.get(uri, 0)
         session.subscriptions.add(uri)
         upstream.subscriptions[uri] = count + 1

@@ -7,7 +7,7 @@ name starts with it, so two instances can also expose non-colliding tools.
 
 Tools: ``echo``, ``add``, ``slow``, ``progress``, ``log``, ``crash`` (the process dies with
 exit code 3), ``whoami``, ``sample`` (a server->client ``sampling/createMessage``), ``fail``
-(an ``isError`` result). Prompt ``greet``; resource ``test://static``; template
+(an ``isError`` result), ``grow`` (adds a tool and sends ``tools/list_changed``). Prompt ``greet``; resource ``test://static``; template
 ``test://item/{id}``; completion for ``greet``'s ``name``.
 
 ``MCPServer`` serves both protocol eras: a client that sends ``initialize`` gets a legacy
@@ -100,6 +100,16 @@ def build_server(name: str, prefix: str = "") -> MCPServer:
     @server.tool(name=f"{prefix}fail", description="Always fail with an isError result.")
     def fail() -> str:
         raise ToolError("this tool always fails")
+
+    @server.tool(name=f"{prefix}grow", description="Add a tool named `tool_name` that echoes, "
+                 "and announce the change with notifications/tools/list_changed.")
+    async def grow(tool_name: str, ctx: Context) -> str:
+        def grown(text: str) -> str:
+            return f"{tool_name}: {text}"
+
+        server.add_tool(grown, name=tool_name, description="Added at run time by grow.")
+        await ctx.session.send_tool_list_changed()
+        return f"added {tool_name}"
 
     @server.prompt(description="Greet someone by name.")
     def greet(name: str) -> str:
