@@ -16,12 +16,14 @@ NO_EXTENSIONS = os.environ.get("MCPFAST_NO_EXTENSIONS", "") not in ("", "0")
 
 if TYPE_CHECKING or NO_EXTENSIONS:
     from . import routing_table_py as routing_table
+    from . import token_bucket_py as token_bucket
     from . import websocket_codec_py as websocket_codec
 else:
     try:
-        from . import routing_table, websocket_codec
+        from . import routing_table, token_bucket, websocket_codec
     except ImportError:
         from . import routing_table_py as routing_table
+        from . import token_bucket_py as token_bucket
         from . import websocket_codec_py as websocket_codec
 
 IMPLEMENTATION = "pure" if websocket_codec.__name__.endswith("_py") else "compiled"
@@ -31,10 +33,18 @@ def compiled_modules() -> dict[str, ModuleType] | None:
     """The compiled modules by name, or None when they were not built."""
     try:
         from . import routing_table as rt
+        from . import token_bucket as tb
         from . import websocket_codec as wc
     except ImportError:
         return None
-    return {"routing_table": rt, "websocket_codec": wc}
+    return {"routing_table": rt, "token_bucket": tb, "websocket_codec": wc}
 
 
-__all__ = ["IMPLEMENTATION", "NO_EXTENSIONS", "compiled_modules", "routing_table", "websocket_codec"]
+__all__ = [
+    "IMPLEMENTATION",
+    "NO_EXTENSIONS",
+    "compiled_modules",
+    "routing_table",
+    "token_bucket",
+    "websocket_codec",
+]

@@ -412,3 +412,44 @@ def test_resource_subscriptions_are_shared_and_scoped(gateway_factory: Any) -> N
             bad = await a.request("resources/subscribe", {"uri": "mcpfast://demo/about"})
             assert bad["error"]["code"] == -32602  # the upstream's own refusal, passed on
     run(body())
+
+
+def test_hostile_shapes_never_break_the_session(gateway: GatewayProcess) -> None:
+    """Valid JSON-RPC with odd params: each gets an answer (or, for notifications and
+    stray responses, silence), and the connection keeps working."""
+    requests = [
+        {"method": "tools/call", "params": []},
+        {"method": "tools/call", "params": "echo"},
+        {"method": "tools/call", "params": {"name": {"x": 1}}},
+        {"method": "tools/call", "params": {"name": "echo", "_meta": "nope"}},
+        {"method": "tools/call", "params": {"name": "echo", "arguments": {"text": "t"},
+                                            "_meta": {"progressToken": {"deep": 1}}}},
+        {"method": "resources/read", "params": {"uri": 42}},
+        {"method": "completion/complete", "params": {"ref": "x"}},
+        {"method": "completion/complete", "params": {"ref": {"type": "ref/prompt"}}},
+        {"method": "logging/setLevel", "params": {"level": "verbose"}},
+        {"method": "logging/setLevel", "params": []},
+        {"method": "prompts/get", "params": {"name": "greet", "_meta": None}},
+    ]
+    silent = [
+        {"jsonrpc": "2.0", "method": "notifications/cancelled", "params": []},
+        {"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": [1]}},
+        {"jsonrpc": "2.0", "method": "notifications/unknown"},
+        {"jsonrpc": "2.0", "id": 424242, "result": {}},
+        {"jsonrpc": "2.0", "id": "nobody", "error": {"code": 1, "message": "x"}},
+    ]
+
+    async def body() -> None:
+        async with ws_client(gateway.ws_url) as c:
+            await c.initialize()
+            for message in silent:
+                await c.send(message)
+            for i, message in enumerate(requests):
+                response = await c.request(message["method"], message["params"],
+                                           request_id=f"h{i}")
+                assert "result" in response or response["error"]["code"] in (
+                    -32602, -32600, -32601, -32603), (message, response)
+            assert c.errors == []
+            assert text_of(await c.call_tool("echo", {"text": "alive"})) == "alive"
+    run(body())
+    assert "Traceback" not in gateway.log()

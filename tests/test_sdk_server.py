@@ -19,7 +19,7 @@ from mcp.types import (
 )
 
 SDK_SERVER = Path(__file__).resolve().parent / "servers" / "sdk_server.py"
-TOOLS = {"echo", "add", "slow", "progress", "log", "crash", "whoami", "sample", "fail"}
+TOOLS = {"echo", "add", "slow", "progress", "log", "crash", "whoami", "sample", "fail", "grow"}
 
 pytestmark = pytest.mark.anyio
 

@@ -64,3 +64,17 @@ def test_drain_deadline_fails_what_is_left(gateway_factory: Any) -> None:
             assert time.monotonic() - started < 5
     run(body())
     assert gw.proc is not None and gw.proc.wait(10) == 0
+
+
+def test_stop_escalates_to_sigkill(gateway_factory: Any) -> None:
+    from .conftest import ROOT
+
+    stubborn = str(ROOT / "tests" / "servers" / "stubborn_server.py")
+    gw: GatewayProcess = gateway_factory({"stubborn": {"command": ["python", stubborn],
+                                                       "stop_timeout": 0.5}})
+    pid = gw.upstream("stubborn")["pid"]
+    started = time.monotonic()
+    assert gw.terminate() == 0
+    assert time.monotonic() - started < 5
+    wait_until(lambda: not group_alive(pid), 5)
+    assert f"pid {pid} ended with code -9" in gw.log()

@@ -221,9 +221,20 @@ class Gateway:
             self._client_response(session, env)
             return
         if env.id is UNSET:
-            self._client_notification(session, method, env)
+            try:
+                self._client_notification(session, method, env)
+            except Exception:  # noqa: BLE001
+                log.exception("internal error handling %s from session %s", method, session.id)
             return
         self.counters.requests += 1
+        try:
+            self._dispatch(session, method, env)
+        except Exception:  # noqa: BLE001 - one bad message must not drop the connection
+            log.exception("internal error handling %s from session %s", method, session.id)
+            if env.id not in session.inflight:
+                self.send_error(session, env.id, jsonrpc.INTERNAL_ERROR, "Internal error")
+
+    def _dispatch(self, session: DownstreamSession, method: str, env: Envelope) -> None:
         handler = self._handlers.get(method)
         if handler is None:
             self.send_error(session, env.id, jsonrpc.METHOD_NOT_FOUND, f"Method not found: {method}")
@@ -256,6 +267,7 @@ class Gateway:
                             f"request id {client_id!r} is already in flight on this session")
             return
         params: Raw | bytes | UnsetType = env.params
+        upstream_id: int | None = None
         token = head.meta.progressToken if head.meta is not UNSET else UNSET
         if rename is not None or token is not UNSET:
             full = _any.decode(env.params)  # type: ignore[arg-type]
@@ -265,14 +277,14 @@ class Gateway:
                     full["ref"]["name"] = value
                 else:
                     full[key] = value
-            upstream_id = upstream._next_id + 1
+            upstream_id = upstream.allocate_id()
             if token is not UNSET:
                 # Tokens are unique per requester (basic/utilities/progress); the upstream
                 # id is unique on this upstream connection, so it serves as the token.
                 full["_meta"]["progressToken"] = upstream_id
             params = jsonrpc.encode(full)
         upstream.forward(session, client_id, env.method,  # type: ignore[arg-type]
-                         params, None if token is UNSET else token)
+                         params, None if token is UNSET else token, upstream_id)
 
     def _call_by_name(self, kind: int, what: str) -> Callable[[DownstreamSession, Envelope], None]:
         def handler(session: DownstreamSession, env: Envelope) -> None:

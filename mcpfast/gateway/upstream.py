@@ -97,12 +97,15 @@ class Upstream:
         except jsonrpc.MessageError as exc:
             self.log.warning("ignoring an invalid message from the upstream: %s", exc.message)
             return
-        if env.method is UNSET:
-            self._on_response(env)
-        elif env.id is UNSET:
-            self.gateway.upstream_notification(self, env)
-        else:
-            self.gateway.upstream_request(self, env)
+        try:
+            if env.method is UNSET:
+                self._on_response(env)
+            elif env.id is UNSET:
+                self.gateway.upstream_notification(self, env)
+            else:
+                self.gateway.upstream_request(self, env)
+        except Exception:  # noqa: BLE001 - a malformed message must not stop the pipe
+            self.log.exception("could not handle a message from the upstream: %.200r", line)
 
     def _on_response(self, env: Envelope) -> None:
         upstream_id = env.id
@@ -134,15 +137,19 @@ class Upstream:
         return self._next_id
 
     def forward(self, session: DownstreamSession, client_id: int | str, method: str,
-                params: Raw | bytes | UnsetType, progress_token: Any = None) -> int | None:
+                params: Raw | bytes | UnsetType, progress_token: Any = None,
+                upstream_id: int | None = None) -> int | None:
         """Send a client's request on; its answer reaches the session by ``_on_response``.
-        Returns the upstream-side id, or None when the request was failed at once."""
+        ``upstream_id`` is one from ``allocate_id`` when the caller already wrote it into
+        ``params`` (as the progress token). Returns the upstream-side id, or None when the
+        request was failed at once."""
         if not self.ready:
             self.requests_failed += 1
             self.gateway.send_error(session, client_id, jsonrpc.UPSTREAM_UNAVAILABLE,
                                     f"upstream {self.name!r} is not available ({self.state})")
             return None
-        upstream_id = self.allocate_id()
+        if upstream_id is None:
+            upstream_id = self.allocate_id()
         self.pending[upstream_id] = Pending(session, client_id,
                                             time.monotonic() + self.config.request_timeout,
                                             progress_token, method)
