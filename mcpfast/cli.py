@@ -19,11 +19,21 @@ def main(argv: list[str] | None = None) -> int:
     check = commands.add_parser("check-config", help="validate a config file and exit")
     check.add_argument("file")
     commands.add_parser("version", help="print the version")
+    connect = commands.add_parser(
+        "connect", help="bridge stdio to a running gateway (for stdio-only MCP clients)")
+    connect.add_argument("--unix", required=True, metavar="PATH",
+                         help="the gateway's unix socket (listen.unix_socket)")
     args = parser.parse_args(argv)
 
     if args.command == "version":
         print(f"mcpfast {__version__}")
         return 0
+    if args.command == "connect":
+        import asyncio
+
+        from .bridge import bridge_unix
+
+        return asyncio.run(bridge_unix(args.unix))
     try:
         config = load(args.file if args.command == "check-config" else args.config)
     except ConfigError as exc:

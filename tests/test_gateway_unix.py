@@ -79,3 +79,52 @@ def test_unix_and_websocket_clients_side_by_side(gateway: GatewayProcess) -> Non
     async def body() -> None:
         await asyncio.gather(over_unix(), over_ws())
     run(body())
+
+
+def test_a_client_that_stops_reading_is_paused_not_buffered(gateway: GatewayProcess) -> None:
+    """Flood requests without reading answers: the gateway stops reading from this
+    client (its socket buffers fill up) instead of queueing without bound, and other
+    clients are served meanwhile."""
+    import socket
+
+    from .conftest import ws_client
+
+    request = (b'{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo",'
+               b'"arguments":{"text":"' + b"x" * 4000 + b'"}}}\n')
+    flood = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    flood.connect(gateway.unix_path)
+    flood.sendall(b'{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":'
+                  b'"2025-11-25","capabilities":{},"clientInfo":{"name":"f","version":"1"}}}\n')
+    flood.setblocking(False)
+    sent = 0
+    for _ in range(20000):
+        try:
+            sent += flood.send(request)
+        except BlockingIOError:
+            break
+    else:
+        raise AssertionError("the gateway never stopped reading from a client that never reads")
+    # The first second still fills the kernel's buffers with answers; after that the
+    # gateway takes no more of this client's requests.
+    import time
+    windows = []
+    for _ in range(3):
+        more = 0
+        deadline = time.monotonic() + 1.0
+        while time.monotonic() < deadline:
+            try:
+                more += flood.send(request)
+            except BlockingIOError:
+                time.sleep(0.01)
+        windows.append(more)
+    assert max(windows[1:]) < 64 * 1024, f"the gateway kept reading a stalled client: {windows}"
+
+    async def other() -> None:
+        async with ws_client(gateway.ws_url) as c:
+            await c.initialize()
+            r = await c.call_tool("echo", {"text": "served"})
+            assert r["result"]["content"][0]["text"] == "served"
+    run(other())
+    rss = [line for line in open(f"/proc/{gateway.proc.pid}/status") if line.startswith("VmRSS")]
+    assert int(rss[0].split()[1]) < 400_000, rss  # KiB; not gigabytes of queued answers
+    flood.close()

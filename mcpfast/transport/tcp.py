@@ -57,6 +57,16 @@ class TcpConnection(asyncio.Protocol):
         self.listener.connections.add(self)
         self._timer = loop.call_later(HANDSHAKE_TIMEOUT, self._abort, "handshake timeout")
 
+    # Flow control: while the client does not read its answers, stop reading its
+    # requests, so that a slow client cannot make the gateway buffer without bound.
+    def pause_writing(self) -> None:
+        if self.transport is not None:
+            self.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.resume_reading()
+
     def connection_lost(self, exc: Exception | None) -> None:
         self.listener.connections.discard(self)
         if self._timer is not None:

@@ -23,6 +23,7 @@ class UnixConnection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.writer: CoalescingWriter | None = None
         self.session: DownstreamSession | None = None
+        self.eof = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports implement asyncio.Transport without subclassing it.
@@ -31,6 +32,16 @@ class UnixConnection(asyncio.Protocol):
         self.listener.connections.add(self)
         self.session = self.gateway.open_session("unix", self.listener.address, self.send,
                                                  self.close)
+
+    # Flow control: while the client does not read its answers, stop reading its
+    # requests, so that a slow client cannot make the gateway buffer without bound.
+    def pause_writing(self) -> None:
+        if self.transport is not None:
+            self.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.resume_reading()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.listener.connections.discard(self)
@@ -50,11 +61,20 @@ class UnixConnection(asyncio.Protocol):
             else:
                 handle(session, line)
 
+    def eof_received(self) -> bool:
+        """The client half-closed: answer what it already asked, then close."""
+        self.eof = True
+        if self.session is None or not self.session.inflight:
+            self.close(1000, "end of input")
+        return True
+
     def send(self, data: bytes) -> None:
         writer = self.writer
         if writer is not None:
             writer.write(data)
             writer.write(b"\n")
+            if self.eof and self.session is not None and not self.session.inflight:
+                self.close(1000, "end of input")
 
     def close(self, code: int, reason: str) -> None:
         if self.writer is not None:

@@ -1,0 +1,55 @@
+"""``mcpfast connect``: a stdio bridge for clients that can only start a subprocess.
+
+An MCP client configured with ``command = mcpfast connect --unix PATH`` talks stdio to
+this process, which relays each line to the gateway's unix-socket listener and each line
+back. Both sides use the same newline-delimited framing, so bytes are relayed as they
+come; the bridge exits when either side closes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+
+
+async def _pump(reader: asyncio.StreamReader, write: "asyncio.StreamWriter | int") -> None:
+    while True:
+        chunk = await reader.read(65536)
+        if not chunk:
+            return
+        if isinstance(write, int):
+            view = memoryview(chunk)
+            while view:
+                written = os.write(write, view)
+                view = view[written:]
+        else:
+            write.write(chunk)
+            await write.drain()
+
+
+async def bridge_unix(path: str) -> int:
+    try:
+        sock_reader, sock_writer = await asyncio.open_unix_connection(path)
+    except OSError as exc:
+        print(f"mcpfast connect: cannot connect to {path}: {exc.strerror or exc}",
+              file=sys.stderr)
+        return 1
+    loop = asyncio.get_running_loop()
+    stdin = asyncio.StreamReader()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(stdin), sys.stdin)
+    upward = asyncio.ensure_future(_pump(stdin, sock_writer))
+    downward = asyncio.ensure_future(_pump(sock_reader, sys.stdout.fileno()))
+    done, pending = await asyncio.wait({upward, downward}, return_when=asyncio.FIRST_COMPLETED)
+    if upward in done:
+        # stdin closed: let the answers in flight come back, then hang up.
+        if sock_writer.can_write_eof():
+            sock_writer.write_eof()
+        try:
+            await asyncio.wait_for(downward, 5.0)
+        except TimeoutError:
+            pass
+    for task in pending:
+        task.cancel()
+    sock_writer.close()
+    return 0
