@@ -25,19 +25,20 @@ import argparse
 import asyncio
 import gc
 import json
-import os
+import math
 import resource
 import sys
 import time
 from array import array
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import msgspec
 import uvloop
 from msgspec import UNSET, Raw, UnsetType
 
-ARGUMENT_TEXT = "mcpfast benchmark payload " * 9
+ARGUMENT_TEXT = "mcpfast benchmark payload " * 8
 REQUEST_HEAD = b'{"jsonrpc":"2.0","id":'
 REQUEST_TAIL = msgspec.json.encode({
     "method": "tools/call",
@@ -190,8 +191,7 @@ def _websocket_session_class() -> type:
 
         def on_ws_connected(self, transport: WSTransport) -> None:
             self.transport = transport
-            send = transport.send
-            self.calls = CallLoop(self.recorder, lambda data: send(text, data), b"")
+            self.calls = CallLoop(self.recorder, partial(transport.send, text), b"")
 
         def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
             kind = frame.msg_type
@@ -283,7 +283,8 @@ def percentiles(latencies_ns: array) -> dict[str, float]:
         return {}
     ordered = sorted(latencies_ns)
     n = len(ordered)
-    figures = {name: ordered[max(0, -(-int(q * n * 1000) // 1000) - 1)] / 1000
+    # Nearest rank: the smallest value with at least q of all values at or below it.
+    figures = {name: ordered[max(0, math.ceil(round(q * n, 6)) - 1)] / 1000
                for name, q in PERCENTILES}
     figures["max"] = ordered[-1] / 1000
     figures["mean"] = sum(ordered) / n / 1000
