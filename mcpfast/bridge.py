@@ -13,7 +13,7 @@ import os
 import sys
 
 
-async def _pump(reader: asyncio.StreamReader, write: "asyncio.StreamWriter | int") -> None:
+async def _pump(reader: asyncio.StreamReader, write: asyncio.StreamWriter | int) -> None:
     while True:
         chunk = await reader.read(65536)
         if not chunk:

@@ -20,8 +20,15 @@ if TYPE_CHECKING:
 class Counters:
     """Gateway-wide counters; each attribute is a plain int incremented in place."""
 
-    __slots__ = ("connections_total", "messages_in", "messages_out", "requests",
-                 "errors", "parse_errors", "oversized")
+    __slots__ = (
+        "connections_total",
+        "errors",
+        "messages_in",
+        "messages_out",
+        "oversized",
+        "parse_errors",
+        "requests",
+    )
 
     def __init__(self) -> None:
         self.connections_total = 0

@@ -13,12 +13,13 @@ import signal
 
 from aiohttp import web
 
+from mcpfast_ext import IMPLEMENTATION
+
 from . import __version__
 from .admin.app import create_app
 from .config import Config
 from .gateway.gateway import Gateway
 from .gateway.listener import Listener, TcpListener, UnixListener
-from mcpfast_ext import IMPLEMENTATION
 
 log = logging.getLogger("mcpfast")
 

@@ -57,7 +57,7 @@ class TokenBucket:
         if now > self._last:
             tokens = self._tokens + (now - self._last) * self._rate
             # Not min(): the builtin call costs about ten times the comparison.
-            self._tokens = tokens if tokens < self._burst else self._burst  # noqa: FURB136
+            self._tokens = tokens if tokens < self._burst else self._burst
             self._last = now
         if cost <= self._tokens:
             self._tokens -= cost
@@ -75,7 +75,7 @@ class TokenBucket:
             raise ValueError(f"cost must not be negative, not {cost!r}")
         if cost > self._burst:
             return math.inf
-        start = now if now > self._last else self._last  # noqa: FURB136
+        start = now if now > self._last else self._last
         available = self._available(start)
         if available >= cost:
             return 0.0
@@ -95,5 +95,5 @@ class TokenBucket:
         # expression or retry_after stops being exact.
         if at > self._last:
             tokens = self._tokens + (at - self._last) * self._rate
-            return tokens if tokens < self._burst else self._burst  # noqa: FURB136
+            return tokens if tokens < self._burst else self._burst
         return self._tokens

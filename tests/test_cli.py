@@ -40,7 +40,8 @@ def test_check_config_names_the_key_path(tmp_path: Path) -> None:
 
 def test_check_config_missing_env_var(tmp_path: Path) -> None:
     path = tmp_path / "env.toml"
-    path.write_text('[upstreams.demo]\ncommand = ["x"]\nenv = { TOKEN = "${MCPFAST_TEST_UNSET}" }\n')
+    path.write_text('[upstreams.demo]\ncommand = ["x"]\n'
+                    'env = { TOKEN = "${MCPFAST_TEST_UNSET}" }\n')
     out = mcpfast("check-config", str(path))
     assert out.returncode == 2
     assert "upstreams.demo.env.TOKEN: environment variable MCPFAST_TEST_UNSET is not set" \

@@ -121,7 +121,8 @@ class Gateway:
         waits = [asyncio.wait_for(u.initialized_once.wait(), u.config.init_timeout + 1)
                  for u in self.upstreams.values()]
         for upstream, outcome in zip(self.upstreams.values(),
-                                     await asyncio.gather(*waits, return_exceptions=True)):
+                                     await asyncio.gather(*waits, return_exceptions=True),
+                                     strict=True):
             if isinstance(outcome, BaseException):
                 log.error("upstream %r is not ready yet: %s", upstream.name,
                           upstream.last_error or "initialization timed out")
@@ -223,13 +224,13 @@ class Gateway:
         if env.id is UNSET:
             try:
                 self._client_notification(session, method, env)
-            except Exception:  # noqa: BLE001
+            except Exception:
                 log.exception("internal error handling %s from session %s", method, session.id)
             return
         self.counters.requests += 1
         try:
             self._dispatch(session, method, env)
-        except Exception:  # noqa: BLE001 - one bad message must not drop the connection
+        except Exception:
             log.exception("internal error handling %s from session %s", method, session.id)
             if env.id not in session.inflight:
                 self.send_error(session, env.id, jsonrpc.INTERNAL_ERROR, "Internal error")
@@ -237,7 +238,8 @@ class Gateway:
     def _dispatch(self, session: DownstreamSession, method: str, env: Envelope) -> None:
         handler = self._handlers.get(method)
         if handler is None:
-            self.send_error(session, env.id, jsonrpc.METHOD_NOT_FOUND, f"Method not found: {method}")
+            self.send_error(session, env.id, jsonrpc.METHOD_NOT_FOUND,
+                            f"Method not found: {method}")
         elif not session.initialized and method not in PRE_INIT_METHODS:
             self.send_error(session, env.id, jsonrpc.INVALID_REQUEST,
                             f"{method} before initialize: the session is not initialized")
@@ -632,7 +634,8 @@ class Gateway:
 
     def _lists(self) -> dict[str, list[dict[str, Any]]]:
         r = self.router
-        return {"tools": r.tools, "prompts": r.prompts, "resources": r.resources + r.resource_templates}
+        return {"tools": r.tools, "prompts": r.prompts,
+                "resources": r.resources + r.resource_templates}
 
     def _announce_changes(self, before: dict[str, list[dict[str, Any]]]) -> None:
         after = self._lists()

@@ -23,10 +23,27 @@ class DownstreamSession:
     to the upstream that asked.
     """
 
-    __slots__ = ("id", "transport", "peer", "send", "close", "initialized", "protocol_version",
-                 "client_info", "client_capabilities", "log_level", "inflight", "outgoing",
-                 "subscriptions", "created", "last_activity", "messages_in", "messages_out",
-                 "_next_out_id", "closed")
+    __slots__ = (
+        "_next_out_id",
+        "client_capabilities",
+        "client_info",
+        "close",
+        "closed",
+        "created",
+        "id",
+        "inflight",
+        "initialized",
+        "last_activity",
+        "log_level",
+        "messages_in",
+        "messages_out",
+        "outgoing",
+        "peer",
+        "protocol_version",
+        "send",
+        "subscriptions",
+        "transport",
+    )
 
     def __init__(self, session_id: str, transport: str, peer: str,
                  send: Callable[[bytes], None], close: Callable[[int, str], None]) -> None:

@@ -48,7 +48,7 @@ class UpstreamError(Exception):
 class Pending:
     """A client request in flight on this upstream, keyed by the upstream-side id."""
 
-    __slots__ = ("session", "client_id", "deadline", "progress_token", "method")
+    __slots__ = ("client_id", "deadline", "method", "progress_token", "session")
 
     def __init__(self, session: DownstreamSession, client_id: int | str, deadline: float,
                  progress_token: Any, method: str) -> None:
@@ -104,7 +104,7 @@ class Upstream:
                 self.gateway.upstream_notification(self, env)
             else:
                 self.gateway.upstream_request(self, env)
-        except Exception:  # noqa: BLE001 - a malformed message must not stop the pipe
+        except Exception:
             self.log.exception("could not handle a message from the upstream: %.200r", line)
 
     def _on_response(self, env: Envelope) -> None:

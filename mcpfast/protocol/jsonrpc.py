@@ -33,7 +33,7 @@ class Envelope(msgspec.Struct, gc=False, omit_defaults=True):
     """Any JSON-RPC message: request, notification, response or error response."""
 
     jsonrpc: str | UnsetType = UNSET
-    id: int | str | None | UnsetType = UNSET
+    id: int | str | UnsetType | None = UNSET
     method: str | UnsetType = UNSET
     params: Raw | UnsetType = UNSET
     result: Raw | UnsetType = UNSET

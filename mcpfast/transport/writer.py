@@ -17,7 +17,7 @@ class _Writable(Protocol):
 
 
 class CoalescingWriter:
-    __slots__ = ("_transport", "_chunks", "_scheduled", "_loop")
+    __slots__ = ("_chunks", "_loop", "_scheduled", "_transport")
 
     def __init__(self, transport: _Writable, loop: asyncio.AbstractEventLoop) -> None:
         self._transport = transport

@@ -7,7 +7,8 @@ name starts with it, so two instances can also expose non-colliding tools.
 
 Tools: ``echo``, ``add``, ``slow``, ``progress``, ``log``, ``crash`` (the process dies with
 exit code 3), ``whoami``, ``sample`` (a server->client ``sampling/createMessage``), ``fail``
-(an ``isError`` result), ``grow`` (adds a tool and sends ``tools/list_changed``). Prompt ``greet``; resource ``test://static``; template
+(an ``isError`` result), ``grow`` (adds a tool and sends ``tools/list_changed``).
+Prompt ``greet``; resource ``test://static``; template
 ``test://item/{id}``; completion for ``greet``'s ``name``.
 
 ``MCPServer`` serves both protocol eras: a client that sends ``initialize`` gets a legacy

@@ -1,0 +1,71 @@
+"""``python -m bench run``: the end-to-end benchmarks, written to docs/benchmarks.md."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from pathlib import Path
+
+from .nginx import NginxMissing
+from .scenarios import SCENARIOS
+from .targets import TARGET_NAMES
+
+QUICK_WARMUP = 0.3
+QUICK_DURATION = 1.0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("run", help="run scenarios against targets, write the report")
+    run.add_argument("--scenario", nargs="+", choices=list(SCENARIOS), default=list(SCENARIOS),
+                     metavar="NAME", help=f"default: all of {', '.join(SCENARIOS)}")
+    run.add_argument("--targets", nargs="+", choices=TARGET_NAMES, default=list(TARGET_NAMES),
+                     metavar="NAME", help=f"default: all of {', '.join(TARGET_NAMES)}")
+    run.add_argument("--duration", type=float, default=None,
+                     help="measured seconds per target (default 10; --quick: 1)")
+    run.add_argument("--warmup", type=float, default=None,
+                     help="unrecorded seconds before each window (default 2; --quick: 0.3)")
+    run.add_argument("--quick", action="store_true",
+                     help="tiny loads and ~1 s windows: checks the harness, not for reading")
+    run.add_argument("--out", type=Path, default=Path("docs/benchmarks.md"),
+                     help="markdown report; the chart goes beside it as .png")
+    run.add_argument("--no-chart", action="store_true", help="skip the PNG")
+    run.add_argument("--no-install", action="store_true",
+                     help="fail instead of apt-get installing nginx when it is missing")
+    args = parser.parse_args(argv)
+
+    duration = args.duration if args.duration is not None else (
+        QUICK_DURATION if args.quick else 10.0)
+    warmup = args.warmup if args.warmup is not None else (QUICK_WARMUP if args.quick else 2.0)
+    if duration <= 0 or warmup < 0:
+        parser.error("--duration must be positive and --warmup not negative")
+
+    from .report import write_report
+    from .suite import run_suite
+
+    command = shlex.join(["python", "-m", "bench", *argv])
+    try:
+        suite = run_suite(args.scenario, args.targets, warmup, duration, args.quick,
+                          not args.no_install, command,
+                          progress=lambda line: print(line, flush=True))
+    except NginxMissing as exc:
+        print(f"bench: {exc}", file=sys.stderr)
+        return 2
+    chart = None
+    if not args.no_chart:
+        from .chart import write_chart
+        chart = args.out.with_suffix(".png")
+        write_chart(chart, suite)
+    write_report(args.out, suite, chart)
+    print(f"wrote {args.out}" + (f" and {chart}" if chart else "")
+          + f" in {suite.seconds:.0f} s")
+    for failure in suite.failures:
+        print(f"FAILED {failure}", file=sys.stderr)
+    return 1 if suite.failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

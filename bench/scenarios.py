@@ -1,0 +1,234 @@
+"""The scenarios, and one measurement of one scenario against one running target.
+
+A load scenario runs the load generator in its own process and meters the proxy and the
+echo server from /proc over exactly the window the load generator records (it prints
+``measure_start`` and ``measure_end``). The idle scenario holds sessions open and
+compares the proxy's resident memory with and without them.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from . import procfs
+from .targets import Target, TargetError, log_tail, read_json_line
+
+LOADGEN = Path(__file__).resolve().with_name("loadgen.py")
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    title: str
+    connections: int
+    inflight: int = 1
+    idle: bool = False
+    targets: tuple[str, ...] = ("direct", "nginx", "mcpfast-ws", "mcpfast-unix")
+
+    @property
+    def shape(self) -> str:
+        if self.idle:
+            return f"{self.connections:,} sessions held idle"
+        return f"{self.connections:,} connection(s) × {self.inflight} in flight"
+
+
+SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
+    Scenario("latency", "Latency", 1, 1),
+    Scenario("throughput", "Throughput", 64, 8),
+    Scenario("fan-in", "Fan-in", 1000, 1),
+    Scenario("idle", "Idle capacity", 10_000, idle=True, targets=("nginx", "mcpfast-ws")),
+)}
+
+# --quick: the same code path with a tiny load, for the harness test.
+QUICK_SHAPES = {"latency": (1, 1), "throughput": (4, 4), "fan-in": (16, 1), "idle": (50, 1)}
+
+
+def quick(scenario: Scenario) -> Scenario:
+    connections, inflight = QUICK_SHAPES[scenario.name]
+    return replace(scenario, connections=connections, inflight=inflight)
+
+
+@dataclass
+class LoadResult:
+    scenario: str
+    target: str
+    connections: int
+    inflight: int
+    calls: int = 0
+    throughput: float = 0.0
+    latency_us: dict[str, float] = field(default_factory=dict)
+    errors: int = 0
+    window_seconds: float = 0.0
+    proxy_cpu_us_per_call: float | None = None
+    proxy_rss_bytes: int | None = None
+    echo_cpu_us_per_call: float | None = None
+    loadgen_cpu_us_per_call: float | None = None
+    loadgen_cpu_utilization: float | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class IdleResult:
+    scenario: str
+    target: str
+    requested: int
+    sessions: int = 0
+    errors: int = 0
+    rss_before_bytes: int = 0
+    rss_with_sessions_bytes: int = 0
+    rss_per_session_bytes: float | None = None
+    connect_seconds: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+
+class LoadgenProcess:
+    """``bench/loadgen.py`` in a subprocess, read one JSON event at a time."""
+
+    def __init__(self, args: list[str], log: Path) -> None:
+        self.log = log
+        with open(log, "ab") as err:
+            self.proc = subprocess.Popen([sys.executable, str(LOADGEN), *args],
+                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                         stderr=err, start_new_session=True)
+
+    def next_event(self, deadline: float) -> dict[str, Any]:
+        assert self.proc.stdout is not None
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise TargetError("the load generator overran its time budget")
+        try:
+            event = read_json_line(self.proc.stdout, remaining)
+        except TimeoutError as exc:
+            raise TargetError("the load generator overran its time budget") from exc
+        if event is None:
+            raise TargetError(f"the load generator exited early: {log_tail(self.log)}")
+        return event
+
+    def release(self) -> None:
+        assert self.proc.stdin is not None
+        try:
+            self.proc.stdin.write(b"release\n")
+            self.proc.stdin.close()
+        except BrokenPipeError:
+            pass
+
+    def close(self) -> None:
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(5)
+
+
+def connect_budget(connections: int) -> float:
+    """Seconds allowed to open ``connections`` sessions: generous, but bounded."""
+    return 30.0 + connections / 100
+
+
+def measure_load(target: Target, scenario: Scenario, warmup: float, duration: float,
+                 log: Path) -> LoadResult:
+    result = LoadResult(scenario.name, target.name, scenario.connections, scenario.inflight)
+    loadgen = LoadgenProcess([
+        target.address, "--connections", str(scenario.connections),
+        "--inflight", str(scenario.inflight), "--warmup", str(warmup),
+        "--duration", str(duration), "--connect-concurrency", "100",
+    ], log)
+    deadline = time.monotonic() + connect_budget(scenario.connections) + warmup + duration + 30
+    meter = [pid for pid in (target.proxy_pid, target.echo_pid) if pid]
+    before: dict[int, float] = {}
+    after: dict[int, float] = {}
+    try:
+        while True:
+            event = loadgen.next_event(deadline)
+            kind = event.get("event")
+            if kind == "measure_start":
+                before = {pid: procfs.cpu_seconds(pid) for pid in meter}
+            elif kind == "measure_end":
+                after = {pid: procfs.cpu_seconds(pid) for pid in meter}
+                if target.proxy_pid:
+                    result.proxy_rss_bytes = procfs.rss_bytes(target.proxy_pid)
+            elif kind == "result":
+                break
+    finally:
+        loadgen.close()
+
+    result.calls = int(event.get("calls") or 0)
+    result.throughput = float(event.get("throughput") or 0.0)
+    result.latency_us = dict(event.get("latency_us") or {})
+    result.window_seconds = float(event.get("window_seconds") or 0.0)
+    result.errors = (int(event.get("errors", 0)) + int(event.get("connect_errors", 0))
+                     + int(event.get("lost_in_flight", 0)))
+    result.loadgen_cpu_us_per_call = event.get("loadgen_cpu_us_per_call")
+    result.loadgen_cpu_utilization = event.get("loadgen_cpu_utilization")
+    if result.calls and before and after:
+        def per_call(pid: int | None) -> float | None:
+            if not pid or pid not in before or pid not in after:
+                return None
+            return (after[pid] - before[pid]) / result.calls * 1e6
+        result.proxy_cpu_us_per_call = per_call(target.proxy_pid)
+        result.echo_cpu_us_per_call = per_call(target.echo_pid)
+    for key, label in (("connect_errors", "connections that failed"),
+                       ("disconnects", "connections dropped during the run"),
+                       ("unanswered_after_drain", "calls unanswered after the drain")):
+        if event.get(key):
+            result.notes.append(f"{event[key]} {label}")
+    if event.get("first_error"):
+        result.notes.append(f"first error: {event['first_error']}")
+    if event.get("connect_error"):
+        result.notes.append(f"first connect error: {event['connect_error']}")
+    if event.get("nofile_note"):
+        result.notes.append(f"loadgen: {event['nofile_note']}")
+    return result
+
+
+def sessions_that_fit(target: Target, wanted: int, nofile: int) -> tuple[int, str]:
+    """nginx holds two descriptors per proxied session (client and upstream side)."""
+    per_session = 2 if target.name == "nginx" else 1
+    fit = (nofile - 64) // per_session
+    if fit >= wanted:
+        return wanted, ""
+    return fit, (f"held {fit:,} sessions, not {wanted:,}: RLIMIT_NOFILE is {nofile:,} "
+                 f"(the hard limit, which this user cannot raise) and {target.name} needs "
+                 f"{per_session} descriptor(s) per session")
+
+
+def measure_idle(target: Target, scenario: Scenario, nofile: int, log: Path) -> IdleResult:
+    assert target.proxy_pid is not None
+    sessions, note = sessions_that_fit(target, scenario.connections, nofile)
+    result = IdleResult(scenario.name, target.name, scenario.connections)
+    if note:
+        result.notes.append(note)
+    time.sleep(0.5)
+    result.rss_before_bytes = procfs.rss_bytes(target.proxy_pid)
+    loadgen = LoadgenProcess([target.address, "--hold", "--connections", str(sessions),
+                              "--connect-concurrency", "200", "--hold-timeout", "120"], log)
+    deadline = time.monotonic() + connect_budget(sessions) + 60
+    try:
+        while (event := loadgen.next_event(deadline)).get("event") != "holding":
+            pass
+        result.sessions = int(event["sessions"])
+        time.sleep(1.0)  # let the proxy finish any work the last handshakes caused
+        result.rss_with_sessions_bytes = procfs.rss_bytes(target.proxy_pid)
+        loadgen.release()
+        while (event := loadgen.next_event(deadline)).get("event") != "result":
+            pass
+    finally:
+        loadgen.close()
+    result.connect_seconds = float(event.get("connect_seconds") or 0.0)
+    result.errors = int(event.get("connect_errors", 0)) + int(event.get("errors", 0))
+    if event.get("disconnects_while_held"):
+        result.errors += int(event["disconnects_while_held"])
+        result.notes.append(f"{event['disconnects_while_held']} sessions dropped while held")
+    if event.get("connect_error"):
+        result.notes.append(f"first connect error: {event['connect_error']}")
+    if event.get("nofile_note"):
+        result.notes.append(f"loadgen: {event['nofile_note']}")
+    if result.sessions:
+        result.rss_per_session_bytes = (
+            (result.rss_with_sessions_bytes - result.rss_before_bytes) / result.sessions)
+    return result

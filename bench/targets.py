@@ -1,0 +1,259 @@
+"""The things the load generator is pointed at, each started fresh for a measurement.
+
+  direct        loadgen -> echo server (WebSocket): no proxy at all, the ceiling
+  nginx         loadgen -> nginx (one worker) -> echo server (WebSocket): the proxy floor
+  mcpfast-ws    loadgen -> mcpfast (WebSocket) -> echo server (stdio upstream)
+  mcpfast-unix  loadgen -> mcpfast (unix socket) -> echo server (stdio upstream)
+
+Every target runs the same echo server (bench/echo_server.py); only its transport
+differs. A target knows the pids to meter: the proxy's (the nginx worker, or the gateway
+process alone, not its upstream) and the echo server's.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import selectors
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import IO, Any
+
+from . import procfs
+from .nginx import nginx_version, render_config
+
+ROOT = Path(__file__).resolve().parent.parent
+ECHO_SERVER = Path(__file__).resolve().with_name("echo_server.py")
+START_TIMEOUT = 30.0
+STOP_TIMEOUT = 15.0
+
+
+class TargetError(RuntimeError):
+    pass
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def read_json_line(stream: IO[bytes], timeout: float) -> dict[str, Any] | None:
+    """The next line of ``stream`` as JSON, or None at EOF; TimeoutError past ``timeout``."""
+    with selectors.DefaultSelector() as selector:
+        selector.register(stream, selectors.EVENT_READ)
+        if not selector.select(timeout):
+            raise TimeoutError(f"no output within {timeout:g} s")
+    line = stream.readline()
+    return json.loads(line) if line else None
+
+
+def stop_process(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> None:
+    """Signal, wait, then kill the whole process group (each child gets its own)."""
+    if proc.poll() is None:
+        try:
+            proc.send_signal(sig)
+            proc.wait(STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            pass
+        except ProcessLookupError:
+            pass
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    try:
+        proc.wait(5)
+    except subprocess.TimeoutExpired:
+        pass
+
+
+def wait_for_port(port: int, proc: subprocess.Popen[bytes], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise TargetError(f"exited with status {proc.returncode} before listening")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise TargetError(f"port {port} not accepting after {timeout:g} s")
+
+
+def log_tail(path: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+class Target:
+    name = "abstract"
+    transport = "websocket"
+    proxy_label: str | None = None
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.address = ""
+        self.proxy_pid: int | None = None
+        self.echo_pid = 0
+        self.info: dict[str, str] = {}
+        self._processes: list[subprocess.Popen[bytes]] = []
+
+    def start(self, connections: int) -> None:
+        """Start and wait until it takes connections; ``connections`` is the most the
+        measurement will open at once."""
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        for proc in reversed(self._processes):
+            stop_process(proc)
+        self._processes.clear()
+
+    def _spawn(self, argv: list[str], log_name: str,
+               stdout_pipe: bool = False) -> subprocess.Popen[bytes]:
+        log = open(self.workdir / log_name, "ab")
+        try:
+            proc = subprocess.Popen(
+                argv, cwd=ROOT, stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE if stdout_pipe else log, stderr=log,
+                start_new_session=True)
+        finally:
+            log.close()
+        self._processes.append(proc)
+        return proc
+
+    def _start_echo_websocket(self) -> int:
+        proc = self._spawn([sys.executable, str(ECHO_SERVER), "--ws", "127.0.0.1:0"],
+                           "echo.log", stdout_pipe=True)
+        assert proc.stdout is not None
+        try:
+            ready = read_json_line(proc.stdout, START_TIMEOUT)
+        except TimeoutError:
+            ready = None
+        if not ready or ready.get("ready") != "ws":
+            raise TargetError(f"echo server did not start: {log_tail(self.workdir / 'echo.log')}")
+        self.echo_pid = proc.pid
+        return int(ready["port"])
+
+
+class DirectTarget(Target):
+    name = "direct"
+
+    def start(self, connections: int) -> None:
+        port = self._start_echo_websocket()
+        self.address = f"ws://127.0.0.1:{port}/mcp"
+
+
+class NginxTarget(Target):
+    name = "nginx"
+    proxy_label = "nginx worker"
+
+    def __init__(self, workdir: Path, nginx: str, nofile: int) -> None:
+        super().__init__(workdir)
+        self.nginx = nginx
+        self.nofile = nofile
+        self.info = {"nginx": nginx_version(nginx)}
+
+    def start(self, connections: int) -> None:
+        echo_port = self._start_echo_websocket()
+        port = free_port()
+        prefix = self.workdir / "nginx"
+        prefix.mkdir(exist_ok=True)
+        conf = prefix / "nginx.conf"
+        conf.write_text(render_config(self.nginx, prefix, port, echo_port, connections,
+                                      self.nofile))
+        master = self._spawn([self.nginx, "-p", str(prefix), "-c", str(conf),
+                              "-g", "daemon off;"], "nginx.log")
+        try:
+            wait_for_port(port, master, START_TIMEOUT)
+        except TargetError as exc:
+            raise TargetError(f"nginx: {exc}: {log_tail(self.workdir / 'nginx.log')}"
+                              f"{log_tail(prefix / 'error.log')}") from exc
+        deadline = time.monotonic() + START_TIMEOUT
+        while not (workers := procfs.children(master.pid)):
+            if time.monotonic() > deadline:
+                raise TargetError("nginx started no worker process")
+            time.sleep(0.05)
+        self.proxy_pid = workers[0]
+        self.address = f"ws://127.0.0.1:{port}/mcp"
+
+
+class McpfastTarget(Target):
+    proxy_label = "gateway"
+
+    def __init__(self, workdir: Path, transport: str) -> None:
+        super().__init__(workdir)
+        self.transport = transport
+        self.name = "mcpfast-ws" if transport == "websocket" else "mcpfast-unix"
+
+    def start(self, connections: int) -> None:
+        port, admin_port = free_port(), free_port()
+        unix_path = self.workdir / "mcpfast.sock"
+        config = self.workdir / "mcpfast.toml"
+        config.write_text(f"""\
+[listen]
+host = "127.0.0.1"
+port = {port}
+path = "/mcp"
+unix_socket = {json.dumps(str(unix_path))}
+backlog = 4096
+idle_timeout = 3600.0
+
+[admin]
+host = "127.0.0.1"
+port = {admin_port}
+
+[logging]
+level = "warning"
+
+[upstreams.echo]
+command = ["python", {json.dumps(str(ECHO_SERVER))}, "--stdio"]
+""")
+        gateway = self._spawn([sys.executable, "-m", "mcpfast", "serve", "--config",
+                               str(config)], "gateway.log")
+        admin = f"http://127.0.0.1:{admin_port}"
+        deadline = time.monotonic() + START_TIMEOUT
+        while not self._ready(admin):
+            if gateway.poll() is not None or time.monotonic() > deadline:
+                raise TargetError(f"mcpfast did not become ready: "
+                                  f"{log_tail(self.workdir / 'gateway.log')}")
+            time.sleep(0.1)
+        with urllib.request.urlopen(f"{admin}/status", timeout=5) as response:
+            status = json.load(response)
+        self.proxy_pid = gateway.pid
+        self.echo_pid = int(status["upstreams"][0]["pid"])
+        self.info = {"mcpfast": str(status.get("version")),
+                     "implementation": str(status.get("implementation"))}
+        self.address = (f"ws://127.0.0.1:{port}/mcp" if self.transport == "websocket"
+                        else f"unix:{unix_path}")
+
+    @staticmethod
+    def _ready(admin: str) -> bool:
+        try:
+            with urllib.request.urlopen(f"{admin}/readiness", timeout=2) as response:
+                return bool(response.status == 200)
+        except OSError:
+            return False
+
+
+TARGET_NAMES = ("direct", "nginx", "mcpfast-ws", "mcpfast-unix")
+
+
+def make_target(name: str, workdir: Path, nginx: str | None, nofile: int) -> Target:
+    if name == "direct":
+        return DirectTarget(workdir)
+    if name == "nginx":
+        assert nginx is not None
+        return NginxTarget(workdir, nginx, nofile)
+    if name == "mcpfast-ws":
+        return McpfastTarget(workdir, "websocket")
+    if name == "mcpfast-unix":
+        return McpfastTarget(workdir, "unix")
+    raise ValueError(f"unknown target {name!r}")
