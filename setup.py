@@ -33,7 +33,7 @@ class OptionalBuildExt(build_ext):
 
     def _fallback(self, exc: Exception) -> None:
         if MODE == "yes":
-            raise
+            raise exc
         print(
             f"WARNING: mcpfast_ext could not be compiled ({exc}); "
             "the pure-Python implementation will be used",
