@@ -227,6 +227,8 @@ async def open_session(target: str, recorder: Recorder, timeout: float) -> Any:
             extra_headers={"Sec-WebSocket-Protocol": "mcp"},
             websocket_handshake_timeout=timeout, read_buffer_init_size=4096)
         terminator = b""
+        if session is None:  # picows drops the listener of a connection already closed
+            raise ConnectionError("the connection closed right after the WebSocket handshake")
     try:
         await asyncio.wait_for(session.calls.initialize(terminator), timeout)
     except BaseException:

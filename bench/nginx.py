@@ -81,7 +81,9 @@ def render_config(nginx: str, prefix: Path, port: int, upstream_port: int,
     """A WebSocket reverse proxy on ``port`` in front of ``upstream_port``.
 
     One worker, as mcpfast is one process. Each proxied session holds two connections
-    (client side and upstream side), so worker_connections covers twice ``connections``.
+    (client side and upstream side), and a burst of handshakes briefly holds more: with
+    worker_connections at barely twice ``connections`` nginx starts closing connections
+    ("worker_connections are not enough, reusing connections").
     """
     temp_paths = ["client_body_temp_path", "proxy_temp_path"]
     compiled = _compiled_modules(nginx)
@@ -89,7 +91,7 @@ def render_config(nginx: str, prefix: Path, port: int, upstream_port: int,
                    if f"--without-http_{module}_module" not in compiled]
     temps = "\n".join(f"    {directive} {prefix}/{directive.split('_temp')[0]};"
                       for directive in temp_paths)
-    worker_connections = max(1024, min(nofile - 32, 2 * connections + 64))
+    worker_connections = max(1024, min(nofile - 32, 4 * connections + 1024))
     return f"""\
 worker_processes 1;
 worker_rlimit_nofile {nofile};

@@ -35,13 +35,19 @@ TCP close to the server, but a peer that never answers must not hold the socket)
 
 
 class TcpConnection(asyncio.Protocol):
+    # Slots, and the HTTP parser dropped after the upgrade: an idle WebSocket session
+    # should cost the gateway as little memory as possible.
+    __slots__ = ("_timer", "config", "gateway", "listener", "peer", "reader", "session",
+                 "transport", "writer", "ws")
+
     def __init__(self, gateway: Gateway, listener: Listener) -> None:
         self.gateway = gateway
         self.listener = listener
         self.config = gateway.config.listen
         self.transport: asyncio.Transport | None = None
         self.writer: CoalescingWriter | None = None
-        self.reader = HttpRequestReader(max_body_bytes=self.config.max_message_bytes)
+        self.reader: HttpRequestReader | None = HttpRequestReader(
+            max_body_bytes=self.config.max_message_bytes)
         self.ws: WebSocketConnection | None = None
         self.session: DownstreamSession | None = None
         self.peer = "?"
@@ -80,6 +86,7 @@ class TcpConnection(asyncio.Protocol):
         if self.ws is not None:
             self._websocket_data(data)
             return
+        assert self.reader is not None
         try:
             requests = self.reader.feed(data)
         except HttpError as exc:
@@ -112,7 +119,9 @@ class TcpConnection(asyncio.Protocol):
         self.ws = WebSocketConnection(max_message_bytes=self.config.max_message_bytes)
         self.session = self.gateway.open_session("websocket", self.peer, self.send,
                                                  self.close)
+        assert self.reader is not None
         leftover = self.reader.upgraded_data
+        self.reader = None
         if leftover:
             self._websocket_data(leftover)
 

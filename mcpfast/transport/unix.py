@@ -16,6 +16,8 @@ if TYPE_CHECKING:
 
 
 class UnixConnection(asyncio.Protocol):
+    __slots__ = ("eof", "framer", "gateway", "listener", "session", "transport", "writer")
+
     def __init__(self, gateway: Gateway, listener: Listener) -> None:
         self.gateway = gateway
         self.listener = listener
