@@ -7,12 +7,15 @@ EXT_SOURCES := $(wildcard mcpfast_ext/*.pyx)
 EXT_BUILT := $(VENV)/.extension-built
 CONFIG ?=
 
-.PHONY: run test test-compiled test-pure ext lint clean
+NGINX := /usr/sbin/nginx
+
+.PHONY: run test test-compiled test-pure ext lint bench bench-micro bench-deps clean
 
 run: $(EXT_BUILT)
 	$(PY) -m mcpfast serve $(if $(CONFIG),--config $(CONFIG))
 
-test: $(EXT_BUILT)
+test: $(EXT_BUILT) bench-deps
+	$(VENV)/bin/ruff check mcpfast mcpfast_ext tests bench
 	$(MAKE) --no-print-directory test-compiled
 	$(MAKE) --no-print-directory test-pure
 
@@ -26,7 +29,7 @@ test-pure: $(INSTALLED)
 $(INSTALLED): pyproject.toml setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip setuptools wheel
-	MCPFAST_BUILD_EXTENSION=no $(PY) -m pip install --quiet -e '.[test,dev]'
+	MCPFAST_BUILD_EXTENSION=no $(PY) -m pip install --quiet -e '.[test,dev,bench]'
 	touch $@
 
 ext: $(EXT_BUILT)
@@ -34,6 +37,20 @@ ext: $(EXT_BUILT)
 $(EXT_BUILT): $(INSTALLED) $(EXT_SOURCES)
 	MCPFAST_BUILD_EXTENSION=yes $(PY) setup.py --quiet build_ext --inplace
 	touch $@
+
+# The benchmark suite compares against Debian's nginx; the harness test needs it too.
+bench-deps: $(NGINX)
+
+$(NGINX):
+	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light >/dev/null \
+	  || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx >/dev/null
+
+bench: $(EXT_BUILT) bench-deps
+	$(PY) -m bench run
+
+bench-micro: $(EXT_BUILT)
+	$(PY) -m pytest bench/micro -q --benchmark-json=.benchmarks/micro.json
+	$(PY) -m bench.micro.report .benchmarks/micro.json
 
 lint: $(INSTALLED)
 	$(VENV)/bin/ruff check mcpfast mcpfast_ext tests bench

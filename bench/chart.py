@@ -1,7 +1,7 @@
 """docs/benchmarks.png: throughput and latency percentiles per target, at a glance.
 
 One row per load scenario: throughput bars on the left, latency percentiles on the
-right (log scale, lower is better). A last row shows proxy CPU per call and, when the
+right (lower is better). A last row shows proxy CPU per call and, when the
 idle scenario ran, memory per idle session.
 """
 
@@ -13,15 +13,17 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.axes import Axes  # noqa: E402
+import matplotlib.pyplot as plt
+from matplotlib.axes import Axes
+from matplotlib.ticker import FuncFormatter
 
-from .scenarios import IdleResult, LoadResult, Scenario  # noqa: E402
-from .suite import SuiteResult  # noqa: E402
+from .scenarios import IdleResult, LoadResult, Scenario
+from .suite import SuiteResult
 
 COLORS = {"direct": "#9e9e9e", "nginx": "#2e7d32", "mcpfast-ws": "#1565c0",
           "mcpfast-unix": "#ef6c00"}
 PERCENTILES = ("p50", "p90", "p99", "p99.9")
+TIMES = "\N{MULTIPLICATION SIGN}"
 
 
 def write_chart(path: Path, suite: SuiteResult) -> None:
@@ -33,7 +35,7 @@ def write_chart(path: Path, suite: SuiteResult) -> None:
     n_rows = len(load) + 1
     fig, axes = plt.subplots(n_rows, 2, figsize=(13, 3.6 * n_rows), squeeze=False,
                              gridspec_kw={"width_ratios": [1, 1.5]})
-    for (scenario, rows), (left, right) in zip(load, axes):
+    for (scenario, rows), (left, right) in zip(load, axes, strict=False):
         _throughput(left, rows, f"{scenario.title}: {scenario.shape}")
         _latency(right, rows, f"{scenario.title}: latency percentiles")
     _proxy_cpu(axes[-1][0], load)
@@ -51,17 +53,22 @@ def write_chart(path: Path, suite: SuiteResult) -> None:
 def _throughput(ax: Axes, rows: list[LoadResult], title: str) -> None:
     names = [r.target for r in rows]
     values = [r.throughput for r in rows]
-    bars = ax.barh(names, values, color=[COLORS.get(n, "#607d8b") for n in names])
+    low = [v - min(r.round_throughputs or [v]) for r, v in zip(rows, values, strict=True)]
+    high = [max(r.round_throughputs or [v]) - v for r, v in zip(rows, values, strict=True)]
+    bars = ax.barh(names, values, color=[COLORS.get(n, "#607d8b") for n in names],
+                   xerr=[low, high], error_kw={"ecolor": "#424242", "capsize": 3, "lw": 1})
     ax.invert_yaxis()
     ax.set_title(title, fontsize=10, loc="left")
-    ax.set_xlabel("calls per second (higher is better)")
+    ax.set_xlabel("calls per second (higher is better); whiskers: range over rounds")
     nginx = next((r.throughput for r in rows if r.target == "nginx"), None)
-    top = max(values) if values else 0
-    for bar, value in zip(bars, values):
-        label = f"{value:,.0f}" + (f"  ({value / nginx:.2f}× nginx)" if nginx else "")
-        ax.text(bar.get_width() + top * 0.01, bar.get_y() + bar.get_height() / 2, label,
+    top = max(v + h for v, h in zip(values, high, strict=True)) if values else 0
+    for bar, value, extra in zip(bars, values, high, strict=True):
+        label = f"{value:,.0f}" + (f"  ({value / nginx:.2f}{TIMES} nginx)" if nginx else "")
+        ax.text(bar.get_width() + extra + top * 0.01, bar.get_y() + bar.get_height() / 2, label,
                 va="center", fontsize=8)
     ax.set_xlim(0, top * 1.45 if top else 1)
+    ax.xaxis.set_major_formatter(FuncFormatter(
+        lambda x, _: f"{x / 1000:,.0f}k" if top >= 10_000 and x else f"{x:,.0f}"))
     ax.grid(axis="x", alpha=0.3)
 
 
@@ -72,8 +79,12 @@ def _latency(ax: Axes, rows: list[LoadResult], title: str) -> None:
         xs = [x + (i - (len(rows) - 1) / 2) * width for x in range(len(PERCENTILES))]
         ax.bar(xs, values, width, label=row.target, color=COLORS.get(row.target, "#607d8b"))
     ax.set_xticks(range(len(PERCENTILES)), PERCENTILES)
-    ax.set_yscale("log")
-    ax.set_ylabel("µs (log scale, lower is better)")
+    # Linear from zero, so that bar heights compare as the ratios in the tables do.
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda y, _: f"{y:,.0f}"))
+    ax.set_ylabel("µs (lower is better)")
+    tallest = max((row.latency_us.get(p, 0.0) for row in rows for p in PERCENTILES),
+                  default=0.0)
+    ax.set_ylim(0, tallest * 1.2 if tallest else 1)  # room for the legend above the bars
     ax.set_title(title, fontsize=10, loc="left")
     ax.grid(axis="y", alpha=0.3, which="both")
     ax.legend(fontsize=8, ncols=len(rows), loc="upper left")
@@ -111,9 +122,9 @@ def _idle_memory(ax: Axes, rows: list[IdleResult]) -> None:
     bars = ax.barh(names, values, color=[COLORS.get(n, "#607d8b") for n in names])
     ax.invert_yaxis()
     top = max(values) if values else 0
-    for bar, row, value in zip(bars, rows, values):
+    for bar, row, value in zip(bars, rows, values, strict=True):
         ax.text(bar.get_width() + top * 0.01, bar.get_y() + bar.get_height() / 2,
-                f"{value:,.1f} KiB × {row.sessions:,} sessions", va="center", fontsize=8)
+                f"{value:,.1f} KiB {TIMES} {row.sessions:,} sessions", va="center", fontsize=8)
     ax.set_xlim(0, top * 1.6 if top else 1)
     ax.set_xlabel("KiB of proxy RSS per idle session (lower is better)")
     ax.grid(axis="x", alpha=0.3)

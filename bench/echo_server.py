@@ -172,11 +172,20 @@ async def serve_unix(core: EchoCore, path: str) -> None:
     _announce({"ready": "unix", "path": path})
     await _until_signalled()
     server.close()
+    os.unlink(path)
 
 
 async def serve_websocket(core: EchoCore, host: str, port: int) -> None:
-    from picows import (WSFrame, WSListener, WSMsgType, WSTransport, WSUpgradeRequest,
-                        WSUpgradeResponse, WSUpgradeResponseWithListener, ws_create_server)
+    from picows import (
+        WSFrame,
+        WSListener,
+        WSMsgType,
+        WSTransport,
+        WSUpgradeRequest,
+        WSUpgradeResponse,
+        WSUpgradeResponseWithListener,
+        ws_create_server,
+    )
 
     text = WSMsgType.TEXT
     close = WSMsgType.CLOSE

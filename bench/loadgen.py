@@ -31,7 +31,7 @@ import sys
 import time
 from array import array
 from collections.abc import Callable
-from functools import partial
+from functools import cache, partial
 from typing import Any
 
 import msgspec
@@ -64,8 +64,16 @@ _reply = msgspec.json.Decoder(Reply)
 class Recorder:
     """What every session of the run shares: the phase flags and the figures."""
 
-    __slots__ = ("recording", "stopping", "closing", "latencies", "errors", "first_error",
-                 "disconnects", "lost")
+    __slots__ = (
+        "closing",
+        "disconnects",
+        "errors",
+        "first_error",
+        "latencies",
+        "lost",
+        "recording",
+        "stopping",
+    )
 
     def __init__(self) -> None:
         self.recording = False
@@ -86,20 +94,24 @@ class Recorder:
 class CallLoop:
     """One session's calls, whatever carries them; ``send`` writes one whole message."""
 
-    __slots__ = ("recorder", "send", "tail", "sent", "next_id", "initialized")
+    __slots__ = ("initialized", "next_id", "recorder", "send", "sent", "tail", "terminator")
 
     def __init__(self, recorder: Recorder, send: Callable[[bytes], Any],
                  terminator: bytes) -> None:
         self.recorder = recorder
         self.send = send
+        self.terminator = terminator
         self.tail = REQUEST_TAIL + terminator
         self.sent: dict[int, int] = {}
         self.next_id = 0
         self.initialized: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
-    def initialize(self, terminator: bytes) -> asyncio.Future[None]:
-        self.send(INITIALIZE + terminator)
+    def initialize(self) -> asyncio.Future[None]:
+        self.send(INITIALIZE + self.terminator)
         return self.initialized
+
+    def initialized_notification(self) -> None:
+        self.send(INITIALIZED + self.terminator)
 
     def start(self, inflight: int) -> None:
         for _ in range(inflight):
@@ -174,6 +186,7 @@ class UnixSession(asyncio.Protocol):
             self.transport.close()
 
 
+@cache
 def _websocket_session_class() -> type:
     from picows import WSFrame, WSListener, WSMsgType, WSTransport
 
@@ -215,10 +228,10 @@ def _websocket_session_class() -> type:
 async def open_session(target: str, recorder: Recorder, timeout: float) -> Any:
     """Connect and initialize one session; returns its transport-side object."""
     loop = asyncio.get_running_loop()
+    session: Any
     if target.startswith("unix:"):
         _, session = await asyncio.wait_for(loop.create_unix_connection(
             lambda: UnixSession(recorder), target[5:]), timeout)
-        terminator = b"\n"
     else:
         from picows import ws_connect
         session_class = _websocket_session_class()
@@ -226,15 +239,14 @@ async def open_session(target: str, recorder: Recorder, timeout: float) -> Any:
             lambda: session_class(recorder), target,
             extra_headers={"Sec-WebSocket-Protocol": "mcp"},
             websocket_handshake_timeout=timeout, read_buffer_init_size=4096)
-        terminator = b""
         if session is None:  # picows drops the listener of a connection already closed
             raise ConnectionError("the connection closed right after the WebSocket handshake")
     try:
-        await asyncio.wait_for(session.calls.initialize(terminator), timeout)
+        await asyncio.wait_for(session.calls.initialize(), timeout)
     except BaseException:
         session.close()
         raise
-    session.calls.send(INITIALIZED + terminator)
+    session.calls.initialized_notification()
     return session
 
 

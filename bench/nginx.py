@@ -15,7 +15,7 @@ NGINX_PATHS = ("/usr/sbin/nginx", "/usr/bin/nginx")
 INSTALL_HINT = "run `make bench-deps` (it runs `apt-get install -y nginx-light`)"
 
 
-class NginxMissing(RuntimeError):
+class NginxMissingError(RuntimeError):
     pass
 
 
@@ -40,7 +40,8 @@ def _candidate(package: str) -> bool:
 def install_nginx(log: Path) -> str:
     """``apt-get install`` nginx-light (or nginx); returns the binary's path."""
     if shutil.which("apt-get") is None or os.geteuid() != 0:
-        raise NginxMissing(f"nginx is not installed and cannot be installed here; {INSTALL_HINT}")
+        raise NginxMissingError(
+            f"nginx is not installed and cannot be installed here; {INSTALL_HINT}")
     with open(log, "ab") as out:
         def apt(*args: str) -> None:
             subprocess.run(["apt-get", *args], stdout=out, stderr=subprocess.STDOUT, check=True,
@@ -54,7 +55,7 @@ def install_nginx(log: Path) -> str:
         apt("install", "-y", "--no-install-recommends", package)
     path = find_nginx()
     if path is None:
-        raise NginxMissing(f"apt-get installed nginx but no binary was found; {INSTALL_HINT}")
+        raise NginxMissingError(f"apt-get installed nginx but no binary was found; {INSTALL_HINT}")
     return path
 
 
@@ -63,7 +64,7 @@ def ensure_nginx(allow_install: bool, log: Path) -> str:
     if path is not None:
         return path
     if not allow_install:
-        raise NginxMissing(f"nginx is not installed; {INSTALL_HINT}")
+        raise NginxMissingError(f"nginx is not installed; {INSTALL_HINT}")
     return install_nginx(log)
 
 

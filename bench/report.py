@@ -15,6 +15,8 @@ from .suite import SuiteResult
 START = "<!-- bench:results:start -->"
 END = "<!-- bench:results:end -->"
 PERCENTILES = ("p50", "p90", "p99", "p99.9")
+TIMES = "\N{MULTIPLICATION SIGN}"
+MISSING = "n/a"
 
 TEMPLATE = f"""\
 # Benchmarks
@@ -76,8 +78,10 @@ def render(suite: SuiteResult, chart_name: str | None) -> str:
         f"| nginx | {v.get('nginx', 'not measured')} (1 worker process) |",
         f"| mcpfast | {v.get('mcpfast')} ({v.get('implementation', '?')} hot path) |",
         f"| open-files limit (RLIMIT_NOFILE) | {m.nofile:,} |",
-        f"| warm-up / measured window | {suite.warmup:g} s / {suite.duration:g} s per target"
-        f"{' (--quick: tiny loads, not for reading)' if suite.quick else ''} |",
+        f"| warm-up / measured window | {suite.warmup:g} s / {suite.duration:g} s per target "
+        f"and round{' (--quick: tiny loads, not for reading)' if suite.quick else ''} |",
+        f"| rounds | {suite.rounds} per load scenario, targets interleaved (order reversed "
+        "every other round); the round with the median throughput is shown |",
         "",
         f"The load generator, the proxy and the echo server all share these {m.nproc} "
         "cores (there is no other machine to put the load generator on), so a proxy here "
@@ -105,7 +109,7 @@ def render(suite: SuiteResult, chart_name: str | None) -> str:
 def _legend() -> str:
     return (
         "Legend: latencies are per call, from the load generator's send to its receipt "
-        "of the reply, every call of the measured window recorded. ×nginx and ×direct "
+        f"of the reply, every call of the measured window recorded. {TIMES}nginx and {TIMES}direct "
         "divide a target's figure by that target's: for throughput higher is better, for "
         "latency, CPU and memory lower is better. Proxy CPU is the proxy process's user + "
         "system time over the measured window (/proc/PID/stat) divided by the calls in it: "
@@ -113,16 +117,21 @@ def _legend() -> str:
         "server, shown separately). Proxy RSS is VmRSS at the end of the window. Echo CPU "
         "differs between targets because `direct` and `nginx` reach it over WebSocket and "
         "mcpfast over stdio. Loadgen CPU % is the share of one core the load generator "
-        "used; well under 100 % means it was not the limit.")
+        "used; well under 100 % means it was not the limit. The last column lists every "
+        "round's throughput, so the spread shows how noisy the machine was.")
 
 
 def _num(value: float | None, digits: int = 0) -> str:
-    return "–" if value is None else f"{value:,.{digits}f}"
+    return MISSING if value is None else f"{value:,.{digits}f}"
+
+
+def _rounds(row: LoadResult) -> str:
+    return ", ".join(f"{value:,.0f}" for value in sorted(row.round_throughputs)) or MISSING
 
 
 def _ratio(value: float | None, base: float | None) -> str:
     if value is None or not base:
-        return "–"
+        return MISSING
     return f"{value / base:.2f}"
 
 
@@ -130,11 +139,32 @@ def _by_target(rows: list[LoadResult]) -> dict[str, LoadResult]:
     return {row.target: row for row in rows}
 
 
+Figure = Callable[[LoadResult], float | None]
+
+
+def _relative(row: LoadResult, base: LoadResult | None, figure: Figure) -> str:
+    return _ratio(figure(row), figure(base) if base is not None else None)
+
+
 def _pair(row: LoadResult, nginx: LoadResult | None, direct: LoadResult | None,
-          figure: Callable[[LoadResult], float | None]) -> str:
-    value = figure(row)
-    return (f"{_ratio(value, figure(nginx) if nginx else None)} / "
-            f"{_ratio(value, figure(direct) if direct else None)}")
+          figure: Figure) -> str:
+    return f"{_relative(row, nginx, figure)} / {_relative(row, direct, figure)}"
+
+
+def _throughput(row: LoadResult) -> float:
+    return row.throughput
+
+
+def _proxy_cpu(row: LoadResult) -> float | None:
+    return row.proxy_cpu_us_per_call
+
+
+def _proxy_rss(row: LoadResult) -> float | None:
+    return row.proxy_rss_bytes
+
+
+def _percentile(name: str) -> Figure:
+    return lambda row: row.latency_us.get(name)
 
 
 def load_tables(scenario: Scenario, rows: list[LoadResult]) -> list[str]:
@@ -143,10 +173,10 @@ def load_tables(scenario: Scenario, rows: list[LoadResult]) -> list[str]:
     base = _by_target(rows)
     nginx, direct = base.get("nginx"), base.get("direct")
     lines = [
-        "| target | throughput (calls/s) | p50 µs | p90 µs | p99 µs | p99.9 µs | ×nginx | "
-        "×direct | proxy CPU µs/call | proxy RSS MiB | echo CPU µs/call | "
-        "loadgen CPU µs/call (%) | calls | errors |",
-        "|---|" + "---:|" * 13,
+        "| target | throughput (calls/s) | p50 µs | p90 µs | p99 µs | p99.9 µs | "
+        f"{TIMES}nginx | {TIMES}direct | proxy CPU µs/call | proxy RSS MiB | echo CPU µs/call | "
+        "loadgen CPU µs/call (%) | calls | errors | calls/s, all rounds |",
+        "|---|" + "---:|" * 14,
     ]
     for row in rows:
         lat = row.latency_us
@@ -156,12 +186,11 @@ def load_tables(scenario: Scenario, rows: list[LoadResult]) -> list[str]:
         lines.append(
             f"| {row.target} | {_num(row.throughput)} | "
             + " | ".join(_num(lat.get(p)) for p in PERCENTILES)
-            + f" | {_ratio(row.throughput, nginx and nginx.throughput)}"
-            f" | {_ratio(row.throughput, direct and direct.throughput)}"
+            + f" | {_relative(row, nginx, _throughput)} | {_relative(row, direct, _throughput)}"
             f" | {_num(row.proxy_cpu_us_per_call, 1)} | {_num(rss, 1)}"
             f" | {_num(row.echo_cpu_us_per_call, 1)}"
             f" | {_num(row.loadgen_cpu_us_per_call, 1)}{util}"
-            f" | {row.calls:,} | {row.errors} |")
+            f" | {row.calls:,} | {row.errors} | {_rounds(row)} |")
     lines += [
         "",
         "Every figure as a ratio, ÷nginx / ÷direct:",
@@ -171,11 +200,9 @@ def load_tables(scenario: Scenario, rows: list[LoadResult]) -> list[str]:
         "|---|" + "---:|" * 7,
     ]
     for row in rows:
-        cells = [_pair(row, nginx, direct, lambda r: r.throughput)]
-        cells += [_pair(row, nginx, direct, lambda r, p=p: r.latency_us.get(p))  # type: ignore[misc]
-                  for p in PERCENTILES]
-        cells += [_ratio(row.proxy_cpu_us_per_call, nginx and nginx.proxy_cpu_us_per_call),
-                  _ratio(row.proxy_rss_bytes, nginx and nginx.proxy_rss_bytes)]
+        cells = [_pair(row, nginx, direct, _throughput)]
+        cells += [_pair(row, nginx, direct, _percentile(p)) for p in PERCENTILES]
+        cells += [_relative(row, nginx, _proxy_cpu), _relative(row, nginx, _proxy_rss)]
         lines.append(f"| {row.target} | " + " | ".join(cells) + " |")
     lines += _notes(rows)
     return lines
@@ -187,7 +214,7 @@ def idle_tables(scenario: Scenario, rows: list[IdleResult]) -> list[str]:
     nginx = next((r for r in rows if r.target == "nginx"), None)
     lines = [
         "| target | sessions held | proxy RSS before MiB | proxy RSS with sessions MiB | "
-        "RSS per session KiB | ×nginx | time to open s | errors |",
+        f"RSS per session KiB | {TIMES}nginx | time to open s | errors |",
         "|---|" + "---:|" * 7,
     ]
     for row in rows:
@@ -196,7 +223,7 @@ def idle_tables(scenario: Scenario, rows: list[IdleResult]) -> list[str]:
             f"| {row.target} | {row.sessions:,} | {row.rss_before_bytes / 2**20:,.1f} | "
             f"{row.rss_with_sessions_bytes / 2**20:,.1f} | "
             f"{_num(per / 1024 if per is not None else None, 1)} | "
-            f"{_ratio(per, nginx and nginx.rss_per_session_bytes)} | "
+            f"{_ratio(per, nginx.rss_per_session_bytes if nginx else None)} | "
             f"{row.connect_seconds:,.1f} | {row.errors} |")
     lines += ["", "Each session is a WebSocket connection that completed `initialize` and "
               "`notifications/initialized` and then stays open without traffic. For nginx "

@@ -19,6 +19,8 @@ from . import procfs
 from .targets import Target, TargetError, log_tail, read_json_line
 
 LOADGEN = Path(__file__).resolve().with_name("loadgen.py")
+SATURATED = 0.85
+"""Above this share of a core the load generator may be what limits throughput."""
 
 
 @dataclass(frozen=True)
@@ -34,7 +36,9 @@ class Scenario:
     def shape(self) -> str:
         if self.idle:
             return f"{self.connections:,} sessions held idle"
-        return f"{self.connections:,} connection(s) × {self.inflight} in flight"
+        plural = "s" if self.connections != 1 else ""
+        return (f"{self.connections:,} connection{plural} \N{MULTIPLICATION SIGN} "
+                f"{self.inflight} in flight")
 
 
 SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
@@ -69,6 +73,7 @@ class LoadResult:
     echo_cpu_us_per_call: float | None = None
     loadgen_cpu_us_per_call: float | None = None
     loadgen_cpu_utilization: float | None = None
+    round_throughputs: list[float] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
 
@@ -161,17 +166,14 @@ def measure_load(target: Target, scenario: Scenario, warmup: float, duration: fl
     result.throughput = float(event.get("throughput") or 0.0)
     result.latency_us = dict(event.get("latency_us") or {})
     result.window_seconds = float(event.get("window_seconds") or 0.0)
-    result.errors = (int(event.get("errors", 0)) + int(event.get("connect_errors", 0))
-                     + int(event.get("lost_in_flight", 0)))
+    result.errors = sum(int(event.get(key) or 0) for key in (
+        "errors", "connect_errors", "lost_in_flight", "unanswered_after_drain"))
     result.loadgen_cpu_us_per_call = event.get("loadgen_cpu_us_per_call")
     result.loadgen_cpu_utilization = event.get("loadgen_cpu_utilization")
     if result.calls and before and after:
-        def per_call(pid: int | None) -> float | None:
-            if not pid or pid not in before or pid not in after:
-                return None
-            return (after[pid] - before[pid]) / result.calls * 1e6
-        result.proxy_cpu_us_per_call = per_call(target.proxy_pid)
-        result.echo_cpu_us_per_call = per_call(target.echo_pid)
+        cpu = {pid: (after[pid] - before[pid]) / result.calls * 1e6 for pid in meter}
+        result.proxy_cpu_us_per_call = cpu.get(target.proxy_pid or 0)
+        result.echo_cpu_us_per_call = cpu.get(target.echo_pid)
     for key, label in (("connect_errors", "connections that failed"),
                        ("disconnects", "connections dropped during the run"),
                        ("unanswered_after_drain", "calls unanswered after the drain")):
@@ -183,18 +185,27 @@ def measure_load(target: Target, scenario: Scenario, warmup: float, duration: fl
         result.notes.append(f"first connect error: {event['connect_error']}")
     if event.get("nofile_note"):
         result.notes.append(f"loadgen: {event['nofile_note']}")
+    if (result.loadgen_cpu_utilization or 0) > SATURATED:
+        result.notes.append(
+            f"the load generator used {result.loadgen_cpu_utilization:.0%} of a core: "
+            "it may have been the limit, so read this throughput as a lower bound")
     return result
 
 
 def sessions_that_fit(target: Target, wanted: int, nofile: int) -> tuple[int, str]:
-    """nginx holds two descriptors per proxied session (client and upstream side)."""
+    """How many sessions ``target`` can hold within the open-files limit.
+
+    nginx holds two descriptors per proxied session (client and upstream side). Measured
+    here, its single worker with worker_connections at the limit (19,968) tops out near
+    9,360 sessions ("worker_connections are not enough") and holds 9,000 cleanly, hence
+    the headroom."""
     per_session = 2 if target.name == "nginx" else 1
-    fit = (nofile - 64) // per_session
+    fit = (nofile - 2048) // per_session
     if fit >= wanted:
         return wanted, ""
-    return fit, (f"held {fit:,} sessions, not {wanted:,}: RLIMIT_NOFILE is {nofile:,} "
-                 f"(the hard limit, which this user cannot raise) and {target.name} needs "
-                 f"{per_session} descriptor(s) per session")
+    needs = "two descriptors per session" if per_session == 2 else "a descriptor per session"
+    return fit, (f"opened {fit:,} sessions, not {wanted:,}: RLIMIT_NOFILE is {nofile:,} (the "
+                 f"hard limit, which this run cannot raise) and {target.name} needs {needs}")
 
 
 def measure_idle(target: Target, scenario: Scenario, nofile: int, log: Path) -> IdleResult:
@@ -214,6 +225,10 @@ def measure_idle(target: Target, scenario: Scenario, nofile: int, log: Path) -> 
         result.sessions = int(event["sessions"])
         time.sleep(1.0)  # let the proxy finish any work the last handshakes caused
         result.rss_with_sessions_bytes = procfs.rss_bytes(target.proxy_pid)
+        counted = target.open_sessions()
+        if counted is not None and counted != result.sessions:
+            result.notes.append(f"{target.name} counted {counted:,} open sessions, "
+                                f"the load generator {result.sessions:,}")
         loadgen.release()
         while (event := loadgen.next_event(deadline)).get("event") != "result":
             pass

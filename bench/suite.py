@@ -14,13 +14,20 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 
 from .nginx import ensure_nginx, nginx_version
-from .scenarios import (SCENARIOS, IdleResult, LoadResult, Scenario, measure_idle,
-                        measure_load, quick)
+from .scenarios import (
+    SCENARIOS,
+    IdleResult,
+    LoadResult,
+    Scenario,
+    measure_idle,
+    measure_load,
+    quick,
+)
 from .targets import TARGET_NAMES, TargetError, make_target
 
 
@@ -42,6 +49,7 @@ class SuiteResult:
     command: str
     warmup: float
     duration: float
+    rounds: int
     quick: bool
     scenarios: list[Scenario]
     targets: list[str]
@@ -61,9 +69,10 @@ def raise_nofile_limit() -> tuple[int, str]:
         except (ValueError, OSError):
             pass
     soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-    note = "" if soft >= 2 * 10_000 + 256 else (
-        f"RLIMIT_NOFILE is {soft:,} (hard limit {hard:,}); raising the hard limit needs "
-        f"privileges this run does not have")
+    note = "" if soft >= 2 * 10_000 + 2048 else (
+        f"RLIMIT_NOFILE is {soft:,} (hard limit {hard:,}) and raising the hard limit needs "
+        "privileges this run does not have, so nginx, which holds two descriptors per "
+        "session, is measured with fewer idle sessions (see Idle capacity)")
     return soft, note
 
 
@@ -89,7 +98,7 @@ def describe_machine(nginx: str | None, nofile: int, nofile_note: str) -> Machin
     if nginx:
         versions["nginx"] = nginx_version(nginx)
     return Machine(
-        date=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        date=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         nproc=len(os.sched_getaffinity(0)), cpu=_cpu_model(), kernel=platform.release(),
         python=platform.python_version(), versions=versions, nofile=nofile,
         nofile_note=nofile_note)
@@ -107,8 +116,8 @@ def plan(scenario_names: list[str], target_names: list[str],
 
 
 def run_suite(scenario_names: list[str], target_names: list[str], warmup: float,
-              duration: float, is_quick: bool, allow_install: bool, command: str,
-              progress: Callable[[str], None] = print) -> SuiteResult:
+              duration: float, rounds: int, is_quick: bool, allow_install: bool,
+              command: str, progress: Callable[[str], None] = print) -> SuiteResult:
     started = time.monotonic()
     nofile, nofile_note = raise_nofile_limit()
     workroot = Path(tempfile.mkdtemp(prefix="mcpfast-bench-"))
@@ -116,34 +125,62 @@ def run_suite(scenario_names: list[str], target_names: list[str], warmup: float,
              if "nginx" in target_names else None)
     steps = plan(scenario_names, target_names, is_quick)
     suite = SuiteResult(describe_machine(nginx, nofile, nofile_note), command, warmup,
-                        duration, is_quick, [s for s, _ in steps], list(target_names))
+                        duration, rounds, is_quick, [s for s, _ in steps], list(target_names))
     for scenario, targets in steps:
-        rows: list[LoadResult | IdleResult] = []
-        for name in targets:
-            workdir = workroot / f"{scenario.name}-{name}"
-            workdir.mkdir()
-            target = make_target(name, workdir, nginx, nofile)
-            progress(f"{scenario.name:<10} {name:<13} {scenario.shape}")
-            try:
-                target.start(scenario.connections)
-                suite.machine.versions.update(
-                    {k: v for k, v in target.info.items() if k != "nginx"})
-                if scenario.idle:
-                    rows.append(measure_idle(target, scenario, nofile, workdir / "loadgen.log"))
-                else:
-                    rows.append(measure_load(target, scenario, warmup, duration,
-                                             workdir / "loadgen.log"))
-                progress("           " + summary(rows[-1]))
-            except (TargetError, OSError) as exc:
-                suite.failures.append(f"{scenario.name} / {name}: {exc} (logs in {workdir})")
-                progress(f"           FAILED: {exc}")
-            finally:
-                target.stop()
-        suite.results[scenario.name] = rows
+        measured: dict[str, list[LoadResult | IdleResult]] = {name: [] for name in targets}
+        for round_index in range(1 if scenario.idle else rounds):
+            # Alternate the order so that drift in the machine's speed during a round
+            # does not always favour the same target.
+            for name in targets if round_index % 2 == 0 else targets[::-1]:
+                row = measure_once(suite, scenario, name, round_index, workroot, nginx,
+                                   nofile, warmup, duration, progress)
+                if row is not None:
+                    measured[name].append(row)
+        suite.results[scenario.name] = [median_round(measured[name]) for name in targets
+                                        if measured[name]]
     suite.seconds = time.monotonic() - started
     if not suite.failures:
         shutil.rmtree(workroot, ignore_errors=True)
     return suite
+
+
+def measure_once(suite: SuiteResult, scenario: Scenario, name: str, round_index: int,
+                 workroot: Path, nginx: str | None, nofile: int, warmup: float,
+                 duration: float,
+                 progress: Callable[[str], None]) -> LoadResult | IdleResult | None:
+    """Start ``name`` fresh, measure ``scenario`` once, stop it; None if it failed."""
+    workdir = workroot / f"{scenario.name}-{name}-{round_index + 1}"
+    workdir.mkdir()
+    target = make_target(name, workdir, nginx, nofile)
+    progress(f"{scenario.name:<10} {name:<13} round {round_index + 1}: {scenario.shape}")
+    try:
+        target.start(scenario.connections)
+        suite.machine.versions.update({k: v for k, v in target.info.items() if k != "nginx"})
+        row: LoadResult | IdleResult
+        if scenario.idle:
+            row = measure_idle(target, scenario, nofile, workdir / "loadgen.log")
+        else:
+            row = measure_load(target, scenario, warmup, duration, workdir / "loadgen.log")
+        progress("           " + summary(row))
+        return row
+    except (TargetError, OSError) as exc:
+        suite.failures.append(f"{scenario.name} / {name} round {round_index + 1}: {exc} "
+                              f"(logs in {workdir})")
+        progress(f"           FAILED: {exc}")
+        return None
+    finally:
+        target.stop()
+
+
+def median_round(rows: list[LoadResult | IdleResult]) -> LoadResult | IdleResult:
+    """The round with the median throughput, whole (its figures belong together),
+    carrying every round's throughput so that the report can show the spread."""
+    loads = [r for r in rows if isinstance(r, LoadResult)]
+    if not loads:
+        return rows[0]
+    chosen = sorted(loads, key=lambda r: r.throughput)[(len(loads) - 1) // 2]
+    chosen.round_throughputs = [r.throughput for r in loads]
+    return chosen
 
 
 def summary(row: LoadResult | IdleResult) -> str:

@@ -111,6 +111,10 @@ class Target:
         measurement will open at once."""
         raise NotImplementedError
 
+    def open_sessions(self) -> int | None:
+        """How many client sessions the target itself counts, where it says."""
+        return None
+
     def stop(self) -> None:
         for proc in reversed(self._processes):
             stop_process(proc)
@@ -192,6 +196,7 @@ class McpfastTarget(Target):
         super().__init__(workdir)
         self.transport = transport
         self.name = "mcpfast-ws" if transport == "websocket" else "mcpfast-unix"
+        self.admin = ""
 
     def start(self, connections: int) -> None:
         port, admin_port = free_port(), free_port()
@@ -233,6 +238,11 @@ command = ["python", {json.dumps(str(ECHO_SERVER))}, "--stdio"]
                      "implementation": str(status.get("implementation"))}
         self.address = (f"ws://127.0.0.1:{port}/mcp" if self.transport == "websocket"
                         else f"unix:{unix_path}")
+        self.admin = admin
+
+    def open_sessions(self) -> int | None:
+        with urllib.request.urlopen(f"{self.admin}/status", timeout=10) as response:
+            return int(json.load(response)["connections"]["open"])
 
     @staticmethod
     def _ready(admin: str) -> bool:

@@ -5,8 +5,9 @@
 One row per benchmark group. A group with a single implementation (msgspec, or pure
 Python with no compiled twin) shows it in the pure column, named in the first column.
 The speed-up is the pure time divided by the compiled time: how many times faster the
-compiled module is. Times are per call, also where a timed round was a batch of calls. Ratios measured in one run are what to compare across machines;
-the absolute numbers move with the machine and its load.
+compiled module is. Times are per call, also where a timed round was a batch of calls.
+Ratios measured in one run are what to compare across machines; the absolute numbers
+move with the machine and its load.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ def table(groups: dict[str, dict[str, float]], stat: str = "mean") -> list[str]:
         name = f"{group} ({', '.join(others)})" if others else group
         pure = means.get("pure", means[others[0]] if others else None)
         compiled = means.get("compiled")
-        ratio = f"{pure / compiled:.1f}×" if pure is not None and compiled else "n/a"
+        ratio = f"{pure / compiled:.1f}x" if pure is not None and compiled else "n/a"
         lines.append(f"| {name} | {_ns(pure)} | {_ns(compiled)} | {ratio} |")
     return lines
 
