@@ -122,6 +122,18 @@ def test_text_message_is_delivered_as_its_payload_bytes(client: Client) -> None:
     assert not client.conn.close_expected()
 
 
+def test_text_frame_keeps_queued_frames_first_and_stops_after_close(client: Client) -> None:
+    assert client.conn.text_frame(b'{"a":1}') == client.codec.encode_frame(OP_TEXT, b'{"a":1}')
+    client.send(OP_PING, b"hb")  # queues a pong
+    data = client.conn.text_frame(b'{"b":2}')
+    assert data is not None
+    parser = client.codec.FrameParser(expect_masked=False, max_payload=1 << 20)
+    assert parser.feed(data) == [(True, OP_PONG, b"hb"), (True, OP_TEXT, b'{"b":2}')]
+    assert client.received() == []
+    client.conn.close(1000)
+    assert client.conn.text_frame(b"{}") is None
+
+
 def test_non_ascii_text_and_binary_messages(client: Client) -> None:
     text = "h\u00e9llo \u2713 \U0001f600".encode()
     client.send(OP_TEXT, text)

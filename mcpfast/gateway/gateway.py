@@ -526,8 +526,7 @@ class Gateway:
         upstream, upstream_request_id = target
         if upstream.ready:
             upstream.write(jsonrpc.reencode(Envelope(
-                jsonrpc="2.0", id=upstream_request_id, result=env.result, error=env.error))
-                + b"\n")
+                jsonrpc="2.0", id=upstream_request_id, result=env.result, error=env.error)))
 
     # -- upstream to gateway ---------------------------------------------------------
     def upstream_notification(self, upstream: Upstream, env: Envelope) -> None:

@@ -45,18 +45,15 @@ class UpstreamError(Exception):
         self.data = data
 
 
-class Pending:
-    """A client request in flight on this upstream, keyed by the upstream-side id."""
+class Pending(msgspec.Struct):
+    """A client request in flight on this upstream, keyed by the upstream-side id.
+    A Struct because its constructor runs in C, and one is made per forwarded request."""
 
-    __slots__ = ("client_id", "deadline", "method", "progress_token", "session")
-
-    def __init__(self, session: DownstreamSession, client_id: int | str, deadline: float,
-                 progress_token: Any, method: str) -> None:
-        self.session = session
-        self.client_id = client_id
-        self.deadline = deadline
-        self.progress_token = progress_token
-        self.method = method
+    session: DownstreamSession
+    client_id: int | str
+    deadline: float
+    progress_token: Any
+    method: str
 
 
 class Upstream:
@@ -79,6 +76,7 @@ class Upstream:
         self.instructions: str | None = None
         self.catalog: dict[str, list[dict[str, Any]]] | None = None
         self.last_error: str | None = None
+        self._timeout = config.request_timeout
         self.starts = 0
         self.requests_forwarded = 0
         self.requests_failed = 0
@@ -88,6 +86,7 @@ class Upstream:
 
     # -- transport hooks -------------------------------------------------------------
     def write(self, data: bytes) -> None:
+        """Send one JSON-RPC message; the transport adds its framing."""
         raise NotImplementedError
 
     def on_message(self, line: bytes) -> None:
@@ -151,13 +150,13 @@ class Upstream:
         if upstream_id is None:
             upstream_id = self.allocate_id()
         self.pending[upstream_id] = Pending(session, client_id,
-                                            time.monotonic() + self.config.request_timeout,
+                                            time.monotonic() + self._timeout,
                                             progress_token, method)
         session.inflight[client_id] = (self, upstream_id)
         self.requests_forwarded += 1
         raw = params if not isinstance(params, bytes) else Raw(params)
         self.write(jsonrpc.reencode(Envelope(jsonrpc="2.0", id=upstream_id, method=method,
-                                             params=raw)) + b"\n")
+                                             params=raw)))
         return upstream_id
 
     def cancel(self, upstream_id: int, reason: str) -> None:
@@ -201,7 +200,7 @@ class Upstream:
         upstream_id = self.allocate_id()
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._calls[upstream_id] = future
-        self.write(jsonrpc.request(upstream_id, method, params) + b"\n")
+        self.write(jsonrpc.request(upstream_id, method, params))
         try:
             return await asyncio.wait_for(future, timeout or self.config.request_timeout)
         except TimeoutError:
@@ -212,13 +211,13 @@ class Upstream:
             self._calls.pop(upstream_id, None)
 
     def notify(self, method: str, params: Any = UNSET) -> None:
-        self.write(jsonrpc.notification(method, params) + b"\n")
+        self.write(jsonrpc.notification(method, params))
 
     def respond(self, upstream_id: int | str, result: Any) -> None:
-        self.write(jsonrpc.result_response(upstream_id, result) + b"\n")
+        self.write(jsonrpc.result_response(upstream_id, result))
 
     def respond_error(self, upstream_id: int | str, code: int, message: str) -> None:
-        self.write(jsonrpc.error_response(upstream_id, code, message) + b"\n")
+        self.write(jsonrpc.error_response(upstream_id, code, message))
 
     async def handshake(self) -> None:
         """MCP lifecycle (basic/lifecycle): initialize, check the version, initialized."""

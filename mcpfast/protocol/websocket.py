@@ -304,6 +304,19 @@ class WebSocketConnection:
         self._output.append(self._encode_frame(OP_TEXT, data))
         return True
 
+    def text_frame(self, data: bytes) -> bytes | None:
+        """``send_text`` then ``data_to_send`` in one call, for the hot path: the bytes to
+        write now (frames queued earlier, such as a pong, then this message's frame), or
+        None once the closing handshake has started."""
+        if self.state is not OPEN:
+            return None
+        frame = self._encode_frame(OP_TEXT, data)
+        if self._output:
+            self._output.append(frame)
+            frame = b"".join(self._output)
+            self._output = []
+        return frame
+
     def send_ping(self, payload: bytes = b"") -> bool:
         if self.state is not OPEN:
             return False

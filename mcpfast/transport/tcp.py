@@ -166,8 +166,9 @@ class TcpConnection(asyncio.Protocol):
     def send(self, data: bytes) -> None:
         """Send one JSON-RPC message to this client (the session's send)."""
         ws = self.ws
-        if ws is not None and ws.send_text(data):
-            for frame in ws.data_to_send():
+        if ws is not None:
+            frame = ws.text_frame(data)
+            if frame is not None:
                 self.writer.write(frame)  # type: ignore[union-attr]
 
     def close(self, code: int, reason: str) -> None:
