@@ -409,8 +409,12 @@ def test_resource_subscriptions_are_shared_and_scoped(gateway_factory: Any) -> N
             await a.request("ping")
             await b.request("ping")
             assert updates(a) == [] and updates(b)
-            bad = await a.request("resources/subscribe", {"uri": "mcpfast://demo/about"})
+            about = "mcpfast://demo/about"
+            bad = await a.request("resources/subscribe", {"uri": about})
             assert bad["error"]["code"] == -32602  # the upstream's own refusal, passed on
+            # A refused subscription is not recorded: the next subscriber asks again.
+            again = await b.request("resources/subscribe", {"uri": about})
+            assert again["error"]["code"] == -32602
     run(body())
 
 

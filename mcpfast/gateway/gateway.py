@@ -259,7 +259,8 @@ class Gateway:
             return None
 
     def _forward(self, session: DownstreamSession, env: Envelope, upstream: Upstream,
-                 head: RouteParams, rename: tuple[str, str] | None = None) -> None:
+                 head: RouteParams, rename: tuple[str, str] | None = None,
+                 subscription: str | None = None) -> None:
         """Send ``env`` to ``upstream``, rewriting what must be unique per upstream
         connection (the progress token) and what the router renamed."""
         client_id = env.id
@@ -286,7 +287,7 @@ class Gateway:
                 full["_meta"]["progressToken"] = upstream_id
             params = jsonrpc.encode(full)
         upstream.forward(session, client_id, env.method,  # type: ignore[arg-type]
-                         params, None if token is UNSET else token, upstream_id)
+                         params, None if token is UNSET else token, upstream_id, subscription)
 
     def _call_by_name(self, kind: int, what: str) -> Callable[[DownstreamSession, Envelope], None]:
         def handler(session: DownstreamSession, env: Envelope) -> None:
@@ -346,9 +347,20 @@ class Gateway:
         session.subscriptions.add(uri)
         upstream.subscriptions[uri] = count + 1
         if count == 0:
-            self._forward(session, env, upstream, head)
+            self._forward(session, env, upstream, head, subscription=uri)
         else:
             self.send(session, jsonrpc.result_response(env.id, {}))  # type: ignore[arg-type]
+
+    def subscription_refused(self, session: DownstreamSession, upstream: Upstream,
+                             uri: str) -> None:
+        """The upstream answered a forwarded subscribe with an error: undo the
+        bookkeeping, so that the next subscriber asks the upstream again."""
+        session.subscriptions.discard(uri)
+        count = upstream.subscriptions.get(uri, 0) - 1
+        if count > 0:
+            upstream.subscriptions[uri] = count
+        else:
+            upstream.subscriptions.pop(uri, None)
 
     def _unsubscribe(self, session: DownstreamSession, env: Envelope) -> None:
         head = self._params(session, env)

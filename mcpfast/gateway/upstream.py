@@ -54,6 +54,8 @@ class Pending(msgspec.Struct):
     deadline: float
     progress_token: Any
     method: str
+    subscription: str | None = None
+    """The URI of a resources/subscribe being forwarded, undone if the upstream refuses."""
 
 
 class Upstream:
@@ -112,6 +114,8 @@ class Upstream:
         if pending is not None:
             session = pending.session
             session.inflight.pop(pending.client_id, None)
+            if pending.subscription is not None and env.error is not UNSET:
+                self.gateway.subscription_refused(session, self, pending.subscription)
             if not session.closed:
                 self.gateway.send(session, jsonrpc.reencode(Envelope(
                     jsonrpc="2.0", id=pending.client_id, result=env.result, error=env.error)))
@@ -137,7 +141,8 @@ class Upstream:
 
     def forward(self, session: DownstreamSession, client_id: int | str, method: str,
                 params: Raw | bytes | UnsetType, progress_token: Any = None,
-                upstream_id: int | None = None) -> int | None:
+                upstream_id: int | None = None, subscription: str | None = None
+                ) -> int | None:
         """Send a client's request on; its answer reaches the session by ``_on_response``.
         ``upstream_id`` is one from ``allocate_id`` when the caller already wrote it into
         ``params`` (as the progress token). Returns the upstream-side id, or None when the
@@ -151,7 +156,7 @@ class Upstream:
             upstream_id = self.allocate_id()
         self.pending[upstream_id] = Pending(session, client_id,
                                             time.monotonic() + self._timeout,
-                                            progress_token, method)
+                                            progress_token, method, subscription)
         session.inflight[client_id] = (self, upstream_id)
         self.requests_forwarded += 1
         raw = params if not isinstance(params, bytes) else Raw(params)
