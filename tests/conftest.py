@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import importlib
+import importlib.machinery
 import itertools
 import json
 import os
@@ -15,6 +17,7 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import pytest
@@ -24,6 +27,29 @@ ROOT = Path(__file__).resolve().parent.parent
 SDK_SERVER = str(ROOT / "tests" / "servers" / "sdk_server.py")
 INIT_PARAMS = {"protocolVersion": "2025-11-25", "capabilities": {},
                "clientInfo": {"name": "mcpfast-tests", "version": "0"}}
+
+
+def twin(request: pytest.FixtureRequest, name: str) -> ModuleType:
+    """The implementation of ``mcpfast_ext.<name>`` a ``params=["py", "c"]`` fixture asks
+    for. "c" is skipped only under MCPFAST_NO_EXTENSIONS=1; a compiled module that is
+    missing fails the test, so a broken build cannot pass as a green run."""
+    if request.param == "py":
+        return importlib.import_module(f"mcpfast_ext.{name}_py")
+    if os.environ.get("MCPFAST_NO_EXTENSIONS") == "1":
+        pytest.skip("MCPFAST_NO_EXTENSIONS=1")
+    return compiled(name)
+
+
+def compiled(name: str) -> ModuleType:
+    """The compiled ``mcpfast_ext.<name>``; the test fails when it was not built."""
+    try:
+        module = importlib.import_module(f"mcpfast_ext.{name}")
+    except ImportError as exc:
+        pytest.fail(f"compiled mcpfast_ext.{name} is missing ({exc}); run `make ext`")
+    # A stray .py file must not shadow the extension.
+    assert module.__file__ is not None
+    assert module.__file__.endswith(tuple(importlib.machinery.EXTENSION_SUFFIXES))
+    return module
 
 
 def group_alive(pgid: int) -> bool:

@@ -8,7 +8,6 @@ drive the ``websockets`` library's own sans-I/O client against ours, in memory.
 from __future__ import annotations
 
 import base64
-import importlib
 from types import ModuleType
 
 import pytest
@@ -20,7 +19,6 @@ from websockets.protocol import State as PeerState
 from websockets.typing import Subprotocol
 from websockets.uri import parse_uri
 
-import mcpfast_ext
 from mcpfast.protocol import websocket
 from mcpfast.protocol.http import (
     HttpError,
@@ -40,6 +38,8 @@ from mcpfast.protocol.websocket import (
     accept_handshake,
 )
 
+from .conftest import twin
+
 OP_CONT, OP_TEXT, OP_BINARY = 0, 1, 2
 OP_CLOSE, OP_PING, OP_PONG = 8, 9, 10
 
@@ -50,15 +50,7 @@ MAX = 1024
 
 @pytest.fixture(params=["py", "c"])
 def codec(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> ModuleType:
-    if request.param == "py":
-        module = importlib.import_module("mcpfast_ext.websocket_codec_py")
-    else:
-        if mcpfast_ext.NO_EXTENSIONS:
-            pytest.skip("MCPFAST_NO_EXTENSIONS=1")
-        compiled = mcpfast_ext.compiled_modules()
-        if compiled is None:
-            pytest.fail("mcpfast_ext.websocket_codec is not compiled; build the extension")
-        module = compiled["websocket_codec"]
+    module = twin(request, "websocket_codec")
     monkeypatch.setattr(websocket, "websocket_codec", module)
     return module
 

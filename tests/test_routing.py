@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import os
 from types import ModuleType
 from typing import Any
@@ -11,16 +10,13 @@ import pytest
 
 import mcpfast_ext
 from mcpfast.gateway.router import Router, template_regex
-from mcpfast_ext import routing_table_py
+
+from .conftest import twin
 
 
 @pytest.fixture(params=["py", "c"])
 def rt(request: pytest.FixtureRequest) -> ModuleType:
-    if request.param == "py":
-        return routing_table_py
-    if mcpfast_ext.NO_EXTENSIONS:
-        pytest.skip("MCPFAST_NO_EXTENSIONS=1")
-    return importlib.import_module("mcpfast_ext.routing_table")
+    return twin(request, "routing_table")
 
 
 def test_routing_table(rt: ModuleType) -> None:

@@ -8,8 +8,6 @@ expected value here is exact: the float arithmetic is chosen to have no rounding
 
 from __future__ import annotations
 
-import importlib
-import importlib.machinery
 import math
 import random
 from types import ModuleType
@@ -19,28 +17,12 @@ import pytest
 import mcpfast_ext
 import mcpfast_ext.token_bucket_py
 
-
-def _compiled_token_bucket() -> ModuleType:
-    try:
-        module = importlib.import_module("mcpfast_ext.token_bucket")
-    except ImportError as exc:
-        pytest.fail(
-            f"compiled token bucket missing ({exc}); build it with MCPFAST_BUILD_EXTENSION=yes "
-            "python setup.py build_ext --inplace, or set MCPFAST_NO_EXTENSIONS=1"
-        )
-    # Guards against a stray token_bucket.py shadowing the extension.
-    assert module.__file__ is not None
-    assert module.__file__.endswith(tuple(importlib.machinery.EXTENSION_SUFFIXES))
-    return module
+from .conftest import compiled, twin
 
 
 @pytest.fixture(params=["py", "c"])
 def tb(request: pytest.FixtureRequest) -> ModuleType:
-    if request.param == "py":
-        return mcpfast_ext.token_bucket_py
-    if mcpfast_ext.NO_EXTENSIONS:
-        pytest.skip("MCPFAST_NO_EXTENSIONS is set")
-    return _compiled_token_bucket()
+    return twin(request, "token_bucket")
 
 
 def test_starts_full(tb: ModuleType) -> None:
@@ -188,12 +170,12 @@ def _random_operations(rng: random.Random, burst: float, count: int,
 def test_twins_agree_on_random_operations() -> None:
     if mcpfast_ext.NO_EXTENSIONS:
         pytest.skip("MCPFAST_NO_EXTENSIONS is set")
-    compiled = _compiled_token_bucket()
+    c_module = compiled("token_bucket")
     rng = random.Random(6455)
     for rate, burst, origin in [(1.0, 1.0, 0.0), (3.0, 10.0, 0.0), (7.3, 4.5, 1e6 + 0.123),
                                 (0.05, 2.0, 123.456), (2500.0, 100.0, 86400.0 * 30)]:
         pure_bucket = mcpfast_ext.token_bucket_py.TokenBucket(rate, burst, origin)
-        c_bucket = compiled.TokenBucket(rate, burst, origin)
+        c_bucket = c_module.TokenBucket(rate, burst, origin)
         for step, (now, cost) in enumerate(_random_operations(rng, burst, 3000, origin)):
             context = (rate, burst, origin, step, now, cost)
             assert pure_bucket.retry_after(now, cost) == c_bucket.retry_after(now, cost), context

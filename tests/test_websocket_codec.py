@@ -8,8 +8,6 @@ peer: each side must read what the other wrote.
 
 from __future__ import annotations
 
-import importlib
-import importlib.machinery
 import itertools
 import pickle
 import random
@@ -24,6 +22,8 @@ import mcpfast_ext
 import mcpfast_ext.websocket_codec_py
 from mcpfast_ext.frame_error import FrameError
 
+from .conftest import compiled, twin
+
 # RFC 6455 5.7: the key of the masked examples, and "Hello" masked with it.
 RFC_KEY = bytes.fromhex("37fa213d")
 RFC_MASKED_HELLO = bytes.fromhex("8185 37fa213d 7f9f4d5158")
@@ -33,27 +33,9 @@ CONTROL_OPCODES = (8, 9, 10)
 LENGTHS = (0, 1, 125, 126, 65535, 65536, 70000)
 
 
-def _compiled_codec() -> ModuleType:
-    try:
-        module = importlib.import_module("mcpfast_ext.websocket_codec")
-    except ImportError as exc:
-        pytest.fail(
-            f"compiled codec missing ({exc}); build it with MCPFAST_BUILD_EXTENSION=yes "
-            "python setup.py build_ext --inplace, or set MCPFAST_NO_EXTENSIONS=1"
-        )
-    # Guards against a stray websocket_codec.py shadowing the extension.
-    assert module.__file__ is not None
-    assert module.__file__.endswith(tuple(importlib.machinery.EXTENSION_SUFFIXES))
-    return module
-
-
 @pytest.fixture(params=["py", "c"])
 def codec(request: pytest.FixtureRequest) -> ModuleType:
-    if request.param == "py":
-        return mcpfast_ext.websocket_codec_py
-    if mcpfast_ext.NO_EXTENSIONS:
-        pytest.skip("MCPFAST_NO_EXTENSIONS is set")
-    return _compiled_codec()
+    return twin(request, "websocket_codec")
 
 
 def header_size(length: int, masked: bool) -> int:
@@ -498,7 +480,7 @@ def test_implementations_agree_on_random_input() -> None:
     if mcpfast_ext.NO_EXTENSIONS:
         pytest.skip("MCPFAST_NO_EXTENSIONS is set")
     py = mcpfast_ext.websocket_codec_py
-    c = _compiled_codec()
+    c = compiled("websocket_codec")
     rng = random.Random(6455)
     errors = successes = 0
     for _ in range(400):

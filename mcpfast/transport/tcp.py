@@ -19,7 +19,7 @@ from ..protocol.websocket import (
     WebSocketConnection,
     accept_handshake,
 )
-from .writer import CoalescingWriter
+from .writer import ClientProtocol, CoalescingWriter
 
 if TYPE_CHECKING:
     from ..gateway.gateway import Gateway
@@ -34,7 +34,7 @@ CLOSE_TIMEOUT = 5.0
 TCP close to the server, but a peer that never answers must not hold the socket)."""
 
 
-class TcpConnection(asyncio.Protocol):
+class TcpConnection(ClientProtocol):
     # Slots, and the HTTP parser dropped after the upgrade: an idle WebSocket session
     # should cost the gateway as little memory as possible.
     __slots__ = ("_timer", "config", "gateway", "listener", "peer", "reader", "session",
@@ -62,16 +62,6 @@ class TcpConnection(asyncio.Protocol):
         self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
         self.listener.connections.add(self)
         self._timer = loop.call_later(HANDSHAKE_TIMEOUT, self._abort, "handshake timeout")
-
-    # Flow control: while the client does not read its answers, stop reading its
-    # requests, so that a slow client cannot make the gateway buffer without bound.
-    def pause_writing(self) -> None:
-        if self.transport is not None:
-            self.transport.pause_reading()
-
-    def resume_writing(self) -> None:
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.resume_reading()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.listener.connections.discard(self)

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 from ..protocol import jsonrpc
 from ..protocol.ndjson import OVERSIZED, LineFramer
-from .writer import CoalescingWriter
+from .writer import ClientProtocol, CoalescingWriter
 
 if TYPE_CHECKING:
     from ..gateway.gateway import Gateway
@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from ..gateway.session import DownstreamSession
 
 
-class UnixConnection(asyncio.Protocol):
+class UnixConnection(ClientProtocol):
     __slots__ = ("eof", "framer", "gateway", "listener", "session", "transport", "writer")
 
     def __init__(self, gateway: Gateway, listener: Listener) -> None:
@@ -34,16 +34,6 @@ class UnixConnection(asyncio.Protocol):
         self.listener.connections.add(self)
         self.session = self.gateway.open_session("unix", self.listener.address, self.send,
                                                  self.close)
-
-    # Flow control: while the client does not read its answers, stop reading its
-    # requests, so that a slow client cannot make the gateway buffer without bound.
-    def pause_writing(self) -> None:
-        if self.transport is not None:
-            self.transport.pause_reading()
-
-    def resume_writing(self) -> None:
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.resume_reading()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.listener.connections.discard(self)

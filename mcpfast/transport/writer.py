@@ -16,6 +16,23 @@ class _Writable(Protocol):
     def is_closing(self) -> bool: ...
 
 
+class ClientProtocol(asyncio.Protocol):
+    """Flow control for a client connection: while the client does not read its
+    answers, stop reading its requests, so that a slow client cannot make the gateway
+    buffer without bound."""
+
+    __slots__ = ()
+    transport: asyncio.Transport | None
+
+    def pause_writing(self) -> None:
+        if self.transport is not None:
+            self.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.resume_reading()
+
+
 class CoalescingWriter:
     __slots__ = ("_chunks", "_loop", "_scheduled", "_transport")
 
