@@ -16,6 +16,7 @@ run: $(EXT_BUILT)
 
 test: $(EXT_BUILT) bench-deps
 	$(VENV)/bin/ruff check mcpfast mcpfast_ext tests bench
+	$(VENV)/bin/mypy mcpfast
 	$(MAKE) --no-print-directory test-compiled
 	$(MAKE) --no-print-directory test-pure
 
