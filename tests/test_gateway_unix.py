@@ -62,22 +62,16 @@ def test_unix_bad_lines_get_errors_and_the_stream_goes_on(gateway_factory: Any) 
 def test_unix_and_websocket_clients_side_by_side(gateway: GatewayProcess) -> None:
     from .conftest import ws_client
 
-    async def over_unix() -> None:
-        async with unix_client(gateway.unix_path) as c:
+    async def echo_many(connect: Any, tag: str) -> None:
+        async with connect as c:
             await c.initialize()
             for i in range(30):
-                r = await c.call_tool("echo", {"text": f"u{i}"}, request_id=i)
-                assert r["result"]["content"][0]["text"] == f"u{i}"
-
-    async def over_ws() -> None:
-        async with ws_client(gateway.ws_url) as c:
-            await c.initialize()
-            for i in range(30):
-                r = await c.call_tool("echo", {"text": f"w{i}"}, request_id=i)
-                assert r["result"]["content"][0]["text"] == f"w{i}"
+                r = await c.call_tool("echo", {"text": f"{tag}{i}"}, request_id=i)
+                assert r["result"]["content"][0]["text"] == f"{tag}{i}"
 
     async def body() -> None:
-        await asyncio.gather(over_unix(), over_ws())
+        await asyncio.gather(echo_many(unix_client(gateway.unix_path), "u"),
+                             echo_many(ws_client(gateway.ws_url), "w"))
     run(body())
 
 
