@@ -4,6 +4,7 @@ with backoff, and its process group is always reaped."""
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 import time
 from typing import Any
@@ -78,3 +79,31 @@ def test_request_timeout_answers_the_client(gateway_factory: Any) -> None:
             assert echo["result"]["content"][0]["text"] == "ok"
     run(body())
     assert gw.upstream("sdk")["in_flight"] == 0
+
+
+def test_subscriptions_survive_an_upstream_restart(gateway_factory: Any) -> None:
+    import signal
+
+    gw: GatewayProcess = gateway_factory({"demo": {
+        "command": ["python", "-m", "mcpfast.demo"], "restart_backoff": 0.2}})
+    clock = "mcpfast://demo/clock"
+
+    def updates(c: Any) -> int:
+        return sum(1 for n in c.notifications
+                   if n["method"] == "notifications/resources/updated")
+
+    async def body() -> None:
+        async with ws_client(gw.ws_url) as c:
+            await c.initialize()
+            assert (await c.request("resources/subscribe", {"uri": clock}))["result"] == {}
+            await asyncio.sleep(1.5)
+            await c.request("ping")
+            assert updates(c) >= 1
+            os.kill(gw.upstream("demo")["pid"], signal.SIGKILL)
+            wait_until(lambda: gw.upstream("demo")["starts"] == 2
+                       and gw.upstream("demo")["ready"])
+            c.notifications.clear()
+            await asyncio.sleep(2.5)
+            await c.request("ping")
+            assert updates(c) >= 1, "no resource updates after the upstream restarted"
+    run(body())

@@ -624,6 +624,19 @@ class Gateway:
         self._announce_changes(before)
         if upstream.log_level is not None:
             self._sync_log_levels()
+        self._resubscribe(upstream)
+
+    def _resubscribe(self, upstream: Upstream) -> None:
+        """A restarted upstream knows none of the subscriptions that sessions still
+        hold on it: ask for each of them again."""
+        counts: dict[str, int] = {}
+        for session in self.sessions.values():
+            for uri in session.subscriptions:
+                if self.router.route_uri(uri) is upstream:
+                    counts[uri] = counts.get(uri, 0) + 1
+        upstream.subscriptions = counts
+        for uri in counts:
+            self._background(upstream.call("resources/subscribe", {"uri": uri}))
 
     def upstream_down(self, upstream: Upstream, was_ready: bool) -> None:
         """An upstream died. Its catalog stays routed so that calls fail at once with a
