@@ -457,3 +457,41 @@ def test_hostile_shapes_never_break_the_session(gateway: GatewayProcess) -> None
             assert text_of(await c.call_tool("echo", {"text": "alive"})) == "alive"
     run(body())
     assert "Traceback" not in gateway.log()
+
+
+def test_a_websocket_client_that_stops_reading_is_paused(gateway: GatewayProcess) -> None:
+    """As on the unix socket: once the answers fill the kernel's buffers, the gateway
+    takes no more requests from a WebSocket client that does not read them."""
+    import time
+
+    request = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+                          "params": {"name": "echo", "arguments": {"text": "x" * 4000}}})
+    frame = codec.encode_frame(codec.OP_TEXT, request.encode(), mask=b"abcd")
+    init = json.dumps({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+        "protocolVersion": "2025-11-25", "capabilities": {},
+        "clientInfo": {"name": "f", "version": "1"}}}).encode()
+    with raw_socket(gateway) as s:
+        assert upgrade(s).startswith(b"HTTP/1.1 101")
+        s.sendall(codec.encode_frame(codec.OP_TEXT, init, mask=b"abcd"))
+        s.setblocking(False)
+        windows = []
+        rest = memoryview(frame)  # a partial send must not start the next frame early
+        for _ in range(4):
+            sent = 0
+            deadline = time.monotonic() + 1.0
+            while time.monotonic() < deadline and sent < 64 * 1024 * 1024:
+                try:
+                    n = s.send(rest)
+                except BlockingIOError:
+                    time.sleep(0.01)
+                    continue
+                sent += n
+                rest = rest[n:] or memoryview(frame)
+            windows.append(sent)
+        assert windows[-1] < 64 * 1024, f"the gateway kept reading a stalled client: {windows}"
+
+    async def other() -> None:
+        async with ws_client(gateway.ws_url) as c:
+            await c.initialize()
+            assert text_of(await c.call_tool("echo", {"text": "served"})) == "served"
+    run(other())
