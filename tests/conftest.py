@@ -268,6 +268,11 @@ class McpClient:
         await self.notify("notifications/initialized")
         return response
 
+    async def start_call(self, name: str, arguments: dict[str, Any], request_id: Any) -> None:
+        """Send a tools/call and return without waiting for its answer."""
+        await self.send({"jsonrpc": "2.0", "id": request_id, "method": "tools/call",
+                         "params": {"name": name, "arguments": arguments}})
+
     async def call_tool(self, name: str, arguments: dict[str, Any] | None = None,
                         **kw: Any) -> dict[str, Any]:
         return await self.request("tools/call", {"name": name, "arguments": arguments or {}},

@@ -115,8 +115,7 @@ def test_cancellation_reaches_the_upstream(gateway: GatewayProcess) -> None:
     async def body() -> None:
         async with ws_client(gateway.ws_url) as c:
             await c.initialize()
-            await c.send({"jsonrpc": "2.0", "id": 99, "method": "tools/call",
-                          "params": {"name": "slow", "arguments": {"seconds": 5}}})
+            await c.start_call("slow", {"seconds": 5}, 99)
             await asyncio.sleep(0.3)
             assert gateway.upstream("sdk")["in_flight"] == 1
             await c.notify("notifications/cancelled", {"requestId": 99, "reason": "test"})
@@ -132,8 +131,7 @@ def test_disconnect_cancels_in_flight_work(gateway: GatewayProcess) -> None:
     async def body() -> None:
         async with ws_client(gateway.ws_url) as c:
             await c.initialize()
-            await c.send({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
-                          "params": {"name": "slow", "arguments": {"seconds": 5}}})
+            await c.start_call("slow", {"seconds": 5}, 1)
             await asyncio.sleep(0.3)
         await asyncio.sleep(0.3)
         assert gateway.upstream("sdk")["in_flight"] == 0
@@ -160,8 +158,7 @@ def test_sampling_request_is_forwarded_to_the_calling_client(gateway: GatewayPro
     async def body() -> None:
         async with ws_client(gateway.ws_url) as c:
             await c.initialize(capabilities={"sampling": {}})
-            await c.send({"jsonrpc": "2.0", "id": "s1", "method": "tools/call",
-                          "params": {"name": "sample", "arguments": {"prompt": "hi?"}}})
+            await c.start_call("sample", {"prompt": "hi?"}, "s1")
             request = await c.receive()
             assert request["method"] == "sampling/createMessage"
             await c.send({"jsonrpc": "2.0", "id": request["id"], "result": {
@@ -233,8 +230,7 @@ def test_pipelined_requests_all_answered(gateway: GatewayProcess) -> None:
         async with ws_client(gateway.ws_url) as c:
             await c.initialize()
             for i in range(200):
-                await c.send({"jsonrpc": "2.0", "id": i, "method": "tools/call",
-                              "params": {"name": "echo", "arguments": {"text": str(i)}}})
+                await c.start_call("echo", {"text": str(i)}, i)
             for i in range(200):
                 assert text_of(await c.wait_for(i)) == str(i)
     run(body())

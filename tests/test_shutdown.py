@@ -22,8 +22,7 @@ def test_drain_finishes_in_flight_work_then_closes_1001(gateway_factory: Any, si
     async def body() -> None:
         async with ws_client(gw.ws_url) as c:
             await c.initialize()
-            await c.send({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
-                          "params": {"name": "slow", "arguments": {"seconds": 1.5}}})
+            await c.start_call("slow", {"seconds": 1.5}, 1)
             await asyncio.sleep(0.3)
             assert gw.proc is not None
             gw.proc.send_signal(sig)
@@ -52,8 +51,7 @@ def test_drain_deadline_fails_what_is_left(gateway_factory: Any) -> None:
     async def body() -> None:
         async with ws_client(gw.ws_url) as c:
             await c.initialize()
-            await c.send({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
-                          "params": {"name": "slow", "arguments": {"seconds": 30}}})
+            await c.start_call("slow", {"seconds": 30}, 1)
             await asyncio.sleep(0.3)
             started = time.monotonic()
             assert gw.proc is not None

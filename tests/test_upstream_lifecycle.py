@@ -23,8 +23,7 @@ def test_killed_upstream_fails_in_flight_requests_and_restarts(gateway_factory: 
     async def body() -> None:
         async with ws_client(gw.ws_url) as c:
             await c.initialize()
-            await c.send({"jsonrpc": "2.0", "id": "slow", "method": "tools/call",
-                          "params": {"name": "slow", "arguments": {"seconds": 30}}})
+            await c.start_call("slow", {"seconds": 30}, "slow")
             await asyncio.sleep(0.3)
             started = time.monotonic()
             crashed = await c.call_tool("crash", request_id="crash")
@@ -107,3 +106,19 @@ def test_subscriptions_survive_an_upstream_restart(gateway_factory: Any) -> None
             await c.request("ping")
             assert updates(c) >= 1, "no resource updates after the upstream restarted"
     run(body())
+
+
+def test_restart_backoff_doubles_up_to_its_maximum(gateway_factory: Any) -> None:
+    gw: GatewayProcess = gateway_factory(
+        {"broken": {"command": ["python", "-c", "import sys; sys.exit(5)"],
+                    "init_timeout": 1.0, "restart_backoff": 0.1, "restart_backoff_max": 0.4}},
+        start=False)
+    gw.start(wait_ready=False)
+
+    def delays() -> list[str]:
+        return [line.rsplit("restarting in ", 1)[1] for line in gw.log().splitlines()
+                if "restarting in " in line]
+
+    wait_until(lambda: len(delays()) >= 5, 15)
+    assert delays()[:5] == ["0.1 s", "0.2 s", "0.4 s", "0.4 s", "0.4 s"]
+    assert "process exited with code 5" in gw.log()

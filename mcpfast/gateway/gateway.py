@@ -85,7 +85,7 @@ class Gateway:
         self.listeners: list[Any] = []
         self._session_ids = itertools.count(1)
         self._sweeper: asyncio.Task[None] | None = None
-        self._refreshes: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
         self._handlers: dict[str, Callable[[DownstreamSession, Envelope], None]] = {
             "initialize": self._initialize,
             "ping": self._ping,
@@ -146,7 +146,7 @@ class Gateway:
             session.close(1001, "gateway shutting down")
         if self._sweeper is not None:
             self._sweeper.cancel()
-        for task in list(self._refreshes):
+        for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*(u.stop() for u in self.upstreams.values()),
                              return_exceptions=True)
@@ -160,7 +160,7 @@ class Gateway:
                 if upstream.pending:
                     upstream.sweep(now)
             for session in list(self.sessions.values()):
-                if not session.inflight and now - session.last_activity > idle:
+                if session.idle_for(now) > idle and not session.inflight:
                     log.info("closing idle session %s (%s)", session.id, session.peer)
                     session.close(1001, "idle timeout")
 
@@ -210,7 +210,6 @@ class Gateway:
         """One message from a client."""
         session.messages_in += 1
         self.counters.messages_in += 1
-        session.last_activity = time.monotonic()
         try:
             env = jsonrpc.decode(data)
         except jsonrpc.MessageError as exc:
@@ -638,7 +637,7 @@ class Gateway:
         for uri in counts:
             self._background(upstream.call("resources/subscribe", {"uri": uri}))
 
-    def upstream_down(self, upstream: Upstream, was_ready: bool) -> None:
+    def upstream_down(self, upstream: Upstream) -> None:
         """An upstream died. Its catalog stays routed so that calls fail at once with a
         clear error while it restarts, instead of 'unknown tool'."""
         upstream.subscriptions.clear()
@@ -672,11 +671,11 @@ class Gateway:
 
     def _background(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)
-        self._refreshes.add(task)
+        self._tasks.add(task)
         task.add_done_callback(self._background_done)
 
     def _background_done(self, task: asyncio.Task[Any]) -> None:
-        self._refreshes.discard(task)
+        self._tasks.discard(task)
         if not task.cancelled() and (exc := task.exception()) is not None:
             log.warning("background upstream call failed: %s", exc)
 

@@ -24,6 +24,7 @@ class DownstreamSession:
     """
 
     __slots__ = (
+        "_messages_seen",
         "_next_out_id",
         "client_capabilities",
         "client_info",
@@ -63,6 +64,7 @@ class DownstreamSession:
         self.created = time.time()
         self.last_activity = time.monotonic()
         self.messages_in = 0
+        self._messages_seen = 0
         self.messages_out = 0
         self._next_out_id = 0
         self.closed = False
@@ -70,6 +72,15 @@ class DownstreamSession:
     def next_out_id(self) -> int:
         self._next_out_id += 1
         return self._next_out_id
+
+    def idle_for(self, now: float) -> float:
+        """Seconds since a message last arrived, to the sweeper's resolution. The data
+        path only counts messages; the sweeper turns the count into a time, so that no
+        clock is read per message."""
+        if self.messages_in != self._messages_seen:
+            self._messages_seen = self.messages_in
+            self.last_activity = now
+        return now - self.last_activity
 
     def wants_log(self, level: int) -> bool:
         return self.log_level is not None and level >= self.log_level

@@ -132,14 +132,13 @@ class StdioUpstream(Upstream):
             except Exception as exc:  # noqa: BLE001 - any failure means restart
                 self.last_error = str(exc) or type(exc).__name__
             finally:
-                was_ready = self.ready
                 self.ready = False
                 await self._reap()
             if self._stopping:
                 break
             message = f"upstream {self.name!r} is down: {self.last_error}"
             self.fail_all(message)
-            self.gateway.upstream_down(self, was_ready)
+            self.gateway.upstream_down(self)
             if time.monotonic() - started >= STABLE_AFTER:
                 backoff = self.config.restart_backoff
             self.state = "restarting"
