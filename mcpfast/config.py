@@ -27,6 +27,41 @@ class ConfigError(Exception):
     """The configuration cannot be used; the message names the key path."""
 
 
+LOOPBACK_ORIGINS = ["http://127.0.0.1:*", "http://localhost:*", "http://[::1]:*",
+                    "https://127.0.0.1:*", "https://localhost:*", "https://[::1]:*"]
+
+
+class HttpConfig(msgspec.Struct, **KEY):  # type: ignore[call-arg]
+    """Streamable HTTP on the main listener (the same port as the WebSocket upgrade)."""
+
+    allowed_origins: list[str] = msgspec.field(default_factory=lambda: list(LOOPBACK_ORIGINS))
+    """``Origin`` values a browser may send (``*`` matches any port or the whole value).
+    A request whose Origin is present and not listed gets 403."""
+    allowed_hosts: list[str] | None = None
+    """``Host`` values accepted, against DNS rebinding. Unset: loopback names when the
+    listener is bound to loopback, anything otherwise."""
+    session_secret: str = ""
+    """The key that signs session ids. Replicas behind one load balancer share it (use
+    ``${ENV}``) so that any of them can serve any session; empty = random per process."""
+    session_timeout: float = 1800.0
+    max_sessions: int = 10000
+    sse_keepalive: float = 15.0
+    replay_events: int = 256
+    """Events kept per SSE stream for resumption with ``Last-Event-ID``."""
+    replay_seconds: float = 60.0
+    """How long a finished or disconnected stream stays resumable."""
+    sse_retry_ms: int = 1000
+
+    def __post_init__(self) -> None:
+        for key in ("session_timeout", "sse_keepalive", "replay_seconds"):
+            _check(getattr(self, key) > 0, key, "must be positive")
+        _check(self.max_sessions > 0, "max_sessions", "must be positive")
+        _check(self.replay_events >= 0, "replay_events", "must not be negative")
+        _check(self.sse_retry_ms >= 0, "sse_retry_ms", "must not be negative")
+        _check(not self.session_secret or len(self.session_secret) >= 16, "session_secret",
+               "must be at least 16 characters (or empty for a random per-process key)")
+
+
 class ListenConfig(msgspec.Struct, **KEY):  # type: ignore[call-arg]
     host: str = "127.0.0.1"
     port: int = 8080
@@ -36,6 +71,7 @@ class ListenConfig(msgspec.Struct, **KEY):  # type: ignore[call-arg]
     max_message_bytes: int = 4 * 1024 * 1024
     idle_timeout: float = 300.0
     backlog: int = 1024
+    http: HttpConfig = msgspec.field(default_factory=HttpConfig)
 
     def __post_init__(self) -> None:
         _check(0 <= self.port <= 65535, "port", "must be between 0 and 65535")
@@ -88,6 +124,10 @@ class RoutingConfig(msgspec.Struct, **KEY):  # type: ignore[call-arg]
 class UpstreamConfig(msgspec.Struct, **KEY):  # type: ignore[call-arg]
     transport: Literal["stdio"] = "stdio"
     command: list[str]  # type: ignore[misc]  # kw_only: required after defaults is fine
+    era: Literal["auto", "legacy", "modern"] = "legacy"
+    """The protocol era to speak: ``auto`` probes with ``server/discover`` and falls back
+    to the legacy ``initialize`` handshake (stdio "Backward Compatibility"). The default
+    becomes ``auto`` once legacy clients are bridged to modern upstreams (input_required)."""
     env: dict[str, str] = {}
     inherit_env: bool = True
     cwd: str | None = None

@@ -130,6 +130,10 @@ class GatewayProcess:
         return f"ws://127.0.0.1:{self.port}/mcp"
 
     @property
+    def http_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/mcp"
+
+    @property
     def admin_url(self) -> str:
         return f"http://127.0.0.1:{self.admin_port}"
 

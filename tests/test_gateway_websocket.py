@@ -244,8 +244,9 @@ def raw_socket(gateway: GatewayProcess) -> socket.socket:
 
 
 def upgrade(s: socket.socket, extra: str = "") -> bytes:
-    s.sendall(("GET /mcp HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-               "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+    s.sendall(("GET /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+               "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+               "Sec-WebSocket-Version: 13\r\n"
                f"{extra}\r\n").encode())
     return read_http(s)
 
@@ -279,12 +280,23 @@ def close_code(frame: tuple[bool, int, bytes]) -> int:
 
 def test_bad_handshakes_get_http_errors(gateway: GatewayProcess) -> None:
     cases = [
-        ("GET /other HTTP/1.1\r\nHost: x\r\n\r\n", 404),
-        ("GET /mcp HTTP/1.1\r\nHost: x\r\n\r\n", 426),
-        ("POST /mcp HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n", 405),
-        ("GET /mcp HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        ("GET /other HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", 404),
+        # Without an upgrade, /mcp is the Streamable HTTP endpoint (test_http_*.py).
+        ("GET /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", 406),
+        ("POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\n\r\n", 406),
+        ("PUT /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\n\r\n", 405),
+        # DNS rebinding: a loopback listener serves loopback names only; a foreign
+        # Origin is refused, for the upgrade as for HTTP.
+        ("GET /mcp HTTP/1.1\r\nHost: evil.example\r\nUpgrade: websocket\r\n"
+         "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+         "Sec-WebSocket-Version: 13\r\n\r\n", 421),
+        ("GET /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nOrigin: http://evil.example\r\n"
+         "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+         "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+         403),
+        ("GET /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
          "Sec-WebSocket-Version: 13\r\n\r\n", 400),
-        ("GET /mcp HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        ("GET /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
          "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 8\r\n\r\n", 426),
         ("NONSENSE\r\n\r\n", 400),
     ]
@@ -297,7 +309,7 @@ def test_bad_handshakes_get_http_errors(gateway: GatewayProcess) -> None:
 
 def test_http_keep_alive_after_an_error(gateway: GatewayProcess) -> None:
     with raw_socket(gateway) as s:
-        s.sendall(b"GET /nope HTTP/1.1\r\nHost: x\r\n\r\n")
+        s.sendall(b"GET /nope HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
         assert read_http(s).startswith(b"HTTP/1.1 404")
         head = upgrade(s)
         assert head.startswith(b"HTTP/1.1 101")

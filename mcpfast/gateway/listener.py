@@ -9,6 +9,7 @@ import socket
 import stat
 from typing import TYPE_CHECKING, Any
 
+from ..transport.streamable import Endpoint
 from ..transport.tcp import TcpConnection
 from ..transport.unix import UnixConnection
 
@@ -40,6 +41,10 @@ class Listener:
 
 
 class TcpListener(Listener):
+    def __init__(self, gateway: Gateway, kind: str, address: str) -> None:
+        super().__init__(gateway, kind, address)
+        self.endpoint = Endpoint(gateway)
+
     async def start(self) -> None:
         cfg = self.gateway.config.listen
         loop = asyncio.get_running_loop()
@@ -51,7 +56,8 @@ class TcpListener(Listener):
             s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         host, port = sock.getsockname()[:2]
         self.address = f"{host}:{port}"
-        log.info("listening for WebSocket clients on ws://%s%s", self.address, cfg.path)
+        log.info("listening for MCP clients on http://%s%s (Streamable HTTP and "
+                 "WebSocket)", self.address, cfg.path)
 
 
 class UnixListener(Listener):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from typing import TYPE_CHECKING
 
 from ..protocol.http import HttpError, HttpRequest, HttpRequestReader, error_response
@@ -19,16 +20,20 @@ from ..protocol.websocket import (
     WebSocketConnection,
     accept_handshake,
 )
+from .streamable import Endpoint, Exchange
 from .writer import ClientProtocol, CoalescingWriter
 
 if TYPE_CHECKING:
     from ..gateway.gateway import Gateway
-    from ..gateway.listener import Listener
+    from ..gateway.listener import TcpListener
     from ..gateway.session import DownstreamSession
 
 log = logging.getLogger("mcpfast.transport")
 
 HANDSHAKE_TIMEOUT = 10.0
+KEEP_ALIVE_TIMEOUT = 60.0
+"""How long an HTTP/1.1 connection may sit between requests."""
+MAX_PIPELINED = 16
 CLOSE_TIMEOUT = 5.0
 """How long to wait for the peer's close frame after ours (RFC 6455 7.1.1 leaves the
 TCP close to the server, but a peer that never answers must not hold the socket)."""
@@ -37,12 +42,13 @@ TCP close to the server, but a peer that never answers must not hold the socket)
 class TcpConnection(ClientProtocol):
     # Slots, and the HTTP parser dropped after the upgrade: an idle WebSocket session
     # should cost the gateway as little memory as possible.
-    __slots__ = ("_timer", "config", "gateway", "listener", "peer", "reader", "session",
-                 "transport", "writer", "ws")
+    __slots__ = ("_timer", "config", "endpoint", "exchange", "gateway", "listener", "peer",
+                 "queue", "reader", "session", "transport", "writer", "ws")
 
-    def __init__(self, gateway: Gateway, listener: Listener) -> None:
+    def __init__(self, gateway: Gateway, listener: TcpListener) -> None:
         self.gateway = gateway
         self.listener = listener
+        self.endpoint: Endpoint = listener.endpoint
         self.config = gateway.config.listen
         self.transport: asyncio.Transport | None = None
         self.writer: CoalescingWriter | None = None
@@ -50,6 +56,8 @@ class TcpConnection(ClientProtocol):
             max_body_bytes=self.config.max_message_bytes)
         self.ws: WebSocketConnection | None = None
         self.session: DownstreamSession | None = None
+        self.exchange: Exchange | None = None
+        self.queue: deque[HttpRequest] | None = None
         self.peer = "?"
         self._timer: asyncio.TimerHandle | None = None
 
@@ -71,6 +79,10 @@ class TcpConnection(ClientProtocol):
             self.ws.receive_eof()
         if self.session is not None:
             self.gateway.close_session(self.session)
+        exchange, self.exchange = self.exchange, None
+        self.queue = None
+        if exchange is not None:
+            exchange.lost()
 
     def data_received(self, data: bytes) -> None:
         if self.ws is not None:
@@ -83,19 +95,47 @@ class TcpConnection(ClientProtocol):
             self._reply_and_close(error_response(exc.status, exc.detail))
             return
         for request in requests:
+            if self.exchange is not None or self.queue:
+                # HTTP/1.1 pipelining: answer in order, one at a time.
+                if self.queue is None:
+                    self.queue = deque()
+                self.queue.append(request)
+                if len(self.queue) > MAX_PIPELINED and self.transport is not None:
+                    self.transport.pause_reading()
+                continue
             self._http_request(request)
             if self.ws is not None or self.transport is None or self.transport.is_closing():
                 break
+        self._wait_for_request()
+
+    def _wait_for_request(self) -> None:
+        """Between HTTP requests, an idle connection is closed after a while."""
+        if self.exchange is None and self.ws is None and self._timer is None \
+                and self.transport is not None and not self.transport.is_closing():
+            self._timer = asyncio.get_running_loop().call_later(
+                KEEP_ALIVE_TIMEOUT, self._abort, "keep-alive timeout")
 
     # -- HTTP --------------------------------------------------------------------------
     def _http_request(self, request: HttpRequest) -> None:
         assert self.transport is not None and self.writer is not None
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         if request.path != self.config.path:
             self._http_error(request, 404, f"no MCP endpoint at {request.path}; "
-                             f"connect a WebSocket client to {self.config.path}")
+                             f"MCP clients use {self.config.path}")
+            return
+        if request.header("Upgrade") is None:
+            self.exchange = self.endpoint.handle(self, request)
+            if self.exchange.done:
+                self.exchange = None
             return
         if self.gateway.draining:
             self._http_error(request, 503, "the gateway is shutting down", [("Retry-After", "1")])
+            return
+        refused = self.endpoint.refuse(request)
+        if refused is not None:
+            self._http_error(request, *refused)
             return
         try:
             response = accept_handshake(request)
@@ -103,17 +143,40 @@ class TcpConnection(ClientProtocol):
             self._http_error(request, exc.status, exc.detail, exc.headers)
             return
         self.writer.write(response)
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
         self.ws = WebSocketConnection(max_message_bytes=self.config.max_message_bytes)
         self.session = self.gateway.open_session("websocket", self.peer, self.send,
                                                  self.close)
         assert self.reader is not None
         leftover = self.reader.upgraded_data
         self.reader = None
+        self.queue = None
         if leftover:
             self._websocket_data(leftover)
+
+    def write(self, data: bytes) -> None:
+        """Part of the HTTP response in progress (the exchange's writer)."""
+        if self.writer is not None:
+            self.writer.write(data)
+
+    def exchange_finished(self, exchange: Exchange, data: bytes, keep_alive: bool) -> None:
+        """The response to the current request is complete: write its last bytes and
+        go on with the next request."""
+        if data:
+            self.write(data)
+        if self.exchange is exchange:
+            self.exchange = None
+        if self.transport is None or self.transport.is_closing():
+            return
+        if not keep_alive:
+            self._close_transport()
+            return
+        queue = self.queue
+        while queue and self.exchange is None and self.ws is None:
+            if not self.transport.is_closing():
+                self._http_request(queue.popleft())
+            if not queue and self.transport is not None:
+                self.transport.resume_reading()
+        self._wait_for_request()
 
     def _http_error(self, request: HttpRequest, status: int, detail: str,
                     headers: list[tuple[str, str]] | None = None) -> None:

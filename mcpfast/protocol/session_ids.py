@@ -1,0 +1,81 @@
+"""Signed Streamable HTTP session ids.
+
+An id is random (unguessable) and carries, under an HMAC, what another replica needs to
+serve the session without having issued it: the negotiated protocol version and the
+client capabilities that decide which server-to-client requests may be relayed. Replicas
+that share ``listen.http.session_secret`` accept each other's ids.
+
+Layout before base64url: format (1 byte), version index (1), capability bits (1), issue
+time (4, seconds), random (16), then the first 16 bytes of HMAC-SHA256 over all of it.
+Every character is visible ASCII (basic/transports "Session Management").
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import secrets
+import struct
+import time
+from dataclasses import dataclass
+
+from .mcp import LEGACY_VERSIONS
+
+FORMAT = 1
+_HEAD = struct.Struct(">BBBI")
+_RANDOM = 16
+_MAC = 16
+_PAYLOAD = _HEAD.size + _RANDOM
+CAPABILITY_BITS = {"sampling": 1, "elicitation": 2, "roots": 4}
+
+
+@dataclass(frozen=True, slots=True)
+class SessionClaims:
+    protocol_version: str
+    capabilities: dict[str, dict[str, object]]
+    issued_at: int
+
+
+class SessionSigner:
+    def __init__(self, secret: str | bytes = b"") -> None:
+        if isinstance(secret, str):
+            secret = secret.encode("utf-8")
+        self._key = secret or secrets.token_bytes(32)
+
+    def issue(self, protocol_version: str, capabilities: dict[str, object]) -> str:
+        try:
+            version = LEGACY_VERSIONS.index(protocol_version)
+        except ValueError:
+            version = 0
+        bits = 0
+        for name, bit in CAPABILITY_BITS.items():
+            if name in capabilities:
+                bits |= bit
+        payload = _HEAD.pack(FORMAT, version, bits, int(time.time()) & 0xFFFFFFFF) \
+            + secrets.token_bytes(_RANDOM)
+        raw = payload + self._mac(payload)
+        return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+
+    def verify(self, session_id: str) -> SessionClaims | None:
+        """The claims of an id this key signed, or None for anything else."""
+        if len(session_id) > 64:
+            return None
+        try:
+            raw = base64.urlsafe_b64decode(session_id + "=" * (-len(session_id) % 4))
+        except (ValueError, TypeError):
+            return None
+        if len(raw) != _PAYLOAD + _MAC:
+            return None
+        payload, mac = raw[:_PAYLOAD], raw[_PAYLOAD:]
+        if not hmac.compare_digest(mac, self._mac(payload)):
+            return None
+        fmt, version, bits, issued = _HEAD.unpack_from(payload)
+        if fmt != FORMAT or version >= len(LEGACY_VERSIONS):
+            return None
+        caps: dict[str, dict[str, object]] = {
+            name: {} for name, bit in CAPABILITY_BITS.items() if bits & bit}
+        return SessionClaims(LEGACY_VERSIONS[version], caps, issued)
+
+    def _mac(self, payload: bytes) -> bytes:
+        return hmac.new(self._key, payload, hashlib.sha256).digest()[:_MAC]
