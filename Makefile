@@ -9,12 +9,12 @@ CONFIG ?=
 
 NGINX := /usr/sbin/nginx
 
-.PHONY: run test test-compiled test-pure ext lint bench bench-micro bench-deps clean
+.PHONY: run test test-compiled test-pure ext lint bench bench-micro bench-deps node-tools clean
 
 run: $(EXT_BUILT)
 	$(PY) -m mcpfast serve $(if $(CONFIG),--config $(CONFIG))
 
-test: $(EXT_BUILT) bench-deps
+test: $(EXT_BUILT) bench-deps node-tools
 	$(VENV)/bin/ruff check mcpfast mcpfast_ext tests bench
 	$(VENV)/bin/mypy mcpfast
 	$(MAKE) --no-print-directory test-compiled
@@ -45,6 +45,11 @@ bench-deps: $(NGINX)
 $(NGINX):
 	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light >/dev/null \
 	  || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx >/dev/null
+
+# Node 22, the MCP conformance suite and the Inspector, pinned, into .tools/ (the
+# conformance and Inspector tests drive the gateway with them).
+node-tools:
+	bash scripts/node-tools.sh
 
 bench: $(EXT_BUILT) bench-deps
 	$(PY) -m bench run
