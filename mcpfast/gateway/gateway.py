@@ -1,9 +1,17 @@
 """Gateway: wires listeners, sessions, the router and the upstreams; starts and drains.
 
 ``handle`` is the data path for every client message. It answers what the gateway owns
-(the handshake, ping, the aggregated lists, logging levels) and forwards the rest to the
-upstream the router picks; ``upstream_notification`` and ``upstream_request`` carry
-traffic the other way. Every client request gets exactly one answer (DESIGN.md).
+(the handshake, ping, the aggregated lists, logging levels, ``server/discover``,
+``subscriptions/listen``) and forwards the rest to the upstream the router picks;
+``upstream_notification`` and ``upstream_request`` carry traffic the other way. Every
+client request gets exactly one answer (DESIGN.md); an open ``subscriptions/listen`` gets
+its answer when the gateway ends it, and none when the client does.
+
+Each request is legacy or modern (protocol/mcp.py), and so is each upstream. When the
+two differ the gateway converts: a modern client's request loses its
+``io.modelcontextprotocol/*`` ``_meta`` on the way to a legacy upstream and its answer
+gains ``resultType`` (``reshape_response``); a legacy client's request to a modern
+upstream gains the ``_meta`` its session's ``initialize`` implies.
 """
 
 from __future__ import annotations
@@ -24,11 +32,43 @@ from ..config import Config
 from ..metrics import Counters
 from ..protocol import jsonrpc
 from ..protocol.jsonrpc import Envelope
-from ..protocol.mcp import LATEST_LEGACY, LEGACY_VERSIONS, PRE_INIT_METHODS
+from ..protocol.mcp import (
+    CLIENT_CAPABILITY_FOR,
+    LATEST_LEGACY,
+    LEGACY_VERSIONS,
+    LISTEN_FLAGS,
+    PRE_INIT_METHODS,
+    SUBSCRIPTIONS_ACKNOWLEDGED,
+)
+from ..protocol.modern import (
+    META_CLIENT_CAPABILITIES,
+    META_CLIENT_INFO,
+    META_LOG_LEVEL,
+    META_PROTOCOL_VERSION,
+    META_SERVER_INFO,
+    META_SUBSCRIPTION_ID,
+    MODERN_VERSIONS,
+    ModernMeta,
+    RequestError,
+    check_version,
+    complete_result,
+    is_modern,
+    legacy_result,
+    read_meta,
+    strip_modern_meta,
+)
 from .router import KIND_PROMPT, KIND_TOOL, Router
-from .session import LOG_LEVELS, DownstreamSession
+from .session import LOG_LEVELS, DownstreamSession, Listen
 from .stdio import StdioUpstream
-from .upstream import Upstream, UpstreamError
+from .upstream import (
+    CLIENT_INFO,
+    SHAPE_LEGACY_FROM_MODERN,
+    SHAPE_MODERN_FROM_LEGACY,
+    SHAPE_MODERN_FROM_MODERN,
+    Pending,
+    Upstream,
+    UpstreamError,
+)
 
 log = logging.getLogger("mcpfast.gateway")
 
@@ -38,15 +78,25 @@ LIST_KINDS = {
     "notifications/prompts/list_changed": ("prompts",),
     "notifications/resources/list_changed": ("resources", "resourceTemplates"),
 }
-CLIENT_CAPABILITY_FOR = {
-    "sampling/createMessage": "sampling",
-    "elicitation/create": "elicitation",
-    "roots/list": "roots",
-}
+SERVER_INFO = {"name": "mcpfast", "title": "mcpfast MCP gateway", "version": __version__}
+# The gateway's own results for modern clients: see the design note in protocol/mcp.py.
+CACHE_HINTS = {"ttlMs": 0, "cacheScope": "private"}
+LOG_LEVEL_NAMES = {number: name for name, number in LOG_LEVELS.items()}
+# Methods whose params the legacy handlers route by (a bad params.name is their -32602).
+ROUTED_METHODS = frozenset({"tools/call", "prompts/get", "resources/read",
+                            "resources/subscribe", "resources/unsubscribe",
+                            "completion/complete"})
+MODERN_SHAPES = (SHAPE_MODERN_FROM_LEGACY, SHAPE_MODERN_FROM_MODERN)
+
+Handler = Callable[[DownstreamSession, Envelope, "RouteParams"], None]
+ModernHandler = Callable[[DownstreamSession, Envelope, dict[str, Any], ModernMeta], None]
 
 
 class _Meta(msgspec.Struct, gc=False):
     progressToken: int | str | UnsetType = UNSET  # noqa: N815 - the wire name
+    protocolVersion: Any = msgspec.field(  # noqa: N815
+        default=UNSET, name=META_PROTOCOL_VERSION)
+    """Present on a modern request, whatever its value (``is_modern``)."""
 
 
 class _Ref(msgspec.Struct, gc=False):
@@ -66,6 +116,7 @@ class RouteParams(msgspec.Struct, gc=False):
 
 _route_params = msgspec.json.Decoder(RouteParams)
 _any = msgspec.json.Decoder()
+_NO_PARAMS = RouteParams()
 
 
 class Gateway:
@@ -86,7 +137,9 @@ class Gateway:
         self._session_ids = itertools.count(1)
         self._sweeper: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
-        self._handlers: dict[str, Callable[[DownstreamSession, Envelope], None]] = {
+        self._session_levels: dict[int, int] = {}
+        """How many sessions asked (logging/setLevel) for each log level."""
+        self._handlers: dict[str, Handler] = {
             "initialize": self._initialize,
             "ping": self._ping,
             "tools/list": self._list("tools"),
@@ -100,6 +153,20 @@ class Gateway:
             "resources/unsubscribe": self._unsubscribe,
             "completion/complete": self._complete,
             "logging/setLevel": self._set_level,
+        }
+        # 2026-07-28 has no initialize, ping, logging/setLevel or resources/(un)subscribe
+        # (changelog): a modern request for one of them is an unknown method.
+        self._modern_handlers: dict[str, ModernHandler] = {
+            "server/discover": self._discover,
+            "tools/list": self._modern_list("tools"),
+            "prompts/list": self._modern_list("prompts"),
+            "resources/list": self._modern_list("resources"),
+            "resources/templates/list": self._modern_list("resourceTemplates"),
+            "tools/call": self._modern_by_name(KIND_TOOL, "tool"),
+            "prompts/get": self._modern_by_name(KIND_PROMPT, "prompt"),
+            "resources/read": self._modern_read,
+            "completion/complete": self._modern_complete,
+            "subscriptions/listen": self._listen,
         }
 
     # -- state -----------------------------------------------------------------------
@@ -143,6 +210,11 @@ class Gateway:
 
     async def stop(self) -> None:
         for session in list(self.sessions.values()):
+            # subscriptions/listen "Graceful Closure": the answer tells the client the
+            # stream ended on purpose.
+            listens, session.listens = session.listens, {}
+            for listen_id in listens:
+                self.send(session, self._listen_result(listen_id))
             session.close(1001, "gateway shutting down")
         if self._sweeper is not None:
             self._sweeper.cancel()
@@ -160,7 +232,8 @@ class Gateway:
                 if upstream.pending:
                     upstream.sweep(now)
             for session in list(self.sessions.values()):
-                if session.idle_for(now) > idle and not session.inflight:
+                if session.idle_for(now) > idle and not session.inflight and \
+                        not session.listens:
                     log.info("closing idle session %s (%s)", session.id, session.peer)
                     session.close(1001, "idle timeout")
 
@@ -190,7 +263,11 @@ class Gateway:
         for uri in session.subscriptions:
             self._release_subscription(uri)
         session.subscriptions.clear()
+        listens, session.listens = session.listens, {}
+        for listen in listens.values():
+            self._end_listen(listen)
         if session.log_level is not None:
+            self._count_session_level(session.log_level, -1)
             self._sync_log_levels()
 
     def send(self, session: DownstreamSession, data: bytes) -> None:
@@ -199,11 +276,11 @@ class Gateway:
         session.send(data)
 
     def send_error(self, session: DownstreamSession, request_id: Any, code: int,
-                   message: str) -> None:
+                   message: str, data: Any = UNSET) -> None:
         """Answer ``request_id`` (None for a message whose id could not be read)."""
         self.counters.errors += 1
         if not session.closed:
-            self.send(session, jsonrpc.error_response(request_id, code, message))
+            self.send(session, jsonrpc.error_response(request_id, code, message, data))
 
     # -- client to gateway -----------------------------------------------------------
     def handle(self, session: DownstreamSession, data: bytes) -> None:
@@ -231,10 +308,33 @@ class Gateway:
             self._dispatch(session, method, env)
         except Exception:
             log.exception("internal error handling %s from session %s", method, session.id)
-            if env.id not in session.inflight:
+            if env.id not in session.inflight and env.id not in session.listens:
                 self.send_error(session, env.id, jsonrpc.INTERNAL_ERROR, "Internal error")
 
     def _dispatch(self, session: DownstreamSession, method: str, env: Envelope) -> None:
+        if session.era == "modern":
+            self._dispatch_modern(session, method, env)
+            return
+        # Routing decodes the few params it needs once, here; the same decode tells a
+        # modern request (its _meta names a protocol version) from a legacy one.
+        head = _NO_PARAMS
+        if env.params is not UNSET:
+            try:
+                head = _route_params.decode(env.params)  # type: ignore[arg-type]
+            except msgspec.DecodeError as exc:
+                if is_modern(_any.decode(env.params)):  # type: ignore[arg-type]
+                    self._dispatch_modern(session, method, env)
+                else:
+                    self._dispatch_legacy(session, method, env, f"Invalid params: {exc}")
+                return
+            if head.meta is not UNSET and head.meta.protocolVersion is not UNSET:
+                self._dispatch_modern(session, method, env)
+                return
+        self._dispatch_legacy(session, method, env, head)
+
+    def _dispatch_legacy(self, session: DownstreamSession, method: str, env: Envelope,
+                         head: RouteParams | str) -> None:
+        """``head`` is the routing part of params, or why it could not be read."""
         handler = self._handlers.get(method)
         if handler is None:
             self.send_error(session, env.id, jsonrpc.METHOD_NOT_FOUND,
@@ -245,17 +345,48 @@ class Gateway:
         elif self.draining:
             self.send_error(session, env.id, jsonrpc.GATEWAY_SHUTTING_DOWN,
                             "the gateway is shutting down")
+        elif not isinstance(head, str):
+            handler(session, env, head)
+        elif method in ROUTED_METHODS:
+            self.send_error(session, env.id, jsonrpc.INVALID_PARAMS, head)
         else:
-            handler(session, env)
+            handler(session, env, _NO_PARAMS)
 
-    def _params(self, session: DownstreamSession, env: Envelope) -> RouteParams | None:
-        if env.params is UNSET:
-            return RouteParams()
+    def _dispatch_modern(self, session: DownstreamSession, method: str, env: Envelope) -> None:
+        """A 2026-07-28 request: ``_meta`` (-32602) and version (-32022) rungs, then the
+        method (basic/index "Per-request protocol fields"; notes §2.3)."""
+        params = _any.decode(env.params) if env.params is not UNSET else {}  # type: ignore[arg-type]
         try:
-            return _route_params.decode(env.params)  # type: ignore[arg-type]
-        except msgspec.DecodeError as exc:
-            self.send_error(session, env.id, jsonrpc.INVALID_PARAMS, f"Invalid params: {exc}")
-            return None
+            meta = read_meta(params)
+            check_version(meta)
+        except RequestError as exc:
+            self.send_error(session, env.id, exc.code, exc.message, exc.data)
+            return
+        handler = self._modern_handlers.get(method)
+        if handler is None:
+            self.send_error(session, env.id, jsonrpc.METHOD_NOT_FOUND,
+                            f"Method not found: {method}")
+        elif self.draining:
+            self.send_error(session, env.id, jsonrpc.GATEWAY_SHUTTING_DOWN,
+                            "the gateway is shutting down")
+        else:
+            handler(session, env, params, meta)
+
+    def _id_taken(self, session: DownstreamSession, client_id: int | str) -> bool:
+        if client_id in session.inflight or client_id in session.listens:
+            self.send_error(session, client_id, jsonrpc.INVALID_REQUEST,
+                            f"request id {client_id!r} is already in flight on this session")
+            return True
+        return False
+
+    @staticmethod
+    def _rename(params: dict[str, Any], rename: tuple[str, str] | None) -> None:
+        if rename is not None:
+            key, value = rename
+            if key == "ref":
+                params["ref"] = {**params["ref"], "name": value}
+            else:
+                params[key] = value
 
     def _forward(self, session: DownstreamSession, env: Envelope, upstream: Upstream,
                  head: RouteParams, rename: tuple[str, str] | None = None,
@@ -264,21 +395,17 @@ class Gateway:
         connection (the progress token) and what the router renamed."""
         client_id = env.id
         assert isinstance(client_id, (int, str))
-        if client_id in session.inflight:
-            self.send_error(session, client_id, jsonrpc.INVALID_REQUEST,
-                            f"request id {client_id!r} is already in flight on this session")
+        if self._id_taken(session, client_id):
+            return
+        if upstream.era == "modern":
+            self._forward_legacy_to_modern(session, env, upstream, head, rename)
             return
         params: Raw | bytes | UnsetType = env.params
         upstream_id: int | None = None
         token = head.meta.progressToken if head.meta is not UNSET else UNSET
         if rename is not None or token is not UNSET:
             full = _any.decode(env.params)  # type: ignore[arg-type]
-            if rename is not None:
-                key, value = rename
-                if key == "ref":
-                    full["ref"]["name"] = value
-                else:
-                    full[key] = value
+            self._rename(full, rename)
             upstream_id = upstream.allocate_id()
             if token is not UNSET:
                 # Tokens are unique per requester (basic/utilities/progress); the upstream
@@ -288,11 +415,30 @@ class Gateway:
         upstream.forward(session, client_id, env.method,  # type: ignore[arg-type]
                          params, None if token is UNSET else token, upstream_id, subscription)
 
-    def _call_by_name(self, kind: int, what: str) -> Callable[[DownstreamSession, Envelope], None]:
-        def handler(session: DownstreamSession, env: Envelope) -> None:
-            head = self._params(session, env)
-            if head is None:
-                return
+    def _forward_legacy_to_modern(self, session: DownstreamSession, env: Envelope,
+                                  upstream: Upstream, head: RouteParams,
+                                  rename: tuple[str, str] | None) -> None:
+        """A legacy client's request to a modern upstream carries what the session's
+        ``initialize`` and ``logging/setLevel`` said, in ``_meta`` (notes §3)."""
+        params = _any.decode(env.params) if env.params is not UNSET else {}  # type: ignore[arg-type]
+        self._rename(params, rename)
+        meta = dict(params.get("_meta") or {})
+        meta[META_PROTOCOL_VERSION] = upstream.protocol_version
+        meta[META_CLIENT_CAPABILITIES] = session.client_capabilities
+        meta[META_CLIENT_INFO] = session.client_info or CLIENT_INFO
+        if session.log_level is not None:
+            meta[META_LOG_LEVEL] = LOG_LEVEL_NAMES[session.log_level]
+        token = head.meta.progressToken if head.meta is not UNSET else UNSET
+        upstream_id = upstream.allocate_id()
+        if token is not UNSET:
+            meta["progressToken"] = upstream_id
+        params["_meta"] = meta
+        upstream.forward(session, env.id, env.method,  # type: ignore[arg-type]
+                         jsonrpc.encode(params), None if token is UNSET else token,
+                         upstream_id, shape=SHAPE_LEGACY_FROM_MODERN)
+
+    def _call_by_name(self, kind: int, what: str) -> Handler:
+        def handler(session: DownstreamSession, env: Envelope, head: RouteParams) -> None:
             if head.name is UNSET:
                 self.send_error(session, env.id, jsonrpc.INVALID_PARAMS,
                                 f"{env.method} requires params.name")
@@ -307,11 +453,8 @@ class Gateway:
                           None if name == head.name else ("name", name))
         return handler
 
-    def _routed_uri(self, session: DownstreamSession, env: Envelope
+    def _routed_uri(self, session: DownstreamSession, env: Envelope, head: RouteParams
                     ) -> tuple[RouteParams, Upstream] | None:
-        head = self._params(session, env)
-        if head is None:
-            return None
         if head.uri is UNSET:
             self.send_error(session, env.id, jsonrpc.INVALID_PARAMS,
                             f"{env.method} requires params.uri")
@@ -323,13 +466,17 @@ class Gateway:
             return None
         return head, upstream
 
-    def _call_by_uri(self, session: DownstreamSession, env: Envelope) -> None:
-        routed = self._routed_uri(session, env)
+    def _call_by_uri(self, session: DownstreamSession, env: Envelope, head: RouteParams) -> None:
+        routed = self._routed_uri(session, env, head)
         if routed is not None:
             self._forward(session, env, routed[1], routed[0])
 
-    def _subscribe(self, session: DownstreamSession, env: Envelope) -> None:
-        routed = self._routed_uri(session, env)
+    @staticmethod
+    def _can_subscribe(upstream: Upstream) -> bool:
+        return bool((upstream.capabilities.get("resources") or {}).get("subscribe"))
+
+    def _subscribe(self, session: DownstreamSession, env: Envelope, head: RouteParams) -> None:
+        routed = self._routed_uri(session, env, head)
         if routed is None:
             return
         head, upstream = routed
@@ -338,9 +485,16 @@ class Gateway:
         if uri in session.subscriptions:
             self.send(session, jsonrpc.result_response(env.id, {}))  # type: ignore[arg-type]
             return
-        if not (upstream.capabilities.get("resources") or {}).get("subscribe"):
+        if not self._can_subscribe(upstream):
             self.send_error(session, env.id, jsonrpc.METHOD_NOT_FOUND,
                             f"upstream {upstream.name!r} does not support resource subscriptions")
+            return
+        if upstream.era == "modern":
+            # A modern upstream has no resources/subscribe: the URI joins the gateway's
+            # listen stream to it.
+            session.subscriptions.add(uri)
+            self._hold_subscription(upstream, uri)
+            self.send(session, jsonrpc.result_response(env.id, {}))  # type: ignore[arg-type]
             return
         count = upstream.subscriptions.get(uri, 0)
         session.subscriptions.add(uri)
@@ -361,10 +515,7 @@ class Gateway:
         else:
             upstream.subscriptions.pop(uri, None)
 
-    def _unsubscribe(self, session: DownstreamSession, env: Envelope) -> None:
-        head = self._params(session, env)
-        if head is None:
-            return
+    def _unsubscribe(self, session: DownstreamSession, env: Envelope, head: RouteParams) -> None:
         if isinstance(head.uri, str) and head.uri in session.subscriptions:
             session.subscriptions.discard(head.uri)
             self._release_subscription(head.uri)
@@ -379,13 +530,25 @@ class Gateway:
             upstream.subscriptions[uri] = count
             return
         upstream.subscriptions.pop(uri, None)
-        if upstream.ready:
+        if not upstream.ready:
+            return
+        if upstream.era == "modern":
+            upstream.listen(upstream.subscriptions)
+        else:
             self._background(upstream.call("resources/unsubscribe", {"uri": uri}))
 
-    def _complete(self, session: DownstreamSession, env: Envelope) -> None:
-        head = self._params(session, env)
-        if head is None:
+    def _hold_subscription(self, upstream: Upstream, uri: str) -> None:
+        """Count one more holder of ``uri``; the first asks the upstream for updates."""
+        count = upstream.subscriptions.get(uri, 0)
+        upstream.subscriptions[uri] = count + 1
+        if count or not upstream.ready:
             return
+        if upstream.era == "modern":
+            upstream.listen(upstream.subscriptions)
+        else:
+            self._background(upstream.call("resources/subscribe", {"uri": uri}))
+
+    def _complete(self, session: DownstreamSession, env: Envelope, head: RouteParams) -> None:
         ref = head.ref
         if ref is UNSET:
             self.send_error(session, env.id, jsonrpc.INVALID_PARAMS,
@@ -412,7 +575,7 @@ class Gateway:
                             "params.ref must be a ref/prompt with a name or a ref/resource "
                             "with a uri")
 
-    def _initialize(self, session: DownstreamSession, env: Envelope) -> None:
+    def _initialize(self, session: DownstreamSession, env: Envelope, head: RouteParams) -> None:
         if session.initialized:
             self.send_error(session, env.id, jsonrpc.INVALID_REQUEST,
                             "the session is already initialized")
@@ -436,18 +599,18 @@ class Gateway:
         info = params.get("clientInfo")
         session.client_info = info if isinstance(info, dict) else {}
         session.initialized = True
+        session.era = "legacy"
         self.send(session, jsonrpc.result_response(env.id, {  # type: ignore[arg-type]
             "protocolVersion": version,
             "capabilities": self.capabilities(),
-            "serverInfo": {"name": "mcpfast", "title": "mcpfast MCP gateway",
-                           "version": __version__},
+            "serverInfo": SERVER_INFO,
             **({"instructions": text} if (text := self.instructions()) else {}),
         }))
 
     def capabilities(self) -> dict[str, Any]:
-        """What the gateway offers: the union of its upstreams' capabilities. List
-        changes are always announced because the gateway's own lists change whenever an
-        upstream comes or goes."""
+        """What the gateway offers, in either era: the union of its upstreams'
+        capabilities. List changes are always announced (and delivered on listen streams)
+        because the gateway's own lists change whenever an upstream comes or goes."""
         caps: dict[str, Any] = {}
         for upstream in self.upstreams.values():
             theirs = upstream.capabilities
@@ -471,20 +634,229 @@ class Gateway:
             return ups[0].instructions if ups else None
         return "\n\n".join(f"## {u.name}\n{u.instructions}" for u in ups) or None
 
-    def _ping(self, session: DownstreamSession, env: Envelope) -> None:
+    def _ping(self, session: DownstreamSession, env: Envelope, head: RouteParams) -> None:
         self.send(session, jsonrpc.result_response(env.id, {}))  # type: ignore[arg-type]
 
-    def _list(self, kind: str) -> Callable[[DownstreamSession, Envelope], None]:
+    def _list(self, kind: str) -> Handler:
         attribute = {"tools": "tools", "prompts": "prompts", "resources": "resources",
                      "resourceTemplates": "resource_templates"}[kind]
 
-        def handler(session: DownstreamSession, env: Envelope) -> None:
+        def handler(session: DownstreamSession, env: Envelope, head: RouteParams) -> None:
             # The aggregated list is served whole: a cursor is opaque, and none is issued.
             items = getattr(self.router, attribute)
             self.send(session, jsonrpc.result_response(env.id, {kind: items}))  # type: ignore[arg-type]
         return handler
 
-    def _set_level(self, session: DownstreamSession, env: Envelope) -> None:
+    # -- modern (2026-07-28) clients -------------------------------------------------
+    def _discover(self, session: DownstreamSession, env: Envelope, params: dict[str, Any],
+                  meta: ModernMeta) -> None:
+        """server/discover: answered by the gateway itself, for all its upstreams."""
+        result: dict[str, Any] = {
+            "resultType": "complete",
+            # The same list -32022 names as supported (notes §6.3).
+            "supportedVersions": list(MODERN_VERSIONS),
+            "capabilities": self.capabilities(),
+        }
+        if text := self.instructions():
+            result["instructions"] = text
+        result["_meta"] = {META_SERVER_INFO: SERVER_INFO}
+        result.update(CACHE_HINTS)
+        self.send(session, jsonrpc.result_response(env.id, result))  # type: ignore[arg-type]
+
+    def _modern_list(self, kind: str) -> ModernHandler:
+        attribute = {"tools": "tools", "prompts": "prompts", "resources": "resources",
+                     "resourceTemplates": "resource_templates"}[kind]
+        capability = "resources" if kind == "resourceTemplates" else kind
+
+        def handler(session: DownstreamSession, env: Envelope, params: dict[str, Any],
+                    meta: ModernMeta) -> None:
+            # server/discover declares only what some upstream serves, and a family it
+            # does not declare must not answer (the conformance suite checks both ways).
+            if capability not in self.capabilities():
+                self.send_error(session, env.id, jsonrpc.METHOD_NOT_FOUND,
+                                f"Method not found: {env.method} (no upstream offers "
+                                f"{capability})")
+                return
+            self.send(session, jsonrpc.result_response(env.id, {  # type: ignore[arg-type]
+                kind: getattr(self.router, attribute), "resultType": "complete",
+                "_meta": {META_SERVER_INFO: SERVER_INFO}, **CACHE_HINTS}))
+        return handler
+
+    def _modern_by_name(self, kind: int, what: str) -> ModernHandler:
+        def handler(session: DownstreamSession, env: Envelope, params: dict[str, Any],
+                    meta: ModernMeta) -> None:
+            name = params.get("name")
+            if not isinstance(name, str):
+                self.send_error(session, env.id, jsonrpc.INVALID_PARAMS,
+                                f"{env.method} requires params.name")
+                return
+            route = self.router.route(kind, name)
+            if route is None:
+                self.send_error(session, env.id, jsonrpc.INVALID_PARAMS,
+                                f"Unknown {what}: {name}")
+                return
+            upstream, upstream_name = route
+            self._forward_modern(session, env, params, meta, upstream,
+                                 None if upstream_name == name else ("name", upstream_name))
+        return handler
+
+    def _modern_read(self, session: DownstreamSession, env: Envelope, params: dict[str, Any],
+                     meta: ModernMeta) -> None:
+        uri = params.get("uri")
+        if not isinstance(uri, str):
+            self.send_error(session, env.id, jsonrpc.INVALID_PARAMS,
+                            "resources/read requires params.uri")
+            return
+        upstream = self.router.route_uri(uri)
+        if upstream is None:
+            # server/resources "Error Handling": not found is -32602 with data.uri.
+            self.send_error(session, env.id, jsonrpc.INVALID_PARAMS,
+                            f"Resource not found: {uri}", {"uri": uri})
+            return
+        self._forward_modern(session, env, params, meta, upstream, None, uri)
+
+    def _modern_complete(self, session: DownstreamSession, env: Envelope,
+                         params: dict[str, Any], meta: ModernMeta) -> None:
+        ref = params.get("ref")
+        ref = ref if isinstance(ref, dict) else {}
+        name, uri = ref.get("name"), ref.get("uri")
+        if ref.get("type") == "ref/prompt" and isinstance(name, str):
+            route = self.router.route(KIND_PROMPT, name)
+            if route is None:
+                self.send_error(session, env.id, jsonrpc.INVALID_PARAMS,
+                                f"Unknown prompt: {name}")
+                return
+            upstream, upstream_name = route
+            self._forward_modern(session, env, params, meta, upstream,
+                                 None if upstream_name == name else ("ref", upstream_name))
+        elif ref.get("type") == "ref/resource" and isinstance(uri, str):
+            owner = self.router.route_template(uri) or self.router.route_uri(uri)
+            if owner is None:
+                self.send_error(session, env.id, jsonrpc.INVALID_PARAMS,
+                                f"Unknown resource template: {uri}")
+                return
+            self._forward_modern(session, env, params, meta, owner, None)
+        else:
+            self.send_error(session, env.id, jsonrpc.INVALID_PARAMS,
+                            "params.ref must be a ref/prompt with a name or a ref/resource "
+                            "with a uri")
+
+    def _forward_modern(self, session: DownstreamSession, env: Envelope,
+                        params: dict[str, Any], meta: ModernMeta, upstream: Upstream,
+                        rename: tuple[str, str] | None, uri: str | None = None) -> None:
+        """Send a modern client's request on. A modern upstream gets the client's own
+        ``_meta`` and MRTR members (inputResponses, requestState) as they are; a legacy
+        one gets neither (notes §3)."""
+        client_id = env.id
+        assert isinstance(client_id, (int, str))
+        if self._id_taken(session, client_id):
+            return
+        params = dict(params)
+        self._rename(params, rename)
+        token = meta.progress_token
+        level = LOG_LEVELS[meta.log_level] if meta.log_level is not None else None
+        upstream_id = upstream.allocate_id()
+        if upstream.era == "modern":
+            shape = SHAPE_MODERN_FROM_MODERN
+            sent_meta = dict(params["_meta"])
+            sent_meta[META_PROTOCOL_VERSION] = upstream.protocol_version
+            if token is not None:
+                sent_meta["progressToken"] = upstream_id
+            params["_meta"] = sent_meta
+        else:
+            shape = SHAPE_MODERN_FROM_LEGACY
+            params = strip_modern_meta(params)
+            if token is not None:
+                params["_meta"]["progressToken"] = upstream_id
+        if level is not None and upstream.ready:
+            self._hold_log_level(upstream, level)
+        upstream.forward(session, client_id, env.method,  # type: ignore[arg-type]
+                         jsonrpc.encode(params), token, upstream_id, shape=shape,
+                         log_level=level if upstream.ready else None, uri=uri)
+
+    def reshape_response(self, upstream: Upstream, pending: Pending, env: Envelope) -> bytes:
+        """The answer to a request that crossed eras, or a modern client's answer, in
+        the shape its client expects."""
+        client_id = pending.client_id
+        shape = pending.shape
+        if env.error is not UNSET:
+            if shape == SHAPE_MODERN_FROM_LEGACY:
+                error = _any.decode(env.error)  # type: ignore[arg-type]
+                if isinstance(error, dict) and error.get("code") == jsonrpc.RESOURCE_NOT_FOUND:
+                    # Modern servers MUST NOT answer -32002 (basic/index "Error Codes").
+                    data = error.get("data")
+                    data = dict(data) if isinstance(data, dict) else {}
+                    if pending.uri is not None:
+                        data.setdefault("uri", pending.uri)
+                    return jsonrpc.error_response(client_id, jsonrpc.INVALID_PARAMS,
+                                                  str(error.get("message") or
+                                                      "Resource not found"), data)
+            return jsonrpc.reencode(Envelope(jsonrpc="2.0", id=client_id, error=env.error))
+        result = _any.decode(env.result)  # type: ignore[arg-type]
+        if not isinstance(result, dict):
+            return jsonrpc.reencode(Envelope(jsonrpc="2.0", id=client_id, result=env.result))
+        if shape == SHAPE_LEGACY_FROM_MODERN:
+            if result.get("resultType") == "input_required":
+                return jsonrpc.error_response(
+                    client_id, jsonrpc.INTERNAL_ERROR,
+                    f"upstream {upstream.name!r} needs more input from the client "
+                    "(input_required); mcpfast does not relay that to clients of "
+                    f"protocol version {pending.session.protocol_version} yet")
+            return jsonrpc.result_response(client_id, legacy_result(result))
+        return jsonrpc.result_response(client_id, complete_result(
+            result, cacheable=pending.method == "resources/read", server_info=SERVER_INFO))
+
+    # -- subscriptions/listen ------------------------------------------------------------
+    def _listen(self, session: DownstreamSession, env: Envelope, params: dict[str, Any],
+                meta: ModernMeta) -> None:
+        """basic/patterns/subscriptions: acknowledge the honoured subset first; the
+        stream then gets the changes it asked for until the client goes or cancels, or
+        the gateway stops (``_listen_result``)."""
+        listen_id = env.id
+        assert isinstance(listen_id, (int, str))
+        if self._id_taken(session, listen_id):
+            return
+        wanted = params.get("notifications")
+        uris = wanted.get("resourceSubscriptions", []) if isinstance(wanted, dict) else None
+        if not isinstance(wanted, dict) or not isinstance(uris, list) or \
+                not all(isinstance(uri, str) for uri in uris):
+            self.send_error(session, listen_id, jsonrpc.INVALID_PARAMS,
+                            "subscriptions/listen requires params.notifications, an object "
+                            "whose resourceSubscriptions (if any) is a list of URIs")
+            return
+        served = self.capabilities()
+        honoured: dict[str, Any] = {flag: True for flag, kind in LISTEN_FLAGS.items()
+                                    if wanted.get(flag) is True and kind in served}
+        held = [(uri, upstream) for uri in dict.fromkeys(uris)
+                if (upstream := self.router.route_uri(uri)) is not None
+                and self._can_subscribe(upstream)]
+        if held:
+            honoured["resourceSubscriptions"] = [uri for uri, _ in held]
+        session.listens[listen_id] = Listen(
+            listen_id, "toolsListChanged" in honoured, "promptsListChanged" in honoured,
+            "resourcesListChanged" in honoured, tuple(uri for uri, _ in held))
+        self.send(session, jsonrpc.notification(SUBSCRIPTIONS_ACKNOWLEDGED, {
+            "_meta": {META_SUBSCRIPTION_ID: listen_id}, "notifications": honoured}))
+        for uri, upstream in held:
+            self._hold_subscription(upstream, uri)
+
+    def _end_listen(self, listen: Listen) -> None:
+        for uri in listen.uris:
+            self._release_subscription(uri)
+
+    @staticmethod
+    def _listen_result(listen_id: int | str) -> bytes:
+        return jsonrpc.result_response(listen_id, {
+            "resultType": "complete", "_meta": {META_SUBSCRIPTION_ID: listen_id}})
+
+    @staticmethod
+    def _tagged(method: str, params: dict[str, Any], listen_id: int | str) -> bytes:
+        meta = params.get("_meta")
+        meta = {**meta, META_SUBSCRIPTION_ID: listen_id} if isinstance(meta, dict) else \
+            {META_SUBSCRIPTION_ID: listen_id}
+        return jsonrpc.notification(method, {**params, "_meta": meta})
+
+    def _set_level(self, session: DownstreamSession, env: Envelope, head: RouteParams) -> None:
         try:
             params = _any.decode(env.params) if env.params is not UNSET else {}
             level = LOG_LEVELS[params["level"]]
@@ -492,21 +864,52 @@ class Gateway:
             self.send_error(session, env.id, jsonrpc.INVALID_PARAMS,
                             f"params.level must be one of {', '.join(LOG_LEVELS)}")
             return
+        if session.log_level is not None:
+            self._count_session_level(session.log_level, -1)
         session.log_level = level
+        self._count_session_level(level, 1)
         self.send(session, jsonrpc.result_response(env.id, {}))  # type: ignore[arg-type]
         self._sync_log_levels()
 
-    def _sync_log_levels(self) -> None:
-        """Ask each upstream for the most verbose level any session wants; each session
-        then gets only what its own level admits."""
-        levels = [s.log_level for s in self.sessions.values() if s.log_level is not None]
-        names = {v: k for k, v in LOG_LEVELS.items()}
-        wanted = names[min(levels)] if levels else "emergency"
-        for upstream in self.upstreams.values():
-            if upstream.log_level != wanted and "logging" in upstream.capabilities:
+    def _count_session_level(self, level: int, delta: int) -> None:
+        count = self._session_levels.get(level, 0) + delta
+        if count > 0:
+            self._session_levels[level] = count
+        else:
+            self._session_levels.pop(level, None)
+
+    def _sync_log_levels(self, only: Upstream | None = None) -> None:
+        """Ask each legacy upstream for the most verbose level any session, or any
+        modern request in flight on it, wants; each then gets only what its own level
+        admits. The request is written at once, so it reaches the upstream before a
+        request forwarded after it."""
+        session_levels = list(self._session_levels)
+        for upstream in (only,) if only is not None else self.upstreams.values():
+            if upstream.era == "modern" or "logging" not in upstream.capabilities:
+                continue
+            levels = session_levels + list(upstream.request_levels)
+            wanted = LOG_LEVEL_NAMES[min(levels)] if levels else "emergency"
+            if upstream.log_level != wanted:
                 upstream.log_level = wanted
                 if upstream.ready:
-                    self._background(upstream.call("logging/setLevel", {"level": wanted}))
+                    upstream.send_call("logging/setLevel", {"level": wanted})
+
+    def _hold_log_level(self, upstream: Upstream, level: int) -> None:
+        counts = upstream.request_levels
+        counts[level] = counts.get(level, 0) + 1
+        if counts[level] == 1 and upstream.era == "legacy":
+            self._sync_log_levels(upstream)
+
+    def release_log_level(self, upstream: Upstream, level: int) -> None:
+        """A modern request that asked for logs is over."""
+        counts = upstream.request_levels
+        count = counts.get(level, 0) - 1
+        if count > 0:
+            counts[level] = count
+            return
+        counts.pop(level, None)
+        if upstream.era == "legacy":
+            self._sync_log_levels(upstream)
 
     def _client_notification(self, session: DownstreamSession, method: str,
                              env: Envelope) -> None:
@@ -516,13 +919,17 @@ class Gateway:
                 request_id = params.get("requestId")
             except (msgspec.DecodeError, AttributeError):
                 return
-            hit = session.inflight.get(request_id) if isinstance(request_id, (int, str)) \
-                else None
+            if not isinstance(request_id, (int, str)):
+                return
+            hit = session.inflight.get(request_id)
             if hit is not None:
                 upstream, upstream_id = hit
                 reason = params.get("reason")
                 upstream.cancel(upstream_id, reason if isinstance(reason, str)
                                 else "cancelled by the client")
+            elif request_id in session.listens:
+                # basic/patterns/subscriptions "Cancellation" on stream transports.
+                self._end_listen(session.listens.pop(request_id))
         elif method == "notifications/initialized":
             session.initialized = True
         elif method == "notifications/progress":
@@ -553,13 +960,16 @@ class Gateway:
             self._log_message(upstream, env)
         elif method == "notifications/resources/updated":
             params = _any.decode(env.params) if env.params is not UNSET else {}
-            uri = params.get("uri")
-            data = jsonrpc.reencode(env)
-            for session in list(self.sessions.values()):
-                if uri in session.subscriptions and self.router.route_uri(uri) is upstream:
-                    self.send(session, data)
+            if self._from_listen(upstream, params):
+                self._resource_updated(upstream, params)
         elif method in LIST_KINDS:
             self._refresh(upstream, LIST_KINDS[method])
+        elif method == SUBSCRIPTIONS_ACKNOWLEDGED:
+            params = _any.decode(env.params) if env.params is not UNSET else {}
+            meta = params.get("_meta")
+            if isinstance(meta, dict) and upstream.listen_id is not None and \
+                    meta.get(META_SUBSCRIPTION_ID) == upstream.listen_id:
+                upstream.listen_acknowledged.set()
         elif method == "notifications/cancelled":
             params = _any.decode(env.params) if env.params is not UNSET else {}
             for session in self.sessions.values():
@@ -570,29 +980,68 @@ class Gateway:
                             method, {**params, "requestId": out_id}))
         else:
             target = self._single_session(upstream)
-            if target is not None:
+            if target is not None and not self._modern_pending(upstream, target):
                 self.send(target, jsonrpc.reencode(env))
             else:
-                log.debug("dropping %s from %r: no single session to give it to",
+                log.debug("dropping %s from %r: no single legacy session to give it to",
                           method, upstream.name)
+
+    @staticmethod
+    def _from_listen(upstream: Upstream, params: dict[str, Any]) -> bool:
+        """Strip a modern upstream's subscription id; False for a stream the gateway
+        has already replaced (its URIs may be ones nobody holds any more)."""
+        meta = params.get("_meta")
+        if not isinstance(meta, dict) or META_SUBSCRIPTION_ID not in meta:
+            return True
+        subscription = meta.pop(META_SUBSCRIPTION_ID)
+        if not meta:
+            del params["_meta"]
+        return subscription == upstream.listen_id
+
+    def _resource_updated(self, upstream: Upstream, params: dict[str, Any]) -> None:
+        uri = params.get("uri")
+        if not isinstance(uri, str) or self.router.route_uri(uri) is not upstream:
+            return
+        method = "notifications/resources/updated"
+        plain = jsonrpc.notification(method, params)
+        for session in list(self.sessions.values()):
+            if uri in session.subscriptions:
+                self.send(session, plain)
+            for listen in list(session.listens.values()):
+                if uri in listen.uris:
+                    self.send(session, self._tagged(method, params, listen.request_id))
 
     def _single_session(self, upstream: Upstream) -> DownstreamSession | None:
         """The one session with requests in flight on ``upstream``, if there is one."""
         sessions = {p.session for p in upstream.pending.values() if not p.session.closed}
         return sessions.pop() if len(sessions) == 1 else None
 
+    @staticmethod
+    def _modern_pending(upstream: Upstream, session: DownstreamSession
+                        ) -> list[tuple[int, Pending]]:
+        """``session``'s modern requests in flight on ``upstream``."""
+        return [(uid, p) for uid, p in upstream.pending.items()
+                if p.session is session and p.shape in MODERN_SHAPES]
+
     def _log_message(self, upstream: Upstream, env: Envelope) -> None:
         params = _any.decode(env.params) if env.params is not UNSET else {}
         level = LOG_LEVELS.get(str(params.get("level")), LOG_LEVELS["info"])
         data = jsonrpc.reencode(env)
         # On a shared stdio connection a log message names no request; it goes to the
-        # one session working on this upstream when there is one, else to every
-        # session that asked for logs at that level.
+        # one session working on this upstream when there is one, else to every legacy
+        # session that asked for logs at that level. A modern request gets it only when
+        # it is that one session's and its _meta asked for the level (logging.mdx:
+        # never for a request without a level, never on a listen stream).
         single = self._single_session(upstream)
-        targets = [single] if single is not None else list(self.sessions.values())
-        for session in targets:
-            if session.wants_log(level):
-                self.send(session, data)
+        if single is None:
+            for session in list(self.sessions.values()):
+                if session.wants_log(level):
+                    self.send(session, data)
+            return
+        mine = [p for p in upstream.pending.values() if p.session is single]
+        if any(p.log_level is not None and level >= p.log_level for p in mine) or \
+                (single.wants_log(level) and any(p.shape not in MODERN_SHAPES for p in mine)):
+            self.send(single, data)
 
     def upstream_request(self, upstream: Upstream, env: Envelope) -> None:
         method = env.method
@@ -607,6 +1056,10 @@ class Gateway:
                                    f"mcpfast cannot route {method}: no single client session "
                                    "has a request in flight on this upstream")
             return
+        modern = self._modern_pending(upstream, session)
+        if modern:
+            self._refuse_for_modern(upstream, session, modern, method, request_id)
+            return
         capability = CLIENT_CAPABILITY_FOR.get(method)
         if capability is not None and capability not in session.client_capabilities:
             upstream.respond_error(request_id, jsonrpc.METHOD_NOT_FOUND,
@@ -616,6 +1069,23 @@ class Gateway:
         session.outgoing[out_id] = (upstream, request_id)
         self.send(session, jsonrpc.reencode(Envelope(jsonrpc="2.0", id=out_id, method=method,
                                                      params=env.params)))
+
+    def _refuse_for_modern(self, upstream: Upstream, session: DownstreamSession,
+                           modern: list[tuple[int, Pending]], method: str,
+                           request_id: int | str) -> None:
+        """A legacy upstream asked a modern client's request for input. A 2026-07-28
+        client takes no server-to-client requests (basic/transports: they come back as
+        input_required results, which the gateway does not make yet), so the upstream's
+        request fails and, when it is unambiguous whose call asked, that call fails
+        too, instead of waiting for an answer that cannot come."""
+        message = (f"upstream {upstream.name!r} sent {method} during the request; mcpfast "
+                   "does not relay server-to-client requests to 2026-07-28 clients yet")
+        upstream.respond_error(request_id, jsonrpc.INTERNAL_ERROR, message)
+        if len(modern) == 1 and len([p for p in upstream.pending.values()
+                                     if p.session is session]) == 1:
+            upstream_id, pending = modern[0]
+            upstream.cancel(upstream_id, "the gateway cannot relay " + method)
+            self.send_error(session, pending.client_id, jsonrpc.INTERNAL_ERROR, message)
 
     def upstream_ready(self, upstream: Upstream) -> None:
         before = self._lists()
@@ -627,13 +1097,20 @@ class Gateway:
 
     def _resubscribe(self, upstream: Upstream) -> None:
         """A restarted upstream knows none of the subscriptions that sessions still
-        hold on it: ask for each of them again."""
+        hold on it: ask for each of them again (a modern upstream: in one listen)."""
         counts: dict[str, int] = {}
         for session in self.sessions.values():
-            for uri in session.subscriptions:
+            held = list(session.subscriptions)
+            for listen in session.listens.values():
+                held.extend(listen.uris)
+            for uri in held:
                 if self.router.route_uri(uri) is upstream:
                     counts[uri] = counts.get(uri, 0) + 1
         upstream.subscriptions = counts
+        if upstream.era == "modern":
+            if counts:
+                upstream.listen(counts)
+            return
         for uri in counts:
             self._background(upstream.call("resources/subscribe", {"uri": uri}))
 
@@ -664,10 +1141,14 @@ class Gateway:
         after = self._lists()
         for kind in ("tools", "prompts", "resources"):
             if before[kind] != after[kind]:
-                data = jsonrpc.notification(f"notifications/{kind}/list_changed")
+                method = f"notifications/{kind}/list_changed"
+                data = jsonrpc.notification(method)
                 for session in list(self.sessions.values()):
                     if session.initialized:
                         self.send(session, data)
+                    for listen in list(session.listens.values()):
+                        if listen.wants(kind):
+                            self.send(session, self._tagged(method, {}, listen.request_id))
 
     def _background(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)

@@ -45,6 +45,12 @@ class TcpListener(Listener):
         super().__init__(gateway, kind, address)
         self.endpoint = Endpoint(gateway)
 
+    def describe(self) -> dict[str, Any]:
+        endpoint = self.endpoint
+        return {**super().describe(),
+                "http": {"sessions": len(endpoint.sessions),
+                         "open_streams": len(endpoint.live) + len(endpoint.live_modern)}}
+
     async def start(self) -> None:
         cfg = self.gateway.config.listen
         loop = asyncio.get_running_loop()

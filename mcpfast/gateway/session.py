@@ -1,4 +1,5 @@
-"""DownstreamSession: one client's MCP conversation over one connection."""
+"""DownstreamSession: one client's MCP conversation over one connection, or one modern
+(2026-07-28) HTTP request."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .upstream import Upstream
+
+RequestId = int | str
 
 # RFC 5424 severities, the order MCP's logging/setLevel uses.
 LOG_LEVELS = {"debug": 0, "info": 1, "notice": 2, "warning": 3, "error": 4, "critical": 5,
@@ -21,6 +24,13 @@ class DownstreamSession:
     so a cancellation or a disconnect reaches the right upstream request. ``outgoing``
     maps the ids the gateway gave to server-to-client requests it forwarded here back
     to the upstream that asked.
+
+    ``era`` is None until the session says: ``"legacy"`` after ``initialize``, or
+    ``"modern"`` when the transport knows every request on it is modern (the Streamable
+    HTTP transport's one-request sessions). Each request is still classified on its own
+    (a request whose ``_meta`` carries a protocol version is modern), so a unix or
+    WebSocket connection may carry both. ``listens`` holds the session's open
+    ``subscriptions/listen`` requests by request id.
     """
 
     __slots__ = (
@@ -31,10 +41,12 @@ class DownstreamSession:
         "close",
         "closed",
         "created",
+        "era",
         "id",
         "inflight",
         "initialized",
         "last_activity",
+        "listens",
         "log_level",
         "messages_in",
         "messages_out",
@@ -54,13 +66,15 @@ class DownstreamSession:
         self.send = send
         self.close = close
         self.initialized = False
+        self.era: str | None = None
         self.protocol_version: str | None = None
         self.client_info: dict[str, Any] = {}
         self.client_capabilities: dict[str, Any] = {}
         self.log_level: int | None = None
-        self.inflight: dict[int | str, tuple[Upstream, int]] = {}
+        self.inflight: dict[RequestId, tuple[Upstream, int]] = {}
         self.outgoing: dict[int, tuple[Upstream, int | str]] = {}
         self.subscriptions: set[str] = set()
+        self.listens: dict[RequestId, Listen] = {}
         self.created = time.time()
         self.last_activity = time.monotonic()
         self.messages_in = 0
@@ -91,6 +105,7 @@ class DownstreamSession:
             "transport": self.transport,
             "peer": self.peer,
             "initialized": self.initialized,
+            "era": self.era,
             "protocol_version": self.protocol_version,
             "client": self.client_info,
             "in_flight": len(self.inflight),
@@ -99,3 +114,23 @@ class DownstreamSession:
             "connected_at": self.created,
             "idle_seconds": round(time.monotonic() - self.last_activity, 3),
         }
+
+
+class Listen:
+    """One open ``subscriptions/listen`` (basic/patterns/subscriptions): the kinds of
+    change it asked for and the gateway honours, and the resource URIs it watches. Every
+    notification it gets carries its request id as the subscription id."""
+
+    __slots__ = ("prompts", "request_id", "resources", "tools", "uris")
+
+    def __init__(self, request_id: RequestId, tools: bool = False, prompts: bool = False,
+                 resources: bool = False, uris: tuple[str, ...] = ()) -> None:
+        self.request_id = request_id
+        self.tools = tools
+        self.prompts = prompts
+        self.resources = resources
+        self.uris = uris
+
+    def wants(self, kind: str) -> bool:
+        """Whether ``notifications/<kind>/list_changed`` goes on this stream."""
+        return bool(getattr(self, kind))

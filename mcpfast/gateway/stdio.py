@@ -162,6 +162,15 @@ class StdioUpstream(Upstream):
     async def _handshake_and_catalog(self) -> None:
         await self.handshake()
         await self.fetch_catalog()
+        if self.era == "modern" and self.listen():
+            # Ready only once the upstream listens, so that no change made by a call the
+            # gateway forwards from now on goes unannounced.
+            try:
+                await asyncio.wait_for(self.listen_acknowledged.wait(),
+                                       self.config.init_timeout)
+            except TimeoutError:
+                self.log.warning("subscriptions/listen was not acknowledged within %g s",
+                                 self.config.init_timeout)
 
     def _returncode(self) -> int | None:
         return self._transport.get_returncode() if self._transport is not None else \

@@ -1,9 +1,11 @@
 """Upstream: a named MCP server the gateway is a client of, shared by all sessions.
 
-This module holds what every upstream kind shares: the MCP handshake, the catalog
-(tools, prompts, resources), and the multiplexing of many client sessions onto one
-connection by rewriting request ids and progress tokens. A subclass per transport
-(``stdio.py``) moves the bytes and supervises the connection.
+This module holds what every upstream kind shares: the era verdict and the handshake
+(``server/discover`` for a modern upstream, ``initialize`` for a legacy one), the catalog
+(tools, prompts, resources), the gateway's own ``subscriptions/listen`` to a modern
+upstream, and the multiplexing of many client sessions onto one connection by
+rewriting request ids and progress tokens. A subclass per transport (``stdio.py``)
+moves the bytes and supervises the connection.
 """
 
 from __future__ import annotations
@@ -20,7 +22,21 @@ from .. import __version__
 from ..config import UpstreamConfig
 from ..protocol import jsonrpc
 from ..protocol.jsonrpc import Envelope
-from ..protocol.mcp import LATEST_LEGACY, LEGACY_VERSIONS
+from ..protocol.mcp import (
+    LATEST_LEGACY,
+    LEGACY_CLIENT_CAPABILITIES,
+    LEGACY_VERSIONS,
+    MODERN_CLIENT_CAPABILITIES,
+)
+from ..protocol.modern import (
+    LATEST_MODERN,
+    META_CLIENT_CAPABILITIES,
+    META_CLIENT_INFO,
+    META_PROTOCOL_VERSION,
+    META_SERVER_INFO,
+    MODERN_VERSIONS,
+    UNSUPPORTED_PROTOCOL_VERSION,
+)
 
 if TYPE_CHECKING:
     from .gateway import Gateway
@@ -35,6 +51,20 @@ LIST_METHODS = {
     "resourceTemplates": ("resources/templates/list", "resourceTemplates"),
 }
 MAX_LIST_PAGES = 1000
+PROBE_TIMEOUT = 2.0
+"""The most an ``auto`` upstream's ``server/discover`` probe waits before the gateway
+falls back to ``initialize`` (init_timeout when that is shorter)."""
+CLIENT_INFO = {"name": "mcpfast", "version": __version__}
+
+# How a forwarded request's answer is reshaped for the client (Pending.shape).
+SHAPE_NONE = 0
+"""Same era on both sides: the answer's bytes pass through."""
+SHAPE_MODERN_FROM_LEGACY = 1
+"""A modern client's request served by a legacy upstream."""
+SHAPE_MODERN_FROM_MODERN = 2
+"""A modern client's request served by a modern upstream (serverInfo is replaced)."""
+SHAPE_LEGACY_FROM_MODERN = 3
+"""A legacy client's request served by a modern upstream."""
 
 
 class UpstreamError(Exception):
@@ -56,6 +86,12 @@ class Pending(msgspec.Struct):
     method: str
     subscription: str | None = None
     """The URI of a resources/subscribe being forwarded, undone if the upstream refuses."""
+    shape: int = SHAPE_NONE
+    log_level: int | None = None
+    """A modern request's ``_meta`` log level: it alone decides whether the request gets
+    log messages, and while it runs the upstream logs at least that verbosely."""
+    uri: str | None = None
+    """The URI a modern client's resources/read names, for its not-found error."""
 
 
 class Upstream:
@@ -72,6 +108,8 @@ class Upstream:
         self.pending: dict[int, Pending] = {}
         self._calls: dict[int, asyncio.Future[Any]] = {}
         self._next_id = 0
+        self.era: str | None = None
+        """The verdict of the last handshake: "legacy" or "modern"."""
         self.protocol_version: str | None = None
         self.server_info: dict[str, Any] = {}
         self.capabilities: dict[str, Any] = {}
@@ -84,6 +122,11 @@ class Upstream:
         self.requests_failed = 0
         self.subscriptions: dict[str, int] = {}
         self.log_level: str | None = None
+        self.request_levels: dict[int, int] = {}
+        """How many modern requests in flight here asked for each log level."""
+        self.listen_id: int | None = None
+        """The id of the gateway's own subscriptions/listen on a modern upstream."""
+        self.listen_acknowledged = asyncio.Event()
         self.initialized_once = asyncio.Event()
 
     # -- transport hooks -------------------------------------------------------------
@@ -114,11 +157,18 @@ class Upstream:
         if pending is not None:
             session = pending.session
             session.inflight.pop(pending.client_id, None)
+            if pending.log_level is not None:
+                self.gateway.release_log_level(self, pending.log_level)
             if pending.subscription is not None and env.error is not UNSET:
                 self.gateway.subscription_refused(session, self, pending.subscription)
             if not session.closed:
-                self.gateway.send(session, jsonrpc.reencode(Envelope(
-                    jsonrpc="2.0", id=pending.client_id, result=env.result, error=env.error)))
+                if pending.shape:
+                    data = self.gateway.reshape_response(self, pending, env)
+                else:
+                    data = jsonrpc.reencode(Envelope(
+                        jsonrpc="2.0", id=pending.client_id, result=env.result,
+                        error=env.error))
+                self.gateway.send(session, data)
             return
         future = self._calls.pop(upstream_id, None) if type(upstream_id) is int else None
         if future is not None:
@@ -141,8 +191,9 @@ class Upstream:
 
     def forward(self, session: DownstreamSession, client_id: int | str, method: str,
                 params: Raw | bytes | UnsetType, progress_token: Any = None,
-                upstream_id: int | None = None, subscription: str | None = None
-                ) -> int | None:
+                upstream_id: int | None = None, subscription: str | None = None,
+                shape: int = SHAPE_NONE, log_level: int | None = None,
+                uri: str | None = None) -> int | None:
         """Send a client's request on; its answer reaches the session by ``_on_response``.
         ``upstream_id`` is one from ``allocate_id`` when the caller already wrote it into
         ``params`` (as the progress token). Returns the upstream-side id, or None when the
@@ -156,7 +207,8 @@ class Upstream:
             upstream_id = self.allocate_id()
         self.pending[upstream_id] = Pending(session, client_id,
                                             time.monotonic() + self._timeout,
-                                            progress_token, method, subscription)
+                                            progress_token, method, subscription, shape,
+                                            log_level, uri)
         session.inflight[client_id] = (self, upstream_id)
         self.requests_forwarded += 1
         raw = params if not isinstance(params, bytes) else Raw(params)
@@ -169,6 +221,8 @@ class Upstream:
         pending = self.pending.pop(upstream_id, None)
         if pending is not None:
             pending.session.inflight.pop(pending.client_id, None)
+            if pending.log_level is not None:
+                self.gateway.release_log_level(self, pending.log_level)
             if self.ready:
                 self.notify("notifications/cancelled",
                             {"requestId": upstream_id, "reason": reason})
@@ -191,6 +245,7 @@ class Upstream:
     def fail_all(self, message: str) -> None:
         """Answer every request in flight with an error, now."""
         pending, self.pending = self.pending, {}
+        self.request_levels.clear()
         for p in pending.values():
             p.session.inflight.pop(p.client_id, None)
             self.requests_failed += 1
@@ -201,11 +256,26 @@ class Upstream:
                 future.set_exception(UpstreamError(jsonrpc.UPSTREAM_UNAVAILABLE, message))
 
     # -- the gateway's own requests --------------------------------------------------
-    async def call(self, method: str, params: Any = UNSET, timeout: float | None = None) -> Any:
+    def start_call(self, method: str, params: Any = UNSET) -> tuple[int, asyncio.Future[Any]]:
+        """Write one of the gateway's own requests now, so that it reaches the upstream
+        before anything written after it; its answer settles the future."""
         upstream_id = self.allocate_id()
+        self.write(jsonrpc.request(upstream_id, method, params))
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._calls[upstream_id] = future
-        self.write(jsonrpc.request(upstream_id, method, params))
+        return upstream_id, future
+
+    def send_call(self, method: str, params: Any = UNSET) -> None:
+        """``start_call`` whose answer only matters when it is an error (logged)."""
+        _, future = self.start_call(method, params)
+
+        def done(future: asyncio.Future[Any]) -> None:
+            if not future.cancelled() and (exc := future.exception()) is not None:
+                self.log.warning("%s failed: %s", method, exc)
+        future.add_done_callback(done)
+
+    async def call(self, method: str, params: Any = UNSET, timeout: float | None = None) -> Any:
+        upstream_id, future = self.start_call(method, params)
         try:
             return await asyncio.wait_for(future, timeout or self.config.request_timeout)
         except TimeoutError:
@@ -224,18 +294,84 @@ class Upstream:
     def respond_error(self, upstream_id: int | str, code: int, message: str) -> None:
         self.write(jsonrpc.error_response(upstream_id, code, message))
 
+    def modern_meta(self) -> dict[str, Any]:
+        """The ``_meta`` of the gateway's own requests to a modern upstream."""
+        return {META_PROTOCOL_VERSION: self.protocol_version or LATEST_MODERN,
+                META_CLIENT_CAPABILITIES: MODERN_CLIENT_CAPABILITIES,
+                META_CLIENT_INFO: CLIENT_INFO}
+
     async def handshake(self) -> None:
+        """Decide the era and open the conversation. ``auto`` follows the stdio transport's
+        "Backward Compatibility": probe with ``server/discover``; a result listing a
+        modern version means modern, any other answer or silence means legacy."""
+        self.era = None
+        self.listen_id = None
+        self.listen_acknowledged.clear()
+        era = self.config.era
+        if era == "modern":
+            await self._discover(self.config.init_timeout, required=True)
+            return
+        if era == "auto" and await self._discover(min(self.config.init_timeout,
+                                                      PROBE_TIMEOUT)):
+            return
+        try:
+            await self._legacy_handshake()
+        except UpstreamError as exc:
+            # A probe that timed out here but reached a slow server locked its
+            # connection to the modern era before our initialize came; the -32022 that
+            # initialize gets says so (the Python SDK's client handles it the same way).
+            if era != "auto" or exc.code != UNSUPPORTED_PROTOCOL_VERSION:
+                raise
+            self.log.info("initialize refused with -32022 after the probe; probing again")
+            await self._discover(self.config.init_timeout, required=True)
+
+    async def _discover(self, timeout: float, required: bool = False) -> bool:
+        """``server/discover`` (server/discover). True when the upstream is modern."""
+        try:
+            result = await self.call("server/discover", {"_meta": self.modern_meta()},
+                                     timeout=timeout)
+        except UpstreamError as exc:
+            if required:
+                raise UpstreamError(exc.code, f"server/discover failed: {exc.message}",
+                                    exc.data) from None
+            supported = exc.data.get("supported") if isinstance(exc.data, dict) else None
+            if (exc.code == UNSUPPORTED_PROTOCOL_VERSION and isinstance(supported, list)
+                    and not any(v in LEGACY_VERSIONS for v in supported)):
+                # Modern only, and no version in common: initialize cannot help.
+                raise UpstreamError(exc.code, f"upstream supports only {supported}, none "
+                                    f"of which mcpfast speaks") from None
+            self.log.debug("server/discover answered %d (%s): legacy", exc.code, exc.message)
+            return False
+        versions = result.get("supportedVersions") if isinstance(result, dict) else None
+        mutual = [v for v in MODERN_VERSIONS if isinstance(versions, list) and v in versions]
+        if not mutual:
+            if required:
+                raise UpstreamError(jsonrpc.INTERNAL_ERROR,
+                                    f"server/discover lists no version mcpfast speaks: "
+                                    f"{versions!r}")
+            return False
+        meta = result.get("_meta")
+        self.era = "modern"
+        self.protocol_version = mutual[0]
+        self.capabilities = result.get("capabilities") or {}
+        self.server_info = (meta.get(META_SERVER_INFO) if isinstance(meta, dict) else
+                            None) or {}
+        self.instructions = result.get("instructions")
+        return True
+
+    async def _legacy_handshake(self) -> None:
         """MCP lifecycle (basic/lifecycle): initialize, check the version, initialized."""
         result = await self.call("initialize", {
             "protocolVersion": LATEST_LEGACY,
-            "capabilities": {"sampling": {}, "elicitation": {}, "roots": {"listChanged": True}},
-            "clientInfo": {"name": "mcpfast", "version": __version__},
+            "capabilities": LEGACY_CLIENT_CAPABILITIES,
+            "clientInfo": CLIENT_INFO,
         }, timeout=self.config.init_timeout)
         version = result.get("protocolVersion")
         if version not in LEGACY_VERSIONS:
             raise UpstreamError(jsonrpc.INTERNAL_ERROR,
                                 f"upstream answered initialize with unsupported protocol "
                                 f"version {version!r}")
+        self.era = "legacy"
         self.protocol_version = version
         self.capabilities = result.get("capabilities") or {}
         self.server_info = result.get("serverInfo") or {}
@@ -243,6 +379,51 @@ class Upstream:
         self.notify("notifications/initialized")
         if self.log_level is not None and "logging" in self.capabilities:
             await self.call("logging/setLevel", {"level": self.log_level})
+
+    # -- the gateway's own listen stream (modern upstreams) --------------------------
+    def listen(self, uris: Any = ()) -> bool:
+        """(Re)open the gateway's ``subscriptions/listen`` on a modern upstream, asking
+        for every change its capabilities offer and for ``uris``. The old stream is
+        cancelled after the new one is asked for, so no change falls between them.
+        Returns whether a stream is open."""
+        caps = self.capabilities
+        wanted: dict[str, Any] = {}
+        for flag, kind in (("toolsListChanged", "tools"), ("promptsListChanged", "prompts"),
+                           ("resourcesListChanged", "resources")):
+            if (caps.get(kind) or {}).get("listChanged"):
+                wanted[flag] = True
+        if uris and (caps.get("resources") or {}).get("subscribe"):
+            wanted["resourceSubscriptions"] = sorted(uris)
+        old = self.listen_id
+        self.listen_id = None
+        self.listen_acknowledged.clear()
+        if wanted:
+            listen_id, future = self.start_call(
+                "subscriptions/listen", {"_meta": self.modern_meta(), "notifications": wanted})
+            future.add_done_callback(lambda f: self._listen_ended(listen_id, f))
+            self.listen_id = listen_id
+        if old is not None:
+            stale = self._calls.pop(old, None)
+            if stale is not None:
+                stale.cancel()
+            self.notify("notifications/cancelled",
+                        {"requestId": old, "reason": "subscriptions changed"})
+        return self.listen_id is not None
+
+    def _listen_ended(self, listen_id: int, future: asyncio.Future[Any]) -> None:
+        if future.cancelled():
+            return
+        if self.listen_id == listen_id:
+            self.listen_id = None
+            self.listen_acknowledged.set()  # settled: nobody waits for an ack that won't come
+        exc = future.exception()
+        if isinstance(exc, UpstreamError) and exc.code == jsonrpc.UPSTREAM_UNAVAILABLE:
+            return
+        if exc is not None:
+            self.log.warning("subscriptions/listen failed: %s; list changes and resource "
+                             "updates from this upstream are not relayed", exc)
+        else:
+            self.log.info("the upstream ended the gateway's subscriptions/listen")
 
     async def fetch_catalog(self, kinds: tuple[str, ...] = tuple(LIST_METHODS)) -> None:
         """Read the upstream's lists, every page, into ``catalog``."""
@@ -256,8 +437,11 @@ class Upstream:
             items: list[dict[str, Any]] = []
             cursor: str | None = None
             for _ in range(MAX_LIST_PAGES):
+                params: dict[str, Any] = {"cursor": cursor} if cursor else {}
+                if self.era == "modern":
+                    params["_meta"] = self.modern_meta()
                 try:
-                    page = await self.call(method, {"cursor": cursor} if cursor else UNSET)
+                    page = await self.call(method, params or UNSET)
                 except UpstreamError as exc:
                     if exc.code == jsonrpc.METHOD_NOT_FOUND:
                         break
@@ -279,6 +463,7 @@ class Upstream:
             "kind": self.kind,
             "state": self.state,
             "ready": self.ready,
+            "era": self.era,
             "protocol_version": self.protocol_version,
             "server_info": self.server_info,
             "tools": len(catalog.get("tools", [])),

@@ -109,7 +109,10 @@ def build_server(name: str, prefix: str = "") -> MCPServer:
             return f"{tool_name}: {text}"
 
         server.add_tool(grown, name=tool_name, description="Added at run time by grow.")
+        # A legacy connection hears it as a notification; a modern one on its listen
+        # streams (the SDK drops the former on modern connections).
         await ctx.session.send_tool_list_changed()
+        await ctx.notify_tools_changed()
         return f"added {tool_name}"
 
     @server.prompt(description="Greet someone by name.")
