@@ -167,8 +167,12 @@ def test_session_lifecycle_and_errors(gateway: GatewayProcess) -> None:
                         sid, Accept="text/event-stream")) as second:
                     assert second.status == 409
             # DELETE ends the session; its id is then unknown.
+            tcp = [lst for lst in gateway.status()["listeners"] if "http" in lst]
+            assert tcp[0]["http"]["sessions"] == 1
             async with http.delete(url, headers=headers(sid)) as resp:
                 assert resp.status == 200
+            tcp = [lst for lst in gateway.status()["listeners"] if "http" in lst]
+            assert tcp[0]["http"]["sessions"] == 0
             async with http.post(url, json=call, headers=headers(sid)) as resp:
                 assert resp.status == 404
     run(main())

@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import asyncio
 import fnmatch
+import functools
 import ipaddress
 import logging
+import re
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -66,28 +68,49 @@ _error_code = msgspec.json.Decoder(_ErrorCode)
 _any = msgspec.json.Decoder()
 
 
-def _media_types(value: str | None) -> set[str]:
+@functools.lru_cache(maxsize=256)
+def _media_types(value: str | None) -> tuple[str, ...]:
+    """The media types an Accept or Content-Type value lists, in order. Cached: clients
+    send the same few values on every request."""
     if not value:
-        return set()
-    return {part.split(";", 1)[0].strip().lower() for part in value.split(",")}
+        return ()
+    return tuple(part.split(";", 1)[0].strip().lower() for part in value.split(","))
 
 
+@functools.lru_cache(maxsize=256)
 def _accepts(value: str | None, wanted: str) -> bool:
     types = _media_types(value)
     major = wanted.split("/", 1)[0]
     return wanted in types or "*/*" in types or f"{major}/*" in types
 
 
+@functools.lru_cache(maxsize=256)
 def _prefers_sse(value: str | None) -> bool:
     """Whether the client lists text/event-stream before application/json in Accept:
     then it is answered with a stream even when nothing precedes the response."""
-    if not value:
-        return False
-    types = [part.split(";", 1)[0].strip().lower() for part in value.split(",")]
+    types = _media_types(value)
     try:
         return types.index("text/event-stream") < types.index("application/json")
     except ValueError:
         return False
+
+
+class _AllowList:
+    """Glob patterns (``*`` matches anything) with the verdicts for values already seen:
+    each request is checked against a dict, not a list of patterns."""
+
+    def __init__(self, patterns: list[str]) -> None:
+        self._regex = re.compile("|".join(f"(?:{fnmatch.translate(p)})" for p in patterns)
+                                 or r"(?!)")
+        self._seen: dict[str, bool] = {}
+
+    def __contains__(self, value: str) -> bool:
+        verdict = self._seen.get(value)
+        if verdict is None:
+            verdict = self._regex.match(value) is not None
+            if len(self._seen) < 1024:
+                self._seen[value] = verdict
+        return verdict
 
 
 def _json_error(status: int, request_id: Any, code: int, message: str, *,
@@ -112,6 +135,10 @@ class Exchange:
         self.done = False
         self.streaming = False
         self._on_lost: Callable[[], None] | None = None
+
+    def watch(self, on_lost: Callable[[], None]) -> None:
+        """Call ``on_lost`` if the client goes away before the response is complete."""
+        self._on_lost = on_lost
 
     def respond(self, data: bytes) -> None:
         """A whole response (built with ``format_response``)."""
@@ -186,6 +213,8 @@ class Stream:
         self.done = False
         self.delivered = 0
         self.detached_at: float | None = None
+        if exchange is not None:
+            exchange.watch(self.lost)
 
     @property
     def is_post(self) -> bool:
@@ -306,8 +335,9 @@ class HttpSession:
         self.streams.pop(stream.id, None)
         if self.by_request.get(stream.request_id) is stream:
             del self.by_request[stream.request_id]
-        for token in [t for t, s in self.by_token.items() if s is stream]:
-            del self.by_token[token]
+        if self.by_token:
+            for token in [t for t, s in self.by_token.items() if s is stream]:
+                del self.by_token[token]
         self.endpoint.live.discard(stream)
 
     def send(self, data: bytes) -> None:
@@ -398,7 +428,7 @@ class ModernRequest:
         self.streaming = False
         self.ds = endpoint.gateway.open_session("http", peer, self.send, self.close)
         _set_era(self.ds, "modern")
-        self.ds.initialized = True
+        exchange.watch(self.lost)
 
     def send(self, data: bytes) -> None:
         exchange = self.exchange
@@ -436,6 +466,7 @@ class ModernRequest:
             self.streaming = True
             exchange.start_stream([], self.lost)
             self.endpoint.live_modern.add(self)
+            self.endpoint.arm()
         exchange.send(sse.event(data))
 
     def close(self, code: int = 1000, reason: str = "") -> None:
@@ -472,12 +503,12 @@ class Endpoint:
         self.ended: OrderedDict[str, None] = OrderedDict()
         self.live: set[Stream] = set()
         self.live_modern: set[ModernRequest] = set()
-        self._origins = list(self.config.allowed_origins)
+        self._origins = _AllowList(self.config.allowed_origins)
         hosts = self.config.allowed_hosts
         if hosts is None and _is_loopback(listen.host):
             hosts = ["127.0.0.1", "127.0.0.1:*", "localhost", "localhost:*", "[::1]",
                      "[::1]:*"]
-        self._hosts = hosts
+        self._hosts = _AllowList([h.lower() for h in hosts]) if hosts is not None else None
         self._schemas: tuple[object, dict[Any, Any]] = (None, {})
         self._timer: asyncio.TimerHandle | None = None
         self._ticks = 0
@@ -487,7 +518,7 @@ class Endpoint:
         token = self.signer.issue(session.ds.protocol_version or DEFAULT_LEGACY_VERSION,
                                   session.ds.client_capabilities)
         self.sessions[token] = session
-        self._arm()
+        self.arm()
         return token
 
     def unregister(self, session: HttpSession) -> None:
@@ -496,7 +527,7 @@ class Endpoint:
             if len(self.ended) > MAX_ENDED:
                 self.ended.popitem(last=False)
 
-    def _arm(self) -> None:
+    def arm(self) -> None:
         if self._timer is None:
             interval = min(1.0, self.config.sse_keepalive)
             self._timer = asyncio.get_running_loop().call_later(interval, self._tick)
@@ -515,7 +546,7 @@ class Endpoint:
         for session in list(self.sessions.values()):
             session.sweep(now, keepalive)
         if self.sessions or self.live_modern:
-            self._arm()
+            self.arm()
 
     def close_all(self) -> None:
         for session in list(self.sessions.values()):
@@ -527,12 +558,11 @@ class Endpoint:
     def refuse(self, request: HttpRequest) -> tuple[int, str] | None:
         """Origin and Host checks (DNS rebinding): the status and reason to refuse with."""
         origin = request.header("Origin")
-        if origin is not None and not any(fnmatch.fnmatchcase(origin.strip(), pattern)
-                                          for pattern in self._origins):
+        if origin is not None and origin.strip() not in self._origins:
             return 403, f"Origin {origin.strip()!r} is not allowed"
         if self._hosts is not None:
             host = (request.header("Host") or "").strip().lower()
-            if not any(fnmatch.fnmatchcase(host, pattern) for pattern in self._hosts):
+            if host not in self._hosts:
                 return 421, f"Host {host!r} is not served here"
         return None
 
@@ -652,7 +682,7 @@ class Endpoint:
         session.ds.client_capabilities = dict(claims.capabilities)
         session.token = token
         self.sessions[token] = session
-        self._arm()
+        self.arm()
         log.info("adopted HTTP session %s (%s)", token, claims.protocol_version)
         return session
 
@@ -782,16 +812,27 @@ class Endpoint:
         return self._schemas[1].get(name)
 
 
+class _TokenMeta(msgspec.Struct, gc=False):
+    progressToken: Any = None  # noqa: N815 - the wire name
+
+
+class _TokenParams(msgspec.Struct, gc=False):
+    meta: _TokenMeta | None = msgspec.field(default=None, name="_meta")
+
+
+_token_params = msgspec.json.Decoder(_TokenParams)
+
+
 def _progress_token(env: jsonrpc.Envelope) -> Any:
+    """The request's progress token, reading nothing else of its params."""
     if env.params is UNSET:
         return None
     try:
-        params = _any.decode(env.params)
+        meta = _token_params.decode(env.params).meta  # type: ignore[arg-type]
     except msgspec.DecodeError:
         return None
-    meta = params.get("_meta") if isinstance(params, dict) else None
-    token = meta.get("progressToken") if isinstance(meta, dict) else None
-    return token if isinstance(token, (int, str)) else None
+    token = meta.progressToken if meta is not None else None
+    return token if isinstance(token, (int, str)) and not isinstance(token, bool) else None
 
 
 def _set_era(ds: DownstreamSession, era: str) -> None:

@@ -42,8 +42,8 @@ TCP close to the server, but a peer that never answers must not hold the socket)
 class TcpConnection(ClientProtocol):
     # Slots, and the HTTP parser dropped after the upgrade: an idle WebSocket session
     # should cost the gateway as little memory as possible.
-    __slots__ = ("_timer", "config", "endpoint", "exchange", "gateway", "listener", "peer",
-                 "queue", "reader", "session", "transport", "writer", "ws")
+    __slots__ = ("_idle_since", "_timer", "config", "endpoint", "exchange", "gateway",
+                 "listener", "peer", "queue", "reader", "session", "transport", "writer", "ws")
 
     def __init__(self, gateway: Gateway, listener: TcpListener) -> None:
         self.gateway = gateway
@@ -60,6 +60,7 @@ class TcpConnection(ClientProtocol):
         self.queue: deque[HttpRequest] | None = None
         self.peer = "?"
         self._timer: asyncio.TimerHandle | None = None
+        self._idle_since = 0.0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports implement asyncio.Transport without subclassing it.
@@ -69,7 +70,10 @@ class TcpConnection(ClientProtocol):
         peer = transport.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
         self.listener.connections.add(self)
-        self._timer = loop.call_later(HANDSHAKE_TIMEOUT, self._abort, "handshake timeout")
+        # The first request must come within HANDSHAKE_TIMEOUT; later ones within
+        # KEEP_ALIVE_TIMEOUT of the previous response.
+        self._idle_since = loop.time() - KEEP_ALIVE_TIMEOUT + HANDSHAKE_TIMEOUT
+        self._timer = loop.call_later(HANDSHAKE_TIMEOUT, self._check_idle)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.listener.connections.discard(self)
@@ -109,18 +113,29 @@ class TcpConnection(ClientProtocol):
         self._wait_for_request()
 
     def _wait_for_request(self) -> None:
-        """Between HTTP requests, an idle connection is closed after a while."""
-        if self.exchange is None and self.ws is None and self._timer is None \
-                and self.transport is not None and not self.transport.is_closing():
-            self._timer = asyncio.get_running_loop().call_later(
-                KEEP_ALIVE_TIMEOUT, self._abort, "keep-alive timeout")
+        """Between HTTP requests, an idle connection is closed after a while. One timer
+        per connection, re-armed only when it fires: none is made per request."""
+        if self.exchange is None and self.ws is None and self.transport is not None \
+                and not self.transport.is_closing():
+            loop = asyncio.get_running_loop()
+            self._idle_since = loop.time()
+            if self._timer is None:
+                self._timer = loop.call_later(KEEP_ALIVE_TIMEOUT, self._check_idle)
+
+    def _check_idle(self) -> None:
+        self._timer = None
+        if self.exchange is not None or self.ws is not None:
+            return  # busy: re-armed when the response is complete
+        loop = asyncio.get_running_loop()
+        idle = loop.time() - self._idle_since
+        if idle >= KEEP_ALIVE_TIMEOUT - 0.001:
+            self._abort("no request on an idle connection")
+        else:
+            self._timer = loop.call_later(KEEP_ALIVE_TIMEOUT - idle, self._check_idle)
 
     # -- HTTP --------------------------------------------------------------------------
     def _http_request(self, request: HttpRequest) -> None:
         assert self.transport is not None and self.writer is not None
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
         if request.path != self.config.path:
             self._http_error(request, 404, f"no MCP endpoint at {request.path}; "
                              f"MCP clients use {self.config.path}")
@@ -143,6 +158,9 @@ class TcpConnection(ClientProtocol):
             self._http_error(request, exc.status, exc.detail, exc.headers)
             return
         self.writer.write(response)
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         self.ws = WebSocketConnection(max_message_bytes=self.config.max_message_bytes)
         self.session = self.gateway.open_session("websocket", self.peer, self.send,
                                                  self.close)
