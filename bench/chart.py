@@ -19,9 +19,12 @@ from matplotlib.ticker import FuncFormatter
 
 from .scenarios import IdleResult, LoadResult, Scenario
 from .suite import SuiteResult
+from .targets import baselines
 
+# The Streamable HTTP targets take lighter shades of their WebSocket counterparts.
 COLORS = {"direct": "#9e9e9e", "nginx": "#2e7d32", "mcpfast-ws": "#1565c0",
-          "mcpfast-unix": "#ef6c00"}
+          "mcpfast-unix": "#ef6c00", "direct-http": "#cfcfcf", "nginx-http": "#81c784",
+          "mcpfast-http": "#64b5f6"}
 PERCENTILES = ("p50", "p90", "p99", "p99.9")
 TIMES = "\N{MULTIPLICATION SIGN}"
 
@@ -60,10 +63,12 @@ def _throughput(ax: Axes, rows: list[LoadResult], title: str) -> None:
     ax.invert_yaxis()
     ax.set_title(title, fontsize=10, loc="left")
     ax.set_xlabel("calls per second (higher is better); whiskers: range over rounds")
-    nginx = next((r.throughput for r in rows if r.target == "nginx"), None)
+    by_target = {r.target: r.throughput for r in rows}
     top = max(v + h for v, h in zip(values, high, strict=True)) if values else 0
-    for bar, value, extra in zip(bars, values, high, strict=True):
-        label = f"{value:,.0f}" + (f"  ({value / nginx:.2f}{TIMES} nginx)" if nginx else "")
+    for bar, name, value, extra in zip(bars, names, values, high, strict=True):
+        floor = baselines(name)[0]
+        nginx = by_target.get(floor)
+        label = f"{value:,.0f}" + (f"  ({value / nginx:.2f}{TIMES} {floor})" if nginx else "")
         ax.text(bar.get_width() + extra + top * 0.01, bar.get_y() + bar.get_height() / 2, label,
                 va="center", fontsize=8)
     ax.set_xlim(0, top * 1.45 if top else 1)
@@ -87,12 +92,12 @@ def _latency(ax: Axes, rows: list[LoadResult], title: str) -> None:
     ax.set_ylim(0, tallest * 1.2 if tallest else 1)  # room for the legend above the bars
     ax.set_title(title, fontsize=10, loc="left")
     ax.grid(axis="y", alpha=0.3, which="both")
-    ax.legend(fontsize=8, ncols=len(rows), loc="upper left")
+    ax.legend(fontsize=8, ncols=min(len(rows), 4), loc="upper left")
 
 
 def _proxy_cpu(ax: Axes, load: list[tuple[Scenario, list[LoadResult]]]) -> None:
     present = {r.target for _, rows in load for r in rows}
-    proxies = [t for t in COLORS if t != "direct" and t in present]
+    proxies = [t for t in COLORS if not t.startswith("direct") and t in present]
     width = 0.8 / max(1, len(proxies))
     for i, target in enumerate(proxies):
         values = []

@@ -1,11 +1,13 @@
 """A fast upstream MCP server for the benchmarks: its tool ``echo`` returns its arguments.
 
 One sans-I/O core (``EchoCore``: bytes of one message in, bytes of the reply out) behind
-three transports, so every target measures the same server:
+four transports, so every target measures the same server:
 
   --stdio            newline-delimited JSON on stdin/stdout (mcpfast's upstream)
   --unix PATH        newline-delimited JSON on a unix socket
   --ws HOST:PORT     WebSocket via picows, subprotocol ``mcp`` (``direct`` and ``nginx``)
+  --http HOST:PORT   Streamable HTTP, POST /mcp answered as JSON (``direct-http`` and
+                     ``nginx-http``); stateless: it issues no ``Mcp-Session-Id``
 
 The socket modes print one JSON line ``{"ready": ..., "port": ...}`` once listening. The
 file runs as a script (the gateway starts it by path), so it imports nothing from bench.
@@ -23,6 +25,7 @@ import stat
 import sys
 from typing import Any
 
+import httptools
 import msgspec
 import uvloop
 from msgspec import UNSET, Raw, UnsetType
@@ -218,6 +221,76 @@ async def serve_websocket(core: EchoCore, host: str, port: int) -> None:
     server.close()
 
 
+_HTTP_JSON = (b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+              b"Content-Length: %d\r\n\r\n%b")
+_HTTP_ACCEPTED = b"HTTP/1.1 202 Accepted\r\nContent-Length: 0\r\n\r\n"
+_HTTP_NOT_FOUND = b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n"
+_HTTP_BAD_METHOD = b"HTTP/1.1 405 Method Not Allowed\r\nAllow: POST\r\nContent-Length: 0\r\n\r\n"
+_HTTP_BAD_REQUEST = b"HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+
+
+class HttpServerProtocol(asyncio.Protocol):
+    """Streamable HTTP reduced to what the benchmark sends: one JSON-RPC message per POST,
+    the reply as ``application/json`` with Content-Length, 202 for notifications,
+    keep-alive. httptools (llhttp) parses; only the callbacks defined here are called, so
+    a request costs three Python calls besides the core's."""
+
+    def __init__(self, core: EchoCore) -> None:
+        self.core = core
+        self.parser = httptools.HttpRequestParser(self)
+        self.transport: Any = None
+        self.keep_alive = True
+        self.url = b""
+        self.body = b""
+        self.replies: list[bytes] = []
+
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError:
+            self.replies.append(_HTTP_BAD_REQUEST)
+            self.keep_alive = False
+        replies = self.replies
+        if replies:
+            self.transport.write(replies[0] if len(replies) == 1 else b"".join(replies))
+            replies.clear()
+        if not self.keep_alive:
+            self.transport.close()
+
+    def on_url(self, url: bytes) -> None:
+        self.url += url
+
+    def on_body(self, body: bytes) -> None:
+        self.body = body if not self.body else self.body + body
+
+    def on_message_complete(self) -> None:
+        url, body = self.url, self.body
+        self.url = self.body = b""
+        if not self.parser.should_keep_alive():
+            self.keep_alive = False
+        if url != b"/mcp" and not url.startswith(b"/mcp?"):
+            self.replies.append(_HTTP_NOT_FOUND)
+        elif self.parser.get_method() != b"POST":
+            self.replies.append(_HTTP_BAD_METHOD)
+        else:
+            reply = self.core.handle(body)
+            self.replies.append(_HTTP_ACCEPTED if reply is None
+                                else _HTTP_JSON % (len(reply), reply))
+
+
+async def serve_http(core: EchoCore, host: str, port: int) -> None:
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(lambda: HttpServerProtocol(core), host, port,
+                                      backlog=4096)
+    bound = server.sockets[0].getsockname()[1]
+    _announce({"ready": "http", "host": host, "port": bound})
+    await _until_signalled()
+    server.close()
+
+
 def _announce(event: dict[str, Any]) -> None:
     sys.stdout.write(json.dumps(event) + "\n")
     sys.stdout.flush()
@@ -248,6 +321,7 @@ def main(argv: list[str] | None = None) -> None:
     mode.add_argument("--stdio", action="store_true")
     mode.add_argument("--unix", metavar="PATH")
     mode.add_argument("--ws", metavar="HOST:PORT")
+    mode.add_argument("--http", metavar="HOST:PORT")
     args = parser.parse_args(argv)
     raise_nofile_limit()
     core = EchoCore()
@@ -256,8 +330,9 @@ def main(argv: list[str] | None = None) -> None:
     elif args.unix:
         uvloop.run(serve_unix(core, args.unix))
     else:
-        host, _, port = args.ws.rpartition(":")
-        uvloop.run(serve_websocket(core, host or "127.0.0.1", int(port)))
+        host, _, port = (args.ws or args.http).rpartition(":")
+        serve = serve_websocket if args.ws else serve_http
+        uvloop.run(serve(core, host or "127.0.0.1", int(port)))
 
 
 if __name__ == "__main__":

@@ -17,6 +17,12 @@ request bytes are encoded once; only the id is spliced in. There is no Future pe
 replies arrive in a protocol callback that records ``perf_counter_ns() - sent`` and sends
 again. WebSocket goes through picows (compiled, client frames masked as the RFC
 requires); the unix socket is a plain asyncio protocol with newline-delimited JSON.
+
+Streamable HTTP (``http://``) has no pipelining, so a session there is one MCP session
+id shared by ``--inflight`` keep-alive connections, each with one POST outstanding: the
+first connection initializes (and reads ``Mcp-Session-Id`` when the server issues one),
+then the rest open. Requests are pre-encoded heads plus the spliced body; httptools
+frames the responses.
 """
 
 from __future__ import annotations
@@ -29,11 +35,13 @@ import math
 import resource
 import sys
 import time
+import urllib.parse
 from array import array
 from collections.abc import Callable
 from functools import cache, partial
 from typing import Any
 
+import httptools
 import msgspec
 import uvloop
 from msgspec import UNSET, Raw, UnsetType
@@ -92,18 +100,24 @@ class Recorder:
 
 
 class CallLoop:
-    """One session's calls, whatever carries them; ``send`` writes one whole message."""
+    """One session's calls, whatever carries them; ``send`` writes one whole message.
 
-    __slots__ = ("initialized", "next_id", "recorder", "send", "sent", "tail", "terminator")
+    Ids are ``first_id + id_step``, ``first_id + 2 * id_step``, ...: the HTTP connections
+    of one session each run a loop of their own, and interleaved ids keep them unique
+    within the session without sharing a counter. Id 0 is ``initialize``'s."""
+
+    __slots__ = ("id_step", "initialized", "next_id", "recorder", "send", "sent", "tail",
+                 "terminator")
 
     def __init__(self, recorder: Recorder, send: Callable[[bytes], Any],
-                 terminator: bytes) -> None:
+                 terminator: bytes, first_id: int = 0, id_step: int = 1) -> None:
         self.recorder = recorder
         self.send = send
         self.terminator = terminator
         self.tail = REQUEST_TAIL + terminator
         self.sent: dict[int, int] = {}
-        self.next_id = 0
+        self.next_id = first_id
+        self.id_step = id_step
         self.initialized: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     def initialize(self) -> asyncio.Future[None]:
@@ -118,7 +132,7 @@ class CallLoop:
             self.call()
 
     def call(self) -> None:
-        self.next_id = request_id = self.next_id + 1
+        self.next_id = request_id = self.next_id + self.id_step
         self.sent[request_id] = time.perf_counter_ns()
         self.send(b"%b%d%b" % (REQUEST_HEAD, request_id, self.tail))
 
@@ -181,9 +195,176 @@ class UnixSession(asyncio.Protocol):
         if self.calls is not None:
             self.calls.on_closed()
 
+    def start(self, inflight: int) -> None:
+        self.calls.start(inflight)  # type: ignore[union-attr]
+
+    def unanswered(self) -> int:
+        return len(self.calls.sent)  # type: ignore[union-attr]
+
     def close(self) -> None:
         if self.transport is not None:
             self.transport.close()
+
+
+class HttpConnection(asyncio.Protocol):
+    """One keep-alive HTTP/1.1 connection with at most one POST outstanding.
+
+    ``head`` is the request up to the Content-Length value; a call writes it, the length
+    and the body in one write. httptools (llhttp, compiled) frames the responses: measured
+    here it costs less per response than slicing heads in Python, and chunked bodies
+    come for free. The hot parser calls back twice per response (body, complete) and
+    never per header; the handshake's parser also collects headers (``HeaderCapture``)."""
+
+    def __init__(self, recorder: Recorder, head: bytes, first_id: int, id_step: int) -> None:
+        self.recorder = recorder
+        self.head = head
+        self.calls = CallLoop(recorder, self.post, b"", first_id, id_step)
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpResponseParser(self)
+        self.body = b""
+        self.accepted: asyncio.Future[None] | None = None
+
+    def capture_headers(self) -> HeaderCapture:
+        capture = HeaderCapture(self)
+        self.parser = httptools.HttpResponseParser(capture)
+        return capture
+
+    def stop_capturing(self) -> None:
+        self.parser = httptools.HttpResponseParser(self)
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def post(self, body: bytes) -> None:
+        self.transport.write(b"%b%d\r\n\r\n%b" % (self.head, len(body), body))  # type: ignore[union-attr]
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError as exc:
+            self.recorder.error(f"unparsable HTTP response: {exc}: {data[:200]!r}")
+            self.transport.close()  # type: ignore[union-attr]
+
+    def on_body(self, body: bytes) -> None:
+        self.body = body if not self.body else self.body + body
+
+    def on_message_complete(self) -> None:
+        body = self.body
+        self.body = b""
+        status = self.parser.get_status_code()
+        if status == 200:
+            self.calls.on_message(body)
+        elif status == 202:
+            if self.accepted is not None and not self.accepted.done():
+                self.accepted.set_result(None)
+        else:
+            # The call stays outstanding, so it also shows as unanswered after the drain.
+            failure = f"HTTP {status}: {body[:300].decode('utf-8', 'replace')}"
+            calls = self.calls
+            waiting = self.accepted if calls.initialized.done() else calls.initialized
+            if waiting is not None and not waiting.done():
+                waiting.set_exception(RuntimeError(failure))
+            else:
+                self.recorder.error(failure)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.calls.on_closed()
+        if self.accepted is not None and not self.accepted.done():
+            self.accepted.set_exception(ConnectionError("closed before the 202"))
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+
+class HeaderCapture:
+    """Response callbacks for the handshake: the connection's, plus the last response's
+    headers and body."""
+
+    def __init__(self, connection: HttpConnection) -> None:
+        self.connection = connection
+        self.headers: dict[bytes, bytes] = {}
+        self.body = b""
+
+    def on_message_begin(self) -> None:
+        self.headers = {}
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers[name.lower()] = value
+
+    def on_body(self, body: bytes) -> None:
+        self.connection.on_body(body)
+
+    def on_message_complete(self) -> None:
+        self.body = self.connection.body
+        self.connection.on_message_complete()
+
+
+class HttpSession:
+    """One MCP session over Streamable HTTP: its keep-alive connections, one call each."""
+
+    def __init__(self, connections: list[HttpConnection]) -> None:
+        self.connections = connections
+
+    def start(self, inflight: int) -> None:
+        for connection in self.connections:
+            connection.calls.start(1)
+
+    def unanswered(self) -> int:
+        return sum(len(c.calls.sent) for c in self.connections)
+
+    def close(self) -> None:
+        for connection in self.connections:
+            connection.close()
+
+
+class InitializeResult(msgspec.Struct):
+    protocolVersion: str = "2025-06-18"  # noqa: N815 - the wire name
+
+
+class InitializeReply(msgspec.Struct):
+    result: InitializeResult = msgspec.field(default_factory=InitializeResult)
+
+
+async def open_http_session(target: str, recorder: Recorder, timeout: float,
+                            inflight: int) -> HttpSession:
+    """Initialize on one connection, then open the session's other ``inflight - 1``."""
+    loop = asyncio.get_running_loop()
+    url = urllib.parse.urlsplit(target)
+    host, port = url.hostname or "127.0.0.1", url.port or 80
+    common = (f"POST {url.path or '/'} HTTP/1.1\r\nHost: {url.netloc}\r\n"
+              "Accept: application/json, text/event-stream\r\n"
+              "Content-Type: application/json\r\n")
+    connections: list[HttpConnection] = []
+
+    async def connect(index: int, head: bytes) -> HttpConnection:
+        _, connection = await asyncio.wait_for(loop.create_connection(
+            lambda: HttpConnection(recorder, head, index, inflight), host, port), timeout)
+        connections.append(connection)
+        if index:  # the session is already initialized, on the first connection
+            connection.calls.initialized.set_result(None)
+        return connection
+
+    try:
+        first = await connect(0, f"{common}Content-Length: ".encode())
+        capture = first.capture_headers()
+        await asyncio.wait_for(first.calls.initialize(), timeout)
+        version = msgspec.json.decode(capture.body,
+                                      type=InitializeReply).result.protocolVersion
+        session_id = capture.headers.get(b"mcp-session-id", b"").strip().decode("latin-1")
+        session_header = f"Mcp-Session-Id: {session_id}\r\n" if session_id else ""
+        first.head = (f"{common}{session_header}MCP-Protocol-Version: {version}\r\n"
+                      "Content-Length: ").encode()
+        first.accepted = loop.create_future()
+        first.calls.initialized_notification()
+        await asyncio.wait_for(first.accepted, timeout)
+        first.stop_capturing()
+        await asyncio.gather(*(connect(index, first.head) for index in range(1, inflight)))
+    except BaseException:
+        for connection in connections:
+            connection.close()
+        raise
+    return HttpSession(connections)
 
 
 @cache
@@ -218,6 +399,12 @@ def _websocket_session_class() -> type:
             if self.calls is not None:
                 self.calls.on_closed()
 
+        def start(self, inflight: int) -> None:
+            self.calls.start(inflight)  # type: ignore[union-attr]
+
+        def unanswered(self) -> int:
+            return len(self.calls.sent)  # type: ignore[union-attr]
+
         def close(self) -> None:
             if self.transport is not None:
                 self.transport.disconnect(graceful=True)
@@ -225,10 +412,13 @@ def _websocket_session_class() -> type:
     return WebSocketSession
 
 
-async def open_session(target: str, recorder: Recorder, timeout: float) -> Any:
+async def open_session(target: str, recorder: Recorder, timeout: float,
+                       inflight: int) -> Any:
     """Connect and initialize one session; returns its transport-side object."""
     loop = asyncio.get_running_loop()
     session: Any
+    if target.startswith("http://"):
+        return await open_http_session(target, recorder, timeout, inflight)
     if target.startswith("unix:"):
         _, session = await asyncio.wait_for(loop.create_unix_connection(
             lambda: UnixSession(recorder), target[5:]), timeout)
@@ -251,7 +441,7 @@ async def open_session(target: str, recorder: Recorder, timeout: float) -> Any:
 
 
 async def open_sessions(target: str, count: int, concurrency: int, timeout: float,
-                        recorder: Recorder) -> tuple[list[Any], int, str]:
+                        recorder: Recorder, inflight: int) -> tuple[list[Any], int, str]:
     """Open ``count`` sessions, at most ``concurrency`` handshakes at a time."""
     gate = asyncio.Semaphore(concurrency)
     failures: list[str] = []
@@ -259,7 +449,7 @@ async def open_sessions(target: str, count: int, concurrency: int, timeout: floa
     async def one() -> Any:
         async with gate:
             try:
-                return await open_session(target, recorder, timeout)
+                return await open_session(target, recorder, timeout, inflight)
             except Exception as exc:  # noqa: BLE001 - counted and reported
                 failures.append(f"{type(exc).__name__}: {exc}")
                 return None
@@ -306,12 +496,13 @@ def percentiles(latencies_ns: array) -> dict[str, float]:
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
-    nofile, nofile_note = raise_nofile_limit(args.connections + 256)
+    sockets = args.connections * (args.inflight if args.target.startswith("http://") else 1)
+    nofile, nofile_note = raise_nofile_limit(sockets + 256)
     recorder = Recorder()
     started = time.perf_counter()
     sessions, connect_errors, connect_error = await open_sessions(
         args.target, args.connections, args.connect_concurrency, args.connect_timeout,
-        recorder)
+        recorder, args.inflight)
     connect_seconds = time.perf_counter() - started
     result: dict[str, Any] = {
         "event": "result", "target": args.target, "connections": args.connections,
@@ -336,7 +527,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         result["disconnects_while_held"] = recorder.disconnects
     elif sessions:
         for session in sessions:
-            session.calls.start(args.inflight)
+            session.start(args.inflight)
         await asyncio.sleep(args.warmup)
         emit({"event": "measure_start"})
         cpu_before = cpu_seconds()
@@ -349,9 +540,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         cpu_used = cpu_seconds() - cpu_before
         emit({"event": "measure_end"})
         deadline = time.monotonic() + args.drain_timeout
-        while time.monotonic() < deadline and any(s.calls.sent for s in sessions):
+        while time.monotonic() < deadline and any(s.unanswered() for s in sessions):
             await asyncio.sleep(0.01)
-        unanswered = sum(len(s.calls.sent) for s in sessions)
+        unanswered = sum(s.unanswered() for s in sessions)
         calls = len(recorder.latencies)
         result.update({
             "window_seconds": round(window, 4),
@@ -374,10 +565,12 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="MCP tools/call load generator")
-    parser.add_argument("target", help="ws://HOST:PORT/PATH or unix:/path/to/socket")
-    parser.add_argument("--connections", "-c", type=int, default=1)
+    parser.add_argument("target", help="ws://HOST:PORT/PATH, http://HOST:PORT/PATH or "
+                        "unix:/path/to/socket")
+    parser.add_argument("--connections", "-c", type=int, default=1,
+                        help="sessions (over HTTP each holds --inflight connections)")
     parser.add_argument("--inflight", "-w", type=int, default=1,
-                        help="requests each connection keeps outstanding")
+                        help="requests each session keeps outstanding")
     parser.add_argument("--warmup", type=float, default=2.0, help="seconds, not recorded")
     parser.add_argument("--duration", type=float, default=10.0, help="measured seconds")
     parser.add_argument("--connect-concurrency", type=int, default=100,

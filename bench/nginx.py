@@ -1,7 +1,8 @@
 """Debian's nginx as the proxy floor: finding or installing it, and its config.
 
-nginx is a C WebSocket reverse proxy: what it costs per call is roughly the least any
-proxy on this machine can cost, so every mcpfast figure is also given as a ratio to it.
+nginx is a C reverse proxy, for WebSocket and for plain HTTP/1.1: what it costs per call
+is roughly the least any proxy on this machine can cost, so every mcpfast figure is also
+given as a ratio to it (over the same transport).
 """
 
 from __future__ import annotations
@@ -78,13 +79,20 @@ def _compiled_modules(path: str) -> str:
 
 
 def render_config(nginx: str, prefix: Path, port: int, upstream_port: int,
-                  connections: int, nofile: int) -> str:
-    """A WebSocket reverse proxy on ``port`` in front of ``upstream_port``.
+                  connections: int, nofile: int, transport: str = "websocket") -> str:
+    """A reverse proxy on ``port`` in front of ``upstream_port``: WebSocket, or, with
+    ``transport="http"``, plain HTTP/1.1 POSTs (Streamable HTTP answered as JSON).
 
-    One worker, as mcpfast is one process. Each proxied session holds two connections
-    (client side and upstream side), and a burst of handshakes briefly holds more: with
+    One worker, as mcpfast is one process. Each proxied connection holds two (client side
+    and upstream side), and a burst of handshakes briefly holds more: with
     worker_connections at barely twice ``connections`` nginx starts closing connections
     ("worker_connections are not enough, reusing connections").
+
+    Over HTTP nginx reuses upstream connections only from an ``upstream`` block with
+    ``keepalive`` and with ``Connection: ""`` sent upstream; without them it would open
+    (and pay for) a TCP connection per request, which is not the floor being measured.
+    Both sides' ``keepalive_requests`` are lifted from their default of 1,000 so that no
+    connection is closed inside a measured window.
     """
     temp_paths = ["client_body_temp_path", "proxy_temp_path"]
     compiled = _compiled_modules(nginx)
@@ -93,6 +101,11 @@ def render_config(nginx: str, prefix: Path, port: int, upstream_port: int,
     temps = "\n".join(f"    {directive} {prefix}/{directive.split('_temp')[0]};"
                       for directive in temp_paths)
     worker_connections = max(1024, min(nofile - 32, 4 * connections + 1024))
+    location = (_HTTP_LOCATION if transport == "http" else _WEBSOCKET_LOCATION).format(
+        upstream_port=upstream_port)
+    upstream = (_HTTP_UPSTREAM.format(upstream_port=upstream_port,
+                                      keepalive=max(32, connections))
+                if transport == "http" else "")
     return f"""\
 worker_processes 1;
 worker_rlimit_nofile {nofile};
@@ -112,10 +125,16 @@ http {{
         default upgrade;
         ''      close;
     }}
-
+{upstream}
     server {{
         listen 127.0.0.1:{port} backlog=4096;
 
+{location}    }}
+}}
+"""
+
+
+_WEBSOCKET_LOCATION = """\
         location / {{
             proxy_pass http://127.0.0.1:{upstream_port};
             proxy_http_version 1.1;
@@ -125,6 +144,26 @@ http {{
             proxy_read_timeout 3600s;
             proxy_send_timeout 3600s;
         }}
+"""
+
+_HTTP_UPSTREAM = """
+    upstream echo {{
+        server 127.0.0.1:{upstream_port};
+        keepalive {keepalive};
+        keepalive_requests 100000000;
+        keepalive_timeout 3600s;
     }}
-}}
+"""
+
+_HTTP_LOCATION = """\
+        location / {{
+            proxy_pass http://echo;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Host $host;
+            proxy_read_timeout 3600s;
+            proxy_send_timeout 3600s;
+            keepalive_timeout 3600s;
+            keepalive_requests 100000000;
+        }}
 """

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from .scenarios import IdleResult, LoadResult, Scenario
 from .suite import SuiteResult
+from .targets import TARGET_TRANSPORTS, baselines
 
 START = "<!-- bench:results:start -->"
 END = "<!-- bench:results:end -->"
@@ -26,8 +27,11 @@ requests through each target to the same fast echo MCP server (`bench/echo_serve
 `direct` has no proxy at all (the ceiling); `nginx` is a C WebSocket reverse proxy with
 one worker (the proxy floor); `mcpfast-ws` and `mcpfast-unix` are the gateway, reached
 over WebSocket and over its unix socket, with the echo server as its stdio upstream.
-Figures are given as ratios to `nginx` and to `direct` because the machines are shared
-and noisy: compare ratios across runs, not absolute numbers.
+`direct-http`, `nginx-http` and `mcpfast-http` are the same three over Streamable HTTP
+(keep-alive connections, one POST in flight on each).
+Figures are given as ratios to `nginx` and to `direct` (for the HTTP targets to
+`nginx-http` and `direct-http`) because the machines are shared and noisy: compare
+ratios across runs, not absolute numbers.
 
 Run it with `make bench` or `.venv/bin/python -m bench run` (see `python -m bench run -h`).
 Everything between the two markers below is generated and replaced on every run.
@@ -109,16 +113,22 @@ def render(suite: SuiteResult, chart_name: str | None) -> str:
 def _legend() -> str:
     return (
         "Legend: latencies are per call, from the load generator's send to its receipt "
-        f"of the reply, every call of the measured window recorded. {TIMES}nginx and {TIMES}direct "
-        "divide a target's figure by that target's: for throughput higher is better, for "
-        "latency, CPU and memory lower is better. Proxy CPU is the proxy process's user + "
-        "system time over the measured window (/proc/PID/stat) divided by the calls in it: "
-        "the nginx worker, or the mcpfast gateway process alone (its upstream is the echo "
-        "server, shown separately). Proxy RSS is VmRSS at the end of the window. Echo CPU "
-        "differs between targets because `direct` and `nginx` reach it over WebSocket and "
-        "mcpfast over stdio. Loadgen CPU % is the share of one core the load generator "
-        "used; well under 100 % means it was not the limit. The last column lists every "
-        "round's throughput, so the spread shows how noisy the machine was.")
+        f"of the reply, every call of the measured window recorded. {TIMES}nginx and "
+        f"{TIMES}direct divide a target's figure by that target's over the same client "
+        "transport: the `-http` targets' by `nginx-http` and `direct-http`, the others' by "
+        "`nginx` and `direct`. For throughput higher is better, for latency, CPU and memory "
+        "lower is better. A connection over Streamable HTTP carries one call at a time "
+        "(HTTP/1.1 has no multiplexing), so there each session of a scenario holds one "
+        f"keep-alive connection per call in flight: N connections {TIMES} W in flight "
+        f"means N sessions of W connections each, N {TIMES} W TCP connections in all. "
+        "Proxy CPU is the proxy process's user + system time over the measured window "
+        "(/proc/PID/stat) divided by the calls in it: the nginx worker, or the mcpfast "
+        "gateway process alone (its upstream is the echo server, shown separately). Proxy "
+        "RSS is VmRSS at the end of the window. Echo CPU differs between targets because "
+        "`direct` and `nginx` reach it over WebSocket, `direct-http` and `nginx-http` over "
+        "HTTP, and mcpfast over stdio. Loadgen CPU % is the share of one core the load "
+        "generator used; well under 100 % means it was not the limit. The last column "
+        "lists every round's throughput, so the spread shows how noisy the machine was.")
 
 
 def _num(value: float | None, digits: int = 0) -> str:
@@ -151,6 +161,18 @@ def _pair(row: LoadResult, nginx: LoadResult | None, direct: LoadResult | None,
     return f"{_relative(row, nginx, figure)} / {_relative(row, direct, figure)}"
 
 
+def _baseline_rows(row: LoadResult,
+                   base: dict[str, LoadResult]) -> tuple[LoadResult | None, LoadResult | None]:
+    """The (nginx, direct) rows of ``row``'s own client transport."""
+    nginx, direct = baselines(row.target)
+    return base.get(nginx), base.get(direct)
+
+
+# Each pair is the same role over Streamable HTTP and over WebSocket.
+TRANSPORT_PAIRS = (("direct-http", "direct"), ("nginx-http", "nginx"),
+                   ("mcpfast-http", "mcpfast-ws"))
+
+
 def _throughput(row: LoadResult) -> float:
     return row.throughput
 
@@ -171,7 +193,6 @@ def load_tables(scenario: Scenario, rows: list[LoadResult]) -> list[str]:
     if not rows:
         return ["(no results)"]
     base = _by_target(rows)
-    nginx, direct = base.get("nginx"), base.get("direct")
     lines = [
         "| target | throughput (calls/s) | p50 µs | p90 µs | p99 µs | p99.9 µs | "
         f"{TIMES}nginx | {TIMES}direct | proxy CPU µs/call | proxy RSS MiB | echo CPU µs/call | "
@@ -179,6 +200,7 @@ def load_tables(scenario: Scenario, rows: list[LoadResult]) -> list[str]:
         "|---|" + "---:|" * 14,
     ]
     for row in rows:
+        nginx, direct = _baseline_rows(row, base)
         lat = row.latency_us
         rss = row.proxy_rss_bytes / 2**20 if row.proxy_rss_bytes else None
         util = (f" ({row.loadgen_cpu_utilization * 100:.0f} %)"
@@ -191,21 +213,66 @@ def load_tables(scenario: Scenario, rows: list[LoadResult]) -> list[str]:
             f" | {_num(row.echo_cpu_us_per_call, 1)}"
             f" | {_num(row.loadgen_cpu_us_per_call, 1)}{util}"
             f" | {row.calls:,} | {row.errors} | {_rounds(row)} |")
-    lines += [
+    http = [row for row in rows if TARGET_TRANSPORTS.get(row.target) == "http"]
+    others = [row for row in rows if row not in http]
+    if http:
+        lines += ["", f"The `-http` rows' {TIMES}nginx and {TIMES}direct are against "
+                  "`nginx-http` and `direct-http` (Streamable HTTP, the same transport)"
+                  + ("; the other rows' against `nginx` and `direct` (WebSocket)."
+                     if others else ".")]
+    if others:
+        lines += _ratio_table("Every figure as a ratio, ÷nginx / ÷direct:", others, base)
+    if http:
+        lines += _ratio_table("Streamable HTTP, every figure as a ratio to the same transport, "
+                              "÷nginx-http / ÷direct-http:", http, base)
+    lines += _transport_table(base)
+    lines += _notes(rows)
+    return lines
+
+
+def _ratio_table(title: str, rows: list[LoadResult],
+                 base: dict[str, LoadResult]) -> list[str]:
+    lines = [
         "",
-        "Every figure as a ratio, ÷nginx / ÷direct:",
+        title,
         "",
         "| target | throughput | p50 | p90 | p99 | p99.9 | proxy CPU/call ÷nginx | "
         "proxy RSS ÷nginx |",
         "|---|" + "---:|" * 7,
     ]
     for row in rows:
+        nginx, direct = _baseline_rows(row, base)
         cells = [_pair(row, nginx, direct, _throughput)]
         cells += [_pair(row, nginx, direct, _percentile(p)) for p in PERCENTILES]
         cells += [_relative(row, nginx, _proxy_cpu), _relative(row, nginx, _proxy_rss)]
         lines.append(f"| {row.target} | " + " | ".join(cells) + " |")
-    lines += _notes(rows)
     return lines
+
+
+def _transport_table(base: dict[str, LoadResult]) -> list[str]:
+    """What Streamable HTTP costs against WebSocket, role by role, in the same run."""
+    pairs = [(base[http], base[ws]) for http, ws in TRANSPORT_PAIRS
+             if http in base and ws in base]
+    if not pairs:
+        return []
+    lines = [
+        "",
+        "Streamable HTTP against WebSocket, each `-http` target ÷ the same role over "
+        "WebSocket:",
+        "",
+        "| targets | throughput | p50 | p99 | proxy CPU/call | loadgen CPU/call |",
+        "|---|" + "---:|" * 5,
+    ]
+    for http, ws in pairs:
+        cells = [_relative(http, ws, figure) for figure in (
+            _throughput, _percentile("p50"), _percentile("p99"), _proxy_cpu,
+            _loadgen_cpu)]
+        lines.append(f"| {http.target} ÷ {ws.target} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _loadgen_cpu(row: LoadResult) -> float | None:
+    return row.loadgen_cpu_us_per_call
 
 
 def idle_tables(scenario: Scenario, rows: list[IdleResult]) -> list[str]:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from . import procfs
-from .targets import Target, TargetError, log_tail, read_json_line
+from .targets import TARGET_TRANSPORTS, Target, TargetError, log_tail, read_json_line
 
 LOADGEN = Path(__file__).resolve().with_name("loadgen.py")
 SATURATED = 0.85
@@ -32,6 +32,13 @@ class Scenario:
     idle: bool = False
     targets: tuple[str, ...] = ("direct", "nginx", "mcpfast-ws", "mcpfast-unix")
 
+    def sockets(self, target: str) -> int:
+        """Client connections open at once against ``target``: over Streamable HTTP each
+        call in flight needs a connection of its own (HTTP/1.1 has no multiplexing)."""
+        if TARGET_TRANSPORTS.get(target) == "http":
+            return self.connections * self.inflight
+        return self.connections
+
     @property
     def shape(self) -> str:
         if self.idle:
@@ -41,9 +48,16 @@ class Scenario:
                 f"{self.inflight} in flight")
 
 
+WEBSOCKET_AND_UNIX = ("direct", "nginx", "mcpfast-ws", "mcpfast-unix")
+STREAMABLE_HTTP = ("direct-http", "nginx-http", "mcpfast-http")
+
+# Fan-in and idle capacity measure what many open client connections cost a proxy. A
+# Streamable HTTP session holds no connection while it is idle (it is an id: clients
+# connect when they call, usually from a pool), so thousands of held HTTP connections
+# would model no real client. HTTP runs the scenarios whose shape fits it.
 SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
-    Scenario("latency", "Latency", 1, 1),
-    Scenario("throughput", "Throughput", 64, 8),
+    Scenario("latency", "Latency", 1, 1, targets=WEBSOCKET_AND_UNIX + STREAMABLE_HTTP),
+    Scenario("throughput", "Throughput", 64, 8, targets=WEBSOCKET_AND_UNIX + STREAMABLE_HTTP),
     Scenario("fan-in", "Fan-in", 1000, 1),
     Scenario("idle", "Idle capacity", 10_000, idle=True, targets=("nginx", "mcpfast-ws")),
 )}

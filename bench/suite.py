@@ -28,7 +28,7 @@ from .scenarios import (
     measure_load,
     quick,
 )
-from .targets import TARGET_NAMES, TargetError, make_target
+from .targets import NGINX_TARGETS, TARGET_NAMES, TargetError, make_target
 
 
 @dataclass
@@ -122,7 +122,7 @@ def run_suite(scenario_names: list[str], target_names: list[str], warmup: float,
     nofile, nofile_note = raise_nofile_limit()
     workroot = Path(tempfile.mkdtemp(prefix="mcpfast-bench-"))
     nginx = (ensure_nginx(allow_install, workroot / "apt.log")
-             if "nginx" in target_names else None)
+             if any(name in NGINX_TARGETS for name in target_names) else None)
     steps = plan(scenario_names, target_names, is_quick)
     suite = SuiteResult(describe_machine(nginx, nofile, nofile_note), command, warmup,
                         duration, rounds, is_quick, [s for s, _ in steps], list(target_names))
@@ -154,7 +154,7 @@ def measure_once(suite: SuiteResult, scenario: Scenario, name: str, round_index:
     target = make_target(name, workdir, nginx, nofile)
     progress(f"{scenario.name:<10} {name:<13} round {round_index + 1}: {scenario.shape}")
     try:
-        target.start(scenario.connections)
+        target.start(scenario.sockets(name))
         suite.machine.versions.update({k: v for k, v in target.info.items() if k != "nginx"})
         row: LoadResult | IdleResult
         if scenario.idle:

@@ -4,10 +4,17 @@
   nginx         loadgen -> nginx (one worker) -> echo server (WebSocket): the proxy floor
   mcpfast-ws    loadgen -> mcpfast (WebSocket) -> echo server (stdio upstream)
   mcpfast-unix  loadgen -> mcpfast (unix socket) -> echo server (stdio upstream)
+  direct-http   loadgen -> echo server (Streamable HTTP): the HTTP ceiling
+  nginx-http    loadgen -> nginx (one worker, upstream keep-alive) -> echo server (HTTP)
+  mcpfast-http  loadgen -> mcpfast (Streamable HTTP) -> echo server (stdio upstream)
 
 Every target runs the same echo server (bench/echo_server.py); only its transport
-differs. A target knows the pids to meter: the proxy's (the nginx worker, or the gateway
-process alone, not its upstream) and the echo server's.
+differs. A target is compared with the ceiling and the floor of its own client transport
+(``baselines()``): an HTTP call makes a proxy parse a request head and write a response
+head where WebSocket has a few bytes of frame header, so mcpfast-http over nginx
+(WebSocket) would mix the transport's cost with the gateway's. A target knows the pids to
+meter: the proxy's (the nginx worker, or the gateway process alone, not its upstream) and
+the echo server's.
 """
 
 from __future__ import annotations
@@ -133,46 +140,60 @@ class Target:
         self._processes.append(proc)
         return proc
 
-    def _start_echo_websocket(self) -> int:
-        proc = self._spawn([sys.executable, str(ECHO_SERVER), "--ws", "127.0.0.1:0"],
+    def _start_echo(self, mode: str) -> int:
+        """The echo server listening on a free port; ``mode`` is ``ws`` or ``http``."""
+        proc = self._spawn([sys.executable, str(ECHO_SERVER), f"--{mode}", "127.0.0.1:0"],
                            "echo.log", stdout_pipe=True)
         assert proc.stdout is not None
         try:
             ready = read_json_line(proc.stdout, START_TIMEOUT)
         except TimeoutError:
             ready = None
-        if not ready or ready.get("ready") != "ws":
+        if not ready or ready.get("ready") != mode:
             raise TargetError(f"echo server did not start: {log_tail(self.workdir / 'echo.log')}")
         self.echo_pid = proc.pid
         return int(ready["port"])
 
 
+def _echo_mode(transport: str) -> str:
+    return "http" if transport == "http" else "ws"
+
+
+def _url(transport: str, port: int) -> str:
+    return f"{'http' if transport == 'http' else 'ws'}://127.0.0.1:{port}/mcp"
+
+
 class DirectTarget(Target):
-    name = "direct"
+    def __init__(self, workdir: Path, transport: str = "websocket") -> None:
+        super().__init__(workdir)
+        self.transport = transport
+        self.name = "direct-http" if transport == "http" else "direct"
 
     def start(self, connections: int) -> None:
-        port = self._start_echo_websocket()
-        self.address = f"ws://127.0.0.1:{port}/mcp"
+        port = self._start_echo(_echo_mode(self.transport))
+        self.address = _url(self.transport, port)
 
 
 class NginxTarget(Target):
-    name = "nginx"
     proxy_label = "nginx worker"
 
-    def __init__(self, workdir: Path, nginx: str, nofile: int) -> None:
+    def __init__(self, workdir: Path, nginx: str, nofile: int,
+                 transport: str = "websocket") -> None:
         super().__init__(workdir)
         self.nginx = nginx
         self.nofile = nofile
+        self.transport = transport
+        self.name = "nginx-http" if transport == "http" else "nginx"
         self.info = {"nginx": nginx_version(nginx)}
 
     def start(self, connections: int) -> None:
-        echo_port = self._start_echo_websocket()
+        echo_port = self._start_echo(_echo_mode(self.transport))
         port = free_port()
         prefix = self.workdir / "nginx"
         prefix.mkdir(exist_ok=True)
         conf = prefix / "nginx.conf"
         conf.write_text(render_config(self.nginx, prefix, port, echo_port, connections,
-                                      self.nofile))
+                                      self.nofile, self.transport))
         master = self._spawn([self.nginx, "-p", str(prefix), "-c", str(conf),
                               "-g", "daemon off;"], "nginx.log")
         try:
@@ -186,7 +207,7 @@ class NginxTarget(Target):
                 raise TargetError("nginx started no worker process")
             time.sleep(0.05)
         self.proxy_pid = workers[0]
-        self.address = f"ws://127.0.0.1:{port}/mcp"
+        self.address = _url(self.transport, port)
 
 
 class McpfastTarget(Target):
@@ -195,7 +216,8 @@ class McpfastTarget(Target):
     def __init__(self, workdir: Path, transport: str) -> None:
         super().__init__(workdir)
         self.transport = transport
-        self.name = "mcpfast-ws" if transport == "websocket" else "mcpfast-unix"
+        self.name = {"websocket": "mcpfast-ws", "unix": "mcpfast-unix",
+                     "http": "mcpfast-http"}[transport]
         self.admin = ""
 
     def start(self, connections: int) -> None:
@@ -236,8 +258,8 @@ command = ["python", {json.dumps(str(ECHO_SERVER))}, "--stdio"]
         self.echo_pid = int(status["upstreams"][0]["pid"])
         self.info = {"mcpfast": str(status.get("version")),
                      "implementation": str(status.get("implementation"))}
-        self.address = (f"ws://127.0.0.1:{port}/mcp" if self.transport == "websocket"
-                        else f"unix:{unix_path}")
+        self.address = (f"unix:{unix_path}" if self.transport == "unix"
+                        else _url(self.transport, port))
         self.admin = admin
 
     def open_sessions(self) -> int | None:
@@ -253,17 +275,30 @@ command = ["python", {json.dumps(str(ECHO_SERVER))}, "--stdio"]
             return False
 
 
-TARGET_NAMES = ("direct", "nginx", "mcpfast-ws", "mcpfast-unix")
+TARGET_TRANSPORTS = {
+    "direct": "websocket", "nginx": "websocket", "mcpfast-ws": "websocket",
+    "mcpfast-unix": "unix",
+    "direct-http": "http", "nginx-http": "http", "mcpfast-http": "http",
+}
+TARGET_NAMES = tuple(TARGET_TRANSPORTS)
+NGINX_TARGETS = ("nginx", "nginx-http")
+
+
+def baselines(target: str) -> tuple[str, str]:
+    """The (proxy floor, ceiling) that ``target``'s ratios are computed against. The unix
+    socket has no nginx of its own; WebSocket's pair is its nearest yardstick."""
+    if TARGET_TRANSPORTS.get(target) == "http":
+        return "nginx-http", "direct-http"
+    return "nginx", "direct"
 
 
 def make_target(name: str, workdir: Path, nginx: str | None, nofile: int) -> Target:
-    if name == "direct":
-        return DirectTarget(workdir)
-    if name == "nginx":
+    transport = TARGET_TRANSPORTS.get(name)
+    if transport is None:
+        raise ValueError(f"unknown target {name!r}")
+    if name.startswith("direct"):
+        return DirectTarget(workdir, transport)
+    if name in NGINX_TARGETS:
         assert nginx is not None
-        return NginxTarget(workdir, nginx, nofile)
-    if name == "mcpfast-ws":
-        return McpfastTarget(workdir, "websocket")
-    if name == "mcpfast-unix":
-        return McpfastTarget(workdir, "unix")
-    raise ValueError(f"unknown target {name!r}")
+        return NginxTarget(workdir, nginx, nofile, transport)
+    return McpfastTarget(workdir, transport)

@@ -1,12 +1,14 @@
 """The end-to-end benchmark harness (bench/) runs, briefly, and writes a well-formed report.
 
-`python -m bench run --quick` goes through every scenario against every target with a
-tiny load. Only the shape of the results is checked: numbers present, calls made, no
-errors, tables and chart written. Never timings: benchmarks are not assertions.
+`python -m bench run --quick` goes through every scenario against every target it
+measures (Streamable HTTP only in latency and throughput) with a tiny load. Only the
+shape of the results is checked: numbers present, calls made, no errors, tables and
+chart written, HTTP compared with HTTP. Never timings: benchmarks are not assertions.
 """
 
 from __future__ import annotations
 
+import http.client
 import json
 import subprocess
 import sys
@@ -16,13 +18,19 @@ from typing import Any
 import pytest
 
 from bench.nginx import find_nginx
-from bench.report import END, START, replace_block
-from bench.scenarios import LoadResult
+from bench.report import END, START, load_tables, replace_block
+from bench.scenarios import SCENARIOS, LoadResult
 from bench.suite import median_round
+from bench.targets import ECHO_SERVER, read_json_line
 
 ROOT = Path(__file__).resolve().parent.parent
-LOAD_SCENARIOS = ("latency", "throughput", "fan-in")
-ALL_TARGETS = {"direct", "nginx", "mcpfast-ws", "mcpfast-unix"}
+WEBSOCKET_AND_UNIX = {"direct", "nginx", "mcpfast-ws", "mcpfast-unix"}
+STREAMABLE_HTTP = {"direct-http", "nginx-http", "mcpfast-http"}
+LOAD_SCENARIOS = {
+    "latency": WEBSOCKET_AND_UNIX | STREAMABLE_HTTP,
+    "throughput": WEBSOCKET_AND_UNIX | STREAMABLE_HTTP,
+    "fan-in": WEBSOCKET_AND_UNIX,
+}
 PERCENTILES = ("p50", "p90", "p99", "p99.9")
 Results = tuple[Path, dict[str, Any]]
 
@@ -37,7 +45,7 @@ def quick_run(tmp_path_factory: pytest.TempPathFactory) -> Results:
     proc = subprocess.run(
         [sys.executable, "-m", "bench", "run", "--quick", "--no-install",
          "--out", str(out), "--json", str(figures)],
-        cwd=ROOT, capture_output=True, text=True, timeout=150)
+        cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, f"bench run failed:\n{proc.stdout}\n{proc.stderr}"
     return out, json.loads(figures.read_text())
 
@@ -46,9 +54,9 @@ def quick_run(tmp_path_factory: pytest.TempPathFactory) -> Results:
 def test_every_load_scenario_measures_every_target(quick_run: Results) -> None:
     _, suite = quick_run
     assert suite["failures"] == []
-    for scenario in LOAD_SCENARIOS:
+    for scenario, targets in LOAD_SCENARIOS.items():
         rows = {row["target"]: row for row in suite["results"][scenario]}
-        assert set(rows) == ALL_TARGETS, scenario
+        assert set(rows) == targets, scenario
         for target, row in rows.items():
             where = f"{scenario}/{target}"
             assert row["calls"] > 0, where
@@ -59,7 +67,7 @@ def test_every_load_scenario_measures_every_target(quick_run: Results) -> None:
             assert latencies == sorted(latencies), where
             assert row["loadgen_cpu_us_per_call"] is not None, where
             assert row["echo_cpu_us_per_call"] is not None, where
-            if target == "direct":
+            if target.startswith("direct"):
                 assert row["proxy_cpu_us_per_call"] is None, where
             else:
                 assert row["proxy_cpu_us_per_call"] is not None, where
@@ -88,8 +96,11 @@ def test_report_has_a_table_per_scenario_and_a_chart(quick_run: Results) -> None
     assert f"| cores (`nproc`) | {suite['machine']['nproc']} |" in text
     for title in ("### Latency", "### Throughput", "### Fan-in", "### Idle capacity"):
         assert title in text
-    for target in ALL_TARGETS:
-        assert text.count(f"| {target} |") >= len(LOAD_SCENARIOS), target
+    for target in WEBSOCKET_AND_UNIX | STREAMABLE_HTTP:
+        scenarios = sum(target in targets for targets in LOAD_SCENARIOS.values())
+        assert text.count(f"| {target} |") >= scenarios, target
+    assert text.count("ratio to the same transport, ÷nginx-http / ÷direct-http") == 2
+    assert text.count("| mcpfast-http ÷ mcpfast-ws |") == 2
     chart = out.with_suffix(".png")
     assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert f"]({chart.name})" in text
@@ -117,3 +128,73 @@ def test_the_median_round_is_reported_whole_with_every_rounds_throughput() -> No
     assert isinstance(chosen, LoadResult)
     assert chosen.calls == 200
     assert sorted(chosen.round_throughputs) == [100.0, 200.0, 300.0]
+
+
+def test_http_targets_are_divided_by_the_http_baselines() -> None:
+    rows = [LoadResult("throughput", name, 64, 8, calls=1, throughput=float(throughput),
+                       proxy_cpu_us_per_call=cpu)
+            for name, throughput, cpu in (("direct", 400, None), ("nginx", 200, 10.0),
+                                          ("mcpfast-ws", 100, 20.0),
+                                          ("direct-http", 100, None),
+                                          ("nginx-http", 50, 40.0),
+                                          ("mcpfast-http", 25, 80.0))]
+    lines = load_tables(SCENARIOS["throughput"], rows)
+
+    def main_row(target: str) -> list[str]:
+        line = next(line for line in lines if line.startswith(f"| {target} | "))
+        return [cell.strip() for cell in line.strip("|").split("|")]
+
+    # cells 6 and 7 are the ratios to nginx and direct, after the four percentiles
+    assert main_row("mcpfast-http")[6:8] == ["0.50", "0.25"]
+    assert main_row("mcpfast-ws")[6:8] == ["0.50", "0.25"]
+    assert main_row("nginx-http")[6:8] == ["1.00", "0.50"]
+    http_ratios = lines.index(next(line for line in lines if "÷nginx-http" in line))
+    mcpfast_http = next(line for line in lines[http_ratios:]
+                        if line.startswith("| mcpfast-http |"))
+    assert "| 0.50 / 0.25 |" in mcpfast_http and "| 2.00 |" in mcpfast_http
+    assert "| mcpfast-http ÷ mcpfast-ws | 0.25 |" in "\n".join(lines)
+
+
+@pytest.fixture
+def echo_http() -> Any:
+    proc = subprocess.Popen([sys.executable, str(ECHO_SERVER), "--http", "127.0.0.1:0"],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    try:
+        assert proc.stdout is not None
+        ready = read_json_line(proc.stdout, 30)
+        assert ready is not None and ready["ready"] == "http"
+        yield int(ready["port"])
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def test_echo_server_speaks_streamable_http_on_one_keep_alive_connection(
+        echo_http: int) -> None:
+    conn = http.client.HTTPConnection("127.0.0.1", echo_http, timeout=10)
+    headers = {"Accept": "application/json, text/event-stream",
+               "Content-Type": "application/json"}
+
+    def post(message: dict[str, Any], path: str = "/mcp") -> http.client.HTTPResponse:
+        conn.request("POST", path, json.dumps(message), headers)
+        return conn.getresponse()
+
+    reply = post({"jsonrpc": "2.0", "id": 0, "method": "initialize",
+                  "params": {"protocolVersion": "2025-06-18", "capabilities": {}}})
+    assert reply.status == 200 and reply.getheader("Content-Type") == "application/json"
+    assert json.loads(reply.read())["result"]["protocolVersion"] == "2025-06-18"
+    sock = conn.sock
+    reply = post({"jsonrpc": "2.0", "method": "notifications/initialized"})
+    assert (reply.status, reply.read()) == (202, b"")
+    reply = post({"jsonrpc": "2.0", "id": 7, "method": "tools/call",
+                  "params": {"name": "echo", "arguments": {"text": "hi"}}})
+    body = reply.read()
+    assert reply.status == 200 and int(reply.getheader("Content-Length") or 0) == len(body)
+    answer = json.loads(body)
+    assert answer["id"] == 7
+    assert json.loads(answer["result"]["content"][0]["text"]) == {"text": "hi"}
+    reply = post({"jsonrpc": "2.0", "id": 8, "method": "ping"}, path="/elsewhere")
+    assert reply.status == 404
+    reply.read()
+    assert conn.sock is sock  # every exchange above on the one connection
+    conn.close()
