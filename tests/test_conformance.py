@@ -29,16 +29,22 @@ FIXTURE = str(ROOT / "tests" / "servers" / "conformance_server.py")
 EXPECTED = ROOT / "tests" / "conformance"
 
 
-def conformance_upstream() -> dict[str, Any]:
-    return {"command": ["python", FIXTURE], "init_timeout": 20.0}
+def conformance_upstream(era: str) -> dict[str, Any]:
+    return {"command": ["python", FIXTURE], "init_timeout": 20.0, "era": era}
 
 
-@pytest.mark.parametrize("spec_version", ["2025-11-25"])
+# Each leg runs with the fixture in the era the gateway picks for it (auto: it answers
+# server/discover, so modern) and, for the legacy leg, also pinned legacy: legacy
+# clients are then served both by translation and end to end.
+LEGS = [("2025-11-25", "legacy"), ("2026-07-28", "auto")]
+
+
+@pytest.mark.parametrize(("spec_version", "era"), LEGS)
 @pytest.mark.parametrize("upstreams", ["one", "two"])
 def test_conformance_suite(gateway_factory: Any, tmp_path: Path, spec_version: str,
-                           upstreams: str) -> None:
+                           era: str, upstreams: str) -> None:
     assert CONFORMANCE.exists(), "run scripts/node-tools.sh (make test does) first"
-    config: dict[str, dict[str, Any]] = {"everything": conformance_upstream()}
+    config: dict[str, dict[str, Any]] = {"everything": conformance_upstream(era)}
     if upstreams == "two":
         config["other"] = sdk_upstream("other", prefix="other_")
     gw = gateway_factory(config, routing={"prefix": "conditional"})
@@ -52,6 +58,7 @@ def test_conformance_suite(gateway_factory: Any, tmp_path: Path, spec_version: s
                           cwd=tmp_path)
     sys.stdout.write(proc.stdout[-20000:])
     assert proc.returncode == 0, (
-        f"conformance {spec_version} ({upstreams} upstream(s)) failed:\n"
+        f"conformance {spec_version} ({upstreams} upstream(s), fixture era {era}) "
+        "failed:\n"
         f"{proc.stdout[-15000:]}\n{proc.stderr[-3000:]}\n--- gateway log ---\n"
         f"{gw.log()[-5000:]}")
