@@ -130,6 +130,9 @@ class HttpRequestReader:
             raise HttpError(431, f"request head exceeds {self._max_head} bytes")
 
 
+_STATUS_LINES = {int(s): f"HTTP/1.1 {int(s)} {s.phrase}" for s in HTTPStatus}
+
+
 def format_response(
     status: int,
     headers: list[tuple[str, str]] | None = None,
@@ -138,8 +141,7 @@ def format_response(
     keep_alive: bool = True,
 ) -> bytes:
     """Serialize a complete HTTP/1.1 response with Content-Length."""
-    reason = HTTPStatus(status).phrase
-    lines = [f"HTTP/1.1 {status} {reason}"]
+    lines = [_STATUS_LINES.get(status) or f"HTTP/1.1 {status} {HTTPStatus(status).phrase}"]
     lines.extend(f"{name}: {value}" for name, value in headers or ())
     if status >= 200 and status not in (204, 304):
         lines.append(f"Content-Length: {len(body)}")
