@@ -124,10 +124,11 @@ class RoutingConfig(msgspec.Struct, **KEY):  # type: ignore[call-arg]
 class UpstreamConfig(msgspec.Struct, **KEY):  # type: ignore[call-arg]
     transport: Literal["stdio"] = "stdio"
     command: list[str]  # type: ignore[misc]  # kw_only: required after defaults is fine
-    era: Literal["auto", "legacy", "modern"] = "legacy"
+    era: Literal["auto", "legacy", "modern"] = "auto"
     """The protocol era to speak: ``auto`` probes with ``server/discover`` and falls back
-    to the legacy ``initialize`` handshake (stdio "Backward Compatibility"). The default
-    becomes ``auto`` once legacy clients are bridged to modern upstreams (input_required)."""
+    to the legacy ``initialize`` handshake (stdio "Backward Compatibility"). Clients of
+    either era are served whatever the verdict; client input crosses eras as
+    gateway/mrtr.py describes."""
     env: dict[str, str] = {}
     inherit_env: bool = True
     cwd: str | None = None

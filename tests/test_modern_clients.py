@@ -148,12 +148,18 @@ def test_the_legacy_upstream_sees_no_modern_meta(legacy_gateway: GatewayProcess)
         async with unix_client(legacy_gateway.unix_path) as c:
             seen = await request(c, "tools/call", {
                 "name": "meta", "arguments": {}, "inputResponses": {"k": {}},
-                "requestState": "opaque", "_meta": {"progressToken": "p", "trace": "t"}})
+                "_meta": {"progressToken": "p", "trace": "t"}})
             meta = json.loads(seen["result"]["content"][0]["text"])
             assert not any(key.startswith("io.modelcontextprotocol/") for key in meta)
             assert meta["trace"] == "t"
             # Mapped per upstream connection (the SDK spells the key its own way).
             assert isinstance(meta["progress_token"], int)
+            # A requestState for a legacy upstream can only be one the gateway issued
+            # (tests/test_bridge_mrtr.py); any other is rejected (mrtr "Server
+            # Requirements": state that fails verification MUST be rejected).
+            forged = await request(c, "tools/call", {"name": "meta", "arguments": {},
+                                                     "requestState": "opaque"})
+            assert forged["error"]["code"] == -32602
     run(body())
 
 
@@ -219,12 +225,16 @@ def test_a_legacy_session_keeps_its_level_beside_a_modern_request(
     run(body())
 
 
-def test_a_server_request_fails_the_modern_call_clearly(legacy_gateway: GatewayProcess) -> None:
+def test_a_server_request_the_client_cannot_take_fails_the_call(legacy_gateway: GatewayProcess
+                                                                ) -> None:
     async def body() -> None:
         async with unix_client(legacy_gateway.unix_path) as c:
+            # META declares no capabilities: the upstream's sampling/createMessage cannot
+            # become an input_required result for this request (basic/index -32021).
             answer = await request(c, "tools/call", {"name": "sample",
                                                      "arguments": {"prompt": "hi"}})
-            assert answer["error"]["code"] == -32603
+            assert answer["error"]["code"] == -32021
+            assert answer["error"]["data"] == {"requiredCapabilities": {"sampling": {}}}
             assert "sampling/createMessage" in answer["error"]["message"]
             assert not c.requests  # no server-to-client request reached the modern client
             assert (await request(c, "tools/call", {"name": "echo", "arguments": {

@@ -53,8 +53,8 @@ def modern_gateway(gateway_factory: Any) -> GatewayProcess:
 
 def test_era_config_is_validated() -> None:
     base = '[upstreams.u]\ncommand = ["x"]\n'
-    assert parse(base).upstreams["u"].era == "legacy"
-    assert parse(base + 'era = "auto"\n').upstreams["u"].era == "auto"
+    assert parse(base).upstreams["u"].era == "auto"
+    assert parse(base + 'era = "legacy"\n').upstreams["u"].era == "legacy"
     with pytest.raises(ConfigError) as error:
         parse(base + 'era = "sometimes"\n')
     assert str(error.value) == "upstreams.u.era: Invalid enum value 'sometimes'"

@@ -11,7 +11,10 @@ Each request is legacy or modern (protocol/mcp.py), and so is each upstream. Whe
 two differ the gateway converts: a modern client's request loses its
 ``io.modelcontextprotocol/*`` ``_meta`` on the way to a legacy upstream and its answer
 gains ``resultType`` (``reshape_response``); a legacy client's request to a modern
-upstream gains the ``_meta`` its session's ``initialize`` implies.
+upstream gains the ``_meta`` its session's ``initialize`` implies. Client input crosses
+eras in ``mrtr.py``: a modern upstream's ``input_required`` becomes server-to-client
+requests to a legacy client, and a legacy upstream's server-to-client request becomes an
+``input_required`` result for a modern client, whose retry resumes the call.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from ..protocol import jsonrpc
 from ..protocol.jsonrpc import Envelope
 from ..protocol.mcp import (
     CLIENT_CAPABILITY_FOR,
+    INPUT_REQUIRED_METHODS,
     LATEST_LEGACY,
     LEGACY_VERSIONS,
     LISTEN_FLAGS,
@@ -57,6 +61,7 @@ from ..protocol.modern import (
     read_meta,
     strip_modern_meta,
 )
+from .mrtr import InputBridge
 from .router import KIND_PROMPT, KIND_TOOL, Router
 from .session import LOG_LEVELS, DownstreamSession, Listen
 from .stdio import StdioUpstream
@@ -139,6 +144,9 @@ class Gateway:
         self._tasks: set[asyncio.Task[None]] = set()
         self._session_levels: dict[int, int] = {}
         """How many sessions asked (logging/setLevel) for each log level."""
+        secret = config.listen.http.session_secret
+        self.mrtr = InputBridge(self, secret.encode() if secret else os.urandom(32),
+                                SERVER_INFO)
         self._handlers: dict[str, Handler] = {
             "initialize": self._initialize,
             "ping": self._ping,
@@ -177,7 +185,12 @@ class Gateway:
                 and all(u.initialized_once.is_set() for u in ups) and any(u.ready for u in ups))
 
     def in_flight(self) -> int:
-        return sum(len(u.pending) for u in self.upstreams.values())
+        """Requests an upstream is working on for a client; not the parked ones, which
+        wait for a client that may never come back."""
+        count = sum(len(u.pending) for u in self.upstreams.values())
+        if self.mrtr.parked:
+            count -= sum(self.mrtr.parked_on(u) for u in self.upstreams.values())
+        return count
 
     # -- lifecycle -------------------------------------------------------------------
     async def start_upstreams(self) -> None:
@@ -231,6 +244,7 @@ class Gateway:
             for upstream in self.upstreams.values():
                 if upstream.pending:
                     upstream.sweep(now)
+            self.mrtr.sweep(now)
             for session in list(self.sessions.values()):
                 if session.idle_for(now) > idle and not session.inflight and \
                         not session.listens:
@@ -260,6 +274,7 @@ class Gateway:
                 upstream.respond_error(request_id, jsonrpc.INTERNAL_ERROR,
                                        "the client disconnected")
         session.outgoing.clear()
+        self.mrtr.session_closed(session)
         for uri in session.subscriptions:
             self._release_subscription(uri)
         session.subscriptions.clear()
@@ -435,7 +450,8 @@ class Gateway:
         params["_meta"] = meta
         upstream.forward(session, env.id, env.method,  # type: ignore[arg-type]
                          jsonrpc.encode(params), None if token is UNSET else token,
-                         upstream_id, shape=SHAPE_LEGACY_FROM_MODERN)
+                         upstream_id, shape=SHAPE_LEGACY_FROM_MODERN,
+                         kept_params=params if env.method in INPUT_REQUIRED_METHODS else None)
 
     def _call_by_name(self, kind: int, what: str) -> Handler:
         def handler(session: DownstreamSession, env: Envelope, head: RouteParams) -> None:
@@ -751,6 +767,10 @@ class Gateway:
         assert isinstance(client_id, (int, str))
         if self._id_taken(session, client_id):
             return
+        if upstream.era != "modern" and "requestState" in params:
+            self.mrtr.resume(session, env, params, meta, upstream)
+            return
+        name = uri if uri is not None else params.get("name")
         params = dict(params)
         self._rename(params, rename)
         token = meta.progress_token
@@ -769,14 +789,18 @@ class Gateway:
             if token is not None:
                 params["_meta"]["progressToken"] = upstream_id
         if level is not None and upstream.ready:
-            self._hold_log_level(upstream, level)
+            self.hold_log_level(upstream, level)
         upstream.forward(session, client_id, env.method,  # type: ignore[arg-type]
                          jsonrpc.encode(params), token, upstream_id, shape=shape,
-                         log_level=level if upstream.ready else None, uri=uri)
+                         log_level=level if upstream.ready else None, uri=uri,
+                         name=name if isinstance(name, str) else None,
+                         client_capabilities=meta.client_capabilities)
 
-    def reshape_response(self, upstream: Upstream, pending: Pending, env: Envelope) -> bytes:
+    def reshape_response(self, upstream: Upstream, pending: Pending, env: Envelope
+                         ) -> bytes | None:
         """The answer to a request that crossed eras, or a modern client's answer, in
-        the shape its client expects."""
+        the shape its client expects; None when it is an ``input_required`` that the
+        gateway puts to a legacy client first (gateway/mrtr.py)."""
         client_id = pending.client_id
         shape = pending.shape
         if env.error is not UNSET:
@@ -797,11 +821,7 @@ class Gateway:
             return jsonrpc.reencode(Envelope(jsonrpc="2.0", id=client_id, result=env.result))
         if shape == SHAPE_LEGACY_FROM_MODERN:
             if result.get("resultType") == "input_required":
-                return jsonrpc.error_response(
-                    client_id, jsonrpc.INTERNAL_ERROR,
-                    f"upstream {upstream.name!r} needs more input from the client "
-                    "(input_required); mcpfast does not relay that to clients of "
-                    f"protocol version {pending.session.protocol_version} yet")
+                return self.mrtr.input_required(upstream, pending, result)
             return jsonrpc.result_response(client_id, legacy_result(result))
         return jsonrpc.result_response(client_id, complete_result(
             result, cacheable=pending.method == "resources/read", server_info=SERVER_INFO))
@@ -894,7 +914,7 @@ class Gateway:
                 if upstream.ready:
                     upstream.send_call("logging/setLevel", {"level": wanted})
 
-    def _hold_log_level(self, upstream: Upstream, level: int) -> None:
+    def hold_log_level(self, upstream: Upstream, level: int) -> None:
         counts = upstream.request_levels
         counts[level] = counts.get(level, 0) + 1
         if counts[level] == 1 and upstream.era == "legacy":
@@ -927,6 +947,7 @@ class Gateway:
                 reason = params.get("reason")
                 upstream.cancel(upstream_id, reason if isinstance(reason, str)
                                 else "cancelled by the client")
+                self.mrtr.client_cancelled(session, request_id)
             elif request_id in session.listens:
                 # basic/patterns/subscriptions "Cancellation" on stream transports.
                 self._end_listen(session.listens.pop(request_id))
@@ -939,6 +960,8 @@ class Gateway:
     def _client_response(self, session: DownstreamSession, env: Envelope) -> None:
         target = session.outgoing.pop(env.id, None) if type(env.id) is int else None
         if target is None:
+            if self.mrtr.client_answer(session, env):
+                return
             log.debug("session %s answered unknown request %r", session.id, env.id)
             return
         upstream, upstream_request_id = target
@@ -972,6 +995,7 @@ class Gateway:
                 upstream.listen_acknowledged.set()
         elif method == "notifications/cancelled":
             params = _any.decode(env.params) if env.params is not UNSET else {}
+            self.mrtr.upstream_cancelled(upstream, params.get("requestId"))
             for session in self.sessions.values():
                 for out_id, (owner, request_id) in list(session.outgoing.items()):
                     if owner is upstream and request_id == params.get("requestId"):
@@ -1056,9 +1080,10 @@ class Gateway:
                                    f"mcpfast cannot route {method}: no single client session "
                                    "has a request in flight on this upstream")
             return
-        modern = self._modern_pending(upstream, session)
-        if modern:
-            self._refuse_for_modern(upstream, session, modern, method, request_id)
+        if self._modern_pending(upstream, session):
+            # A 2026-07-28 client takes no server-to-client requests: it is asked with
+            # an input_required result instead.
+            self.mrtr.ask_modern_client(upstream, session, method, request_id, env.params)
             return
         capability = CLIENT_CAPABILITY_FOR.get(method)
         if capability is not None and capability not in session.client_capabilities:
@@ -1069,23 +1094,6 @@ class Gateway:
         session.outgoing[out_id] = (upstream, request_id)
         self.send(session, jsonrpc.reencode(Envelope(jsonrpc="2.0", id=out_id, method=method,
                                                      params=env.params)))
-
-    def _refuse_for_modern(self, upstream: Upstream, session: DownstreamSession,
-                           modern: list[tuple[int, Pending]], method: str,
-                           request_id: int | str) -> None:
-        """A legacy upstream asked a modern client's request for input. A 2026-07-28
-        client takes no server-to-client requests (basic/transports: they come back as
-        input_required results, which the gateway does not make yet), so the upstream's
-        request fails and, when it is unambiguous whose call asked, that call fails
-        too, instead of waiting for an answer that cannot come."""
-        message = (f"upstream {upstream.name!r} sent {method} during the request; mcpfast "
-                   "does not relay server-to-client requests to 2026-07-28 clients yet")
-        upstream.respond_error(request_id, jsonrpc.INTERNAL_ERROR, message)
-        if len(modern) == 1 and len([p for p in upstream.pending.values()
-                                     if p.session is session]) == 1:
-            upstream_id, pending = modern[0]
-            upstream.cancel(upstream_id, "the gateway cannot relay " + method)
-            self.send_error(session, pending.client_id, jsonrpc.INTERNAL_ERROR, message)
 
     def upstream_ready(self, upstream: Upstream) -> None:
         before = self._lists()

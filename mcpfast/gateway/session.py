@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from .mrtr import InputRelay
     from .upstream import Upstream
 
 RequestId = int | str
@@ -23,7 +24,9 @@ class DownstreamSession:
     ``inflight`` maps the client's request id to the upstream and the upstream-side id
     so a cancellation or a disconnect reaches the right upstream request. ``outgoing``
     maps the ids the gateway gave to server-to-client requests it forwarded here back
-    to the upstream that asked.
+    to the upstream that asked; ``relayed`` does the same for the requests it made of
+    a modern upstream's ``input_required`` result, and ``relays`` holds those results'
+    requests by client request id while the client answers them (gateway/mrtr.py).
 
     ``era`` is None until the session says: ``"legacy"`` after ``initialize``, or
     ``"modern"`` when the transport knows every request on it is modern (the Streamable
@@ -53,6 +56,8 @@ class DownstreamSession:
         "outgoing",
         "peer",
         "protocol_version",
+        "relayed",
+        "relays",
         "send",
         "subscriptions",
         "transport",
@@ -73,6 +78,8 @@ class DownstreamSession:
         self.log_level: int | None = None
         self.inflight: dict[RequestId, tuple[Upstream, int]] = {}
         self.outgoing: dict[int, tuple[Upstream, int | str]] = {}
+        self.relays: dict[RequestId, InputRelay] = {}
+        self.relayed: dict[int, InputRelay] = {}
         self.subscriptions: set[str] = set()
         self.listens: dict[RequestId, Listen] = {}
         self.created = time.time()

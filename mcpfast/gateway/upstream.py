@@ -40,6 +40,7 @@ from ..protocol.modern import (
 
 if TYPE_CHECKING:
     from .gateway import Gateway
+    from .mrtr import InputRelay, ParkedCall
     from .session import DownstreamSession
 
 log = logging.getLogger("mcpfast.upstream")
@@ -92,6 +93,18 @@ class Pending(msgspec.Struct):
     log messages, and while it runs the upstream logs at least that verbosely."""
     uri: str | None = None
     """The URI a modern client's resources/read names, for its not-found error."""
+    name: str | None = None
+    """The tool or prompt name (or resource URI) as the client named it: a modern
+    client's ``requestState`` is bound to it (gateway/mrtr.py)."""
+    client_capabilities: dict[str, Any] | None = None
+    """A modern request's ``clientCapabilities``: what the upstream may ask it for."""
+    params: dict[str, Any] | None = None
+    """A legacy client's request to a modern upstream, as forwarded: the base of the
+    retries that carry ``inputResponses``."""
+    relay: InputRelay | None = None
+    """The input rounds this request has been through, once the upstream asked."""
+    parked: ParkedCall | None = None
+    """Set while the call waits for a modern client's retry (its session is NOBODY)."""
 
 
 class Upstream:
@@ -155,6 +168,9 @@ class Upstream:
         upstream_id = env.id
         pending = self.pending.pop(upstream_id, None) if type(upstream_id) is int else None
         if pending is not None:
+            if pending.parked is not None:
+                self.gateway.mrtr.settled_while_parked(pending.parked, env)
+                return
             session = pending.session
             session.inflight.pop(pending.client_id, None)
             if pending.log_level is not None:
@@ -163,7 +179,10 @@ class Upstream:
                 self.gateway.subscription_refused(session, self, pending.subscription)
             if not session.closed:
                 if pending.shape:
-                    data = self.gateway.reshape_response(self, pending, env)
+                    reshaped = self.gateway.reshape_response(self, pending, env)
+                    if reshaped is None:
+                        return  # the gateway asks the client for input first
+                    data = reshaped
                 else:
                     data = jsonrpc.reencode(Envelope(
                         jsonrpc="2.0", id=pending.client_id, result=env.result,
@@ -193,7 +212,10 @@ class Upstream:
                 params: Raw | bytes | UnsetType, progress_token: Any = None,
                 upstream_id: int | None = None, subscription: str | None = None,
                 shape: int = SHAPE_NONE, log_level: int | None = None,
-                uri: str | None = None) -> int | None:
+                uri: str | None = None, name: str | None = None,
+                client_capabilities: dict[str, Any] | None = None,
+                kept_params: dict[str, Any] | None = None,
+                relay: InputRelay | None = None) -> int | None:
         """Send a client's request on; its answer reaches the session by ``_on_response``.
         ``upstream_id`` is one from ``allocate_id`` when the caller already wrote it into
         ``params`` (as the progress token). Returns the upstream-side id, or None when the
@@ -208,7 +230,8 @@ class Upstream:
         self.pending[upstream_id] = Pending(session, client_id,
                                             time.monotonic() + self._timeout,
                                             progress_token, method, subscription, shape,
-                                            log_level, uri)
+                                            log_level, uri, name, client_capabilities,
+                                            kept_params, relay)
         session.inflight[client_id] = (self, upstream_id)
         self.requests_forwarded += 1
         raw = params if not isinstance(params, bytes) else Raw(params)

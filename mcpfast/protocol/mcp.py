@@ -20,9 +20,21 @@ Choices the specification leaves open, recorded here:
   and lists will be filtered per caller. ``resources/read`` from a legacy upstream gets
   the same hints; a modern upstream's own hints pass through (server/utilities/caching).
 - A listen stream's subscription id is the listen request's id, with its JSON type.
+- Client input across eras (basic/patterns/mrtr; gateway/mrtr.py). A legacy upstream asks
+  one thing at a time, so each of its requests becomes its own ``input_required`` round,
+  keyed by the capability it needs (``sampling``, ``elicitation``, ``roots``). The
+  ``requestState`` is HMAC-SHA256 signed, expires after five minutes, names the method
+  and the tool/prompt name or URI, and is good for one retry; it names no principal, as
+  the gateway authenticates no clients yet. A client that lacks the capability gets
+  -32021 with ``requiredCapabilities`` in either direction (a legacy client too: the code
+  is in the implementation-defined range there); a legacy client that answers a relayed
+  request with an error fails its call with -32603, since ``inputResponses`` can carry
+  no error.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 LEGACY_VERSIONS = ("2025-11-25", "2025-06-18", "2025-03-26", "2024-11-05")
 LATEST_LEGACY = LEGACY_VERSIONS[0]
@@ -50,3 +62,42 @@ MODERN_CLIENT_CAPABILITIES: dict[str, dict[str, bool]] = {
 LISTEN_FLAGS = {"toolsListChanged": "tools", "promptsListChanged": "prompts",
                 "resourcesListChanged": "resources"}
 SUBSCRIPTIONS_ACKNOWLEDGED = "notifications/subscriptions/acknowledged"
+
+# basic/patterns/mrtr "Supported Requests": the only requests an input_required result
+# may answer.
+INPUT_REQUIRED_METHODS = frozenset({"tools/call", "prompts/get", "resources/read"})
+ELICITATION_ACTIONS = frozenset({"accept", "decline", "cancel"})
+
+
+def required_capability(method: str, params: object,
+                        capabilities: dict[str, Any]) -> dict[str, Any] | None:
+    """What a client lacks to take the server-to-client request ``method``, as the
+    ``requiredCapabilities`` object of a -32021 error (basic/index "Error Codes"), or
+    None when its ``capabilities`` cover it. URL-mode elicitation needs ``url`` declared
+    under ``elicitation`` (client/elicitation "Capabilities": ``{}`` means form only)."""
+    capability = CLIENT_CAPABILITY_FOR.get(method)
+    if capability is None:
+        return None
+    declared = capabilities.get(capability)
+    if declared is None:
+        return {capability: {}}
+    if capability == "elicitation" and isinstance(params, dict) and \
+            params.get("mode") == "url" and not (isinstance(declared, dict) and "url" in declared):
+        return {"elicitation": {"url": {}}}
+    return None
+
+
+def input_response_problem(method: str, answer: object) -> str | None:
+    """Why ``answer`` cannot be the client's result for the server-to-client request
+    ``method`` (CreateMessageResult, ElicitResult, ListRootsResult), or None. Only the
+    members a server cannot do without are checked; the rest is the server's business."""
+    if not isinstance(answer, dict):
+        return "must be an object"
+    if method == "sampling/createMessage" and not (
+            isinstance(answer.get("content"), dict | list) and isinstance(answer.get("role"), str)):
+        return "must be a CreateMessageResult (role, content, model)"
+    if method == "elicitation/create" and answer.get("action") not in ELICITATION_ACTIONS:
+        return "must be an ElicitResult (action: accept, decline or cancel)"
+    if method == "roots/list" and not isinstance(answer.get("roots"), list):
+        return "must be a ListRootsResult (roots)"
+    return None

@@ -7,21 +7,44 @@ Run it over stdio: ``python tests/servers/events_server.py [--name NAME]``. Extr
 connection with ``notifications/tools/list_changed``, on a modern one to its
 ``subscriptions/listen`` streams), ``touch`` (announces ``notifications/resources/updated``
 for ``uri`` the same two ways; on a legacy connection only for a subscribed URI),
-``subscribed`` (the URIs legacy clients subscribed to, comma-separated) and ``meta``
-(the request's ``_meta`` as JSON).
+``subscribed`` (the URIs legacy clients subscribed to, comma-separated), ``meta``
+(the request's ``_meta`` as JSON) and ``interview`` (two rounds of client input, sampling
+then elicitation, then one progress notification: standalone server-to-client requests
+on a legacy connection, ``input_required`` results on a modern one).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-from typing import Any
+from typing import Annotated, Any
 
 import mcp_types as types
-from mcp.server.mcpserver import Context
+from mcp.server.mcpserver import Context, Elicit, Resolve, Sample
+from mcp.types import CreateMessageResult, SamplingMessage, TextContent
+from pydantic import BaseModel
 
 # Run as a script, so its own directory is first on sys.path.
 from sdk_server import build_server
+
+
+class Visitor(BaseModel):
+    name: str
+
+
+def _model_text(reply: CreateMessageResult) -> str:
+    content = reply.content
+    return content.text if isinstance(content, TextContent) else str(content)
+
+
+def _ask_about(topic: str) -> Sample:
+    text = TextContent(type="text", text=f"Tell me about {topic}")
+    return Sample([SamplingMessage(role="user", content=text)], max_tokens=100)
+
+
+def _ask_visitor(reply: Annotated[CreateMessageResult, Resolve(_ask_about)]) -> Elicit[Visitor]:
+    # It needs the model's reply, so it is a second round of input.
+    return Elicit(f"The model says {_model_text(reply)!r}. Who is asking?", Visitor)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -61,6 +84,16 @@ def main(argv: list[str] | None = None) -> None:
     @server.tool(description="The request's _meta, as JSON.")
     def meta(ctx: Context) -> str:
         return json.dumps(dict(ctx.request_context.meta or {}), sort_keys=True, default=str)
+
+    @server.tool(description="Ask the client's model about `topic`, then ask the user who "
+                 "is asking; report progress; answer with both.")
+    async def interview(
+        topic: str, ctx: Context,
+        reply: Annotated[CreateMessageResult, Resolve(_ask_about)],
+        visitor: Annotated[Visitor, Resolve(_ask_visitor)],
+    ) -> str:
+        await ctx.report_progress(1, 1, "interviewed")
+        return f"{visitor.name} asked about {topic}; the model said {_model_text(reply)}"
 
     async def on_subscribe(ctx: Any, params: types.SubscribeRequestParams) -> dict[str, Any]:
         subscribed.add(str(params.uri))
