@@ -33,10 +33,11 @@ def conformance_upstream(era: str) -> dict[str, Any]:
     return {"command": ["python", FIXTURE], "init_timeout": 20.0, "era": era}
 
 
-# Each leg runs with the fixture in the era the gateway picks for it (auto: it answers
-# server/discover, so modern) and, for the legacy leg, also pinned legacy: legacy
-# clients are then served both by translation and end to end.
-LEGS = [("2025-11-25", "legacy"), ("2026-07-28", "auto")]
+# The fixture answers server/discover, so with era "auto" the gateway speaks to it in the
+# modern era: the 2026-07-28 leg is then modern end to end, and the 2025-11-25 leg goes
+# through the gateway's translation (input_required relayed as server-to-client
+# requests). The 2025-11-25 leg also runs with the fixture pinned legacy, end to end.
+LEGS = [("2025-11-25", "legacy"), ("2025-11-25", "auto"), ("2026-07-28", "auto")]
 
 
 @pytest.mark.parametrize(("spec_version", "era"), LEGS)

@@ -77,7 +77,11 @@ async def initialize(http: aiohttp.ClientSession, url: str) -> str:
     return session_id
 
 
-def test_sdk_client_legacy_mode(gateway: GatewayProcess) -> None:
+@pytest.mark.parametrize("era", ["legacy", "modern"])
+def test_sdk_client_legacy_mode(gateway_factory: Any, era: str) -> None:
+    """A legacy client, to a legacy upstream end to end and to a modern one through the
+    gateway's translation (sampling then travels as input_required upstream)."""
+    gateway = gateway_factory({"sdk": sdk_upstream(era=era)})
     progress: list[float] = []
 
     async def sampling(context: Any, params: Any) -> CreateMessageResult:

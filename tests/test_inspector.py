@@ -29,10 +29,11 @@ def inspector(home: Path, url: str, *args: str) -> dict[str, Any]:
     return json.loads(proc.stdout)["result"]  # type: ignore[no-any-return]
 
 
+@pytest.mark.parametrize("upstream_era", ["legacy", "modern"])
 @pytest.mark.parametrize("era", ["legacy", "modern", "auto"])
-def test_inspector_lists_and_calls_tools(gateway_factory: Any, tmp_path: Path, era: str
-                                         ) -> None:
-    gw: GatewayProcess = gateway_factory({"sdk": sdk_upstream(era="legacy")})
+def test_inspector_lists_and_calls_tools(gateway_factory: Any, tmp_path: Path, era: str,
+                                         upstream_era: str) -> None:
+    gw: GatewayProcess = gateway_factory({"sdk": sdk_upstream(era=upstream_era)})
     listed = inspector(tmp_path, gw.http_url, "--protocol-era", era, "--method", "tools/list")
     assert "echo" in [tool["name"] for tool in listed["tools"]]
     called = inspector(tmp_path, gw.http_url, "--protocol-era", era, "--method", "tools/call",
