@@ -17,8 +17,9 @@ run: $(EXT_BUILT)
 test: $(EXT_BUILT) bench-deps node-tools
 	$(VENV)/bin/ruff check mcpfast mcpfast_ext tests bench
 	$(VENV)/bin/mypy mcpfast
-	$(MAKE) --no-print-directory test-compiled
-	$(MAKE) --no-print-directory test-pure
+	# The two passes are independent (each starts its own gateways on free ports): run
+	# them side by side, each one's output printed whole when it ends.
+	$(MAKE) --no-print-directory -j2 --output-sync=target test-compiled test-pure
 
 # The compiled run fails if the extension is not what is running.
 test-compiled: $(EXT_BUILT)

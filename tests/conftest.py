@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import fcntl
 import importlib
 import importlib.machinery
 import itertools
@@ -71,6 +73,18 @@ def wait_until(predicate: Any, timeout: float = 15.0) -> None:
             return
         time.sleep(0.05)
     raise AssertionError("condition not reached in time")
+
+
+@contextlib.contextmanager
+def source_tree_lock() -> Iterator[None]:
+    """Held while a test builds in the source tree (cythonize writes there, pip writes
+    build/ and the egg-info): make test runs its two passes side by side."""
+    with open(ROOT / ".build.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def free_port() -> int:

@@ -8,17 +8,18 @@ import subprocess
 import sys
 from pathlib import Path
 
-from .conftest import ROOT
+from .conftest import ROOT, source_tree_lock
 
 
 def build(mode: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
     # CC=false stands for a machine without a working compiler; the build goes to a
     # temporary directory so the in-place extension is untouched.
     env = {**os.environ, "MCPFAST_BUILD_EXTENSION": mode, "CC": "false"}
-    return subprocess.run(
-        [sys.executable, "setup.py", "build_ext", "--force", "--build-lib",
-         str(tmp_path / "lib"), "--build-temp", str(tmp_path / "temp")],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    with source_tree_lock():
+        return subprocess.run(
+            [sys.executable, "setup.py", "build_ext", "--force", "--build-lib",
+             str(tmp_path / "lib"), "--build-temp", str(tmp_path / "temp")],
+            cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
 
 
 def test_yes_fails_when_it_cannot_compile(tmp_path: Path) -> None:

@@ -44,6 +44,9 @@ LEGS = [("2025-11-25", "legacy"), ("2025-11-25", "auto"), ("2026-07-28", "auto")
 @pytest.mark.parametrize("upstreams", ["one", "two"])
 def test_conformance_suite(gateway_factory: Any, tmp_path: Path, spec_version: str,
                            era: str, upstreams: str) -> None:
+    if upstreams == "two" and os.environ.get("MCPFAST_NO_EXTENSIONS") == "1":
+        # The pure pass runs each leg once; aggregation is the same code in both passes.
+        pytest.skip("the two-upstream legs run in the compiled pass of make test")
     assert CONFORMANCE.exists(), "run scripts/node-tools.sh (make test does) first"
     config: dict[str, dict[str, Any]] = {"everything": conformance_upstream(era)}
     if upstreams == "two":

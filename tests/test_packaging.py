@@ -9,15 +9,17 @@ import sys
 import zipfile
 from pathlib import Path
 
-from .conftest import ROOT
+from .conftest import ROOT, source_tree_lock
 
 
 def test_wheel_carries_the_extension_and_runs_installed(tmp_path: Path) -> None:
     wheels = tmp_path / "wheels"
     env = {**os.environ, "MCPFAST_BUILD_EXTENSION": "yes"}
-    build = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-         "-w", str(wheels), str(ROOT)], capture_output=True, text=True, env=env, timeout=300)
+    with source_tree_lock():
+        build = subprocess.run(
+            [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+             "-w", str(wheels), str(ROOT)], capture_output=True, text=True, env=env,
+            timeout=300)
     assert build.returncode == 0, build.stderr
     (wheel,) = wheels.glob("mcpfast-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
