@@ -37,7 +37,7 @@ from mcpfast.gateway.mrtr import (
 )
 from mcpfast.protocol.mcp import input_response_problem, required_capability
 
-from .conftest import McpClient, run, unix_client, ws_client
+from .conftest import GatewayProcess, McpClient, run, unix_client, ws_client
 from .test_conformance import FIXTURE
 from .test_modern_clients import CAPS, SERVER_INFO, collect, events_upstream, request
 from .test_modern_upstreams import bridged, text_of
@@ -291,14 +291,20 @@ def test_cancel_or_disconnect_during_a_round_ends_the_call(gateway_factory: Any,
     run(body())
 
 
+def sdk_client(gw: GatewayProcess, via: str, mode: str) -> Client:
+    """The SDK client in ``mode``, through ``mcpfast connect`` or over Streamable HTTP,
+    answering sampling, elicitation and roots requests."""
+    if via == "connect":
+        return bridged(gw, mode=mode, **CALLBACKS)
+    return Client(gw.http_url, mode=mode, **CALLBACKS)
+
+
 @pytest.mark.parametrize("via", ["connect", "http"])
 def test_sdk_legacy_client_through_conformance_rounds(gateway_factory: Any, via: str) -> None:
     gw = gateway_factory({"everything": conformance_upstream("modern")})
 
     async def body() -> None:
-        opened = (bridged(gw, mode="legacy", **CALLBACKS) if via == "connect" else
-                  Client(gw.http_url, mode="legacy", **CALLBACKS))
-        async with opened as c:
+        async with sdk_client(gw, via, "legacy") as c:
             assert c.protocol_version == "2025-11-25"
             sampled = await c.call_tool("test_sampling", {"prompt": "capital of France?"})
             assert text_of(sampled) == "LLM response: re: capital of France?"
@@ -415,9 +421,7 @@ def test_sdk_modern_client_against_a_legacy_upstream(gateway_factory: Any, via: 
     gw = gateway_factory({"events": events_upstream("legacy")})
 
     async def body() -> None:
-        opened = (bridged(gw, mode="2026-07-28", **CALLBACKS) if via == "connect" else
-                  Client(gw.http_url, mode="2026-07-28", **CALLBACKS))
-        async with opened as c:
+        async with sdk_client(gw, via, "2026-07-28") as c:
             assert c.protocol_version == "2026-07-28"
             assert text_of(await c.call_tool("sample", {"prompt": "why?"})) == "re: why?"
             progress = Progress()
@@ -435,9 +439,7 @@ def test_sdk_modern_client_through_legacy_conformance_rounds(gateway_factory: An
     gw = gateway_factory({"everything": conformance_upstream("legacy")})
 
     async def body() -> None:
-        opened = (bridged(gw, mode="2026-07-28", **CALLBACKS) if via == "connect" else
-                  Client(gw.http_url, mode="2026-07-28", **CALLBACKS))
-        async with opened as c:
+        async with sdk_client(gw, via, "2026-07-28") as c:
             elicited = await c.call_tool("test_elicitation", {"message": "who?"})
             assert "ada@example.com" in text_of(elicited)
             # The legacy fixture asks twice in a row: two rounds, two states.
