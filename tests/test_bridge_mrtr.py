@@ -95,6 +95,12 @@ def asker(tmp_path: Path) -> tuple[dict[str, Any], Path]:
     return {"command": ["python", str(script), str(calls)], "era": "modern"}, calls
 
 
+def asker_gateway(gateway_factory: Any, tmp_path: Path) -> tuple[GatewayProcess, Path]:
+    """A gateway fronting the scripted modern upstream, and the file its calls go to."""
+    table, calls = asker(tmp_path)
+    return gateway_factory({"asker": table}), calls
+
+
 def calls_seen(calls: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in calls.read_text().splitlines()]
 
@@ -179,8 +185,7 @@ def test_legacy_client_answers_two_rounds_as_server_requests(gateway_factory: An
 
 def test_legacy_client_retry_carries_answers_and_state(gateway_factory: Any,
                                                        tmp_path: Path) -> None:
-    table, calls = asker(tmp_path)
-    gw = gateway_factory({"asker": table})
+    gw, calls = asker_gateway(gateway_factory, tmp_path)
 
     async def body() -> None:
         async with unix_client(gw.unix_path) as c:
@@ -201,8 +206,7 @@ def test_legacy_client_retry_carries_answers_and_state(gateway_factory: Any,
 
 def test_legacy_client_lacking_a_capability_gets_an_error(gateway_factory: Any,
                                                           tmp_path: Path) -> None:
-    table, calls = asker(tmp_path)
-    gw = gateway_factory({"asker": table})
+    gw, calls = asker_gateway(gateway_factory, tmp_path)
 
     async def body() -> None:
         async with unix_client(gw.unix_path) as c:
@@ -227,8 +231,7 @@ def test_legacy_client_lacking_a_capability_gets_an_error(gateway_factory: Any,
 
 
 def test_a_client_error_fails_the_call(gateway_factory: Any, tmp_path: Path) -> None:
-    table, calls = asker(tmp_path)
-    gw = gateway_factory({"asker": table})
+    gw, calls = asker_gateway(gateway_factory, tmp_path)
 
     async def body() -> None:
         async with unix_client(gw.unix_path) as c:
@@ -247,8 +250,7 @@ def test_a_client_error_fails_the_call(gateway_factory: Any, tmp_path: Path) -> 
 
 
 def test_input_rounds_are_bounded(gateway_factory: Any, tmp_path: Path) -> None:
-    table, calls = asker(tmp_path)
-    gw = gateway_factory({"asker": table})
+    gw, calls = asker_gateway(gateway_factory, tmp_path)
 
     async def body() -> None:
         async with unix_client(gw.unix_path) as c:
@@ -264,8 +266,7 @@ def test_input_rounds_are_bounded(gateway_factory: Any, tmp_path: Path) -> None:
 
 def test_cancel_or_disconnect_during_a_round_ends_the_call(gateway_factory: Any,
                                                             tmp_path: Path) -> None:
-    table, calls = asker(tmp_path)
-    gw = gateway_factory({"asker": table})
+    gw, calls = asker_gateway(gateway_factory, tmp_path)
 
     async def body() -> None:
         async with unix_client(gw.unix_path) as c:

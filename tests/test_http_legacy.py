@@ -182,6 +182,24 @@ def test_session_lifecycle_and_errors(gateway: GatewayProcess) -> None:
     run(main())
 
 
+def test_idle_session_expires(gateway_factory: Any) -> None:
+    """A session with no requests and no open stream for listen.idle_timeout ends: its
+    id then gets 404, and the client initializes again."""
+    gw = gateway_factory(LEGACY, listen={"idle_timeout": 1.0})
+    call = {"jsonrpc": "2.0", "id": 2, "method": "tools/list"}
+
+    async def main() -> None:
+        async with aiohttp.ClientSession() as http:
+            sid = await initialize(http, gw.http_url)
+            await asyncio.sleep(2.5)
+            async with http.post(gw.http_url, json=call, headers=headers(sid)) as resp:
+                assert resp.status == 404
+            fresh = await initialize(http, gw.http_url)
+            async with http.post(gw.http_url, json=call, headers=headers(fresh)) as resp:
+                assert resp.status == 200
+    run(main())
+
+
 def test_body_limit(gateway_factory: Any) -> None:
     gw = gateway_factory(LEGACY, listen={"max_message_bytes": 2048})
 
