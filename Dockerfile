@@ -1,6 +1,14 @@
 # syntax=docker/dockerfile:1
 # Multi-stage: build the wheel with the compiled extension required, then install it
 # into a clean image that runs as an unprivileged user.
+#
+# The bundled config (examples/container.toml) binds the admin port beyond loopback, so
+# it needs a bearer token, taken from the environment; the gateway refuses to start
+# without it:
+#   docker run -e MCPFAST_ADMIN_TOKEN="$(openssl rand -hex 24)" -p 8080:8080 -p 9090:9090 IMAGE
+# /health, /liveness and /readiness answer without it (the HEALTHCHECK below uses
+# /liveness); /status, /metrics and /api/v1/* need "Authorization: Bearer <token>".
+# Upstreams do not inherit MCPFAST_* variables nor anything the config interpolates.
 ARG BASE_IMAGE=python:3.11-slim
 
 FROM ${BASE_IMAGE} AS build
@@ -8,7 +16,7 @@ RUN apt-get update \
  && apt-get install -y --no-install-recommends gcc libc6-dev \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
-COPY pyproject.toml setup.py README.md ./
+COPY pyproject.toml setup.py README.md LICENSE ./
 COPY mcpfast ./mcpfast
 COPY mcpfast_ext ./mcpfast_ext
 RUN pip install --no-cache-dir build \

@@ -1,20 +1,56 @@
-# The two commands: `make run` and `make test`. Everything else is what they call.
+# The two commands: `make run` and `make test`. A bare `make` (`make build`) only sets up
+# .venv and builds the extension. Everything else is what they call.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-INSTALLED := $(VENV)/.installed
+# `make run` needs only the runtime dependencies (about 20 packages); `make test` adds
+# the test, dev and bench extras (about 50 more, some hundreds of MB).
+INSTALLED := $(VENV)/.installed-runtime
+DEV_INSTALLED := $(VENV)/.installed-dev
 EXT_SOURCES := $(wildcard mcpfast_ext/*.pyx)
 EXT_BUILT := $(VENV)/.extension-built
 CONFIG ?=
 
 NGINX := /usr/sbin/nginx
 
-.PHONY: run test test-compiled test-pure ext lint bench bench-micro bench-deps node-tools clean
+.DEFAULT_GOAL := build
+.PHONY: build run test test-compiled test-pure ext venv check-build-deps lint bench soak \
+	bench-micro bench-deps node-tools clean
 
-run: $(EXT_BUILT)
+# A .venv that a failed first run left without python or pip (Debian's python3 without
+# python3-venv does that) is made again rather than failing every later run.
+define ENSURE_VENV
+$(PY) -c 'import pip' >/dev/null 2>&1 || { \
+  echo "mcpfast: creating $(VENV)"; \
+  rm -rf $(VENV) && $(PYTHON) -m venv $(VENV) && $(PY) -c 'import pip' >/dev/null 2>&1; } || { \
+  rm -rf $(VENV); \
+  echo "mcpfast: '$(PYTHON) -m venv' cannot make a virtual environment with pip; on Debian or Ubuntu: sudo apt-get install python3-venv" >&2; \
+  exit 1; }
+endef
+
+# Checked before anything is installed, so that a machine without the Python headers or
+# a compiler is told which package to install, not "Python.h: No such file" minutes later.
+define BUILD_DEPS_PROBE
+import os, shutil, sys, sysconfig
+problems = []
+include = sysconfig.get_config_var("INCLUDEPY") or ""
+if not os.path.exists(os.path.join(include, "Python.h")):
+    problems.append(f"the Python headers (Python.h in {include}) are missing; on Debian or Ubuntu: sudo apt-get install python3-dev (Fedora: python3-devel)")
+cc = (os.environ.get("CC") or sysconfig.get_config_var("CC") or "cc").split()[0]
+if shutil.which(cc) is None:
+    problems.append(f"no C compiler ({cc}); on Debian or Ubuntu: sudo apt-get install build-essential")
+for problem in problems:
+    print("mcpfast: cannot build the extension:", problem, file=sys.stderr)
+sys.exit(1 if problems else 0)
+endef
+export BUILD_DEPS_PROBE
+
+build: check-build-deps venv $(EXT_BUILT)
+
+run: check-build-deps venv $(EXT_BUILT)
 	$(PY) -m mcpfast serve $(if $(CONFIG),--config $(CONFIG))
 
-test: $(EXT_BUILT) bench-deps node-tools
+test: check-build-deps venv $(EXT_BUILT) $(DEV_INSTALLED) bench-deps node-tools
 	$(VENV)/bin/ruff check mcpfast mcpfast_ext tests bench
 	$(VENV)/bin/mypy mcpfast
 	# The two passes are independent (each starts its own gateways on free ports): run
@@ -22,21 +58,34 @@ test: $(EXT_BUILT) bench-deps node-tools
 	$(MAKE) --no-print-directory -j2 --output-sync=target test-compiled test-pure
 
 # The compiled run fails if the extension is not what is running.
-test-compiled: $(EXT_BUILT)
+test-compiled: $(EXT_BUILT) $(DEV_INSTALLED)
 	MCPFAST_REQUIRE_EXTENSION=1 $(PY) -m pytest -q
 
-test-pure: $(INSTALLED)
+test-pure: $(DEV_INSTALLED)
 	MCPFAST_NO_EXTENSIONS=1 $(PY) -m pytest -q
 
+venv:
+	@$(ENSURE_VENV)
+
+# Only when the extension is still to be built: a built one needs no headers.
+check-build-deps:
+	@test -f $(EXT_BUILT) || $(if $(wildcard $(PY)),$(PY),$(PYTHON)) -c "$$BUILD_DEPS_PROBE"
+
 $(INSTALLED): pyproject.toml setup.py
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip setuptools wheel
+	@$(ENSURE_VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	MCPFAST_BUILD_EXTENSION=no $(PY) -m pip install --quiet -e .
+	touch $@
+
+$(DEV_INSTALLED): $(INSTALLED)
 	MCPFAST_BUILD_EXTENSION=no $(PY) -m pip install --quiet -e '.[test,dev,bench]'
 	touch $@
 
-ext: $(EXT_BUILT)
+ext: check-build-deps $(EXT_BUILT)
 
+# Cython and setuptools are what the in-place build needs, not runtime dependencies.
 $(EXT_BUILT): $(INSTALLED) $(EXT_SOURCES)
+	$(PY) -m pip install --quiet 'Cython>=3.0' 'setuptools>=77' wheel
 	MCPFAST_BUILD_EXTENSION=yes $(PY) setup.py --quiet build_ext --inplace
 	touch $@
 
@@ -59,9 +108,21 @@ bench-micro: $(EXT_BUILT)
 	$(PY) -m pytest bench/micro -q --benchmark-json=.benchmarks/micro.json
 	$(PY) -m bench.micro.report .benchmarks/micro.json
 
-lint: $(INSTALLED)
+# Ten minutes of mixed WebSocket, legacy and modern HTTP traffic (calls longer than
+# sse_keepalive included): zero errors and flat RSS, or it fails. Not part of make test.
+soak: $(EXT_BUILT) $(DEV_INSTALLED)
+	$(PY) -m bench.soak --seconds $(or $(SOAK_SECONDS),600) --json .benchmarks/soak.json
+
+lint: $(DEV_INSTALLED)
 	$(VENV)/bin/ruff check mcpfast mcpfast_ext tests bench
 	$(VENV)/bin/mypy mcpfast
 
 clean:
 	rm -rf build $(VENV) mcpfast_ext/*.so mcpfast_ext/*.c *.egg-info
+
+# Mutation testing, not part of `make test` (docs/mutation.md): each mutant is tried in a
+# copy of the tree under /tmp, never here. Narrow it with MUTATE_ARGS, for example
+# make mutate MUTATE_ARGS="--topics routing --limit 20" (see scripts/mutate.py --help).
+.PHONY: mutate
+mutate: $(EXT_BUILT)
+	$(PY) scripts/mutate.py $(MUTATE_ARGS)

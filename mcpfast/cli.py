@@ -1,12 +1,30 @@
-"""mcpfast's command line: serve, check-config, version."""
+"""mcpfast's command line: serve, check-config, connect, version."""
 
 from __future__ import annotations
 
 import argparse
+import os
+import re
+import shlex
 import sys
 
 from . import __version__
-from .config import Config, ConfigError, load
+from .config import (
+    UPSTREAM_NAME,
+    Config,
+    ConfigError,
+    UpstreamConfig,
+    load,
+    private_directory,
+    user_socket_path,
+)
+
+STDIO_HELP = """front this stdio MCP server instead of the config's upstreams, for example
+"npx -y @modelcontextprotocol/server-everything"; "NAME=command args" names it (default:
+the server's name). Repeat to front several."""
+LAUNCHERS = frozenset({"python", "python3", "node", "npx", "uvx", "bunx"})
+"""Programs whose first argument that is not an option names the server they run."""
+SCRIPT_SUFFIXES = frozenset({".py", ".js", ".mjs", ".cjs", ".ts"})
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -16,13 +34,21 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", help="run the gateway")
     serve.add_argument("--config", "-c", help="TOML config file (default: the bundled demo)")
+    serve.add_argument("--host", help="address the MCP listener binds (listen.host)")
+    serve.add_argument("--port", type=_port, help="the MCP listener's port (listen.port)")
+    serve.add_argument("--admin-port", type=_port, help="the admin API's port (admin.port)")
+    serve.add_argument("--unix", metavar="PATH",
+                       help="serve newline-delimited JSON on this unix socket "
+                            "(listen.unix_socket)")
+    serve.add_argument("--stdio", action="append", metavar="COMMAND", help=STDIO_HELP)
     check = commands.add_parser("check-config", help="validate a config file and exit")
     check.add_argument("file")
     commands.add_parser("version", help="print the version")
     connect = commands.add_parser(
         "connect", help="bridge stdio to a running gateway (for stdio-only MCP clients)")
-    connect.add_argument("--unix", required=True, metavar="PATH",
-                         help="the gateway's unix socket (listen.unix_socket)")
+    connect.add_argument("--unix", metavar="PATH", default=None,
+                         help="the gateway's unix socket (listen.unix_socket; default: "
+                              f"{user_socket_path()}, where the bundled config listens)")
     args = parser.parse_args(argv)
 
     if args.command == "version":
@@ -33,17 +59,103 @@ def main(argv: list[str] | None = None) -> int:
 
         from .bridge import bridge_unix
 
-        return asyncio.run(bridge_unix(args.unix))
+        path = args.unix or user_socket_path()
+        if args.unix is None and os.path.isdir(os.path.dirname(path)):
+            try:
+                private_directory(os.path.dirname(path), create=False)
+            except OSError as exc:
+                print(f"mcpfast connect: {exc}", file=sys.stderr)
+                return 1
+        return asyncio.run(bridge_unix(path))
     try:
         config = load(args.file if args.command == "check-config" else args.config)
+        if args.command == "serve":
+            _apply_flags(config, args)
     except ConfigError as exc:
         print(f"mcpfast: config error: {exc}", file=sys.stderr)
         return 2
     if args.command == "check-config":
+        problems = _unstartable(config)
+        for problem in problems:
+            print(f"mcpfast: config error: {problem}", file=sys.stderr)
+        if problems:
+            return 2
         names = ", ".join(config.upstreams)
         print(f"{args.file}: OK ({len(config.upstreams)} upstream(s): {names})")
         return 0
     return _serve(config)
+
+
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        port = -1
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number (0 to 65535)")
+    return port
+
+
+def _apply_flags(config: Config, args: argparse.Namespace) -> None:
+    """Command-line flags win over the config file (validated as the file would be)."""
+    if args.host is not None:
+        config.listen.host = args.host
+    if args.port is not None:
+        config.listen.port = args.port
+    if args.admin_port is not None:
+        config.admin.port = args.admin_port
+    if args.unix is not None:
+        config.listen.unix_socket = args.unix or None
+    if args.stdio:
+        config.upstreams = _stdio_upstreams(args.stdio, config.routing.separator)
+
+
+def _stdio_upstreams(commands: list[str], separator: str) -> dict[str, UpstreamConfig]:
+    upstreams: dict[str, UpstreamConfig] = {}
+    for text in commands:
+        name, _, rest = text.partition("=")
+        if rest and UPSTREAM_NAME.match(name) and separator not in name:
+            text = rest
+        else:
+            name = ""
+        try:
+            argv = shlex.split(text)
+        except ValueError as exc:
+            raise ConfigError(f"--stdio {text!r}: {exc}") from None
+        if not argv:
+            raise ConfigError("--stdio: expected a command, such as \"npx -y some-server\"")
+        if not name:
+            name = _server_name(argv).replace(separator, "-") or "stdio"
+        base, n = name, 2
+        while name in upstreams:
+            name, n = f"{base}-{n}", n + 1
+        upstreams[name] = UpstreamConfig(command=argv)
+    return upstreams
+
+
+def _server_name(argv: list[str]) -> str:
+    words = [argv[0]]
+    if os.path.basename(argv[0]) in LAUNCHERS:
+        words = [word for word in argv[1:] if not word.startswith("-")][:1] or words
+    name, suffix = os.path.splitext(os.path.basename(words[0].rstrip("/")))
+    if suffix not in SCRIPT_SUFFIXES:
+        name += suffix
+    return re.sub(r"[^A-Za-z0-9_-]+", "-", name).strip("-_")[:64]
+
+
+def _unstartable(config: Config) -> list[str]:
+    """Upstreams whose program or directory is missing, checked with the environment
+    each would get; "key.path: reason" like any config error."""
+    from .gateway.stdio import CannotStartError, resolve_command, upstream_environment
+
+    problems: list[str] = []
+    for name, upstream in config.upstreams.items():
+        env, _ = upstream_environment(upstream, config.interpolated.names, os.environ)
+        try:
+            resolve_command(name, upstream, config.interpolated, env)
+        except CannotStartError as exc:
+            problems.append(f"upstreams.{name}.{exc.key}: {exc}")
+    return problems
 
 
 def _serve(config: Config) -> int:

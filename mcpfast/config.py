@@ -3,13 +3,17 @@
 Every error names the key path and the reason (``upstreams.demo.command: expected a
 non-empty list``), so an operator can fix a file without reading this module. String
 values may use ``${NAME}`` to take a secret from the environment (``$${`` for a literal
-``${``); an unset variable is an error, never an empty string.
+``${``); an unset variable is an error, never an empty string. What interpolation took is
+recorded (``Config.interpolated``): those values may be secrets, so /status and the logs
+show the string as written instead, and upstreams never inherit those variables.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
+import stat
 import tomllib
 from collections.abc import Mapping
 from importlib import resources
@@ -45,6 +49,11 @@ class HttpConfig(msgspec.Struct, **KEY):  # type: ignore[call-arg]
     ``${ENV}``) so that any of them can serve any session; empty = random per process."""
     session_timeout: float = 1800.0
     max_sessions: int = 10000
+    max_sessions_per_peer: int = 256
+    """Legacy sessions open at once from one IP address: one client cannot take them
+    all and lock the others out."""
+    session_max_age: float = 86400.0
+    """Seconds a legacy session id stays valid after it was issued, however active."""
     sse_keepalive: float = 15.0
     replay_events: int = 256
     """Events kept per SSE stream for resumption with ``Last-Event-ID``."""
@@ -56,6 +65,8 @@ class HttpConfig(msgspec.Struct, **KEY):  # type: ignore[call-arg]
         for key in ("session_timeout", "sse_keepalive", "replay_seconds"):
             _check(getattr(self, key) > 0, key, "must be positive")
         _check(self.max_sessions > 0, "max_sessions", "must be positive")
+        _check(self.max_sessions_per_peer > 0, "max_sessions_per_peer", "must be positive")
+        _check(self.session_max_age > 0, "session_max_age", "must be positive")
         _check(self.replay_events >= 0, "replay_events", "must not be negative")
         _check(self.sse_retry_ms >= 0, "sse_retry_ms", "must not be negative")
         _check(not self.session_secret or len(self.session_secret) >= 16, "session_secret",
@@ -69,6 +80,10 @@ class ListenConfig(msgspec.Struct, **KEY):  # type: ignore[call-arg]
     unix_socket: str | None = None
     unix_socket_mode: str = "0660"
     max_message_bytes: int = 4 * 1024 * 1024
+    max_json_depth: int = 64
+    """Nesting levels a client message may have, its envelope object the first (a
+    ``tools/call``'s arguments are the third). A deeper one is answered -32700 unread,
+    and never reaches an upstream, whose parser may recurse too."""
     idle_timeout: float = 300.0
     backlog: int = 1024
     http: HttpConfig = msgspec.field(default_factory=HttpConfig)
@@ -77,6 +92,10 @@ class ListenConfig(msgspec.Struct, **KEY):  # type: ignore[call-arg]
         _check(0 <= self.port <= 65535, "port", "must be between 0 and 65535")
         _check(self.path.startswith("/"), "path", "must start with '/'")
         _check(self.max_message_bytes >= 1024, "max_message_bytes", "must be at least 1024")
+        # The gateway's own decoders recurse once per level, within Python's recursion
+        # limit (1000 frames, some of them in use when a message is decoded).
+        _check(3 <= self.max_json_depth <= 512, "max_json_depth",
+               "must be between 3 (a tools/call's arguments) and 512")
         _check(self.idle_timeout > 0, "idle_timeout", "must be positive")
         _check(self.backlog > 0, "backlog", "must be positive")
         try:
@@ -95,14 +114,82 @@ class AdminConfig(msgspec.Struct, **KEY):  # type: ignore[call-arg]
     enabled: bool = True
     host: str = "127.0.0.1"
     port: int = 9090
+    token: str = ""
+    """When set, every admin endpoint but the health probes needs
+    ``Authorization: Bearer <token>``. Required when ``host`` is not a loopback address:
+    /status, /metrics and the admin API would otherwise be open to the network."""
 
     def __post_init__(self) -> None:
         _check(0 <= self.port <= 65535, "port", "must be between 0 and 65535")
+        _check(not self.token or len(self.token) >= 16, "token",
+               "must be at least 16 characters")
+        _check(bool(self.token) or not self.enabled or is_loopback(self.host), "token",
+               f"is required when admin.host ({self.host!r}) is not a loopback address, "
+               "or /status, /metrics and the admin API are open to anyone who can reach "
+               "the port; set token = \"${MCPFAST_ADMIN_TOKEN}\" (and that variable), or "
+               "bind admin.host to 127.0.0.1")
+
+
+def is_loopback(host: str) -> bool:
+    """Whether binding ``host`` keeps a port on this machine. A name other than
+    localhost counts as not loopback: what it resolves to may change."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 class LoggingConfig(msgspec.Struct, **KEY):  # type: ignore[call-arg]
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["text", "json"] = "text"
+
+
+MIB = 1024 * 1024
+
+
+class LimitsConfig(msgspec.Struct, **KEY):  # type: ignore[call-arg]
+    """What one client, one peer, or all of them together may make the gateway hold
+    (nginx's client_*_timeout and send_timeout, Envoy's per-connection buffer limit,
+    overload manager and max_connections). Each is counted in /metrics."""
+
+    client_buffer_bytes: int = 16 * MIB
+    """Bytes waiting to be sent to one client. A client that lets more pile up is not
+    reading: it is closed (WebSocket 1008, HTTP connection closed) and its calls are
+    cancelled upstream. One message is always sent whole, whatever its size."""
+    process_buffer_bytes: int = 512 * MIB
+    """Bytes waiting to be sent to all clients and upstreams together. Past it, new
+    requests are refused (-32000, HTTP 503) until the buffers drain below half."""
+    max_in_flight: int = 256
+    """Requests one session may have in flight; more are refused with -32000."""
+    max_connections: int = 0
+    """Client connections open at once (WebSocket, HTTP and unix together); more are
+    closed at once (HTTP 503). 0: the descriptor limit less ``reserved_descriptors``."""
+    max_connections_per_peer: int = 512
+    """Client connections open at once from one IP address."""
+    reserved_descriptors: int = 128
+    """Kept free for upstreams, the admin port and logs when max_connections is 0."""
+    header_timeout: float = 10.0
+    """Seconds from a request's first byte to the end of its head. Activity does not
+    extend it: a client that trickles a header line every few seconds is closed."""
+    body_timeout: float = 60.0
+    """Seconds from the end of a request's head to the end of its body, and from the
+    first byte of a WebSocket or unix-socket message to its last."""
+    keepalive_timeout: float = 60.0
+    """Seconds an HTTP/1.1 connection may wait for its next request."""
+
+    def __post_init__(self) -> None:
+        _check(self.client_buffer_bytes >= 65536, "client_buffer_bytes",
+               "must be at least 65536")
+        _check(self.process_buffer_bytes >= self.client_buffer_bytes, "process_buffer_bytes",
+               "must be at least client_buffer_bytes")
+        for key in ("max_in_flight", "max_connections_per_peer"):
+            _check(getattr(self, key) > 0, key, "must be positive")
+        for key in ("max_connections", "reserved_descriptors"):
+            _check(getattr(self, key) >= 0, key, "must not be negative")
+        for key in ("header_timeout", "body_timeout", "keepalive_timeout"):
+            _check(getattr(self, key) > 0, key, "must be positive")
 
 
 class ShutdownConfig(msgspec.Struct, **KEY):  # type: ignore[call-arg]
@@ -129,8 +216,22 @@ class UpstreamConfig(msgspec.Struct, **KEY):  # type: ignore[call-arg]
     to the legacy ``initialize`` handshake (stdio "Backward Compatibility"). Clients of
     either era are served whatever the verdict; client input crosses eras as
     gateway/mrtr.py describes."""
+    attribution: Literal["exclusive", "in_flight"] = "exclusive"
+    """Whose are the upstream's messages that name no client request (sampling,
+    elicitation and roots requests, log messages)? ``exclusive``: delivered only while a
+    single client session has used this upstream process since it started; otherwise
+    refused (requests) or dropped (notifications). ``in_flight``: the operator vouches
+    that the server sends them only while handling the request that caused them, so they
+    go to the one session with requests in flight, when exactly one has."""
     env: dict[str, str] = {}
-    inherit_env: bool = True
+    """Set in the upstream's environment, whatever ``inherit_env`` says."""
+    inherit_env: bool | Literal["allowlist"] = "allowlist"
+    """What the upstream inherits from the gateway's environment: ``"allowlist"`` the
+    variables gateway/stdio.py lists (PATH, HOME, LANG, LC_* and the like) and those
+    ``env_allow`` matches; ``true`` all; ``false`` none. Never ``MCPFAST_*`` nor a variable
+    the config interpolates (the gateway's own secrets) unless ``env`` sets it."""
+    env_allow: list[str] = []
+    """More names (shell patterns such as ``AWS_*``) to inherit with ``"allowlist"``."""
     cwd: str | None = None
     init_timeout: float = 15.0
     request_timeout: float = 60.0
@@ -147,6 +248,8 @@ class UpstreamConfig(msgspec.Struct, **KEY):  # type: ignore[call-arg]
             _check(getattr(self, key) > 0, key, "must be positive")
         _check(self.restart_backoff_max >= self.restart_backoff, "restart_backoff_max",
                "must be at least restart_backoff")
+        _check(not self.env_allow or self.inherit_env == "allowlist", "env_allow",
+               'applies only with inherit_env = "allowlist"')
 
 
 class Config(msgspec.Struct, **KEY):  # type: ignore[call-arg]
@@ -154,9 +257,11 @@ class Config(msgspec.Struct, **KEY):  # type: ignore[call-arg]
     admin: AdminConfig = msgspec.field(default_factory=AdminConfig)
     logging: LoggingConfig = msgspec.field(default_factory=LoggingConfig)
     shutdown: ShutdownConfig = msgspec.field(default_factory=ShutdownConfig)
+    limits: LimitsConfig = msgspec.field(default_factory=LimitsConfig)
     routing: RoutingConfig = msgspec.field(default_factory=RoutingConfig)
     upstreams: dict[str, UpstreamConfig] = {}
     source: str = ""
+    interpolated: Interpolated = msgspec.field(default_factory=lambda: Interpolated())
 
 
 class _KeyError(ValueError):
@@ -203,17 +308,39 @@ def _describe(message: str, base: str) -> str:
 
 
 _ENV = re.compile(r"\$\$\{|\$\{([A-Za-z_][A-Za-z0-9_]*)\}|\$\{([^}]*)\}?")
+# Fields of Config that parse() sets; a config file may not.
+_RESERVED = ("source", "interpolated")
 
 
-def interpolate(value: Any, path: str = "", environ: Mapping[str, str] | None = None) -> Any:
-    """Replace ``${NAME}`` in every string of a decoded TOML document."""
+class Interpolated(msgspec.Struct, **KEY):  # type: ignore[call-arg]
+    """What ``${NAME}`` interpolation took from the environment. Any of it may be a
+    secret, so it is shown as written and never inherited by an upstream."""
+
+    names: set[str] = msgspec.field(default_factory=set)
+    """Every variable the config interpolated."""
+    written: dict[str, str] = {}
+    """Key path (``upstreams.demo.command[1]``) → the string as written, for each
+    string that took a value from the environment."""
+
+    def shown(self, path: str, value: str) -> str:
+        """``value`` as /status and the logs may show it: as written when it took a
+        value from the environment (``--token=${TOKEN}``), else itself."""
+        return self.written.get(path, value)
+
+
+def interpolate(value: Any, path: str = "", environ: Mapping[str, str] | None = None,
+                record: Interpolated | None = None) -> Any:
+    """Replace ``${NAME}`` in every string of a decoded TOML document, noting in
+    ``record`` what was replaced."""
     env = os.environ if environ is None else environ
     if isinstance(value, dict):
-        return {k: interpolate(v, f"{path}.{k}" if path else k, env) for k, v in value.items()}
+        return {k: interpolate(v, f"{path}.{k}" if path else k, env, record)
+                for k, v in value.items()}
     if isinstance(value, list):
-        return [interpolate(v, f"{path}[{i}]", env) for i, v in enumerate(value)]
+        return [interpolate(v, f"{path}[{i}]", env, record) for i, v in enumerate(value)]
     if not isinstance(value, str) or "$" not in value:
         return value
+    taken: list[str] = []
 
     def substitute(m: re.Match[str]) -> str:
         if m[0] == "$${":
@@ -223,9 +350,14 @@ def interpolate(value: Any, path: str = "", environ: Mapping[str, str] | None = 
                               "write ${NAME}, or $${ for a literal ${")
         if m[1] not in env:
             raise ConfigError(f"{path}: environment variable {m[1]} is not set")
+        taken.append(m[1])
         return env[m[1]]
 
-    return _ENV.sub(substitute, value)
+    result = _ENV.sub(substitute, value)
+    if taken and record is not None:
+        record.names.update(taken)
+        record.written[path] = value
+    return result
 
 
 def parse(text: str, source: str = "<config>", environ: Mapping[str, str] | None = None
@@ -234,7 +366,11 @@ def parse(text: str, source: str = "<config>", environ: Mapping[str, str] | None
         document = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{source}: not valid TOML: {exc}") from None
-    document = interpolate(document, environ=environ)
+    for key in _RESERVED:
+        if key in document:
+            raise ConfigError(f"{key}: unknown key")
+    interpolated = Interpolated()
+    document = interpolate(document, environ=environ, record=interpolated)
     upstreams = document.pop("upstreams", {})
     if not isinstance(upstreams, dict):
         raise ConfigError("upstreams: expected a table of named upstreams")
@@ -254,7 +390,35 @@ def parse(text: str, source: str = "<config>", environ: Mapping[str, str] | None
         raise ConfigError("upstreams: at least one upstream is required")
     config.upstreams = converted
     config.source = source
+    config.interpolated = interpolated
+    if config.listen.unix_socket == "auto":
+        config.listen.unix_socket = user_socket_path(environ)
     return config
+
+
+def user_socket_path(environ: Mapping[str, str] | None = None) -> str:
+    """Where ``unix_socket = "auto"`` listens and ``mcpfast connect`` connects by
+    default: in the user's runtime directory (private, per login), else in a directory
+    of /tmp that only this user may enter, so that no other user can take the name."""
+    runtime = (os.environ if environ is None else environ).get("XDG_RUNTIME_DIR")
+    if runtime and os.path.isabs(runtime):
+        return os.path.join(runtime, "mcpfast.sock")
+    return f"/tmp/mcpfast-{os.getuid()}/mcpfast.sock"
+
+
+def private_directory(path: str, create: bool) -> None:
+    """Check (``create``: make, 0700, if missing) that ``path`` is a directory of this
+    user that no one else may write to; raise OSError otherwise. In /tmp another user
+    could have made it first, to put a socket of their own in place of the gateway's."""
+    if create:
+        try:
+            os.mkdir(path, 0o700)
+        except FileExistsError:
+            pass
+    info = os.lstat(path)
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() or info.st_mode & 0o022:
+        raise OSError(f"{path} is not a private directory of this user; remove it, or "
+                      "choose another socket path")
 
 
 def load(path: str | os.PathLike[str] | None = None) -> Config:

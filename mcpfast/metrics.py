@@ -21,13 +21,19 @@ class Counters:
     """Gateway-wide counters; each attribute is a plain int incremented in place."""
 
     __slots__ = (
+        "client_overflows",
         "connections_total",
         "errors",
         "messages_in",
         "messages_out",
         "oversized",
         "parse_errors",
+        "refused_in_flight",
+        "refused_overloaded",
+        "refused_sessions",
+        "refused_sessions_per_peer",
         "requests",
+        "timeouts",
     )
 
     def __init__(self) -> None:
@@ -38,6 +44,12 @@ class Counters:
         self.errors = 0
         self.parse_errors = 0
         self.oversized = 0
+        self.client_overflows = 0
+        self.timeouts = 0
+        self.refused_overloaded = 0
+        self.refused_in_flight = 0
+        self.refused_sessions = 0
+        self.refused_sessions_per_peer = 0
 
 
 class GatewayCollector(Collector):
@@ -61,10 +73,32 @@ class GatewayCollector(Collector):
                        c.parse_errors)
         yield _counter("mcpfast_oversized_messages", "Client messages over the size limit.",
                        c.oversized)
+        limited = CounterMetricFamily(
+            "mcpfast_limit_enforced", "Times a [limits] bound was enforced, by limit.",
+            labels=["limit"])
+        for limit, value in (("client_buffer_bytes", c.client_overflows),
+                             ("process_buffer_bytes", c.refused_overloaded),
+                             ("max_in_flight", c.refused_in_flight),
+                             ("header_or_body_timeout", c.timeouts),
+                             ("max_connections", gw.admission.refused),
+                             ("max_sessions", c.refused_sessions),
+                             ("max_sessions_per_peer", c.refused_sessions_per_peer)):
+            limited.add_metric([limit], value)
+        yield limited
+        yield GaugeMetricFamily("mcpfast_open_client_connections",
+                                "Client connections open (all transports), counted at "
+                                "admission against limits.max_connections.",
+                                value=gw.admission.open)
+        yield GaugeMetricFamily("mcpfast_buffered_bytes",
+                                "Bytes waiting to be sent to clients and upstreams (sampled).",
+                                value=gw.buffered)
+        yield GaugeMetricFamily("mcpfast_overloaded",
+                                "1 while new requests are refused for process_buffer_bytes.",
+                                value=1 if gw.overloaded else 0)
 
         open_ = GaugeMetricFamily("mcpfast_open_connections", "Open downstream connections.",
                                   labels=["transport"])
-        by_kind: dict[str, int] = {"websocket": 0, "unix": 0}
+        by_kind: dict[str, int] = {"websocket": 0, "unix": 0, "http": 0}
         for session in gw.sessions.values():
             by_kind[session.transport] = by_kind.get(session.transport, 0) + 1
         for kind, n in sorted(by_kind.items()):
@@ -82,13 +116,19 @@ class GatewayCollector(Collector):
                                    labels=["upstream"])
         restarts = CounterMetricFamily("mcpfast_upstream_restarts",
                                        "Times the upstream was (re)started.", labels=["upstream"])
+        unattributed = CounterMetricFamily(
+            "mcpfast_upstream_unattributed",
+            "Server-to-client requests refused and notifications dropped because they "
+            "named no client request while several clients used the upstream.",
+            labels=["upstream"])
         for name, upstream in gw.upstreams.items():
             up.add_metric([name], 1 if upstream.ready else 0)
             inflight.add_metric([name], len(upstream.pending))
             reqs.add_metric([name], upstream.requests_forwarded)
             errs.add_metric([name], upstream.requests_failed)
             restarts.add_metric([name], upstream.starts)
-        yield from (up, inflight, reqs, errs, restarts)
+            unattributed.add_metric([name], upstream.unattributed)
+        yield from (up, inflight, reqs, errs, restarts, unattributed)
         yield GaugeMetricFamily("mcpfast_ready", "1 when the gateway is ready for traffic.",
                                 value=1 if gw.ready else 0)
 

@@ -1,15 +1,23 @@
 """``mcpfast serve``: run the gateway until SIGTERM or SIGINT, then shut down gracefully.
 
+Start order: the admin app, then the listeners, then the upstreams. The listeners accept
+clients while the upstreams initialize, so that one that is slow or cannot start at all
+does not keep the port closed for its ``init_timeout``; /readiness stays 503, and "ready"
+is logged, only once every upstream has initialized.
+
 Shutdown order: readiness goes false, listeners stop accepting, requests in flight get
 until ``shutdown.drain_timeout`` to finish, WebSocket clients get close 1001, upstream
-processes are stopped, the admin app last (so that it reports the drain).
+processes are stopped and anything they left behind is reaped, the admin app last (so
+that it reports the drain).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
+from typing import Any
 
 from aiohttp import web
 
@@ -17,11 +25,17 @@ from mcpfast_ext import IMPLEMENTATION
 
 from . import __version__
 from .admin.app import create_app
-from .config import Config
+from .config import Config, private_directory, user_socket_path
 from .gateway.gateway import Gateway
 from .gateway.listener import Listener, TcpListener, UnixListener
+from .gateway.stdio import become_subreaper, reap_exited_orphans, reap_orphans
 
 log = logging.getLogger("mcpfast")
+
+READY_POLL = 0.25
+ZOMBIE_SWEEP = 30.0
+"""Seconds between collections of orphans that exited while their upstream still runs
+(they are the gateway's children once it is a subreaper, and would stay zombies)."""
 
 
 async def serve(config: Config) -> None:
@@ -29,6 +43,7 @@ async def serve(config: Config) -> None:
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    subreaper = become_subreaper()
     gateway = Gateway(config)
     log.info("mcpfast %s starting (%s hot path) with %s", __version__, IMPLEMENTATION,
              config.source)
@@ -39,33 +54,80 @@ async def serve(config: Config) -> None:
                                      handle_signals=False)
         await admin_runner.setup()
         await web.TCPSite(admin_runner, config.admin.host, config.admin.port).start()
-        log.info("admin API on http://%s:%d", config.admin.host, config.admin.port)
+        log.info("admin API on http://%s:%d%s", config.admin.host, config.admin.port,
+                 " (bearer token required but for the health probes)"
+                 if config.admin.token else "")
 
     listeners: list[Listener] = [TcpListener(gateway, "websocket", "")]
     if config.listen.unix_socket:
+        if config.listen.unix_socket == user_socket_path():
+            private_directory(os.path.dirname(config.listen.unix_socket), create=True)
         listeners.append(UnixListener(gateway, "unix", config.listen.unix_socket))
     gateway.listeners = listeners
+    background: list[asyncio.Task[Any]] = []
     try:
-        await gateway.start_upstreams()
         for listener in listeners:
             await listener.start()
         gateway.listening = True
-        log.info("ready")
-        await stop.wait()
+        log.info("initializing %d upstream(s): %s", len(gateway.upstreams),
+                 ", ".join(gateway.upstreams))
+        starting = loop.create_task(gateway.start_upstreams(), name="start-upstreams")
+        background.append(starting)
+        stopping = loop.create_task(stop.wait(), name="stop")
+        background.append(stopping)
+        await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        if starting.done():
+            starting.result()
+            background.append(loop.create_task(_log_when_ready(gateway), name="readiness"))
+            if subreaper:
+                background.append(loop.create_task(_collect_zombies(gateway), name="zombies"))
+        await stopping
         log.info("shutting down: draining for up to %g s", config.shutdown.drain_timeout)
         for listener in listeners:
             listener.stop_accepting()
         await gateway.drain()
     finally:
+        for task in background:
+            task.cancel()
+        # Whatever they ended with, the upstreams below must still be stopped.
+        await asyncio.gather(*background, return_exceptions=True)
         for listener in listeners:
             listener.stop_accepting()
         await gateway.stop()
+        if subreaper:
+            orphans = await reap_orphans()
+            if orphans:
+                log.info("ended %d process(es) the upstreams left behind: %s",
+                         len(orphans), " ".join(map(str, orphans)))
         for listener in listeners:
             if listener.server is not None:
                 await _closed(listener.server)
         if admin_runner is not None:
             await admin_runner.cleanup()
         log.info("stopped")
+
+
+async def _log_when_ready(gateway: Gateway) -> None:
+    """Say "ready" when /readiness starts answering 200, and not before."""
+    if not gateway.ready:
+        waiting = [name for name, u in gateway.upstreams.items()
+                   if not u.initialized_once.is_set()]
+        log.warning("listening, but not ready: /readiness answers 503 until every upstream "
+                    "has initialized and one is up (%s)",
+                    f"waiting for {', '.join(waiting)}" if waiting else "none is up")
+        while not gateway.ready:
+            await asyncio.sleep(READY_POLL)
+    log.info("ready")
+
+
+async def _collect_zombies(gateway: Gateway) -> None:
+    while True:
+        await asyncio.sleep(ZOMBIE_SWEEP)
+        # A process being started is a child whose pid its upstream may not know yet:
+        # collecting it would steal its exit from the event loop.
+        if any(u.state == "starting" for u in gateway.upstreams.values()):
+            continue
+        reap_exited_orphans([getattr(u, "pid", None) for u in gateway.upstreams.values()])
 
 
 async def _closed(server: asyncio.AbstractServer) -> None:

@@ -59,9 +59,10 @@ cdef class FrameParser:
     ``expect_masked`` is True on the server, which reads client frames, and False on
     the client (5.1). A declared payload over ``max_payload`` bytes fails with 1009.
 
-    After ``feed`` raises FrameError the parser is finished: the buffer is dropped,
-    frames completed earlier in that same call are discarded, and every later call
-    raises the same error again (7.1.7: the connection must be failed).
+    After ``feed`` raises FrameError the parser is finished: the buffer is dropped, and
+    every later call raises the same error again (7.1.7: the connection must be failed).
+    The frames completed earlier in that same call come with the error, as its
+    ``frames``: the connection answers them before it closes.
     """
 
     # Bytes of an incomplete frame, owned and grown by realloc; empty between frames.
@@ -122,6 +123,8 @@ cdef class FrameParser:
                     # Only an incomplete frame is left, so this moves at most one frame.
                     self._len -= used
                     memmove(self._buf, self._buf + used, self._len)
+        except FrameError as exc:
+            raise FrameError(exc.code, exc.reason, frames) from None
         finally:
             self._parsing = False
             PyBuffer_Release(&view)

@@ -36,10 +36,10 @@ class FrameParser:
     ``expect_masked`` is True on the server, which reads client frames, and False on
     the client (5.1). A declared payload over ``max_payload`` bytes fails with 1009.
 
-    After ``feed`` raises FrameError the parser is finished: the buffer is dropped,
-    frames completed earlier in that same call are discarded, and every later call
-    raises the same error again. Section 7.1.7 requires failing the connection at that
-    point, so there is no one left to hand those frames to.
+    After ``feed`` raises FrameError the parser is finished: the buffer is dropped, and
+    every later call raises the same error again (7.1.7: the connection must be failed).
+    The frames completed earlier in that same call come with the error, as its
+    ``frames``: the connection answers them before it closes.
     """
 
     __slots__ = ("_buf", "_error", "_mask_bit", "_max_payload")
@@ -76,9 +76,24 @@ class FrameParser:
             buf += data
             src = buf
         end = len(src)
+        frames: list[Frame] = []
+        try:
+            pos = self._parse(src, end, frames)
+        except FrameError as exc:
+            raise FrameError(exc.code, exc.reason, frames) from None
+        if src is buf:
+            if pos:
+                del buf[:pos]
+        elif pos < end:
+            buf += memoryview(src)[pos:]
+        return frames
+
+    def _parse(self, src: bytes | bytearray, end: int, frames: list[Frame]) -> int:
+        """Append the complete frames in ``src[:end]`` to ``frames``; return how many
+        bytes they took."""
         mask_bit = self._mask_bit
         max_payload = self._max_payload
-        frames: list[Frame] = []
+        buf = self._buf
         pos = 0
         # A partial frame is parsed again from its first byte on the next call: headers
         # are at most 14 bytes, cheaper to re-read than to keep a resumable state.
@@ -141,12 +156,7 @@ class FrameParser:
                 payload = src[start:stop]  # type: ignore[assignment]  # src is data, bytes
             frames.append(((b0 & 0x80) != 0, opcode, payload))
             pos = stop
-        if src is buf:
-            if pos:
-                del buf[:pos]
-        elif pos < end:
-            buf += memoryview(src)[pos:]
-        return frames
+        return pos
 
     def _fail(self, code: int, reason: str) -> NoReturn:
         self._error = FrameError(code, reason)

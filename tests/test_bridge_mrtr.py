@@ -37,10 +37,21 @@ from mcpfast.gateway.mrtr import (
 )
 from mcpfast.protocol.mcp import input_response_problem, required_capability
 
-from .conftest import GatewayProcess, McpClient, run, unix_client, ws_client
-from .test_conformance import FIXTURE
-from .test_modern_clients import CAPS, SERVER_INFO, collect, events_upstream, request
-from .test_modern_upstreams import bridged, text_of
+from .conftest import (
+    CAPS,
+    SERVER_INFO,
+    GatewayProcess,
+    McpClient,
+    bridged,
+    collect,
+    events_upstream,
+    run,
+    unix_client,
+    ws_client,
+)
+from .conftest import CONFORMANCE_SERVER as FIXTURE
+from .conftest import modern_request as request
+from .conftest import sdk_text as text_of
 
 ASKER_SERVER = r"""
 import json, sys
@@ -106,7 +117,9 @@ def calls_seen(calls: Path) -> list[dict[str, Any]]:
 
 
 def conformance_upstream(era: str) -> dict[str, Any]:
-    return {"command": ["python", FIXTURE], "init_timeout": 20.0, "era": era}
+    # The fixture asks for input only inside the call that needs it (attribution).
+    return {"command": ["python", FIXTURE], "init_timeout": 20.0, "era": era,
+            "attribution": "in_flight"}
 
 
 # -- SDK client callbacks ------------------------------------------------------------------
@@ -419,7 +432,9 @@ def test_a_parked_call_outlives_the_connection_that_asked(gateway_factory: Any) 
 
 @pytest.mark.parametrize("via", ["connect", "http"])
 def test_sdk_modern_client_against_a_legacy_upstream(gateway_factory: Any, via: str) -> None:
-    gw = gateway_factory({"events": events_upstream("legacy")})
+    # Each modern HTTP request is a session of its own: only attribution "in_flight"
+    # lets the upstream's in-call requests through once the client has sent several.
+    gw = gateway_factory({"events": {**events_upstream("legacy"), "attribution": "in_flight"}})
 
     async def body() -> None:
         async with sdk_client(gw, via, "2026-07-28") as c:

@@ -55,3 +55,79 @@ def test_env_interpolation_errors() -> None:
 def test_missing_file() -> None:
     with pytest.raises(ConfigError, match="cannot read"):
         load("/nonexistent/mcpfast.toml")
+
+
+def test_interpolation_is_recorded_for_redaction() -> None:
+    config = parse('[upstreams.a]\ncommand = ["srv", "--token=${TOKEN}", "$${KEEP}", "plain"]\n'
+                   'env = { KEY = "${KEY}" }\n[listen.http]\nsession_secret = "${SESSION}"\n',
+                   environ={"TOKEN": "t0ken", "KEY": "k", "SESSION": "x" * 16})
+    record = config.interpolated
+    assert record.names == {"TOKEN", "KEY", "SESSION"}
+    assert record.written == {"upstreams.a.command[1]": "--token=${TOKEN}",
+                              "upstreams.a.env.KEY": "${KEY}",
+                              "listen.http.session_secret": "${SESSION}"}
+    assert record.shown("upstreams.a.command[1]", "--token=t0ken") == "--token=${TOKEN}"
+    assert record.shown("upstreams.a.command[2]", "${KEEP}") == "${KEEP}"
+    assert config.upstreams["a"].command[1] == "--token=t0ken"
+
+
+@pytest.mark.parametrize("key", ["source", "interpolated"])
+def test_fields_parse_sets_are_not_config_keys(key: str) -> None:
+    with pytest.raises(ConfigError, match=f"{key}: unknown key"):
+        parse(f'{key} = "x"\n' + UP)
+
+
+def test_inherit_env_values() -> None:
+    assert parse(UP).upstreams["a"].inherit_env == "allowlist"
+    for value, expected in (("true", True), ("false", False), ('"allowlist"', "allowlist")):
+        assert parse(UP + f"inherit_env = {value}\n").upstreams["a"].inherit_env == expected
+    with pytest.raises(ConfigError, match=r"upstreams\.a\.inherit_env: Invalid enum value 'all'"):
+        parse(UP + 'inherit_env = "all"\n')
+    with pytest.raises(ConfigError, match=r"upstreams\.a\.env_allow: applies only with"):
+        parse(UP + 'inherit_env = true\nenv_allow = ["AWS_*"]\n')
+    assert parse(UP + 'env_allow = ["AWS_*"]\n').upstreams["a"].env_allow == ["AWS_*"]
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "127.0.0.2", "::1", "localhost"])
+def test_admin_on_loopback_needs_no_token(host: str) -> None:
+    assert parse(f'[admin]\nhost = "{host}"\n' + UP).admin.token == ""
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "::", "192.168.1.10", "gateway.internal", ""])
+def test_admin_beyond_loopback_needs_a_token(host: str) -> None:
+    with pytest.raises(ConfigError, match=r"admin.token: is required when admin.host"):
+        parse(f'[admin]\nhost = "{host}"\n' + UP)
+    config = parse(f'[admin]\nhost = "{host}"\ntoken = "${{T}}"\n' + UP,
+                   environ={"T": "0123456789abcdef"})
+    assert config.admin.token == "0123456789abcdef"
+    # Disabled, it binds nothing.
+    parse(f'[admin]\nhost = "{host}"\nenabled = false\n' + UP)
+
+
+def test_admin_token_is_not_trivially_short() -> None:
+    with pytest.raises(ConfigError, match=r"admin\.token: must be at least 16 characters"):
+        parse('[admin]\ntoken = "short"\n' + UP)
+
+
+def test_unix_socket_auto_is_per_user(monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    monkeypatch.setenv("XDG_RUNTIME_DIR", "/run/user/4242")
+    assert load().listen.unix_socket == "/run/user/4242/mcpfast.sock"
+    monkeypatch.delenv("XDG_RUNTIME_DIR")
+    assert load().listen.unix_socket == f"/tmp/mcpfast-{os.getuid()}/mcpfast.sock"
+    assert parse('[listen]\nunix_socket = "auto"\n' + UP).listen.unix_socket == \
+        f"/tmp/mcpfast-{os.getuid()}/mcpfast.sock"
+    assert parse(UP).listen.unix_socket is None
+
+
+def test_examples_are_valid(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pathlib import Path
+
+    monkeypatch.setenv("MCPFAST_ADMIN_TOKEN", "0123456789abcdef")
+    monkeypatch.setenv("FILES_API_TOKEN", "x")
+    examples = Path(__file__).resolve().parent.parent / "examples"
+    for path in sorted(examples.glob("*.toml")):
+        load(path)
+    container = load(examples / "container.toml")
+    assert container.admin.host == "0.0.0.0" and container.admin.token == "0123456789abcdef"

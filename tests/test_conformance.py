@@ -30,7 +30,11 @@ EXPECTED = ROOT / "tests" / "conformance"
 
 
 def conformance_upstream(era: str) -> dict[str, Any]:
-    return {"command": ["python", FIXTURE], "init_timeout": 20.0, "era": era}
+    # The suite runs each scenario in a session of its own against one shared fixture
+    # process; the fixture asks for sampling, elicitation and logs only while handling
+    # the call that caused them, which is what attribution "in_flight" vouches for.
+    return {"command": ["python", FIXTURE], "init_timeout": 20.0, "era": era,
+            "attribution": "in_flight"}
 
 
 # The fixture answers server/discover, so with era "auto" the gateway speaks to it in the

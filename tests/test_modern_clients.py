@@ -6,53 +6,34 @@ from __future__ import annotations
 
 import asyncio
 import json
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from .conftest import GatewayProcess, McpClient, run, sdk_upstream, unix_client, ws_client
-
-EVENTS_SERVER = str(Path(__file__).resolve().parent / "servers" / "events_server.py")
-PV = "io.modelcontextprotocol/protocolVersion"
-CAPS = "io.modelcontextprotocol/clientCapabilities"
-INFO = "io.modelcontextprotocol/clientInfo"
-LEVEL = "io.modelcontextprotocol/logLevel"
-SERVER_INFO = "io.modelcontextprotocol/serverInfo"
-SUB_ID = "io.modelcontextprotocol/subscriptionId"
-META = {PV: "2026-07-28", CAPS: {}, INFO: {"name": "modern-tests", "version": "0"}}
-
-
-def events_upstream(era: str = "legacy", name: str = "events") -> dict[str, Any]:
-    return {"command": ["python", EVENTS_SERVER, "--name", name], "era": era}
-
-
-def modern(params: dict[str, Any] | None = None, **meta: Any) -> dict[str, Any]:
-    """Request params with the modern ``_meta`` envelope."""
-    params = dict(params or {})
-    params["_meta"] = {**META, **params.get("_meta", {}), **meta}
-    return params
-
-
-async def request(c: McpClient, method: str, params: dict[str, Any] | None = None,
-                  **kw: Any) -> dict[str, Any]:
-    return await c.request(method, modern(params), **kw)
-
-
-async def collect(c: McpClient, seconds: float) -> list[dict[str, Any]]:
-    """Whatever arrives in the next ``seconds``."""
-    seen: list[dict[str, Any]] = []
-    try:
-        while True:
-            seen.append(await c.receive(seconds))
-    except TimeoutError:
-        return seen
+from .conftest import (
+    CAPS,
+    LEVEL,
+    PV,
+    SERVER_INFO,
+    SUB_ID,
+    GatewayProcess,
+    collect,
+    events_upstream,
+    modern,
+    run,
+    sdk_upstream,
+    unix_client,
+    ws_client,
+)
+from .conftest import modern_request as request
 
 
 @pytest.fixture
 def legacy_gateway(gateway_factory: Any) -> GatewayProcess:
-    """One legacy-era upstream that can announce changes and take subscriptions."""
-    return gateway_factory({"events": events_upstream()})
+    """One legacy-era upstream that can announce changes and take subscriptions. Its
+    logs and requests come only during the call that caused them, and several clients
+    share it here: attribution "in_flight" (the default would refuse them)."""
+    return gateway_factory({"events": {**events_upstream(), "attribution": "in_flight"}})
 
 
 def clients(gw: GatewayProcess) -> list[Any]:

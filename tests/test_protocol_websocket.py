@@ -29,9 +29,11 @@ from mcpfast.protocol.http import (
 from mcpfast.protocol.websocket import (
     CLOSED,
     CLOSING,
+    FAILING,
     OPEN,
     BinaryMessage,
     Closed,
+    Failed,
     HandshakeError,
     TextMessage,
     WebSocketConnection,
@@ -79,12 +81,21 @@ class Client:
         return self.conn.events_received()
 
     def assert_failed(self, code: int) -> None:
-        """7.1.7: a close frame with ``code``, Closed(code) reported, transport to close."""
+        """7.1.7 in two steps: Failed(code) reported and nothing sent yet (answers owed
+        may go first); then close() sends a close frame with ``code``, Closed(code) is
+        reported, and the transport is to close without waiting for the peer."""
+        [failed] = self.events()
+        assert isinstance(failed, Failed) and failed.code == code
+        assert self.conn.state is FAILING
+        assert not self.conn.close_expected()
+        assert self.received() == []
+        assert self.conn.close(1000, "ignored: the failure's code is sent")
         [(fin, opcode, payload)] = self.received()
         assert (fin, opcode) == (True, OP_CLOSE)
         assert int.from_bytes(payload[:2], "big") == code
         reason = payload[2:].decode()
         assert 0 < len(payload) - 2 <= 123
+        assert reason == failed.reason
         assert self.events() == [Closed(code, reason)]
         assert self.conn.state is CLOSED
         assert self.conn.close_expected()
@@ -282,6 +293,81 @@ def test_input_after_failing_is_ignored(client: Client) -> None:
     client.conn.receive_eof()
     assert client.events() == []
     assert client.received() == []
+
+
+# ---------------------------------------------------------------------------
+# Failing the connection with answers still owed (7.1.7; issue 8, defect 10)
+
+
+@pytest.mark.parametrize("bad", ["reserved-bits", "invalid-utf8", "too-big", "orphan"])
+def test_messages_before_a_protocol_error_are_delivered_and_then_nothing(
+        client: Client, bad: str) -> None:
+    bad_frame, code = {
+        "reserved-bits": (bytes([0xC1]) + client.frame(OP_TEXT, b"{}")[1:], 1002),
+        "invalid-utf8": (client.frame(OP_TEXT, b"\xff"), 1007),
+        "too-big": (client.frame(OP_TEXT, b"x" * (MAX + 1)), 1009),
+        "orphan": (client.frame(OP_CONT, b"x"), 1002),
+    }[bad]
+    wire = (client.frame(OP_TEXT, b"first") + client.frame(OP_PING, b"p")
+            + client.frame(OP_TEXT, b"sec", fin=False) + client.frame(OP_CONT, b"ond")
+            + bad_frame + client.frame(OP_TEXT, b"after"))
+    client.conn.receive_data(wire)
+    [first, second, failed] = client.events()
+    assert (first, second) == (TextMessage(b"first"), TextMessage(b"second"))
+    assert isinstance(failed, Failed) and failed.code == code
+    assert client.received() == [(True, OP_PONG, b"p")]
+    # Nothing more is read, pings included, but the answers owed may still be sent.
+    client.send(OP_TEXT, b"later")
+    client.send(OP_PING, b"later")
+    client.conn.receive_data(b"\x81")
+    assert client.events() == [] and client.received() == []
+    assert client.conn.text_frame(b"answer") is None  # the hot path is for OPEN only
+    assert client.conn.send_text(b"answer 1") and client.conn.send_text("answer 2")
+    assert not client.conn.send_ping()
+    assert not client.conn.close_expected()
+    assert client.conn.close()
+    assert client.received() == [(True, OP_TEXT, b"answer 1"), (True, OP_TEXT, b"answer 2"),
+                                 (True, OP_CLOSE, close_body(code, failed.reason))]
+    assert client.events() == [Closed(code, failed.reason)]
+    assert client.conn.close_expected()
+    assert not client.conn.send_text(b"too late") and not client.conn.close()
+
+
+def test_fail_is_for_rules_above_the_protocol(client: Client) -> None:
+    """MCP refuses binary messages: the transport fails the connection itself."""
+    client.send(OP_TEXT, b"request")
+    client.send(OP_BINARY, b"\x00")
+    assert client.events() == [TextMessage(b"request"), BinaryMessage(b"\x00")]
+    client.conn.fail(1003, "binary frames are not accepted")
+    assert client.conn.state is FAILING
+    assert client.events() == []  # the caller knows
+    client.send(OP_TEXT, b"ignored")
+    assert client.events() == []
+    with pytest.raises(ValueError):
+        client.conn.fail(1006, "may not be sent")
+    client.conn.send_text(b"answer")
+    client.conn.close(1000)
+    assert client.received() == [(True, OP_TEXT, b"answer"), (
+        True, OP_CLOSE, close_body(1003, "binary frames are not accepted"))]
+    assert client.events() == [Closed(1003, "binary frames are not accepted")]
+
+
+def test_eof_while_failing_reports_1006(client: Client) -> None:
+    client.send(OP_CONT, b"orphan")
+    [failed] = client.events()
+    assert isinstance(failed, Failed)
+    client.conn.receive_eof()
+    assert client.events() == [Closed(1006, "")]
+    assert client.conn.close_expected()
+    assert client.received() == []
+
+
+def test_pings_received_are_counted(client: Client) -> None:
+    assert client.conn.pings_received == 0
+    client.conn.receive_data(client.frame(OP_PING) + client.frame(OP_PONG)
+                             + client.frame(OP_PING, b"x"))
+    assert client.conn.pings_received == 2
+    assert client.events() == []
 
 
 # ---------------------------------------------------------------------------
@@ -780,6 +866,8 @@ def test_gateway_closes_a_websockets_client(codec: ModuleType) -> None:
 def test_websockets_client_sees_protocol_errors(codec: ModuleType) -> None:
     peer, conn = open_with_websockets()
     conn.receive_data(bytes([0x81, 0x02]) + b"hi")  # unmasked, as a server would send
+    assert conn.events_received() == [Failed(1002, "expected a masked frame")]
+    conn.close()
     assert conn.events_received() == [Closed(1002, "expected a masked frame")]
     to_peer(conn, peer)
     assert peer.close_code == 1002

@@ -276,10 +276,27 @@ def test_1009_before_the_mask_key(codec: ModuleType) -> None:
 
 def test_error_after_good_frames_in_the_same_feed(codec: ModuleType) -> None:
     good = codec.encode_frame(codec.OP_TEXT, b"fine", mask=RFC_KEY)
+    ping = codec.encode_frame(codec.OP_PING, b"p", mask=RFC_KEY)
     parser = codec.FrameParser(expect_masked=True, max_payload=100)
     with pytest.raises(FrameError) as raised:
-        parser.feed(good + b"\xc1\x80" + RFC_KEY)
+        parser.feed(good + ping + b"\xc1\x80" + RFC_KEY + good)
     assert raised.value.code == 1002
+    # The peer sent them before the bad frame: the connection still answers them.
+    assert raised.value.frames == [(True, codec.OP_TEXT, b"fine"), (True, codec.OP_PING, b"p")]
+    with pytest.raises(FrameError) as again:
+        parser.feed(good)
+    assert again.value.frames == []
+
+
+def test_error_after_good_frames_completed_from_the_buffer(codec: ModuleType) -> None:
+    good = codec.encode_frame(codec.OP_TEXT, b"fine", mask=RFC_KEY)
+    parser = codec.FrameParser(expect_masked=True, max_payload=100)
+    assert parser.feed(good[:3]) == []
+    with pytest.raises(FrameError) as raised:
+        parser.feed(good[3:] + good + codec.encode_frame(codec.OP_TEXT, b"x" * 101, mask=RFC_KEY))
+    assert raised.value.code == 1009
+    assert raised.value.frames == [(True, codec.OP_TEXT, b"fine")] * 2
+    assert parser.buffered == 0
 
 
 def test_frame_error_is_one_class_for_both(codec: ModuleType) -> None:
@@ -464,7 +481,7 @@ def _outcome(codec: ModuleType, wire: bytes, cuts: list[int], masked: bool, limi
         try:
             steps.append((parser.feed(wire[start:stop]), parser.buffered))
         except FrameError as exc:
-            steps.append(("error", exc.code, exc.reason, parser.buffered))
+            steps.append(("error", exc.code, exc.reason, parser.buffered, exc.frames))
             break
     return steps
 

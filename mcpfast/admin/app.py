@@ -1,13 +1,17 @@
 """The admin side app (aiohttp) on its own port: health, status and metrics.
 
-Never on the data path: it only reads the gateway's state when asked.
+Never on the data path: it only reads the gateway's state when asked. With
+``admin.token`` set, everything but the health probes needs ``Authorization: Bearer``
+(RFC 6750 section 2.1); the probes stay open because orchestrators call them bare.
 """
 
 from __future__ import annotations
 
+import hmac
 from typing import TYPE_CHECKING
 
 from aiohttp import web
+from aiohttp.typedefs import Handler, Middleware
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     PLATFORM_COLLECTOR,
@@ -25,10 +29,31 @@ if TYPE_CHECKING:
 
 GATEWAY = web.AppKey("gateway", object)
 REGISTRY = web.AppKey("registry", CollectorRegistry)
+PROBES = frozenset({"/health", "/liveness", "/readiness"})
+
+
+def bearer_token(token: str) -> Middleware:
+    expected = token.encode()
+
+    @web.middleware
+    async def require_token(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.path in PROBES:
+            return await handler(request)
+        scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+        # compare_digest: how long a wrong token took to refuse says nothing about it.
+        if scheme.lower() != "bearer" or not hmac.compare_digest(
+                given.strip().encode("utf-8", "surrogateescape"), expected):
+            return web.json_response(
+                {"error": "unauthorized: send Authorization: Bearer <admin.token>"},
+                status=401, headers={"WWW-Authenticate": 'Bearer realm="mcpfast admin"'})
+        return await handler(request)
+
+    return require_token
 
 
 def create_app(gateway: Gateway) -> web.Application:
-    app = web.Application()
+    token = gateway.config.admin.token
+    app = web.Application(middlewares=[bearer_token(token)] if token else [])
     registry = CollectorRegistry(auto_describe=True)
     registry.register(GatewayCollector(gateway))
     registry.register(PROCESS_COLLECTOR)

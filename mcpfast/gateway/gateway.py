@@ -61,9 +61,10 @@ from ..protocol.modern import (
     read_meta,
     strip_modern_meta,
 )
+from ..transport.admission import Admission
 from .mrtr import InputBridge
 from .router import KIND_PROMPT, KIND_TOOL, Router
-from .session import LOG_LEVELS, DownstreamSession, Listen
+from .session import LOG_LEVELS, DownstreamSession, FlowControl, Listen
 from .stdio import StdioUpstream
 from .upstream import (
     CLIENT_INFO,
@@ -135,6 +136,15 @@ class Gateway:
         }
         self.router = Router(list(self.upstreams.values()), config.routing.prefix,
                              config.routing.separator)
+        limits = config.limits
+        self.admission = Admission(limits.max_connections, limits.max_connections_per_peer,
+                                   limits.reserved_descriptors)
+        self.max_in_flight = limits.max_in_flight
+        self.buffered = 0
+        """Bytes waiting to be sent to clients and upstreams, at the last sweep."""
+        self.overloaded = False
+        """Set while ``buffered`` is over limits.process_buffer_bytes (until it falls
+        below half): new requests are refused, the work in flight goes on."""
         self.started_at = time.time()
         self.draining = False
         self.listening = False
@@ -144,6 +154,7 @@ class Gateway:
         self._tasks: set[asyncio.Task[None]] = set()
         self._session_levels: dict[int, int] = {}
         """How many sessions asked (logging/setLevel) for each log level."""
+        self._unattributed_logged: set[tuple[str, str]] = set()
         secret = config.listen.http.session_secret
         self.mrtr = InputBridge(self, secret.encode() if secret else os.urandom(32),
                                 SERVER_INFO)
@@ -195,7 +206,11 @@ class Gateway:
     # -- lifecycle -------------------------------------------------------------------
     async def start_upstreams(self) -> None:
         """Start every upstream; return once each is initialized or its init_timeout ran
-        out (a late one joins the catalog when it becomes ready)."""
+        out (a late one joins the catalog when it becomes ready). Clients may already be
+        connected (the listeners open first), so time-outs and limits run from now."""
+        if self._sweeper is None:
+            self._sweeper = asyncio.get_running_loop().create_task(self._sweep(),
+                                                                   name="sweeper")
         for upstream in self.upstreams.values():
             await upstream.start()
         waits = [asyncio.wait_for(u.initialized_once.wait(), u.config.init_timeout + 1)
@@ -207,7 +222,6 @@ class Gateway:
                 log.error("upstream %r is not ready yet: %s", upstream.name,
                           upstream.last_error or "initialization timed out")
         self.router.rebuild()
-        self._sweeper = asyncio.get_running_loop().create_task(self._sweep(), name="sweeper")
 
     async def drain(self) -> None:
         """Stop taking new work and wait (up to the deadline) for requests in flight."""
@@ -236,10 +250,28 @@ class Gateway:
         await asyncio.gather(*(u.stop() for u in self.upstreams.values()),
                              return_exceptions=True)
 
+    def _measure_buffers(self) -> None:
+        """Envoy's overload manager, sampled: the bytes queued everywhere decide
+        whether new work is taken. Off the data path, once per sweep."""
+        total = sum(u.buffered() for u in self.upstreams.values())
+        for listener in self.listeners:
+            for connection in listener.connections:
+                total += connection.buffered()
+        self.buffered = total
+        limit = self.config.limits.process_buffer_bytes
+        if not self.overloaded and total > limit:
+            self.overloaded = True
+            log.warning("%d bytes are buffered (limits.process_buffer_bytes is %d): "
+                        "refusing new requests until they drain", total, limit)
+        elif self.overloaded and total < limit // 2:
+            self.overloaded = False
+            log.warning("buffers drained to %d bytes: taking new requests again", total)
+
     async def _sweep(self) -> None:
         idle = self.config.listen.idle_timeout
         while True:
             await asyncio.sleep(SWEEP_INTERVAL)
+            self._measure_buffers()
             now = time.monotonic()
             for upstream in self.upstreams.values():
                 if upstream.pending:
@@ -253,9 +285,10 @@ class Gateway:
 
     # -- sessions --------------------------------------------------------------------
     def open_session(self, transport: str, peer: str, send: Callable[[bytes], None],
-                     close: Callable[[int, str], None]) -> DownstreamSession:
+                     close: Callable[[int, str], None], flow: FlowControl | None = None
+                     ) -> DownstreamSession:
         session_id = f"{os.getpid():x}-{next(self._session_ids)}"
-        session = DownstreamSession(session_id, transport, peer, send, close)
+        session = DownstreamSession(session_id, transport, peer, send, close, flow)
         self.sessions[session_id] = session
         self.counters.connections_total += 1
         return session
@@ -303,7 +336,7 @@ class Gateway:
         session.messages_in += 1
         self.counters.messages_in += 1
         try:
-            env = jsonrpc.decode(data)
+            env = jsonrpc.decode(data, self.config.listen.max_json_depth)
         except jsonrpc.MessageError as exc:
             self.counters.parse_errors += 1
             self.send_error(session, exc.request_id, exc.code, exc.message)
@@ -360,6 +393,8 @@ class Gateway:
         elif self.draining:
             self.send_error(session, env.id, jsonrpc.GATEWAY_SHUTTING_DOWN,
                             "the gateway is shutting down")
+        elif self.overloaded and method not in PRE_INIT_METHODS:
+            self._refuse_overloaded(session, env.id)
         elif not isinstance(head, str):
             handler(session, env, head)
         elif method in ROUTED_METHODS:
@@ -384,13 +419,28 @@ class Gateway:
         elif self.draining:
             self.send_error(session, env.id, jsonrpc.GATEWAY_SHUTTING_DOWN,
                             "the gateway is shutting down")
+        elif self.overloaded:
+            self._refuse_overloaded(session, env.id)
         else:
             handler(session, env, params, meta)
 
+    def _refuse_overloaded(self, session: DownstreamSession, request_id: Any) -> None:
+        self.counters.refused_overloaded += 1
+        self.send_error(session, request_id, jsonrpc.UPSTREAM_UNAVAILABLE,
+                        "the gateway is overloaded (too much data waits to be sent); "
+                        "retry shortly", {"retryAfterSeconds": 1})
+
     def _id_taken(self, session: DownstreamSession, client_id: int | str) -> bool:
+        """Whether ``client_id`` cannot be taken now (answered with an error if so)."""
         if client_id in session.inflight or client_id in session.listens:
             self.send_error(session, client_id, jsonrpc.INVALID_REQUEST,
                             f"request id {client_id!r} is already in flight on this session")
+            return True
+        if len(session.inflight) >= self.max_in_flight:
+            self.counters.refused_in_flight += 1
+            self.send_error(session, client_id, jsonrpc.UPSTREAM_UNAVAILABLE,
+                            f"too many requests in flight on this session (limits."
+                            f"max_in_flight is {self.max_in_flight}); wait for answers first")
             return True
         return False
 
@@ -461,13 +511,25 @@ class Gateway:
                 return
             route = self.router.route(kind, head.name)
             if route is None:
-                self.send_error(session, env.id, jsonrpc.INVALID_PARAMS,
-                                f"Unknown {what}: {head.name}")
+                self._unknown_name(session, env.id, what, head.name)
                 return
             upstream, name = route
             self._forward(session, env, upstream, head,
                           None if name == head.name else ("name", name))
         return handler
+
+    def _unknown_name(self, session: DownstreamSession, request_id: Any, what: str,
+                      name: str) -> None:
+        """No route for ``name``. While an upstream has never listed its catalog, the
+        name may well be one of its: say that it is not ready rather than unknown."""
+        unknown = [u.name for u in self.upstreams.values() if u.catalog is None]
+        if unknown:
+            self.send_error(session, request_id, jsonrpc.UPSTREAM_UNAVAILABLE,
+                            f"Unknown {what}: {name}, or one of upstream(s) "
+                            f"{', '.join(map(repr, unknown))}, which are not ready yet")
+        else:
+            self.send_error(session, request_id, jsonrpc.INVALID_PARAMS,
+                            f"Unknown {what}: {name}")
 
     def _routed_uri(self, session: DownstreamSession, env: Envelope, head: RouteParams
                     ) -> tuple[RouteParams, Upstream] | None:
@@ -708,8 +770,7 @@ class Gateway:
                 return
             route = self.router.route(kind, name)
             if route is None:
-                self.send_error(session, env.id, jsonrpc.INVALID_PARAMS,
-                                f"Unknown {what}: {name}")
+                self._unknown_name(session, env.id, what, name)
                 return
             upstream, upstream_name = route
             self._forward_modern(session, env, params, meta, upstream,
@@ -1003,12 +1064,11 @@ class Gateway:
                         self.send(session, jsonrpc.notification(
                             method, {**params, "requestId": out_id}))
         else:
-            target = self._single_session(upstream)
+            target = self.owner_of(upstream)
             if target is not None and not self._modern_pending(upstream, target):
                 self.send(target, jsonrpc.reencode(env))
             else:
-                log.debug("dropping %s from %r: no single legacy session to give it to",
-                          method, upstream.name)
+                self._unattributed(upstream, str(method))
 
     @staticmethod
     def _from_listen(upstream: Upstream, params: dict[str, Any]) -> bool:
@@ -1035,10 +1095,27 @@ class Gateway:
                 if uri in listen.uris:
                     self.send(session, self._tagged(method, params, listen.request_id))
 
-    def _single_session(self, upstream: Upstream) -> DownstreamSession | None:
-        """The one session with requests in flight on ``upstream``, if there is one."""
-        sessions = {p.session for p in upstream.pending.values() if not p.session.closed}
-        return sessions.pop() if len(sessions) == 1 else None
+    def owner_of(self, upstream: Upstream) -> DownstreamSession | None:
+        """The session that a message naming no client request (a server-to-client
+        request, a log message) certainly belongs to, or None when the gateway cannot
+        know: nothing that may be one client's ever reaches another (PROTOCOL.md,
+        "Whose message is it?")."""
+        if upstream.config.attribution == "in_flight":
+            sessions = {p.session for p in upstream.pending.values()}
+            session = sessions.pop() if len(sessions) == 1 else None
+        else:
+            session = upstream.sole_user
+        return session if session is not None and not session.closed else None
+
+    def _unattributed(self, upstream: Upstream, method: str) -> None:
+        upstream.unattributed += 1
+        key = (upstream.name, method)
+        if key not in self._unattributed_logged:
+            self._unattributed_logged.add(key)
+            log.warning("upstream %r sent %s naming no client request while several "
+                        "clients use it: not delivered (logged once; counted in "
+                        "mcpfast_upstream_unattributed_total; see upstreams.%s.attribution)",
+                        upstream.name, method, upstream.name)
 
     @staticmethod
     def _modern_pending(upstream: Upstream, session: DownstreamSession
@@ -1051,21 +1128,19 @@ class Gateway:
         params = _any.decode(env.params) if env.params is not UNSET else {}
         level = LOG_LEVELS.get(str(params.get("level")), LOG_LEVELS["info"])
         data = jsonrpc.reencode(env)
-        # On a shared stdio connection a log message names no request; it goes to the
-        # one session working on this upstream when there is one, else to every legacy
-        # session that asked for logs at that level. A modern request gets it only when
-        # it is that one session's and its _meta asked for the level (logging.mdx:
-        # never for a request without a level, never on a listen stream).
-        single = self._single_session(upstream)
-        if single is None:
-            for session in list(self.sessions.values()):
-                if session.wants_log(level):
-                    self.send(session, data)
+        # On a shared stdio connection a log message names no request: it goes only to
+        # the session it certainly belongs to (owner_of), never to everyone who asked
+        # for logs. A modern request gets it only when its _meta asked for the level
+        # (logging.mdx: never for a request without a level, never on a listen stream).
+        owner = self.owner_of(upstream)
+        if owner is None:
+            self._unattributed(upstream, "notifications/message")
             return
-        mine = [p for p in upstream.pending.values() if p.session is single]
+        mine = [p for p in upstream.pending.values() if p.session is owner]
         if any(p.log_level is not None and level >= p.log_level for p in mine) or \
-                (single.wants_log(level) and any(p.shape not in MODERN_SHAPES for p in mine)):
-            self.send(single, data)
+                (owner.wants_log(level) and
+                 (not mine or any(p.shape not in MODERN_SHAPES for p in mine))):
+            self.send(owner, data)
 
     def upstream_request(self, upstream: Upstream, env: Envelope) -> None:
         method = env.method
@@ -1074,11 +1149,12 @@ class Gateway:
         if method == "ping":
             upstream.respond(request_id, {})
             return
-        session = self._single_session(upstream)
+        session = self.owner_of(upstream)
         if session is None:
+            self._unattributed(upstream, method)
             upstream.respond_error(request_id, jsonrpc.INTERNAL_ERROR,
-                                   f"mcpfast cannot route {method}: no single client session "
-                                   "has a request in flight on this upstream")
+                                   f"mcpfast cannot route {method}: several clients share "
+                                   "this server, and the request names none of them")
             return
         if self._modern_pending(upstream, session):
             # A 2026-07-28 client takes no server-to-client requests: it is asked with

@@ -5,13 +5,18 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from .mrtr import InputRelay
     from .upstream import Upstream
 
 RequestId = int | str
+
+
+class FlowControl(Protocol):
+    def pause(self, reason: int) -> None: ...
+    def resume(self, reason: int) -> None: ...
 
 # RFC 5424 severities, the order MCP's logging/setLevel uses.
 LOG_LEVELS = {"debug": 0, "info": 1, "notice": 2, "warning": 3, "error": 4, "critical": 5,
@@ -45,6 +50,7 @@ class DownstreamSession:
         "closed",
         "created",
         "era",
+        "flow",
         "id",
         "inflight",
         "initialized",
@@ -64,8 +70,12 @@ class DownstreamSession:
     )
 
     def __init__(self, session_id: str, transport: str, peer: str,
-                 send: Callable[[bytes], None], close: Callable[[int, str], None]) -> None:
+                 send: Callable[[bytes], None], close: Callable[[int, str], None],
+                 flow: FlowControl | None = None) -> None:
         self.id = session_id
+        self.flow = flow
+        """Pauses reading from the client while an upstream it feeds is congested
+        (None for sessions whose transport bounds what they send by itself)."""
         self.transport = transport
         self.peer = peer
         self.send = send

@@ -4,25 +4,193 @@ The gateway owns the process: it starts it in its own process group, speaks
 newline-delimited JSON on its pipes (transports/stdio), sends its stderr to the log under
 the upstream's name, restarts it with exponential backoff when it dies, and on stop
 closes stdin, then sends SIGTERM, then SIGKILL to the whole group (PROTOCOL.md).
+
+A process that leaves its group (``setsid``) escapes that kill. The gateway is therefore
+a child subreaper (Linux): such a process, once orphaned, becomes the gateway's child, and
+``reap_orphans`` ends it when the upstreams have stopped.
+
+The environment an upstream gets is an allow-list by default (``upstream_environment``):
+a server is often third-party code, and the gateway's environment holds its secrets.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import os
 import shutil
 import signal
 import sys
 import time
+from collections.abc import Collection, Mapping
+from fnmatch import fnmatchcase
+from pathlib import Path
 from typing import Any
 
+from ..config import Interpolated, UpstreamConfig
 from ..protocol.ndjson import OVERSIZED, LineFramer
-from ..transport.writer import CoalescingWriter
+from ..transport.writer import UPSTREAM_HIGH_WATER, CoalescingWriter
 from .upstream import Upstream, UpstreamError
 
 STDERR_LINE_LIMIT = 8192
 STABLE_AFTER = 30.0
 """A process that ran this long before dying restarts with the initial backoff again."""
+INHERITED_ENV = ("PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "LANGUAGE", "LC_*",
+                 "TZ", "TMPDIR", "TEMP", "TMP", "TERM", "COLORTERM", "XDG_RUNTIME_DIR",
+                 "XDG_CONFIG_HOME", "XDG_CACHE_HOME", "XDG_DATA_HOME", "SSL_CERT_FILE",
+                 "SSL_CERT_DIR")
+"""What ``inherit_env = "allowlist"`` passes on: what programs need to find themselves,
+their files and the user's locale, and nothing that usually holds a credential (proxy
+URLs can: list them in ``env_allow`` when an upstream needs them)."""
+GATEWAY_OWN = "MCPFAST_*"
+PR_SET_CHILD_SUBREAPER = 36  # <linux/prctl.h>
+
+
+def upstream_environment(config: UpstreamConfig, withheld: Collection[str],
+                         environ: Mapping[str, str]) -> tuple[dict[str, str], list[str]]:
+    """The environment an upstream starts with, and the names that would have been
+    inherited but were withheld because the config interpolates them."""
+    if config.inherit_env is True:
+        patterns: tuple[str, ...] = ("*",)
+    elif config.inherit_env == "allowlist":
+        patterns = (*INHERITED_ENV, *config.env_allow)
+    else:
+        patterns = ()
+    env: dict[str, str] = {} if patterns else {"PATH": os.defpath}
+    dropped: list[str] = []
+    for name, value in environ.items():
+        if fnmatchcase(name, GATEWAY_OWN) or not any(fnmatchcase(name, p) for p in patterns):
+            continue
+        if name in withheld:
+            dropped.append(name)
+            continue
+        env[name] = value
+    env.update(config.env)
+    return env, [name for name in dropped if name not in config.env]
+
+
+class CannotStartError(LookupError):
+    """The upstream's program or working directory is missing; ``key`` is the config
+    key at fault (``command[0]`` or ``cwd``)."""
+
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(message)
+        self.key = key
+
+
+def shown_command(name: str, config: UpstreamConfig, interpolated: Interpolated) -> list[str]:
+    """The command as /status and the logs show it: ``${...}`` values stay hidden."""
+    return [interpolated.shown(f"upstreams.{name}.command[{i}]", arg)
+            for i, arg in enumerate(config.command)]
+
+
+def resolve_command(name: str, config: UpstreamConfig, interpolated: Interpolated,
+                    env: Mapping[str, str]) -> list[str]:
+    """The argv to execute: the program looked up on the upstream's own PATH. Raises
+    CannotStartError naming the program as written (it may come from ``${...}``)."""
+    argv = list(config.command)
+    shown = shown_command(name, config, interpolated)
+    # "python" means the gateway's own interpreter, so a bundled or test server runs
+    # in the same environment as the gateway whatever PATH says.
+    if argv[0] in ("python", "python3"):
+        argv[0] = sys.executable
+    elif os.sep not in argv[0]:
+        found = shutil.which(argv[0], path=env.get("PATH", os.defpath))
+        if found is None:
+            raise CannotStartError("command[0]", f"program {shown[0]!r} not found on the "
+                                   f"upstream's PATH ({env.get('PATH', os.defpath)})")
+        argv[0] = found
+    elif not os.path.isfile(argv[0]):
+        raise CannotStartError("command[0]", f"program {shown[0]!r} does not exist")
+    elif not os.access(argv[0], os.X_OK):
+        raise CannotStartError("command[0]", f"program {shown[0]!r} is not executable")
+    cwd = config.cwd
+    if cwd is not None and not os.path.isdir(cwd):
+        written = interpolated.shown(f"upstreams.{name}.cwd", cwd)
+        raise CannotStartError("cwd", f"cwd {written!r} is not a directory")
+    return argv
+
+
+def become_subreaper() -> bool:
+    """Make the gateway the parent of every orphaned descendant of its upstreams (Linux
+    prctl; elsewhere a no-op), so that one that left its process group still ends with
+    the gateway (``reap_orphans``)."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return bool(libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0)
+    except (OSError, AttributeError):
+        return False
+
+
+def _children(exclude: Collection[int | None] = ()) -> dict[int, str]:
+    """This process's children (pid → state letter), read from /proc."""
+    me = os.getpid()
+    found: dict[int, str] = {}
+    for stat_file in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat_file.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        pid = int(stat_file.parent.name)
+        if int(fields[1]) == me and pid not in exclude:
+            found[pid] = fields[0]
+    return found
+
+
+def _waited(pid: int) -> bool:
+    try:
+        done, _ = os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        return True
+    return done == pid
+
+
+def _signal_orphan(pid: int, sig: signal.Signals) -> None:
+    try:
+        pgid = os.getpgid(pid)
+        # An orphan that called setsid leads its own group: its children go with it.
+        if pgid == pid:
+            os.killpg(pgid, sig)
+        else:
+            os.kill(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+async def reap_orphans(grace: float = 1.0) -> list[int]:
+    """End the processes that upstreams left behind and that were reparented to the
+    gateway (its only children once every upstream has stopped): SIGTERM, then SIGKILL
+    after ``grace`` seconds. Returns their pids."""
+    ended: list[int] = []
+    # Each round may orphan the next generation, which comes to the gateway in turn.
+    for _ in range(8):
+        orphans = _children()
+        if not orphans:
+            break
+        ended.extend(orphans)
+        for pid, state in orphans.items():
+            if state != "Z":
+                _signal_orphan(pid, signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        left = [pid for pid in orphans if not _waited(pid)]
+        while left and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+            left = [pid for pid in left if not _waited(pid)]
+        for pid in left:
+            _signal_orphan(pid, signal.SIGKILL)
+        deadline = time.monotonic() + grace
+        while left and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+            left = [pid for pid in left if not _waited(pid)]
+    return ended
+
+
+def reap_exited_orphans(running: Collection[int | None]) -> list[int]:
+    """Collect orphans that have already exited (zombies), leaving alone the upstream
+    processes in ``running``, whose exit the event loop collects itself."""
+    return [pid for pid, state in _children(running).items() if state == "Z" and _waited(pid)]
 
 
 class _PipeProtocol(asyncio.SubprocessProtocol):
@@ -65,6 +233,8 @@ class StdioUpstream(Upstream):
         self._writer: CoalescingWriter | None = None
         self._supervisor: asyncio.Task[None] | None = None
         self._stopping = False
+        self.shown_command = shown_command(self.name, self.config,
+                                           self.gateway.config.interpolated)
 
     def write(self, data: bytes) -> None:
         writer = self._writer
@@ -79,36 +249,38 @@ class StdioUpstream(Upstream):
         self._supervisor = asyncio.get_running_loop().create_task(
             self._supervise(), name=f"upstream:{self.name}")
 
-    def _argv(self) -> list[str]:
-        argv = list(self.config.command)
-        # "python" means the gateway's own interpreter, so a bundled or test server runs
-        # in the same environment as the gateway whatever PATH says.
-        if argv[0] in ("python", "python3"):
-            argv[0] = sys.executable
-        elif os.sep not in argv[0]:
-            found = shutil.which(argv[0])
-            if found is None:
-                raise UpstreamError(-32000, f"command not found: {argv[0]!r}")
-            argv[0] = found
-        return argv
-
     async def _spawn(self) -> _PipeProtocol:
-        env = dict(os.environ) if self.config.inherit_env else {"PATH": os.defpath}
-        env.update(self.config.env)
+        env, withheld = upstream_environment(
+            self.config, self.gateway.config.interpolated.names, os.environ)
+        if withheld and self.starts == 0:
+            self.log.info("not passing %s to the upstream: the config interpolates it "
+                          "(set it in the upstream's env to pass it)", ", ".join(withheld))
+        try:
+            argv = resolve_command(self.name, self.config, self.gateway.config.interpolated,
+                                   env)
+        except CannotStartError as exc:
+            raise UpstreamError(-32000, str(exc)) from None
         loop = asyncio.get_running_loop()
-        transport, protocol = await loop.subprocess_exec(
-            lambda: _PipeProtocol(self), *self._argv(),
-            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE, cwd=self.config.cwd, env=env,
-            start_new_session=True)
+        try:
+            transport, protocol = await loop.subprocess_exec(
+                lambda: _PipeProtocol(self), *argv,
+                stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE, cwd=self.config.cwd, env=env,
+                start_new_session=True)
+        except OSError as exc:
+            # The OS message would name the resolved path, which may be a secret.
+            raise UpstreamError(-32000, f"cannot start {self.shown_command[0]!r}: "
+                                f"{exc.strerror or type(exc).__name__}") from None
         self._transport = transport
         self._protocol = protocol
         stdin = transport.get_pipe_transport(0)
         assert stdin is not None
-        self._writer = CoalescingWriter(stdin, loop)  # type: ignore[arg-type]
+        self._writer = CoalescingWriter(stdin, loop,  # type: ignore[arg-type]
+                                        high_water=UPSTREAM_HIGH_WATER,
+                                        on_congested=self.congested)
         self.pid = transport.get_pid()
         self.starts += 1
-        self.log.info("started pid %d: %s", self.pid, " ".join(self.config.command))
+        self.log.info("started pid %d: %s", self.pid, " ".join(self.shown_command))
         return protocol
 
     async def _supervise(self) -> None:
@@ -239,5 +411,5 @@ class StdioUpstream(Upstream):
     def describe(self) -> dict[str, Any]:
         info = super().describe()
         info.update({"pid": self.pid if self._transport is not None else None,
-                     "command": self.config.command})
+                     "command": self.shown_command})
         return info

@@ -37,6 +37,7 @@ from ..protocol.modern import (
     MODERN_VERSIONS,
     UNSUPPORTED_PROTOCOL_VERSION,
 )
+from ..transport.writer import PAUSED_BY_UPSTREAM, UPSTREAM_LOW_WATER, CoalescingWriter
 
 if TYPE_CHECKING:
     from .gateway import Gateway
@@ -141,6 +142,18 @@ class Upstream:
         """The id of the gateway's own subscriptions/listen on a modern upstream."""
         self.listen_acknowledged = asyncio.Event()
         self.initialized_once = asyncio.Event()
+        self.sole_user: DownstreamSession | None = None
+        """The one client session that has sent requests to this process since it
+        started, while there is only one: everything the process says that names no
+        request is then that session's (``Gateway.owner_of``)."""
+        self.shared = False
+        """Whether a second session has used this process since it started."""
+        self.unattributed = 0
+        self._writer: CoalescingWriter | None = None
+        self.held: set[DownstreamSession] = set()
+        """Sessions not read from while this upstream is congested."""
+        """Server-to-client requests refused and notifications dropped because the
+        gateway could not tell whose they were."""
 
     # -- transport hooks -------------------------------------------------------------
     def write(self, data: bytes) -> None:
@@ -148,12 +161,21 @@ class Upstream:
         raise NotImplementedError
 
     def on_message(self, line: bytes) -> None:
-        """One message from the upstream."""
+        """One message from the upstream. One that cannot be read is logged and dropped,
+        and the messages after it are read as usual; if it was recognisably a response,
+        the request it answers gets an error now rather than a time-out later."""
         try:
-            env = jsonrpc.decode(line)
+            # Nested as deep as the server likes, within the parser's recursion guard:
+            # results are forwarded unread.
+            env = jsonrpc.decode(line, None)
         except jsonrpc.MessageError as exc:
-            self.log.warning("ignoring an invalid message from the upstream: %s", exc.message)
-            return
+            self.log.warning("dropped an invalid message from the upstream: %s", exc.message)
+            if exc.response_id is None:
+                return
+            env = Envelope(jsonrpc="2.0", id=exc.response_id, error=Raw(jsonrpc.encode(
+                jsonrpc.ErrorObject(jsonrpc.INTERNAL_ERROR,
+                                    f"upstream {self.name!r} sent an invalid response: "
+                                    f"{exc.message}"))))
         try:
             if env.method is UNSET:
                 self._on_response(env)
@@ -227,6 +249,8 @@ class Upstream:
             return None
         if upstream_id is None:
             upstream_id = self.allocate_id()
+        if self.sole_user is not session:
+            self._note_user(session)
         self.pending[upstream_id] = Pending(session, client_id,
                                             time.monotonic() + self._timeout,
                                             progress_token, method, subscription, shape,
@@ -237,7 +261,40 @@ class Upstream:
         raw = params if not isinstance(params, bytes) else Raw(params)
         self.write(jsonrpc.reencode(Envelope(jsonrpc="2.0", id=upstream_id, method=method,
                                              params=raw)))
+        writer = self._writer
+        if writer is not None and writer.congested and session.flow is not None \
+                and session not in self.held:
+            self.held.add(session)
+            session.flow.pause(PAUSED_BY_UPSTREAM)
         return upstream_id
+
+    def congested(self) -> None:
+        """The server reads its requests slower than clients send them: the clients
+        that feed it are not read from until it catches up, so that requests queue in
+        the clients' sockets instead of the gateway's memory."""
+        self.log.debug("congested: pausing the clients that feed it")
+        asyncio.get_running_loop().call_later(0.005, self._poll_drained)
+
+    def _poll_drained(self) -> None:
+        writer = self._writer
+        if writer is not None and not writer.drained(UPSTREAM_LOW_WATER):
+            asyncio.get_running_loop().call_later(0.005, self._poll_drained)
+            return
+        held, self.held = self.held, set()
+        for session in held:
+            if session.flow is not None:
+                session.flow.resume(PAUSED_BY_UPSTREAM)
+
+    def buffered(self) -> int:
+        writer = self._writer
+        return writer.buffered() if writer is not None else 0
+
+    def _note_user(self, session: DownstreamSession) -> None:
+        if self.sole_user is None and not self.shared:
+            self.sole_user = session
+        else:
+            self.sole_user = None
+            self.shared = True
 
     def cancel(self, upstream_id: int, reason: str) -> None:
         """Forget a forwarded request and tell the upstream to stop working on it."""
@@ -330,6 +387,9 @@ class Upstream:
         self.era = None
         self.listen_id = None
         self.listen_acknowledged.clear()
+        # A new process: no client's background work can be running in it yet.
+        self.sole_user = None
+        self.shared = False
         era = self.config.era
         if era == "modern":
             await self._discover(self.config.init_timeout, required=True)
@@ -496,6 +556,8 @@ class Upstream:
             "in_flight": len(self.pending),
             "requests_forwarded": self.requests_forwarded,
             "requests_failed": self.requests_failed,
+            "unattributed": self.unattributed,
+            "attribution": self.config.attribution,
             "starts": self.starts,
             "last_error": self.last_error,
         }

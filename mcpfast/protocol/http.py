@@ -49,9 +49,19 @@ class HttpRequest:
         return sum(1 for key, _ in self.headers if key.lower() == lowered)
 
 
+IDLE = 0
+"""Between requests: no byte of the next one has arrived."""
+HEAD = 1
+"""A request's head has begun and is not complete."""
+BODY = 2
+"""A request's head is complete and its body is not."""
+
+
 class HttpRequestReader:
     """Feed bytes; collect complete requests. After an upgrade request, the bytes that
-    follow its head belong to the new protocol and are returned as ``upgraded_data``."""
+    follow its head belong to the new protocol and are returned as ``upgraded_data``.
+    ``phase`` tells where the next request stands, so that the connection can time its
+    head and its body (the limits' header_timeout and body_timeout)."""
 
     def __init__(self, *, max_head_bytes: int = 16384, max_body_bytes: int = 4 * 1024 * 1024):
         self._parser = httptools.HttpRequestParser(self)
@@ -64,6 +74,7 @@ class HttpRequestReader:
         self._body_bytes = 0
         self._requests: list[HttpRequest] = []
         self.upgraded_data: bytes | None = None
+        self.phase = IDLE
 
     def feed(self, data: bytes) -> list[HttpRequest]:
         """Return the requests completed by ``data``. Raise HttpError for a malformed or
@@ -84,8 +95,14 @@ class HttpRequestReader:
         requests, self._requests = self._requests, []
         return requests
 
+    @property
+    def buffered(self) -> int:
+        """Bytes held for the request not yet complete."""
+        return self._head_bytes + self._body_bytes if self.phase != IDLE else 0
+
     # httptools callbacks
     def on_message_begin(self) -> None:
+        self.phase = HEAD
         self._url = b""
         self._headers = []
         self._body = []
@@ -100,6 +117,9 @@ class HttpRequestReader:
         self._count_head(len(name) + len(value))
         self._headers.append((name.decode("latin-1"), value.decode("latin-1")))
 
+    def on_headers_complete(self) -> None:
+        self.phase = BODY
+
     def on_body(self, body: bytes) -> None:
         self._body_bytes += len(body)
         if self._body_bytes > self._max_body:
@@ -107,6 +127,7 @@ class HttpRequestReader:
         self._body.append(body)
 
     def on_message_complete(self) -> None:
+        self.phase = IDLE
         parser = self._parser
         target = self._url.decode("latin-1")
         parsed = httptools.parse_url(self._url)

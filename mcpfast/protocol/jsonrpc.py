@@ -4,10 +4,16 @@ The envelope keeps ``params``, ``result`` and ``error`` as ``msgspec.Raw`` so th
 gateway forwards bytes it does not need to read without decoding them. ``id`` is
 ``UNSET`` when absent (a notification) and ``None`` when the sender wrote ``null``:
 JSON-RPC distinguishes the two, and so must we.
+
+Because Raw bytes are forwarded unread, ``decode`` checks what msgspec would not: that
+the whole message is UTF-8 (RFC 8259 8.1; a WebSocket text frame must be too) and how
+deeply it nests (msgspec recurses, and so do most peers' parsers). Both checks cost a
+pass in C over the message, and a real scan only for the rare message that needs one.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import msgspec
@@ -28,6 +34,10 @@ GATEWAY_SHUTTING_DOWN = -32003
 
 RequestId = int | str
 
+DEFAULT_MAX_DEPTH = 64
+"""Nesting levels a client message may have (``listen.max_json_depth``); the envelope
+object is the first."""
+
 
 class Envelope(msgspec.Struct, gc=False, omit_defaults=True):
     """Any JSON-RPC message: request, notification, response or error response."""
@@ -47,32 +57,76 @@ class ErrorObject(msgspec.Struct, omit_defaults=True):
 
 
 _decoder = msgspec.json.Decoder(Envelope)
+_any_decoder = msgspec.json.Decoder()
+# Reads any JSON, a number beyond a float's range included (RFC 8259 6 allows it; msgspec
+# would stop at it before reading the rest).
+_syntax = msgspec.json.Decoder(float_hook=lambda text: None)
 _encoder = msgspec.json.Encoder()
 encode = _encoder.encode
 
 
 class MessageError(Exception):
-    """A message that cannot be processed; becomes a JSON-RPC error to its sender."""
+    """A message that cannot be processed; becomes a JSON-RPC error to its sender.
 
-    def __init__(self, code: int, message: str, request_id: RequestId | None = None) -> None:
+    ``request_id`` is the id to answer with (None: ``null``). ``response_id`` is set
+    instead when the message was recognisably a response, which is never answered: the
+    receiver may settle the request it answered with an error.
+    """
+
+    def __init__(self, code: int, message: str, request_id: RequestId | None = None,
+                 response_id: RequestId | None = None) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
         self.request_id = request_id
+        self.response_id = response_id
 
 
-def decode(data: bytes | memoryview) -> Envelope:
+def decode(data: bytes, max_depth: int | None = DEFAULT_MAX_DEPTH) -> Envelope:
     """Decode one JSON-RPC message, raising MessageError with the right code.
 
     Malformed JSON is -32700; valid JSON of the wrong shape (an array, a missing or
-    wrong ``jsonrpc``, a non-string method, a float id) is -32600.
+    wrong ``jsonrpc``, a non-string method, a float id) is -32600. Invalid UTF-8, and
+    nesting deeper than ``max_depth``, are -32700 too: the message is not read, so it
+    cannot be called a valid request. Their error carries the id when the members
+    around the nested part name it (``_head``).
+
+    ``max_depth`` is for a client's message; None, for an upstream's, leaves the depth
+    to the parser's recursion guard (results are forwarded unread). A client's raw
+    newlines, which JSON allows between tokens, also become tabs, which it allows there
+    too and nowhere else: parts of the message go on unread to stdio upstreams, whose
+    messages must not contain a newline (MCP stdio transport).
     """
+    if max_depth is not None:
+        if data.find(b"\n") >= 0:
+            data = data.replace(b"\n", b"\t")
+        # A message nests at most as deep as it has opening brackets: two counts in C
+        # clear nearly every message, and only the others get the exact scan.
+        if len(data) > max_depth and data.count(b"{") + data.count(b"[") > max_depth \
+                and _too_deep(data, max_depth):
+            raise _unread(data, f"Parse error: JSON nested deeper than {max_depth} levels")
+    if not data.isascii():
+        try:
+            data.decode()
+        except UnicodeDecodeError as exc:
+            raise _unread(data, f"Parse error: invalid UTF-8 at byte {exc.start}") from None
     try:
         env = _decoder.decode(data)
     except msgspec.ValidationError as exc:
+        # msgspec stops at the first value of the wrong type, before it has read the
+        # rest: only JSON that parses whole is an Invalid Request (JSON-RPC 2.0 5.1).
+        try:
+            _syntax.decode(data)
+        except msgspec.DecodeError as parse_exc:
+            raise MessageError(PARSE_ERROR, f"Parse error: {parse_exc}") from None
+        except RecursionError:
+            raise _unread(data, "Parse error: JSON nested too deeply") from None
         raise MessageError(INVALID_REQUEST, _shape_error(data, exc)) from None
     except msgspec.DecodeError as exc:
         raise MessageError(PARSE_ERROR, f"Parse error: {exc}") from None
+    except RecursionError:
+        # Only reachable with max_depth None, or deeper than the recursion limit allows.
+        raise _unread(data, "Parse error: JSON nested too deeply") from None
     if env.jsonrpc != "2.0":
         raise MessageError(INVALID_REQUEST, 'Invalid Request: "jsonrpc" must be "2.0"',
                            _safe_id(env.id))
@@ -95,10 +149,103 @@ def _safe_id(request_id: object) -> RequestId | None:
     return request_id if isinstance(request_id, (int, str)) else None
 
 
-def _shape_error(data: bytes | memoryview, exc: msgspec.ValidationError) -> str:
-    if bytes(data).lstrip().startswith(b"["):
+def _shape_error(data: bytes, exc: msgspec.ValidationError) -> str:
+    if data.lstrip().startswith(b"["):
         return "Invalid Request: JSON-RPC batches are not supported by this protocol version"
     return f"Invalid Request: {exc}"
+
+
+# -- messages that are not read: too deep, or not UTF-8 ----------------------------------
+
+_STRING = rb'"[^"\\]*(?:\\.[^"\\]*)*"'
+_SCALAR = rb'(?:' + _STRING + rb'|-?[0-9]+(?:\.[0-9]+)?(?:[eE][-+]?[0-9]+)?|true|false|null)'
+_HEAD_MEMBER = re.compile(rb'\s*(' + _STRING + rb')\s*:\s*(' + _SCALAR + rb'|[\[{])\s*,?', re.S)
+_TAIL_MEMBERS = re.compile(rb',((?:\s*' + _STRING + rb'\s*:\s*' + _SCALAR + rb'\s*,)*\s*'
+                           + _STRING + rb'\s*:\s*' + _SCALAR + rb')\s*\}\s*\Z', re.S)
+_TAIL_MEMBER = re.compile(rb'\s*(' + _STRING + rb')\s*:\s*(' + _SCALAR + rb')\s*,?', re.S)
+_NOT_MARKS = bytes(sorted(set(range(256)) - set(b'"[]{}')))
+_ONE_BRACKET = bytes.maketrans(b"{}", b"[]")
+_TAIL_WINDOW = 512
+"""Bytes at the end of a message searched for its last members: enough for ``jsonrpc``
+and ``id``, and a bound on the work a hostile message can cause."""
+_ID_TOKEN = re.compile(rb'-?[0-9]{1,18}|"[^"\\]{0,200}"')
+
+
+def _too_deep(data: bytes, max_depth: int) -> bool:
+    """Whether ``data`` nests deeper than ``max_depth``, brackets in strings aside.
+
+    Without its escapes, a message's quotes delimit its strings. Kept to its quotes and
+    brackets, two adjacent quotes enclose no bracket and can go; in what is left, every
+    other piece between quotes is structure. Each pass then deletes the innermost ``[]``
+    pairs, one level. All of it runs in C. A message that does not balance counts its
+    unclosed brackets as levels, as a parser reading it would.
+    """
+    if b"\\" in data:
+        if b"\\\\" in data:
+            data = data.replace(b"\\\\", b"")
+        if b'\\"' in data:
+            data = data.replace(b'\\"', b"")
+    marks = data.translate(None, _NOT_MARKS).replace(b'""', b"")
+    if b'"' in marks:
+        marks = b"".join(marks.split(b'"')[::2])
+    brackets = marks.translate(_ONE_BRACKET)
+    for depth in range(max_depth + 1):
+        inner = brackets.replace(b"[]", b"")
+        if len(inner) == len(brackets):
+            return depth + inner.count(b"[") > max_depth
+        brackets = inner
+    return True
+
+
+def _unread(data: bytes, message: str) -> MessageError:
+    """A -32700 error for a message that was not read, with the id its outer members
+    give, if any."""
+    request_id, is_response = _head(data)
+    if is_response:
+        return MessageError(PARSE_ERROR, message, None, request_id)
+    return MessageError(PARSE_ERROR, message, request_id)
+
+
+def _head(data: bytes) -> tuple[RequestId | None, bool]:
+    """The id of a message that is not read whole, and whether it is a response.
+
+    Read only from the object's outer members written before its first nested value, or
+    after its last (encoders write ``jsonrpc`` and ``id`` first, or last as the TypeScript
+    SDK does), each a plain string, number, boolean or null. A message is a response when
+    it has ``result`` or ``error`` and no ``method``.
+    """
+    members: dict[bytes, bytes] = {}
+    match = re.match(rb"\s*\{", data)
+    if match is None:
+        return None, False
+    pos = match.end()
+    nested = False
+    for _ in range(16):
+        member = _HEAD_MEMBER.match(data, pos)
+        if member is None:
+            break
+        key, value = member[1], member[2]
+        if value in (b"{", b"["):
+            members.setdefault(key, b"{")
+            nested = True
+            break
+        members.setdefault(key, value)
+        pos = member.end()
+    if nested:
+        tail = _TAIL_MEMBERS.search(data, max(pos, len(data) - _TAIL_WINDOW))
+        if tail is not None:
+            for member in _TAIL_MEMBER.finditer(tail[1]):
+                members.setdefault(member[1], member[2])
+    is_response = b'"method"' not in members and (
+        b'"result"' in members or b'"error"' in members)
+    token = members.get(b'"id"')
+    if token is None or not _ID_TOKEN.fullmatch(token):
+        return None, is_response
+    try:
+        request_id = _any_decoder.decode(token)
+    except msgspec.DecodeError:
+        return None, is_response
+    return request_id, is_response
 
 
 def error_response(request_id: RequestId | None, code: int, message: str,

@@ -6,6 +6,11 @@ library's core: ``receive_data(bytes)`` in, ``events_received()`` and ``data_to_
 out, ``close_expected()`` to learn when the transport should close. It never touches a
 socket or a clock: closing timeouts belong to the transport.
 
+Failing the connection (7.1.7) takes two steps here, because every request gets exactly
+one answer: on a protocol error the connection reads nothing more and reports ``Failed``;
+the answers owed to the messages received before it may still be sent, and ``close()``
+then sends the close frame the error calls for (5.5.1: nothing may follow it).
+
 Frames are parsed and encoded by ``mcpfast_ext.websocket_codec`` (compiled, or its
 pure-Python twin); this module holds the connection's rules.
 """
@@ -26,10 +31,12 @@ from mcpfast_ext.frame_error import FrameError
 __all__ = [
     "CLOSED",
     "CLOSING",
+    "FAILING",
     "OPEN",
     "BinaryMessage",
     "Closed",
     "Event",
+    "Failed",
     "HandshakeError",
     "State",
     "TextMessage",
@@ -167,11 +174,13 @@ class State(enum.IntEnum):
     OPEN = 1
     CLOSING = 2  # we sent a close frame and wait for the peer's
     CLOSED = 3
+    FAILING = 4  # the peer broke the protocol: we read no more and owe only answers
 
 
 OPEN = State.OPEN
 CLOSING = State.CLOSING
 CLOSED = State.CLOSED
+FAILING = State.FAILING
 
 
 class TextMessage(msgspec.Struct, frozen=True, gc=False):
@@ -184,6 +193,15 @@ class BinaryMessage(msgspec.Struct, frozen=True, gc=False):
     data: bytes
 
 
+class Failed(msgspec.Struct, frozen=True, gc=False):
+    """The peer broke the protocol (7.1.7), emitted once, after the messages received
+    before the error: nothing more will be read. Answer those messages, then call
+    ``close()``, which sends a close frame with ``code``."""
+
+    code: int
+    reason: str
+
+
 class Closed(msgspec.Struct, frozen=True, gc=False):
     """The connection is over (emitted once). ``code`` is the peer's close code (1005 when
     its close frame had none), the code we failed the connection with, or 1006 when the
@@ -193,7 +211,7 @@ class Closed(msgspec.Struct, frozen=True, gc=False):
     reason: str
 
 
-Event = TextMessage | BinaryMessage | Closed
+Event = TextMessage | BinaryMessage | Failed | Closed
 
 
 def _receivable_code(code: int) -> bool:
@@ -217,17 +235,21 @@ class WebSocketConnection:
     ``data_to_send()`` returns a list of byte strings to write in order (for
     ``transport.writelines``); an empty list when there is nothing to send. Once
     ``close_expected()`` is True, write what is pending and close the transport.
+    ``pings_received`` counts the peer's pings, which show it is there although they
+    carry no message.
     """
 
     __slots__ = (
         "_encode_frame",
         "_events",
+        "_failure",
         "_fragment_opcode",
         "_fragment_size",
         "_fragments",
         "_max_message",
         "_output",
         "_parser",
+        "pings_received",
         "state",
     )
 
@@ -244,17 +266,22 @@ class WebSocketConnection:
         self._fragments: list[bytes] | None = None
         self._fragment_opcode = OP_TEXT
         self._fragment_size = 0
+        self._failure = (1000, "")
+        self.pings_received = 0
 
     # -- the sans-I/O contract
 
     def receive_data(self, data: bytes) -> None:
-        if self.state is CLOSED:
+        state = self.state
+        if state is CLOSED or state is FAILING:
             return
+        error: FrameError | None = None
         try:
             frames = self._parser.feed(data)
         except FrameError as exc:
-            self._fail(exc.code, exc.reason)
-            return
+            # The frames before the bad one are the peer's messages all the same.
+            frames = exc.frames
+            error = exc
         events = self._events
         for fin, opcode, payload in frames:
             # The common case: a whole text message in one frame.
@@ -269,8 +296,10 @@ class WebSocketConnection:
                 events.append(TextMessage(payload))
             else:
                 self._receive_frame(fin, opcode, payload)
-                if self.state is CLOSED:
+                if self.state is CLOSED or self.state is FAILING:
                     return
+        if error is not None:
+            self._fail(error.code, error.reason)
 
     def receive_eof(self) -> None:
         """The transport ended; report 1006 (7.1.5) unless the connection was over."""
@@ -287,6 +316,12 @@ class WebSocketConnection:
         output, self._output = self._output, []
         return output
 
+    @property
+    def buffered(self) -> int:
+        """Bytes of a message begun and not complete: a partial frame, and the
+        fragments received so far."""
+        return self._parser.buffered + self._fragment_size
+
     def close_expected(self) -> bool:
         # 7.1.1: the server closes the TCP connection first, as soon as it has both sent
         # and received a close frame (or failed the connection).
@@ -296,8 +331,9 @@ class WebSocketConnection:
 
     def send_text(self, data: bytes | str) -> bool:
         """Queue one text message (``data`` must be valid UTF-8 when bytes); False when
-        the closing handshake has started (5.5.1: no data after our close frame)."""
-        if self.state is not OPEN:
+        the closing handshake has started (5.5.1: no data after our close frame). While
+        failing it still queues: an answer owed goes before the close frame."""
+        if self.state is not OPEN and self.state is not FAILING:
             return False
         if isinstance(data, str):
             data = data.encode()
@@ -307,7 +343,8 @@ class WebSocketConnection:
     def text_frame(self, data: bytes) -> bytes | None:
         """``send_text`` then ``data_to_send`` in one call, for the hot path: the bytes to
         write now (frames queued earlier, such as a pong, then this message's frame), or
-        None once the closing handshake has started."""
+        None when the connection is not OPEN (then ``send_text`` says whether a message
+        may still be queued)."""
         if self.state is not OPEN:
             return None
         frame = self._encode_frame(OP_TEXT, data)
@@ -327,9 +364,19 @@ class WebSocketConnection:
 
     def close(self, code: int = 1000, reason: str = "") -> bool:
         """Start the closing handshake (7.1.2); the peer's close frame completes it. The
-        reason is cut to 123 UTF-8 bytes. False when the handshake had already started."""
+        reason is cut to 123 UTF-8 bytes. False when the handshake had already started.
+
+        While failing, the close frame carries the failure's code and reason instead, and
+        the connection is CLOSED at once: 7.1.7 does not wait for the peer's."""
         if not _receivable_code(code):
             raise ValueError(f"{code} is not a close code that may be sent")
+        if self.state is FAILING:
+            code, reason = self._failure
+            payload, reason = _close_payload(code, reason)
+            self._output.append(self._encode_frame(OP_CLOSE, payload))
+            self.state = CLOSED
+            self._events.append(Closed(code, reason))
+            return True
         if self.state is not OPEN:
             return False
         payload, _ = _close_payload(code, reason)
@@ -348,6 +395,7 @@ class WebSocketConnection:
             # 5.5.2: answer every ping until we have received a close frame; after ours
             # (CLOSING) a pong is still a control frame, which 5.5.1 allows.
             self._output.append(self._encode_frame(OP_PONG, payload))
+            self.pings_received += 1
             return
         if opcode == OP_PONG:
             return  # 5.5.3: an unsolicited pong needs no answer
@@ -416,14 +464,27 @@ class WebSocketConnection:
         self._fragments = None
         self._events.append(Closed(code, reason))
 
-    def _fail(self, code: int, reason: str) -> None:
-        """7.1.7 Fail the WebSocket Connection: send our close frame (unless one was
-        already sent), stop reading, and let the transport close at once."""
-        if self.state is CLOSED:
-            return
-        payload, reason = _close_payload(code, reason)
+    def fail(self, code: int, reason: str) -> None:
+        """7.1.7 Fail the WebSocket Connection, for a rule above this layer (MCP does not
+        use binary messages): read nothing more, and once the answers owed are sent,
+        ``close()`` sends a close frame with ``code``. Unlike a protocol error found
+        here, it emits no ``Failed``: the caller knows."""
+        if not _receivable_code(code):
+            raise ValueError(f"{code} is not a close code that may be sent")
         if self.state is OPEN:
-            self._output.append(self._encode_frame(OP_CLOSE, payload))
-        self.state = CLOSED
-        self._fragments = None
-        self._events.append(Closed(code, reason))
+            self.state = FAILING
+            self._failure = (code, _close_payload(code, reason)[1])
+            self._fragments = None
+            self._fragment_size = 0
+
+    def _fail(self, code: int, reason: str) -> None:
+        """A protocol error: ``fail``, and tell the transport. After our close frame
+        (CLOSING) nothing is owed: the connection is CLOSED at once."""
+        state = self.state
+        if state is OPEN:
+            self.fail(code, reason)
+            self._events.append(Failed(*self._failure))
+        elif state is CLOSING:
+            self.state = CLOSED
+            self._fragments = None
+            self._events.append(Closed(code, _close_payload(code, reason)[1]))

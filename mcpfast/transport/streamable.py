@@ -41,7 +41,7 @@ SESSION_HEADER = "Mcp-Session-Id"
 VERSION_HEADER = "MCP-Protocol-Version"
 DEFAULT_LEGACY_VERSION = "2025-03-26"  # no header and no other way to know (transports)
 PRIMING_SINCE = "2025-11-25"  # older clients cannot parse an event with empty data
-MAX_ENDED = 10000
+MAX_ENDED = 100_000
 MAX_UNDELIVERED = 1000
 LEGACY_ALLOW = "GET, POST, DELETE"
 
@@ -304,8 +304,12 @@ class Stream:
 class HttpSession:
     """A legacy Streamable HTTP session: one MCP session across many HTTP requests."""
 
-    def __init__(self, endpoint: Endpoint, peer: str) -> None:
+    def __init__(self, endpoint: Endpoint, peer: str, address: str) -> None:
         self.endpoint = endpoint
+        self.address = address
+        """The client's IP address, which limits.max_sessions_per_peer counts by."""
+        self.issued_at = 0
+        """When the session id was issued (seconds since the epoch)."""
         self.token: str | None = None
         self.ds: DownstreamSession = endpoint.gateway.open_session(
             "http", peer, self.send, self.close)
@@ -401,7 +405,15 @@ class HttpSession:
             if stream.exchange is not None:
                 attached = True
                 if keepalive:
-                    stream.exchange.send(sse.KEEPALIVE)
+                    if not stream.committed:
+                        # A POST still waiting to answer as plain JSON has sent nothing,
+                        # not even its status line: a comment now would corrupt the
+                        # response. A call that outlasts the keep-alive interval is
+                        # answered as an event stream instead (the client accepted
+                        # text/event-stream), so that proxies see bytes flow.
+                        stream.commit()
+                    if stream.exchange is not None:
+                        stream.exchange.send(sse.KEEPALIVE)
             elif stream.detached_at is not None and now - stream.detached_at > limit:
                 if stream.is_post and not stream.done:
                     self.cancel(stream.request_id, "the SSE stream was not resumed in time")
@@ -500,14 +512,19 @@ class Endpoint:
         self.config = listen.http
         self.signer = SessionSigner(self.config.session_secret)
         self.sessions: dict[str, HttpSession] = {}
-        self.ended: OrderedDict[str, None] = OrderedDict()
+        self.per_address: dict[str, int] = {}
+        self.ended: OrderedDict[str, int] = OrderedDict()
+        """Ids of sessions ended here, oldest first, with when each was issued."""
+        self.not_before = int(time.time())
+        """Ids issued earlier are not adopted (``_adoptable``)."""
         self.live: set[Stream] = set()
         self.live_modern: set[ModernRequest] = set()
         self._origins = _AllowList(self.config.allowed_origins)
         hosts = self.config.allowed_hosts
         if hosts is None and _is_loopback(listen.host):
+            bound = f"[{listen.host}]" if ":" in listen.host else listen.host
             hosts = ["127.0.0.1", "127.0.0.1:*", "localhost", "localhost:*", "[::1]",
-                     "[::1]:*"]
+                     "[::1]:*", bound, f"{bound}:*"]
         self._hosts = _AllowList([h.lower() for h in hosts]) if hosts is not None else None
         self._schemas: tuple[object, dict[Any, Any]] = (None, {})
         self._timer: asyncio.TimerHandle | None = None
@@ -517,15 +534,30 @@ class Endpoint:
     def register(self, session: HttpSession) -> str:
         token = self.signer.issue(session.ds.protocol_version or DEFAULT_LEGACY_VERSION,
                                   session.ds.client_capabilities)
-        self.sessions[token] = session
-        self.arm()
+        session.token = token
+        session.issued_at = int(time.time())
+        self._add(session)
         return token
+
+    def _add(self, session: HttpSession) -> None:
+        assert session.token is not None
+        self.sessions[session.token] = session
+        self.per_address[session.address] = self.per_address.get(session.address, 0) + 1
+        self.arm()
 
     def unregister(self, session: HttpSession) -> None:
         if session.token is not None and self.sessions.pop(session.token, None) is session:
-            self.ended[session.token] = None
-            if len(self.ended) > MAX_ENDED:
-                self.ended.popitem(last=False)
+            count = self.per_address.get(session.address, 0) - 1
+            if count > 0:
+                self.per_address[session.address] = count
+            else:
+                self.per_address.pop(session.address, None)
+            self.ended[session.token] = session.issued_at
+            while len(self.ended) > MAX_ENDED:
+                # Forgetting a revocation must not revive its id: ids issued up to the
+                # forgotten one's time are refused from now on.
+                _, issued_at = self.ended.popitem(last=False)
+                self.not_before = max(self.not_before, issued_at + 1)
 
     def arm(self) -> None:
         if self._timer is None:
@@ -543,8 +575,17 @@ class Endpoint:
                 if request.exchange is not None and request.streaming:
                     request.exchange.send(sse.KEEPALIVE)
         now = time.monotonic()
+        oldest = time.time() - self.config.session_max_age
         for session in list(self.sessions.values()):
+            if session.issued_at <= oldest:
+                log.info("ending HTTP session from %s: older than session_max_age",
+                         session.address)
+                session.close(1000, "session_max_age")
+                continue
             session.sweep(now, keepalive)
+        ended = self.ended
+        while ended and next(iter(ended.values())) <= oldest:
+            ended.popitem(last=False)  # refused by its age from now on
         if self.sessions or self.live_modern:
             self.arm()
 
@@ -570,14 +611,14 @@ class Endpoint:
     def handle(self, conn: Any, request: HttpRequest) -> Exchange:
         exchange = Exchange(conn, request)
         try:
-            self._handle(exchange, conn.peer)
+            self._handle(exchange, conn.peer, conn.address)
         except Exception:
             log.exception("internal error serving %s %s", request.method, request.path)
             if not exchange.done and not exchange.streaming:
                 exchange.error(500, None, jsonrpc.INTERNAL_ERROR, "Internal error")
         return exchange
 
-    def _handle(self, exchange: Exchange, peer: str) -> None:
+    def _handle(self, exchange: Exchange, peer: str, address: str) -> None:
         request = exchange.request
         refused = self.refuse(request)
         if refused is not None:
@@ -592,12 +633,19 @@ class Endpoint:
         if version is not None and version not in LEGACY_VERSIONS:
             self._modern(exchange, peer, version)
         else:
-            self._legacy(exchange, peer, version)
+            self._legacy(exchange, peer, address)
 
     def _draining(self, exchange: Exchange) -> bool:
+        """Refuse new work while the gateway drains or is overloaded (503)."""
         if self.gateway.draining:
             exchange.error(503, None, jsonrpc.GATEWAY_SHUTTING_DOWN,
                            "the gateway is shutting down", [("Retry-After", "1")])
+            return True
+        if self.gateway.overloaded:
+            self.gateway.counters.refused_overloaded += 1
+            exchange.error(503, None, jsonrpc.UPSTREAM_UNAVAILABLE,
+                           "the gateway is overloaded (too much data waits to be sent); "
+                           "retry shortly", [("Retry-After", "1")])
             return True
         return False
 
@@ -617,14 +665,14 @@ class Endpoint:
                            "Unsupported Media Type: the body must be application/json")
             return None
         try:
-            return jsonrpc.decode(request.body)
+            return jsonrpc.decode(request.body, self.gateway.config.listen.max_json_depth)
         except jsonrpc.MessageError as exc:
             self.gateway.counters.parse_errors += 1
             exchange.error(400, exc.request_id, exc.code, exc.message)
             return None
 
     # -- legacy ----------------------------------------------------------------------------
-    def _legacy(self, exchange: Exchange, peer: str, version: str | None) -> None:
+    def _legacy(self, exchange: Exchange, peer: str, address: str) -> None:
         request = exchange.request
         method = request.method
         if method not in ("POST", "GET", "DELETE"):
@@ -638,13 +686,13 @@ class Endpoint:
             if env is None:
                 return
             if env.method == "initialize" and env.id is not UNSET:
-                self._initialize(exchange, peer, env)
+                self._initialize(exchange, peer, address, env)
                 return
         elif method == "GET" and not _accepts(request.header("Accept"), "text/event-stream"):
             exchange.error(406, None, jsonrpc.INVALID_REQUEST,
                            "Not Acceptable: the client must accept text/event-stream")
             return
-        session = self._session(exchange, peer)
+        session = self._session(exchange, peer, address)
         if session is None:
             return
         if method == "DELETE":
@@ -655,7 +703,7 @@ class Endpoint:
         else:
             self._post(exchange, session, env)
 
-    def _session(self, exchange: Exchange, peer: str) -> HttpSession | None:
+    def _session(self, exchange: Exchange, peer: str, address: str) -> HttpSession | None:
         token = exchange.request.header(SESSION_HEADER)
         if token is None:
             exchange.error(400, None, jsonrpc.INVALID_REQUEST,
@@ -667,36 +715,60 @@ class Endpoint:
         if session is not None:
             return session
         claims = None if token in self.ended else self.signer.verify(token)
-        if claims is None:
+        if claims is None or not self._adoptable(claims.issued_at):
             exchange.error(404, None, jsonrpc.INVALID_REQUEST,
                            "Session not found: it ended or expired; initialize again")
             return None
-        if len(self.sessions) >= self.config.max_sessions:
-            exchange.error(503, None, jsonrpc.INVALID_REQUEST, "too many sessions",
-                           [("Retry-After", "1")])
+        if self._full(exchange, None, address):
             return None
         # Signed by a replica sharing our key: serve it as if we had issued it.
-        session = HttpSession(self, peer)
+        session = HttpSession(self, peer, address)
         session.ds.initialized = True
         session.ds.protocol_version = claims.protocol_version
         session.ds.client_capabilities = dict(claims.capabilities)
         session.token = token
-        self.sessions[token] = session
-        self.arm()
-        log.info("adopted HTTP session %s (%s)", token, claims.protocol_version)
+        session.issued_at = claims.issued_at
+        self._add(session)
+        log.debug("adopted an HTTP session signed by another replica (%s)",
+                  claims.protocol_version)
         return session
 
-    def _initialize(self, exchange: Exchange, peer: str, env: jsonrpc.Envelope) -> None:
+    def _adoptable(self, issued_at: int) -> bool:
+        """Whether an id this process did not issue (or no longer holds) may be served:
+        issued since this process started, since no revocation it had to forget is
+        older, and within session_max_age. Ended ids are remembered only here, so an
+        id from before a restart is refused: its client initializes again (a 404 tells
+        it to), which is safer than reviving a deleted session."""
+        return issued_at >= self.not_before and \
+            time.time() - issued_at < self.config.session_max_age
+
+    def _full(self, exchange: Exchange, request_id: Any, address: str) -> bool:
+        """Refuse a new session when the gateway, or this client's address, has too
+        many: one client cannot lock every other out."""
+        if len(self.sessions) >= self.config.max_sessions:
+            self.gateway.counters.refused_sessions += 1
+            exchange.error(503, request_id, jsonrpc.INVALID_REQUEST, "too many sessions",
+                           [("Retry-After", "1")])
+            return True
+        if self.per_address.get(address, 0) >= self.config.max_sessions_per_peer:
+            self.gateway.counters.refused_sessions_per_peer += 1
+            exchange.error(429, request_id, jsonrpc.INVALID_REQUEST,
+                           f"Too Many Requests: {address} has "
+                           f"{self.config.max_sessions_per_peer} sessions open; end one "
+                           "(DELETE) first", [("Retry-After", "5")])
+            return True
+        return False
+
+    def _initialize(self, exchange: Exchange, peer: str, address: str,
+                    env: jsonrpc.Envelope) -> None:
         token = exchange.request.header(SESSION_HEADER)
         if token is not None and token.strip() in self.sessions:
             exchange.error(400, env.id, jsonrpc.INVALID_REQUEST,
                            "this session is already initialized")
             return
-        if len(self.sessions) >= self.config.max_sessions:
-            exchange.error(503, env.id, jsonrpc.INVALID_REQUEST, "too many sessions",
-                           [("Retry-After", "1")])
+        if self._full(exchange, env.id, address):
             return
-        session = HttpSession(self, peer)
+        session = HttpSession(self, peer, address)
         session.new_stream(env.id, exchange)
         self.gateway.handle(session.ds, exchange.request.body)
         if session.token is None:

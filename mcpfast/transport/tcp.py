@@ -8,11 +8,23 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import deque
 from typing import TYPE_CHECKING
 
-from ..protocol.http import HttpError, HttpRequest, HttpRequestReader, error_response
+from ..protocol.http import (
+    BODY,
+    HEAD,
+    IDLE,
+    HttpError,
+    HttpRequest,
+    HttpRequestReader,
+    error_response,
+)
+from ..protocol.jsonrpc import REQUEST_TIMEOUT
 from ..protocol.websocket import (
+    FAILING,
+    OPEN,
     BinaryMessage,
     Closed,
     HandshakeError,
@@ -23,6 +35,13 @@ from ..protocol.websocket import (
 from .streamable import Endpoint, Exchange
 from .writer import ClientProtocol, CoalescingWriter
 
+LINGER_TIMEOUT = 2.0
+"""How long input is read and dropped after an error answer before the close."""
+PAUSED_BY_PIPELINE = 4
+"""Too many pipelined HTTP requests wait for their turn."""
+PAUSED_BY_FAILURE = 8
+"""A WebSocket protocol error: nothing more is read, the answers owed go out first."""
+
 if TYPE_CHECKING:
     from ..gateway.gateway import Gateway
     from ..gateway.listener import TcpListener
@@ -30,26 +49,41 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("mcpfast.transport")
 
-HANDSHAKE_TIMEOUT = 10.0
-KEEP_ALIVE_TIMEOUT = 60.0
-"""How long an HTTP/1.1 connection may sit between requests."""
 MAX_PIPELINED = 16
 CLOSE_TIMEOUT = 5.0
 """How long to wait for the peer's close frame after ours (RFC 6455 7.1.1 leaves the
 TCP close to the server, but a peer that never answers must not hold the socket)."""
+ANSWER_TIMEOUT = 10.0
+"""After a WebSocket protocol error, how long the requests received before it have to
+be answered before the close frame goes anyway (they are then answered -32001)."""
 
 
 class TcpConnection(ClientProtocol):
+    """One client's TCP connection.
+
+    Timing (``[limits]``): one deadline at a time, set when the state changes and never
+    moved by mere activity. A request's head must be complete within header_timeout of
+    its first byte, its body within body_timeout of its head, and the next request must
+    begin within keepalive_timeout of the last response; a WebSocket message must be
+    complete within body_timeout of its first byte. One timer per connection, re-armed
+    only when it fires early, so that no timer is made per request.
+    """
+
     # Slots, and the HTTP parser dropped after the upgrade: an idle WebSocket session
     # should cost the gateway as little memory as possible.
-    __slots__ = ("_idle_since", "_timer", "config", "endpoint", "exchange", "gateway",
-                 "listener", "peer", "queue", "reader", "session", "transport", "writer", "ws")
+    __slots__ = ("_deadline", "_phase", "_timer", "address", "config", "endpoint",
+                 "exchange", "gateway", "limits", "listener", "peer", "queue",
+                 "reader", "session", "transport", "writer", "ws")
 
     def __init__(self, gateway: Gateway, listener: TcpListener) -> None:
         self.gateway = gateway
         self.listener = listener
         self.endpoint: Endpoint = listener.endpoint
         self.config = gateway.config.listen
+        self.limits = gateway.config.limits
+        self.paused = 0
+        self.address: str | None = None
+        """The peer's IP address once admitted (released when the connection ends)."""
         self.transport: asyncio.Transport | None = None
         self.writer: CoalescingWriter | None = None
         self.reader: HttpRequestReader | None = HttpRequestReader(
@@ -60,25 +94,40 @@ class TcpConnection(ClientProtocol):
         self.queue: deque[HttpRequest] | None = None
         self.peer = "?"
         self._timer: asyncio.TimerHandle | None = None
-        self._idle_since = 0.0
+        self._deadline: float | None = None
+        self._phase = IDLE
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports implement asyncio.Transport without subclassing it.
         self.transport = transport  # type: ignore[assignment]
         loop = asyncio.get_running_loop()
-        self.writer = CoalescingWriter(transport, loop)  # type: ignore[arg-type]
         peer = transport.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
+        address = str(peer[0]) if isinstance(peer, tuple) else self.peer
+        refused = self.gateway.admission.admit(address)
+        if refused is not None:
+            log.warning("refused a connection from %s: %s", self.peer, refused)
+            transport.write(error_response(503, f"Service Unavailable: {refused}",  # type: ignore[attr-defined]
+                                           headers=[("Retry-After", "1")]))
+            transport.close()
+            self.reader = None
+            return
+        self.address = address
+        self.writer = CoalescingWriter(transport, loop,  # type: ignore[arg-type]
+                                       self.limits.client_buffer_bytes, self._overflow)
         self.listener.connections.add(self)
-        # The first request must come within HANDSHAKE_TIMEOUT; later ones within
-        # KEEP_ALIVE_TIMEOUT of the previous response.
-        self._idle_since = loop.time() - KEEP_ALIVE_TIMEOUT + HANDSHAKE_TIMEOUT
-        self._timer = loop.call_later(HANDSHAKE_TIMEOUT, self._check_idle)
+        # The first request's head is due within header_timeout of the connection.
+        self._set_deadline(loop.time() + self.limits.header_timeout)
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self.address is None:
+            return  # refused at admission
+        self.gateway.admission.release(self.address)
+        self.address = None
         self.listener.connections.discard(self)
         if self._timer is not None:
             self._timer.cancel()
+            self._timer = None
         if self.ws is not None:
             self.ws.receive_eof()
         if self.session is not None:
@@ -92,46 +141,133 @@ class TcpConnection(ClientProtocol):
         if self.ws is not None:
             self._websocket_data(data)
             return
-        assert self.reader is not None
+        reader = self.reader
+        if reader is None:
+            return  # refused at admission, or closing
         try:
-            requests = self.reader.feed(data)
+            requests = reader.feed(data)
         except HttpError as exc:
             self._reply_and_close(error_response(exc.status, exc.detail))
             return
+        if reader.phase != self._phase or (requests and reader.phase != IDLE):
+            # A new phase, or a new request begun in the read that ended another: its
+            # own deadline, never one inherited from the request before it.
+            self._phase = reader.phase
+            self._reader_phase_changed()
         for request in requests:
             if self.exchange is not None or self.queue:
                 # HTTP/1.1 pipelining: answer in order, one at a time.
                 if self.queue is None:
                     self.queue = deque()
                 self.queue.append(request)
-                if len(self.queue) > MAX_PIPELINED and self.transport is not None:
-                    self.transport.pause_reading()
+                if len(self.queue) > MAX_PIPELINED:
+                    self.pause(PAUSED_BY_PIPELINE)
                 continue
             self._http_request(request)
             if self.ws is not None or self.transport is None or self.transport.is_closing():
                 break
-        self._wait_for_request()
+        if requests and self.exchange is None and self.ws is None and self._phase == IDLE:
+            # Every request of this read was answered at once: wait for the next one.
+            self._set_deadline(asyncio.get_running_loop().time()
+                               + self.limits.keepalive_timeout)
 
-    def _wait_for_request(self) -> None:
-        """Between HTTP requests, an idle connection is closed after a while. One timer
-        per connection, re-armed only when it fires: none is made per request."""
-        if self.exchange is None and self.ws is None and self.transport is not None \
-                and not self.transport.is_closing():
-            loop = asyncio.get_running_loop()
-            self._idle_since = loop.time()
-            if self._timer is None:
-                self._timer = loop.call_later(KEEP_ALIVE_TIMEOUT, self._check_idle)
+    def buffered(self) -> int:
+        """Bytes held for this client: to send, and of a message not yet complete."""
+        total = self.writer.buffered() if self.writer is not None else 0
+        if self.reader is not None:
+            total += self.reader.buffered
+        if self.ws is not None:
+            total += self.ws.buffered
+        return total
 
-    def _check_idle(self) -> None:
-        self._timer = None
-        if self.exchange is not None or self.ws is not None:
-            return  # busy: re-armed when the response is complete
-        loop = asyncio.get_running_loop()
-        idle = loop.time() - self._idle_since
-        if idle >= KEEP_ALIVE_TIMEOUT - 0.001:
-            self._abort("no request on an idle connection")
+    # -- deadlines -----------------------------------------------------------------------
+    def _reader_phase_changed(self) -> None:
+        now = asyncio.get_running_loop().time()
+        if self._phase == HEAD:
+            self._set_deadline(now + self.limits.header_timeout)
+        elif self._phase == BODY:
+            self._set_deadline(now + self.limits.body_timeout)
+        elif self.exchange is None:
+            self._set_deadline(now + self.limits.keepalive_timeout)
         else:
-            self._timer = loop.call_later(KEEP_ALIVE_TIMEOUT - idle, self._check_idle)
+            self._set_deadline(None)  # a response is in progress: no deadline for it
+
+    def _set_deadline(self, deadline: float | None) -> None:
+        self._deadline = deadline
+        if deadline is None:
+            return  # a pending timer finds no deadline and lapses
+        timer = self._timer
+        if timer is None or timer.when() > deadline:
+            if timer is not None:
+                timer.cancel()
+            self._timer = asyncio.get_running_loop().call_at(deadline, self._on_deadline)
+
+    def _on_deadline(self) -> None:
+        self._timer = None
+        deadline = self._deadline
+        if deadline is None or self.transport is None:
+            return
+        if asyncio.get_running_loop().time() < deadline - 0.001:
+            self._timer = asyncio.get_running_loop().call_at(deadline, self._on_deadline)
+            return
+        self._deadline = None
+        if self.ws is not None:
+            self._websocket_deadline()
+        elif self._phase == HEAD:
+            self.gateway.counters.timeouts += 1
+            self._timeout_response(f"request head not complete within "
+                                   f"{self.limits.header_timeout:g} s")
+        elif self._phase == BODY:
+            self.gateway.counters.timeouts += 1
+            self._timeout_response(f"request body not complete within "
+                                   f"{self.limits.body_timeout:g} s")
+        elif self.exchange is None:
+            self._abort("no request on an idle connection")
+
+    def _timeout_response(self, why: str) -> None:
+        log.info("closing %s: %s", self.peer, why)
+        if self.exchange is None and self.writer is not None:
+            self._reply_and_close(error_response(408, f"Request Timeout: {why}"))
+        else:
+            self._abort(why)
+
+    def _websocket_deadline(self) -> None:
+        """A WebSocket message begun longer than body_timeout ago is still not complete."""
+        self.gateway.counters.timeouts += 1
+        log.info("closing %s: WebSocket message not complete within %g s", self.peer,
+                 self.limits.body_timeout)
+        self.close(1008, "message not complete in time")
+
+    def watch_partial(self, buffered: int, completed: bool) -> None:
+        """After each read of a WebSocket connection: time a message that has begun and
+        not ended, from its first byte (``completed``: a message ended in this read, so
+        what is buffered began in it)."""
+        if self.ws is not None and self.ws.state is not OPEN:
+            return  # closing: the close timer rules now
+        if buffered:
+            if self._deadline is None or completed:
+                self._set_deadline(asyncio.get_running_loop().time()
+                                   + self.limits.body_timeout)
+        elif self._deadline is not None:
+            self._deadline = None
+
+    def _overflow(self, pending: int) -> None:
+        """The client let ``pending`` bytes pile up: it is not reading. Close it, which
+        cancels its calls upstream; the close frame is queued behind what it has not
+        read, and the connection is aborted if it never reads it."""
+        self.gateway.counters.client_overflows += 1
+        log.warning("closing %s: %d bytes wait to be sent (limits.client_buffer_bytes "
+                    "is %d): the client is not reading", self.peer, pending,
+                    self.limits.client_buffer_bytes)
+        if self.session is not None:
+            self.gateway.close_session(self.session)
+        ws = self.ws
+        if ws is not None and self.transport is not None and ws.close(1008, "not reading"):
+            for frame in ws.data_to_send():
+                self.transport.write(frame)
+            self._abort_later()
+        else:
+            self._abort("not reading its answers")
 
     # -- HTTP --------------------------------------------------------------------------
     def _http_request(self, request: HttpRequest) -> None:
@@ -141,9 +277,11 @@ class TcpConnection(ClientProtocol):
                              f"MCP clients use {self.config.path}")
             return
         if request.header("Upgrade") is None:
-            self.exchange = self.endpoint.handle(self, request)
-            if self.exchange.done:
-                self.exchange = None
+            exchange = self.endpoint.handle(self, request)
+            if not exchange.done:
+                self.exchange = exchange
+                if self._phase == IDLE:
+                    self._set_deadline(None)  # answering: no deadline for the client
             return
         if self.gateway.draining:
             self._http_error(request, 503, "the gateway is shutting down", [("Retry-After", "1")])
@@ -158,12 +296,10 @@ class TcpConnection(ClientProtocol):
             self._http_error(request, exc.status, exc.detail, exc.headers)
             return
         self.writer.write(response)
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self._set_deadline(None)
         self.ws = WebSocketConnection(max_message_bytes=self.config.max_message_bytes)
         self.session = self.gateway.open_session("websocket", self.peer, self.send,
-                                                 self.close)
+                                                 self.close, self)
         assert self.reader is not None
         leftover = self.reader.upgraded_data
         self.reader = None
@@ -193,8 +329,10 @@ class TcpConnection(ClientProtocol):
             if not self.transport.is_closing():
                 self._http_request(queue.popleft())
             if not queue and self.transport is not None:
-                self.transport.resume_reading()
-        self._wait_for_request()
+                self.resume(PAUSED_BY_PIPELINE)
+        if self.exchange is None and self.ws is None and self._phase == IDLE:
+            self._set_deadline(asyncio.get_running_loop().time()
+                               + self.limits.keepalive_timeout)
 
     def _http_error(self, request: HttpRequest, status: int, detail: str,
                     headers: list[tuple[str, str]] | None = None) -> None:
@@ -205,30 +343,66 @@ class TcpConnection(ClientProtocol):
             self._close_transport()
 
     def _reply_and_close(self, data: bytes) -> None:
+        """Answer an error and close with a lingering close (nginx's lingering_close):
+        the write side is shut and what the client still sends is read and dropped for
+        a moment, because closing a socket with unread input sends an RST that can
+        destroy the answer before the client reads it (RFC 9112 9.6)."""
         assert self.writer is not None
         self.writer.write(data)
-        self._close_transport()
+        self.writer.flush()
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        self.reader = None  # data_received drops what follows
+        self._deadline = None
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = asyncio.get_running_loop().call_later(
+            LINGER_TIMEOUT, self._close_transport)
+        if transport.can_write_eof():
+            transport.write_eof()
+        else:
+            self._close_transport()
 
     # -- WebSocket ---------------------------------------------------------------------
     def _websocket_data(self, data: bytes) -> None:
         ws = self.ws
         assert ws is not None
+        pings = ws.pings_received
         ws.receive_data(data)
         session = self.session
         handle = self.gateway.handle
-        for event in ws.events_received():
+        events = ws.events_received()
+        for event in events:
             if type(event) is TextMessage:
                 handle(session, event.data)  # type: ignore[arg-type]
-            elif type(event) is BinaryMessage:
-                ws.close(1003, "MCP messages are JSON text; binary frames are not accepted")
-            elif type(event) is Closed and session is not None:
-                self.gateway.close_session(session)
+            elif type(event) is Closed:
+                if session is not None:
+                    self.gateway.close_session(session)
+            else:
+                # A protocol error (Failed), or a binary message, which MCP does not use:
+                # read nothing more, answer what came before it, then close (RFC 6455
+                # 7.1.7; _flush_frames sends the close frame once nothing is in flight).
+                if type(event) is BinaryMessage:
+                    ws.fail(1003, "MCP messages are JSON text; binary frames are not accepted")
+                if session is not None and session.inflight:
+                    self.pause(PAUSED_BY_FAILURE)
+                    asyncio.get_running_loop().call_later(ANSWER_TIMEOUT,
+                                                          self._answers_overdue)
+                break
+        if ws.pings_received != pings and session is not None:
+            # A client that only pings is there all the same: not idle.
+            session.last_activity = time.monotonic()
+        if ws.buffered or self._deadline is not None:
+            self.watch_partial(ws.buffered, bool(events))
         self._flush_frames()
 
     def _flush_frames(self) -> None:
         ws = self.ws
         writer = self.writer
         assert ws is not None and writer is not None
+        if ws.state is FAILING and (self.session is None or not self.session.inflight):
+            ws.close()  # every answer owed is written: now the close frame
         for frame in ws.data_to_send():
             writer.write(frame)
         if ws.close_expected():
@@ -241,6 +415,27 @@ class TcpConnection(ClientProtocol):
             frame = ws.text_frame(data)
             if frame is not None:
                 self.writer.write(frame)  # type: ignore[union-attr]
+            elif ws.state is FAILING and ws.send_text(data):
+                # An answer owed from before a protocol error. Whether it was the last
+                # one is known once every message of the read that failed is handled.
+                asyncio.get_running_loop().call_soon(self._flush_frames)
+
+    def _answers_overdue(self) -> None:
+        """The requests received before a protocol error were not all answered in time:
+        answer the rest with an error, then send the close frame."""
+        ws = self.ws
+        if ws is None or ws.state is not FAILING:
+            return
+        session = self.session
+        if session is not None:
+            for client_id in list(session.inflight):
+                self.gateway.send_error(
+                    session, client_id, REQUEST_TIMEOUT,
+                    f"not answered within {ANSWER_TIMEOUT:g} s of a WebSocket protocol "
+                    "error, after which the connection closes")
+            self.gateway.close_session(session)
+        ws.close()
+        self._flush_frames()
 
     def close(self, code: int, reason: str) -> None:
         """Start the closing handshake (the session's close)."""
@@ -249,9 +444,16 @@ class TcpConnection(ClientProtocol):
             return
         if self.ws.close(code, reason):
             self._flush_frames()
-            if self._timer is None and self.transport is not None:
-                self._timer = asyncio.get_running_loop().call_later(
-                    CLOSE_TIMEOUT, self._abort, "no close frame from the peer")
+            if self.transport is not None and not self.transport.is_closing():
+                self._abort_later()
+
+    def _abort_later(self) -> None:
+        """After our close frame: the peer's must come within CLOSE_TIMEOUT."""
+        self._deadline = None
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = asyncio.get_running_loop().call_later(
+            CLOSE_TIMEOUT, self._abort, "no close frame from the peer")
 
     def _close_transport(self) -> None:
         if self.writer is not None:

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import TYPE_CHECKING
 
 from ..protocol import jsonrpc
 from ..protocol.ndjson import OVERSIZED, LineFramer
 from .writer import ClientProtocol, CoalescingWriter
+
+log = logging.getLogger("mcpfast.transport")
 
 if TYPE_CHECKING:
     from ..gateway.gateway import Gateway
@@ -16,35 +19,96 @@ if TYPE_CHECKING:
 
 
 class UnixConnection(ClientProtocol):
-    __slots__ = ("eof", "framer", "gateway", "listener", "session", "transport", "writer")
+    """One client's unix-socket connection. Limits as on TCP (``[limits]``): what waits
+    to be sent to it is bounded, and a message begun must end within body_timeout."""
+
+    __slots__ = ("_partial_since", "_timer", "admitted", "eof", "framer", "gateway",
+                 "limits", "listener", "session", "transport", "writer")
 
     def __init__(self, gateway: Gateway, listener: Listener) -> None:
         self.gateway = gateway
         self.listener = listener
+        self.limits = gateway.config.limits
         self.framer = LineFramer(gateway.config.listen.max_message_bytes)
         self.transport: asyncio.Transport | None = None
         self.writer: CoalescingWriter | None = None
         self.session: DownstreamSession | None = None
         self.eof = False
+        self.paused = 0
+        self.admitted = False
+        self._timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports implement asyncio.Transport without subclassing it.
         self.transport = transport  # type: ignore[assignment]
-        self.writer = CoalescingWriter(self.transport, asyncio.get_running_loop())  # type: ignore[arg-type]
+        refused = self.gateway.admission.admit(None)
+        if refused is not None:
+            log.warning("refused a unix-socket connection: %s", refused)
+            transport.close()
+            return
+        self.admitted = True
+        self.writer = CoalescingWriter(self.transport, asyncio.get_running_loop(),  # type: ignore[arg-type]
+                                       self.limits.client_buffer_bytes, self._overflow)
         self.listener.connections.add(self)
         self.session = self.gateway.open_session("unix", self.listener.address, self.send,
-                                                 self.close)
+                                                 self.close, self)
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if not self.admitted:
+            return
+        self.admitted = False
+        self.gateway.admission.release(None)
         self.listener.connections.discard(self)
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         if self.session is not None:
             self.gateway.close_session(self.session)
 
+    def buffered(self) -> int:
+        return (self.writer.buffered() if self.writer is not None else 0) + \
+            self.framer.buffered
+
+    def watch_partial(self, completed: bool) -> None:
+        """After each read: a line begun must end within body_timeout of its first
+        byte, however slowly its bytes trickle in (``completed``: a line ended in this
+        read, so what is buffered began in it)."""
+        if self.framer.buffered:
+            if self._timer is not None and completed:
+                self._timer.cancel()
+                self._timer = None
+            if self._timer is None:
+                self._timer = asyncio.get_running_loop().call_later(
+                    self.limits.body_timeout, self._partial_timeout)
+        elif self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _partial_timeout(self) -> None:
+        self._timer = None
+        self.gateway.counters.timeouts += 1
+        log.info("closing a unix-socket client: a message was not complete within %g s",
+                 self.limits.body_timeout)
+        if self.transport is not None:
+            self.transport.abort()
+
+    def _overflow(self, pending: int) -> None:
+        self.gateway.counters.client_overflows += 1
+        log.warning("closing a unix-socket client: %d bytes wait to be sent "
+                    "(limits.client_buffer_bytes is %d): it is not reading", pending,
+                    self.limits.client_buffer_bytes)
+        if self.session is not None:
+            self.gateway.close_session(self.session)
+        if self.transport is not None:
+            self.transport.abort()
+
     def data_received(self, data: bytes) -> None:
         session = self.session
-        assert session is not None
+        if session is None:
+            return  # refused at admission
         handle = self.gateway.handle
-        for line in self.framer.feed(data):
+        lines = self.framer.feed(data)
+        for line in lines:
             if line is OVERSIZED:
                 self.gateway.counters.oversized += 1
                 self.gateway.send_error(
@@ -52,6 +116,8 @@ class UnixConnection(ClientProtocol):
                     f"message exceeds the {self.framer.limit}-byte limit and was dropped")
             else:
                 handle(session, line)
+        if self.framer.buffered or self._timer is not None:
+            self.watch_partial(bool(lines))
 
     def eof_received(self) -> bool:
         """The client half-closed: answer what it already asked, then close."""

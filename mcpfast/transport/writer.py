@@ -1,46 +1,90 @@
-"""Write coalescing: one transport write per connection per event-loop iteration.
+"""Write coalescing and flow control toward one peer.
 
 On these machines the kernel's cost per write dominates a proxied message (DESIGN.md),
 so messages produced while handling one batch of reads are joined and written once,
 just before the loop polls again.
+
+What is queued toward a peer that does not read is bounded (``limits.client_buffer_bytes``,
+Envoy's per-connection buffer limit): past the limit the writer stops writing and calls
+``on_overflow``, which closes the client. The check costs one call into the transport per
+flush, not per message.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Protocol
 
 
 class _Writable(Protocol):
     def write(self, data: bytes) -> None: ...
     def is_closing(self) -> bool: ...
+    def get_write_buffer_size(self) -> int: ...
+
+
+PAUSED_BY_CLIENT = 1
+"""The client does not read its answers (its transport's write buffer is full)."""
+PAUSED_BY_UPSTREAM = 2
+"""An upstream the client sends to does not read its requests fast enough."""
 
 
 class ClientProtocol(asyncio.Protocol):
     """Flow control for a client connection: while the client does not read its
-    answers, stop reading its requests, so that a slow client cannot make the gateway
-    buffer without bound."""
+    answers, or an upstream it feeds is congested, stop reading its requests, so that
+    neither a slow client nor a slow upstream can make the gateway buffer without
+    bound. Reading resumes when every reason to pause is gone."""
 
-    __slots__ = ()
+    __slots__ = ("paused",)
     transport: asyncio.Transport | None
+    paused: int
+    """The reasons (PAUSED_BY_*) reading is paused for, as bits; 0 while reading."""
 
     def pause_writing(self) -> None:
-        if self.transport is not None:
-            self.transport.pause_reading()
+        self.pause(PAUSED_BY_CLIENT)
 
     def resume_writing(self) -> None:
-        if self.transport is not None and not self.transport.is_closing():
+        self.resume(PAUSED_BY_CLIENT)
+
+    def pause(self, reason: int) -> None:
+        if not self.paused and self.transport is not None and not self.transport.is_closing():
+            self.transport.pause_reading()
+        self.paused |= reason
+
+    def resume(self, reason: int) -> None:
+        if not self.paused & reason:
+            return
+        self.paused &= ~reason
+        if not self.paused and self.transport is not None and \
+                not self.transport.is_closing():
             self.transport.resume_reading()
 
 
-class CoalescingWriter:
-    __slots__ = ("_chunks", "_loop", "_scheduled", "_transport")
+UPSTREAM_HIGH_WATER = 1024 * 1024
+"""Bytes queued toward an upstream past which the clients feeding it stop being read."""
+UPSTREAM_LOW_WATER = 256 * 1024
 
-    def __init__(self, transport: _Writable, loop: asyncio.AbstractEventLoop) -> None:
+
+class CoalescingWriter:
+    __slots__ = ("_chunks", "_high_water", "_limit", "_loop", "_on_congested",
+                 "_on_overflow", "_scheduled", "_transport", "congested", "overflowed")
+
+    def __init__(self, transport: _Writable, loop: asyncio.AbstractEventLoop,
+                 limit: int = 0, on_overflow: Callable[[int], None] | None = None,
+                 high_water: int = 0, on_congested: Callable[[], None] | None = None
+                 ) -> None:
         self._transport = transport
         self._chunks: list[bytes] = []
         self._scheduled = False
         self._loop = loop
+        self._limit = limit
+        self._on_overflow = on_overflow
+        self.overflowed = False
+        self._high_water = high_water
+        self._on_congested = on_congested
+        self.congested = False
+        """Set by a flush that left more than ``high_water`` bytes queued; whoever
+        feeds the peer stops until ``drained`` says so."""
 
     def write(self, data: bytes) -> None:
         self._chunks.append(data)
@@ -54,6 +98,33 @@ class CoalescingWriter:
         if not chunks:
             return
         self._chunks = []
-        if self._transport.is_closing():
+        transport = self._transport
+        if transport.is_closing() or self.overflowed:
             return
-        self._transport.write(chunks[0] if len(chunks) == 1 else b"".join(chunks))
+        if self._limit:
+            # What the peer has not taken yet, before this batch: a batch is always
+            # written whole when the peer keeps up, whatever its size.
+            pending = transport.get_write_buffer_size()
+            if pending > self._limit:
+                self.overflowed = True
+                if self._on_overflow is not None:
+                    self._on_overflow(pending)
+                return
+        transport.write(chunks[0] if len(chunks) == 1 else b"".join(chunks))
+        if self._high_water and not self.congested and \
+                transport.get_write_buffer_size() > self._high_water:
+            self.congested = True
+            if self._on_congested is not None:
+                self._on_congested()
+
+    def drained(self, low_water: int) -> bool:
+        """Whether a congested peer has taken enough to be fed again (clears
+        ``congested`` when it has)."""
+        if self._transport.is_closing() or \
+                self._transport.get_write_buffer_size() <= low_water:
+            self.congested = False
+        return not self.congested
+
+    def buffered(self) -> int:
+        """Bytes queued toward the peer, in this writer and in the transport."""
+        return sum(map(len, self._chunks)) + self._transport.get_write_buffer_size()
