@@ -252,6 +252,30 @@ class UpstreamConfig(msgspec.Struct, **KEY):  # type: ignore[call-arg]
                'applies only with inherit_env = "allowlist"')
 
 
+class RateLimitConfig(msgspec.Struct, **KEY):  # type: ignore[call-arg]
+    """One ``[[rate_limits]]`` table: a token bucket of ``burst`` tokens refilled at
+    ``rate`` a second, per client identity or one for everyone (``per``), over the
+    requests forwarded to ``upstream`` (any when unset) and, when ``tool`` is set, only
+    the ``tools/call`` requests whose tool name matches it (a shell pattern, as clients
+    name it)."""
+
+    rate: float  # type: ignore[misc]  # kw_only: required after defaults is fine
+    burst: float | None = None
+    """Default: the rate, and at least 1."""
+    per: Literal["identity", "global"] = "identity"
+    upstream: str | None = None
+    tool: str | None = None
+    name: str = ""
+    """The limit's name in metrics and errors; default ``per:upstream:tool``."""
+
+    def __post_init__(self) -> None:
+        _check(0 < self.rate < float("inf"), "rate", "must be a positive number")
+        _check(self.burst is None or 1 <= self.burst < float("inf"), "burst",
+               "must be a number of at least 1")
+        if not self.name:
+            self.name = f"{self.per}:{self.upstream or '*'}:{self.tool or '*'}"
+
+
 class Config(msgspec.Struct, **KEY):  # type: ignore[call-arg]
     listen: ListenConfig = msgspec.field(default_factory=ListenConfig)
     admin: AdminConfig = msgspec.field(default_factory=AdminConfig)
@@ -259,6 +283,7 @@ class Config(msgspec.Struct, **KEY):  # type: ignore[call-arg]
     shutdown: ShutdownConfig = msgspec.field(default_factory=ShutdownConfig)
     limits: LimitsConfig = msgspec.field(default_factory=LimitsConfig)
     routing: RoutingConfig = msgspec.field(default_factory=RoutingConfig)
+    rate_limits: list[RateLimitConfig] = []
     upstreams: dict[str, UpstreamConfig] = {}
     source: str = ""
     interpolated: Interpolated = msgspec.field(default_factory=lambda: Interpolated())
@@ -389,6 +414,15 @@ def parse(text: str, source: str = "<config>", environ: Mapping[str, str] | None
     if not converted:
         raise ConfigError("upstreams: at least one upstream is required")
     config.upstreams = converted
+    names: set[str] = set()
+    for i, limit in enumerate(config.rate_limits):
+        if limit.upstream is not None and limit.upstream not in converted:
+            raise ConfigError(f"rate_limits[{i}].upstream: no upstream is named "
+                              f"{limit.upstream!r}")
+        if limit.name in names:
+            raise ConfigError(f"rate_limits[{i}].name: {limit.name!r} names another limit "
+                              "too; give each a name of its own")
+        names.add(limit.name)
     config.source = source
     config.interpolated = interpolated
     if config.listen.unix_socket == "auto":

@@ -85,6 +85,17 @@ class GatewayCollector(Collector):
                              ("max_sessions_per_peer", c.refused_sessions_per_peer)):
             limited.add_metric([limit], value)
         yield limited
+        rate_limited = CounterMetricFamily(
+            "mcpfast_rate_limited", "Requests refused by a rate limit (-32029), by limit.",
+            labels=["limit"])
+        buckets = GaugeMetricFamily(
+            "mcpfast_rate_limit_buckets", "Token buckets a rate limit holds (one per "
+            "identity active lately, or one for a global limit).", labels=["limit"])
+        for rate_limit in gw.rate_limits:
+            rate_limited.add_metric([rate_limit.name], rate_limit.refused)
+            buckets.add_metric([rate_limit.name], len(rate_limit))
+        yield rate_limited
+        yield buckets
         yield GaugeMetricFamily("mcpfast_open_client_connections",
                                 "Client connections open (all transports), counted at "
                                 "admission against limits.max_connections.",

@@ -63,6 +63,8 @@ from ..protocol.modern import (
 )
 from ..transport.admission import Admission
 from .mrtr import InputBridge
+from .rate_limit import RATE_LIMITED
+from .rate_limit import build as build_rate_limits
 from .router import KIND_PROMPT, KIND_TOOL, Router
 from .session import LOG_LEVELS, DownstreamSession, FlowControl, Listen
 from .stdio import StdioUpstream
@@ -79,6 +81,8 @@ from .upstream import (
 log = logging.getLogger("mcpfast.gateway")
 
 SWEEP_INTERVAL = 0.5
+EVICT_EVERY = 10
+"""Sweeps between evictions of rate-limit buckets that have refilled (5 s)."""
 LIST_KINDS = {
     "notifications/tools/list_changed": ("tools",),
     "notifications/prompts/list_changed": ("prompts",),
@@ -140,6 +144,7 @@ class Gateway:
         self.admission = Admission(limits.max_connections, limits.max_connections_per_peer,
                                    limits.reserved_descriptors)
         self.max_in_flight = limits.max_in_flight
+        self.rate_limits = build_rate_limits(config.rate_limits)
         self.buffered = 0
         """Bytes waiting to be sent to clients and upstreams, at the last sweep."""
         self.overloaded = False
@@ -150,6 +155,7 @@ class Gateway:
         self.listening = False
         self.listeners: list[Any] = []
         self._session_ids = itertools.count(1)
+        self._sweeps = 0
         self._sweeper: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._session_levels: dict[int, int] = {}
@@ -277,6 +283,10 @@ class Gateway:
                 if upstream.pending:
                     upstream.sweep(now)
             self.mrtr.sweep(now)
+            self._sweeps += 1
+            if self.rate_limits and self._sweeps % EVICT_EVERY == 0:
+                for limit in self.rate_limits:
+                    limit.evict_full(now)
             for session in list(self.sessions.values()):
                 if session.idle_for(now) > idle and not session.inflight and \
                         not session.listens:
@@ -285,10 +295,11 @@ class Gateway:
 
     # -- sessions --------------------------------------------------------------------
     def open_session(self, transport: str, peer: str, send: Callable[[bytes], None],
-                     close: Callable[[int, str], None], flow: FlowControl | None = None
-                     ) -> DownstreamSession:
+                     close: Callable[[int, str], None], flow: FlowControl | None = None,
+                     identity: str = "") -> DownstreamSession:
         session_id = f"{os.getpid():x}-{next(self._session_ids)}"
-        session = DownstreamSession(session_id, transport, peer, send, close, flow)
+        session = DownstreamSession(session_id, transport, peer, send, close, flow,
+                                    identity)
         self.sessions[session_id] = session
         self.counters.connections_total += 1
         return session
@@ -424,6 +435,22 @@ class Gateway:
         else:
             handler(session, env, params, meta)
 
+    def _rate_limited(self, session: DownstreamSession, client_id: int | str,
+                      upstream: Upstream, method: str, name: str | None) -> bool:
+        """Take a token from every limit that applies; a refusal answers -32029 and the
+        request goes no further (gateway/rate_limit.py)."""
+        now = time.monotonic()
+        for limit in self.rate_limits:
+            if limit.applies(upstream.name, method, name):
+                wait = limit.retry_after(session.identity, now)
+                if wait:
+                    self.send_error(session, client_id, RATE_LIMITED,
+                                    f"Rate limited ({limit.name}): retry in {wait:.3g} s",
+                                    {"retryAfterSeconds": round(wait, 3),
+                                     "limit": limit.name})
+                    return True
+        return False
+
     def _refuse_overloaded(self, session: DownstreamSession, request_id: Any) -> None:
         self.counters.refused_overloaded += 1
         self.send_error(session, request_id, jsonrpc.UPSTREAM_UNAVAILABLE,
@@ -461,6 +488,10 @@ class Gateway:
         client_id = env.id
         assert isinstance(client_id, (int, str))
         if self._id_taken(session, client_id):
+            return
+        if self.rate_limits and self._rate_limited(
+                session, client_id, upstream, env.method,  # type: ignore[arg-type]
+                head.name if isinstance(head.name, str) else None):
             return
         if upstream.era == "modern":
             self._forward_legacy_to_modern(session, env, upstream, head, rename)
@@ -828,6 +859,11 @@ class Gateway:
         assert isinstance(client_id, (int, str))
         if self._id_taken(session, client_id):
             return
+        if self.rate_limits:
+            called = params.get("name")
+            if self._rate_limited(session, client_id, upstream, env.method,  # type: ignore[arg-type]
+                                  called if isinstance(called, str) else None):
+                return
         if upstream.era != "modern" and "requestState" in params:
             self.mrtr.resume(session, env, params, meta, upstream)
             return

@@ -52,6 +52,7 @@ class DownstreamSession:
         "era",
         "flow",
         "id",
+        "identity",
         "inflight",
         "initialized",
         "last_activity",
@@ -71,8 +72,11 @@ class DownstreamSession:
 
     def __init__(self, session_id: str, transport: str, peer: str,
                  send: Callable[[bytes], None], close: Callable[[int, str], None],
-                 flow: FlowControl | None = None) -> None:
+                 flow: FlowControl | None = None, identity: str = "") -> None:
         self.id = session_id
+        self.identity = identity or f"peer:{peer}"
+        """Who the client is, set at admission: for now what the transport knows
+        (``ip:ADDRESS``, or ``uid:UID`` on the unix socket). Rate limits count by it."""
         self.flow = flow
         """Pauses reading from the client while an upstream it feeds is congested
         (None for sessions whose transport bounds what they send by itself)."""
@@ -121,6 +125,7 @@ class DownstreamSession:
             "id": self.id,
             "transport": self.transport,
             "peer": self.peer,
+            "identity": self.identity,
             "initialized": self.initialized,
             "era": self.era,
             "protocol_version": self.protocol_version,

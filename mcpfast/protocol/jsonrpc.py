@@ -31,6 +31,9 @@ UPSTREAM_UNAVAILABLE = -32000
 REQUEST_TIMEOUT = -32001
 RESOURCE_NOT_FOUND = -32002
 GATEWAY_SHUTTING_DOWN = -32003
+RATE_LIMITED = -32029
+"""A rate limit refused the request; ``data.retryAfterSeconds`` says when to retry (the
+code and member other MCP gateways use)."""
 
 RequestId = int | str
 

@@ -30,6 +30,7 @@ from mcpfast.protocol.jsonrpc import (
     INVALID_REQUEST,
     METHOD_NOT_FOUND,
     PARSE_ERROR,
+    RATE_LIMITED,
 )
 
 MODERN_VERSIONS: tuple[str, ...] = ("2026-07-28",)
@@ -64,6 +65,7 @@ _HTTP_STATUS = {
     MISSING_CLIENT_CAPABILITY: 400,
     UNSUPPORTED_PROTOCOL_VERSION: 400,
     METHOD_NOT_FOUND: 404,
+    RATE_LIMITED: 429,
 }
 
 # Header names as the spec spells them (for messages) and folded (for lookups).

@@ -17,6 +17,7 @@ import fnmatch
 import functools
 import ipaddress
 import logging
+import math
 import re
 import time
 from collections import OrderedDict
@@ -59,12 +60,7 @@ class _Out(msgspec.Struct, gc=False):
     error: msgspec.Raw | UnsetType = UNSET
 
 
-class _ErrorCode(msgspec.Struct, gc=False):
-    code: int = 0
-
-
 _out = msgspec.json.Decoder(_Out)
-_error_code = msgspec.json.Decoder(_ErrorCode)
 _any = msgspec.json.Decoder()
 
 
@@ -227,7 +223,13 @@ class Stream:
                 # Nothing preceded the response: answer with plain JSON.
                 self.done = True
                 self.exchange = None
-                exchange.json(200, data, self.session.headers())
+                status, headers = 200, self.session.headers()
+                if b'"error"' in data:
+                    # A rate limit's refusal is 429 with Retry-After on every transport;
+                    # other errors keep the legacy transport's 200.
+                    status, extra = _error_status(data, _legacy_status)
+                    headers = [*headers, *extra]
+                exchange.json(status, data, headers)
                 self.session.forget(self)
                 return
             self.commit()
@@ -312,7 +314,7 @@ class HttpSession:
         """When the session id was issued (seconds since the epoch)."""
         self.token: str | None = None
         self.ds: DownstreamSession = endpoint.gateway.open_session(
-            "http", peer, self.send, self.close)
+            "http", peer, self.send, self.close, identity=f"ip:{address}")
         _set_era(self.ds, "legacy")
         self.streams: dict[str, Stream] = {}
         self.by_request: dict[Any, Stream] = {}
@@ -432,13 +434,14 @@ class ModernRequest:
 
     __slots__ = ("ds", "endpoint", "exchange", "request_id", "streaming")
 
-    def __init__(self, endpoint: Endpoint, exchange: Exchange, request_id: Any, peer: str
-                 ) -> None:
+    def __init__(self, endpoint: Endpoint, exchange: Exchange, request_id: Any, peer: str,
+                 address: str) -> None:
         self.endpoint = endpoint
         self.exchange: Exchange | None = exchange
         self.request_id = request_id
         self.streaming = False
-        self.ds = endpoint.gateway.open_session("http", peer, self.send, self.close)
+        self.ds = endpoint.gateway.open_session("http", peer, self.send, self.close,
+                                                identity=f"ip:{address}")
         _set_era(self.ds, "modern")
         exchange.watch(self.lost)
 
@@ -461,13 +464,10 @@ class ModernRequest:
                 exchange.send(sse.event(data))
                 exchange.end()
             else:
-                status = 200
+                status, headers = 200, None
                 if out.error is not UNSET:
-                    try:
-                        status = modern.http_status_for(_error_code.decode(out.error).code)
-                    except msgspec.DecodeError:
-                        pass
-                exchange.json(status, data)
+                    status, headers = _error_status(out.error, modern.http_status_for)
+                exchange.json(status, data, headers)
             self._finish()
             return
         if out.id is not UNSET:
@@ -631,7 +631,7 @@ class Endpoint:
         version = request.header(VERSION_HEADER)
         version = version.strip() if version is not None else None
         if version is not None and version not in LEGACY_VERSIONS:
-            self._modern(exchange, peer, version)
+            self._modern(exchange, peer, address, version)
         else:
             self._legacy(exchange, peer, address)
 
@@ -823,7 +823,7 @@ class Endpoint:
         stream.attach(exchange, None)
 
     # -- modern ----------------------------------------------------------------------------
-    def _modern(self, exchange: Exchange, peer: str, version: str) -> None:
+    def _modern(self, exchange: Exchange, peer: str, address: str, version: str) -> None:
         request = exchange.request
         if request.method != "POST":
             exchange.error(405, None, jsonrpc.INVALID_REQUEST,
@@ -874,7 +874,7 @@ class Endpoint:
                            "Not Acceptable: subscriptions/listen answers with "
                            "text/event-stream")
             return
-        modern_request = ModernRequest(self, exchange, env.id, peer)
+        modern_request = ModernRequest(self, exchange, env.id, peer, address)
         self.gateway.handle(modern_request.ds, request.body)
 
     def _schema(self, name: object) -> Any:
@@ -893,6 +893,45 @@ class _TokenParams(msgspec.Struct, gc=False):
 
 
 _token_params = msgspec.json.Decoder(_TokenParams)
+
+
+class _ErrorData(msgspec.Struct, gc=False):
+    retryAfterSeconds: float | None = None  # noqa: N815 - the wire name
+
+
+class _ErrorHead(msgspec.Struct, gc=False):
+    code: int = 0
+    data: _ErrorData | None = None
+
+
+class _ResponseError(msgspec.Struct, gc=False):
+    error: _ErrorHead | None = None
+
+
+_error_head = msgspec.json.Decoder(_ErrorHead)
+_response_error = msgspec.json.Decoder(_ResponseError)
+
+
+def _legacy_status(code: int) -> int:
+    return 429 if code == jsonrpc.RATE_LIMITED else 200
+
+
+def _error_status(error: msgspec.Raw | bytes, status_for: Callable[[int], int]
+                  ) -> tuple[int, list[tuple[str, str]]]:
+    """The HTTP status of a JSON error answer (``error`` is the error object, or a whole
+    response), with ``Retry-After`` for a 429."""
+    try:
+        head = _error_head.decode(error) if isinstance(error, msgspec.Raw) else \
+            _response_error.decode(error).error
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return 200, []
+    if head is None:
+        return 200, []
+    status = status_for(head.code)
+    if status != 429:
+        return status, []
+    wait = head.data.retryAfterSeconds if head.data is not None else None
+    return status, [("Retry-After", str(max(1, math.ceil(wait or 1))))]
 
 
 def _progress_token(env: jsonrpc.Envelope) -> Any:

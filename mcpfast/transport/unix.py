@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
+import struct
 from typing import TYPE_CHECKING
 
 from ..protocol import jsonrpc
@@ -16,6 +18,21 @@ if TYPE_CHECKING:
     from ..gateway.gateway import Gateway
     from ..gateway.listener import Listener
     from ..gateway.session import DownstreamSession
+
+
+_UCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid (socket(7), SO_PEERCRED)
+
+
+def _peer_credentials(transport: asyncio.BaseTransport) -> tuple[str, str]:
+    """The connecting process's credentials, as the kernel vouches for them: the
+    identity (by user) and a description for /api/v1/connections."""
+    sock = transport.get_extra_info("socket")
+    try:
+        pid, uid, gid = _UCRED.unpack(sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
+                                                      _UCRED.size))
+    except (AttributeError, OSError, struct.error):
+        return "unix:unknown", "unix peer (no credentials)"
+    return f"uid:{uid}", f"pid {pid}, uid {uid}, gid {gid}"
 
 
 class UnixConnection(ClientProtocol):
@@ -50,8 +67,9 @@ class UnixConnection(ClientProtocol):
         self.writer = CoalescingWriter(self.transport, asyncio.get_running_loop(),  # type: ignore[arg-type]
                                        self.limits.client_buffer_bytes, self._overflow)
         self.listener.connections.add(self)
-        self.session = self.gateway.open_session("unix", self.listener.address, self.send,
-                                                 self.close, self)
+        identity, peer = _peer_credentials(transport)
+        self.session = self.gateway.open_session("unix", peer, self.send, self.close, self,
+                                                 identity)
 
     def connection_lost(self, exc: Exception | None) -> None:
         if not self.admitted:

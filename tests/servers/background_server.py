@@ -2,10 +2,11 @@
 
 ``background`` answers at once, then ``delay`` seconds later sends a log message and a
 ``sampling/createMessage`` carrying ``secret`` (work started by one client that names no
-client request). ``slow`` answers after ``seconds``; ``big`` returns ``size`` bytes of text; ``stall`` stops reading stdin for
-``seconds``. ``replies`` returns what the server
-got back for its own requests, so a test can assert what the gateway answered for it.
-Raw JSON-RPC over stdio, no SDK, so that nothing hides what is sent.
+client request). ``slow`` answers after ``seconds``; ``big`` returns ``size`` bytes of
+text; ``stall`` stops reading stdin for ``seconds``; ``count`` returns how many calls of
+each tool arrived. ``replies`` returns what the server got back for its own requests, so
+a test can assert what the gateway answered for it. Raw JSON-RPC over stdio, no SDK, so
+that nothing hides what is sent.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ TOOLS = [
     {"name": "replies", "inputSchema": {"type": "object"}},
     {"name": "big", "inputSchema": {"type": "object"}},
     {"name": "stall", "inputSchema": {"type": "object"}},
+    {"name": "count", "inputSchema": {"type": "object"}},
 ]
 
 
@@ -31,6 +33,7 @@ class Server:
         self.next_id = 0
         self.tasks: set[asyncio.Task[None]] = set()
         self.stalled_until = 0.0
+        self.calls: dict[str, int] = {}
 
     def write(self, message: dict[str, Any]) -> None:
         sys.stdout.write(json.dumps(message) + "\n")
@@ -78,6 +81,7 @@ class Server:
         elif method == "tools/call":
             name = message["params"]["name"]
             args = message["params"].get("arguments") or {}
+            self.calls[name] = self.calls.get(name, 0) + 1
             if name == "background":
                 self.spawn(self.later(float(args.get("delay", 0.5)), str(args["secret"])))
                 self.answer(request_id, {"content": [{"type": "text", "text": "started"}]})
@@ -90,6 +94,9 @@ class Server:
                 # Stop reading stdin for a while, as a server busy elsewhere would.
                 self.stalled_until = time.monotonic() + float(args["seconds"])
                 self.answer(request_id, {"content": [{"type": "text", "text": "stalled"}]})
+            elif name == "count":
+                self.answer(request_id, {"content": [{"type": "text",
+                                                      "text": json.dumps(self.calls)}]})
             elif name == "replies":
                 self.answer(request_id, {"content": [{"type": "text",
                                                       "text": json.dumps(self.replies)}]})
