@@ -13,7 +13,6 @@ The gateway core sees neither: a legacy session is a ``DownstreamSession`` whose
 from __future__ import annotations
 
 import asyncio
-import fnmatch
 import functools
 import ipaddress
 import logging
@@ -96,8 +95,11 @@ class _AllowList:
     each request is checked against a dict, not a list of patterns."""
 
     def __init__(self, patterns: list[str]) -> None:
-        self._regex = re.compile("|".join(f"(?:{fnmatch.translate(p)})" for p in patterns)
-                                 or r"(?!)")
+        # Only ``*`` is a wildcard: fnmatch would read the brackets of ``[::1]`` as a
+        # character class and let ``:`` or ``1`` through.
+        self._regex = re.compile("|".join(
+            f"(?:{re.escape(p).replace(re.escape('*'), '.*')})\\Z" for p in patterns)
+            or r"(?!)", re.S)
         self._seen: dict[str, bool] = {}
 
     def __contains__(self, value: str) -> bool:
