@@ -10,6 +10,7 @@ import importlib.machinery
 import itertools
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -27,6 +28,9 @@ import websockets
 
 ROOT = Path(__file__).resolve().parent.parent
 SDK_SERVER = str(ROOT / "tests" / "servers" / "sdk_server.py")
+RECORDING_SERVER = str(ROOT / "tests" / "servers" / "recording_server.py")
+EVENTS_SERVER = str(ROOT / "tests" / "servers" / "events_server.py")
+CONFORMANCE_SERVER = str(ROOT / "tests" / "servers" / "conformance_server.py")
 INIT_PARAMS = {"protocolVersion": "2025-11-25", "capabilities": {},
                "clientInfo": {"name": "mcpfast-tests", "version": "0"}}
 
@@ -101,6 +105,58 @@ def sdk_upstream(name: str = "sdk", prefix: str = "", **extra: Any) -> dict[str,
     return table
 
 
+def recording_upstream(record: Path, name: str = "rec", *flags: str,
+                       **extra: Any) -> dict[str, Any]:
+    """Config for an upstream running ``servers/recording_server.py``, which appends
+    what happens to it to ``record`` (read it with ``Record``). ``flags`` are the
+    server's options, e.g. ``"--ignore-eof"``."""
+    return {"command": ["python", RECORDING_SERVER, "--record", str(record), "--name", name,
+                        *flags], "era": "legacy", **extra}
+
+
+class Record:
+    """The events a recording server wrote (see ``servers/recording_server.py``)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def events(self, event: str | None = None) -> list[dict[str, Any]]:
+        try:
+            text = self.path.read_text()
+        except FileNotFoundError:
+            return []
+        # The last line may still be being written.
+        lines = [line for line in text.split("\n")[:-1] if line]
+        found = [json.loads(line) for line in lines]
+        return [e for e in found if event is None or e["event"] == event]
+
+    def received(self, method: str | None = None) -> list[dict[str, Any]]:
+        """The messages the upstream received (``method``'s only), in order."""
+        return [e["message"] for e in self.events("recv")
+                if method is None or e["message"].get("method") == method]
+
+    def call(self, tool: str, **arguments: Any) -> dict[str, Any] | None:
+        """The last tools/call of ``tool`` whose arguments include ``arguments``."""
+        calls = [m for m in self.received("tools/call") if m["params"].get("name") == tool
+                 and all(m["params"].get("arguments", {}).get(k) == v
+                         for k, v in arguments.items())]
+        return calls[-1] if calls else None
+
+    def wait(self, predicate: Any, timeout: float = 15.0, what: str = "event") -> Any:
+        """Poll until ``predicate(self)`` is truthy and return its value."""
+        deadline = time.monotonic() + timeout
+        while True:
+            value = predicate(self)
+            if value:
+                return value
+            if time.monotonic() > deadline:
+                tail = "\n".join(json.dumps({k: v for k, v in e.items() if k != "env"})[:300]
+                                 for e in self.events()[-10:])
+                raise AssertionError(f"the upstream did not record the {what} within "
+                                     f"{timeout:g} s; its last events:\n{tail}")
+            time.sleep(0.02)
+
+
 def toml_value(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
@@ -119,10 +175,15 @@ class GatewayProcess:
     """``mcpfast serve`` in a subprocess, with the addresses it listens on."""
 
     def __init__(self, workdir: Path, upstreams: dict[str, dict[str, Any]],
-                 sections: dict[str, dict[str, Any]]) -> None:
+                 sections: dict[str, dict[str, Any]], env: dict[str, str] | None = None
+                 ) -> None:
         self.port = free_port()
         self.admin_port = free_port()
-        self.unix_path = str(Path(tempfile.mkdtemp(prefix="mcpfast-", dir="/tmp")) / "gw.sock")
+        # A short path of its own (unix socket paths are limited to 108 bytes, and
+        # pytest's tmp_path can be longer); ``cleanup`` removes it.
+        self.unix_dir = Path(tempfile.mkdtemp(prefix="mcpfast-", dir="/tmp"))
+        self.unix_path = str(self.unix_dir / "gw.sock")
+        self.env = env or {}
         listen = {"host": "127.0.0.1", "port": self.port, "unix_socket": self.unix_path,
                   **sections.pop("listen", {})}
         config = {"listen": listen, "admin": {"host": "127.0.0.1", "port": self.admin_port},
@@ -134,6 +195,7 @@ class GatewayProcess:
         for name, table in upstreams.items():
             lines.append(f"[upstreams.{name}]")
             lines.extend(f"{k} = {toml_value(v)}" for k, v in table.items())
+        workdir.mkdir(parents=True, exist_ok=True)
         self.config_path = workdir / "mcpfast.toml"
         self.config_path.write_text("\n".join(lines) + "\n")
         self.log_path = workdir / "gateway.log"
@@ -155,7 +217,8 @@ class GatewayProcess:
         self._log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "mcpfast", "serve", "--config", str(self.config_path)],
-            stdout=self._log, stderr=subprocess.STDOUT, cwd=ROOT)
+            stdout=self._log, stderr=subprocess.STDOUT, cwd=ROOT,
+            env={**os.environ, **self.env})
         if wait_ready:
             self.wait_ready(timeout)
         return self
@@ -166,20 +229,24 @@ class GatewayProcess:
             assert self.proc is not None
             if self.proc.poll() is not None:
                 raise AssertionError(f"gateway exited with {self.proc.returncode}:\n{self.log()}")
-            status, _ = self.admin_get("/readiness")
+            status, _ = self.admin_get("/readiness", starting=True)
             if status == 200:
                 return
             time.sleep(0.05)
         raise AssertionError(f"gateway not ready after {timeout} s:\n{self.log()}")
 
-    def admin_get(self, path: str) -> tuple[int, bytes]:
+    def admin_get(self, path: str, *, starting: bool = False) -> tuple[int, bytes]:
+        """The status and body of an admin API request. A connection error is raised,
+        except while ``starting`` (the admin port is not bound yet): then it is (0, b"")."""
         try:
             with urllib.request.urlopen(self.admin_url + path, timeout=5) as response:
                 return response.status, response.read()
         except urllib.error.HTTPError as exc:
             return exc.code, exc.read()
         except OSError:
-            return 0, b""
+            if starting:
+                return 0, b""
+            raise
 
     def status(self) -> dict[str, Any]:
         code, body = self.admin_get("/status")
@@ -205,21 +272,42 @@ class GatewayProcess:
         self._log.close()
         return self.proc.returncode
 
+    def cleanup(self) -> None:
+        """Kill the gateway if it still runs and remove what it left in /tmp."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.terminate(signal.SIGKILL)
+        if self.proc is not None and not self._log.closed:
+            self._log.close()
+        shutil.rmtree(self.unix_dir, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def running_gateway(workdir: Path, upstreams: dict[str, dict[str, Any]],
+                    env: dict[str, str] | None = None, **sections: dict[str, Any]
+                    ) -> Iterator[GatewayProcess]:
+    """A started gateway for a fixture wider than one test (``gateway_factory`` is per
+    test); killed and cleaned up on exit."""
+    gw = GatewayProcess(workdir, upstreams, sections, env)
+    try:
+        yield gw.start()
+    finally:
+        gw.cleanup()
+
 
 @pytest.fixture
 def gateway_factory(tmp_path: Path) -> Iterator[Any]:
     started: list[GatewayProcess] = []
 
     def make(upstreams: dict[str, dict[str, Any]] | None = None, start: bool = True,
-             **sections: dict[str, Any]) -> GatewayProcess:
-        gw = GatewayProcess(tmp_path, upstreams or {"sdk": sdk_upstream()}, sections)
+             env: dict[str, str] | None = None, **sections: dict[str, Any]) -> GatewayProcess:
+        gw = GatewayProcess(tmp_path / f"gw{len(started)}", upstreams or {"sdk": sdk_upstream()},
+                            sections, env)
         started.append(gw)
         return gw.start() if start else gw
 
     yield make
     for gw in started:
-        if gw.proc is not None and gw.proc.poll() is None:
-            gw.terminate(signal.SIGKILL)
+        gw.cleanup()
 
 
 @pytest.fixture
@@ -228,16 +316,43 @@ def gateway(gateway_factory: Any) -> GatewayProcess:
     return gateway_factory()
 
 
+def id_key(request_id: Any) -> tuple[str, Any]:
+    """What a response is matched by: the id's JSON type as well as its value, since
+    ``7``, ``7.0``, ``"7"`` and ``true`` compare (and hash) alike in Python but are
+    different JSON-RPC ids."""
+    return type(request_id).__name__, request_id
+
+
+def _loosely_equal(a: Any, b: Any) -> bool:
+    """Whether two ids would be mistaken for each other by a careless gateway."""
+    if a == b or str(a) == str(b):
+        return True
+    try:
+        return float(a) == float(b)
+    except (TypeError, ValueError, OverflowError):
+        return False
+
+
+def _show(message: dict[str, Any], limit: int = 300) -> str:
+    text = json.dumps(message)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
 class McpClient:
     """A minimal MCP client over any message pipe: ids, responses, notifications and
-    server-to-client requests kept apart so tests can assert on each."""
+    server-to-client requests kept apart so tests can assert on each.
+
+    ``wait_for`` says what went wrong: a response whose id looks like the awaited one
+    but has another JSON type fails at once, and a time-out lists everything that came
+    instead (responses to other ids, errors with a null id, requests, notifications)."""
 
     def __init__(self) -> None:
         self._ids = itertools.count(1)
-        self.responses: dict[Any, dict[str, Any]] = {}
+        self.responses: dict[tuple[str, Any], dict[str, Any]] = {}
         self.notifications: list[dict[str, Any]] = []
         self.requests: list[dict[str, Any]] = []
         self.errors: list[dict[str, Any]] = []
+        self.sent_ids: set[tuple[str, Any]] = set()
 
     async def send_raw(self, data: str | bytes) -> None:
         raise NotImplementedError
@@ -246,25 +361,72 @@ class McpClient:
         raise NotImplementedError
 
     async def send(self, message: dict[str, Any]) -> None:
+        if "method" in message and "id" in message:
+            self.sent_ids.add(id_key(message["id"]))
         await self.send_raw(json.dumps(message))
 
     async def receive(self, timeout: float = 10.0) -> dict[str, Any]:
         data = await asyncio.wait_for(self.receive_raw(), timeout)
         return json.loads(data)
 
+    def keep(self, message: dict[str, Any]) -> None:
+        """File a message that arrived under what it is."""
+        if "method" in message and "id" in message:
+            self.requests.append(message)
+        elif "method" in message:
+            self.notifications.append(message)
+        elif message.get("id") is None:
+            self.errors.append(message)
+        else:
+            self.responses[id_key(message["id"])] = message
+
+    def responded(self, request_id: Any) -> bool:
+        """Whether a response to ``request_id`` (this exact type) arrived and is kept."""
+        return id_key(request_id) in self.responses
+
+    def report(self, problem: str) -> str:
+        lines = [problem]
+        if self.responses:
+            lines.append("responses that came instead, by id (type):")
+            lines += [f"  {m['id']!r} ({type(m['id']).__name__})"
+                      f"{'' if key in self.sent_ids else ' NEVER SENT'}: {_show(m)}"
+                      for key, m in self.responses.items()]
+        if self.errors:
+            lines.append("error responses with a null id:")
+            lines += [f"  {_show(m)}" for m in self.errors]
+        if self.requests:
+            lines.append("server-to-client requests:")
+            lines += [f"  {_show(m)}" for m in self.requests]
+        if self.notifications:
+            lines.append(f"notifications ({len(self.notifications)}), the last ones:")
+            lines += [f"  {_show(m)}" for m in self.notifications[-5:]]
+        return "\n".join(lines)
+
     async def wait_for(self, request_id: Any, timeout: float = 10.0) -> dict[str, Any]:
+        key = id_key(request_id)
         deadline = time.monotonic() + timeout
-        while request_id not in self.responses:
-            message = await self.receive(max(0.01, deadline - time.monotonic()))
-            if "method" in message and "id" in message:
-                self.requests.append(message)
-            elif "method" in message:
-                self.notifications.append(message)
-            elif message.get("id") is None:
-                self.errors.append(message)
-            else:
-                self.responses[message["id"]] = message
-        return self.responses.pop(request_id)
+        while key not in self.responses:
+            left = deadline - time.monotonic()
+            try:
+                if left <= 0:
+                    raise TimeoutError
+                message = await self.receive(left)
+            except TimeoutError:
+                raise AssertionError(self.report(
+                    f"no response to id {request_id!r} ({type(request_id).__name__}) "
+                    f"within {timeout:g} s")) from None
+            except (ConnectionError, websockets.ConnectionClosed) as exc:
+                raise AssertionError(self.report(
+                    f"the connection ended while waiting for id {request_id!r}: {exc!r}")
+                ) from exc
+            self.keep(message)
+            got = message.get("id")
+            if "method" not in message and got is not None and id_key(got) != key \
+                    and id_key(got) not in self.sent_ids and _loosely_equal(got, request_id):
+                raise AssertionError(self.report(
+                    f"the response to id {request_id!r} ({type(request_id).__name__}) came "
+                    f"back with id {got!r} ({type(got).__name__})"))
+        return self.responses.pop(key)
 
     async def request(self, method: str, params: Any = None, *, request_id: Any = None,
                       timeout: float = 10.0) -> dict[str, Any]:
@@ -354,6 +516,121 @@ class unix_client:  # noqa: N801
             await self._writer.wait_closed()
         except OSError:
             pass
+
+
+# -- Streamable HTTP --------------------------------------------------------------------------
+async def read_events(resp: Any, count: int, timeout: float = 10.0
+                      ) -> list[tuple[str | None, Any]]:
+    """The next ``count`` events with data (priming events included, with data None)
+    of an aiohttp response; fewer when the stream ends first."""
+    events: list[tuple[str | None, Any]] = []
+    event_id: str | None = None
+    data: list[str] = []
+    async with asyncio.timeout(timeout):
+        while len(events) < count:
+            raw = await resp.content.readline()
+            if not raw:
+                break
+            line = raw.decode().rstrip("\n")
+            if line == "":
+                if data or event_id is not None:
+                    text = "\n".join(data)
+                    events.append((event_id, json.loads(text) if text.strip() else None))
+                event_id, data = None, []
+            elif line.startswith("id:"):
+                event_id = line[3:].strip()
+            elif line.startswith("data:"):
+                data.append(line[5:].lstrip(" "))
+    return events
+
+
+JSON_AND_SSE = "application/json, text/event-stream"
+
+
+def http_headers(session_id: str | None = None, **extra: str) -> dict[str, str]:
+    """Headers of a legacy Streamable HTTP POST (of a session, when ``session_id``)."""
+    h = {"Accept": JSON_AND_SSE, "Content-Type": "application/json"}
+    if session_id is not None:
+        h["Mcp-Session-Id"] = session_id
+        h["MCP-Protocol-Version"] = "2025-11-25"
+    h.update(extra)
+    return h
+
+
+async def http_initialize(http: Any, url: str, **extra: str) -> str:
+    """Open a legacy Streamable HTTP session with an aiohttp client; its id."""
+    init = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": INIT_PARAMS}
+    async with http.post(url, json=init, headers=http_headers(**extra)) as resp:
+        assert resp.status == 200, await resp.text()
+        session_id: str = resp.headers["Mcp-Session-Id"]
+    async with http.post(url, json={"jsonrpc": "2.0", "method": "notifications/initialized"},
+                         headers=http_headers(session_id, **extra)) as resp:
+        assert resp.status == 202, await resp.text()
+    return session_id
+
+
+def modern_headers(method: str, name: str | None = None, **extra: str) -> dict[str, str]:
+    """Headers of a modern (2026-07-28) Streamable HTTP POST."""
+    h = {"Accept": JSON_AND_SSE, "Content-Type": "application/json",
+         "MCP-Protocol-Version": "2026-07-28", "Mcp-Method": method}
+    if name is not None:
+        h["Mcp-Name"] = name
+    h.update(extra)
+    return h
+
+
+# -- the modern era (2026-07-28) ---------------------------------------------------------------
+PV = "io.modelcontextprotocol/protocolVersion"
+CAPS = "io.modelcontextprotocol/clientCapabilities"
+INFO = "io.modelcontextprotocol/clientInfo"
+LEVEL = "io.modelcontextprotocol/logLevel"
+SERVER_INFO = "io.modelcontextprotocol/serverInfo"
+SUB_ID = "io.modelcontextprotocol/subscriptionId"
+META = {PV: "2026-07-28", CAPS: {}, INFO: {"name": "modern-tests", "version": "0"}}
+
+
+def events_upstream(era: str = "legacy", name: str = "events") -> dict[str, Any]:
+    return {"command": ["python", EVENTS_SERVER, "--name", name], "era": era}
+
+
+def modern(params: dict[str, Any] | None = None, **meta: Any) -> dict[str, Any]:
+    """Request params with the modern ``_meta`` envelope."""
+    params = dict(params or {})
+    params["_meta"] = {**META, **params.get("_meta", {}), **meta}
+    return params
+
+
+async def modern_request(c: McpClient, method: str, params: dict[str, Any] | None = None,
+                         **kw: Any) -> dict[str, Any]:
+    return await c.request(method, modern(params), **kw)
+
+
+async def collect(c: McpClient, seconds: float) -> list[dict[str, Any]]:
+    """Whatever arrives in the next ``seconds``."""
+    seen: list[dict[str, Any]] = []
+    try:
+        while True:
+            seen.append(await c.receive(seconds))
+    except TimeoutError:
+        return seen
+
+
+def bridged(gw: GatewayProcess, **kwargs: Any) -> Any:
+    """The official SDK client (``mcp.Client``) through ``mcpfast connect``."""
+    from mcp import Client, StdioServerParameters
+
+    params = StdioServerParameters(command=sys.executable,
+                                   args=["-m", "mcpfast", "connect", "--unix", gw.unix_path])
+    return Client(params, **kwargs)
+
+
+def sdk_text(result: Any) -> str:
+    """The text of an SDK ``CallToolResult``'s first content block."""
+    from mcp.types import TextContent
+
+    content = result.content[0]
+    assert isinstance(content, TextContent)
+    return content.text
 
 
 def run(coro: Any) -> Any:

@@ -15,7 +15,7 @@ import mcp
 import pytest
 from mcp.types import CreateMessageResult, TextContent
 
-from .conftest import GatewayProcess, run, sdk_upstream
+from .conftest import GatewayProcess, read_events, run, sdk_upstream
 
 LEGACY = {"sdk": sdk_upstream(era="legacy")}
 JSON_AND_SSE = "application/json, text/event-stream"
@@ -37,30 +37,6 @@ def headers(session_id: str | None = None, **extra: str) -> dict[str, str]:
         h["MCP-Protocol-Version"] = "2025-11-25"
     h.update(extra)
     return h
-
-
-async def read_events(resp: aiohttp.ClientResponse, count: int, timeout: float = 10.0
-                      ) -> list[tuple[str | None, Any]]:
-    """The next ``count`` events with data (priming events included, with data None)."""
-    events: list[tuple[str | None, Any]] = []
-    event_id: str | None = None
-    data: list[str] = []
-    async with asyncio.timeout(timeout):
-        while len(events) < count:
-            raw = await resp.content.readline()
-            if not raw:
-                break
-            line = raw.decode().rstrip("\n")
-            if line == "":
-                if data or event_id is not None:
-                    text = "\n".join(data)
-                    events.append((event_id, json.loads(text) if text.strip() else None))
-                event_id, data = None, []
-            elif line.startswith("id:"):
-                event_id = line[3:].strip()
-            elif line.startswith("data:"):
-                data.append(line[5:].lstrip(" "))
-    return events
 
 
 async def initialize(http: aiohttp.ClientSession, url: str) -> str:
@@ -270,8 +246,24 @@ def test_get_stream_delivers_list_changed_and_resumes(gateway: GatewayProcess) -
             async with http.get(url, headers=headers(
                     sid, Accept="text/event-stream",
                     **{"Last-Event-ID": changed[0][0]})) as again:
-                missed = await read_events(again, 1)
-            assert missed[0][1]["method"] == "notifications/tools/list_changed"
+                # A GET stream never ends: a third announcement marks where to stop
+                # reading, so that an event sent twice (the one before Last-Event-ID,
+                # or the missed one) would be seen.
+                async with http.post(url, json=grow(5, "extra_three"),
+                                     headers=headers(sid)) as r:
+                    await r.read()
+                resumed = await read_events(again, 2)
+                assert [e[1]["method"] for e in resumed] == \
+                    ["notifications/tools/list_changed"] * 2
+                # Nothing else was queued before the third: no repeat is still coming.
+                async with http.post(url, json=grow(6, "extra_four"),
+                                     headers=headers(sid)) as r:
+                    await r.read()
+                fourth = await read_events(again, 1)
+            ids = [changed[0][0], *(e[0] for e in resumed), fourth[0][0]]
+            stream = {i.rsplit("_", 1)[0] for i in ids if i}
+            seqs = [int(i.rsplit("_", 1)[1]) for i in ids if i]
+            assert len(stream) == 1 and seqs == list(range(seqs[0], seqs[0] + 4)), ids
             assert primed[0][1] is None
     run(main())
 

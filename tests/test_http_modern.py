@@ -15,8 +15,7 @@ import aiohttp
 import mcp
 import pytest
 
-from .conftest import GatewayProcess, run, sdk_upstream
-from .test_http_legacy import read_events
+from .conftest import GatewayProcess, read_events, run, sdk_upstream
 
 VERSION = "2026-07-28"
 META = {"io.modelcontextprotocol/protocolVersion": VERSION,

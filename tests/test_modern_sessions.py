@@ -16,7 +16,7 @@ from mcpfast.config import parse
 from mcpfast.gateway.gateway import Gateway
 from mcpfast.gateway.session import DownstreamSession
 
-from .test_modern_clients import EVENTS_SERVER, LEVEL, SUB_ID, modern
+from .conftest import EVENTS_SERVER, LEVEL, SUB_ID, modern
 
 pytestmark = pytest.mark.anyio
 

@@ -6,31 +6,34 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
-from mcp import Client, StdioServerParameters
 from mcp.client.session import ClientRequestContext
 from mcp.types import CreateMessageRequestParams, CreateMessageResult, TextContent
 
 from mcpfast.config import ConfigError, parse
 
-from .conftest import GatewayProcess, run, unix_client, wait_until
-from .test_modern_clients import (
+from .conftest import (
     CAPS,
     INFO,
     LEVEL,
     PV,
     SERVER_INFO,
     SUB_ID,
+    GatewayProcess,
+    bridged,
     collect,
     events_upstream,
     modern,
-    request,
+    run,
+    unix_client,
+    wait_until,
 )
+from .conftest import modern_request as request
+from .conftest import sdk_text as text_of
 
 SILENT_SERVER = """
 import json, sys
@@ -82,7 +85,7 @@ def test_a_legacy_server_pinned_modern_does_not_start(gateway_factory: Any) -> N
     gw = gateway_factory({"demo": {"command": ["python", "-m", "mcpfast.demo"],
                                    "era": "modern", "init_timeout": 2.0}}, start=False)
     gw.start(wait_ready=False)
-    wait_until(lambda: gw.admin_get("/status")[0] == 200 and
+    wait_until(lambda: gw.admin_get("/status", starting=True)[0] == 200 and
                "server/discover" in (gw.upstream("demo")["last_error"] or ""))
     assert gw.upstream("demo")["ready"] is False
 
@@ -219,7 +222,7 @@ def test_listen_survives_an_upstream_restart(modern_gateway: GatewayProcess) -> 
             await listener.receive()
             starts = modern_gateway.upstream("events")["starts"]
             crashed = await request(caller, "tools/call", {"name": "crash", "arguments": {}})
-            assert "error" in crashed
+            assert crashed["error"]["code"] == -32000, crashed  # the upstream died
             await asyncio.to_thread(wait_until, lambda: (
                 u := modern_gateway.upstream("events"))["ready"] and u["starts"] > starts)
             await request(caller, "tools/call", {"name": "touch",
@@ -231,24 +234,12 @@ def test_listen_survives_an_upstream_restart(modern_gateway: GatewayProcess) -> 
 
 # -- the official SDK client, through `mcpfast connect` --------------------------------------
 
-def bridged(gw: GatewayProcess, **kwargs: Any) -> Client:
-    params = StdioServerParameters(command=sys.executable,
-                                   args=["-m", "mcpfast", "connect", "--unix", gw.unix_path])
-    return Client(params, **kwargs)
-
-
 async def answer_sampling(context: ClientRequestContext, params: CreateMessageRequestParams
                           ) -> CreateMessageResult:
     asked = params.messages[0].content
     assert isinstance(asked, TextContent)
     return CreateMessageResult(role="assistant", model="test-model",
                                content=TextContent(type="text", text=f"sdk says {asked.text}"))
-
-
-def text_of(result: Any) -> str:
-    content = result.content[0]
-    assert isinstance(content, TextContent)
-    return content.text
 
 
 @pytest.mark.parametrize("mode", ["auto", "2026-07-28"])
