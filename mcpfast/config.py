@@ -49,9 +49,10 @@ class HttpConfig(msgspec.Struct, **KEY):  # type: ignore[call-arg]
     ``${ENV}``) so that any of them can serve any session; empty = random per process."""
     session_timeout: float = 1800.0
     max_sessions: int = 10000
-    max_sessions_per_peer: int = 256
+    max_sessions_per_peer: int = 0
     """Legacy sessions open at once from one IP address: one client cannot take them
-    all and lock the others out."""
+    all and lock the others out. 0: half of max_sessions (clients behind one proxy or
+    NAT share an address)."""
     session_max_age: float = 86400.0
     """Seconds a legacy session id stays valid after it was issued, however active."""
     sse_keepalive: float = 15.0
@@ -65,7 +66,8 @@ class HttpConfig(msgspec.Struct, **KEY):  # type: ignore[call-arg]
         for key in ("session_timeout", "sse_keepalive", "replay_seconds"):
             _check(getattr(self, key) > 0, key, "must be positive")
         _check(self.max_sessions > 0, "max_sessions", "must be positive")
-        _check(self.max_sessions_per_peer > 0, "max_sessions_per_peer", "must be positive")
+        _check(self.max_sessions_per_peer >= 0, "max_sessions_per_peer",
+               "must not be negative")
         _check(self.session_max_age > 0, "session_max_age", "must be positive")
         _check(self.replay_events >= 0, "replay_events", "must not be negative")
         _check(self.sse_retry_ms >= 0, "sse_retry_ms", "must not be negative")
@@ -166,8 +168,10 @@ class LimitsConfig(msgspec.Struct, **KEY):  # type: ignore[call-arg]
     max_connections: int = 0
     """Client connections open at once (WebSocket, HTTP and unix together); more are
     closed at once (HTTP 503). 0: the descriptor limit less ``reserved_descriptors``."""
-    max_connections_per_peer: int = 512
-    """Client connections open at once from one IP address."""
+    max_connections_per_peer: int = 0
+    """Client connections open at once from one IP address. 0: half of max_connections,
+    so that no one address can take them all, while many clients behind one proxy or
+    NAT (one address) still fit."""
     reserved_descriptors: int = 128
     """Kept free for upstreams, the admin port and logs when max_connections is 0."""
     header_timeout: float = 10.0
@@ -184,9 +188,8 @@ class LimitsConfig(msgspec.Struct, **KEY):  # type: ignore[call-arg]
                "must be at least 65536")
         _check(self.process_buffer_bytes >= self.client_buffer_bytes, "process_buffer_bytes",
                "must be at least client_buffer_bytes")
-        for key in ("max_in_flight", "max_connections_per_peer"):
-            _check(getattr(self, key) > 0, key, "must be positive")
-        for key in ("max_connections", "reserved_descriptors"):
+        _check(self.max_in_flight > 0, "max_in_flight", "must be positive")
+        for key in ("max_connections", "max_connections_per_peer", "reserved_descriptors"):
             _check(getattr(self, key) >= 0, key, "must not be negative")
         for key in ("header_timeout", "body_timeout", "keepalive_timeout"):
             _check(getattr(self, key) > 0, key, "must be positive")

@@ -640,3 +640,17 @@ def test_a_client_streaming_large_messages_outlives_the_body_timeout(
     sock.close()
     assert not closed_early.is_set(), "the gateway closed a client that kept sending"
     assert limit_hits(gw, "header_or_body_timeout") == 0
+
+
+def test_by_default_one_address_may_hold_half_the_connections() -> None:
+    """Many clients behind one proxy share an address, so the default per-address cap is
+    half the total: no address can take every connection, and a busy one still fits."""
+    from mcpfast.transport.admission import Admission
+
+    admission = Admission(max_total=10, max_per_peer=0, reserved=0)
+    assert [admission.admit("10.0.0.1") for _ in range(5)] == [None] * 5
+    assert admission.admit("10.0.0.1") is not None
+    assert admission.admit("10.0.0.2") is None
+    admission.release("10.0.0.1")
+    assert admission.admit("10.0.0.1") is None
+    assert admission.refused == 1

@@ -34,7 +34,7 @@ class Admission:
         if max_total <= 0:
             max_total = max(16, descriptor_limit() - reserved)
         self.max_total = max_total
-        self.max_per_peer = max_per_peer
+        self.max_per_peer = max_per_peer if max_per_peer > 0 else max(1, max_total // 2)
         self.open = 0
         self.refused = 0
         self._per_peer: dict[str, int] = {}

@@ -752,12 +752,12 @@ class Endpoint:
             exchange.error(503, request_id, jsonrpc.INVALID_REQUEST, "too many sessions",
                            [("Retry-After", "1")])
             return True
-        if self.per_address.get(address, 0) >= self.config.max_sessions_per_peer:
+        per_peer = self.config.max_sessions_per_peer or max(1, self.config.max_sessions // 2)
+        if self.per_address.get(address, 0) >= per_peer:
             self.gateway.counters.refused_sessions_per_peer += 1
             exchange.error(429, request_id, jsonrpc.INVALID_REQUEST,
-                           f"Too Many Requests: {address} has "
-                           f"{self.config.max_sessions_per_peer} sessions open; end one "
-                           "(DELETE) first", [("Retry-After", "5")])
+                           f"Too Many Requests: {address} has {per_peer} sessions open; "
+                           "end one (DELETE) first", [("Retry-After", "5")])
             return True
         return False
 
