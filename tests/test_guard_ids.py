@@ -70,6 +70,7 @@ def test_ids_keep_their_type_and_value(rec: tuple[GatewayProcess, Record],
         async with connect(gw, transport) as c:
             await c.initialize()
             marker = f"ids-{transport}"
+            forwarded = gw.upstream("rec")["requests_forwarded"]
             for request_id in IDS:
                 await c.start_call("echo", {"text": f"{marker} {label(request_id)}"},
                                    request_id)
@@ -78,6 +79,7 @@ def test_ids_keep_their_type_and_value(rec: tuple[GatewayProcess, Record],
                 assert same(response["id"], request_id), response
                 assert response["result"]["content"][0]["text"] == \
                     f"{marker} {label(request_id)}"
+            assert gw.upstream("rec")["requests_forwarded"] == forwarded + len(IDS)
             # Answers the gateway gives itself keep the type too: ping, and errors.
             for request_id in IDS:
                 pong = await c.request("ping", request_id=request_id)
