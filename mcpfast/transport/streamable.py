@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import ipaddress
 import logging
 import math
 import re
@@ -26,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 from msgspec import UNSET, UnsetType
 
+from ..config import is_loopback
 from ..protocol import jsonrpc, modern, sse
 from ..protocol.http import HttpRequest, format_response
 from ..protocol.mcp import LEGACY_VERSIONS
@@ -523,7 +523,7 @@ class Endpoint:
         self.live_modern: set[ModernRequest] = set()
         self._origins = _AllowList(self.config.allowed_origins)
         hosts = self.config.allowed_hosts
-        if hosts is None and _is_loopback(listen.host):
+        if hosts is None and is_loopback(listen.host):
             bound = f"[{listen.host}]" if ":" in listen.host else listen.host
             hosts = ["127.0.0.1", "127.0.0.1:*", "localhost", "localhost:*", "[::1]",
                      "[::1]:*", bound, f"{bound}:*"]
@@ -954,11 +954,3 @@ def _set_era(ds: DownstreamSession, era: str) -> None:
     except AttributeError:
         pass
 
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
