@@ -102,8 +102,8 @@ TOPICS: dict[str, dict[str, list[str]]] = {
                                        "check_param_headers", "check_param_values",
                                        "_value_at", "_param_matches"],
         "mcpfast/transport/streamable.py": ["_AllowList.*", "Endpoint.refuse",
-                                            "Endpoint.__init__", "_is_loopback",
-                                            "Endpoint._modern"],
+                                            "Endpoint.__init__", "Endpoint._modern"],
+        "mcpfast/config.py": ["is_loopback"],
     },
 }
 TOPIC_TESTS: dict[str, list[str]] = {
@@ -287,7 +287,7 @@ NAMED: list[Named] = [
     Named("allowed-hosts-ignored", "mcpfast/transport/streamable.py",
           "hosts = self.config.allowed_hosts", "hosts = None", ["tests/test_guard_http.py"]),
     Named("loopback-host-rule-everywhere", "mcpfast/transport/streamable.py",
-          "if hosts is None and _is_loopback(listen.host):", "if hosts is None:",
+          "if hosts is None and is_loopback(listen.host):", "if hosts is None:",
           ["tests/test_guard_http.py"]),
     Named("resumption-gap-check-removed", "mcpfast/transport/streamable.py",
           """            if after is not None and self.is_post:

@@ -9,9 +9,10 @@ from typing import Any
 
 import pytest
 
+from mcpfast.config import is_loopback
 from mcpfast.protocol import modern
 from mcpfast.protocol.modern import HEADER_MISMATCH, RequestError
-from mcpfast.transport.streamable import _AllowList, _is_loopback
+from mcpfast.transport.streamable import _AllowList
 
 VERSION = "2026-07-28"
 
@@ -119,4 +120,4 @@ def test_allow_list_verdicts_are_cached_up_to_a_bound() -> None:
 ])
 def test_which_listen_hosts_are_loopback(host: str, loopback: bool) -> None:
     """A loopback listener defaults to loopback Host names; any other serves any Host."""
-    assert _is_loopback(host) is loopback
+    assert is_loopback(host) is loopback

@@ -121,8 +121,10 @@ def test_any_host_unless_bound_to_loopback(gateway_factory: Any, tmp_path: Path)
 # -- sessions and streams ---------------------------------------------------------------------
 
 def test_max_sessions(gateway_factory: Any, tmp_path: Path) -> None:
+    # The per-address cap (half of max_sessions by default) is lifted to the global
+    # one, which is what this test is about.
     gw = gateway_factory({"rec": recording_upstream(tmp_path / "s.jsonl")},
-                         listen={"http": {"max_sessions": 2}})
+                         listen={"http": {"max_sessions": 2, "max_sessions_per_peer": 2}})
 
     async def main() -> None:
         async with aiohttp.ClientSession() as http:
