@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -301,3 +302,100 @@ def test_progress_nobody_asked_for_is_dropped(rec: tuple[GatewayProcess, Record]
             assert tokens == ["mine", "mine"], tokens
     run(body())
     assert "could not handle a message from the upstream" not in gw.log()
+
+
+@pytest.mark.parametrize("era", ["legacy", "modern"])
+def test_progress_nobody_asked_for_is_dropped_from_a_modern_upstream(
+        gateway_factory: Any, tmp_path: Path, era: str) -> None:
+    """The same through a modern upstream (the recording server in its modern guise),
+    for each era of client."""
+    gw: GatewayProcess = gateway_factory({"rec": recording_upstream(
+        tmp_path / "m.jsonl", "rec", "--modern", era="modern")})
+    assert gw.upstream("rec")["era"] == "modern"
+
+    async def body() -> None:
+        async with unix_client(gw.unix_path) as c:
+            if era == "legacy":
+                await c.initialize()
+
+            def params(p: dict[str, Any]) -> dict[str, Any]:
+                return modern(p) if era == "modern" else p
+            unasked = await c.request("tools/call", params(
+                {"name": "progress", "arguments": {"steps": 2, "guess": True}}))
+            assert unasked["result"]["content"][0]["text"] == "2 steps", unasked
+            asked = await c.request("tools/call", params({
+                "name": "progress", "arguments": {"steps": 2, "late": True},
+                "_meta": {"progressToken": 7}}))
+            assert asked["result"]["content"][0]["text"] == "2 steps"
+            await asyncio.sleep(0.3)
+            await c.request("tools/call", params({"name": "echo", "arguments": {}}))
+            tokens = [n["params"]["progressToken"] for n in c.notifications
+                      if n["method"] == "notifications/progress"]
+            assert tokens == [7, 7], tokens
+    run(body())
+    assert "could not handle a message from the upstream" not in gw.log()
+
+
+# -- what a modern client gets from a legacy upstream -----------------------------------------
+
+@pytest.mark.parametrize("uri,message,data", [
+    ("rec://missing", "no such resource: rec://missing", {"uri": "rec://missing"}),
+    ("rec://missing-data", "no such resource: rec://missing-data",
+     {"hint": "ask again", "uri": "rec://missing-data"}),
+    ("rec://missing-blank", "Resource not found", {"uri": "rec://missing-blank"}),
+])
+def test_a_legacy_not_found_becomes_invalid_params_for_a_modern_client(
+        rec: tuple[GatewayProcess, Record], uri: str, message: str, data: Any) -> None:
+    """2026-07-28 servers never answer -32002: resource not found is -32602 with
+    data.uri; a legacy client gets the upstream's -32002 as it was."""
+    gw, _ = rec
+
+    async def body() -> None:
+        async with unix_client(gw.unix_path) as c:
+            reply = await c.request("resources/read", modern({"uri": uri}), request_id="r")
+            assert reply["error"] == {"code": -32602, "message": message, "data": data}
+            await c.initialize()
+            legacy = await c.request("resources/read", {"uri": uri}, request_id="l")
+            assert legacy["error"]["code"] == -32002, legacy
+    run(body())
+
+
+@pytest.mark.parametrize("era", ["legacy", "modern"])
+def test_upstream_errors_and_odd_results_pass_through(rec: tuple[GatewayProcess, Record],
+                                                      era: str) -> None:
+    gw, _ = rec
+
+    async def body() -> None:
+        async with unix_client(gw.unix_path) as c:
+            if era == "legacy":
+                await c.initialize()
+
+            def params(p: dict[str, Any]) -> dict[str, Any]:
+                return modern(p) if era == "modern" else p
+            failed = await c.request("tools/call", params({"name": "fail"}), request_id=5)
+            assert failed == {"jsonrpc": "2.0", "id": 5, "error": {
+                "code": -32603, "message": "failed on purpose"}}
+            odd = await c.request("tools/call", params({"name": "odd"}), request_id="o")
+            assert odd == {"jsonrpc": "2.0", "id": "o", "result": 42}
+    run(body())
+
+
+def test_a_modern_request_s_log_level_is_held_only_while_it_runs(
+        rec: tuple[GatewayProcess, Record]) -> None:
+    """A legacy upstream is asked for the request's level before the request, and
+    quietened again once it is answered."""
+    gw, record = rec
+
+    def levels() -> list[str]:
+        return [m["params"]["level"] for m in record.received("logging/setLevel")]
+
+    async def body() -> None:
+        before = len(levels())
+        async with unix_client(gw.unix_path) as c:
+            reply = await c.request("tools/call", modern(
+                {"name": "echo", "arguments": {"text": "logged"}},
+                **{"io.modelcontextprotocol/logLevel": "info"}))
+            assert reply["result"]["content"][0]["text"] == "logged"
+            await asyncio.to_thread(record.wait, lambda r: levels()[before:] == [
+                "info", "emergency"], 15.0, "logging/setLevel info, then emergency")
+    run(body())

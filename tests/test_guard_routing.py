@@ -13,6 +13,7 @@ import pytest
 from .conftest import (
     GatewayProcess,
     Record,
+    events_upstream,
     modern,
     recording_upstream,
     run,
@@ -145,3 +146,59 @@ def test_one_upstream_serves_what_it_does_not_list(one: tuple[GatewayProcess, Re
             assert error_of(done) == (-32601, "Method not found: completion/complete")
     run(body())
     assert record.received("completion/complete")
+
+
+@pytest.fixture(scope="module")
+def mixed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
+    """A modern upstream (the SDK events server, pinned modern) beside a legacy one."""
+    workdir = tmp_path_factory.mktemp("mixed")
+    with running_gateway(workdir, {"m": events_upstream(era="modern", name="m"),
+                                   "r": recording_upstream(workdir / "r.jsonl", "r")}) as gw:
+        yield gw
+
+
+@pytest.mark.parametrize("era", ["legacy", "modern"])
+def test_prefixed_names_reach_a_modern_upstream_unprefixed(mixed: GatewayProcess,
+                                                           era: str) -> None:
+    async def body() -> None:
+        async with unix_client(mixed.unix_path) as c:
+            if era == "legacy":
+                await c.initialize()
+
+            def params(p: dict[str, Any]) -> dict[str, Any]:
+                return modern(p) if era == "modern" else p
+            echo = await c.request("tools/call", params(
+                {"name": "m__echo", "arguments": {"text": era}}))
+            assert echo["result"]["content"][0]["text"] == era, echo
+            # Each era's result shape: a legacy client's has no modern members.
+            if era == "legacy":
+                assert not {"resultType", "ttlMs", "cacheScope"} & set(echo["result"])
+            else:
+                assert echo["result"]["resultType"] == "complete"
+            greet = await c.request("prompts/get", params(
+                {"name": "m__greet", "arguments": {"name": "Ada"}}))
+            assert "Ada" in json.dumps(greet["result"]["messages"]), greet
+            done = await c.request("completion/complete", params({
+                "ref": {"type": "ref/prompt", "name": "m__greet"},
+                "argument": {"name": "name", "value": "Al"}}))
+            assert done["result"]["completion"]["values"] == ["Alice", "Alfred"], done
+            whoami = await c.request("tools/call", params({"name": "r__whoami"}))
+            assert whoami["result"]["content"][0]["text"] == "r"
+    run(body())
+
+
+def test_a_legacy_session_s_log_level_travels_to_a_modern_upstream(mixed: GatewayProcess
+                                                                   ) -> None:
+    """A modern upstream has no logging/setLevel: the level a legacy session set goes
+    in each of its requests' _meta."""
+    async def body() -> None:
+        async with unix_client(mixed.unix_path) as c:
+            await c.initialize()
+            before = await c.call_tool("m__meta")
+            assert "io.modelcontextprotocol/logLevel" not in before["result"]["content"][0][
+                "text"]
+            assert (await c.request("logging/setLevel", {"level": "notice"}))["result"] == {}
+            after = await c.call_tool("m__meta")
+            meta = json.loads(after["result"]["content"][0]["text"])
+            assert meta["io.modelcontextprotocol/logLevel"] == "notice", meta
+    run(body())

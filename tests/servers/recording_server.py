@@ -20,9 +20,12 @@ seconds apart; with ``guess`` it makes a token up when there is none, with ``lat
 sends one more after the answer), ``region`` (its ``region`` argument is annotated
 ``x-mcp-header``), ``big`` (a result of ``size`` bytes of text), ``whoami``, ``ask``
 (sends the client a ``sampling/createMessage`` and answers with the reply's text, or the
-error's message).
+error's message), ``fail`` (a -32603 error), ``odd`` (the result ``42``, not an object).
+Reading a URI containing ``missing`` is a -32002 error (``data``: with data, ``blank``:
+with an empty message).
 Resource ``rec://<name>/doc``, which can be subscribed to (a URI containing ``refuse``
-cannot). ``--fail METHOD`` answers that method with an error.
+cannot). ``--fail METHOD`` answers that method with an error; ``--modern`` makes it answer
+``server/discover`` as a 2026-07-28 server (its answers are otherwise the same).
 """
 
 from __future__ import annotations
@@ -51,6 +54,8 @@ TOOLS: list[dict[str, Any]] = [
     {"name": "whoami", "inputSchema": {"type": "object"}},
     {"name": "ask", "inputSchema": {"type": "object", "properties": {
         "prompt": {"type": "string"}}}},
+    {"name": "fail", "inputSchema": {"type": "object"}},
+    {"name": "odd", "inputSchema": {"type": "object"}},
 ]
 
 
@@ -71,6 +76,7 @@ class Server:
     def __init__(self, args: Any, record: Recorder) -> None:
         self.name: str = args.name
         self.silent_discover: bool = args.silent_discover
+        self.modern: bool = args.modern
         self.fail: set[str] = set(args.fail)
         self.record = record
         self._out = threading.Lock()
@@ -125,7 +131,13 @@ class Server:
                                  "logging": {}},
                 "serverInfo": {"name": self.name, "version": "1"}})
         elif method == "server/discover":
-            if not self.silent_discover:
+            if self.modern:
+                self.result(request_id, {
+                    "resultType": "complete", "supportedVersions": ["2026-07-28"],
+                    "capabilities": {"tools": {}, "resources": {}},
+                    "_meta": {"io.modelcontextprotocol/serverInfo": {
+                        "name": self.name, "version": "1"}}})
+            elif not self.silent_discover:
                 self.error(request_id, -32601, "Method not found: server/discover")
         elif method == "tools/list":
             self.result(request_id, {"tools": TOOLS})
@@ -135,8 +147,18 @@ class Server:
         elif method == "resources/templates/list":
             self.result(request_id, {"resourceTemplates": []})
         elif method == "resources/read":
-            uri = params.get("uri")
-            self.result(request_id, {"contents": [{"uri": uri, "text": f"{self.name} {uri}"}]})
+            uri = str(params.get("uri"))
+            if "missing" in uri:
+                # The legacy SDKs' not-found: -32002; variants with data and without a
+                # message, for what the gateway makes of it for a modern client.
+                error: dict[str, Any] = {"code": -32002, "message": "" if "blank" in uri
+                                         else f"no such resource: {uri}"}
+                if "data" in uri:
+                    error["data"] = {"hint": "ask again"}
+                self.write({"jsonrpc": "2.0", "id": request_id, "error": error})
+            else:
+                self.result(request_id, {"contents": [
+                    {"uri": uri, "text": f"{self.name} {uri}"}]})
         elif method in ("ping", "logging/setLevel", "resources/subscribe",
                         "resources/unsubscribe"):
             self.result(request_id, {})
@@ -161,6 +183,10 @@ class Server:
                         "params": {"messages": [{"role": "user", "content": {
                             "type": "text", "text": str(arguments.get("prompt"))}}],
                             "maxTokens": 10}})
+        elif name == "fail":
+            self.error(request_id, -32603, "failed on purpose")
+        elif name == "odd":
+            self.write({"jsonrpc": "2.0", "id": request_id, "result": 42})
         elif name == "big":
             self.text(request_id, "x" * int(arguments.get("size", 0)))
         elif name == "slow":
@@ -212,6 +238,9 @@ def main(argv: list[str] | None = None) -> None:
                         help="record the start, then exit at once with this code")
     parser.add_argument("--fail", action="append", default=[], metavar="METHOD",
                         help="answer METHOD with an error (-32603)")
+    parser.add_argument("--modern", action="store_true",
+                        help="answer server/discover as a 2026-07-28 server (then run "
+                             "the upstream with era = \"modern\" or \"auto\")")
     parser.add_argument("--silent-discover", action="store_true",
                         help="never answer server/discover (a legacy server that ignores "
                              "what it does not know)")
