@@ -17,41 +17,6 @@ if TYPE_CHECKING:
     from .gateway.gateway import Gateway
 
 
-class Counters:
-    """Gateway-wide counters; each attribute is a plain int incremented in place."""
-
-    __slots__ = (
-        "client_overflows",
-        "connections_total",
-        "errors",
-        "messages_in",
-        "messages_out",
-        "oversized",
-        "parse_errors",
-        "refused_in_flight",
-        "refused_overloaded",
-        "refused_sessions",
-        "refused_sessions_per_peer",
-        "requests",
-        "timeouts",
-    )
-
-    def __init__(self) -> None:
-        self.connections_total = 0
-        self.messages_in = 0
-        self.messages_out = 0
-        self.requests = 0
-        self.errors = 0
-        self.parse_errors = 0
-        self.oversized = 0
-        self.client_overflows = 0
-        self.timeouts = 0
-        self.refused_overloaded = 0
-        self.refused_in_flight = 0
-        self.refused_sessions = 0
-        self.refused_sessions_per_peer = 0
-
-
 class GatewayCollector(Collector):
     def __init__(self, gateway: Gateway) -> None:
         self._gateway = gateway

@@ -32,7 +32,7 @@ from msgspec import UNSET, Raw, UnsetType
 
 from .. import __version__
 from ..config import Config
-from ..metrics import Counters
+from ..counters import Counters
 from ..protocol import jsonrpc
 from ..protocol.jsonrpc import Envelope
 from ..protocol.mcp import (
@@ -66,7 +66,8 @@ from .mrtr import InputBridge
 from .rate_limit import RATE_LIMITED
 from .rate_limit import build as build_rate_limits
 from .router import KIND_PROMPT, KIND_TOOL, Router
-from .session import LOG_LEVELS, DownstreamSession, FlowControl, Listen
+from ..transport.ports import FlowControl
+from .session import LOG_LEVELS, DownstreamSession, Listen
 from .stdio import StdioUpstream
 from .upstream import (
     CLIENT_INFO,
@@ -328,6 +329,10 @@ class Gateway:
         if session.log_level is not None:
             self._count_session_level(session.log_level, -1)
             self._sync_log_levels()
+
+    @property
+    def tools(self) -> list[dict[str, Any]]:
+        return self.router.tools
 
     def send(self, session: DownstreamSession, data: bytes) -> None:
         session.messages_out += 1

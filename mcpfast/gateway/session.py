@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
+
+from ..transport.ports import FlowControl
 
 if TYPE_CHECKING:
     from .mrtr import InputRelay
@@ -13,10 +15,6 @@ if TYPE_CHECKING:
 
 RequestId = int | str
 
-
-class FlowControl(Protocol):
-    def pause(self, reason: int) -> None: ...
-    def resume(self, reason: int) -> None: ...
 
 # RFC 5424 severities, the order MCP's logging/setLevel uses.
 LOG_LEVELS = {"debug": 0, "info": 1, "notice": 2, "warning": 3, "error": 4, "critical": 5,

@@ -5,9 +5,10 @@ HTTP Revisions"): an ``MCP-Protocol-Version`` header naming a version newer than
 legacy ones makes a modern, stateless request; anything else is the legacy transport of
 2025-11-25, with sessions, a GET stream and resumption.
 
-The gateway core sees neither: a legacy session is a ``DownstreamSession`` whose
-``send`` routes each message to the right SSE stream here, and a modern request is a
-``DownstreamSession`` of its own that lives as long as its HTTP response.
+The gateway core sees neither: a legacy session is a core session whose ``send`` routes
+each message to the right SSE stream here, and a modern request is a core session of its
+own that lives as long as its HTTP response. The core is reached only through
+``ports.Dispatcher``.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import re
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import msgspec
 from msgspec import UNSET, UnsetType
@@ -30,10 +31,7 @@ from ..protocol import jsonrpc, modern, sse
 from ..protocol.http import HttpRequest, format_response
 from ..protocol.mcp import LEGACY_VERSIONS
 from ..protocol.session_ids import SessionSigner
-
-if TYPE_CHECKING:
-    from ..gateway.gateway import Gateway
-    from ..gateway.session import DownstreamSession
+from .ports import ClientSession, Dispatcher
 
 log = logging.getLogger("mcpfast.http")
 
@@ -315,7 +313,7 @@ class HttpSession:
         self.issued_at = 0
         """When the session id was issued (seconds since the epoch)."""
         self.token: str | None = None
-        self.ds: DownstreamSession = endpoint.gateway.open_session(
+        self.ds: ClientSession = endpoint.core.open_session(
             "http", peer, self.send, self.close, identity=f"ip:{address}")
         _set_era(self.ds, "legacy")
         self.streams: dict[str, Stream] = {}
@@ -385,7 +383,7 @@ class HttpSession:
 
     def cancel(self, request_id: Any, reason: str) -> None:
         if request_id in self.ds.inflight:
-            self.endpoint.gateway.handle(self.ds, jsonrpc.notification(
+            self.endpoint.core.handle(self.ds, jsonrpc.notification(
                 "notifications/cancelled", {"requestId": request_id, "reason": reason}))
 
     def close(self, code: int = 1000, reason: str = "") -> None:
@@ -400,7 +398,7 @@ class HttpSession:
         self.by_request.clear()
         self.by_token.clear()
         self.endpoint.unregister(self)
-        self.endpoint.gateway.close_session(self.ds)
+        self.endpoint.core.close_session(self.ds)
 
     def sweep(self, now: float, keepalive: bool) -> None:
         attached = False
@@ -442,7 +440,7 @@ class ModernRequest:
         self.exchange: Exchange | None = exchange
         self.request_id = request_id
         self.streaming = False
-        self.ds = endpoint.gateway.open_session("http", peer, self.send, self.close,
+        self.ds = endpoint.core.open_session("http", peer, self.send, self.close,
                                                 identity=f"ip:{address}")
         _set_era(self.ds, "modern")
         exchange.watch(self.lost)
@@ -501,16 +499,16 @@ class ModernRequest:
 
     def _finish(self) -> None:
         self.endpoint.live_modern.discard(self)
-        self.endpoint.gateway.close_session(self.ds)
+        self.endpoint.core.close_session(self.ds)
 
 
 # -- the endpoint -------------------------------------------------------------------------
 class Endpoint:
     """The MCP endpoint's HTTP side, shared by every connection of a listener."""
 
-    def __init__(self, gateway: Gateway) -> None:
-        self.gateway = gateway
-        listen = gateway.config.listen
+    def __init__(self, core: Dispatcher) -> None:
+        self.core = core
+        listen = core.config.listen
         self.config = listen.http
         self.signer = SessionSigner(self.config.session_secret)
         self.sessions: dict[str, HttpSession] = {}
@@ -639,12 +637,12 @@ class Endpoint:
 
     def _draining(self, exchange: Exchange) -> bool:
         """Refuse new work while the gateway drains or is overloaded (503)."""
-        if self.gateway.draining:
+        if self.core.draining:
             exchange.error(503, None, jsonrpc.GATEWAY_SHUTTING_DOWN,
                            "the gateway is shutting down", [("Retry-After", "1")])
             return True
-        if self.gateway.overloaded:
-            self.gateway.counters.refused_overloaded += 1
+        if self.core.overloaded:
+            self.core.counters.refused_overloaded += 1
             exchange.error(503, None, jsonrpc.UPSTREAM_UNAVAILABLE,
                            "the gateway is overloaded (too much data waits to be sent); "
                            "retry shortly", [("Retry-After", "1")])
@@ -667,9 +665,9 @@ class Endpoint:
                            "Unsupported Media Type: the body must be application/json")
             return None
         try:
-            return jsonrpc.decode(request.body, self.gateway.config.listen.max_json_depth)
+            return jsonrpc.decode(request.body, self.core.config.listen.max_json_depth)
         except jsonrpc.MessageError as exc:
-            self.gateway.counters.parse_errors += 1
+            self.core.counters.parse_errors += 1
             exchange.error(400, exc.request_id, exc.code, exc.message)
             return None
 
@@ -748,13 +746,13 @@ class Endpoint:
         """Refuse a new session when the gateway, or this client's address, has too
         many: one client cannot lock every other out."""
         if len(self.sessions) >= self.config.max_sessions:
-            self.gateway.counters.refused_sessions += 1
+            self.core.counters.refused_sessions += 1
             exchange.error(503, request_id, jsonrpc.INVALID_REQUEST, "too many sessions",
                            [("Retry-After", "1")])
             return True
         per_peer = self.config.max_sessions_per_peer or max(1, self.config.max_sessions // 2)
         if self.per_address.get(address, 0) >= per_peer:
-            self.gateway.counters.refused_sessions_per_peer += 1
+            self.core.counters.refused_sessions_per_peer += 1
             exchange.error(429, request_id, jsonrpc.INVALID_REQUEST,
                            f"Too Many Requests: {address} has {per_peer} sessions open; "
                            "end one (DELETE) first", [("Retry-After", "5")])
@@ -772,7 +770,7 @@ class Endpoint:
             return
         session = HttpSession(self, peer, address)
         session.new_stream(env.id, exchange)
-        self.gateway.handle(session.ds, exchange.request.body)
+        self.core.handle(session.ds, exchange.request.body)
         if session.token is None:
             # initialize failed: no session was created.
             session.close()
@@ -783,7 +781,7 @@ class Endpoint:
         body = exchange.request.body
         if env.method is UNSET or env.id is UNSET:
             # A notification, or the client's answer to a request the gateway relayed.
-            self.gateway.handle(session.ds, body)
+            self.core.handle(session.ds, body)
             exchange.respond(format_response(202, session.headers(),
                                              keep_alive=exchange.keep_alive))
             return
@@ -796,7 +794,7 @@ class Endpoint:
         token = _progress_token(env)
         if token is not None:
             session.by_token[token] = stream
-        self.gateway.handle(session.ds, body)
+        self.core.handle(session.ds, body)
 
     def _get(self, exchange: Exchange, session: HttpSession) -> None:
         last = exchange.request.header("Last-Event-ID")
@@ -877,10 +875,10 @@ class Endpoint:
                            "text/event-stream")
             return
         modern_request = ModernRequest(self, exchange, env.id, peer, address)
-        self.gateway.handle(modern_request.ds, request.body)
+        self.core.handle(modern_request.ds, request.body)
 
     def _schema(self, name: object) -> Any:
-        tools = self.gateway.router.tools
+        tools = self.core.tools
         if self._schemas[0] is not tools:
             self._schemas = (tools, {t.get("name"): t.get("inputSchema") for t in tools})
         return self._schemas[1].get(name)
@@ -948,9 +946,9 @@ def _progress_token(env: jsonrpc.Envelope) -> Any:
     return token if isinstance(token, (int, str)) and not isinstance(token, bool) else None
 
 
-def _set_era(ds: DownstreamSession, era: str) -> None:
+def _set_era(ds: ClientSession, era: str) -> None:
     try:
-        ds.era = era  # type: ignore[attr-defined]
+        ds.era = era
     except AttributeError:
         pass
 

@@ -10,7 +10,7 @@ import asyncio
 import logging
 import time
 from collections import deque
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from ..protocol.http import (
     BODY,
@@ -32,6 +32,7 @@ from ..protocol.websocket import (
     WebSocketConnection,
     accept_handshake,
 )
+from .ports import ClientSession, ConnectionOwner, Dispatcher
 from .streamable import Endpoint, Exchange
 from .writer import ClientProtocol, CoalescingWriter
 
@@ -42,11 +43,6 @@ PAUSED_BY_PIPELINE = 4
 PAUSED_BY_FAILURE = 8
 """A WebSocket protocol error: nothing more is read, the answers owed go out first."""
 
-if TYPE_CHECKING:
-    from ..gateway.gateway import Gateway
-    from ..gateway.listener import TcpListener
-    from ..gateway.session import DownstreamSession
-
 log = logging.getLogger("mcpfast.transport")
 
 MAX_PIPELINED = 16
@@ -56,6 +52,12 @@ TCP close to the server, but a peer that never answers must not hold the socket)
 ANSWER_TIMEOUT = 10.0
 """After a WebSocket protocol error, how long the requests received before it have to
 be answered before the close frame goes anyway (they are then answered -32001)."""
+
+
+class TcpOwner(ConnectionOwner, Protocol):
+    """The TCP listener: its connections, and the MCP endpoint they share."""
+
+    endpoint: Endpoint
 
 
 class TcpConnection(ClientProtocol):
@@ -72,15 +74,15 @@ class TcpConnection(ClientProtocol):
     # Slots, and the HTTP parser dropped after the upgrade: an idle WebSocket session
     # should cost the gateway as little memory as possible.
     __slots__ = ("_deadline", "_phase", "_timer", "address", "config", "endpoint",
-                 "exchange", "gateway", "limits", "listener", "peer", "queue",
+                 "exchange", "core", "limits", "listener", "peer", "queue",
                  "reader", "session", "transport", "writer", "ws")
 
-    def __init__(self, gateway: Gateway, listener: TcpListener) -> None:
-        self.gateway = gateway
+    def __init__(self, core: Dispatcher, listener: TcpOwner) -> None:
+        self.core = core
         self.listener = listener
         self.endpoint: Endpoint = listener.endpoint
-        self.config = gateway.config.listen
-        self.limits = gateway.config.limits
+        self.config = core.config.listen
+        self.limits = core.config.limits
         self.paused = 0
         self.address: str | None = None
         """The peer's IP address once admitted (released when the connection ends)."""
@@ -89,7 +91,7 @@ class TcpConnection(ClientProtocol):
         self.reader: HttpRequestReader | None = HttpRequestReader(
             max_body_bytes=self.config.max_message_bytes)
         self.ws: WebSocketConnection | None = None
-        self.session: DownstreamSession | None = None
+        self.session: ClientSession | None = None
         self.exchange: Exchange | None = None
         self.queue: deque[HttpRequest] | None = None
         self.peer = "?"
@@ -104,7 +106,7 @@ class TcpConnection(ClientProtocol):
         peer = transport.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
         address = str(peer[0]) if isinstance(peer, tuple) else self.peer
-        refused = self.gateway.admission.admit(address)
+        refused = self.core.admission.admit(address)
         if refused is not None:
             log.warning("refused a connection from %s: %s", self.peer, refused)
             transport.write(error_response(503, f"Service Unavailable: {refused}",  # type: ignore[attr-defined]
@@ -122,7 +124,7 @@ class TcpConnection(ClientProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         if self.address is None:
             return  # refused at admission
-        self.gateway.admission.release(self.address)
+        self.core.admission.release(self.address)
         self.address = None
         self.listener.connections.discard(self)
         if self._timer is not None:
@@ -131,7 +133,7 @@ class TcpConnection(ClientProtocol):
         if self.ws is not None:
             self.ws.receive_eof()
         if self.session is not None:
-            self.gateway.close_session(self.session)
+            self.core.close_session(self.session)
         exchange, self.exchange = self.exchange, None
         self.queue = None
         if exchange is not None:
@@ -214,11 +216,11 @@ class TcpConnection(ClientProtocol):
         if self.ws is not None:
             self._websocket_deadline()
         elif self._phase == HEAD:
-            self.gateway.counters.timeouts += 1
+            self.core.counters.timeouts += 1
             self._timeout_response(f"request head not complete within "
                                    f"{self.limits.header_timeout:g} s")
         elif self._phase == BODY:
-            self.gateway.counters.timeouts += 1
+            self.core.counters.timeouts += 1
             self._timeout_response(f"request body not complete within "
                                    f"{self.limits.body_timeout:g} s")
         elif self.exchange is None:
@@ -233,7 +235,7 @@ class TcpConnection(ClientProtocol):
 
     def _websocket_deadline(self) -> None:
         """A WebSocket message begun longer than body_timeout ago is still not complete."""
-        self.gateway.counters.timeouts += 1
+        self.core.counters.timeouts += 1
         log.info("closing %s: WebSocket message not complete within %g s", self.peer,
                  self.limits.body_timeout)
         self.close(1008, "message not complete in time")
@@ -255,12 +257,12 @@ class TcpConnection(ClientProtocol):
         """The client let ``pending`` bytes pile up: it is not reading. Close it, which
         cancels its calls upstream; the close frame is queued behind what it has not
         read, and the connection is aborted if it never reads it."""
-        self.gateway.counters.client_overflows += 1
+        self.core.counters.client_overflows += 1
         log.warning("closing %s: %d bytes wait to be sent (limits.client_buffer_bytes "
                     "is %d): the client is not reading", self.peer, pending,
                     self.limits.client_buffer_bytes)
         if self.session is not None:
-            self.gateway.close_session(self.session)
+            self.core.close_session(self.session)
         ws = self.ws
         if ws is not None and self.transport is not None and ws.close(1008, "not reading"):
             for frame in ws.data_to_send():
@@ -283,7 +285,7 @@ class TcpConnection(ClientProtocol):
                 if self._phase == IDLE:
                     self._set_deadline(None)  # answering: no deadline for the client
             return
-        if self.gateway.draining:
+        if self.core.draining:
             self._http_error(request, 503, "the gateway is shutting down", [("Retry-After", "1")])
             return
         refused = self.endpoint.refuse(request)
@@ -298,7 +300,7 @@ class TcpConnection(ClientProtocol):
         self.writer.write(response)
         self._set_deadline(None)
         self.ws = WebSocketConnection(max_message_bytes=self.config.max_message_bytes)
-        self.session = self.gateway.open_session("websocket", self.peer, self.send,
+        self.session = self.core.open_session("websocket", self.peer, self.send,
                                                  self.close, self, f"ip:{self.address}")
         assert self.reader is not None
         leftover = self.reader.upgraded_data
@@ -371,14 +373,14 @@ class TcpConnection(ClientProtocol):
         pings = ws.pings_received
         ws.receive_data(data)
         session = self.session
-        handle = self.gateway.handle
+        handle = self.core.handle
         events = ws.events_received()
         for event in events:
             if type(event) is TextMessage:
                 handle(session, event.data)  # type: ignore[arg-type]
             elif type(event) is Closed:
                 if session is not None:
-                    self.gateway.close_session(session)
+                    self.core.close_session(session)
             else:
                 # A protocol error (Failed), or a binary message, which MCP does not use:
                 # read nothing more, answer what came before it, then close (RFC 6455
@@ -429,11 +431,11 @@ class TcpConnection(ClientProtocol):
         session = self.session
         if session is not None:
             for client_id in list(session.inflight):
-                self.gateway.send_error(
+                self.core.send_error(
                     session, client_id, REQUEST_TIMEOUT,
                     f"not answered within {ANSWER_TIMEOUT:g} s of a WebSocket protocol "
                     "error, after which the connection closes")
-            self.gateway.close_session(session)
+            self.core.close_session(session)
         ws.close()
         self._flush_frames()
 

@@ -6,18 +6,13 @@ import asyncio
 import logging
 import socket
 import struct
-from typing import TYPE_CHECKING
 
 from ..protocol import jsonrpc
 from ..protocol.ndjson import OVERSIZED, LineFramer
+from .ports import ClientSession, ConnectionOwner, Dispatcher
 from .writer import ClientProtocol, CoalescingWriter
 
 log = logging.getLogger("mcpfast.transport")
-
-if TYPE_CHECKING:
-    from ..gateway.gateway import Gateway
-    from ..gateway.listener import Listener
-    from ..gateway.session import DownstreamSession
 
 
 _UCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid (socket(7), SO_PEERCRED)
@@ -39,17 +34,17 @@ class UnixConnection(ClientProtocol):
     """One client's unix-socket connection. Limits as on TCP (``[limits]``): what waits
     to be sent to it is bounded, and a message begun must end within body_timeout."""
 
-    __slots__ = ("_partial_since", "_timer", "admitted", "eof", "framer", "gateway",
+    __slots__ = ("_partial_since", "_timer", "admitted", "eof", "framer", "core",
                  "limits", "listener", "session", "transport", "writer")
 
-    def __init__(self, gateway: Gateway, listener: Listener) -> None:
-        self.gateway = gateway
+    def __init__(self, core: Dispatcher, listener: ConnectionOwner) -> None:
+        self.core = core
         self.listener = listener
-        self.limits = gateway.config.limits
-        self.framer = LineFramer(gateway.config.listen.max_message_bytes)
+        self.limits = core.config.limits
+        self.framer = LineFramer(core.config.listen.max_message_bytes)
         self.transport: asyncio.Transport | None = None
         self.writer: CoalescingWriter | None = None
-        self.session: DownstreamSession | None = None
+        self.session: ClientSession | None = None
         self.eof = False
         self.paused = 0
         self.admitted = False
@@ -58,7 +53,7 @@ class UnixConnection(ClientProtocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports implement asyncio.Transport without subclassing it.
         self.transport = transport  # type: ignore[assignment]
-        refused = self.gateway.admission.admit(None)
+        refused = self.core.admission.admit(None)
         if refused is not None:
             log.warning("refused a unix-socket connection: %s", refused)
             transport.close()
@@ -68,20 +63,20 @@ class UnixConnection(ClientProtocol):
                                        self.limits.client_buffer_bytes, self._overflow)
         self.listener.connections.add(self)
         identity, peer = _peer_credentials(transport)
-        self.session = self.gateway.open_session("unix", peer, self.send, self.close, self,
+        self.session = self.core.open_session("unix", peer, self.send, self.close, self,
                                                  identity)
 
     def connection_lost(self, exc: Exception | None) -> None:
         if not self.admitted:
             return
         self.admitted = False
-        self.gateway.admission.release(None)
+        self.core.admission.release(None)
         self.listener.connections.discard(self)
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
         if self.session is not None:
-            self.gateway.close_session(self.session)
+            self.core.close_session(self.session)
 
     def buffered(self) -> int:
         return (self.writer.buffered() if self.writer is not None else 0) + \
@@ -104,19 +99,19 @@ class UnixConnection(ClientProtocol):
 
     def _partial_timeout(self) -> None:
         self._timer = None
-        self.gateway.counters.timeouts += 1
+        self.core.counters.timeouts += 1
         log.info("closing a unix-socket client: a message was not complete within %g s",
                  self.limits.body_timeout)
         if self.transport is not None:
             self.transport.abort()
 
     def _overflow(self, pending: int) -> None:
-        self.gateway.counters.client_overflows += 1
+        self.core.counters.client_overflows += 1
         log.warning("closing a unix-socket client: %d bytes wait to be sent "
                     "(limits.client_buffer_bytes is %d): it is not reading", pending,
                     self.limits.client_buffer_bytes)
         if self.session is not None:
-            self.gateway.close_session(self.session)
+            self.core.close_session(self.session)
         if self.transport is not None:
             self.transport.abort()
 
@@ -124,12 +119,12 @@ class UnixConnection(ClientProtocol):
         session = self.session
         if session is None:
             return  # refused at admission
-        handle = self.gateway.handle
+        handle = self.core.handle
         lines = self.framer.feed(data)
         for line in lines:
             if line is OVERSIZED:
-                self.gateway.counters.oversized += 1
-                self.gateway.send_error(
+                self.core.counters.oversized += 1
+                self.core.send_error(
                     session, None, jsonrpc.INVALID_REQUEST,
                     f"message exceeds the {self.framer.limit}-byte limit and was dropped")
             else:

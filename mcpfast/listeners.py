@@ -7,14 +7,12 @@ import logging
 import os
 import socket
 import stat
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from ..transport.streamable import Endpoint
-from ..transport.tcp import TcpConnection
-from ..transport.unix import UnixConnection
-
-if TYPE_CHECKING:
-    from .gateway import Gateway
+from .gateway.gateway import Gateway
+from .transport.streamable import Endpoint
+from .transport.tcp import TcpConnection
+from .transport.unix import UnixConnection
 
 log = logging.getLogger("mcpfast.listener")
 

@@ -1,0 +1,78 @@
+"""What the transports need from the layers above them, declared here so that they never
+import those layers (DESIGN.md, package layout): the gateway core implements
+``Dispatcher``, its sessions ``ClientSession``, and the listeners ``ConnectionOwner``.
+
+A transport only moves bytes: it admits a connection, opens a session for it, hands each
+complete message to ``Dispatcher.handle`` and writes what the session's ``send`` is
+given. Nothing here is called per message except ``handle``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection
+from typing import Any, Protocol
+
+from ..config import Config
+from ..counters import Counters
+from .admission import Admission
+
+
+class FlowControl(Protocol):
+    """Reading from a client, paused and resumed for a reason bit each (writer.py)."""
+
+    def pause(self, reason: int) -> None: ...
+    def resume(self, reason: int) -> None: ...
+
+
+class ClientSession(Protocol):
+    """The core's record of one client conversation, as far as a transport reads it."""
+
+    era: str | None
+    initialized: bool
+    protocol_version: str | None
+    client_capabilities: dict[str, Any]
+    last_activity: float
+
+    @property
+    def inflight(self) -> Collection[int | str]:
+        """The client's request ids still unanswered."""
+        ...
+
+
+class Dispatcher(Protocol):
+    """The gateway core, as a transport sees it. ``config`` is the snapshot in force:
+    read it when a connection or request starts, not once at import.
+
+    A session is handed back exactly as ``open_session`` returned it (the core's own
+    type, hence ``Any`` in the signatures that take it)."""
+
+    config: Config
+    counters: Counters
+    admission: Admission
+    draining: bool
+    overloaded: bool
+
+    def open_session(self, transport: str, peer: str, send: Callable[[bytes], None],
+                     close: Callable[[int, str], None], flow: FlowControl | None = None,
+                     identity: str = "") -> ClientSession: ...
+
+    def close_session(self, session: Any) -> None: ...
+
+    def handle(self, session: Any, data: bytes) -> None:
+        """One complete message from the client (JSON text, not yet decoded)."""
+        ...
+
+    def send_error(self, session: Any, request_id: Any, code: int, message: str,
+                   data: Any = None) -> None: ...
+
+    @property
+    def tools(self) -> list[dict[str, Any]]:
+        """The merged tool list (the Streamable HTTP transport checks ``Mcp-Param-*``
+        headers against the tools' input schemas)."""
+        ...
+
+
+class ConnectionOwner(Protocol):
+    """A listener: it owns its connections, to close them on drain."""
+
+    connections: set[Any]
