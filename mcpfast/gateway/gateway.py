@@ -62,11 +62,11 @@ from ..protocol.modern import (
     strip_modern_meta,
 )
 from ..transport.admission import Admission
+from ..transport.ports import FlowControl
 from .mrtr import InputBridge
 from .rate_limit import RATE_LIMITED
 from .rate_limit import build as build_rate_limits
 from .router import KIND_PROMPT, KIND_TOOL, Router
-from ..transport.ports import FlowControl
 from .session import LOG_LEVELS, DownstreamSession, Listen
 from .stdio import StdioUpstream
 from .upstream import (

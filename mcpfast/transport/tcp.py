@@ -73,9 +73,25 @@ class TcpConnection(ClientProtocol):
 
     # Slots, and the HTTP parser dropped after the upgrade: an idle WebSocket session
     # should cost the gateway as little memory as possible.
-    __slots__ = ("_deadline", "_phase", "_timer", "address", "config", "endpoint",
-                 "exchange", "core", "limits", "listener", "peer", "queue",
-                 "reader", "session", "transport", "writer", "ws")
+    __slots__ = (
+        "_deadline",
+        "_phase",
+        "_timer",
+        "address",
+        "config",
+        "core",
+        "endpoint",
+        "exchange",
+        "limits",
+        "listener",
+        "peer",
+        "queue",
+        "reader",
+        "session",
+        "transport",
+        "writer",
+        "ws",
+    )
 
     def __init__(self, core: Dispatcher, listener: TcpOwner) -> None:
         self.core = core

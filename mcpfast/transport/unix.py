@@ -34,8 +34,19 @@ class UnixConnection(ClientProtocol):
     """One client's unix-socket connection. Limits as on TCP (``[limits]``): what waits
     to be sent to it is bounded, and a message begun must end within body_timeout."""
 
-    __slots__ = ("_partial_since", "_timer", "admitted", "eof", "framer", "core",
-                 "limits", "listener", "session", "transport", "writer")
+    __slots__ = (
+        "_partial_since",
+        "_timer",
+        "admitted",
+        "core",
+        "eof",
+        "framer",
+        "limits",
+        "listener",
+        "session",
+        "transport",
+        "writer",
+    )
 
     def __init__(self, core: Dispatcher, listener: ConnectionOwner) -> None:
         self.core = core
