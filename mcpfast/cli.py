@@ -146,7 +146,7 @@ def _server_name(argv: list[str]) -> str:
 def _unstartable(config: Config) -> list[str]:
     """Upstreams whose program or directory is missing, checked with the environment
     each would get; "key.path: reason" like any config error."""
-    from .gateway.stdio import CannotStartError, resolve_command, upstream_environment
+    from .upstream.stdio import CannotStartError, resolve_command, upstream_environment
 
     problems: list[str] = []
     for name, upstream in config.upstreams.items():

@@ -27,8 +27,8 @@ from . import __version__
 from .admin.app import create_app
 from .config import Config, private_directory, user_socket_path
 from .gateway.gateway import Gateway
-from .gateway.stdio import become_subreaper, reap_exited_orphans, reap_orphans
 from .listeners import Listener, TcpListener, UnixListener
+from .upstream.stdio import become_subreaper, reap_exited_orphans, reap_orphans
 
 log = logging.getLogger("mcpfast")
 

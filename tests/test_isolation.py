@@ -81,7 +81,7 @@ def test_upstreams_inherit_an_allow_list_and_never_the_gateways_secrets(
 
 
 def test_upstream_environment_rules() -> None:
-    from mcpfast.gateway.stdio import upstream_environment
+    from mcpfast.upstream.stdio import upstream_environment
 
     config = parse('[upstreams.a]\ncommand = ["srv"]\nenv_allow = ["AWS_*"]\n'
                    'env = { MCPFAST_X = "given" }\n'

@@ -63,21 +63,21 @@ from ..protocol.modern import (
 )
 from ..transport.admission import Admission
 from ..transport.ports import FlowControl
+from ..upstream.base import CLIENT_INFO, UpstreamError
+from ..upstream.stdio import StdioUpstream
+from .call import (
+    SHAPE_LEGACY_FROM_MODERN,
+    SHAPE_MODERN_FROM_LEGACY,
+    SHAPE_MODERN_FROM_MODERN,
+    SHAPE_NONE,
+    Pending,
+    Upstream,
+)
 from .mrtr import InputBridge
 from .rate_limit import RATE_LIMITED
 from .rate_limit import build as build_rate_limits
 from .router import KIND_PROMPT, KIND_TOOL, Router
 from .session import LOG_LEVELS, DownstreamSession, Listen
-from .stdio import StdioUpstream
-from .upstream import (
-    CLIENT_INFO,
-    SHAPE_LEGACY_FROM_MODERN,
-    SHAPE_MODERN_FROM_LEGACY,
-    SHAPE_MODERN_FROM_MODERN,
-    Pending,
-    Upstream,
-    UpstreamError,
-)
 
 log = logging.getLogger("mcpfast.gateway")
 
@@ -136,7 +136,7 @@ class Gateway:
         self.counters = Counters()
         self.sessions: dict[str, DownstreamSession] = {}
         self.upstreams: dict[str, Upstream] = {
-            name: StdioUpstream(name, index, up, self)
+            name: StdioUpstream(name, index, up, self, config.interpolated)
             for index, (name, up) in enumerate(config.upstreams.items())
         }
         self.router = Router(list(self.upstreams.values()), config.routing.prefix,
@@ -513,8 +513,10 @@ class Gateway:
                 # id is unique on this upstream connection, so it serves as the token.
                 full["_meta"]["progressToken"] = upstream_id
             params = jsonrpc.encode(full)
-        upstream.forward(session, client_id, env.method,  # type: ignore[arg-type]
-                         params, None if token is UNSET else token, upstream_id, subscription)
+        method: str = env.method  # type: ignore[assignment]
+        self.forward(upstream, Pending(
+            session, client_id, upstream.deadline(),
+            None if token is UNSET else token, method, subscription), params, upstream_id)
 
     def _forward_legacy_to_modern(self, session: DownstreamSession, env: Envelope,
                                   upstream: Upstream, head: RouteParams,
@@ -534,10 +536,12 @@ class Gateway:
         if token is not UNSET:
             meta["progressToken"] = upstream_id
         params["_meta"] = meta
-        upstream.forward(session, env.id, env.method,  # type: ignore[arg-type]
-                         jsonrpc.encode(params), None if token is UNSET else token,
-                         upstream_id, shape=SHAPE_LEGACY_FROM_MODERN,
-                         kept_params=params if env.method in INPUT_REQUIRED_METHODS else None)
+        method: str = env.method  # type: ignore[assignment]
+        self.forward(upstream, Pending(
+            session, env.id, upstream.deadline(),  # type: ignore[arg-type]
+            None if token is UNSET else token, method, shape=SHAPE_LEGACY_FROM_MODERN,
+            params=params if method in INPUT_REQUIRED_METHODS else None),
+            jsonrpc.encode(params), upstream_id)
 
     def _call_by_name(self, kind: int, what: str) -> Handler:
         def handler(session: DownstreamSession, env: Envelope, head: RouteParams) -> None:
@@ -892,11 +896,61 @@ class Gateway:
                 params["_meta"]["progressToken"] = upstream_id
         if level is not None and upstream.ready:
             self.hold_log_level(upstream, level)
-        upstream.forward(session, client_id, env.method,  # type: ignore[arg-type]
-                         jsonrpc.encode(params), token, upstream_id, shape=shape,
-                         log_level=level if upstream.ready else None, uri=uri,
-                         name=name if isinstance(name, str) else None,
-                         client_capabilities=meta.client_capabilities)
+        method: str = env.method  # type: ignore[assignment]
+        self.forward(upstream, Pending(
+            session, client_id, upstream.deadline(), token,
+            method, shape=shape, log_level=level if upstream.ready else None, uri=uri,
+            name=name if isinstance(name, str) else None,
+            client_capabilities=meta.client_capabilities), jsonrpc.encode(params), upstream_id)
+
+    def forward(self, upstream: Upstream, pending: Pending, params: Raw | bytes | UnsetType,
+                upstream_id: int | None = None) -> None:
+        """Send a client's request on. Every end of it comes back through one of
+        ``answered``, ``abandoned`` (then perhaps ``timed_out``) or ``failed``."""
+        session = pending.session
+        sent = upstream.forward(pending, session, pending.method, params, upstream_id)
+        if sent is None:
+            self.send_error(session, pending.client_id, jsonrpc.UPSTREAM_UNAVAILABLE,
+                            f"upstream {upstream.name!r} is not available ({upstream.state})")
+            return
+        session.inflight[pending.client_id] = (upstream, sent)
+
+    # -- the ends of a forwarded request (UpstreamEvents) --------------------------------
+    def answered(self, upstream: Upstream, pending: Pending, env: Envelope) -> None:
+        if pending.parked is not None:
+            self.mrtr.settled_while_parked(pending.parked, env)
+            return
+        session = pending.session
+        session.inflight.pop(pending.client_id, None)
+        if pending.log_level is not None:
+            self.release_log_level(upstream, pending.log_level)
+        if pending.subscription is not None and env.error is not UNSET:
+            self.subscription_refused(session, upstream, pending.subscription)
+        if session.closed:
+            return
+        if pending.shape != SHAPE_NONE:
+            reshaped = self.reshape_response(upstream, pending, env)
+            if reshaped is None:
+                return  # the gateway asks the client for input first
+            self.send(session, reshaped)
+        else:
+            self.send(session, jsonrpc.reencode(Envelope(
+                jsonrpc="2.0", id=pending.client_id, result=env.result, error=env.error)))
+
+    def abandoned(self, upstream: Upstream, pending: Pending) -> None:
+        pending.session.inflight.pop(pending.client_id, None)
+        if pending.log_level is not None:
+            self.release_log_level(upstream, pending.log_level)
+
+    def timed_out(self, upstream: Upstream, pending: Pending) -> None:
+        self.send_error(pending.session, pending.client_id, jsonrpc.REQUEST_TIMEOUT,
+                        f"upstream {upstream.name!r} did not answer {pending.method} "
+                        f"within {upstream.config.request_timeout:g} s")
+
+    def failed(self, upstream: Upstream, pending: Pending, message: str) -> None:
+        pending.session.inflight.pop(pending.client_id, None)
+        self.send_error(pending.session, pending.client_id, jsonrpc.UPSTREAM_UNAVAILABLE,
+                        message)
 
     def reshape_response(self, upstream: Upstream, pending: Pending, env: Envelope
                          ) -> bytes | None:
@@ -1145,7 +1199,8 @@ class Gateway:
             sessions = {p.session for p in upstream.pending.values()}
             session = sessions.pop() if len(sessions) == 1 else None
         else:
-            session = upstream.sole_user
+            sole = upstream.sole_user
+            session = sole if isinstance(sole, DownstreamSession) else None
         return session if session is not None and not session.closed else None
 
     def _unattributed(self, upstream: Upstream, method: str) -> None:

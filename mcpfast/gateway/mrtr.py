@@ -28,10 +28,10 @@ import hmac
 import itertools
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import msgspec
-from msgspec import UNSET
+from msgspec import UNSET, Raw, UnsetType
 
 from ..protocol import jsonrpc
 from ..protocol.jsonrpc import Envelope
@@ -46,13 +46,31 @@ from ..protocol.modern import (
     MISSING_CLIENT_CAPABILITY,
     ModernMeta,
 )
-from .session import LOG_LEVELS, DownstreamSession
-from .upstream import SHAPE_LEGACY_FROM_MODERN, SHAPE_MODERN_FROM_LEGACY, Pending, Upstream
-
-if TYPE_CHECKING:
-    from .gateway import Gateway
+from .call import SHAPE_LEGACY_FROM_MODERN, SHAPE_MODERN_FROM_LEGACY, ParkedCall, Pending, Upstream
+from .session import LOG_LEVELS, DownstreamSession, InputRelay
 
 log = logging.getLogger("mcpfast.mrtr")
+
+
+class Core(Protocol):
+    """What the bridge needs of the gateway core (which holds the bridge)."""
+
+    sessions: dict[str, DownstreamSession]
+
+    def send(self, session: DownstreamSession, data: bytes) -> None: ...
+
+    def send_error(self, session: DownstreamSession, request_id: Any, code: int,
+                   message: str, data: Any = UNSET) -> None: ...
+
+    def forward(self, upstream: Upstream, pending: Pending, params: Raw | bytes | UnsetType,
+                upstream_id: int | None = None) -> None: ...
+
+    def reshape_response(self, upstream: Upstream, pending: Pending, env: Envelope
+                         ) -> bytes | None: ...
+
+    def hold_log_level(self, upstream: Upstream, level: int) -> None: ...
+
+    def release_log_level(self, upstream: Upstream, level: int) -> None: ...
 
 REQUEST_STATE_TTL = 300.0
 """Seconds a modern client has to retry before its parked call is failed upstream."""
@@ -158,57 +176,11 @@ def input_requests_problem(requests: object, state: object) -> str | None:
 
 
 # -- the two bridges ---------------------------------------------------------------------
-class InputRelay:
-    """A legacy client's request to a modern upstream that asked for input: what the
-    retries need, and the requests the client still has to answer (by relayed id)."""
-
-    __slots__ = ("answers", "client_id", "deadline", "method", "params", "progress_token",
-                 "rounds", "state", "upstream", "waiting")
-
-    def __init__(self, upstream: Upstream, client_id: int | str, method: str,
-                 params: dict[str, Any], progress_token: Any) -> None:
-        self.upstream = upstream
-        self.client_id = client_id
-        self.method = method
-        self.params = params
-        self.progress_token = progress_token
-        self.rounds = 0
-        self.state: str | None = None
-        self.answers: dict[str, Any] = {}
-        self.waiting: dict[int, str] = {}
-        self.deadline = 0.0
-
-
-class ParkedCall:
-    """A legacy upstream's call waiting for a modern client's retry, with the upstream's
-    unanswered server-to-client request."""
-
-    __slots__ = ("expires", "id", "key", "method", "outcome", "pending", "request_cancelled",
-                 "request_id", "result", "upstream", "upstream_id")
-
-    def __init__(self, parked_id: str, upstream: Upstream, upstream_id: int,
-                 pending: Pending, request_id: int | str, method: str, key: str,
-                 result: dict[str, Any], expires: float) -> None:
-        self.id = parked_id
-        self.upstream = upstream
-        self.upstream_id = upstream_id
-        self.pending = pending
-        self.request_id = request_id
-        self.method = method
-        self.key = key
-        self.result = result
-        self.expires = expires
-        self.outcome: Envelope | None = None
-        """The call's answer, when the upstream gave it before the retry came."""
-        self.request_cancelled = False
-        """The upstream withdrew its request: the retry only takes the call over."""
-
-
 class InputBridge:
     """Both conversions, called by the gateway at the points where input is asked for,
     answered, cancelled or abandoned."""
 
-    def __init__(self, gateway: Gateway, secret: bytes, server_info: dict[str, Any]) -> None:
+    def __init__(self, gateway: Core, secret: bytes, server_info: dict[str, Any]) -> None:
         self.gateway = gateway
         self.signer = RequestStateSigner(secret)
         self.server_info = server_info
@@ -263,7 +235,7 @@ class InputBridge:
         # Held through the client's rounds so that a cancel, a half-closed unix socket or
         # an HTTP stream sees the request as in flight.
         session.inflight[client_id] = (upstream, NO_UPSTREAM_REQUEST)
-        relay.deadline = time.monotonic() + upstream.config.request_timeout
+        relay.deadline = upstream.deadline()
         for key, request in requests.items():
             out_id = session.next_out_id()
             relay.waiting[out_id] = key
@@ -309,9 +281,10 @@ class InputBridge:
             params["inputResponses"] = relay.answers
         if relay.state is not None:
             params["requestState"] = relay.state
-        upstream.forward(session, relay.client_id, relay.method, jsonrpc.encode(params),
-                         relay.progress_token, upstream_id, shape=SHAPE_LEGACY_FROM_MODERN,
-                         kept_params=relay.params, relay=relay)
+        self.gateway.forward(upstream, Pending(
+            session, relay.client_id, upstream.deadline(),
+            relay.progress_token, relay.method, shape=SHAPE_LEGACY_FROM_MODERN,
+            params=relay.params, relay=relay), jsonrpc.encode(params), upstream_id)
 
     def _end_relay(self, session: DownstreamSession, relay: InputRelay,
                    cancel_reason: str | None = None) -> None:
@@ -453,7 +426,7 @@ class InputBridge:
         pending.client_id = client_id
         pending.progress_token = meta.progress_token
         pending.client_capabilities = meta.client_capabilities
-        pending.deadline = time.monotonic() + upstream.config.request_timeout
+        pending.deadline = upstream.deadline()
         if parked.outcome is not None:
             self.gateway.send(session, self.gateway.reshape_response(  # type: ignore[arg-type]
                 upstream, pending, parked.outcome))

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from mcpfast_ext import routing_table
 
 if TYPE_CHECKING:
-    from .upstream import Upstream
+    from .call import Upstream
 
 log = logging.getLogger("mcpfast.router")
 

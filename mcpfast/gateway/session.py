@@ -10,8 +10,7 @@ from typing import TYPE_CHECKING, Any
 from ..transport.ports import FlowControl
 
 if TYPE_CHECKING:
-    from .mrtr import InputRelay
-    from .upstream import Upstream
+    from ..upstream.base import Upstream as BaseUpstream
 
 RequestId = int | str
 
@@ -88,8 +87,8 @@ class DownstreamSession:
         self.client_info: dict[str, Any] = {}
         self.client_capabilities: dict[str, Any] = {}
         self.log_level: int | None = None
-        self.inflight: dict[RequestId, tuple[Upstream, int]] = {}
-        self.outgoing: dict[int, tuple[Upstream, int | str]] = {}
+        self.inflight: dict[RequestId, tuple[BaseUpstream[Any], int]] = {}
+        self.outgoing: dict[int, tuple[BaseUpstream[Any], int | str]] = {}
         self.relays: dict[RequestId, InputRelay] = {}
         self.relayed: dict[int, InputRelay] = {}
         self.subscriptions: set[str] = set()
@@ -154,3 +153,24 @@ class Listen:
     def wants(self, kind: str) -> bool:
         """Whether ``notifications/<kind>/list_changed`` goes on this stream."""
         return bool(getattr(self, kind))
+
+
+class InputRelay:
+    """A legacy client's request to a modern upstream that asked for input: what the
+    retries need, and the requests the client still has to answer (by relayed id)."""
+
+    __slots__ = ("answers", "client_id", "deadline", "method", "params", "progress_token",
+                 "rounds", "state", "upstream", "waiting")
+
+    def __init__(self, upstream: BaseUpstream[Any], client_id: int | str, method: str,
+                 params: dict[str, Any], progress_token: Any) -> None:
+        self.upstream = upstream
+        self.client_id = client_id
+        self.method = method
+        self.params = params
+        self.progress_token = progress_token
+        self.rounds = 0
+        self.state: str | None = None
+        self.answers: dict[str, Any] = {}
+        self.waiting: dict[int, str] = {}
+        self.deadline = 0.0

@@ -30,7 +30,7 @@ from typing import Any
 from ..config import Interpolated, UpstreamConfig
 from ..protocol.ndjson import OVERSIZED, LineFramer
 from ..transport.writer import UPSTREAM_HIGH_WATER, CoalescingWriter
-from .upstream import Upstream, UpstreamError
+from .base import CallT, Upstream, UpstreamError, UpstreamEvents
 
 STDERR_LINE_LIMIT = 8192
 STABLE_AFTER = 30.0
@@ -194,7 +194,7 @@ def reap_exited_orphans(running: Collection[int | None]) -> list[int]:
 
 
 class _PipeProtocol(asyncio.SubprocessProtocol):
-    def __init__(self, upstream: StdioUpstream) -> None:
+    def __init__(self, upstream: StdioUpstream[Any]) -> None:
         self.upstream = upstream
         self.stdout = LineFramer(upstream.config.max_message_bytes)
         self.stderr = LineFramer(STDERR_LINE_LIMIT)
@@ -220,11 +220,15 @@ class _PipeProtocol(asyncio.SubprocessProtocol):
             self.exited.set_result(0)
 
 
-class StdioUpstream(Upstream):
+class StdioUpstream(Upstream[CallT]):
     kind = "stdio"
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(self, name: str, index: int, config: UpstreamConfig,
+                 events: UpstreamEvents[CallT], interpolated: Interpolated) -> None:
+        super().__init__(name, index, config, events)
+        self.interpolated = interpolated
+        """What the config interpolated (``${VAR}``): withheld from the environment,
+        and the command shown with it masked."""
         self.stderr_log = self.log.getChild("stderr")
         self.pid: int | None = None
         self.returncode: int | None = None
@@ -233,8 +237,7 @@ class StdioUpstream(Upstream):
         self._writer: CoalescingWriter | None = None
         self._supervisor: asyncio.Task[None] | None = None
         self._stopping = False
-        self.shown_command = shown_command(self.name, self.config,
-                                           self.gateway.config.interpolated)
+        self.shown_command = shown_command(self.name, self.config, interpolated)
 
     def write(self, data: bytes) -> None:
         writer = self._writer
@@ -251,12 +254,12 @@ class StdioUpstream(Upstream):
 
     async def _spawn(self) -> _PipeProtocol:
         env, withheld = upstream_environment(
-            self.config, self.gateway.config.interpolated.names, os.environ)
+            self.config, self.interpolated.names, os.environ)
         if withheld and self.starts == 0:
             self.log.info("not passing %s to the upstream: the config interpolates it "
                           "(set it in the upstream's env to pass it)", ", ".join(withheld))
         try:
-            argv = resolve_command(self.name, self.config, self.gateway.config.interpolated,
+            argv = resolve_command(self.name, self.config, self.interpolated,
                                    env)
         except CannotStartError as exc:
             raise UpstreamError(-32000, str(exc)) from None
@@ -295,7 +298,7 @@ class StdioUpstream(Upstream):
                 self.state = "ready"
                 self.ready = True
                 self.last_error = None
-                self.gateway.upstream_ready(self)
+                self.events.upstream_ready(self)
                 self.initialized_once.set()
                 await protocol.exited
                 self.last_error = f"process exited with code {self._returncode()}"
@@ -310,7 +313,7 @@ class StdioUpstream(Upstream):
                 break
             message = f"upstream {self.name!r} is down: {self.last_error}"
             self.fail_all(message)
-            self.gateway.upstream_down(self)
+            self.events.upstream_down(self)
             if time.monotonic() - started >= STABLE_AFTER:
                 backoff = self.config.restart_backoff
             self.state = "restarting"

@@ -6,6 +6,11 @@ This module holds what every upstream kind shares: the era verdict and the hands
 upstream, and the multiplexing of many client sessions onto one connection by
 rewriting request ids and progress tokens. A subclass per transport (``stdio.py``)
 moves the bytes and supervises the connection.
+
+The upstream knows the gateway only as ``UpstreamEvents``, declared here: what it hands
+up (each forwarded request's end, the server's own messages, its coming and going). A
+forwarded request is the gateway's record (``CallT``); the upstream keeps it by its own
+request id and reads nothing of it but the deadline.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any, Generic, Protocol, TypeVar
 
 import msgspec
 from msgspec import UNSET, Raw, UnsetType
@@ -37,12 +42,8 @@ from ..protocol.modern import (
     MODERN_VERSIONS,
     UNSUPPORTED_PROTOCOL_VERSION,
 )
+from ..transport.ports import FlowControl
 from ..transport.writer import PAUSED_BY_UPSTREAM, UPSTREAM_LOW_WATER, CoalescingWriter
-
-if TYPE_CHECKING:
-    from .gateway import Gateway
-    from .mrtr import InputRelay, ParkedCall
-    from .session import DownstreamSession
 
 log = logging.getLogger("mcpfast.upstream")
 
@@ -58,17 +59,6 @@ PROBE_TIMEOUT = 2.0
 falls back to ``initialize`` (init_timeout when that is shorter)."""
 CLIENT_INFO = {"name": "mcpfast", "version": __version__}
 
-# How a forwarded request's answer is reshaped for the client (Pending.shape).
-SHAPE_NONE = 0
-"""Same era on both sides: the answer's bytes pass through."""
-SHAPE_MODERN_FROM_LEGACY = 1
-"""A modern client's request served by a legacy upstream."""
-SHAPE_MODERN_FROM_MODERN = 2
-"""A modern client's request served by a modern upstream (serverInfo is replaced)."""
-SHAPE_LEGACY_FROM_MODERN = 3
-"""A legacy client's request served by a modern upstream."""
-
-
 class UpstreamError(Exception):
     def __init__(self, code: int, message: str, data: Any = UNSET) -> None:
         super().__init__(message)
@@ -77,49 +67,63 @@ class UpstreamError(Exception):
         self.data = data
 
 
-class Pending(msgspec.Struct):
-    """A client request in flight on this upstream, keyed by the upstream-side id.
-    A Struct because its constructor runs in C, and one is made per forwarded request."""
+class Requester(Protocol):
+    """A client session, as an upstream sees it: while the upstream is congested, the
+    sessions that feed it are not read from."""
 
-    session: DownstreamSession
-    client_id: int | str
+    flow: FlowControl | None
+
+
+class InFlight(Protocol):
+    """A forwarded request, as an upstream sees it: when it expires."""
+
     deadline: float
-    progress_token: Any
-    method: str
-    subscription: str | None = None
-    """The URI of a resources/subscribe being forwarded, undone if the upstream refuses."""
-    shape: int = SHAPE_NONE
-    log_level: int | None = None
-    """A modern request's ``_meta`` log level: it alone decides whether the request gets
-    log messages, and while it runs the upstream logs at least that verbosely."""
-    uri: str | None = None
-    """The URI a modern client's resources/read names, for its not-found error."""
-    name: str | None = None
-    """The tool or prompt name (or resource URI) as the client named it: a modern
-    client's ``requestState`` is bound to it (gateway/mrtr.py)."""
-    client_capabilities: dict[str, Any] | None = None
-    """A modern request's ``clientCapabilities``: what the upstream may ask it for."""
-    params: dict[str, Any] | None = None
-    """A legacy client's request to a modern upstream, as forwarded: the base of the
-    retries that carry ``inputResponses``."""
-    relay: InputRelay | None = None
-    """The input rounds this request has been through, once the upstream asked."""
-    parked: ParkedCall | None = None
-    """Set while the call waits for a modern client's retry (its session is NOBODY)."""
 
 
-class Upstream:
+CallT = TypeVar("CallT", bound=InFlight)
+
+
+class UpstreamEvents(Protocol[CallT]):
+    """What an upstream hands up: the gateway core implements it."""
+
+    def answered(self, upstream: Upstream[CallT], call: CallT, env: Envelope) -> None:
+        """The upstream answered ``call`` (``env`` is its response, id unchanged)."""
+        ...
+
+    def abandoned(self, upstream: Upstream[CallT], call: CallT) -> None:
+        """``call`` was withdrawn (cancelled, or timed out): release what it holds."""
+        ...
+
+    def timed_out(self, upstream: Upstream[CallT], call: CallT) -> None:
+        """``call`` outlived its deadline; it is already abandoned."""
+        ...
+
+    def failed(self, upstream: Upstream[CallT], call: CallT, message: str) -> None:
+        """The upstream went away with ``call`` unanswered."""
+        ...
+
+    def upstream_notification(self, upstream: Upstream[CallT], env: Envelope) -> None: ...
+
+    def upstream_request(self, upstream: Upstream[CallT], env: Envelope) -> None: ...
+
+    def upstream_ready(self, upstream: Upstream[CallT]) -> None: ...
+
+    def upstream_down(self, upstream: Upstream[CallT]) -> None: ...
+
+
+class Upstream(Generic[CallT]):
     kind = "abstract"
 
-    def __init__(self, name: str, index: int, config: UpstreamConfig, gateway: Gateway) -> None:
+    def __init__(self, name: str, index: int, config: UpstreamConfig,
+                 events: UpstreamEvents[CallT]) -> None:
         self.name = name
         self.index = index
         self.config = config
-        self.gateway = gateway
+        self.events = events
         self.log = log.getChild(name)
         self.state = "stopped"
         self.ready = False
-        self.pending: dict[int, Pending] = {}
+        self.pending: dict[int, CallT] = {}
         self._calls: dict[int, asyncio.Future[Any]] = {}
         self._next_id = 0
         self.era: str | None = None
@@ -142,7 +146,7 @@ class Upstream:
         """The id of the gateway's own subscriptions/listen on a modern upstream."""
         self.listen_acknowledged = asyncio.Event()
         self.initialized_once = asyncio.Event()
-        self.sole_user: DownstreamSession | None = None
+        self.sole_user: Requester | None = None
         """The one client session that has sent requests to this process since it
         started, while there is only one: everything the process says that names no
         request is then that session's (``Gateway.owner_of``)."""
@@ -150,7 +154,7 @@ class Upstream:
         """Whether a second session has used this process since it started."""
         self.unattributed = 0
         self._writer: CoalescingWriter | None = None
-        self.held: set[DownstreamSession] = set()
+        self.held: set[Requester] = set()
         """Sessions not read from while this upstream is congested."""
         """Server-to-client requests refused and notifications dropped because the
         gateway could not tell whose they were."""
@@ -180,9 +184,9 @@ class Upstream:
             if env.method is UNSET:
                 self._on_response(env)
             elif env.id is UNSET:
-                self.gateway.upstream_notification(self, env)
+                self.events.upstream_notification(self, env)
             else:
-                self.gateway.upstream_request(self, env)
+                self.events.upstream_request(self, env)
         except Exception:
             self.log.exception("could not handle a message from the upstream: %.200r", line)
 
@@ -190,26 +194,7 @@ class Upstream:
         upstream_id = env.id
         pending = self.pending.pop(upstream_id, None) if type(upstream_id) is int else None
         if pending is not None:
-            if pending.parked is not None:
-                self.gateway.mrtr.settled_while_parked(pending.parked, env)
-                return
-            session = pending.session
-            session.inflight.pop(pending.client_id, None)
-            if pending.log_level is not None:
-                self.gateway.release_log_level(self, pending.log_level)
-            if pending.subscription is not None and env.error is not UNSET:
-                self.gateway.subscription_refused(session, self, pending.subscription)
-            if not session.closed:
-                if pending.shape:
-                    reshaped = self.gateway.reshape_response(self, pending, env)
-                    if reshaped is None:
-                        return  # the gateway asks the client for input first
-                    data = reshaped
-                else:
-                    data = jsonrpc.reencode(Envelope(
-                        jsonrpc="2.0", id=pending.client_id, result=env.result,
-                        error=env.error))
-                self.gateway.send(session, data)
+            self.events.answered(self, pending, env)
             return
         future = self._calls.pop(upstream_id, None) if type(upstream_id) is int else None
         if future is not None:
@@ -226,37 +211,29 @@ class Upstream:
         self.log.debug("dropping a response to unknown or cancelled request %r", upstream_id)
 
     # -- requests from clients -------------------------------------------------------
+    def deadline(self) -> float:
+        """When a request forwarded now times out (``request_timeout``)."""
+        return time.monotonic() + self._timeout
+
     def allocate_id(self) -> int:
         self._next_id += 1
         return self._next_id
 
-    def forward(self, session: DownstreamSession, client_id: int | str, method: str,
-                params: Raw | bytes | UnsetType, progress_token: Any = None,
-                upstream_id: int | None = None, subscription: str | None = None,
-                shape: int = SHAPE_NONE, log_level: int | None = None,
-                uri: str | None = None, name: str | None = None,
-                client_capabilities: dict[str, Any] | None = None,
-                kept_params: dict[str, Any] | None = None,
-                relay: InputRelay | None = None) -> int | None:
-        """Send a client's request on; its answer reaches the session by ``_on_response``.
-        ``upstream_id`` is one from ``allocate_id`` when the caller already wrote it into
-        ``params`` (as the progress token). Returns the upstream-side id, or None when the
-        request was failed at once."""
+    def forward(self, call: CallT, session: Requester, method: str,
+                params: Raw | bytes | UnsetType, upstream_id: int | None = None
+                ) -> int | None:
+        """Send a client's request on under ``upstream_id`` (one from ``allocate_id``
+        when the caller already wrote it into ``params``, as the progress token); its
+        end reaches the gateway through ``events``. Returns the upstream-side id, or None
+        when the upstream is not ready (the caller answers the client)."""
         if not self.ready:
             self.requests_failed += 1
-            self.gateway.send_error(session, client_id, jsonrpc.UPSTREAM_UNAVAILABLE,
-                                    f"upstream {self.name!r} is not available ({self.state})")
             return None
         if upstream_id is None:
             upstream_id = self.allocate_id()
         if self.sole_user is not session:
             self._note_user(session)
-        self.pending[upstream_id] = Pending(session, client_id,
-                                            time.monotonic() + self._timeout,
-                                            progress_token, method, subscription, shape,
-                                            log_level, uri, name, client_capabilities,
-                                            kept_params, relay)
-        session.inflight[client_id] = (self, upstream_id)
+        self.pending[upstream_id] = call
         self.requests_forwarded += 1
         raw = params if not isinstance(params, bytes) else Raw(params)
         self.write(jsonrpc.reencode(Envelope(jsonrpc="2.0", id=upstream_id, method=method,
@@ -289,7 +266,7 @@ class Upstream:
         writer = self._writer
         return writer.buffered() if writer is not None else 0
 
-    def _note_user(self, session: DownstreamSession) -> None:
+    def _note_user(self, session: Requester) -> None:
         if self.sole_user is None and not self.shared:
             self.sole_user = session
         else:
@@ -300,14 +277,12 @@ class Upstream:
         """Forget a forwarded request and tell the upstream to stop working on it."""
         pending = self.pending.pop(upstream_id, None)
         if pending is not None:
-            pending.session.inflight.pop(pending.client_id, None)
-            if pending.log_level is not None:
-                self.gateway.release_log_level(self, pending.log_level)
+            self.events.abandoned(self, pending)
             if self.ready:
                 self.notify("notifications/cancelled",
                             {"requestId": upstream_id, "reason": reason})
 
-    def pending_for_token(self, token: Any) -> Pending | None:
+    def pending_for_token(self, token: Any) -> CallT | None:
         return self.pending.get(token) if type(token) is int else None
 
     def sweep(self, now: float) -> None:
@@ -317,19 +292,15 @@ class Upstream:
             pending = self.pending[uid]
             self.cancel(uid, "request timed out at the gateway")
             self.requests_failed += 1
-            self.gateway.send_error(
-                pending.session, pending.client_id, jsonrpc.REQUEST_TIMEOUT,
-                f"upstream {self.name!r} did not answer {pending.method} within "
-                f"{self.config.request_timeout:g} s")
+            self.events.timed_out(self, pending)
 
     def fail_all(self, message: str) -> None:
         """Answer every request in flight with an error, now."""
         pending, self.pending = self.pending, {}
         self.request_levels.clear()
         for p in pending.values():
-            p.session.inflight.pop(p.client_id, None)
             self.requests_failed += 1
-            self.gateway.send_error(p.session, p.client_id, jsonrpc.UPSTREAM_UNAVAILABLE, message)
+            self.events.failed(self, p, message)
         calls, self._calls = self._calls, {}
         for future in calls.values():
             if not future.done():
