@@ -54,6 +54,9 @@ LIST_METHODS = {
     "resourceTemplates": ("resources/templates/list", "resourceTemplates"),
 }
 MAX_LIST_PAGES = 1000
+STABLE_AFTER = 30.0
+"""A connection that lasted this long before it ended restarts with the initial backoff
+again."""
 PROBE_TIMEOUT = 2.0
 """The most an ``auto`` upstream's ``server/discover`` probe waits before the gateway
 falls back to ``initialize`` (init_timeout when that is shorter)."""
@@ -154,6 +157,10 @@ class Upstream(Generic[CallT]):
         """Whether a second session has used this process since it started."""
         self.unattributed = 0
         self._writer: CoalescingWriter | None = None
+        self._supervisor: asyncio.Task[None] | None = None
+        self._stopping = False
+        self._ended: asyncio.Future[Any] | None = None
+        """Done when the current connection ends (``connect``)."""
         self.held: set[Requester] = set()
         """Sessions not read from while this upstream is congested."""
         """Server-to-client requests refused and notifications dropped because the
@@ -533,10 +540,104 @@ class Upstream(Generic[CallT]):
             "last_error": self.last_error,
         }
 
-    async def start(self) -> None:
+    # -- supervision: the same for every kind -----------------------------------------
+    async def connect(self) -> asyncio.Future[Any]:
+        """Start the process or open the connection (each kind its own); the future is
+        done when it ends. Raises UpstreamError when it cannot."""
         raise NotImplementedError
 
-    async def stop(self) -> None:
+    def ended_because(self) -> str:
+        """Why the last connection ended, for ``last_error`` and the log."""
         raise NotImplementedError
+
+    async def disconnect(self) -> None:
+        """End the connection or stop the process, if it is still there; a second call
+        is a no-op."""
+        raise NotImplementedError
+
+    async def start(self) -> None:
+        self._supervisor = asyncio.get_running_loop().create_task(
+            self._supervise(), name=f"upstream:{self.name}")
+
+    async def _supervise(self) -> None:
+        """Connect, handshake, read the catalog, serve until the connection ends, and
+        start again after a backoff that doubles up to ``restart_backoff_max`` (reset
+        after a connection that lasted ``STABLE_AFTER``)."""
+        backoff = self.config.restart_backoff
+        while not self._stopping:
+            started = time.monotonic()
+            try:
+                self.state = "starting"
+                ended = self._ended = await self.connect()
+                self.state = "initializing"
+                await self._initialize(ended)
+                self.state = "ready"
+                self.ready = True
+                self.last_error = None
+                self.events.upstream_ready(self)
+                self.initialized_once.set()
+                await ended
+                self.last_error = self.ended_because()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - any failure means restart
+                self.last_error = str(exc) or type(exc).__name__
+            finally:
+                self.ready = False
+                await self.disconnect()
+            if self._stopping:
+                break
+            message = f"upstream {self.name!r} is down: {self.last_error}"
+            self.fail_all(message)
+            self.events.upstream_down(self)
+            if time.monotonic() - started >= STABLE_AFTER:
+                backoff = self.config.restart_backoff
+            self.state = "restarting"
+            self.log.warning("%s; restarting in %.1f s", message, backoff)
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, self.config.restart_backoff_max)
+        self.state = "stopped"
+
+    async def _initialize(self, ended: asyncio.Future[Any]) -> None:
+        work: asyncio.Future[Any] = asyncio.ensure_future(self._handshake_and_catalog())
+        done, _ = await asyncio.wait({work, ended}, return_when=asyncio.FIRST_COMPLETED)
+        if work not in done:
+            work.cancel()
+            # fail_all() may already have failed it; either way nobody awaits it now.
+            work.add_done_callback(lambda task: task.cancelled() or task.exception())
+            raise UpstreamError(-32000, f"{self.ended_because()} during initialization")
+        work.result()
+
+    async def _handshake_and_catalog(self) -> None:
+        await self.handshake()
+        await self.fetch_catalog()
+        if self.era == "modern" and self.listen():
+            # Ready only once the upstream listens, so that no change made by a call the
+            # gateway forwards from now on goes unannounced.
+            try:
+                await asyncio.wait_for(self.listen_acknowledged.wait(),
+                                       self.config.init_timeout)
+            except TimeoutError:
+                self.log.warning("subscriptions/listen was not acknowledged within %g s",
+                                 self.config.init_timeout)
+
+    async def stop(self) -> None:
+        self._stopping = True
+        self.state = "stopping"
+        task = self._supervisor
+        if task is None:
+            return
+        if self._ended is not None and not self._ended.done():
+            # Ends the supervisor's wait on the connection; disconnect does the rest.
+            await self.disconnect()
+        if not task.done():
+            task.cancel()
+        try:
+            await task
+        except asyncio.CancelledError:
+            pass
+        self.ready = False
+        self.fail_all(f"upstream {self.name!r} stopped")
+        self.state = "stopped"
 
 

@@ -33,8 +33,6 @@ from ..transport.writer import UPSTREAM_HIGH_WATER, CoalescingWriter
 from .base import CallT, Upstream, UpstreamError, UpstreamEvents
 
 STDERR_LINE_LIMIT = 8192
-STABLE_AFTER = 30.0
-"""A process that ran this long before dying restarts with the initial backoff again."""
 INHERITED_ENV = ("PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "LANGUAGE", "LC_*",
                  "TZ", "TMPDIR", "TEMP", "TMP", "TERM", "COLORTERM", "XDG_RUNTIME_DIR",
                  "XDG_CONFIG_HOME", "XDG_CACHE_HOME", "XDG_DATA_HOME", "SSL_CERT_FILE",
@@ -235,8 +233,6 @@ class StdioUpstream(Upstream[CallT]):
         self._transport: asyncio.SubprocessTransport | None = None
         self._protocol: _PipeProtocol | None = None
         self._writer: CoalescingWriter | None = None
-        self._supervisor: asyncio.Task[None] | None = None
-        self._stopping = False
         self.shown_command = shown_command(self.name, self.config, interpolated)
 
     def write(self, data: bytes) -> None:
@@ -248,11 +244,8 @@ class StdioUpstream(Upstream[CallT]):
         writer.write(data)
         writer.write(b"\n")
 
-    async def start(self) -> None:
-        self._supervisor = asyncio.get_running_loop().create_task(
-            self._supervise(), name=f"upstream:{self.name}")
-
-    async def _spawn(self) -> _PipeProtocol:
+    async def connect(self) -> asyncio.Future[Any]:
+        """Start the process; the future is done when it exits."""
         env, withheld = upstream_environment(
             self.config, self.interpolated.names, os.environ)
         if withheld and self.starts == 0:
@@ -284,74 +277,14 @@ class StdioUpstream(Upstream[CallT]):
         self.pid = transport.get_pid()
         self.starts += 1
         self.log.info("started pid %d: %s", self.pid, " ".join(self.shown_command))
-        return protocol
+        return protocol.exited
 
-    async def _supervise(self) -> None:
-        backoff = self.config.restart_backoff
-        while not self._stopping:
-            started = time.monotonic()
-            try:
-                self.state = "starting"
-                protocol = await self._spawn()
-                self.state = "initializing"
-                await self._initialize(protocol)
-                self.state = "ready"
-                self.ready = True
-                self.last_error = None
-                self.events.upstream_ready(self)
-                self.initialized_once.set()
-                await protocol.exited
-                self.last_error = f"process exited with code {self._returncode()}"
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # noqa: BLE001 - any failure means restart
-                self.last_error = str(exc) or type(exc).__name__
-            finally:
-                self.ready = False
-                await self._reap()
-            if self._stopping:
-                break
-            message = f"upstream {self.name!r} is down: {self.last_error}"
-            self.fail_all(message)
-            self.events.upstream_down(self)
-            if time.monotonic() - started >= STABLE_AFTER:
-                backoff = self.config.restart_backoff
-            self.state = "restarting"
-            self.log.warning("%s; restarting in %.1f s", message, backoff)
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, self.config.restart_backoff_max)
-        self.state = "stopped"
-
-    async def _initialize(self, protocol: _PipeProtocol) -> None:
-        work: asyncio.Future[Any] = asyncio.ensure_future(self._handshake_and_catalog())
-        exited: asyncio.Future[Any] = protocol.exited
-        done, _ = await asyncio.wait({work, exited}, return_when=asyncio.FIRST_COMPLETED)
-        if work not in done:
-            work.cancel()
-            # fail_all() may already have failed it; either way nobody awaits it now.
-            work.add_done_callback(lambda task: task.cancelled() or task.exception())
-            raise UpstreamError(-32000, f"process exited with code {self._returncode()} "
-                                "during initialization")
-        work.result()
-
-    async def _handshake_and_catalog(self) -> None:
-        await self.handshake()
-        await self.fetch_catalog()
-        if self.era == "modern" and self.listen():
-            # Ready only once the upstream listens, so that no change made by a call the
-            # gateway forwards from now on goes unannounced.
-            try:
-                await asyncio.wait_for(self.listen_acknowledged.wait(),
-                                       self.config.init_timeout)
-            except TimeoutError:
-                self.log.warning("subscriptions/listen was not acknowledged within %g s",
-                                 self.config.init_timeout)
-
-    def _returncode(self) -> int | None:
-        return self._transport.get_returncode() if self._transport is not None else \
+    def ended_because(self) -> str:
+        code = self._transport.get_returncode() if self._transport is not None else \
             self.returncode
+        return f"process exited with code {code}"
 
-    async def _reap(self) -> None:
+    async def disconnect(self) -> None:
         """Stop the process if it still runs, and always clear its whole process group."""
         transport, protocol = self._transport, self._protocol
         if transport is None or protocol is None:
@@ -390,26 +323,6 @@ class StdioUpstream(Upstream[CallT]):
             os.killpg(self.pid, sig)
         except (ProcessLookupError, PermissionError):
             pass
-
-    async def stop(self) -> None:
-        self._stopping = True
-        self.state = "stopping"
-        task = self._supervisor
-        if task is None:
-            return
-        if self._transport is not None and self._protocol is not None and \
-                not self._protocol.exited.done():
-            # Ends the supervisor's wait on protocol.exited; _reap does the rest.
-            await self._reap()
-        if not task.done():
-            task.cancel()
-        try:
-            await task
-        except asyncio.CancelledError:
-            pass
-        self.ready = False
-        self.fail_all(f"upstream {self.name!r} stopped")
-        self.state = "stopped"
 
     def describe(self) -> dict[str, Any]:
         info = super().describe()
