@@ -71,24 +71,25 @@ TOPICS: dict[str, dict[str, list[str]]] = {
     },
     "ids": {
         "mcpfast/protocol/jsonrpc.py": ["*"],
-        "mcpfast/gateway/upstream.py": ["Upstream._on_response", "Upstream.forward",
-                                        "Upstream.allocate_id", "Upstream.pending_for_token"],
+        "mcpfast/upstream/base.py": ["Upstream._on_response", "Upstream.forward",
+                                     "Upstream.allocate_id", "Upstream.pending_for_token"],
         "mcpfast/gateway/gateway.py": ["Gateway._forward", "Gateway._id_taken",
+                                       "Gateway.forward", "Gateway.answered",
                                        "Gateway.upstream_notification[notifications/progress]",
                                        "Gateway._forward_modern",
                                        "Gateway._forward_legacy_to_modern",
                                        "Gateway.reshape_response"],
     },
     "cancellation": {
-        "mcpfast/gateway/upstream.py": ["Upstream.cancel"],
-        "mcpfast/gateway/gateway.py": ["Gateway._client_notification",
+        "mcpfast/upstream/base.py": ["Upstream.cancel"],
+        "mcpfast/gateway/gateway.py": ["Gateway._client_notification", "Gateway.abandoned",
                                        "Gateway.close_session"],
         "mcpfast/transport/streamable.py": ["HttpSession.cancel", "Stream.lost",
                                             "ModernRequest.lost", "ModernRequest._finish"],
     },
     "timeout": {
-        "mcpfast/gateway/upstream.py": ["Upstream.sweep"],
-        "mcpfast/gateway/gateway.py": ["Gateway._sweep"],
+        "mcpfast/upstream/base.py": ["Upstream.sweep", "Upstream.deadline"],
+        "mcpfast/gateway/gateway.py": ["Gateway._sweep", "Gateway.timed_out"],
     },
     "session-ids": {
         "mcpfast/protocol/session_ids.py": ["*"],
@@ -249,14 +250,14 @@ class StaleMutantError(Exception):
     pass
 
 
-_ON_RESPONSE = """                    data = jsonrpc.reencode(Envelope(
-                        jsonrpc="2.0", id=pending.client_id, result=env.result,"""
+_ON_RESPONSE = ('                jsonrpc="2.0", id=pending.client_id, result=env.result, '
+                'error=env.error)))')
 NAMED: list[Named] = [
-    Named("integer-ids-answered-as-floats", "mcpfast/gateway/upstream.py", _ON_RESPONSE,
+    Named("integer-ids-answered-as-floats", "mcpfast/gateway/gateway.py", _ON_RESPONSE,
           _ON_RESPONSE.replace("id=pending.client_id", "id=float(pending.client_id) if "
                                "type(pending.client_id) is int else pending.client_id"),
           ["tests/test_guard_ids.py"]),
-    Named("numeric-string-ids-answered-as-integers", "mcpfast/gateway/upstream.py",
+    Named("numeric-string-ids-answered-as-integers", "mcpfast/gateway/gateway.py",
           _ON_RESPONSE, _ON_RESPONSE.replace(
               "id=pending.client_id", "id=int(pending.client_id) if isinstance("
               "pending.client_id, str) and pending.client_id.isdigit() else "
@@ -265,14 +266,14 @@ NAMED: list[Named] = [
           'params["progressToken"] = pending.progress_token\n',
           'params["progressToken"] = str(pending.progress_token)\n',
           ["tests/test_guard_ids.py"]),
-    Named("cancellation-never-sent-upstream", "mcpfast/gateway/upstream.py",
+    Named("cancellation-never-sent-upstream", "mcpfast/upstream/base.py",
           """                self.notify("notifications/cancelled",
                             {"requestId": upstream_id, "reason": reason})""",
           """                pass""", ["tests/test_guard_cancel.py"]),
-    Named("request-deadline-doubled", "mcpfast/gateway/upstream.py",
-          "time.monotonic() + self._timeout,", "time.monotonic() + 2 * self._timeout,",
+    Named("request-deadline-doubled", "mcpfast/upstream/base.py",
+          "return time.monotonic() + self._timeout", "return time.monotonic() + 2 * self._timeout",
           ["tests/test_guard_cancel.py"]),
-    Named("restart-sleep-never-grows", "mcpfast/gateway/stdio.py",
+    Named("restart-sleep-never-grows", "mcpfast/upstream/base.py",
           "await asyncio.sleep(backoff)", "await asyncio.sleep(self.config.restart_backoff)",
           ["tests/test_guard_upstream.py::test_restart_backoff_doubles_in_real_time"]),
     Named("separator-hard-coded", "mcpfast/gateway/router.py",
@@ -323,20 +324,20 @@ NAMED: list[Named] = [
           "self.send_error(session, env.id, jsonrpc.RESOURCE_NOT_FOUND,",
           "self.send_error(session, env.id, jsonrpc.INVALID_PARAMS,",
           ["tests/test_multi_upstream.py"]),
-    Named("stop-skips-sigterm", "mcpfast/gateway/stdio.py",
+    Named("stop-skips-sigterm", "mcpfast/upstream/stdio.py",
           "                self._signal_group(signal.SIGTERM)\n", "                pass\n",
           ["tests/test_shutdown.py"]),
     Named("no-503-while-draining", "mcpfast/transport/streamable.py",
-          "if self.gateway.draining:\n            exchange.error(503,",
+          "if self.core.draining:\n            exchange.error(503,",
           "if False:\n            exchange.error(503,", ["tests/test_shutdown.py"]),
-    Named("upstream-max-message-bytes-ignored", "mcpfast/gateway/stdio.py",
+    Named("upstream-max-message-bytes-ignored", "mcpfast/upstream/stdio.py",
           "LineFramer(upstream.config.max_message_bytes)", "LineFramer(64 * 1024 * 1024)",
           ["tests/test_guard_upstream.py"]),
-    Named("inherit-env-false-ignored", "mcpfast/gateway/stdio.py",
+    Named("inherit-env-false-ignored", "mcpfast/upstream/stdio.py",
           "if config.inherit_env is True:", "if True:", ["tests/test_guard_upstream.py"]),
-    Named("cwd-ignored", "mcpfast/gateway/stdio.py", "cwd=self.config.cwd,", "cwd=None,",
+    Named("cwd-ignored", "mcpfast/upstream/stdio.py", "cwd=self.config.cwd,", "cwd=None,",
           ["tests/test_guard_upstream.py"]),
-    Named("probe-waits-4-s", "mcpfast/gateway/upstream.py", "PROBE_TIMEOUT = 2.0",
+    Named("probe-waits-4-s", "mcpfast/upstream/base.py", "PROBE_TIMEOUT = 2.0",
           "PROBE_TIMEOUT = 4.0", ["tests/test_guard_upstream.py"]),
     Named("compiled-len-leaves-out-resources", "mcpfast_ext/routing_table.pyx",
           "return len(self._tools) + len(self._prompts) + len(self._resources)",
