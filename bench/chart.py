@@ -24,7 +24,7 @@ from .targets import baselines
 # The Streamable HTTP targets take lighter shades of their WebSocket counterparts.
 COLORS = {"direct": "#9e9e9e", "nginx": "#2e7d32", "mcpfast-ws": "#1565c0",
           "mcpfast-unix": "#ef6c00", "direct-http": "#cfcfcf", "nginx-http": "#81c784",
-          "mcpfast-http": "#64b5f6"}
+          "mcpfast-http": "#64b5f6", "mcpfast-ws-limited": "#0d47a1"}
 PERCENTILES = ("p50", "p90", "p99", "p99.9")
 TIMES = "\N{MULTIPLICATION SIGN}"
 

@@ -226,8 +226,24 @@ def load_tables(scenario: Scenario, rows: list[LoadResult]) -> list[str]:
         lines += _ratio_table("Streamable HTTP, every figure as a ratio to the same transport, "
                               "÷nginx-http / ÷direct-http:", http, base)
     lines += _transport_table(base)
+    lines += _limit_cost(base)
     lines += _notes(rows)
     return lines
+
+
+def _limit_cost(base: dict[str, LoadResult]) -> list[str]:
+    """What two active rate limits cost per call: the same gateway with and without
+    them, in the same run."""
+    limited, plain = base.get("mcpfast-ws-limited"), base.get("mcpfast-ws")
+    if limited is None or plain is None:
+        return []
+    cpu = (limited.proxy_cpu_us_per_call - plain.proxy_cpu_us_per_call
+           if limited.proxy_cpu_us_per_call is not None
+           and plain.proxy_cpu_us_per_call is not None else None)
+    return ["", "Two active rate limits (a bucket per client identity and a per-tool "
+            "bucket, never refusing), `mcpfast-ws-limited` against `mcpfast-ws`: "
+            f"throughput {_relative(limited, plain, _throughput)}, proxy CPU "
+            f"{_num(cpu, 2)} µs per call more."]
 
 
 def _ratio_table(title: str, rows: list[LoadResult],

@@ -57,7 +57,8 @@ STREAMABLE_HTTP = ("direct-http", "nginx-http", "mcpfast-http")
 # would model no real client. HTTP runs the scenarios whose shape fits it.
 SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
     Scenario("latency", "Latency", 1, 1, targets=WEBSOCKET_AND_UNIX + STREAMABLE_HTTP),
-    Scenario("throughput", "Throughput", 64, 8, targets=WEBSOCKET_AND_UNIX + STREAMABLE_HTTP),
+    Scenario("throughput", "Throughput", 64, 8,
+             targets=(*WEBSOCKET_AND_UNIX, "mcpfast-ws-limited", *STREAMABLE_HTTP)),
     Scenario("fan-in", "Fan-in", 1000, 1),
     Scenario("idle", "Idle capacity", 10_000, idle=True, targets=("nginx", "mcpfast-ws")),
 )}

@@ -4,6 +4,8 @@
   nginx         loadgen -> nginx (one worker) -> echo server (WebSocket): the proxy floor
   mcpfast-ws    loadgen -> mcpfast (WebSocket) -> echo server (stdio upstream)
   mcpfast-unix  loadgen -> mcpfast (unix socket) -> echo server (stdio upstream)
+  mcpfast-ws-limited  mcpfast-ws with two rate limits that apply to every call (one per
+                client identity, one per tool) and never refuse: their cost per call
   direct-http   loadgen -> echo server (Streamable HTTP): the HTTP ceiling
   nginx-http    loadgen -> nginx (one worker, upstream keep-alive) -> echo server (HTTP)
   mcpfast-http  loadgen -> mcpfast (Streamable HTTP) -> echo server (stdio upstream)
@@ -213,11 +215,12 @@ class NginxTarget(Target):
 class McpfastTarget(Target):
     proxy_label = "gateway"
 
-    def __init__(self, workdir: Path, transport: str) -> None:
+    def __init__(self, workdir: Path, transport: str, limited: bool = False) -> None:
         super().__init__(workdir)
         self.transport = transport
         self.name = {"websocket": "mcpfast-ws", "unix": "mcpfast-unix",
-                     "http": "mcpfast-http"}[transport]
+                     "http": "mcpfast-http"}[transport] + ("-limited" if limited else "")
+        self.limited = limited
         self.admin = ""
 
     def start(self, connections: int) -> None:
@@ -242,7 +245,7 @@ level = "warning"
 
 [upstreams.echo]
 command = ["python", {json.dumps(str(ECHO_SERVER))}, "--stdio"]
-""")
+{ACTIVE_LIMITS if self.limited else ""}""")
         gateway = self._spawn([sys.executable, "-m", "mcpfast", "serve", "--config",
                                str(config)], "gateway.log")
         admin = f"http://127.0.0.1:{admin_port}"
@@ -275,9 +278,21 @@ command = ["python", {json.dumps(str(ECHO_SERVER))}, "--stdio"]
             return False
 
 
+ACTIVE_LIMITS = """
+[[rate_limits]]
+rate = 1e9
+per = "identity"
+
+[[rate_limits]]
+rate = 1e9
+tool = "ec*"
+"""
+"""Two limits that every call of the load generator passes through (a bucket per client
+identity, and a per-tool bucket matched by pattern), too generous ever to refuse."""
+
 TARGET_TRANSPORTS = {
     "direct": "websocket", "nginx": "websocket", "mcpfast-ws": "websocket",
-    "mcpfast-unix": "unix",
+    "mcpfast-ws-limited": "websocket", "mcpfast-unix": "unix",
     "direct-http": "http", "nginx-http": "http", "mcpfast-http": "http",
 }
 TARGET_NAMES = tuple(TARGET_TRANSPORTS)
@@ -301,4 +316,4 @@ def make_target(name: str, workdir: Path, nginx: str | None, nofile: int) -> Tar
     if name in NGINX_TARGETS:
         assert nginx is not None
         return NginxTarget(workdir, nginx, nofile, transport)
-    return McpfastTarget(workdir, transport)
+    return McpfastTarget(workdir, transport, limited=name.endswith("-limited"))

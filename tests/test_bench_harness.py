@@ -29,7 +29,7 @@ WEBSOCKET_AND_UNIX = {"direct", "nginx", "mcpfast-ws", "mcpfast-unix"}
 STREAMABLE_HTTP = {"direct-http", "nginx-http", "mcpfast-http"}
 LOAD_SCENARIOS = {
     "latency": WEBSOCKET_AND_UNIX | STREAMABLE_HTTP,
-    "throughput": WEBSOCKET_AND_UNIX | STREAMABLE_HTTP,
+    "throughput": WEBSOCKET_AND_UNIX | STREAMABLE_HTTP | {"mcpfast-ws-limited"},
     "fan-in": WEBSOCKET_AND_UNIX,
 }
 PERCENTILES = ("p50", "p90", "p99", "p99.9")
@@ -106,6 +106,7 @@ def test_report_has_a_table_per_scenario_and_a_chart(quick_run: Results) -> None
         assert text.count(f"| {target} |") >= scenarios, target
     assert text.count("ratio to the same transport, ÷nginx-http / ÷direct-http") == 2
     assert text.count("| mcpfast-http ÷ mcpfast-ws |") == 2
+    assert text.count("Two active rate limits") == 1
     chart = out.with_suffix(".png")
     assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert f"]({chart.name})" in text
@@ -158,6 +159,16 @@ def test_http_targets_are_divided_by_the_http_baselines() -> None:
                         if line.startswith("| mcpfast-http |"))
     assert "| 0.50 / 0.25 |" in mcpfast_http and "| 2.00 |" in mcpfast_http
     assert "| mcpfast-http ÷ mcpfast-ws | 0.25 |" in "\n".join(lines)
+
+
+def test_the_cost_of_active_limits_is_the_difference_in_the_same_run() -> None:
+    rows = [LoadResult("throughput", name, 64, 8, calls=1, throughput=float(throughput),
+                       proxy_cpu_us_per_call=cpu)
+            for name, throughput, cpu in (("nginx", 200, 10.0), ("mcpfast-ws", 100, 6.0),
+                                          ("mcpfast-ws-limited", 90, 6.75))]
+    text = "\n".join(load_tables(SCENARIOS["throughput"], rows))
+    assert "`mcpfast-ws-limited` against `mcpfast-ws`: throughput 0.90, proxy CPU 0.75 µs " \
+        "per call more." in text
 
 
 @pytest.fixture
