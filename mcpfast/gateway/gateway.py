@@ -73,8 +73,8 @@ from .call import (
     Pending,
     Upstream,
 )
+from .chain import compile_checks
 from .mrtr import InputBridge
-from .rate_limit import RATE_LIMITED
 from .rate_limit import build as build_rate_limits
 from .router import KIND_PROMPT, KIND_TOOL, Router
 from .session import LOG_LEVELS, DownstreamSession, Listen
@@ -146,6 +146,8 @@ class Gateway:
                                    limits.reserved_descriptors)
         self.max_in_flight = limits.max_in_flight
         self.rate_limits = build_rate_limits(config.rate_limits)
+        self.checks = compile_checks(self.rate_limits)
+        """The policy chain (chain.py): empty when no policy is configured."""
         self.buffered = 0
         """Bytes waiting to be sent to clients and upstreams, at the last sweep."""
         self.overloaded = False
@@ -440,20 +442,17 @@ class Gateway:
         else:
             handler(session, env, params, meta)
 
-    def _rate_limited(self, session: DownstreamSession, client_id: int | str,
-                      upstream: Upstream, method: str, name: str | None) -> bool:
-        """Take a token from every limit that applies; a refusal answers -32029 and the
-        request goes no further (gateway/rate_limit.py)."""
+    def _refused(self, session: DownstreamSession, client_id: int | str,
+                 upstream: Upstream, method: str, name: str | None) -> bool:
+        """Run the policy chain (chain.py); the first refusal answers the request, which
+        goes no further."""
         now = time.monotonic()
-        for limit in self.rate_limits:
-            if limit.applies(upstream.name, method, name):
-                wait = limit.retry_after(session.identity, now)
-                if wait:
-                    self.send_error(session, client_id, RATE_LIMITED,
-                                    f"Rate limited ({limit.name}): retry in {wait:.3g} s",
-                                    {"retryAfterSeconds": round(wait, 3),
-                                     "limit": limit.name})
-                    return True
+        for check in self.checks:
+            refusal = check(session, upstream.name, method, name, now)
+            if refusal is not None:
+                self.send_error(session, client_id, refusal.code, refusal.message,
+                                refusal.data)
+                return True
         return False
 
     def _refuse_overloaded(self, session: DownstreamSession, request_id: Any) -> None:
@@ -494,7 +493,7 @@ class Gateway:
         assert isinstance(client_id, (int, str))
         if self._id_taken(session, client_id):
             return
-        if self.rate_limits and self._rate_limited(
+        if self.checks and self._refused(
                 session, client_id, upstream, env.method,  # type: ignore[arg-type]
                 head.name if isinstance(head.name, str) else None):
             return
@@ -868,9 +867,9 @@ class Gateway:
         assert isinstance(client_id, (int, str))
         if self._id_taken(session, client_id):
             return
-        if self.rate_limits:
+        if self.checks:
             called = params.get("name")
-            if self._rate_limited(session, client_id, upstream, env.method,  # type: ignore[arg-type]
+            if self._refused(session, client_id, upstream, env.method,  # type: ignore[arg-type]
                                   called if isinstance(called, str) else None):
                 return
         if upstream.era != "modern" and "requestState" in params:

@@ -44,6 +44,10 @@ class RateLimit:
         self._buckets: dict[str, Any] = {}
         self.refused = 0
 
+    @property
+    def filters_tools(self) -> bool:
+        return self._tool is not None
+
     def applies(self, upstream: str, method: str, name: str | None) -> bool:
         if self.upstream is not None and self.upstream != upstream:
             return False

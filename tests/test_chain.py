@@ -1,0 +1,72 @@
+"""The policy chain (gateway/chain.py): checks compiled at config load, run in order,
+the first refusal wins, and a check that does not apply allocates nothing."""
+
+from __future__ import annotations
+
+import tracemalloc
+
+from mcpfast.config import RateLimitConfig
+from mcpfast.gateway import chain, rate_limit
+from mcpfast.gateway.chain import Refusal, compile_checks
+from mcpfast.gateway.rate_limit import RATE_LIMITED, build
+from mcpfast.gateway.session import DownstreamSession
+
+
+def session(identity: str) -> DownstreamSession:
+    return DownstreamSession("s", "unix", "-", lambda data: None, lambda code, reason: None,
+                             identity=identity)
+
+
+def test_no_policy_is_an_empty_tuple() -> None:
+    assert compile_checks(build([])) == ()
+
+
+def test_a_limit_refuses_with_its_retry_hint_once_its_bucket_is_empty() -> None:
+    (check,) = compile_checks(build([RateLimitConfig(rate=1.0, burst=2.0, name="slow")]))
+    alice = session("ip:10.0.0.1")
+    assert check(alice, "demo", "tools/call", "echo", 100.0) is None
+    assert check(alice, "demo", "tools/call", "echo", 100.0) is None
+    refusal = check(alice, "demo", "tools/call", "echo", 100.0)
+    assert refusal == Refusal(RATE_LIMITED, "Rate limited (slow): retry in 1 s",
+                              {"retryAfterSeconds": 1.0, "limit": "slow"})
+    # Another identity has a bucket of its own; time refills the first one.
+    assert check(session("ip:10.0.0.2"), "demo", "tools/call", "echo", 100.0) is None
+    assert check(alice, "demo", "tools/call", "echo", 101.0) is None
+
+
+def test_the_first_refusal_in_config_order_wins() -> None:
+    checks = compile_checks(build([RateLimitConfig(rate=1.0, burst=1.0, name="first"),
+                                   RateLimitConfig(rate=1.0, burst=1.0, name="second")]))
+    alice = session("uid:1000")
+    assert [c(alice, "demo", "tools/call", "x", 5.0) for c in checks] == [None, None]
+    refusals = [c(alice, "demo", "tools/call", "x", 5.0) for c in checks]
+    assert [r.data["limit"] for r in refusals if r is not None] == ["first", "second"]
+
+
+def test_a_scoped_limit_lets_everything_else_through_without_allocating() -> None:
+    (by_tool, by_upstream) = compile_checks(build([
+        RateLimitConfig(rate=1.0, burst=1.0, tool="search_*"),
+        RateLimitConfig(rate=1.0, burst=1.0, upstream="files")]))
+    alice = session("ip:10.0.0.1")
+    for _ in range(3):  # warm: any first-call allocation happens here
+        assert by_tool(alice, "demo", "tools/call", "echo", 1.0) is None
+        assert by_tool(alice, "demo", "prompts/get", "search_web", 1.0) is None
+        assert by_upstream(alice, "demo", "tools/call", "search_web", 1.0) is None
+    tracemalloc.start()
+    try:
+        before = tracemalloc.take_snapshot()
+        for _ in range(1000):
+            by_tool(alice, "demo", "tools/call", "echo", 1.0)
+            by_upstream(alice, "demo", "tools/call", "echo", 1.0)
+        after = tracemalloc.take_snapshot()
+    finally:
+        tracemalloc.stop()
+    policy_code = {chain.__file__, rate_limit.__file__}
+    grown = sum(stat.size_diff for stat in after.compare_to(before, "filename")
+                if stat.traceback[0].filename in policy_code)
+    assert grown <= 0, grown
+    # What they do apply to, they limit.
+    assert by_tool(alice, "demo", "tools/call", "search_web", 1.0) is None
+    assert by_tool(alice, "demo", "tools/call", "search_web", 1.0) is not None
+    assert by_upstream(alice, "files", "resources/read", None, 1.0) is None
+    assert by_upstream(alice, "files", "resources/read", None, 1.0) is not None
