@@ -65,15 +65,17 @@ LOG_NAMES = {"log", "logger", "logging", "_log"}
 TOPICS: dict[str, dict[str, list[str]]] = {
     "routing": {
         "mcpfast/gateway/router.py": ["*"],
-        "mcpfast/gateway/gateway.py": ["Gateway._call_by_name", "Gateway._routed_uri",
-                                       "Gateway._call_by_uri", "Gateway._modern_by_name",
-                                       "Gateway._modern_read", "Gateway._rename"],
+        "mcpfast/gateway/gateway.py": ["Gateway._by_name", "Gateway._routed_uri",
+                                       "Gateway._read", "Gateway._complete",
+                                       "Gateway._rename", "Request.name", "Request.uri",
+                                       "Request.ref"],
     },
     "ids": {
         "mcpfast/protocol/jsonrpc.py": ["*"],
         "mcpfast/upstream/base.py": ["Upstream._on_response", "Upstream.forward",
                                      "Upstream.allocate_id", "Upstream.pending_for_token"],
-        "mcpfast/gateway/gateway.py": ["Gateway._forward", "Gateway._id_taken",
+        "mcpfast/gateway/gateway.py": ["Gateway._forward", "Gateway._forward_legacy",
+                                       "Gateway._id_taken",
                                        "Gateway.forward", "Gateway.answered",
                                        "Gateway.upstream_notification[notifications/progress]",
                                        "Gateway._forward_modern",

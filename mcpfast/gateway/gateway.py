@@ -99,8 +99,12 @@ ROUTED_METHODS = frozenset({"tools/call", "prompts/get", "resources/read",
                             "completion/complete"})
 MODERN_SHAPES = (SHAPE_MODERN_FROM_LEGACY, SHAPE_MODERN_FROM_MODERN)
 
-Handler = Callable[[DownstreamSession, Envelope, "RouteParams"], None]
-ModernHandler = Callable[[DownstreamSession, Envelope, dict[str, Any], ModernMeta], None]
+Handler = Callable[["Request"], None]
+LEGACY = 1
+"""A method of the legacy era (2025-11-25 and earlier)."""
+MODERN = 2
+"""A method of 2026-07-28."""
+BOTH = LEGACY | MODERN
 
 
 class _Meta(msgspec.Struct, gc=False):
@@ -128,6 +132,54 @@ class RouteParams(msgspec.Struct, gc=False):
 _route_params = msgspec.json.Decoder(RouteParams)
 _any = msgspec.json.Decoder()
 _NO_PARAMS = RouteParams()
+
+
+class Request(msgspec.Struct, gc=False):
+    """A client request while the gateway dispatches and routes it. Its era decided how
+    it was read and checked (a legacy request's routing fields only, ``head``; a modern
+    one's whole ``params`` and its ``meta``), and decides how the gateway's own answers
+    are shaped; the handlers, one table for both eras, read it the same way."""
+
+    session: DownstreamSession
+    env: Envelope
+    id: int | str
+    method: str
+    modern: bool = False
+    head: RouteParams | None = None
+    params: dict[str, Any] | None = None
+    meta: ModernMeta | None = None
+
+    def name(self) -> str | None:
+        """``params.name``, when it is a string."""
+        if self.params is not None:
+            name = self.params.get("name")
+            return name if isinstance(name, str) else None
+        head = self.head
+        return head.name if head is not None and isinstance(head.name, str) else None
+
+    def uri(self) -> str | None:
+        """``params.uri``, when it is a string."""
+        if self.params is not None:
+            uri = self.params.get("uri")
+            return uri if isinstance(uri, str) else None
+        head = self.head
+        return head.uri if head is not None and isinstance(head.uri, str) else None
+
+    def ref(self) -> tuple[str, str | None, str | None] | None:
+        """``params.ref`` as (type, name, uri); None when a legacy request has none (a
+        modern one's missing or malformed ref reads as an empty one)."""
+        if self.params is not None:
+            ref = self.params.get("ref")
+            ref = ref if isinstance(ref, dict) else {}
+            name, uri = ref.get("name"), ref.get("uri")
+            return (str(ref.get("type")), name if isinstance(name, str) else None,
+                    uri if isinstance(uri, str) else None)
+        head = self.head
+        if head is None or isinstance(head.ref, UnsetType):
+            return None
+        ref_ = head.ref
+        return (ref_.type, ref_.name if isinstance(ref_.name, str) else None,
+                ref_.uri if isinstance(ref_.uri, str) else None)
 
 
 class Gateway:
@@ -167,34 +219,26 @@ class Gateway:
         secret = config.listen.http.session_secret
         self.mrtr = InputBridge(self, secret.encode() if secret else os.urandom(32),
                                 SERVER_INFO)
-        self._handlers: dict[str, Handler] = {
-            "initialize": self._initialize,
-            "ping": self._ping,
-            "tools/list": self._list("tools"),
-            "prompts/list": self._list("prompts"),
-            "resources/list": self._list("resources"),
-            "resources/templates/list": self._list("resourceTemplates"),
-            "tools/call": self._call_by_name(KIND_TOOL, "tool"),
-            "prompts/get": self._call_by_name(KIND_PROMPT, "prompt"),
-            "resources/read": self._call_by_uri,
-            "resources/subscribe": self._subscribe,
-            "resources/unsubscribe": self._unsubscribe,
-            "completion/complete": self._complete,
-            "logging/setLevel": self._set_level,
-        }
-        # 2026-07-28 has no initialize, ping, logging/setLevel or resources/(un)subscribe
-        # (changelog): a modern request for one of them is an unknown method.
-        self._modern_handlers: dict[str, ModernHandler] = {
-            "server/discover": self._discover,
-            "tools/list": self._modern_list("tools"),
-            "prompts/list": self._modern_list("prompts"),
-            "resources/list": self._modern_list("resources"),
-            "resources/templates/list": self._modern_list("resourceTemplates"),
-            "tools/call": self._modern_by_name(KIND_TOOL, "tool"),
-            "prompts/get": self._modern_by_name(KIND_PROMPT, "prompt"),
-            "resources/read": self._modern_read,
-            "completion/complete": self._modern_complete,
-            "subscriptions/listen": self._listen,
+        # One table for both eras. 2026-07-28 has no initialize, ping, logging/setLevel
+        # or resources/(un)subscribe (changelog), and the legacy era no server/discover
+        # or subscriptions/listen: a request for a method outside its era's set is an
+        # unknown method.
+        self._methods: dict[str, tuple[Handler, int]] = {
+            "initialize": (self._initialize, LEGACY),
+            "ping": (self._ping, LEGACY),
+            "logging/setLevel": (self._set_level, LEGACY),
+            "resources/subscribe": (self._subscribe, LEGACY),
+            "resources/unsubscribe": (self._unsubscribe, LEGACY),
+            "server/discover": (self._discover, MODERN),
+            "subscriptions/listen": (self._listen, MODERN),
+            "tools/list": (self._list("tools"), BOTH),
+            "prompts/list": (self._list("prompts"), BOTH),
+            "resources/list": (self._list("resources"), BOTH),
+            "resources/templates/list": (self._list("resourceTemplates"), BOTH),
+            "tools/call": (self._by_name(KIND_TOOL, "tool"), BOTH),
+            "prompts/get": (self._by_name(KIND_PROMPT, "prompt"), BOTH),
+            "resources/read": (self._read, BOTH),
+            "completion/complete": (self._complete, BOTH),
         }
 
     # -- state -----------------------------------------------------------------------
@@ -401,8 +445,8 @@ class Gateway:
     def _dispatch_legacy(self, session: DownstreamSession, method: str, env: Envelope,
                          head: RouteParams | str) -> None:
         """``head`` is the routing part of params, or why it could not be read."""
-        handler = self._handlers.get(method)
-        if handler is None:
+        entry = self._methods.get(method)
+        if entry is None or not entry[1] & LEGACY:
             self.send_error(session, env.id, jsonrpc.METHOD_NOT_FOUND,
                             f"Method not found: {method}")
         elif not session.initialized and method not in PRE_INIT_METHODS:
@@ -414,11 +458,11 @@ class Gateway:
         elif self.overloaded and method not in PRE_INIT_METHODS:
             self._refuse_overloaded(session, env.id)
         elif not isinstance(head, str):
-            handler(session, env, head)
+            entry[0](Request(session, env, env.id, method, head=head))  # type: ignore[arg-type]
         elif method in ROUTED_METHODS:
             self.send_error(session, env.id, jsonrpc.INVALID_PARAMS, head)
         else:
-            handler(session, env, _NO_PARAMS)
+            entry[0](Request(session, env, env.id, method, head=_NO_PARAMS))  # type: ignore[arg-type]
 
     def _dispatch_modern(self, session: DownstreamSession, method: str, env: Envelope) -> None:
         """A 2026-07-28 request: ``_meta`` (-32602) and version (-32022) rungs, then the
@@ -430,8 +474,8 @@ class Gateway:
         except RequestError as exc:
             self.send_error(session, env.id, exc.code, exc.message, exc.data)
             return
-        handler = self._modern_handlers.get(method)
-        if handler is None:
+        entry = self._methods.get(method)
+        if entry is None or not entry[1] & MODERN:
             self.send_error(session, env.id, jsonrpc.METHOD_NOT_FOUND,
                             f"Method not found: {method}")
         elif self.draining:
@@ -440,7 +484,8 @@ class Gateway:
         elif self.overloaded:
             self._refuse_overloaded(session, env.id)
         else:
-            handler(session, env, params, meta)
+            entry[0](Request(session, env, env.id, method, True,  # type: ignore[arg-type]
+                             params=params, meta=meta))
 
     def _refused(self, session: DownstreamSession, client_id: int | str,
                  upstream: Upstream, method: str, name: str | None) -> bool:
@@ -484,24 +529,32 @@ class Gateway:
             else:
                 params[key] = value
 
-    def _forward(self, session: DownstreamSession, env: Envelope, upstream: Upstream,
-                 head: RouteParams, rename: tuple[str, str] | None = None,
-                 subscription: str | None = None) -> None:
-        """Send ``env`` to ``upstream``, rewriting what must be unique per upstream
-        connection (the progress token) and what the router renamed."""
-        client_id = env.id
-        assert isinstance(client_id, (int, str))
+    def _forward(self, req: Request, upstream: Upstream,
+                 rename: tuple[str, str] | None = None, subscription: str | None = None,
+                 uri: str | None = None) -> None:
+        """Send ``req`` to ``upstream``, in the upstream's era, with what the router
+        renamed (``rename``: the member and the upstream's own name)."""
+        if req.modern:
+            self._forward_modern(req, upstream, rename, uri)
+        else:
+            self._forward_legacy(req, upstream, rename, subscription)
+
+    def _forward_legacy(self, req: Request, upstream: Upstream,
+                        rename: tuple[str, str] | None, subscription: str | None) -> None:
+        """A legacy client's request: rewritten only where it must be unique per upstream
+        connection (the progress token) and where the router renamed."""
+        session, env, client_id = req.session, req.env, req.id
         if self._id_taken(session, client_id):
             return
-        if self.checks and self._refused(
-                session, client_id, upstream, env.method,  # type: ignore[arg-type]
-                head.name if isinstance(head.name, str) else None):
+        if self.checks and self._refused(session, client_id, upstream, req.method,
+                                         req.name()):
             return
         if upstream.era == "modern":
-            self._forward_legacy_to_modern(session, env, upstream, head, rename)
+            self._forward_legacy_to_modern(req, upstream, rename)
             return
         params: Raw | bytes | UnsetType = env.params
         upstream_id: int | None = None
+        head = req.head or _NO_PARAMS
         token = head.meta.progressToken if head.meta is not UNSET else UNSET
         if rename is not None or token is not UNSET:
             full = _any.decode(env.params)  # type: ignore[arg-type]
@@ -512,16 +565,15 @@ class Gateway:
                 # id is unique on this upstream connection, so it serves as the token.
                 full["_meta"]["progressToken"] = upstream_id
             params = jsonrpc.encode(full)
-        method: str = env.method  # type: ignore[assignment]
         self.forward(upstream, Pending(
-            session, client_id, upstream.deadline(),
-            None if token is UNSET else token, method, subscription), params, upstream_id)
+            session, client_id, upstream.deadline(), None if token is UNSET else token,
+            req.method, subscription), params, upstream_id)
 
-    def _forward_legacy_to_modern(self, session: DownstreamSession, env: Envelope,
-                                  upstream: Upstream, head: RouteParams,
+    def _forward_legacy_to_modern(self, req: Request, upstream: Upstream,
                                   rename: tuple[str, str] | None) -> None:
         """A legacy client's request to a modern upstream carries what the session's
         ``initialize`` and ``logging/setLevel`` said, in ``_meta`` (notes §3)."""
+        session, env = req.session, req.env
         params = _any.decode(env.params) if env.params is not UNSET else {}  # type: ignore[arg-type]
         self._rename(params, rename)
         meta = dict(params.get("_meta") or {})
@@ -530,31 +582,33 @@ class Gateway:
         meta[META_CLIENT_INFO] = session.client_info or CLIENT_INFO
         if session.log_level is not None:
             meta[META_LOG_LEVEL] = LOG_LEVEL_NAMES[session.log_level]
+        head = req.head or _NO_PARAMS
         token = head.meta.progressToken if head.meta is not UNSET else UNSET
         upstream_id = upstream.allocate_id()
         if token is not UNSET:
             meta["progressToken"] = upstream_id
         params["_meta"] = meta
-        method: str = env.method  # type: ignore[assignment]
+        method = req.method
         self.forward(upstream, Pending(
-            session, env.id, upstream.deadline(),  # type: ignore[arg-type]
-            None if token is UNSET else token, method, shape=SHAPE_LEGACY_FROM_MODERN,
+            session, req.id, upstream.deadline(), None if token is UNSET else token, method,
+            shape=SHAPE_LEGACY_FROM_MODERN,
             params=params if method in INPUT_REQUIRED_METHODS else None),
             jsonrpc.encode(params), upstream_id)
 
-    def _call_by_name(self, kind: int, what: str) -> Handler:
-        def handler(session: DownstreamSession, env: Envelope, head: RouteParams) -> None:
-            if head.name is UNSET:
-                self.send_error(session, env.id, jsonrpc.INVALID_PARAMS,
-                                f"{env.method} requires params.name")
+    def _by_name(self, kind: int, what: str) -> Handler:
+        """tools/call and prompts/get: routed by ``params.name``."""
+        def handler(req: Request) -> None:
+            name = req.name()
+            if name is None:
+                self.send_error(req.session, req.id, jsonrpc.INVALID_PARAMS,
+                                f"{req.method} requires params.name")
                 return
-            route = self.router.route(kind, head.name)
+            route = self.router.route(kind, name)
             if route is None:
-                self._unknown_name(session, env.id, what, head.name)
+                self._unknown_name(req.session, req.id, what, name)
                 return
-            upstream, name = route
-            self._forward(session, env, upstream, head,
-                          None if name == head.name else ("name", name))
+            upstream, upstream_name = route
+            self._forward(req, upstream, None if upstream_name == name else ("name", upstream_name))
         return handler
 
     def _unknown_name(self, session: DownstreamSession, request_id: Any, what: str,
@@ -570,35 +624,41 @@ class Gateway:
             self.send_error(session, request_id, jsonrpc.INVALID_PARAMS,
                             f"Unknown {what}: {name}")
 
-    def _routed_uri(self, session: DownstreamSession, env: Envelope, head: RouteParams
-                    ) -> tuple[RouteParams, Upstream] | None:
-        if head.uri is UNSET:
-            self.send_error(session, env.id, jsonrpc.INVALID_PARAMS,
-                            f"{env.method} requires params.uri")
+    def _routed_uri(self, req: Request) -> tuple[str, Upstream] | None:
+        """``params.uri`` and the upstream that serves it; None when there is none (the
+        request is answered: not found is -32002 in the legacy era, and -32602 with
+        ``data.uri`` in 2026-07-28, server/resources "Error Handling")."""
+        uri = req.uri()
+        if uri is None:
+            self.send_error(req.session, req.id, jsonrpc.INVALID_PARAMS,
+                            f"{req.method} requires params.uri")
             return None
-        upstream = self.router.route_uri(head.uri)
+        upstream = self.router.route_uri(uri)
         if upstream is None:
-            self.send_error(session, env.id, jsonrpc.RESOURCE_NOT_FOUND,
-                            f"Resource not found: {head.uri}")
+            if req.modern:
+                self.send_error(req.session, req.id, jsonrpc.INVALID_PARAMS,
+                                f"Resource not found: {uri}", {"uri": uri})
+            else:
+                self.send_error(req.session, req.id, jsonrpc.RESOURCE_NOT_FOUND,
+                                f"Resource not found: {uri}")
             return None
-        return head, upstream
+        return uri, upstream
 
-    def _call_by_uri(self, session: DownstreamSession, env: Envelope, head: RouteParams) -> None:
-        routed = self._routed_uri(session, env, head)
+    def _read(self, req: Request) -> None:
+        routed = self._routed_uri(req)
         if routed is not None:
-            self._forward(session, env, routed[1], routed[0])
+            self._forward(req, routed[1], uri=routed[0])
 
     @staticmethod
     def _can_subscribe(upstream: Upstream) -> bool:
         return bool((upstream.capabilities.get("resources") or {}).get("subscribe"))
 
-    def _subscribe(self, session: DownstreamSession, env: Envelope, head: RouteParams) -> None:
-        routed = self._routed_uri(session, env, head)
+    def _subscribe(self, req: Request) -> None:
+        routed = self._routed_uri(req)
         if routed is None:
             return
-        head, upstream = routed
-        uri = head.uri
-        assert isinstance(uri, str)
+        uri, upstream = routed
+        session, env = req.session, req.env
         if uri in session.subscriptions:
             self.send(session, jsonrpc.result_response(env.id, {}))  # type: ignore[arg-type]
             return
@@ -617,7 +677,7 @@ class Gateway:
         session.subscriptions.add(uri)
         upstream.subscriptions[uri] = count + 1
         if count == 0:
-            self._forward(session, env, upstream, head, subscription=uri)
+            self._forward(req, upstream, subscription=uri)
         else:
             self.send(session, jsonrpc.result_response(env.id, {}))  # type: ignore[arg-type]
 
@@ -632,11 +692,12 @@ class Gateway:
         else:
             upstream.subscriptions.pop(uri, None)
 
-    def _unsubscribe(self, session: DownstreamSession, env: Envelope, head: RouteParams) -> None:
-        if isinstance(head.uri, str) and head.uri in session.subscriptions:
-            session.subscriptions.discard(head.uri)
-            self._release_subscription(head.uri)
-        self.send(session, jsonrpc.result_response(env.id, {}))  # type: ignore[arg-type]
+    def _unsubscribe(self, req: Request) -> None:
+        uri = req.uri()
+        if uri is not None and uri in req.session.subscriptions:
+            req.session.subscriptions.discard(uri)
+            self._release_subscription(uri)
+        self.send(req.session, jsonrpc.result_response(req.id, {}))
 
     def _release_subscription(self, uri: str) -> None:
         upstream = self.router.route_uri(uri)
@@ -665,34 +726,36 @@ class Gateway:
         else:
             self._background(upstream.call("resources/subscribe", {"uri": uri}))
 
-    def _complete(self, session: DownstreamSession, env: Envelope, head: RouteParams) -> None:
-        ref = head.ref
-        if ref is UNSET:
-            self.send_error(session, env.id, jsonrpc.INVALID_PARAMS,
+    def _complete(self, req: Request) -> None:
+        """completion/complete: routed by the prompt or the resource template named."""
+        ref = req.ref()
+        if ref is None:
+            self.send_error(req.session, req.id, jsonrpc.INVALID_PARAMS,
                             "completion/complete requires params.ref")
             return
-        if ref.type == "ref/prompt" and isinstance(ref.name, str):
-            route = self.router.route(KIND_PROMPT, ref.name)
+        ref_type, name, uri = ref
+        if ref_type == "ref/prompt" and name is not None:
+            route = self.router.route(KIND_PROMPT, name)
             if route is None:
-                self.send_error(session, env.id, jsonrpc.INVALID_PARAMS,
-                                f"Unknown prompt: {ref.name}")
+                self.send_error(req.session, req.id, jsonrpc.INVALID_PARAMS,
+                                f"Unknown prompt: {name}")
                 return
-            upstream, name = route
-            self._forward(session, env, upstream, head,
-                          None if name == ref.name else ("ref", name))
-        elif ref.type == "ref/resource" and isinstance(ref.uri, str):
-            owner = self.router.route_template(ref.uri) or self.router.route_uri(ref.uri)
+            upstream, upstream_name = route
+            self._forward(req, upstream, None if upstream_name == name else ("ref", upstream_name))
+        elif ref_type == "ref/resource" and uri is not None:
+            owner = self.router.route_template(uri) or self.router.route_uri(uri)
             if owner is None:
-                self.send_error(session, env.id, jsonrpc.INVALID_PARAMS,
-                                f"Unknown resource template: {ref.uri}")
+                self.send_error(req.session, req.id, jsonrpc.INVALID_PARAMS,
+                                f"Unknown resource template: {uri}")
                 return
-            self._forward(session, env, owner, head)
+            self._forward(req, owner)
         else:
-            self.send_error(session, env.id, jsonrpc.INVALID_PARAMS,
+            self.send_error(req.session, req.id, jsonrpc.INVALID_PARAMS,
                             "params.ref must be a ref/prompt with a name or a ref/resource "
                             "with a uri")
 
-    def _initialize(self, session: DownstreamSession, env: Envelope, head: RouteParams) -> None:
+    def _initialize(self, req: Request) -> None:
+        session, env = req.session, req.env
         if session.initialized:
             self.send_error(session, env.id, jsonrpc.INVALID_REQUEST,
                             "the session is already initialized")
@@ -751,22 +814,33 @@ class Gateway:
             return ups[0].instructions if ups else None
         return "\n\n".join(f"## {u.name}\n{u.instructions}" for u in ups) or None
 
-    def _ping(self, session: DownstreamSession, env: Envelope, head: RouteParams) -> None:
-        self.send(session, jsonrpc.result_response(env.id, {}))  # type: ignore[arg-type]
+    def _ping(self, req: Request) -> None:
+        self.send(req.session, jsonrpc.result_response(req.id, {}))
 
     def _list(self, kind: str) -> Handler:
         attribute = {"tools": "tools", "prompts": "prompts", "resources": "resources",
                      "resourceTemplates": "resource_templates"}[kind]
+        capability = "resources" if kind == "resourceTemplates" else kind
 
-        def handler(session: DownstreamSession, env: Envelope, head: RouteParams) -> None:
+        def handler(req: Request) -> None:
             # The aggregated list is served whole: a cursor is opaque, and none is issued.
             items = getattr(self.router, attribute)
-            self.send(session, jsonrpc.result_response(env.id, {kind: items}))  # type: ignore[arg-type]
+            if not req.modern:
+                self.send(req.session, jsonrpc.result_response(req.id, {kind: items}))
+                return
+            # server/discover declares only what some upstream serves, and a family it
+            # does not declare must not answer (the conformance suite checks both ways).
+            if capability not in self.capabilities():
+                self.send_error(req.session, req.id, jsonrpc.METHOD_NOT_FOUND,
+                                f"Method not found: {req.method} (no upstream offers "
+                                f"{capability})")
+                return
+            self.send(req.session, jsonrpc.result_response(req.id, complete_result(
+                {kind: items}, cacheable=True, server_info=SERVER_INFO)))
         return handler
 
     # -- modern (2026-07-28) clients -------------------------------------------------
-    def _discover(self, session: DownstreamSession, env: Envelope, params: dict[str, Any],
-                  meta: ModernMeta) -> None:
+    def _discover(self, req: Request) -> None:
         """server/discover: answered by the gateway itself, for all its upstreams."""
         result: dict[str, Any] = {
             "resultType": "complete",
@@ -778,93 +852,16 @@ class Gateway:
             result["instructions"] = text
         result["_meta"] = {META_SERVER_INFO: SERVER_INFO}
         result.update(CACHE_HINTS)
-        self.send(session, jsonrpc.result_response(env.id, result))  # type: ignore[arg-type]
+        self.send(req.session, jsonrpc.result_response(req.id, result))
 
-    def _modern_list(self, kind: str) -> ModernHandler:
-        attribute = {"tools": "tools", "prompts": "prompts", "resources": "resources",
-                     "resourceTemplates": "resource_templates"}[kind]
-        capability = "resources" if kind == "resourceTemplates" else kind
-
-        def handler(session: DownstreamSession, env: Envelope, params: dict[str, Any],
-                    meta: ModernMeta) -> None:
-            # server/discover declares only what some upstream serves, and a family it
-            # does not declare must not answer (the conformance suite checks both ways).
-            if capability not in self.capabilities():
-                self.send_error(session, env.id, jsonrpc.METHOD_NOT_FOUND,
-                                f"Method not found: {env.method} (no upstream offers "
-                                f"{capability})")
-                return
-            self.send(session, jsonrpc.result_response(env.id, {  # type: ignore[arg-type]
-                kind: getattr(self.router, attribute), "resultType": "complete",
-                "_meta": {META_SERVER_INFO: SERVER_INFO}, **CACHE_HINTS}))
-        return handler
-
-    def _modern_by_name(self, kind: int, what: str) -> ModernHandler:
-        def handler(session: DownstreamSession, env: Envelope, params: dict[str, Any],
-                    meta: ModernMeta) -> None:
-            name = params.get("name")
-            if not isinstance(name, str):
-                self.send_error(session, env.id, jsonrpc.INVALID_PARAMS,
-                                f"{env.method} requires params.name")
-                return
-            route = self.router.route(kind, name)
-            if route is None:
-                self._unknown_name(session, env.id, what, name)
-                return
-            upstream, upstream_name = route
-            self._forward_modern(session, env, params, meta, upstream,
-                                 None if upstream_name == name else ("name", upstream_name))
-        return handler
-
-    def _modern_read(self, session: DownstreamSession, env: Envelope, params: dict[str, Any],
-                     meta: ModernMeta) -> None:
-        uri = params.get("uri")
-        if not isinstance(uri, str):
-            self.send_error(session, env.id, jsonrpc.INVALID_PARAMS,
-                            "resources/read requires params.uri")
-            return
-        upstream = self.router.route_uri(uri)
-        if upstream is None:
-            # server/resources "Error Handling": not found is -32602 with data.uri.
-            self.send_error(session, env.id, jsonrpc.INVALID_PARAMS,
-                            f"Resource not found: {uri}", {"uri": uri})
-            return
-        self._forward_modern(session, env, params, meta, upstream, None, uri)
-
-    def _modern_complete(self, session: DownstreamSession, env: Envelope,
-                         params: dict[str, Any], meta: ModernMeta) -> None:
-        ref = params.get("ref")
-        ref = ref if isinstance(ref, dict) else {}
-        name, uri = ref.get("name"), ref.get("uri")
-        if ref.get("type") == "ref/prompt" and isinstance(name, str):
-            route = self.router.route(KIND_PROMPT, name)
-            if route is None:
-                self.send_error(session, env.id, jsonrpc.INVALID_PARAMS,
-                                f"Unknown prompt: {name}")
-                return
-            upstream, upstream_name = route
-            self._forward_modern(session, env, params, meta, upstream,
-                                 None if upstream_name == name else ("ref", upstream_name))
-        elif ref.get("type") == "ref/resource" and isinstance(uri, str):
-            owner = self.router.route_template(uri) or self.router.route_uri(uri)
-            if owner is None:
-                self.send_error(session, env.id, jsonrpc.INVALID_PARAMS,
-                                f"Unknown resource template: {uri}")
-                return
-            self._forward_modern(session, env, params, meta, owner, None)
-        else:
-            self.send_error(session, env.id, jsonrpc.INVALID_PARAMS,
-                            "params.ref must be a ref/prompt with a name or a ref/resource "
-                            "with a uri")
-
-    def _forward_modern(self, session: DownstreamSession, env: Envelope,
-                        params: dict[str, Any], meta: ModernMeta, upstream: Upstream,
-                        rename: tuple[str, str] | None, uri: str | None = None) -> None:
+    def _forward_modern(self, req: Request, upstream: Upstream,
+                        rename: tuple[str, str] | None, uri: str | None) -> None:
         """Send a modern client's request on. A modern upstream gets the client's own
         ``_meta`` and MRTR members (inputResponses, requestState) as they are; a legacy
         one gets neither (notes §3)."""
-        client_id = env.id
-        assert isinstance(client_id, (int, str))
+        session, env, client_id = req.session, req.env, req.id
+        params, meta = req.params, req.meta
+        assert params is not None and meta is not None
         if self._id_taken(session, client_id):
             return
         if self.checks:
@@ -982,13 +979,11 @@ class Gateway:
             result, cacheable=pending.method == "resources/read", server_info=SERVER_INFO))
 
     # -- subscriptions/listen ------------------------------------------------------------
-    def _listen(self, session: DownstreamSession, env: Envelope, params: dict[str, Any],
-                meta: ModernMeta) -> None:
+    def _listen(self, req: Request) -> None:
         """basic/patterns/subscriptions: acknowledge the honoured subset first; the
         stream then gets the changes it asked for until the client goes or cancels, or
         the gateway stops (``_listen_result``)."""
-        listen_id = env.id
-        assert isinstance(listen_id, (int, str))
+        session, listen_id, params = req.session, req.id, req.params or {}
         if self._id_taken(session, listen_id):
             return
         wanted = params.get("notifications")
@@ -1031,7 +1026,8 @@ class Gateway:
             {META_SUBSCRIPTION_ID: listen_id}
         return jsonrpc.notification(method, {**params, "_meta": meta})
 
-    def _set_level(self, session: DownstreamSession, env: Envelope, head: RouteParams) -> None:
+    def _set_level(self, req: Request) -> None:
+        session, env = req.session, req.env
         try:
             params = _any.decode(env.params) if env.params is not UNSET else {}
             level = LOG_LEVELS[params["level"]]
