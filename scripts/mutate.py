@@ -65,33 +65,35 @@ LOG_NAMES = {"log", "logger", "logging", "_log"}
 TOPICS: dict[str, dict[str, list[str]]] = {
     "routing": {
         "mcpfast/gateway/router.py": ["*"],
-        "mcpfast/gateway/gateway.py": ["Gateway._by_name", "Gateway._routed_uri",
-                                       "Gateway._read", "Gateway._complete",
-                                       "Gateway._rename", "Request.name", "Request.uri",
-                                       "Request.ref"],
+        "mcpfast/gateway/requests.py": ["Requests._by_name", "Requests._routed_uri",
+                                        "Requests._read", "Requests._complete",
+                                        "Requests._rename"],
+        "mcpfast/gateway/call.py": ["Request.name", "Request.uri", "Request.ref"],
     },
     "ids": {
         "mcpfast/protocol/jsonrpc.py": ["*"],
         "mcpfast/upstream/base.py": ["Upstream._on_response", "Upstream.forward",
                                      "Upstream.allocate_id", "Upstream.pending_for_token"],
-        "mcpfast/gateway/gateway.py": ["Gateway._forward", "Gateway._forward_legacy",
-                                       "Gateway._id_taken",
-                                       "Gateway.forward", "Gateway.answered",
-                                       "Gateway.upstream_notification[notifications/progress]",
-                                       "Gateway._forward_modern",
-                                       "Gateway._forward_legacy_to_modern",
-                                       "Gateway.reshape_response"],
+        "mcpfast/gateway/requests.py": ["Requests._forward", "Requests._forward_legacy",
+                                        "Requests.forward", "Requests._forward_modern",
+                                        "Requests._forward_legacy_to_modern"],
+        "mcpfast/gateway/gateway.py": ["Gateway.id_taken"],
+        "mcpfast/gateway/relay.py": ["Relay.answered",
+                                     "Relay.upstream_notification[notifications/progress]",
+                                     "Relay.reshape_response"],
     },
     "cancellation": {
         "mcpfast/upstream/base.py": ["Upstream.cancel"],
-        "mcpfast/gateway/gateway.py": ["Gateway._client_notification", "Gateway.abandoned",
-                                       "Gateway.close_session"],
+        "mcpfast/gateway/requests.py": ["Requests._client_notification"],
+        "mcpfast/gateway/relay.py": ["Relay.abandoned"],
+        "mcpfast/gateway/gateway.py": ["Gateway.close_session"],
         "mcpfast/transport/streamable.py": ["HttpSession.cancel", "Stream.lost",
                                             "ModernRequest.lost", "ModernRequest._finish"],
     },
     "timeout": {
         "mcpfast/upstream/base.py": ["Upstream.sweep", "Upstream.deadline"],
-        "mcpfast/gateway/gateway.py": ["Gateway._sweep", "Gateway.timed_out"],
+        "mcpfast/gateway/gateway.py": ["Gateway._sweep"],
+        "mcpfast/gateway/relay.py": ["Relay.timed_out"],
     },
     "session-ids": {
         "mcpfast/protocol/session_ids.py": ["*"],
@@ -255,16 +257,16 @@ class StaleMutantError(Exception):
 _ON_RESPONSE = ('                jsonrpc="2.0", id=pending.client_id, result=env.result, '
                 'error=env.error)))')
 NAMED: list[Named] = [
-    Named("integer-ids-answered-as-floats", "mcpfast/gateway/gateway.py", _ON_RESPONSE,
+    Named("integer-ids-answered-as-floats", "mcpfast/gateway/relay.py", _ON_RESPONSE,
           _ON_RESPONSE.replace("id=pending.client_id", "id=float(pending.client_id) if "
                                "type(pending.client_id) is int else pending.client_id"),
           ["tests/test_guard_ids.py"]),
-    Named("numeric-string-ids-answered-as-integers", "mcpfast/gateway/gateway.py",
+    Named("numeric-string-ids-answered-as-integers", "mcpfast/gateway/relay.py",
           _ON_RESPONSE, _ON_RESPONSE.replace(
               "id=pending.client_id", "id=int(pending.client_id) if isinstance("
               "pending.client_id, str) and pending.client_id.isdigit() else "
               "pending.client_id"), ["tests/test_guard_ids.py"]),
-    Named("progress-token-sent-back-as-a-string", "mcpfast/gateway/gateway.py",
+    Named("progress-token-sent-back-as-a-string", "mcpfast/gateway/relay.py",
           'params["progressToken"] = pending.progress_token\n',
           'params["progressToken"] = str(pending.progress_token)\n',
           ["tests/test_guard_ids.py"]),
@@ -322,9 +324,9 @@ NAMED: list[Named] = [
     Named("mcp-param-headers-never-checked", "mcpfast/transport/streamable.py",
           'if method == "tools/call":\n                modern.check_param_headers',
           'if False:\n                modern.check_param_headers', ["tests/test_guard_http.py"]),
-    Named("no-upstream-for-a-uri-is-32602", "mcpfast/gateway/gateway.py",
-          "self.send_error(session, env.id, jsonrpc.RESOURCE_NOT_FOUND,",
-          "self.send_error(session, env.id, jsonrpc.INVALID_PARAMS,",
+    Named("no-upstream-for-a-uri-is-32602", "mcpfast/gateway/requests.py",
+          "self.gw.send_error(req.session, req.id, jsonrpc.RESOURCE_NOT_FOUND,",
+          "self.gw.send_error(req.session, req.id, jsonrpc.INVALID_PARAMS,",
           ["tests/test_multi_upstream.py"]),
     Named("stop-skips-sigterm", "mcpfast/upstream/stdio.py",
           "                self._signal_group(signal.SIGTERM)\n", "                pass\n",

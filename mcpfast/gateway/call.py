@@ -11,8 +11,10 @@ from __future__ import annotations
 from typing import Any
 
 import msgspec
+from msgspec import UNSET, UnsetType
 
 from ..protocol.jsonrpc import Envelope
+from ..protocol.modern import META_PROTOCOL_VERSION, ModernMeta
 from ..upstream.base import Upstream as BaseUpstream
 from .session import DownstreamSession, InputRelay
 
@@ -85,3 +87,78 @@ class ParkedCall:
         """The call's answer, when the upstream gave it before the retry came."""
         self.request_cancelled = False
         """The upstream withdrew its request: the retry only takes the call over."""
+
+
+# -- a request while it is dispatched and routed --------------------------------------
+class _Meta(msgspec.Struct, gc=False):
+    progressToken: int | str | UnsetType = UNSET  # noqa: N815 - the wire name
+    protocolVersion: Any = msgspec.field(  # noqa: N815
+        default=UNSET, name=META_PROTOCOL_VERSION)
+    """Present on a modern request, whatever its value (``is_modern``)."""
+
+
+class _Ref(msgspec.Struct, gc=False):
+    type: str = ""
+    name: str | UnsetType = UNSET
+    uri: str | UnsetType = UNSET
+
+
+class RouteParams(msgspec.Struct, gc=False):
+    """The only parts of ``params`` routing reads; the rest stays undecoded."""
+
+    name: str | UnsetType = UNSET
+    uri: str | UnsetType = UNSET
+    ref: _Ref | UnsetType = UNSET
+    meta: _Meta | UnsetType = msgspec.field(default=UNSET, name="_meta")
+
+
+route_params = msgspec.json.Decoder(RouteParams)
+NO_PARAMS = RouteParams()
+
+
+class Request(msgspec.Struct, gc=False):
+    """A client request while the gateway dispatches and routes it. Its era decided how
+    it was read and checked (a legacy request's routing fields only, ``head``; a modern
+    one's whole ``params`` and its ``meta``), and decides how the gateway's own answers
+    are shaped; the handlers, one table for both eras, read it the same way."""
+
+    session: DownstreamSession
+    env: Envelope
+    id: int | str
+    method: str
+    modern: bool = False
+    head: RouteParams | None = None
+    params: dict[str, Any] | None = None
+    meta: ModernMeta | None = None
+
+    def name(self) -> str | None:
+        """``params.name``, when it is a string."""
+        if self.params is not None:
+            name = self.params.get("name")
+            return name if isinstance(name, str) else None
+        head = self.head
+        return head.name if head is not None and isinstance(head.name, str) else None
+
+    def uri(self) -> str | None:
+        """``params.uri``, when it is a string."""
+        if self.params is not None:
+            uri = self.params.get("uri")
+            return uri if isinstance(uri, str) else None
+        head = self.head
+        return head.uri if head is not None and isinstance(head.uri, str) else None
+
+    def ref(self) -> tuple[str, str | None, str | None] | None:
+        """``params.ref`` as (type, name, uri); None when a legacy request has none (a
+        modern one's missing or malformed ref reads as an empty one)."""
+        if self.params is not None:
+            ref = self.params.get("ref")
+            ref = ref if isinstance(ref, dict) else {}
+            name, uri = ref.get("name"), ref.get("uri")
+            return (str(ref.get("type")), name if isinstance(name, str) else None,
+                    uri if isinstance(uri, str) else None)
+        head = self.head
+        if head is None or isinstance(head.ref, UnsetType):
+            return None
+        ref_ = head.ref
+        return (ref_.type, ref_.name if isinstance(ref_.name, str) else None,
+                ref_.uri if isinstance(ref_.uri, str) else None)

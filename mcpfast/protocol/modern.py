@@ -31,6 +31,8 @@ from mcpfast.protocol.jsonrpc import (
     METHOD_NOT_FOUND,
     PARSE_ERROR,
     RATE_LIMITED,
+    notification,
+    result_response,
 )
 
 MODERN_VERSIONS: tuple[str, ...] = ("2026-07-28",)
@@ -469,3 +471,18 @@ def _show(value: object) -> str:
 
 def _and(keys: list[str]) -> str:
     return " and ".join(f"'{key}'" for key in keys)
+
+
+def listen_result(listen_id: int | str) -> bytes:
+    """The answer that ends a ``subscriptions/listen`` stream on purpose (its graceful
+    closure, basic/patterns/subscriptions)."""
+    return result_response(listen_id, {
+        "resultType": "complete", "_meta": {META_SUBSCRIPTION_ID: listen_id}})
+
+
+def tagged(method: str, params: dict[str, Any], listen_id: int | str) -> bytes:
+    """A notification for a listen stream, carrying the stream's subscription id."""
+    meta = params.get("_meta")
+    meta = {**meta, META_SUBSCRIPTION_ID: listen_id} if isinstance(meta, dict) else \
+        {META_SUBSCRIPTION_ID: listen_id}
+    return notification(method, {**params, "_meta": meta})

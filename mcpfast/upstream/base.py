@@ -152,7 +152,7 @@ class Upstream(Generic[CallT]):
         self.sole_user: Requester | None = None
         """The one client session that has sent requests to this process since it
         started, while there is only one: everything the process says that names no
-        request is then that session's (``Gateway.owner_of``)."""
+        request is then that session's (``Relay.owner_of``)."""
         self.shared = False
         """Whether a second session has used this process since it started."""
         self.unattributed = 0

@@ -1,0 +1,164 @@
+"""The catalog the gateway offers: its capabilities and instructions (the union of its
+upstreams'), the handshake of either era (``initialize``, ``server/discover``), the
+aggregated lists, and the announcement of their changes as upstreams come, go and
+refresh."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import msgspec
+from msgspec import UNSET
+
+from ..protocol import jsonrpc
+from ..protocol.mcp import LATEST_LEGACY, LEGACY_VERSIONS
+from ..protocol.modern import (
+    META_SERVER_INFO,
+    MODERN_VERSIONS,
+    complete_result,
+    tagged,
+)
+from ..upstream.base import UpstreamError
+from .call import Request, Upstream
+from .ports import CACHE_HINTS, SERVER_INFO, Core, Handler
+
+log = logging.getLogger("mcpfast.gateway")
+_any = msgspec.json.Decoder()
+
+
+class Catalog:
+    def __init__(self, gw: Core) -> None:
+        self.gw = gw
+
+    def capabilities(self) -> dict[str, Any]:
+        """What the gateway offers, in either era: the union of its upstreams'
+        capabilities. List changes are always announced (and delivered on listen streams)
+        because the gateway's own lists change whenever an upstream comes or goes."""
+        caps: dict[str, Any] = {}
+        for upstream in self.gw.upstreams.values():
+            theirs = upstream.capabilities
+            if "tools" in theirs:
+                caps["tools"] = {"listChanged": True}
+            if "prompts" in theirs:
+                caps["prompts"] = {"listChanged": True}
+            if "resources" in theirs:
+                res = caps.setdefault("resources", {"listChanged": True})
+                if (theirs["resources"] or {}).get("subscribe"):
+                    res["subscribe"] = True
+            if "logging" in theirs:
+                caps["logging"] = {}
+            if "completions" in theirs:
+                caps["completions"] = {}
+        return caps
+
+    def instructions(self) -> str | None:
+        ups = [u for u in self.gw.upstreams.values() if u.instructions]
+        if len(self.gw.upstreams) == 1:
+            return ups[0].instructions if ups else None
+        return "\n\n".join(f"## {u.name}\n{u.instructions}" for u in ups) or None
+
+    def initialize(self, req: Request) -> None:
+        session, env = req.session, req.env
+        if session.initialized:
+            self.gw.send_error(session, env.id, jsonrpc.INVALID_REQUEST,
+                               "the session is already initialized")
+            return
+        try:
+            params = _any.decode(env.params) if env.params is not UNSET else {}
+        except msgspec.DecodeError as exc:
+            self.gw.send_error(session, env.id, jsonrpc.INVALID_PARAMS, f"Invalid params: {exc}")
+            return
+        if not isinstance(params, dict) or not isinstance(params.get("protocolVersion"), str):
+            self.gw.send_error(session, env.id, jsonrpc.INVALID_PARAMS,
+                               "initialize requires params.protocolVersion")
+            return
+        requested = params["protocolVersion"]
+        # basic/lifecycle "Version Negotiation": answer the client's version when we
+        # support it, otherwise the latest we do; the client decides whether to go on.
+        version = requested if requested in LEGACY_VERSIONS else LATEST_LEGACY
+        session.protocol_version = version
+        caps = params.get("capabilities")
+        session.client_capabilities = caps if isinstance(caps, dict) else {}
+        info = params.get("clientInfo")
+        session.client_info = info if isinstance(info, dict) else {}
+        session.initialized = True
+        session.era = "legacy"
+        self.gw.send(session, jsonrpc.result_response(env.id, {  # type: ignore[arg-type]
+            "protocolVersion": version,
+            "capabilities": self.capabilities(),
+            "serverInfo": SERVER_INFO,
+            **({"instructions": text} if (text := self.instructions()) else {}),
+        }))
+
+    def discover(self, req: Request) -> None:
+        """server/discover: answered by the gateway itself, for all its upstreams."""
+        result: dict[str, Any] = {
+            "resultType": "complete",
+            # The same list -32022 names as supported (notes §6.3).
+            "supportedVersions": list(MODERN_VERSIONS),
+            "capabilities": self.capabilities(),
+        }
+        if text := self.instructions():
+            result["instructions"] = text
+        result["_meta"] = {META_SERVER_INFO: SERVER_INFO}
+        result.update(CACHE_HINTS)
+        self.gw.send(req.session, jsonrpc.result_response(req.id, result))
+
+    def list_handler(self, kind: str) -> Handler:
+        attribute = {"tools": "tools", "prompts": "prompts", "resources": "resources",
+                     "resourceTemplates": "resource_templates"}[kind]
+        capability = "resources" if kind == "resourceTemplates" else kind
+
+        def handler(req: Request) -> None:
+            # The aggregated list is served whole: a cursor is opaque, and none is issued.
+            items = getattr(self.gw.router, attribute)
+            if not req.modern:
+                self.gw.send(req.session, jsonrpc.result_response(req.id, {kind: items}))
+                return
+            # server/discover declares only what some upstream serves, and a family it
+            # does not declare must not answer (the conformance suite checks both ways).
+            if capability not in self.capabilities():
+                self.gw.send_error(req.session, req.id, jsonrpc.METHOD_NOT_FOUND,
+                                   f"Method not found: {req.method} (no upstream offers "
+                                   f"{capability})")
+                return
+            self.gw.send(req.session, jsonrpc.result_response(req.id, complete_result(
+                {kind: items}, cacheable=True, server_info=SERVER_INFO)))
+        return handler
+
+    def refresh(self, upstream: Upstream, kinds: tuple[str, ...]) -> None:
+        async def refresh() -> None:
+            try:
+                await upstream.fetch_catalog(kinds)
+            except UpstreamError as exc:
+                log.warning("could not refresh %s of %r: %s", "/".join(kinds), upstream.name,
+                            exc.message)
+                return
+            self.rebuild()
+        self.gw.background(refresh())
+
+    def rebuild(self) -> None:
+        """Rebuild the routes from the upstreams' catalogs and tell the sessions (and
+        the listen streams that asked) which lists changed."""
+        before = self._lists()
+        self.gw.router.rebuild()
+        self._announce_changes(before)
+
+    def _lists(self) -> dict[str, list[dict[str, Any]]]:
+        r = self.gw.router
+        return {"tools": r.tools, "prompts": r.prompts,
+                "resources": r.resources + r.resource_templates}
+
+    def _announce_changes(self, before: dict[str, list[dict[str, Any]]]) -> None:
+        after = self._lists()
+        for kind in ("tools", "prompts", "resources"):
+            if before[kind] != after[kind]:
+                method = f"notifications/{kind}/list_changed"
+                data = jsonrpc.notification(method)
+                for session in list(self.gw.sessions.values()):
+                    if session.initialized:
+                        self.gw.send(session, data)
+                    for listen in list(session.listens.values()):
+                        if listen.wants(kind):
+                            self.gw.send(session, tagged(method, {}, listen.request_id))

@@ -1,0 +1,250 @@
+"""What upstreams say, relayed to clients: the ends of forwarded requests (the
+``UpstreamEvents`` an upstream reports: answered, abandoned, timed out, failed), reshaped
+for the client's era; progress, log messages, resource updates and list changes; and the
+server-to-client requests, delivered only to the session they certainly belong to
+(PROTOCOL.md, "Whose message is it?")."""
+
+from __future__ import annotations
+
+import logging
+
+import msgspec
+from msgspec import UNSET
+
+from ..protocol import jsonrpc
+from ..protocol.jsonrpc import Envelope
+from ..protocol.mcp import CLIENT_CAPABILITY_FOR, SUBSCRIPTIONS_ACKNOWLEDGED
+from ..protocol.modern import (
+    META_SUBSCRIPTION_ID,
+    complete_result,
+    legacy_result,
+)
+from .call import (
+    SHAPE_LEGACY_FROM_MODERN,
+    SHAPE_MODERN_FROM_LEGACY,
+    SHAPE_MODERN_FROM_MODERN,
+    SHAPE_NONE,
+    Pending,
+    Upstream,
+)
+from .catalog import Catalog
+from .log_levels import LogLevels
+from .mrtr import InputBridge
+from .ports import SERVER_INFO, Core
+from .session import LOG_LEVELS, DownstreamSession
+from .subscriptions import Subscriptions
+
+log = logging.getLogger("mcpfast.gateway")
+_any = msgspec.json.Decoder()
+LIST_KINDS = {
+    "notifications/tools/list_changed": ("tools",),
+    "notifications/prompts/list_changed": ("prompts",),
+    "notifications/resources/list_changed": ("resources", "resourceTemplates"),
+}
+MODERN_SHAPES = (SHAPE_MODERN_FROM_LEGACY, SHAPE_MODERN_FROM_MODERN)
+
+
+class Relay:
+    """The gateway's side of every upstream (``upstream.base.UpstreamEvents``)."""
+
+    def __init__(self, gw: Core, catalog: Catalog, subscriptions: Subscriptions,
+                 log_levels: LogLevels, mrtr: InputBridge) -> None:
+        self.gw = gw
+        self.catalog = catalog
+        self.subscriptions = subscriptions
+        self.log_levels = log_levels
+        self.mrtr = mrtr
+        self._unattributed_logged: set[tuple[str, str]] = set()
+
+    def answered(self, upstream: Upstream, pending: Pending, env: Envelope) -> None:
+        if pending.parked is not None:
+            self.mrtr.settled_while_parked(pending.parked, env)
+            return
+        session = pending.session
+        session.inflight.pop(pending.client_id, None)
+        if pending.log_level is not None:
+            self.log_levels.release(upstream, pending.log_level)
+        if pending.subscription is not None and env.error is not UNSET:
+            self.subscriptions.refused(session, upstream, pending.subscription)
+        if session.closed:
+            return
+        if pending.shape != SHAPE_NONE:
+            reshaped = self.reshape_response(upstream, pending, env)
+            if reshaped is None:
+                return  # the gateway asks the client for input first
+            self.gw.send(session, reshaped)
+        else:
+            self.gw.send(session, jsonrpc.reencode(Envelope(
+                jsonrpc="2.0", id=pending.client_id, result=env.result, error=env.error)))
+
+    def abandoned(self, upstream: Upstream, pending: Pending) -> None:
+        pending.session.inflight.pop(pending.client_id, None)
+        if pending.log_level is not None:
+            self.log_levels.release(upstream, pending.log_level)
+
+    def timed_out(self, upstream: Upstream, pending: Pending) -> None:
+        self.gw.send_error(pending.session, pending.client_id, jsonrpc.REQUEST_TIMEOUT,
+                           f"upstream {upstream.name!r} did not answer {pending.method} "
+                           f"within {upstream.config.request_timeout:g} s")
+
+    def failed(self, upstream: Upstream, pending: Pending, message: str) -> None:
+        pending.session.inflight.pop(pending.client_id, None)
+        self.gw.send_error(pending.session, pending.client_id, jsonrpc.UPSTREAM_UNAVAILABLE,
+                           message)
+
+    def reshape_response(self, upstream: Upstream, pending: Pending, env: Envelope
+                         ) -> bytes | None:
+        """The answer to a request that crossed eras, or a modern client's answer, in
+        the shape its client expects; None when it is an ``input_required`` that the
+        gateway puts to a legacy client first (gateway/mrtr.py)."""
+        client_id = pending.client_id
+        shape = pending.shape
+        if env.error is not UNSET:
+            if shape == SHAPE_MODERN_FROM_LEGACY:
+                error = _any.decode(env.error)  # type: ignore[arg-type]
+                if isinstance(error, dict) and error.get("code") == jsonrpc.RESOURCE_NOT_FOUND:
+                    # Modern servers MUST NOT answer -32002 (basic/index "Error Codes").
+                    data = error.get("data")
+                    data = dict(data) if isinstance(data, dict) else {}
+                    if pending.uri is not None:
+                        data.setdefault("uri", pending.uri)
+                    return jsonrpc.error_response(client_id, jsonrpc.INVALID_PARAMS,
+                                                  str(error.get("message") or
+                                                      "Resource not found"), data)
+            return jsonrpc.reencode(Envelope(jsonrpc="2.0", id=client_id, error=env.error))
+        result = _any.decode(env.result)  # type: ignore[arg-type]
+        if not isinstance(result, dict):
+            return jsonrpc.reencode(Envelope(jsonrpc="2.0", id=client_id, result=env.result))
+        if shape == SHAPE_LEGACY_FROM_MODERN:
+            if result.get("resultType") == "input_required":
+                return self.mrtr.input_required(upstream, pending, result)
+            return jsonrpc.result_response(client_id, legacy_result(result))
+        return jsonrpc.result_response(client_id, complete_result(
+            result, cacheable=pending.method == "resources/read", server_info=SERVER_INFO))
+
+    def upstream_notification(self, upstream: Upstream, env: Envelope) -> None:
+        method = env.method
+        if method == "notifications/progress":
+            params = _any.decode(env.params) if env.params is not UNSET else {}
+            pending = upstream.pending_for_token(params.get("progressToken"))
+            if pending is None or pending.progress_token is None:
+                return
+            params["progressToken"] = pending.progress_token
+            self.gw.send(pending.session, jsonrpc.notification(method, params))
+        elif method == "notifications/message":
+            self._log_message(upstream, env)
+        elif method == "notifications/resources/updated":
+            params = _any.decode(env.params) if env.params is not UNSET else {}
+            if self.subscriptions.from_listen(upstream, params):
+                self.subscriptions.resource_updated(upstream, params)
+        elif method in LIST_KINDS:
+            self.catalog.refresh(upstream, LIST_KINDS[method])
+        elif method == SUBSCRIPTIONS_ACKNOWLEDGED:
+            params = _any.decode(env.params) if env.params is not UNSET else {}
+            meta = params.get("_meta")
+            if isinstance(meta, dict) and upstream.listen_id is not None and \
+                    meta.get(META_SUBSCRIPTION_ID) == upstream.listen_id:
+                upstream.listen_acknowledged.set()
+        elif method == "notifications/cancelled":
+            params = _any.decode(env.params) if env.params is not UNSET else {}
+            self.mrtr.upstream_cancelled(upstream, params.get("requestId"))
+            for session in self.gw.sessions.values():
+                for out_id, (owner, request_id) in list(session.outgoing.items()):
+                    if owner is upstream and request_id == params.get("requestId"):
+                        del session.outgoing[out_id]
+                        self.gw.send(session, jsonrpc.notification(
+                            method, {**params, "requestId": out_id}))
+        else:
+            target = self.owner_of(upstream)
+            if target is not None and not self._modern_pending(upstream, target):
+                self.gw.send(target, jsonrpc.reencode(env))
+            else:
+                self._unattributed(upstream, str(method))
+
+    def upstream_request(self, upstream: Upstream, env: Envelope) -> None:
+        method = env.method
+        request_id = env.id
+        assert isinstance(method, str) and isinstance(request_id, (int, str))
+        if method == "ping":
+            upstream.respond(request_id, {})
+            return
+        session = self.owner_of(upstream)
+        if session is None:
+            self._unattributed(upstream, method)
+            upstream.respond_error(request_id, jsonrpc.INTERNAL_ERROR,
+                                   f"mcpfast cannot route {method}: several clients share "
+                                   "this server, and the request names none of them")
+            return
+        if self._modern_pending(upstream, session):
+            # A 2026-07-28 client takes no server-to-client requests: it is asked with
+            # an input_required result instead.
+            self.mrtr.ask_modern_client(upstream, session, method, request_id, env.params)
+            return
+        capability = CLIENT_CAPABILITY_FOR.get(method)
+        if capability is not None and capability not in session.client_capabilities:
+            upstream.respond_error(request_id, jsonrpc.METHOD_NOT_FOUND,
+                                   f"the client does not support {method}")
+            return
+        out_id = session.next_out_id()
+        session.outgoing[out_id] = (upstream, request_id)
+        self.gw.send(session, jsonrpc.reencode(Envelope(jsonrpc="2.0", id=out_id, method=method,
+                                                        params=env.params)))
+
+    def upstream_ready(self, upstream: Upstream) -> None:
+        self.catalog.rebuild()
+        if upstream.log_level is not None:
+            self.log_levels.sync()
+        self.subscriptions.resubscribe(upstream)
+
+    def upstream_down(self, upstream: Upstream) -> None:
+        """An upstream died. Its catalog stays routed so that calls fail at once with a
+        clear error while it restarts, instead of 'unknown tool'."""
+        upstream.subscriptions.clear()
+
+    def owner_of(self, upstream: Upstream) -> DownstreamSession | None:
+        """The session that a message naming no client request (a server-to-client
+        request, a log message) certainly belongs to, or None when the gateway cannot
+        know: nothing that may be one client's ever reaches another (PROTOCOL.md,
+        "Whose message is it?")."""
+        if upstream.config.attribution == "in_flight":
+            sessions = {p.session for p in upstream.pending.values()}
+            session = sessions.pop() if len(sessions) == 1 else None
+        else:
+            sole = upstream.sole_user
+            session = sole if isinstance(sole, DownstreamSession) else None
+        return session if session is not None and not session.closed else None
+
+    def _unattributed(self, upstream: Upstream, method: str) -> None:
+        upstream.unattributed += 1
+        key = (upstream.name, method)
+        if key not in self._unattributed_logged:
+            self._unattributed_logged.add(key)
+            log.warning("upstream %r sent %s naming no client request while several "
+                        "clients use it: not delivered (logged once; counted in "
+                        "mcpfast_upstream_unattributed_total; see upstreams.%s.attribution)",
+                        upstream.name, method, upstream.name)
+
+    @staticmethod
+    def _modern_pending(upstream: Upstream, session: DownstreamSession
+                        ) -> list[tuple[int, Pending]]:
+        """``session``'s modern requests in flight on ``upstream``."""
+        return [(uid, p) for uid, p in upstream.pending.items()
+                if p.session is session and p.shape in MODERN_SHAPES]
+
+    def _log_message(self, upstream: Upstream, env: Envelope) -> None:
+        params = _any.decode(env.params) if env.params is not UNSET else {}
+        level = LOG_LEVELS.get(str(params.get("level")), LOG_LEVELS["info"])
+        data = jsonrpc.reencode(env)
+        # On a shared stdio connection a log message names no request: it goes only to
+        # the session it certainly belongs to (owner_of), never to everyone who asked
+        # for logs. A modern request gets it only when its _meta asked for the level
+        # (logging.mdx: never for a request without a level, never on a listen stream).
+        owner = self.owner_of(upstream)
+        if owner is None:
+            self._unattributed(upstream, "notifications/message")
+            return
+        mine = [p for p in upstream.pending.values() if p.session is owner]
+        if any(p.log_level is not None and level >= p.log_level for p in mine) or \
+                (owner.wants_log(level) and
+                 (not mine or any(p.shape not in MODERN_SHAPES for p in mine))):
+            self.gw.send(owner, data)

@@ -1,0 +1,502 @@
+"""Client requests: ``handle`` is the data path for every client message. A request is
+read in its era (a legacy one's routing fields only; a modern one's whole params, its
+``_meta`` and version checked first), dispatched through one method table for both eras,
+routed by name or URI, passed through the policy chain, and forwarded in its upstream's
+era: a modern client's request loses its ``io.modelcontextprotocol/*`` ``_meta`` on the
+way to a legacy upstream, and a legacy client's request to a modern upstream gains the
+``_meta`` its session's ``initialize`` implies. Every request gets exactly one answer
+(DESIGN.md).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import msgspec
+from msgspec import UNSET, Raw, UnsetType
+
+from ..protocol import jsonrpc
+from ..protocol.jsonrpc import Envelope
+from ..protocol.mcp import INPUT_REQUIRED_METHODS, PRE_INIT_METHODS
+from ..protocol.modern import (
+    META_CLIENT_CAPABILITIES,
+    META_CLIENT_INFO,
+    META_LOG_LEVEL,
+    META_PROTOCOL_VERSION,
+    RequestError,
+    check_version,
+    is_modern,
+    read_meta,
+    strip_modern_meta,
+)
+from ..upstream.base import CLIENT_INFO
+from .call import (
+    NO_PARAMS,
+    SHAPE_LEGACY_FROM_MODERN,
+    SHAPE_MODERN_FROM_LEGACY,
+    SHAPE_MODERN_FROM_MODERN,
+    Pending,
+    Request,
+    RouteParams,
+    Upstream,
+    route_params,
+)
+from .catalog import Catalog
+from .chain import Check
+from .log_levels import LOG_LEVEL_NAMES, LogLevels
+from .mrtr import InputBridge
+from .ports import Core, Handler
+from .router import KIND_PROMPT, KIND_TOOL
+from .session import LOG_LEVELS, DownstreamSession
+from .subscriptions import Subscriptions
+
+log = logging.getLogger("mcpfast.gateway")
+_any = msgspec.json.Decoder()
+LEGACY = 1
+"""A method of the legacy era (2025-11-25 and earlier)."""
+MODERN = 2
+"""A method of 2026-07-28."""
+BOTH = LEGACY | MODERN
+# Methods whose params the legacy handlers route by (a bad params.name is their -32602).
+ROUTED_METHODS = frozenset({"tools/call", "prompts/get", "resources/read",
+                            "resources/subscribe", "resources/unsubscribe",
+                            "completion/complete"})
+
+
+class Requests:
+    def __init__(self, gw: Core, catalog: Catalog, subscriptions: Subscriptions,
+                 log_levels: LogLevels, mrtr: InputBridge, checks: tuple[Check, ...]) -> None:
+        self.gw = gw
+        self.catalog = catalog
+        self.subscriptions = subscriptions
+        self.log_levels = log_levels
+        self.mrtr = mrtr
+        self.checks = checks
+        """The policy chain (chain.py): empty when no policy is configured."""
+        # One table for both eras. 2026-07-28 has no initialize, ping, logging/setLevel
+        # or resources/(un)subscribe (changelog), and the legacy era no server/discover
+        # or subscriptions/listen: a request for a method outside its era's set is an
+        # unknown method.
+        self._methods: dict[str, tuple[Handler, int]] = {
+            "initialize": (catalog.initialize, LEGACY),
+            "ping": (self._ping, LEGACY),
+            "logging/setLevel": (log_levels.set_level, LEGACY),
+            "resources/subscribe": (self._subscribe, LEGACY),
+            "resources/unsubscribe": (self._unsubscribe, LEGACY),
+            "server/discover": (catalog.discover, MODERN),
+            "subscriptions/listen": (subscriptions.listen, MODERN),
+            "tools/list": (catalog.list_handler("tools"), BOTH),
+            "prompts/list": (catalog.list_handler("prompts"), BOTH),
+            "resources/list": (catalog.list_handler("resources"), BOTH),
+            "resources/templates/list": (catalog.list_handler("resourceTemplates"), BOTH),
+            "tools/call": (self._by_name(KIND_TOOL, "tool"), BOTH),
+            "prompts/get": (self._by_name(KIND_PROMPT, "prompt"), BOTH),
+            "resources/read": (self._read, BOTH),
+            "completion/complete": (self._complete, BOTH),
+        }
+
+    def handle(self, session: DownstreamSession, data: bytes) -> None:
+        """One message from a client."""
+        session.messages_in += 1
+        self.gw.counters.messages_in += 1
+        try:
+            env = jsonrpc.decode(data, self.gw.config.listen.max_json_depth)
+        except jsonrpc.MessageError as exc:
+            self.gw.counters.parse_errors += 1
+            self.gw.send_error(session, exc.request_id, exc.code, exc.message)
+            return
+        method = env.method
+        if method is UNSET:
+            self._client_response(session, env)
+            return
+        if env.id is UNSET:
+            try:
+                self._client_notification(session, method, env)
+            except Exception:
+                log.exception("internal error handling %s from session %s", method, session.id)
+            return
+        self.gw.counters.requests += 1
+        try:
+            self._dispatch(session, method, env)
+        except Exception:
+            log.exception("internal error handling %s from session %s", method, session.id)
+            if env.id not in session.inflight and env.id not in session.listens:
+                self.gw.send_error(session, env.id, jsonrpc.INTERNAL_ERROR, "Internal error")
+
+    def _dispatch(self, session: DownstreamSession, method: str, env: Envelope) -> None:
+        if session.era == "modern":
+            self._dispatch_modern(session, method, env)
+            return
+        # Routing decodes the few params it needs once, here; the same decode tells a
+        # modern request (its _meta names a protocol version) from a legacy one.
+        head = NO_PARAMS
+        if env.params is not UNSET:
+            try:
+                head = route_params.decode(env.params)  # type: ignore[arg-type]
+            except msgspec.DecodeError as exc:
+                if is_modern(_any.decode(env.params)):  # type: ignore[arg-type]
+                    self._dispatch_modern(session, method, env)
+                else:
+                    self._dispatch_legacy(session, method, env, f"Invalid params: {exc}")
+                return
+            if head.meta is not UNSET and head.meta.protocolVersion is not UNSET:
+                self._dispatch_modern(session, method, env)
+                return
+        self._dispatch_legacy(session, method, env, head)
+
+    def _dispatch_legacy(self, session: DownstreamSession, method: str, env: Envelope,
+                         head: RouteParams | str) -> None:
+        """``head`` is the routing part of params, or why it could not be read."""
+        entry = self._methods.get(method)
+        if entry is None or not entry[1] & LEGACY:
+            self.gw.send_error(session, env.id, jsonrpc.METHOD_NOT_FOUND,
+                               f"Method not found: {method}")
+        elif not session.initialized and method not in PRE_INIT_METHODS:
+            self.gw.send_error(session, env.id, jsonrpc.INVALID_REQUEST,
+                               f"{method} before initialize: the session is not initialized")
+        elif self.gw.draining:
+            self.gw.send_error(session, env.id, jsonrpc.GATEWAY_SHUTTING_DOWN,
+                               "the gateway is shutting down")
+        elif self.gw.overloaded and method not in PRE_INIT_METHODS:
+            self._refuse_overloaded(session, env.id)
+        elif not isinstance(head, str):
+            entry[0](Request(session, env, env.id, method, head=head))  # type: ignore[arg-type]
+        elif method in ROUTED_METHODS:
+            self.gw.send_error(session, env.id, jsonrpc.INVALID_PARAMS, head)
+        else:
+            entry[0](Request(session, env, env.id, method, head=NO_PARAMS))  # type: ignore[arg-type]
+
+    def _dispatch_modern(self, session: DownstreamSession, method: str, env: Envelope) -> None:
+        """A 2026-07-28 request: ``_meta`` (-32602) and version (-32022) rungs, then the
+        method (basic/index "Per-request protocol fields"; notes §2.3)."""
+        params = _any.decode(env.params) if env.params is not UNSET else {}  # type: ignore[arg-type]
+        try:
+            meta = read_meta(params)
+            check_version(meta)
+        except RequestError as exc:
+            self.gw.send_error(session, env.id, exc.code, exc.message, exc.data)
+            return
+        entry = self._methods.get(method)
+        if entry is None or not entry[1] & MODERN:
+            self.gw.send_error(session, env.id, jsonrpc.METHOD_NOT_FOUND,
+                               f"Method not found: {method}")
+        elif self.gw.draining:
+            self.gw.send_error(session, env.id, jsonrpc.GATEWAY_SHUTTING_DOWN,
+                               "the gateway is shutting down")
+        elif self.gw.overloaded:
+            self._refuse_overloaded(session, env.id)
+        else:
+            entry[0](Request(session, env, env.id, method, True,  # type: ignore[arg-type]
+                             params=params, meta=meta))
+
+    def _refused(self, session: DownstreamSession, client_id: int | str,
+                 upstream: Upstream, method: str, name: str | None) -> bool:
+        """Run the policy chain (chain.py); the first refusal answers the request, which
+        goes no further."""
+        now = time.monotonic()
+        for check in self.checks:
+            refusal = check(session, upstream.name, method, name, now)
+            if refusal is not None:
+                self.gw.send_error(session, client_id, refusal.code, refusal.message,
+                                   refusal.data)
+                return True
+        return False
+
+    def _refuse_overloaded(self, session: DownstreamSession, request_id: Any) -> None:
+        self.gw.counters.refused_overloaded += 1
+        self.gw.send_error(session, request_id, jsonrpc.UPSTREAM_UNAVAILABLE,
+                           "the gateway is overloaded (too much data waits to be sent); "
+                           "retry shortly", {"retryAfterSeconds": 1})
+
+    @staticmethod
+    def _rename(params: dict[str, Any], rename: tuple[str, str] | None) -> None:
+        if rename is not None:
+            key, value = rename
+            if key == "ref":
+                params["ref"] = {**params["ref"], "name": value}
+            else:
+                params[key] = value
+
+    def _forward(self, req: Request, upstream: Upstream,
+                 rename: tuple[str, str] | None = None, subscription: str | None = None,
+                 uri: str | None = None) -> None:
+        """Send ``req`` to ``upstream``, in the upstream's era, with what the router
+        renamed (``rename``: the member and the upstream's own name)."""
+        if req.modern:
+            self._forward_modern(req, upstream, rename, uri)
+        else:
+            self._forward_legacy(req, upstream, rename, subscription)
+
+    def _forward_legacy(self, req: Request, upstream: Upstream,
+                        rename: tuple[str, str] | None, subscription: str | None) -> None:
+        """A legacy client's request: rewritten only where it must be unique per upstream
+        connection (the progress token) and where the router renamed."""
+        session, env, client_id = req.session, req.env, req.id
+        if self.gw.id_taken(session, client_id):
+            return
+        if self.checks and self._refused(session, client_id, upstream, req.method,
+                                         req.name()):
+            return
+        if upstream.era == "modern":
+            self._forward_legacy_to_modern(req, upstream, rename)
+            return
+        params: Raw | bytes | UnsetType = env.params
+        upstream_id: int | None = None
+        head = req.head or NO_PARAMS
+        token = head.meta.progressToken if head.meta is not UNSET else UNSET
+        if rename is not None or token is not UNSET:
+            full = _any.decode(env.params)  # type: ignore[arg-type]
+            self._rename(full, rename)
+            upstream_id = upstream.allocate_id()
+            if token is not UNSET:
+                # Tokens are unique per requester (basic/utilities/progress); the upstream
+                # id is unique on this upstream connection, so it serves as the token.
+                full["_meta"]["progressToken"] = upstream_id
+            params = jsonrpc.encode(full)
+        self.forward(upstream, Pending(
+            session, client_id, upstream.deadline(), None if token is UNSET else token,
+            req.method, subscription), params, upstream_id)
+
+    def _forward_legacy_to_modern(self, req: Request, upstream: Upstream,
+                                  rename: tuple[str, str] | None) -> None:
+        """A legacy client's request to a modern upstream carries what the session's
+        ``initialize`` and ``logging/setLevel`` said, in ``_meta`` (notes §3)."""
+        session, env = req.session, req.env
+        params = _any.decode(env.params) if env.params is not UNSET else {}  # type: ignore[arg-type]
+        self._rename(params, rename)
+        meta = dict(params.get("_meta") or {})
+        meta[META_PROTOCOL_VERSION] = upstream.protocol_version
+        meta[META_CLIENT_CAPABILITIES] = session.client_capabilities
+        meta[META_CLIENT_INFO] = session.client_info or CLIENT_INFO
+        if session.log_level is not None:
+            meta[META_LOG_LEVEL] = LOG_LEVEL_NAMES[session.log_level]
+        head = req.head or NO_PARAMS
+        token = head.meta.progressToken if head.meta is not UNSET else UNSET
+        upstream_id = upstream.allocate_id()
+        if token is not UNSET:
+            meta["progressToken"] = upstream_id
+        params["_meta"] = meta
+        method = req.method
+        self.forward(upstream, Pending(
+            session, req.id, upstream.deadline(), None if token is UNSET else token, method,
+            shape=SHAPE_LEGACY_FROM_MODERN,
+            params=params if method in INPUT_REQUIRED_METHODS else None),
+                     jsonrpc.encode(params), upstream_id)
+
+    def _by_name(self, kind: int, what: str) -> Handler:
+        """tools/call and prompts/get: routed by ``params.name``."""
+        def handler(req: Request) -> None:
+            name = req.name()
+            if name is None:
+                self.gw.send_error(req.session, req.id, jsonrpc.INVALID_PARAMS,
+                                   f"{req.method} requires params.name")
+                return
+            route = self.gw.router.route(kind, name)
+            if route is None:
+                self._unknown_name(req.session, req.id, what, name)
+                return
+            upstream, upstream_name = route
+            self._forward(req, upstream, None if upstream_name == name else ("name", upstream_name))
+        return handler
+
+    def _unknown_name(self, session: DownstreamSession, request_id: Any, what: str,
+                      name: str) -> None:
+        """No route for ``name``. While an upstream has never listed its catalog, the
+        name may well be one of its: say that it is not ready rather than unknown."""
+        unknown = [u.name for u in self.gw.upstreams.values() if u.catalog is None]
+        if unknown:
+            self.gw.send_error(session, request_id, jsonrpc.UPSTREAM_UNAVAILABLE,
+                               f"Unknown {what}: {name}, or one of upstream(s) "
+                               f"{', '.join(map(repr, unknown))}, which are not ready yet")
+        else:
+            self.gw.send_error(session, request_id, jsonrpc.INVALID_PARAMS,
+                               f"Unknown {what}: {name}")
+
+    def _routed_uri(self, req: Request) -> tuple[str, Upstream] | None:
+        """``params.uri`` and the upstream that serves it; None when there is none (the
+        request is answered: not found is -32002 in the legacy era, and -32602 with
+        ``data.uri`` in 2026-07-28, server/resources "Error Handling")."""
+        uri = req.uri()
+        if uri is None:
+            self.gw.send_error(req.session, req.id, jsonrpc.INVALID_PARAMS,
+                               f"{req.method} requires params.uri")
+            return None
+        upstream = self.gw.router.route_uri(uri)
+        if upstream is None:
+            if req.modern:
+                self.gw.send_error(req.session, req.id, jsonrpc.INVALID_PARAMS,
+                                   f"Resource not found: {uri}", {"uri": uri})
+            else:
+                self.gw.send_error(req.session, req.id, jsonrpc.RESOURCE_NOT_FOUND,
+                                   f"Resource not found: {uri}")
+            return None
+        return uri, upstream
+
+    def _read(self, req: Request) -> None:
+        routed = self._routed_uri(req)
+        if routed is not None:
+            self._forward(req, routed[1], uri=routed[0])
+
+    def _subscribe(self, req: Request) -> None:
+        routed = self._routed_uri(req)
+        if routed is None:
+            return
+        uri, upstream = routed
+        session, env = req.session, req.env
+        if uri in session.subscriptions:
+            self.gw.send(session, jsonrpc.result_response(env.id, {}))  # type: ignore[arg-type]
+            return
+        if not self.subscriptions.can_subscribe(upstream):
+            self.gw.send_error(session, env.id, jsonrpc.METHOD_NOT_FOUND,
+                               f"upstream {upstream.name!r} does not support resource "
+                               "subscriptions")
+            return
+        if upstream.era == "modern":
+            # A modern upstream has no resources/subscribe: the URI joins the gateway's
+            # listen stream to it.
+            session.subscriptions.add(uri)
+            self.subscriptions.hold(upstream, uri)
+            self.gw.send(session, jsonrpc.result_response(env.id, {}))  # type: ignore[arg-type]
+            return
+        count = upstream.subscriptions.get(uri, 0)
+        session.subscriptions.add(uri)
+        upstream.subscriptions[uri] = count + 1
+        if count == 0:
+            self._forward(req, upstream, subscription=uri)
+        else:
+            self.gw.send(session, jsonrpc.result_response(env.id, {}))  # type: ignore[arg-type]
+
+    def _unsubscribe(self, req: Request) -> None:
+        uri = req.uri()
+        if uri is not None and uri in req.session.subscriptions:
+            req.session.subscriptions.discard(uri)
+            self.subscriptions.release(uri)
+        self.gw.send(req.session, jsonrpc.result_response(req.id, {}))
+
+    def _complete(self, req: Request) -> None:
+        """completion/complete: routed by the prompt or the resource template named."""
+        ref = req.ref()
+        if ref is None:
+            self.gw.send_error(req.session, req.id, jsonrpc.INVALID_PARAMS,
+                               "completion/complete requires params.ref")
+            return
+        ref_type, name, uri = ref
+        if ref_type == "ref/prompt" and name is not None:
+            route = self.gw.router.route(KIND_PROMPT, name)
+            if route is None:
+                self.gw.send_error(req.session, req.id, jsonrpc.INVALID_PARAMS,
+                                   f"Unknown prompt: {name}")
+                return
+            upstream, upstream_name = route
+            self._forward(req, upstream, None if upstream_name == name else ("ref", upstream_name))
+        elif ref_type == "ref/resource" and uri is not None:
+            owner = self.gw.router.route_template(uri) or self.gw.router.route_uri(uri)
+            if owner is None:
+                self.gw.send_error(req.session, req.id, jsonrpc.INVALID_PARAMS,
+                                   f"Unknown resource template: {uri}")
+                return
+            self._forward(req, owner)
+        else:
+            self.gw.send_error(req.session, req.id, jsonrpc.INVALID_PARAMS,
+                               "params.ref must be a ref/prompt with a name or a ref/resource "
+                               "with a uri")
+
+    def _ping(self, req: Request) -> None:
+        self.gw.send(req.session, jsonrpc.result_response(req.id, {}))
+
+    def _forward_modern(self, req: Request, upstream: Upstream,
+                        rename: tuple[str, str] | None, uri: str | None) -> None:
+        """Send a modern client's request on. A modern upstream gets the client's own
+        ``_meta`` and MRTR members (inputResponses, requestState) as they are; a legacy
+        one gets neither (notes §3)."""
+        session, env, client_id = req.session, req.env, req.id
+        params, meta = req.params, req.meta
+        assert params is not None and meta is not None
+        if self.gw.id_taken(session, client_id):
+            return
+        if self.checks:
+            called = params.get("name")
+            if self._refused(session, client_id, upstream, env.method,  # type: ignore[arg-type]
+                             called if isinstance(called, str) else None):
+                return
+        if upstream.era != "modern" and "requestState" in params:
+            self.mrtr.resume(session, env, params, meta, upstream)
+            return
+        name = uri if uri is not None else params.get("name")
+        params = dict(params)
+        self._rename(params, rename)
+        token = meta.progress_token
+        level = LOG_LEVELS[meta.log_level] if meta.log_level is not None else None
+        upstream_id = upstream.allocate_id()
+        if upstream.era == "modern":
+            shape = SHAPE_MODERN_FROM_MODERN
+            sent_meta = dict(params["_meta"])
+            sent_meta[META_PROTOCOL_VERSION] = upstream.protocol_version
+            if token is not None:
+                sent_meta["progressToken"] = upstream_id
+            params["_meta"] = sent_meta
+        else:
+            shape = SHAPE_MODERN_FROM_LEGACY
+            params = strip_modern_meta(params)
+            if token is not None:
+                params["_meta"]["progressToken"] = upstream_id
+        if level is not None and upstream.ready:
+            self.log_levels.hold(upstream, level)
+        method: str = env.method  # type: ignore[assignment]
+        self.forward(upstream, Pending(
+            session, client_id, upstream.deadline(), token,
+            method, shape=shape, log_level=level if upstream.ready else None, uri=uri,
+            name=name if isinstance(name, str) else None,
+            client_capabilities=meta.client_capabilities), jsonrpc.encode(params), upstream_id)
+
+    def forward(self, upstream: Upstream, pending: Pending, params: Raw | bytes | UnsetType,
+                upstream_id: int | None = None) -> None:
+        """Send a client's request on. Every end of it comes back through one of
+        ``answered``, ``abandoned`` (then perhaps ``timed_out``) or ``failed``."""
+        session = pending.session
+        sent = upstream.forward(pending, session, pending.method, params, upstream_id)
+        if sent is None:
+            self.gw.send_error(session, pending.client_id, jsonrpc.UPSTREAM_UNAVAILABLE,
+                               f"upstream {upstream.name!r} is not available ({upstream.state})")
+            return
+        session.inflight[pending.client_id] = (upstream, sent)
+
+    def _client_notification(self, session: DownstreamSession, method: str,
+                             env: Envelope) -> None:
+        if method == "notifications/cancelled":
+            try:
+                params = _any.decode(env.params) if env.params is not UNSET else {}
+                request_id = params.get("requestId")
+            except (msgspec.DecodeError, AttributeError):
+                return
+            if not isinstance(request_id, (int, str)):
+                return
+            hit = session.inflight.get(request_id)
+            if hit is not None:
+                upstream, upstream_id = hit
+                reason = params.get("reason")
+                upstream.cancel(upstream_id, reason if isinstance(reason, str)
+                                else "cancelled by the client")
+                self.mrtr.client_cancelled(session, request_id)
+            elif request_id in session.listens:
+                # basic/patterns/subscriptions "Cancellation" on stream transports.
+                self.subscriptions.end_listen(session.listens.pop(request_id))
+        elif method == "notifications/initialized":
+            session.initialized = True
+        elif method == "notifications/progress":
+            log.debug("ignoring client progress notification")
+        # Other notifications (roots/list_changed, unknown ones) need no answer.
+
+    def _client_response(self, session: DownstreamSession, env: Envelope) -> None:
+        target = session.outgoing.pop(env.id, None) if type(env.id) is int else None
+        if target is None:
+            if self.mrtr.client_answer(session, env):
+                return
+            log.debug("session %s answered unknown request %r", session.id, env.id)
+            return
+        upstream, upstream_request_id = target
+        if upstream.ready:
+            upstream.write(jsonrpc.reencode(Envelope(
+                jsonrpc="2.0", id=upstream_request_id, result=env.result, error=env.error)))
