@@ -20,6 +20,7 @@ from .conftest import (
     GatewayProcess,
     McpClient,
     Record,
+    events_upstream,
     http_headers,
     http_initialize,
     modern,
@@ -416,3 +417,77 @@ def test_a_refused_subscription_is_not_held(rec: tuple[GatewayProcess, Record]) 
     run(body())
     asked = [m for m in record.received("resources/subscribe") if m["params"]["uri"] == uri]
     assert len(asked) == 2
+
+
+def test_a_websocket_client_that_leaves_gives_back_its_log_level_once(
+        rec: tuple[GatewayProcess, Record]) -> None:
+    """A WebSocket client that closes properly is seen leaving twice (its close frame,
+    then the end of the connection): its log level is given back once, so a session
+    that stays with the same level keeps getting it from the upstream."""
+    gw, record = rec
+
+    def levels() -> list[str]:
+        return [m["params"]["level"] for m in record.received("logging/setLevel")]
+
+    def websocket_connections() -> int:
+        (tcp,) = [lst for lst in gw.status()["listeners"] if "http" in lst]
+        return int(tcp["connections"])
+
+    async def upstream_round_trip(c: McpClient) -> None:
+        echo = await c.call_tool("echo", {"text": "sync"})
+        assert echo["result"]["content"][0]["text"] == "sync"
+
+    async def body() -> None:
+        before = len(levels())
+        connections = websocket_connections()
+        async with unix_client(gw.unix_path) as stays:
+            await stays.initialize()
+            assert (await stays.request("logging/setLevel", {"level": "info"}))[
+                "result"] == {}
+            async with ws_client(gw.ws_url) as leaves:
+                await leaves.initialize()
+                assert (await leaves.request("logging/setLevel", {"level": "info"}))[
+                    "result"] == {}
+                await upstream_round_trip(leaves)
+                assert levels()[before:] == ["info"]
+            # The connection is gone for good (both leave-takings are behind us).
+            await asyncio.to_thread(wait_until, lambda: websocket_connections() == connections)
+            await upstream_round_trip(stays)
+            assert levels()[before:] == ["info"]  # the unix session still wants info
+        await asyncio.to_thread(record.wait, lambda r: levels()[before:] == [
+            "info", "emergency"], 15.0, "logging/setLevel emergency")
+    run(body())
+
+
+def test_input_a_legacy_client_never_gives_times_out_in_time(gateway_factory: Any) -> None:
+    """A modern upstream asks a legacy client for input (relayed as a server-to-client
+    request) and the client never answers: at request_timeout the relayed request is
+    withdrawn and the call gets -32001, as a call the upstream never answers would."""
+    gw: GatewayProcess = gateway_factory({"events": {**events_upstream("modern"),
+                                                     "request_timeout": REQUEST_TIMEOUT}})
+
+    async def body() -> None:
+        async with unix_client(gw.unix_path) as c:
+            await c.initialize(capabilities={"sampling": {}, "elicitation": {}})
+            started = time.monotonic()
+            await c.start_call("interview", {"topic": "tides"}, "call")
+            asked = await c.receive()
+            asked_at = time.monotonic()  # the deadline was set just before it was sent
+            assert asked.get("method") == "sampling/createMessage", asked
+            response = await c.wait_for("call", timeout=REQUEST_TIMEOUT * 4)
+            answered_at = time.monotonic()
+            assert answered_at - started >= REQUEST_TIMEOUT, answered_at - started
+            assert answered_at - asked_at < REQUEST_TIMEOUT + SWEEP_PERIOD + SLACK, \
+                answered_at - asked_at
+            assert response["error"]["code"] == -32001, response
+            assert "did not answer upstream 'events'" in response["error"]["message"]
+            assert [n["params"] for n in c.notifications
+                    if n["method"] == "notifications/cancelled"] == [
+                {"requestId": asked["id"], "reason": "the client did not answer in time"}]
+            # The session carries on, and the withdrawn request's answer goes nowhere.
+            await c.send({"jsonrpc": "2.0", "id": asked["id"], "result": {
+                "role": "assistant", "model": "m", "content": {"type": "text", "text": "x"}}})
+            await settle(c)
+            assert not c.responded("call")
+    run(body())
+    assert gw.status()["in_flight"] == 0

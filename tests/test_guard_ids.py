@@ -399,3 +399,36 @@ def test_a_modern_request_s_log_level_is_held_only_while_it_runs(
             await asyncio.to_thread(record.wait, lambda r: levels()[before:] == [
                 "info", "emergency"], 15.0, "logging/setLevel info, then emergency")
     run(body())
+
+
+def test_a_modern_client_s_read_resumes_with_the_state_issued_for_its_uri(
+        gateway_factory: Any, tmp_path: Path) -> None:
+    """A legacy upstream asks the client's model while reading a resource: a modern
+    client gets input_required, and its retry of that URI with the answer gets the
+    contents; the state is bound to the URI, so it does not resume a read of another."""
+    gw: GatewayProcess = gateway_factory({"rec": recording_upstream(
+        tmp_path / "read.jsonl", "rec", attribution="in_flight")})
+    uri = "rec://rec/ask-doc"
+    answer = {"role": "assistant", "model": "m", "content": {"type": "text", "text": "4"}}
+
+    async def body() -> None:
+        async with unix_client(gw.unix_path) as c:
+            first = (await c.request("resources/read", modern(
+                {"uri": uri}, **{"io.modelcontextprotocol/clientCapabilities": {
+                    "sampling": {}}}), request_id="r1"))["result"]
+            assert first["resultType"] == "input_required", first
+            (key, asked), = first["inputRequests"].items()
+            assert asked["method"] == "sampling/createMessage"
+            assert asked["params"]["messages"][0]["content"]["text"] == f"what is in {uri}?"
+            state = first["requestState"]
+            other = await c.request("resources/read", modern({
+                "uri": "rec://rec/ask-other", "requestState": state,
+                "inputResponses": {key: answer}}), request_id="r2")
+            assert other["error"]["code"] == -32602, other
+            assert "requestState" in other["error"]["message"]
+            final = await c.request("resources/read", modern({
+                "uri": uri, "requestState": state, "inputResponses": {key: answer}}),
+                request_id="r3")
+            assert final["result"]["resultType"] == "complete", final
+            assert final["result"]["contents"] == [{"uri": uri, "text": "4"}]
+    run(body())

@@ -293,6 +293,9 @@ def test_too_many_requests_in_flight_are_refused(gateway_factory: Any) -> None:
             for i in (1, 2):
                 assert (await c.wait_for(f"s{i}"))["result"]["content"][0]["text"] == \
                     "slow done"
+            # The refused call went no further: the upstream got the two others only.
+            seen = await c.call_tool("count")
+            assert json.loads(seen["result"]["content"][0]["text"]) == {"slow": 2, "count": 1}
             assert (await c.call_tool("slow", {"seconds": 0}))["result"]
     run(main())
     assert limit_hits(gw, "max_in_flight") == 1
@@ -598,6 +601,35 @@ def test_a_congested_upstream_stops_the_gateway_reading_its_clients(
     # tens of megabytes the client tried to send.
     assert sent < 24 * 2**20, f"the gateway read {sent / 2**20:.1f} MiB from its client"
     assert peak.peak - base < 40 * 2**20, f"RSS grew by {(peak.peak - base) / 2**20:.0f} MiB"
+
+
+def test_a_client_paused_for_a_congested_upstream_is_read_again_once_it_drains(
+        gateway_factory: Any) -> None:
+    """The other half: once the upstream has caught up, the clients it held back are
+    read again, and every request they sent meanwhile is answered."""
+    gw: GatewayProcess = gateway_factory(BG, limits={"max_in_flight": 1_000_000})
+    padding = "p" * 4000
+    count = 1200  # 4.8 MB: past the upstream's own read buffer, its pipe and high water
+
+    async def main() -> None:
+        async with ws_client(gw.ws_url) as c:
+            await c.initialize()
+            stalled = await c.call_tool("stall", {"seconds": 3})
+            assert stalled["result"]["content"][0]["text"] == "stalled"
+
+            async def send_all() -> None:
+                for i in range(count):
+                    await c.start_call("big", {"size": 1, "pad": padding}, f"b{i}")
+            sender = asyncio.create_task(send_all())
+            for i in range(count):
+                answer = await c.wait_for(f"b{i}", timeout=30)
+                assert answer["result"]["content"][0]["text"] == "x", answer
+            await sender
+            after = await c.call_tool("big", {"size": 2})
+            assert after["result"]["content"][0]["text"] == "xx"
+    run(main())
+    # The client was held back on the way (or this test would prove nothing).
+    assert "congested: pausing the clients that feed it" in gw.log()
 
 
 def test_a_client_streaming_large_messages_outlives_the_body_timeout(

@@ -18,7 +18,16 @@ import pytest
 from mcpfast.config import RateLimitConfig
 from mcpfast.gateway import rate_limit
 
-from .conftest import ROOT, GatewayProcess, run, toml_value, unix_client, ws_client
+from .conftest import (
+    ROOT,
+    GatewayProcess,
+    modern,
+    run,
+    toml_value,
+    unix_client,
+    wait_until,
+    ws_client,
+)
 
 BACKGROUND = ["python", str(ROOT / "tests" / "servers" / "background_server.py")]
 UPSTREAMS = {"bg": {"command": BACKGROUND, "era": "legacy"},
@@ -65,6 +74,24 @@ def test_a_limited_call_is_refused_with_a_retry_hint_and_never_reaches_the_upstr
             assert (await calls_seen(c))["big"] == 3
     run(main())
     assert _metric(gw, 'mcpfast_rate_limited_total{limit="identity:*:bg__big"}') == 1
+
+
+def test_a_tool_limit_applies_to_modern_requests_too(gateway_factory: Any) -> None:
+    """A 2026-07-28 client's tools/call names its tool the same way: a limit on that
+    tool refuses it, and the refused call never reaches the upstream."""
+    gw = limited_gateway(gateway_factory, [{"rate": 0.01, "burst": 1, "tool": "bg__big"}])
+
+    async def main() -> None:
+        async with unix_client(gw.unix_path) as c:
+            async def call(name: str, arguments: dict[str, Any]) -> dict[str, Any]:
+                return await c.request("tools/call", modern({"name": name,
+                                                             "arguments": arguments}))
+            assert text(await call("bg__big", {"size": 1})) == "x"
+            refused = (await call("bg__big", {"size": 1}))["error"]
+            assert refused["code"] == -32029, refused
+            assert refused["data"]["limit"] == "identity:*:bg__big"
+            assert json.loads(text(await call("bg__count", {}))) == {"big": 1, "count": 1}
+    run(main())
 
 
 def test_identities_have_buckets_of_their_own_and_a_global_limit_is_shared(
@@ -127,6 +154,37 @@ def test_over_http_a_limited_call_is_429_with_retry_after(gateway_factory: Any) 
                 assert int(resp.headers["Retry-After"]) >= 4
                 assert (await resp.json())["error"]["code"] == -32029
     run(main())
+
+
+def test_buckets_of_identities_gone_quiet_are_dropped(gateway_factory: Any) -> None:
+    """Memory follows the identities active lately: once an identity's bucket has
+    refilled, the sweeper drops it within its eviction period (every 10 sweeps of
+    0.5 s), as the mcpfast_rate_limit_buckets gauge shows; a dropped identity starts
+    again with a full bucket."""
+    gw = limited_gateway(gateway_factory, [{"rate": 0.5, "burst": 1, "upstream": "bg",
+                                            "name": "each"}])
+    gauge = 'mcpfast_rate_limit_buckets{limit="each"}'
+    # Past the first eviction period: evictions must keep coming, not stop after it.
+    wait_until(lambda: gw.status()["uptime_seconds"] >= 6.0, timeout=20)
+
+    async def one_call_each() -> None:
+        async with ws_client(gw.ws_url) as tcp, unix_client(gw.unix_path) as unix:
+            for c in (tcp, unix):
+                await c.initialize()
+                assert text(await c.call_tool("bg__big", {"size": 1})) == "x"
+            # Each bucket is empty now (2 s to refill): kept, and still refusing.
+            assert _metric(gw, gauge) == 2
+            assert (await tcp.call_tool("bg__big", {"size": 1}))["error"]["code"] == -32029
+    run(one_call_each())
+    # Refilled after 2 s, dropped at the next eviction, at most 5 s later.
+    wait_until(lambda: _metric(gw, gauge) == 0, timeout=2 + 5 + 8)
+
+    async def again() -> None:
+        async with ws_client(gw.ws_url) as tcp:
+            await tcp.initialize()
+            assert text(await tcp.call_tool("bg__big", {"size": 1})) == "x"
+    run(again())
+    assert _metric(gw, gauge) == 1
 
 
 def _metric(gw: GatewayProcess, line_start: str) -> float:

@@ -93,6 +93,10 @@ def test_stop_escalates_to_sigkill(gateway_factory: Any) -> None:
 
 STOP_TIMEOUT = 1.0
 STEP_SLACK = 2.0
+READ_LAG = 0.1
+"""The server notes its stdin's end when its reader gets to it, after the gateway closed
+it (and its clock for a signal starts when the handler runs): on a busy machine the
+interval it measures between the two can fall short of the gateway's by that much."""
 """How much later than stop_timeout a step may come on a busy machine."""
 
 
@@ -119,7 +123,7 @@ def test_stop_closes_stdin_then_sigterm_then_sigkill(gateway_factory: Any,
     assert [e["name"] for e in signals] == ["SIGTERM"], "the upstream got no SIGTERM"
     eof, sigterm = eofs[0], signals[0]
     waited = sigterm["t"] - eof["t"]
-    assert STOP_TIMEOUT <= waited < STOP_TIMEOUT + STEP_SLACK, waited
+    assert STOP_TIMEOUT - READ_LAG <= waited < STOP_TIMEOUT + STEP_SLACK, waited
     ticks = [e["t"] for e in record.events("tick")]
     assert ticks, "the server did not run on after ignoring SIGTERM"
     # Killed no sooner than about stop_timeout after SIGTERM (ticks are 50 ms apart,
@@ -136,7 +140,8 @@ def test_stop_ends_with_sigterm_when_that_is_enough(gateway_factory: Any,
         "start", "eof", "signal", "exit"]
     (eof,) = record.events("eof")
     (sigterm,) = record.events("signal")
-    assert STOP_TIMEOUT <= sigterm["t"] - eof["t"] < STOP_TIMEOUT + STEP_SLACK
+    waited = sigterm["t"] - eof["t"]
+    assert STOP_TIMEOUT - READ_LAG <= waited < STOP_TIMEOUT + STEP_SLACK, waited
     assert f"pid {pid} ended with code 0" in gw.log()
 
 

@@ -22,7 +22,8 @@ sends one more after the answer), ``region`` (its ``region`` argument is annotat
 (sends the client a ``sampling/createMessage`` and answers with the reply's text, or the
 error's message), ``fail`` (a -32603 error), ``odd`` (the result ``42``, not an object).
 Reading a URI containing ``missing`` is a -32002 error (``data``: with data, ``blank``:
-with an empty message).
+with an empty message); reading one containing ``ask`` asks the client's model first, as
+``ask`` does, and the reply's text is the resource's.
 Resource ``rec://<name>/doc``, which can be subscribed to (a URI containing ``refuse``
 cannot). ``--fail METHOD`` answers that method with an error; ``--modern`` makes it answer
 ``server/discover`` as a 2026-07-28 server (its answers are otherwise the same).
@@ -82,8 +83,9 @@ class Server:
         self._out = threading.Lock()
         self._timers: dict[Any, threading.Timer] = {}
         self._timers_lock = threading.Lock()
-        self._asks: dict[str, Any] = {}
-        """Our sampling requests' ids -> the tools/call waiting for the answer."""
+        self._asks: dict[str, tuple[Any, str | None]] = {}
+        """Our sampling requests' ids -> the request waiting for the answer (and the URI
+        when it is a resources/read)."""
 
     def write(self, message: dict[str, Any]) -> None:
         data = json.dumps(message) + "\n"
@@ -104,12 +106,17 @@ class Server:
     def handle(self, message: dict[str, Any]) -> None:
         method = message.get("method")
         if method is None:  # an answer to one of our requests
-            call_id = self._asks.pop(message.get("id"), None)
-            if call_id is not None:
+            asked = self._asks.pop(message.get("id"), None)
+            if asked is not None:
+                call_id, uri = asked
                 if "error" in message:
-                    self.text(call_id, f"error: {message['error'].get('message')}")
+                    said = f"error: {message['error'].get('message')}"
                 else:
-                    self.text(call_id, str(message["result"]["content"]["text"]))
+                    said = str(message["result"]["content"]["text"])
+                if uri is None:
+                    self.text(call_id, said)
+                else:
+                    self.result(call_id, {"contents": [{"uri": uri, "text": said}]})
             return
         if "id" not in message:
             if method == "notifications/cancelled":
@@ -156,6 +163,8 @@ class Server:
                 if "data" in uri:
                     error["data"] = {"hint": "ask again"}
                 self.write({"jsonrpc": "2.0", "id": request_id, "error": error})
+            elif "ask" in uri:
+                self.ask(request_id, f"what is in {uri}?", uri)
             else:
                 self.result(request_id, {"contents": [
                     {"uri": uri, "text": f"{self.name} {uri}"}]})
@@ -167,6 +176,14 @@ class Server:
         else:
             self.error(request_id, -32601, f"Method not found: {method}")
 
+    def ask(self, request_id: Any, prompt: str, uri: str | None = None) -> None:
+        """Ask the client's model ``prompt``; its reply answers ``request_id``."""
+        ask_id = f"ask-{request_id}"
+        self._asks[ask_id] = (request_id, uri)
+        self.write({"jsonrpc": "2.0", "id": ask_id, "method": "sampling/createMessage",
+                    "params": {"messages": [{"role": "user", "content": {
+                        "type": "text", "text": prompt}}], "maxTokens": 10}})
+
     def call(self, request_id: Any, params: dict[str, Any]) -> None:
         name = params.get("name")
         arguments = params.get("arguments") or {}
@@ -177,12 +194,7 @@ class Server:
         elif name == "region":
             self.text(request_id, str(arguments.get("region")))
         elif name == "ask":
-            ask_id = f"ask-{request_id}"
-            self._asks[ask_id] = request_id
-            self.write({"jsonrpc": "2.0", "id": ask_id, "method": "sampling/createMessage",
-                        "params": {"messages": [{"role": "user", "content": {
-                            "type": "text", "text": str(arguments.get("prompt"))}}],
-                            "maxTokens": 10}})
+            self.ask(request_id, str(arguments.get("prompt")))
         elif name == "fail":
             self.error(request_id, -32603, "failed on purpose")
         elif name == "odd":
@@ -226,6 +238,20 @@ class Server:
             self.error(request_id, -32602, f"Unknown tool: {name}")
 
 
+def spawned_at() -> float | None:
+    """When this process was created, on the clock of the events' ``t``: the kernel's
+    start time of the process (/proc/self/stat, in clock ticks since boot) carried over
+    from CLOCK_BOOTTIME to time.monotonic(). A parent that writes to the process's stdin
+    does so after this moment, whenever the process gets to read it."""
+    try:
+        with open("/proc/self/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    started = int(fields[19]) / os.sysconf("SC_CLK_TCK")  # field 22: starttime
+    return time.monotonic() - (time.clock_gettime(time.CLOCK_BOOTTIME) - started)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--record", required=True, help="the file events are appended to")
@@ -246,7 +272,8 @@ def main(argv: list[str] | None = None) -> None:
                              "what it does not know)")
     args = parser.parse_args(argv)
     record = Recorder(args.record)
-    record("start", env=dict(os.environ), cwd=os.getcwd(), argv=sys.argv)
+    record("start", env=dict(os.environ), cwd=os.getcwd(), argv=sys.argv,
+           spawned=spawned_at())
     if args.exit_at_start is not None:
         record("exit", code=args.exit_at_start)
         os._exit(args.exit_at_start)
