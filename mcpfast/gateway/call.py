@@ -35,7 +35,6 @@ class Pending(msgspec.Struct):
 
     session: DownstreamSession
     client_id: int | str
-    deadline: float
     progress_token: Any
     method: str
     subscription: str | None = None
@@ -58,6 +57,8 @@ class Pending(msgspec.Struct):
     """The input rounds this request has been through, once the upstream asked."""
     parked: ParkedCall | None = None
     """Set while the call waits for a modern client's retry (its session is NOBODY)."""
+    deadline: float = 0.0
+    """When it times out: stamped by the upstream as it sends it (``Upstream.forward``)."""
 
 
 Upstream = BaseUpstream[Pending]
@@ -126,26 +127,30 @@ class Request(msgspec.Struct, gc=False):
     env: Envelope
     id: int | str
     method: str
+    name: str | None
+    """``params.name``, when it is a string."""
+    uri: str | None
+    """``params.uri``, when it is a string."""
     modern: bool = False
     head: RouteParams | None = None
     params: dict[str, Any] | None = None
     meta: ModernMeta | None = None
 
-    def name(self) -> str | None:
-        """``params.name``, when it is a string."""
-        if self.params is not None:
-            name = self.params.get("name")
-            return name if isinstance(name, str) else None
-        head = self.head
-        return head.name if head is not None and isinstance(head.name, str) else None
+    @classmethod
+    def legacy(cls, session: DownstreamSession, env: Envelope, method: str,
+               head: RouteParams) -> Request:
+        name, uri = head.name, head.uri
+        return cls(session, env, env.id, method,  # type: ignore[arg-type]
+                   None if name is UNSET else name,  # type: ignore[arg-type]
+                   None if uri is UNSET else uri, False, head)  # type: ignore[arg-type]
 
-    def uri(self) -> str | None:
-        """``params.uri``, when it is a string."""
-        if self.params is not None:
-            uri = self.params.get("uri")
-            return uri if isinstance(uri, str) else None
-        head = self.head
-        return head.uri if head is not None and isinstance(head.uri, str) else None
+    @classmethod
+    def of_modern(cls, session: DownstreamSession, env: Envelope, method: str,
+                  params: dict[str, Any], meta: ModernMeta) -> Request:
+        name, uri = params.get("name"), params.get("uri")
+        return cls(session, env, env.id, method,  # type: ignore[arg-type]
+                   name if isinstance(name, str) else None,
+                   uri if isinstance(uri, str) else None, True, None, params, meta)
 
     def ref(self) -> tuple[str, str | None, str | None] | None:
         """``params.ref`` as (type, name, uri); None when a legacy request has none (a

@@ -282,9 +282,9 @@ class InputBridge:
         if relay.state is not None:
             params["requestState"] = relay.state
         self.gateway.forward(upstream, Pending(
-            session, relay.client_id, upstream.deadline(),
-            relay.progress_token, relay.method, shape=SHAPE_LEGACY_FROM_MODERN,
-            params=relay.params, relay=relay), jsonrpc.encode(params), upstream_id)
+            session, relay.client_id, relay.progress_token, relay.method,
+            shape=SHAPE_LEGACY_FROM_MODERN, params=relay.params, relay=relay),
+            jsonrpc.encode(params), upstream_id)
 
     def _end_relay(self, session: DownstreamSession, relay: InputRelay,
                    cancel_reason: str | None = None) -> None:

@@ -50,6 +50,7 @@ class Relay:
     def __init__(self, gw: Core, catalog: Catalog, subscriptions: Subscriptions,
                  log_levels: LogLevels, mrtr: InputBridge) -> None:
         self.gw = gw
+        self.send = gw.send
         self.catalog = catalog
         self.subscriptions = subscriptions
         self.log_levels = log_levels
@@ -72,9 +73,9 @@ class Relay:
             reshaped = self.reshape_response(upstream, pending, env)
             if reshaped is None:
                 return  # the gateway asks the client for input first
-            self.gw.send(session, reshaped)
+            self.send(session, reshaped)
         else:
-            self.gw.send(session, jsonrpc.reencode(Envelope(
+            self.send(session, jsonrpc.reencode(Envelope(
                 jsonrpc="2.0", id=pending.client_id, result=env.result, error=env.error)))
 
     def abandoned(self, upstream: Upstream, pending: Pending) -> None:
@@ -130,7 +131,7 @@ class Relay:
             if pending is None or pending.progress_token is None:
                 return
             params["progressToken"] = pending.progress_token
-            self.gw.send(pending.session, jsonrpc.notification(method, params))
+            self.send(pending.session, jsonrpc.notification(method, params))
         elif method == "notifications/message":
             self._log_message(upstream, env)
         elif method == "notifications/resources/updated":
@@ -152,12 +153,12 @@ class Relay:
                 for out_id, (owner, request_id) in list(session.outgoing.items()):
                     if owner is upstream and request_id == params.get("requestId"):
                         del session.outgoing[out_id]
-                        self.gw.send(session, jsonrpc.notification(
+                        self.send(session, jsonrpc.notification(
                             method, {**params, "requestId": out_id}))
         else:
             target = self.owner_of(upstream)
             if target is not None and not self._modern_pending(upstream, target):
-                self.gw.send(target, jsonrpc.reencode(env))
+                self.send(target, jsonrpc.reencode(env))
             else:
                 self._unattributed(upstream, str(method))
 
@@ -187,8 +188,8 @@ class Relay:
             return
         out_id = session.next_out_id()
         session.outgoing[out_id] = (upstream, request_id)
-        self.gw.send(session, jsonrpc.reencode(Envelope(jsonrpc="2.0", id=out_id, method=method,
-                                                        params=env.params)))
+        self.send(session, jsonrpc.reencode(Envelope(jsonrpc="2.0", id=out_id, method=method,
+                                                     params=env.params)))
 
     def upstream_ready(self, upstream: Upstream) -> None:
         self.catalog.rebuild()
@@ -247,4 +248,4 @@ class Relay:
         if any(p.log_level is not None and level >= p.log_level for p in mine) or \
                 (owner.wants_log(level) and
                  (not mine or any(p.shape not in MODERN_SHAPES for p in mine))):
-            self.gw.send(owner, data)
+            self.send(owner, data)

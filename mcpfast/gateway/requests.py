@@ -69,6 +69,12 @@ class Requests:
     def __init__(self, gw: Core, catalog: Catalog, subscriptions: Subscriptions,
                  log_levels: LogLevels, mrtr: InputBridge, checks: tuple[Check, ...]) -> None:
         self.gw = gw
+        self.counters = gw.counters
+        self.router = gw.router
+        self.send_error = gw.send_error
+        self.id_taken = gw.id_taken
+        self.max_json_depth = gw.config.listen.max_json_depth
+        """Read once: a new config (reload) makes new parts."""
         self.catalog = catalog
         self.subscriptions = subscriptions
         self.log_levels = log_levels
@@ -100,12 +106,12 @@ class Requests:
     def handle(self, session: DownstreamSession, data: bytes) -> None:
         """One message from a client."""
         session.messages_in += 1
-        self.gw.counters.messages_in += 1
+        self.counters.messages_in += 1
         try:
-            env = jsonrpc.decode(data, self.gw.config.listen.max_json_depth)
+            env = jsonrpc.decode(data, self.max_json_depth)
         except jsonrpc.MessageError as exc:
-            self.gw.counters.parse_errors += 1
-            self.gw.send_error(session, exc.request_id, exc.code, exc.message)
+            self.counters.parse_errors += 1
+            self.send_error(session, exc.request_id, exc.code, exc.message)
             return
         method = env.method
         if method is UNSET:
@@ -117,13 +123,13 @@ class Requests:
             except Exception:
                 log.exception("internal error handling %s from session %s", method, session.id)
             return
-        self.gw.counters.requests += 1
+        self.counters.requests += 1
         try:
             self._dispatch(session, method, env)
         except Exception:
             log.exception("internal error handling %s from session %s", method, session.id)
             if env.id not in session.inflight and env.id not in session.listens:
-                self.gw.send_error(session, env.id, jsonrpc.INTERNAL_ERROR, "Internal error")
+                self.send_error(session, env.id, jsonrpc.INTERNAL_ERROR, "Internal error")
 
     def _dispatch(self, session: DownstreamSession, method: str, env: Envelope) -> None:
         if session.era == "modern":
@@ -151,22 +157,25 @@ class Requests:
         """``head`` is the routing part of params, or why it could not be read."""
         entry = self._methods.get(method)
         if entry is None or not entry[1] & LEGACY:
-            self.gw.send_error(session, env.id, jsonrpc.METHOD_NOT_FOUND,
-                               f"Method not found: {method}")
+            self.send_error(session, env.id, jsonrpc.METHOD_NOT_FOUND,
+                            f"Method not found: {method}")
         elif not session.initialized and method not in PRE_INIT_METHODS:
-            self.gw.send_error(session, env.id, jsonrpc.INVALID_REQUEST,
-                               f"{method} before initialize: the session is not initialized")
+            self.send_error(session, env.id, jsonrpc.INVALID_REQUEST,
+                            f"{method} before initialize: the session is not initialized")
         elif self.gw.draining:
-            self.gw.send_error(session, env.id, jsonrpc.GATEWAY_SHUTTING_DOWN,
-                               "the gateway is shutting down")
+            self.send_error(session, env.id, jsonrpc.GATEWAY_SHUTTING_DOWN,
+                            "the gateway is shutting down")
         elif self.gw.overloaded and method not in PRE_INIT_METHODS:
             self._refuse_overloaded(session, env.id)
         elif not isinstance(head, str):
-            entry[0](Request(session, env, env.id, method, head=head))  # type: ignore[arg-type]
+            name, uri = head.name, head.uri
+            entry[0](Request(session, env, env.id, method,  # type: ignore[arg-type]
+                             None if name is UNSET else name,  # type: ignore[arg-type]
+                             None if uri is UNSET else uri, False, head))  # type: ignore[arg-type]
         elif method in ROUTED_METHODS:
-            self.gw.send_error(session, env.id, jsonrpc.INVALID_PARAMS, head)
+            self.send_error(session, env.id, jsonrpc.INVALID_PARAMS, head)
         else:
-            entry[0](Request(session, env, env.id, method, head=NO_PARAMS))  # type: ignore[arg-type]
+            entry[0](Request.legacy(session, env, method, NO_PARAMS))
 
     def _dispatch_modern(self, session: DownstreamSession, method: str, env: Envelope) -> None:
         """A 2026-07-28 request: ``_meta`` (-32602) and version (-32022) rungs, then the
@@ -176,20 +185,19 @@ class Requests:
             meta = read_meta(params)
             check_version(meta)
         except RequestError as exc:
-            self.gw.send_error(session, env.id, exc.code, exc.message, exc.data)
+            self.send_error(session, env.id, exc.code, exc.message, exc.data)
             return
         entry = self._methods.get(method)
         if entry is None or not entry[1] & MODERN:
-            self.gw.send_error(session, env.id, jsonrpc.METHOD_NOT_FOUND,
-                               f"Method not found: {method}")
+            self.send_error(session, env.id, jsonrpc.METHOD_NOT_FOUND,
+                            f"Method not found: {method}")
         elif self.gw.draining:
-            self.gw.send_error(session, env.id, jsonrpc.GATEWAY_SHUTTING_DOWN,
-                               "the gateway is shutting down")
+            self.send_error(session, env.id, jsonrpc.GATEWAY_SHUTTING_DOWN,
+                            "the gateway is shutting down")
         elif self.gw.overloaded:
             self._refuse_overloaded(session, env.id)
         else:
-            entry[0](Request(session, env, env.id, method, True,  # type: ignore[arg-type]
-                             params=params, meta=meta))
+            entry[0](Request.of_modern(session, env, method, params, meta))
 
     def _refused(self, session: DownstreamSession, client_id: int | str,
                  upstream: Upstream, method: str, name: str | None) -> bool:
@@ -199,16 +207,16 @@ class Requests:
         for check in self.checks:
             refusal = check(session, upstream.name, method, name, now)
             if refusal is not None:
-                self.gw.send_error(session, client_id, refusal.code, refusal.message,
-                                   refusal.data)
+                self.send_error(session, client_id, refusal.code, refusal.message,
+                                refusal.data)
                 return True
         return False
 
     def _refuse_overloaded(self, session: DownstreamSession, request_id: Any) -> None:
-        self.gw.counters.refused_overloaded += 1
-        self.gw.send_error(session, request_id, jsonrpc.UPSTREAM_UNAVAILABLE,
-                           "the gateway is overloaded (too much data waits to be sent); "
-                           "retry shortly", {"retryAfterSeconds": 1})
+        self.counters.refused_overloaded += 1
+        self.send_error(session, request_id, jsonrpc.UPSTREAM_UNAVAILABLE,
+                        "the gateway is overloaded (too much data waits to be sent); "
+                        "retry shortly", {"retryAfterSeconds": 1})
 
     @staticmethod
     def _rename(params: dict[str, Any], rename: tuple[str, str] | None) -> None:
@@ -223,21 +231,17 @@ class Requests:
                  rename: tuple[str, str] | None = None, subscription: str | None = None,
                  uri: str | None = None) -> None:
         """Send ``req`` to ``upstream``, in the upstream's era, with what the router
-        renamed (``rename``: the member and the upstream's own name)."""
+        renamed (``rename``: the member and the upstream's own name). A legacy client's
+        request is rewritten only where it must be unique per upstream connection (the
+        progress token) and where the router renamed."""
         if req.modern:
             self._forward_modern(req, upstream, rename, uri)
-        else:
-            self._forward_legacy(req, upstream, rename, subscription)
-
-    def _forward_legacy(self, req: Request, upstream: Upstream,
-                        rename: tuple[str, str] | None, subscription: str | None) -> None:
-        """A legacy client's request: rewritten only where it must be unique per upstream
-        connection (the progress token) and where the router renamed."""
+            return
         session, env, client_id = req.session, req.env, req.id
-        if self.gw.id_taken(session, client_id):
+        if self.id_taken(session, client_id):
             return
         if self.checks and self._refused(session, client_id, upstream, req.method,
-                                         req.name()):
+                                         req.name):
             return
         if upstream.era == "modern":
             self._forward_legacy_to_modern(req, upstream, rename)
@@ -255,9 +259,13 @@ class Requests:
                 # id is unique on this upstream connection, so it serves as the token.
                 full["_meta"]["progressToken"] = upstream_id
             params = jsonrpc.encode(full)
-        self.forward(upstream, Pending(
-            session, client_id, upstream.deadline(), None if token is UNSET else token,
-            req.method, subscription), params, upstream_id)
+        pending = Pending(session, client_id, None if token is UNSET else token, req.method,
+                          subscription)
+        sent = upstream.forward(pending, session, req.method, params, upstream_id)
+        if sent is None:
+            self.upstream_unavailable(upstream, pending)
+            return
+        session.inflight[client_id] = (upstream, sent)
 
     def _forward_legacy_to_modern(self, req: Request, upstream: Upstream,
                                   rename: tuple[str, str] | None) -> None:
@@ -280,7 +288,7 @@ class Requests:
         params["_meta"] = meta
         method = req.method
         self.forward(upstream, Pending(
-            session, req.id, upstream.deadline(), None if token is UNSET else token, method,
+            session, req.id, None if token is UNSET else token, method,
             shape=SHAPE_LEGACY_FROM_MODERN,
             params=params if method in INPUT_REQUIRED_METHODS else None),
                      jsonrpc.encode(params), upstream_id)
@@ -288,12 +296,12 @@ class Requests:
     def _by_name(self, kind: int, what: str) -> Handler:
         """tools/call and prompts/get: routed by ``params.name``."""
         def handler(req: Request) -> None:
-            name = req.name()
+            name = req.name
             if name is None:
-                self.gw.send_error(req.session, req.id, jsonrpc.INVALID_PARAMS,
-                                   f"{req.method} requires params.name")
+                self.send_error(req.session, req.id, jsonrpc.INVALID_PARAMS,
+                                f"{req.method} requires params.name")
                 return
-            route = self.gw.router.route(kind, name)
+            route = self.router.route(kind, name)
             if route is None:
                 self._unknown_name(req.session, req.id, what, name)
                 return
@@ -307,30 +315,30 @@ class Requests:
         name may well be one of its: say that it is not ready rather than unknown."""
         unknown = [u.name for u in self.gw.upstreams.values() if u.catalog is None]
         if unknown:
-            self.gw.send_error(session, request_id, jsonrpc.UPSTREAM_UNAVAILABLE,
-                               f"Unknown {what}: {name}, or one of upstream(s) "
-                               f"{', '.join(map(repr, unknown))}, which are not ready yet")
+            self.send_error(session, request_id, jsonrpc.UPSTREAM_UNAVAILABLE,
+                            f"Unknown {what}: {name}, or one of upstream(s) "
+                            f"{', '.join(map(repr, unknown))}, which are not ready yet")
         else:
-            self.gw.send_error(session, request_id, jsonrpc.INVALID_PARAMS,
-                               f"Unknown {what}: {name}")
+            self.send_error(session, request_id, jsonrpc.INVALID_PARAMS,
+                            f"Unknown {what}: {name}")
 
     def _routed_uri(self, req: Request) -> tuple[str, Upstream] | None:
         """``params.uri`` and the upstream that serves it; None when there is none (the
         request is answered: not found is -32002 in the legacy era, and -32602 with
         ``data.uri`` in 2026-07-28, server/resources "Error Handling")."""
-        uri = req.uri()
+        uri = req.uri
         if uri is None:
-            self.gw.send_error(req.session, req.id, jsonrpc.INVALID_PARAMS,
-                               f"{req.method} requires params.uri")
+            self.send_error(req.session, req.id, jsonrpc.INVALID_PARAMS,
+                            f"{req.method} requires params.uri")
             return None
-        upstream = self.gw.router.route_uri(uri)
+        upstream = self.router.route_uri(uri)
         if upstream is None:
             if req.modern:
-                self.gw.send_error(req.session, req.id, jsonrpc.INVALID_PARAMS,
-                                   f"Resource not found: {uri}", {"uri": uri})
+                self.send_error(req.session, req.id, jsonrpc.INVALID_PARAMS,
+                                f"Resource not found: {uri}", {"uri": uri})
             else:
-                self.gw.send_error(req.session, req.id, jsonrpc.RESOURCE_NOT_FOUND,
-                                   f"Resource not found: {uri}")
+                self.send_error(req.session, req.id, jsonrpc.RESOURCE_NOT_FOUND,
+                                f"Resource not found: {uri}")
             return None
         return uri, upstream
 
@@ -349,9 +357,9 @@ class Requests:
             self.gw.send(session, jsonrpc.result_response(env.id, {}))  # type: ignore[arg-type]
             return
         if not self.subscriptions.can_subscribe(upstream):
-            self.gw.send_error(session, env.id, jsonrpc.METHOD_NOT_FOUND,
-                               f"upstream {upstream.name!r} does not support resource "
-                               "subscriptions")
+            self.send_error(session, env.id, jsonrpc.METHOD_NOT_FOUND,
+                            f"upstream {upstream.name!r} does not support resource "
+                            "subscriptions")
             return
         if upstream.era == "modern":
             # A modern upstream has no resources/subscribe: the URI joins the gateway's
@@ -369,7 +377,7 @@ class Requests:
             self.gw.send(session, jsonrpc.result_response(env.id, {}))  # type: ignore[arg-type]
 
     def _unsubscribe(self, req: Request) -> None:
-        uri = req.uri()
+        uri = req.uri
         if uri is not None and uri in req.session.subscriptions:
             req.session.subscriptions.discard(uri)
             self.subscriptions.release(uri)
@@ -379,29 +387,29 @@ class Requests:
         """completion/complete: routed by the prompt or the resource template named."""
         ref = req.ref()
         if ref is None:
-            self.gw.send_error(req.session, req.id, jsonrpc.INVALID_PARAMS,
-                               "completion/complete requires params.ref")
+            self.send_error(req.session, req.id, jsonrpc.INVALID_PARAMS,
+                            "completion/complete requires params.ref")
             return
         ref_type, name, uri = ref
         if ref_type == "ref/prompt" and name is not None:
-            route = self.gw.router.route(KIND_PROMPT, name)
+            route = self.router.route(KIND_PROMPT, name)
             if route is None:
-                self.gw.send_error(req.session, req.id, jsonrpc.INVALID_PARAMS,
-                                   f"Unknown prompt: {name}")
+                self.send_error(req.session, req.id, jsonrpc.INVALID_PARAMS,
+                                f"Unknown prompt: {name}")
                 return
             upstream, upstream_name = route
             self._forward(req, upstream, None if upstream_name == name else ("ref", upstream_name))
         elif ref_type == "ref/resource" and uri is not None:
-            owner = self.gw.router.route_template(uri) or self.gw.router.route_uri(uri)
+            owner = self.router.route_template(uri) or self.router.route_uri(uri)
             if owner is None:
-                self.gw.send_error(req.session, req.id, jsonrpc.INVALID_PARAMS,
-                                   f"Unknown resource template: {uri}")
+                self.send_error(req.session, req.id, jsonrpc.INVALID_PARAMS,
+                                f"Unknown resource template: {uri}")
                 return
             self._forward(req, owner)
         else:
-            self.gw.send_error(req.session, req.id, jsonrpc.INVALID_PARAMS,
-                               "params.ref must be a ref/prompt with a name or a ref/resource "
-                               "with a uri")
+            self.send_error(req.session, req.id, jsonrpc.INVALID_PARAMS,
+                            "params.ref must be a ref/prompt with a name or a ref/resource "
+                            "with a uri")
 
     def _ping(self, req: Request) -> None:
         self.gw.send(req.session, jsonrpc.result_response(req.id, {}))
@@ -414,7 +422,7 @@ class Requests:
         session, env, client_id = req.session, req.env, req.id
         params, meta = req.params, req.meta
         assert params is not None and meta is not None
-        if self.gw.id_taken(session, client_id):
+        if self.id_taken(session, client_id):
             return
         if self.checks:
             called = params.get("name")
@@ -446,8 +454,8 @@ class Requests:
             self.log_levels.hold(upstream, level)
         method: str = env.method  # type: ignore[assignment]
         self.forward(upstream, Pending(
-            session, client_id, upstream.deadline(), token,
-            method, shape=shape, log_level=level if upstream.ready else None, uri=uri,
+            session, client_id, token, method, shape=shape,
+            log_level=level if upstream.ready else None, uri=uri,
             name=name if isinstance(name, str) else None,
             client_capabilities=meta.client_capabilities), jsonrpc.encode(params), upstream_id)
 
@@ -458,10 +466,13 @@ class Requests:
         session = pending.session
         sent = upstream.forward(pending, session, pending.method, params, upstream_id)
         if sent is None:
-            self.gw.send_error(session, pending.client_id, jsonrpc.UPSTREAM_UNAVAILABLE,
-                               f"upstream {upstream.name!r} is not available ({upstream.state})")
+            self.upstream_unavailable(upstream, pending)
             return
         session.inflight[pending.client_id] = (upstream, sent)
+
+    def upstream_unavailable(self, upstream: Upstream, pending: Pending) -> None:
+        self.send_error(pending.session, pending.client_id, jsonrpc.UPSTREAM_UNAVAILABLE,
+                        f"upstream {upstream.name!r} is not available ({upstream.state})")
 
     def _client_notification(self, session: DownstreamSession, method: str,
                              env: Envelope) -> None:

@@ -78,7 +78,8 @@ class Requester(Protocol):
 
 
 class InFlight(Protocol):
-    """A forwarded request, as an upstream sees it: when it expires."""
+    """A forwarded request, as an upstream sees it: when it expires (the upstream sets
+    it as it sends the request)."""
 
     deadline: float
 
@@ -123,6 +124,7 @@ class Upstream(Generic[CallT]):
         self.index = index
         self.config = config
         self.events = events
+        self._answered = events.answered
         self.log = log.getChild(name)
         self.state = "stopped"
         self.ready = False
@@ -201,7 +203,7 @@ class Upstream(Generic[CallT]):
         upstream_id = env.id
         pending = self.pending.pop(upstream_id, None) if type(upstream_id) is int else None
         if pending is not None:
-            self.events.answered(self, pending, env)
+            self._answered(self, pending, env)
             return
         future = self._calls.pop(upstream_id, None) if type(upstream_id) is int else None
         if future is not None:
@@ -219,7 +221,7 @@ class Upstream(Generic[CallT]):
 
     # -- requests from clients -------------------------------------------------------
     def deadline(self) -> float:
-        """When a request forwarded now times out (``request_timeout``)."""
+        """When a request taken up again now times out (``request_timeout``)."""
         return time.monotonic() + self._timeout
 
     def allocate_id(self) -> int:
@@ -240,6 +242,7 @@ class Upstream(Generic[CallT]):
             upstream_id = self.allocate_id()
         if self.sole_user is not session:
             self._note_user(session)
+        call.deadline = time.monotonic() + self._timeout
         self.pending[upstream_id] = call
         self.requests_forwarded += 1
         raw = params if not isinstance(params, bytes) else Raw(params)
