@@ -35,10 +35,23 @@ def imported_test_modules(path: Path) -> list[str]:
     return found
 
 
-@pytest.mark.parametrize("path", sorted(TESTS.glob("test_*.py")), ids=lambda p: p.name)
+TEST_MODULES = sorted(TESTS.rglob("test_*.py"))
+# tests/ mirrors the package: a folder per part, the rest (the suite, the build, the
+# package as a whole) at the top.
+PARTS = {"protocol", "ext", "transport", "upstream", "gateway", "admin", "e2e"}
+
+
+@pytest.mark.parametrize("path", TEST_MODULES, ids=lambda p: str(p.relative_to(TESTS)))
 def test_test_modules_do_not_import_each_other(path: Path) -> None:
     others = imported_test_modules(path)
     assert others == [], f"{path.name} imports {others}: move shared helpers to conftest.py"
+
+
+def test_test_modules_sit_in_the_folder_of_their_part() -> None:
+    folders = {path.parent.name for path in TEST_MODULES if path.parent != TESTS}
+    assert folders == PARTS
+    for part in PARTS:
+        assert (TESTS / part / "__init__.py").is_file(), part
 
 
 def test_a_gateway_leaves_no_temporary_folder(tmp_path: Path) -> None:

@@ -1,0 +1,157 @@
+"""The admin side app: health, readiness, liveness, status, connections, metrics."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ..conftest import ROOT, GatewayProcess, free_port, run, wait_until, ws_client
+
+
+def get_json(gw: GatewayProcess, path: str) -> tuple[int, Any]:
+    code, body = gw.admin_get(path)
+    return code, json.loads(body)
+
+
+def test_health_liveness_readiness(gateway: GatewayProcess) -> None:
+    assert get_json(gateway, "/liveness") == (200, {"status": "alive"})
+    assert get_json(gateway, "/readiness") == (200, {"ready": True})
+    code, health = get_json(gateway, "/health")
+    assert code == 200 and health["status"] == "ok" and health["upstreams"] == {"sdk": "ready"}
+
+
+def test_status_reports_implementation_listeners_and_upstreams(gateway: GatewayProcess) -> None:
+    status = gateway.status()
+    expected = "pure" if os.environ.get("MCPFAST_NO_EXTENSIONS") == "1" else "compiled"
+    assert status["implementation"] == expected
+    assert status["version"] and status["uptime_seconds"] >= 0
+    kinds = {listener["kind"]: listener for listener in status["listeners"]}
+    assert kinds["websocket"]["address"] == f"127.0.0.1:{gateway.port}"
+    assert kinds["unix"]["address"] == gateway.unix_path
+    upstream = status["upstreams"][0]
+    assert upstream["name"] == "sdk" and upstream["state"] == "ready"
+    assert upstream["tools"] >= 5 and upstream["protocol_version"]
+
+
+def test_connections_and_metrics_count_traffic(gateway: GatewayProcess) -> None:
+    async def body() -> None:
+        async with ws_client(gateway.ws_url) as c:
+            await c.initialize(clientInfo={"name": "metrics-test", "version": "1"})
+            for _ in range(3):
+                await c.call_tool("echo", {"text": "x"})
+            code, listing = get_json(gateway, "/api/v1/connections")
+            assert code == 200
+            (conn,) = listing["connections"]
+            assert conn["transport"] == "websocket" and conn["client"]["name"] == "metrics-test"
+            assert conn["messages_in"] >= 5 and conn["initialized"] is True
+    run(body())
+    code, body = gateway.admin_get("/metrics")
+    text = body.decode()
+    assert code == 200
+    metrics = {line.split(" ")[0]: float(line.split(" ")[1])
+               for line in text.splitlines() if line and not line.startswith("#")}
+    assert metrics["mcpfast_connections_total"] >= 1
+    assert metrics["mcpfast_requests_total"] >= 4
+    assert metrics['mcpfast_upstream_requests_total{upstream="sdk"}'] >= 3
+    assert metrics['mcpfast_upstream_up{upstream="sdk"}'] == 1
+    assert metrics["mcpfast_ready"] == 1
+    assert "process_resident_memory_bytes" in metrics
+
+
+TOKEN = "admin-token-0123456789abcdef"
+
+
+def admin_request(gw: GatewayProcess, path: str, authorization: str | None = None
+                  ) -> tuple[int, dict[str, str], bytes]:
+    request = urllib.request.Request(gw.admin_url + path)
+    if authorization is not None:
+        request.add_header("Authorization", authorization)
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return response.status, dict(response.headers), response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, dict(exc.headers), exc.read()
+
+
+def test_admin_token_guards_everything_but_the_probes(gateway_factory: Any,
+                                                      monkeypatch: Any) -> None:
+    monkeypatch.setenv("ADMIN_TEST_TOKEN", TOKEN)
+    gw: GatewayProcess = gateway_factory(start=False)
+    gw.config_path.write_text(gw.config_path.read_text().replace(
+        "[admin]\n", '[admin]\ntoken = "${ADMIN_TEST_TOKEN}"\n'))
+    gw.start()  # wait_ready polls /readiness without a token
+    for path in ("/health", "/liveness", "/readiness"):
+        assert admin_request(gw, path)[0] == 200, path
+    for path in ("/status", "/metrics", "/api/v1/connections", "/nonexistent"):
+        for authorization in (None, "Bearer wrong-token-0123456789", f"Basic {TOKEN}",
+                              "Bearer", f"Bearer {TOKEN}x"):
+            code, headers, body = admin_request(gw, path, authorization)
+            assert code == 401, (path, authorization)
+            assert headers["WWW-Authenticate"].startswith("Bearer")
+            assert TOKEN.encode() not in body
+    for authorization in (f"Bearer {TOKEN}", f"bearer {TOKEN}"):
+        code, _, body = admin_request(gw, "/status", authorization)
+        assert code == 200 and json.loads(body)["ready"] is True
+    assert admin_request(gw, "/metrics", f"Bearer {TOKEN}")[0] == 200
+    gw.terminate()
+    assert TOKEN not in gw.log()
+
+
+def test_admin_beyond_loopback_needs_a_token(tmp_path: Path) -> None:
+    path = tmp_path / "open.toml"
+    path.write_text('[admin]\nhost = "0.0.0.0"\n'
+                    '[upstreams.demo]\ncommand = ["python", "-m", "mcpfast.demo"]\n')
+    for args in (["check-config", str(path)], ["serve", "--config", str(path)]):
+        out = subprocess.run([sys.executable, "-m", "mcpfast", *args], capture_output=True,
+                             text=True, timeout=30)
+        assert out.returncode == 2, out
+        assert "admin.token: is required when admin.host ('0.0.0.0') is not a loopback" \
+            in out.stderr
+
+
+def test_container_config_binds_admin_beyond_loopback_only_with_a_token(
+        tmp_path: Path) -> None:
+    """examples/container.toml as the image runs it: without MCPFAST_ADMIN_TOKEN it does
+    not start; with it, the HEALTHCHECK's /liveness answers bare and /status does not."""
+    text = (ROOT / "examples" / "container.toml").read_text()
+    port, admin_port = free_port(), free_port()
+    text = text.replace("port = 8080", f"port = {port}").replace("port = 9090",
+                                                                 f"port = {admin_port}")
+    config = tmp_path / "container.toml"
+    config.write_text(text)
+    env = {k: v for k, v in os.environ.items() if k != "MCPFAST_ADMIN_TOKEN"}
+    refused = subprocess.run([sys.executable, "-m", "mcpfast", "serve", "--config",
+                              str(config)], capture_output=True, text=True, timeout=30,
+                             env=env, cwd=ROOT)
+    assert refused.returncode == 2
+    assert "admin.token: environment variable MCPFAST_ADMIN_TOKEN is not set" in refused.stderr
+    proc = subprocess.Popen([sys.executable, "-m", "mcpfast", "serve", "--config",
+                             str(config)], env={**env, "MCPFAST_ADMIN_TOKEN": TOKEN},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
+    try:
+        base = f"http://127.0.0.1:{admin_port}"
+
+        def alive() -> bool:
+            try:
+                # The Dockerfile's HEALTHCHECK, verbatim but for the port.
+                return urllib.request.urlopen(base + "/liveness", timeout=2).status == 200
+            except OSError:
+                return False
+        wait_until(alive, 20)
+        with pytest.raises(urllib.error.HTTPError) as denied:
+            urllib.request.urlopen(base + "/status", timeout=5)
+        assert denied.value.code == 401
+        request = urllib.request.Request(base + "/status",
+                                         headers={"Authorization": f"Bearer {TOKEN}"})
+        assert urllib.request.urlopen(request, timeout=5).status == 200
+    finally:
+        proc.terminate()
+        proc.wait(20)

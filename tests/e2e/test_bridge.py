@@ -1,0 +1,57 @@
+"""`mcpfast connect`: the official SDK's stdio client reaches the gateway through it."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from typing import Any
+
+from mcp import Client, StdioServerParameters
+from mcp.types import TextContent
+
+from ..conftest import GatewayProcess, run
+
+
+def test_sdk_stdio_client_through_the_bridge(gateway: GatewayProcess) -> None:
+    params = StdioServerParameters(command=sys.executable,
+                                   args=["-m", "mcpfast", "connect", "--unix", gateway.unix_path])
+
+    async def body() -> None:
+        progress: list[float] = []
+
+        async def on_progress(progress_: float, total: float | None, message: str | None) -> None:
+            progress.append(progress_)
+
+        async with Client(params, mode="legacy") as client:
+            assert client.server_info.name == "mcpfast"
+            tools = {t.name for t in (await client.list_tools()).tools}
+            assert {"echo", "progress", "whoami"} <= tools
+            echo = await client.call_tool("echo", {"text": "via the bridge"})
+            assert isinstance(echo.content[0], TextContent)
+            assert echo.content[0].text == "via the bridge"
+            done = await client.call_tool("progress", {"steps": 3}, progress_callback=on_progress)
+            assert isinstance(done.content[0], TextContent)
+            assert done.content[0].text == "completed 3 steps"
+            assert progress == [1, 2, 3]
+            prompt = await client.get_prompt("greet", {"name": "Ada"})
+            assert "Ada" in str(prompt.messages)
+    run(body())
+
+
+def test_half_close_still_gets_answers(gateway: GatewayProcess) -> None:
+    lines = (b'{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":'
+             b'"2025-11-25","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}\n'
+             b'{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"slow",'
+             b'"arguments":{"seconds":0.5}}}\n')
+    out = subprocess.run([sys.executable, "-m", "mcpfast", "connect", "--unix",
+                          gateway.unix_path], input=lines, capture_output=True, timeout=20)
+    assert out.returncode == 0, out.stderr
+    answers = out.stdout.splitlines()
+    assert len(answers) == 2 and b"done after 0.5s" in answers[1]
+
+
+def test_bridge_reports_a_missing_socket(tmp_path: Any) -> None:
+    out = subprocess.run([sys.executable, "-m", "mcpfast", "connect", "--unix",
+                          str(tmp_path / "none.sock")], capture_output=True, text=True,
+                         timeout=20)
+    assert out.returncode == 1 and "cannot connect" in out.stderr

@@ -1,0 +1,272 @@
+"""The command line: version, check-config, serve (its flags, JSON logs, what it says
+while upstreams start), connect, and the Makefile a new user runs first."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import tomllib
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from mcpfast import __version__
+
+from ..conftest import ROOT, SDK_SERVER, free_port, run, wait_until, ws_client
+
+
+def mcpfast(*args: str, **kw: Any) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "mcpfast", *args], capture_output=True,
+                          text=True, timeout=30, **kw)
+
+
+def test_version() -> None:
+    out = mcpfast("--version")
+    assert out.returncode == 0 and out.stdout.strip() == f"mcpfast {__version__}"
+
+
+def test_check_config_ok(tmp_path: Path) -> None:
+    path = tmp_path / "ok.toml"
+    path.write_text('[upstreams.demo]\ncommand = ["python", "-m", "mcpfast.demo"]\n')
+    out = mcpfast("check-config", str(path))
+    assert out.returncode == 0 and "OK" in out.stdout and "demo" in out.stdout
+
+
+def test_check_config_names_the_key_path(tmp_path: Path) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text('[listen]\nport = "eighty"\n[upstreams.demo]\ncommand = ["x"]\n')
+    out = mcpfast("check-config", str(path))
+    assert out.returncode == 2
+    assert "listen.port: expected int, got str" in out.stderr
+
+
+def test_check_config_missing_env_var(tmp_path: Path) -> None:
+    path = tmp_path / "env.toml"
+    path.write_text('[upstreams.demo]\ncommand = ["x"]\n'
+                    'env = { TOKEN = "${MCPFAST_TEST_UNSET}" }\n')
+    out = mcpfast("check-config", str(path))
+    assert out.returncode == 2
+    assert "upstreams.demo.env.TOKEN: environment variable MCPFAST_TEST_UNSET is not set" \
+        in out.stderr
+
+
+def test_serve_refuses_a_bad_config(tmp_path: Path) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text("[upstreams]\n")
+    out = mcpfast("serve", "--config", str(path))
+    assert out.returncode == 2 and "upstreams: at least one upstream" in out.stderr
+
+
+def test_json_logs(gateway_factory: Any) -> None:
+    gw = gateway_factory({"demo": {"command": ["python", "-m", "mcpfast.demo"]}},
+                         logging={"level": "info", "format": "json"})
+
+    async def body() -> None:
+        async with ws_client(gw.ws_url) as c:
+            await c.initialize()
+    run(body())
+    gw.terminate()
+    entries = [json.loads(line) for line in gw.log().splitlines() if line.strip()]
+    assert entries and all({"ts", "level", "logger", "message"} <= set(e) for e in entries)
+    assert any(e["logger"] == "mcpfast.upstream.demo.stderr" for e in entries)
+
+
+def wait_for_port(port: int, timeout: float) -> float:
+    """Seconds until 127.0.0.1:port accepts a connection."""
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return time.monotonic() - started
+        except OSError:
+            time.sleep(0.05)
+    raise AssertionError(f"port {port} still closed after {timeout} s")
+
+
+def test_serve_fronts_stdio_commands_on_given_ports(tmp_path: Path) -> None:
+    port, admin_port = free_port(), free_port()
+    unix = str(tmp_path / "gw.sock")
+    log = open(tmp_path / "gateway.log", "wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mcpfast", "serve", "--port", str(port),
+         "--admin-port", str(admin_port), "--unix", unix,
+         "--stdio", f"python {SDK_SERVER} --name one",
+         "--stdio", f"two=python {SDK_SERVER} --name two"],
+        stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+    try:
+        def ready() -> bool:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/readiness",
+                                            timeout=2) as response:
+                    return response.status == 200
+            except OSError:
+                return False
+        wait_until(ready, 20)
+        with urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/status") as response:
+            status = json.loads(response.read())
+        assert [u["name"] for u in status["upstreams"]] == ["sdk_server", "two"]
+        assert {lst["address"] for lst in status["listeners"]} == {f"127.0.0.1:{port}", unix}
+
+        async def body() -> None:
+            async with ws_client(f"ws://127.0.0.1:{port}/mcp") as c:
+                await c.initialize()
+                answer = await c.call_tool("two__whoami")
+                assert answer["result"]["content"][0]["text"] == "two"
+        run(body())
+    finally:
+        proc.terminate()
+        proc.wait(20)
+        log.close()
+
+
+def test_serve_flags_are_checked() -> None:
+    out = mcpfast("serve", "--port", "70000")
+    assert out.returncode == 2 and "not a port number" in out.stderr
+
+
+def test_check_config_names_a_missing_program(tmp_path: Path) -> None:
+    path = tmp_path / "ghost.toml"
+    path.write_text('[upstreams.demo]\ncommand = ["python", "-m", "mcpfast.demo"]\n'
+                    '[upstreams.ghost]\ncommand = ["mcpfast-no-such-server", "--stdio"]\n'
+                    '[upstreams.far]\ncommand = ["/nonexistent/bin/server"]\n'
+                    '[upstreams.lost]\ncommand = ["python"]\ncwd = "/nonexistent/dir"\n')
+    out = mcpfast("check-config", str(path))
+    assert out.returncode == 2, out
+    assert "upstreams.ghost.command[0]: program 'mcpfast-no-such-server' not found" \
+        in out.stderr
+    assert "upstreams.far.command[0]: program '/nonexistent/bin/server' does not exist" \
+        in out.stderr
+    assert "upstreams.lost.cwd: cwd '/nonexistent/dir' is not a directory" in out.stderr
+
+
+def test_an_upstream_that_cannot_start_neither_blocks_the_port_nor_logs_ready(
+        gateway_factory: Any) -> None:
+    gw = gateway_factory({"demo": {"command": ["python", "-m", "mcpfast.demo"]},
+                          "ghost": {"command": ["mcpfast-no-such-server"],
+                                    "init_timeout": 4.0, "restart_backoff": 0.5}},
+                         start=False)
+    gw.start(wait_ready=False)
+    # Well before init_timeout: the port does not wait for an upstream that cannot start.
+    assert wait_for_port(gw.port, 10) < 3.0
+
+    async def body() -> None:
+        async with ws_client(gw.ws_url) as c:
+            await c.initialize()
+            for _ in range(100):
+                tools = (await c.request("tools/list"))["result"]["tools"]
+                if tools:
+                    break
+                await asyncio.sleep(0.05)
+            assert "demo__echo" in {t["name"] for t in tools}
+    run(body())
+    wait_until(lambda: "not ready" in gw.log(), 10)
+    assert gw.admin_get("/readiness")[0] == 503
+    lines = gw.log().splitlines()
+    assert not [line for line in lines if line.endswith("mcpfast: ready")], gw.log()
+    assert any("program 'mcpfast-no-such-server' not found" in line for line in lines)
+    assert "mcpfast-no-such-server" in (gw.upstream("ghost")["last_error"] or "")
+
+
+def test_ready_is_logged_once_ready(gateway_factory: Any) -> None:
+    gw = gateway_factory({"demo": {"command": ["python", "-m", "mcpfast.demo"]}})
+    wait_until(lambda: any(line.endswith("mcpfast: ready") for line in gw.log().splitlines()))
+
+
+def test_connect_defaults_to_the_bundled_configs_socket(tmp_path: Path) -> None:
+    from mcpfast.config import load, user_socket_path
+
+    runtime = tmp_path / "run"
+    runtime.mkdir()
+    env = {**os.environ, "XDG_RUNTIME_DIR": str(runtime)}
+    probe = subprocess.run(
+        [sys.executable, "-c", "from mcpfast.config import load, user_socket_path; "
+         "print(load().listen.unix_socket); print(user_socket_path())"],
+        capture_output=True, text=True, env=env, timeout=30)
+    assert probe.stdout.split() == [str(runtime / "mcpfast.sock")] * 2
+    assert load().listen.unix_socket == user_socket_path()
+    # Nothing listens there: the bridge says where it looked.
+    out = subprocess.run([sys.executable, "-m", "mcpfast", "connect"], capture_output=True,
+                         text=True, env=env, timeout=30, stdin=subprocess.DEVNULL)
+    assert out.returncode == 1 and str(runtime / "mcpfast.sock") in out.stderr
+    # A directory others may write to could hold someone else's socket: neither side
+    # uses it.
+    runtime.chmod(0o777)
+    out = subprocess.run([sys.executable, "-m", "mcpfast", "connect"], capture_output=True,
+                         text=True, env=env, timeout=30, stdin=subprocess.DEVNULL)
+    assert out.returncode == 1 and "not a private directory" in out.stderr
+    out = mcpfast("serve", "--port", str(free_port()), "--admin-port", str(free_port()),
+                  env=env)
+    assert out.returncode == 1 and "not a private directory" in out.stderr
+
+
+# The first five minutes of a new user: the Makefile and the package metadata.
+
+def make(*args: str, **kw: Any) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["make", "--no-print-directory", "-C", str(ROOT), *args],
+                          capture_output=True, text=True, timeout=120, **kw)
+
+
+def test_bare_make_builds_and_does_not_serve() -> None:
+    planned = make("-n", "-B").stdout
+    assert "build_ext" in planned and "mcpfast serve" not in planned
+
+
+def test_make_run_installs_only_runtime_dependencies() -> None:
+    run_plan, test_plan = make("-n", "-B", "run").stdout, make("-n", "-B", "test").stdout
+    assert "pip install --quiet -e ." in run_plan and "[test" not in run_plan
+    assert "-e '.[test,dev,bench]'" in test_plan
+
+
+def test_missing_headers_and_compiler_are_named_up_front(tmp_path: Path) -> None:
+    # Python without its headers, as on Debian without python3-dev: INCLUDEPY lacks
+    # Python.h. And no compiler at all.
+    (tmp_path / "sitecustomize.py").write_text(
+        "import sysconfig\n_get = sysconfig.get_config_var\n"
+        "sysconfig.get_config_var = lambda n: '/nonexistent' if n == 'INCLUDEPY' else _get(n)\n")
+    env = {**os.environ, "PYTHONPATH": str(tmp_path), "CC": "no-such-cc"}
+    out = make("check-build-deps", f"PYTHON={sys.executable}", "PY=/nonexistent/python",
+               f"EXT_BUILT={tmp_path}/not-built", env=env)
+    assert out.returncode != 0
+    assert "Python.h" in out.stderr and "apt-get install python3-dev" in out.stderr
+    assert "no C compiler (no-such-cc)" in out.stderr and "build-essential" in out.stderr
+    fine = make("check-build-deps", f"PYTHON={sys.executable}", "PY=/nonexistent/python",
+                f"EXT_BUILT={tmp_path}/not-built")
+    assert fine.returncode == 0, fine.stderr
+
+
+def test_a_venv_left_without_pip_is_made_again(tmp_path: Path) -> None:
+    venv = tmp_path / ".venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True,
+                   timeout=120)
+    out = make("venv", f"VENV={venv}", f"PYTHON={sys.executable}")
+    assert out.returncode == 0, out.stderr
+    subprocess.run([str(venv / "bin" / "python"), "-c", "import pip"], check=True, timeout=60)
+
+
+def test_license_file_and_metadata() -> None:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert project["license"] == "Apache-2.0" and project["license-files"] == ["LICENSE"]
+    text = (ROOT / "LICENSE").read_text()
+    assert "Apache License" in text and "Version 2.0, January 2004" in text
+    assert "END OF TERMS AND CONDITIONS" in text
+
+
+def test_sigterm_while_upstreams_initialize_stops_at_once(gateway_factory: Any) -> None:
+    from ..conftest import group_alive
+
+    gw = gateway_factory({"mute": {"command": ["python", "-c", "import time; time.sleep(60)"],
+                                   "init_timeout": 30.0, "stop_timeout": 0.5}}, start=False)
+    gw.start(wait_ready=False)
+    wait_for_port(gw.port, 10)
+    wait_until(lambda: gw.admin_get("/status")[0] == 200 and gw.upstream("mute")["pid"])
+    pid = gw.upstream("mute")["pid"]
+    started = time.monotonic()
+    assert gw.terminate() == 0
+    assert time.monotonic() - started < 10
+    wait_until(lambda: not group_alive(pid), 5)
+    assert not [line for line in gw.log().splitlines() if line.endswith("mcpfast: ready")]

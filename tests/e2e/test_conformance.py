@@ -1,0 +1,72 @@
+"""The official MCP conformance suite, run against the gateway over Streamable HTTP.
+
+The gateway fronts ``tests/servers/conformance_server.py`` (written with the official
+SDK), alone and next to a second upstream so that aggregation is exercised (prefix mode
+``conditional``: the fixture's names stay unprefixed because the second upstream shares
+none of them). ``make test`` installs Node 22 and the suite into ``.tools/`` first
+(``scripts/node-tools.sh``); a missing install fails here rather than skipping.
+
+An expected-failures file may list only failures that are the suite's own fault, each
+with its reason; the suite itself fails a run whose listed failure passes (stale).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ..conftest import ROOT, sdk_upstream
+
+TOOLS = ROOT / ".tools"
+NODE_BIN = TOOLS / "node22" / "node_modules" / ".bin"
+CONFORMANCE = TOOLS / "conformance" / "node_modules" / ".bin" / "conformance"
+FIXTURE = str(ROOT / "tests" / "servers" / "conformance_server.py")
+EXPECTED = ROOT / "tests" / "conformance"
+
+
+def conformance_upstream(era: str) -> dict[str, Any]:
+    # The suite runs each scenario in a session of its own against one shared fixture
+    # process; the fixture asks for sampling, elicitation and logs only while handling
+    # the call that caused them, which is what attribution "in_flight" vouches for.
+    return {"command": ["python", FIXTURE], "init_timeout": 20.0, "era": era,
+            "attribution": "in_flight"}
+
+
+# The fixture answers server/discover, so with era "auto" the gateway speaks to it in the
+# modern era: the 2026-07-28 leg is then modern end to end, and the 2025-11-25 leg goes
+# through the gateway's translation (input_required relayed as server-to-client
+# requests). The 2025-11-25 leg also runs with the fixture pinned legacy, end to end.
+LEGS = [("2025-11-25", "legacy"), ("2025-11-25", "auto"), ("2026-07-28", "auto")]
+
+
+@pytest.mark.parametrize(("spec_version", "era"), LEGS)
+@pytest.mark.parametrize("upstreams", ["one", "two"])
+def test_conformance_suite(gateway_factory: Any, tmp_path: Path, spec_version: str,
+                           era: str, upstreams: str) -> None:
+    if upstreams == "two" and os.environ.get("MCPFAST_NO_EXTENSIONS") == "1":
+        # The pure pass runs each leg once; aggregation is the same code in both passes.
+        pytest.skip("the two-upstream legs run in the compiled pass of make test")
+    assert CONFORMANCE.exists(), "run scripts/node-tools.sh (make test does) first"
+    config: dict[str, dict[str, Any]] = {"everything": conformance_upstream(era)}
+    if upstreams == "two":
+        config["other"] = sdk_upstream("other", prefix="other_")
+    gw = gateway_factory(config, routing={"prefix": "conditional"})
+    command = [str(CONFORMANCE), "server", "--url", gw.http_url, "--suite", "all",
+               "--spec-version", spec_version, "-o", str(tmp_path / "results")]
+    expected = EXPECTED / f"expected-failures.{spec_version}.yml"
+    if expected.exists():
+        command += ["--expected-failures", str(expected)]
+    env = {**os.environ, "PATH": f"{NODE_BIN}:{os.environ.get('PATH', '')}"}
+    proc = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env,
+                          cwd=tmp_path)
+    sys.stdout.write(proc.stdout[-20000:])
+    assert proc.returncode == 0, (
+        f"conformance {spec_version} ({upstreams} upstream(s), fixture era {era}) "
+        "failed:\n"
+        f"{proc.stdout[-15000:]}\n{proc.stderr[-3000:]}\n--- gateway log ---\n"
+        f"{gw.log()[-5000:]}")

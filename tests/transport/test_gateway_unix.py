@@ -1,0 +1,124 @@
+"""End to end over the unix-socket listener (newline-delimited JSON)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import stat
+from typing import Any
+
+from ..conftest import GatewayProcess, run, unix_client
+
+
+def test_unix_socket_file_mode(gateway_factory: Any) -> None:
+    gw = gateway_factory(listen={"unix_socket_mode": "0600"})
+    mode = os.stat(gw.unix_path).st_mode
+    assert stat.S_ISSOCK(mode) and stat.S_IMODE(mode) == 0o600
+
+
+def test_unix_initialize_and_call(gateway: GatewayProcess) -> None:
+    async def body() -> None:
+        async with unix_client(gateway.unix_path) as c:
+            init = await c.initialize()
+            assert init["result"]["serverInfo"]["name"] == "mcpfast"
+            tools = (await c.request("tools/list"))["result"]["tools"]
+            assert "echo" in {t["name"] for t in tools}
+            response = await c.call_tool("echo", {"text": "über unix"})
+            assert response["result"]["content"][0]["text"] == "über unix"
+    run(body())
+
+
+def test_unix_bad_lines_get_errors_and_the_stream_goes_on(gateway_factory: Any) -> None:
+    gw = gateway_factory(listen={"max_message_bytes": 2048})
+
+    async def body() -> None:
+        async with unix_client(gw.unix_path) as c:
+            await c.send_raw("this is not json")
+            assert (await c.receive())["error"]["code"] == -32700
+            await c.send_raw(json.dumps({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+                                         "params": {"name": "echo",
+                                                    "arguments": {"text": "x" * 5000}}}))
+            err = await c.receive()
+            assert err["id"] is None and err["error"]["code"] == -32600
+            assert "limit" in err["error"]["message"]
+            await c.send_raw("[]")
+            assert (await c.receive())["error"]["code"] == -32600
+            # Several messages in one write, and one split across writes.
+            c.writer.write(b'{"jsonrpc":"2.0","id":"a","method":"ping"}\n'
+                           b'{"jsonrpc":"2.0","id":"b","method":"ping"}\n{"jsonrpc":"2.0",')
+            await c.writer.drain()
+            await asyncio.sleep(0.05)
+            c.writer.write(b'"id":"c","method":"ping"}\n')
+            await c.writer.drain()
+            for rid in ("a", "b", "c"):
+                assert (await c.wait_for(rid))["result"] == {}
+            await c.initialize()
+            echo = await c.call_tool("echo", {"text": "fine"})
+            assert echo["result"]["content"][0]["text"] == "fine"
+    run(body())
+
+
+def test_unix_and_websocket_clients_side_by_side(gateway: GatewayProcess) -> None:
+    from ..conftest import ws_client
+
+    async def echo_many(connect: Any, tag: str) -> None:
+        async with connect as c:
+            await c.initialize()
+            for i in range(30):
+                r = await c.call_tool("echo", {"text": f"{tag}{i}"}, request_id=i)
+                assert r["result"]["content"][0]["text"] == f"{tag}{i}"
+
+    async def body() -> None:
+        await asyncio.gather(echo_many(unix_client(gateway.unix_path), "u"),
+                             echo_many(ws_client(gateway.ws_url), "w"))
+    run(body())
+
+
+def test_a_client_that_stops_reading_is_paused_not_buffered(gateway: GatewayProcess) -> None:
+    """Flood requests without reading answers: the gateway stops reading from this
+    client (its socket buffers fill up) instead of queueing without bound, and other
+    clients are served meanwhile."""
+    import socket
+
+    from ..conftest import ws_client
+
+    request = (b'{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo",'
+               b'"arguments":{"text":"' + b"x" * 4000 + b'"}}}\n')
+    flood = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    flood.connect(gateway.unix_path)
+    flood.sendall(b'{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":'
+                  b'"2025-11-25","capabilities":{},"clientInfo":{"name":"f","version":"1"}}}\n')
+    flood.setblocking(False)
+    sent = 0
+    for _ in range(20000):
+        try:
+            sent += flood.send(request)
+        except BlockingIOError:
+            break
+    else:
+        raise AssertionError("the gateway never stopped reading from a client that never reads")
+    # The first second still fills the kernel's buffers with answers; after that the
+    # gateway takes no more of this client's requests.
+    import time
+    windows = []
+    for _ in range(3):
+        more = 0
+        deadline = time.monotonic() + 1.0
+        while time.monotonic() < deadline:
+            try:
+                more += flood.send(request)
+            except BlockingIOError:
+                time.sleep(0.01)
+        windows.append(more)
+    assert max(windows[1:]) < 64 * 1024, f"the gateway kept reading a stalled client: {windows}"
+
+    async def other() -> None:
+        async with ws_client(gateway.ws_url) as c:
+            await c.initialize()
+            r = await c.call_tool("echo", {"text": "served"})
+            assert r["result"]["content"][0]["text"] == "served"
+    run(other())
+    rss = [line for line in open(f"/proc/{gateway.proc.pid}/status") if line.startswith("VmRSS")]
+    assert int(rss[0].split()[1]) < 400_000, rss  # KiB; not gigabytes of queued answers
+    flood.close()

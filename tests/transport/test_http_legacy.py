@@ -1,0 +1,315 @@
+"""Streamable HTTP, legacy era (2025-11-25): sessions, streams, resumption, errors.
+
+Clients: the official SDK's ``mcp.Client`` in legacy mode, and raw aiohttp requests for
+what an SDK would never send.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import aiohttp
+import mcp
+import pytest
+from mcp.types import CreateMessageResult, TextContent
+
+from ..conftest import GatewayProcess, read_events, run, sdk_upstream
+
+LEGACY = {"sdk": sdk_upstream(era="legacy")}
+JSON_AND_SSE = "application/json, text/event-stream"
+INIT = {"jsonrpc": "2.0", "id": 1, "method": "initialize",
+        "params": {"protocolVersion": "2025-11-25", "capabilities": {"sampling": {}},
+                   "clientInfo": {"name": "raw", "version": "0"}}}
+
+
+@pytest.fixture
+def gateway(gateway_factory: Any) -> GatewayProcess:
+    """The SDK upstream pinned to the legacy era: legacy end to end."""
+    return gateway_factory(LEGACY)
+
+
+def headers(session_id: str | None = None, **extra: str) -> dict[str, str]:
+    h = {"Accept": JSON_AND_SSE, "Content-Type": "application/json"}
+    if session_id is not None:
+        h["Mcp-Session-Id"] = session_id
+        h["MCP-Protocol-Version"] = "2025-11-25"
+    h.update(extra)
+    return h
+
+
+async def initialize(http: aiohttp.ClientSession, url: str) -> str:
+    async with http.post(url, json=INIT, headers=headers()) as resp:
+        assert resp.status == 200, await resp.text()
+        assert resp.headers["Content-Type"].startswith("application/json")
+        body = await resp.json()
+        session_id = resp.headers["Mcp-Session-Id"]
+    assert body["result"]["protocolVersion"] == "2025-11-25"
+    assert all(0x21 <= ord(c) <= 0x7E for c in session_id)
+    async with http.post(url, json={"jsonrpc": "2.0", "method": "notifications/initialized"},
+                         headers=headers(session_id)) as resp:
+        assert resp.status == 202
+    return session_id
+
+
+@pytest.mark.parametrize("era", ["legacy", "modern"])
+def test_sdk_client_legacy_mode(gateway_factory: Any, era: str) -> None:
+    """A legacy client, to a legacy upstream end to end and to a modern one through the
+    gateway's translation (sampling then travels as input_required upstream)."""
+    gateway = gateway_factory({"sdk": sdk_upstream(era=era)})
+    progress: list[float] = []
+
+    async def sampling(context: Any, params: Any) -> CreateMessageResult:
+        return CreateMessageResult(role="assistant", model="test",
+                                   content=TextContent(type="text", text="forty-two"))
+
+    async def on_progress(value: float, total: float | None, message: str | None) -> None:
+        progress.append(value)
+
+    async def main() -> None:
+        async with mcp.Client(gateway.http_url, mode="legacy",
+                              sampling_callback=sampling) as client:
+            tools = await client.list_tools()
+            assert "echo" in [t.name for t in tools.tools]
+            result = await client.call_tool("echo", {"text": "over http"})
+            assert result.content[0].text == "over http"
+            result = await client.call_tool("progress", {"steps": 3},
+                                            progress_callback=on_progress)
+            assert result.content[0].text == "completed 3 steps"
+            result = await client.call_tool("sample", {"prompt": "meaning of life?"})
+            assert result.content[0].text == "forty-two"
+            prompt = await client.get_prompt("greet", {"name": "Ada"})
+            assert "Ada" in prompt.messages[0].content.text
+            read = await client.read_resource("test://item/7")
+            assert "7" in read.contents[0].text
+    run(main())
+    assert progress == [1, 2, 3]
+
+
+def test_session_lifecycle_and_errors(gateway: GatewayProcess) -> None:
+    url = gateway.http_url
+    call = {"jsonrpc": "2.0", "id": 2, "method": "tools/list"}
+
+    async def main() -> None:
+        async with aiohttp.ClientSession() as http:
+            sid = await initialize(http, url)
+            async with http.post(url, json=call, headers=headers(sid)) as resp:
+                assert resp.status == 200
+                assert (await resp.json())["result"]["tools"]
+            # No session id: 400; an unknown or forged one: 404.
+            async with http.post(url, json=call, headers=headers()) as resp:
+                assert resp.status == 400
+                assert (await resp.json())["error"]["code"] == -32600
+            async with http.post(url, json=call, headers=headers(sid[:-4] + "AAAA")) as resp:
+                assert resp.status == 404
+            # Unsupported protocol version: 400.
+            h = headers(sid)
+            h["MCP-Protocol-Version"] = "1999-01-01"
+            async with http.post(url, json=call, headers=h) as resp:
+                assert resp.status == 400
+            # A notification or a response gets 202 and no body.
+            async with http.post(url, json={"jsonrpc": "2.0", "method": "notifications/x"},
+                                 headers=headers(sid)) as resp:
+                assert resp.status == 202
+                assert await resp.read() == b""
+            # Malformed JSON: 400 with -32700; a batch: 400 with -32600.
+            async with http.post(url, data=b"{nope", headers=headers(sid)) as resp:
+                assert resp.status == 400
+                assert (await resp.json())["error"]["code"] == -32700
+            async with http.post(url, json=[call], headers=headers(sid)) as resp:
+                assert resp.status == 400
+                assert (await resp.json())["error"]["code"] == -32600
+            # Content negotiation.
+            async with http.post(url, json=call, headers=headers(
+                    sid, Accept="application/json")) as resp:
+                assert resp.status == 406
+            async with http.post(url, data=json.dumps(call), headers=headers(
+                    sid, **{"Content-Type": "text/plain"})) as resp:
+                assert resp.status == 415
+            async with http.put(url, json=call, headers=headers(sid)) as resp:
+                assert resp.status == 405
+                assert "POST" in resp.headers["Allow"]
+            # Origin and Host (DNS rebinding).
+            async with http.post(url, json=call, headers=headers(
+                    sid, Origin="http://evil.example")) as resp:
+                assert resp.status == 403
+            async with http.post(url, json=call, headers=headers(
+                    sid, Origin=f"http://127.0.0.1:{gateway.port}")) as resp:
+                assert resp.status == 200
+            async with http.post(url, json=call, headers=headers(
+                    sid, Host="evil.example")) as resp:
+                assert resp.status == 421
+            # A second GET stream is a conflict.
+            async with http.get(url, headers=headers(sid, Accept="text/event-stream")) as get:
+                assert get.status == 200
+                async with http.get(url, headers=headers(
+                        sid, Accept="text/event-stream")) as second:
+                    assert second.status == 409
+            # DELETE ends the session; its id is then unknown.
+            tcp = [lst for lst in gateway.status()["listeners"] if "http" in lst]
+            assert tcp[0]["http"]["sessions"] == 1
+            async with http.delete(url, headers=headers(sid)) as resp:
+                assert resp.status == 200
+            tcp = [lst for lst in gateway.status()["listeners"] if "http" in lst]
+            assert tcp[0]["http"]["sessions"] == 0
+            async with http.post(url, json=call, headers=headers(sid)) as resp:
+                assert resp.status == 404
+    run(main())
+
+
+def test_idle_session_expires(gateway_factory: Any) -> None:
+    """A session with no requests and no open stream for listen.idle_timeout ends: its
+    id then gets 404, and the client initializes again."""
+    gw = gateway_factory(LEGACY, listen={"idle_timeout": 1.0})
+    call = {"jsonrpc": "2.0", "id": 2, "method": "tools/list"}
+
+    async def main() -> None:
+        async with aiohttp.ClientSession() as http:
+            sid = await initialize(http, gw.http_url)
+            await asyncio.sleep(2.5)
+            async with http.post(gw.http_url, json=call, headers=headers(sid)) as resp:
+                assert resp.status == 404
+            fresh = await initialize(http, gw.http_url)
+            async with http.post(gw.http_url, json=call, headers=headers(fresh)) as resp:
+                assert resp.status == 200
+    run(main())
+
+
+def test_body_limit(gateway_factory: Any) -> None:
+    gw = gateway_factory(LEGACY, listen={"max_message_bytes": 2048})
+
+    async def main() -> None:
+        async with aiohttp.ClientSession() as http:
+            big = {**INIT, "params": {**INIT["params"], "pad": "x" * 4096}}
+            async with http.post(gw.http_url, json=big, headers=headers()) as resp:
+                assert resp.status == 413
+    run(main())
+
+
+def test_post_stream_resumes_without_losing_an_event(gateway: GatewayProcess) -> None:
+    """Drop the SSE answer of a call mid-way, resume with Last-Event-ID: every progress
+    notification and the result arrive exactly once."""
+    url = gateway.http_url
+    call = {"jsonrpc": "2.0", "id": 5, "method": "tools/call",
+            "params": {"name": "progress", "arguments": {"steps": 6},
+                       "_meta": {"progressToken": "tok"}}}
+
+    async def main() -> None:
+        async with aiohttp.ClientSession() as http:
+            sid = await initialize(http, url)
+            resp = await http.post(url, json=call, headers=headers(sid))
+            assert resp.status == 200
+            assert resp.headers["Content-Type"] == "text/event-stream"
+            first = await read_events(resp, 3)  # priming event, then progress 1 and 2
+            resp.close()  # the connection drops
+            assert first[0][1] is None
+            seen = [e[1]["params"]["progress"] for e in first[1:]]
+            last_id = first[-1][0]
+            assert last_id is not None
+            await asyncio.sleep(0.2)  # events keep coming while nobody reads
+            async with http.get(url, headers=headers(
+                    sid, Accept="text/event-stream", **{"Last-Event-ID": last_id})) as again:
+                assert again.status == 200
+                rest = await read_events(again, 100)
+            notes = [e[1] for e in rest if "method" in e[1]]
+            seen += [n["params"]["progress"] for n in notes]
+            assert seen == [1, 2, 3, 4, 5, 6]
+            assert rest[-1][1]["id"] == 5
+            assert rest[-1][1]["result"]["content"][0]["text"] == "completed 6 steps"
+    run(main())
+
+
+def test_get_stream_delivers_list_changed_and_resumes(gateway: GatewayProcess) -> None:
+    url = gateway.http_url
+
+    def grow(request_id: int, name: str) -> dict[str, Any]:
+        return {"jsonrpc": "2.0", "id": request_id, "method": "tools/call",
+                "params": {"name": "grow", "arguments": {"tool_name": name}}}
+
+    async def main() -> None:
+        async with aiohttp.ClientSession() as http:
+            sid = await initialize(http, url)
+            get = await http.get(url, headers=headers(sid, Accept="text/event-stream"))
+            assert get.status == 200
+            primed = await read_events(get, 1)
+            async with http.post(url, json=grow(3, "extra_one"), headers=headers(sid)) as r:
+                assert r.status == 200
+                await r.read()
+            changed = await read_events(get, 1)
+            assert changed[0][1]["method"] == "notifications/tools/list_changed"
+            get.close()
+            # While no GET stream is open, the next announcement waits in the buffer.
+            async with http.post(url, json=grow(4, "extra_two"), headers=headers(sid)) as r:
+                await r.read()
+            await asyncio.sleep(0.3)
+            async with http.get(url, headers=headers(
+                    sid, Accept="text/event-stream",
+                    **{"Last-Event-ID": changed[0][0]})) as again:
+                # A GET stream never ends: a third announcement marks where to stop
+                # reading, so that an event sent twice (the one before Last-Event-ID,
+                # or the missed one) would be seen.
+                async with http.post(url, json=grow(5, "extra_three"),
+                                     headers=headers(sid)) as r:
+                    await r.read()
+                resumed = await read_events(again, 2)
+                assert [e[1]["method"] for e in resumed] == \
+                    ["notifications/tools/list_changed"] * 2
+                # Nothing else was queued before the third: no repeat is still coming.
+                async with http.post(url, json=grow(6, "extra_four"),
+                                     headers=headers(sid)) as r:
+                    await r.read()
+                fourth = await read_events(again, 1)
+            ids = [changed[0][0], *(e[0] for e in resumed), fourth[0][0]]
+            stream = {i.rsplit("_", 1)[0] for i in ids if i}
+            seqs = [int(i.rsplit("_", 1)[1]) for i in ids if i]
+            assert len(stream) == 1 and seqs == list(range(seqs[0], seqs[0] + 4)), ids
+            assert primed[0][1] is None
+    run(main())
+
+
+def test_sse_keepalive_comments(gateway_factory: Any) -> None:
+    gw = gateway_factory(LEGACY, listen={"http": {"sse_keepalive": 0.2}})
+
+    async def main() -> None:
+        async with aiohttp.ClientSession() as http:
+            sid = await initialize(http, gw.http_url)
+            async with http.get(gw.http_url, headers=headers(
+                    sid, Accept="text/event-stream")) as get:
+                assert get.headers["X-Accel-Buffering"] == "no"
+                lines = []
+                async with asyncio.timeout(5):
+                    while b": ping\n" not in lines:
+                        lines.append(await get.content.readline())
+    run(main())
+
+
+def test_signed_session_served_by_another_replica(gateway_factory: Any) -> None:
+    """Two gateways sharing a session secret (and upstream): a session begun on one is
+    served by the other; a gateway with another secret refuses it."""
+    secret = {"http": {"session_secret": "a shared secret of some length"}}
+    one = gateway_factory(LEGACY, listen=secret)
+    two = gateway_factory(LEGACY, listen=secret)
+    other = gateway_factory(LEGACY, listen={
+        "http": {"session_secret": "a different secret, also long"}})
+    call = {"jsonrpc": "2.0", "id": 2, "method": "tools/call",
+            "params": {"name": "echo", "arguments": {"text": "replica"}}}
+
+    async def main() -> None:
+        async with aiohttp.ClientSession() as http:
+            sid = await initialize(http, one.http_url)
+            async with http.post(two.http_url, json=call, headers=headers(sid)) as resp:
+                assert resp.status == 200, await resp.text()
+                assert (await resp.json())["result"]["content"][0]["text"] == "replica"
+            async with http.post(other.http_url, json=call, headers=headers(sid)) as resp:
+                assert resp.status == 404
+    run(main())
+
+
+@pytest.mark.parametrize("request_line", ["GET", "DELETE"])
+def test_get_and_delete_need_a_session(gateway: GatewayProcess, request_line: str) -> None:
+    async def main() -> None:
+        async with aiohttp.ClientSession() as http, http.request(
+                request_line, gateway.http_url, headers={"Accept": "text/event-stream"}) as resp:
+            assert resp.status == 400
+    run(main())
