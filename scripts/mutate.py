@@ -68,13 +68,13 @@ TOPICS: dict[str, dict[str, list[str]]] = {
         "mcpfast/gateway/requests.py": ["Requests._by_name", "Requests._routed_uri",
                                         "Requests._read", "Requests._complete",
                                         "Requests._rename"],
-        "mcpfast/gateway/call.py": ["Request.name", "Request.uri", "Request.ref"],
+        "mcpfast/gateway/call.py": ["Request.ref", "Request.legacy", "Request.of_modern"],
     },
     "ids": {
         "mcpfast/protocol/jsonrpc.py": ["*"],
         "mcpfast/upstream/base.py": ["Upstream._on_response", "Upstream.forward",
                                      "Upstream.allocate_id", "Upstream.pending_for_token"],
-        "mcpfast/gateway/requests.py": ["Requests._forward", "Requests._forward_legacy",
+        "mcpfast/gateway/requests.py": ["Requests._forward",
                                         "Requests.forward", "Requests._forward_modern",
                                         "Requests._forward_legacy_to_modern"],
         "mcpfast/gateway/gateway.py": ["Gateway.id_taken"],
@@ -165,14 +165,24 @@ TOPIC_TESTS: dict[str, list[str]] = {
 KNOWN_FAILING: list[str] = []
 # For --modules outside the default selection: the tests of the package part.
 PACKAGE_TESTS: dict[str, list[str]] = {
-    "mcpfast/protocol/": ["tests/protocol/test_units.py", "tests/protocol/test_modern_protocol.py",
-                          "tests/protocol/test_protocol_websocket.py", "tests/protocol/test_session_ids.py"],
-    "mcpfast/transport/": ["tests/transport/test_guard_http.py", "tests/transport/test_http_legacy.py",
-                           "tests/transport/test_http_modern.py", "tests/transport/test_gateway_websocket.py",
+    "mcpfast/protocol/": ["tests/protocol/test_units.py",
+                          "tests/protocol/test_modern_protocol.py",
+                          "tests/protocol/test_protocol_websocket.py",
+                          "tests/protocol/test_session_ids.py"],
+    "mcpfast/transport/": ["tests/transport/test_guard_http.py",
+                           "tests/transport/test_http_legacy.py",
+                           "tests/transport/test_http_modern.py",
+                           "tests/transport/test_gateway_websocket.py",
                            "tests/transport/test_gateway_unix.py"],
-    "mcpfast/gateway/": ["tests/ext/test_routing.py", "tests/gateway/test_guard_ids.py",
-                         "tests/gateway/test_guard_cancel.py", "tests/gateway/test_multi_upstream.py",
-                         "tests/transport/test_gateway_websocket.py", "tests/upstream/test_upstream_lifecycle.py"],
+    "mcpfast/upstream/": ["tests/upstream/test_guard_upstream.py",
+                          "tests/upstream/test_upstream_lifecycle.py",
+                          "tests/upstream/test_modern_upstreams.py",
+                          "tests/gateway/test_guard_cancel.py"],
+    "mcpfast/gateway/": ["tests/ext/test_routing.py", "tests/gateway/test_chain.py",
+                         "tests/gateway/test_guard_ids.py", "tests/gateway/test_guard_cancel.py",
+                         "tests/gateway/test_multi_upstream.py",
+                         "tests/transport/test_gateway_websocket.py",
+                         "tests/upstream/test_upstream_lifecycle.py"],
 }
 
 COMPARE_SWAP: dict[type[ast.cmpop], type[ast.cmpop]] = {
@@ -292,7 +302,8 @@ NAMED: list[Named] = [
           ["tests/ext/test_routing.py", "tests/gateway/test_multi_upstream.py"]),
     Named("allow-list-unanchored-at-the-start", "mcpfast/transport/streamable.py",
           "verdict = self._regex.match(value) is not None",
-          "verdict = self._regex.search(value) is not None", ["tests/transport/test_guard_http.py"]),
+          "verdict = self._regex.search(value) is not None",
+          ["tests/transport/test_guard_http.py"]),
     Named("allow-list-unanchored-at-the-end", "mcpfast/transport/streamable.py",
           """'.*')})\\\\Z" for p in patterns)""", """'.*')})" for p in patterns)""",
           ["tests/transport/test_guard_http.py"]),
@@ -301,7 +312,8 @@ NAMED: list[Named] = [
           'self._origins = _AllowList(["http://127.0.0.1:*", "http://localhost:*"])',
           ["tests/transport/test_guard_http.py"]),
     Named("allowed-hosts-ignored", "mcpfast/transport/streamable.py",
-          "hosts = self.config.allowed_hosts", "hosts = None", ["tests/transport/test_guard_http.py"]),
+          "hosts = self.config.allowed_hosts", "hosts = None",
+          ["tests/transport/test_guard_http.py"]),
     Named("loopback-host-rule-everywhere", "mcpfast/transport/streamable.py",
           "if hosts is None and is_loopback(listen.host):", "if hosts is None:",
           ["tests/transport/test_guard_http.py"]),
@@ -330,7 +342,8 @@ NAMED: list[Named] = [
           ["tests/transport/test_guard_http.py"]),
     Named("mcp-param-headers-never-checked", "mcpfast/transport/streamable.py",
           'if method == "tools/call":\n                modern.check_param_headers',
-          'if False:\n                modern.check_param_headers', ["tests/transport/test_guard_http.py"]),
+          'if False:\n                modern.check_param_headers',
+          ["tests/transport/test_guard_http.py"]),
     Named("no-upstream-for-a-uri-is-32602", "mcpfast/gateway/requests.py",
           "self.gw.send_error(req.session, req.id, jsonrpc.RESOURCE_NOT_FOUND,",
           "self.gw.send_error(req.session, req.id, jsonrpc.INVALID_PARAMS,",
@@ -374,6 +387,8 @@ class _Finder(ast.NodeVisitor):
         self._selected_depth = 0
         self._branches: list[str] = []
         self._skip: set[int] = set()
+        self.matched: set[str] = set()
+        """The patterns that named a function here (a pattern that names none is stale)."""
 
     # -- scope ---------------------------------------------------------------------------
     def _scoped(self, node: ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef) -> None:
@@ -386,6 +401,7 @@ class _Finder(ast.NodeVisitor):
             # "Function[text]": only the if/elif branch whose condition mentions text.
             name, _, branch = pattern.partition("[")
             if fnmatch.fnmatchcase(qualname, name):
+                self.matched.add(pattern)
                 if branch:
                     branches.append(branch.rstrip("]"))
                 else:
@@ -535,6 +551,10 @@ def find_mutants(topics: list[str], modules: list[str], functions: list[str],
         for patterns, mapped in entries:
             finder = _Finder(rel, source, patterns, mapped)
             finder.visit(tree)
+            stale = [p for p in patterns if p not in finder.matched and not modules]
+            if stale:
+                raise SystemExit(f"TOPICS names {', '.join(stale)} in {rel}, which has no "
+                                 "such function: the code moved; update scripts/mutate.py")
             for mutant in finder.found:
                 known = mutants.get(mutant.id)
                 if known is None:
