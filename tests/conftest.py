@@ -18,7 +18,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -598,6 +598,15 @@ def modern(params: dict[str, Any] | None = None, **meta: Any) -> dict[str, Any]:
     params = dict(params or {})
     params["_meta"] = {**META, **params.get("_meta", {}), **meta}
     return params
+
+
+async def start_era(c: McpClient, era: str) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    """Open a session of ``era`` ("legacy" initializes, "modern" needs nothing) and
+    return what shapes its requests' params: the modern ``_meta``, or nothing."""
+    if era == "legacy":
+        await c.initialize()
+        return lambda params: params
+    return modern
 
 
 async def modern_request(c: McpClient, method: str, params: dict[str, Any] | None = None,

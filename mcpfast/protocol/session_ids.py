@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import re
 import secrets
 import struct
 import time
@@ -27,6 +28,11 @@ _HEAD = struct.Struct(">BBBI")
 _RANDOM = 16
 _MAC = 16
 _PAYLOAD = _HEAD.size + _RANDOM
+_ID = re.compile(f"[A-Za-z0-9_-]{{{-(-(_PAYLOAD + _MAC) * 4 // 3)}}}")
+"""The one spelling of an id: unpadded URL-safe base64 of payload and MAC (39 bytes are
+52 characters, every bit used). Base64 decoders skip what is outside their alphabet and
+padding past the data, so without this one id would have many spellings, and an ended
+one could come back under another (the endpoint remembers ended ids by string)."""
 CAPABILITY_BITS = {"sampling": 1, "elicitation": 2, "roots": 4}
 
 
@@ -59,14 +65,9 @@ class SessionSigner:
 
     def verify(self, session_id: str) -> SessionClaims | None:
         """The claims of an id this key signed, or None for anything else."""
-        if len(session_id) > 64:
+        if not isinstance(session_id, str) or _ID.fullmatch(session_id) is None:
             return None
-        try:
-            raw = base64.urlsafe_b64decode(session_id + "=" * (-len(session_id) % 4))
-        except (ValueError, TypeError):
-            return None
-        if len(raw) != _PAYLOAD + _MAC:
-            return None
+        raw = base64.urlsafe_b64decode(session_id)
         payload, mac = raw[:_PAYLOAD], raw[_PAYLOAD:]
         if not hmac.compare_digest(mac, self._mac(payload)):
             return None

@@ -31,6 +31,7 @@ from ..conftest import (
     run,
     running_gateway,
     sdk_upstream,
+    start_era,
     unix_client,
     ws_client,
 )
@@ -256,11 +257,7 @@ def test_ids_and_tokens_through_a_modern_upstream(modern_up: GatewayProcess, era
     tokens of each type come back as sent."""
     async def body() -> None:
         async with unix_client(modern_up.unix_path) as c:
-            if era == "legacy":
-                await c.initialize()
-
-            def params(p: dict[str, Any]) -> dict[str, Any]:
-                return modern(p) if era == "modern" else p
+            params = await start_era(c, era)
             for request_id in IDS:
                 await c.send({"jsonrpc": "2.0", "id": request_id, "method": "tools/call",
                               "params": params({"name": "echo",
@@ -315,11 +312,7 @@ def test_progress_nobody_asked_for_is_dropped_from_a_modern_upstream(
 
     async def body() -> None:
         async with unix_client(gw.unix_path) as c:
-            if era == "legacy":
-                await c.initialize()
-
-            def params(p: dict[str, Any]) -> dict[str, Any]:
-                return modern(p) if era == "modern" else p
+            params = await start_era(c, era)
             unasked = await c.request("tools/call", params(
                 {"name": "progress", "arguments": {"steps": 2, "guess": True}}))
             assert unasked["result"]["content"][0]["text"] == "2 steps", unasked
@@ -367,11 +360,7 @@ def test_upstream_errors_and_odd_results_pass_through(rec: tuple[GatewayProcess,
 
     async def body() -> None:
         async with unix_client(gw.unix_path) as c:
-            if era == "legacy":
-                await c.initialize()
-
-            def params(p: dict[str, Any]) -> dict[str, Any]:
-                return modern(p) if era == "modern" else p
+            params = await start_era(c, era)
             failed = await c.request("tools/call", params({"name": "fail"}), request_id=5)
             assert failed == {"jsonrpc": "2.0", "id": 5, "error": {
                 "code": -32603, "message": "failed on purpose"}}

@@ -18,6 +18,7 @@ from ..conftest import (
     recording_upstream,
     run,
     running_gateway,
+    start_era,
     unix_client,
 )
 
@@ -162,11 +163,7 @@ def test_prefixed_names_reach_a_modern_upstream_unprefixed(mixed: GatewayProcess
                                                            era: str) -> None:
     async def body() -> None:
         async with unix_client(mixed.unix_path) as c:
-            if era == "legacy":
-                await c.initialize()
-
-            def params(p: dict[str, Any]) -> dict[str, Any]:
-                return modern(p) if era == "modern" else p
+            params = await start_era(c, era)
             echo = await c.request("tools/call", params(
                 {"name": "m__echo", "arguments": {"text": era}}))
             assert echo["result"]["content"][0]["text"] == era, echo

@@ -120,11 +120,76 @@ def test_a_signed_id_of_another_format_or_version_is_refused(fmt: int, version: 
     assert set(claims.capabilities) == {"sampling", "elicitation", "roots"}
 
 
-def test_an_id_longer_than_64_characters_is_refused_before_decoding() -> None:
-    """Base64 decoding ignores padding past the data, so only the length check stops a
-    valid id with '=' appended; 65 characters is the first length refused."""
+def test_an_id_is_accepted_only_as_it_was_issued() -> None:
+    """Base64 decoders skip characters outside their alphabet and padding past the
+    data: every other spelling of a valid id is refused, or an ended id could come back
+    under one of them."""
     signer = SessionSigner(SECRET)
     good = signer.issue("2025-11-25", {})
-    for padded in (good + "=" * (65 - len(good)), good + "=" * 40):
-        assert len(padded) > 64
-        assert signer.verify(padded) is None
+    assert len(good) == 52 and signer.verify(good) is not None
+    for other in (good + "=", good + "=" * 40, good + ".", "." + good, good[:10] + "*" +
+                  good[10:], good[:10] + "=" + good[10:], good + "\n", " " + good,
+                  good[:-1], good[:-1] + "+", good.replace("-", "+").replace("_", "/")):
+        if other != good:
+            assert signer.verify(other) is None, other
+
+
+# -- Endpoint's memory of ended ids (transport/streamable.py), in process -----------------
+
+class _Gateway:
+    """What Endpoint reads of its gateway to keep its session bookkeeping."""
+
+    def __init__(self) -> None:
+        from mcpfast import config
+        self.config = config.parse("[upstreams.a]\ncommand = ['x']\n")
+
+
+class _Session:
+    def __init__(self, token: str, address: str, issued_at: int) -> None:
+        self.token, self.address, self.issued_at = token, address, issued_at
+
+
+def test_forgetting_the_oldest_ended_id_refuses_every_id_issued_up_to_it(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The revocation list is bounded (MAX_ENDED): past the bound the oldest entry goes,
+    and ids issued up to its issue time are no longer adopted, so a deleted id never
+    comes back; ids issued later still are."""
+    from mcpfast.transport import streamable
+    monkeypatch.setattr(streamable, "MAX_ENDED", 3)
+    endpoint = streamable.Endpoint(_Gateway())  # type: ignore[arg-type]
+    start = endpoint.not_before
+    ended = [_Session(f"id{n}", "10.0.0.1", start + 10 + n) for n in range(4)]
+    for session in ended:
+        endpoint.sessions[session.token] = session  # type: ignore[assignment]
+        endpoint.per_address["10.0.0.1"] = endpoint.per_address.get("10.0.0.1", 0) + 1
+    for session in ended[:3]:
+        endpoint.unregister(session)  # type: ignore[arg-type]
+    assert list(endpoint.ended) == ["id0", "id1", "id2"]
+    assert endpoint.not_before == start  # nothing forgotten yet
+    endpoint.unregister(ended[3])  # type: ignore[arg-type]
+    assert list(endpoint.ended) == ["id1", "id2", "id3"]  # the oldest went
+    assert endpoint.not_before == start + 11
+    assert not endpoint._adoptable(start + 10)  # the forgotten id's issue second
+    assert endpoint._adoptable(start + 11)
+    # Every session of the address ended: nothing is left counted for it.
+    assert endpoint.per_address == {} and endpoint.sessions == {}
+
+
+def test_an_address_is_counted_for_the_sessions_it_still_has() -> None:
+    """The per-address cap (max_sessions_per_peer) counts live sessions: ending one of
+    two leaves one counted, ending both leaves none."""
+    from mcpfast.transport import streamable
+    endpoint = streamable.Endpoint(_Gateway())  # type: ignore[arg-type]
+    now = endpoint.not_before
+    one, two = _Session("a1", "10.0.0.2", now), _Session("a2", "10.0.0.2", now)
+    other = _Session("b1", "10.0.0.3", now)
+    for session in (one, two, other):
+        endpoint.sessions[session.token] = session  # type: ignore[assignment]
+    endpoint.per_address.update({"10.0.0.2": 2, "10.0.0.3": 1})
+    endpoint.unregister(one)  # type: ignore[arg-type]
+    assert endpoint.per_address == {"10.0.0.2": 1, "10.0.0.3": 1}
+    endpoint.unregister(one)  # type: ignore[arg-type]  # ended already: counted once
+    assert endpoint.per_address == {"10.0.0.2": 1, "10.0.0.3": 1}
+    endpoint.unregister(two)  # type: ignore[arg-type]
+    assert endpoint.per_address == {"10.0.0.3": 1}
+    assert list(endpoint.ended) == ["a1", "a2"]

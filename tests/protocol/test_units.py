@@ -83,3 +83,113 @@ def test_http_reader_errors(data: bytes, status: int) -> None:
 def test_format_response() -> None:
     assert format_response(404, [("X", "y")], b"nope", keep_alive=False) == (
         b"HTTP/1.1 404 Not Found\r\nX: y\r\nContent-Length: 4\r\nConnection: close\r\n\r\nnope")
+
+
+# -- jsonrpc.decode: what a client is told, and with which id ----------------------------
+
+DEEP = b"[" * 100 + b"]" * 100
+
+
+def decode_error(data: bytes, max_depth: int | None = jsonrpc.DEFAULT_MAX_DEPTH,
+                 ) -> jsonrpc.MessageError:
+    with pytest.raises(jsonrpc.MessageError) as caught:
+        jsonrpc.decode(data, max_depth)
+    return caught.value
+
+
+@pytest.mark.parametrize("data", [
+    b'{"jsonrpc":"2.0","id":1,"result":{"ok":true}}',
+    b'{"jsonrpc":"2.0","id":"r","error":{"code":-32601,"message":"nope"}}',
+])
+def test_decode_reads_responses(data: bytes) -> None:
+    # A client's answer to a sampling or elicitation request, an upstream's result.
+    env = jsonrpc.decode(data)
+    assert env.method is msgspec.UNSET and env.id in (1, "r")
+    assert (env.result is msgspec.UNSET) != (env.error is msgspec.UNSET)
+
+
+@pytest.mark.parametrize("data,request_id", [
+    # Not a request, a notification or a response, though it has an id.
+    (b'{"jsonrpc":"2.0","id":4}', 4),
+    (b'{"jsonrpc":"2.0","id":"a","result":1,"error":{"code":1,"message":"m"}}', "a"),
+    (b'{"jsonrpc":"1.0","id":"old","method":"ping"}', "old"),
+    (b'{"id":9,"method":"ping"}', 9),
+    # A result without an id answers nothing.
+    (b'{"jsonrpc":"2.0","result":{}}', None),
+    (b'{"jsonrpc":"2.0","error":{"code":1,"message":"m"}}', None),
+    (b'{"jsonrpc":"1.0","id":[1],"method":"ping"}', None),
+])
+def test_an_invalid_request_is_answered_with_its_id(data: bytes, request_id: object) -> None:
+    error = decode_error(data)
+    assert error.code == jsonrpc.INVALID_REQUEST
+    assert error.request_id == request_id and error.response_id is None
+    assert error.message.startswith("Invalid Request: ")
+    assert str(error) == error.message  # what a traceback or a log line shows
+
+
+def test_the_invalid_request_message_names_the_problem() -> None:
+    batch = decode_error(b'  [{"jsonrpc":"2.0","id":1,"method":"ping"}]')
+    assert batch.message == ("Invalid Request: JSON-RPC batches are not supported by this "
+                             "protocol version")
+    shape = decode_error(b'{"jsonrpc":"2.0","id":1,"method":7}')
+    assert shape.message.startswith("Invalid Request: ") and "batch" not in shape.message
+    assert "str" in shape.message  # msgspec's account of the wrong type
+
+
+@pytest.mark.parametrize("data", [
+    b'{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{\n"name":"echo",\n'
+    b'"arguments":{"text":"a"}\n}\n}',
+    # A newline as the very first byte, and one inside params.
+    b'\n{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{\n"name":"echo"}}',
+])
+def test_a_clients_newlines_never_reach_the_forwarded_params(data: bytes) -> None:
+    # Params go on unread to stdio upstreams, where a newline ends a message.
+    env = jsonrpc.decode(data)
+    assert b"\n" not in bytes(env.params)
+    assert msgspec.json.decode(bytes(env.params))["name"] == "echo"
+    # An upstream's message (no depth limit) is kept as it came.
+    assert b"\n" in bytes(jsonrpc.decode(data, None).params)
+
+
+def test_an_escaped_backslash_does_not_end_a_string_for_the_depth_count() -> None:
+    # "x\\" is a string ending in a backslash; the brackets after it are in a string.
+    data = (b'{"jsonrpc":"2.0","id":1,"method":"m","params":{"a":"x\\\\","b":"'
+            + b"[" * 10 + b'"}}')
+    assert jsonrpc.decode(data, 5).id == 1
+    # The envelope and params are two levels; the same brackets outside the string count.
+    assert jsonrpc.decode(data.replace(b'"' + b"[" * 10 + b'"', b"[" * 3 + b"]" * 3), 5).id == 1
+    assert decode_error(data.replace(b'"' + b"[" * 10 + b'"', b"[" * 4 + b"]" * 4),
+                        5).code == jsonrpc.PARSE_ERROR
+
+
+@pytest.mark.parametrize("data,request_id,response_id", [
+    # An id inside params is not the message's.
+    (b'{"jsonrpc":"2.0","method":"m","params":{"id":99,"x":' + DEEP + b'},"id":5}', 5, None),
+    (b'{"jsonrpc":"2.0","id":6,"method":"m","params":{"id":99,"x":' + DEEP + b"}}", 6, None),
+    # A request whose method comes after a nested member is still answered with its id.
+    (b'{"jsonrpc":"2.0","id":7,"params":{"x":' + DEEP + b'},"method":"m","more":{}}',
+     7, None),
+    # Responses, by their result or their error, are not answered.
+    (b'{"jsonrpc":"2.0","id":12,"error":{"code":1,"message":"m","data":' + DEEP + b"}}",
+     None, 12),
+    (b'{"jsonrpc":"2.0","id":13,"result":{"x":' + DEEP + b"}}", None, 13),
+])
+def test_the_id_of_a_message_too_deep_to_read(data: bytes, request_id: object,
+                                              response_id: object) -> None:
+    error = decode_error(data)
+    assert error.code == jsonrpc.PARSE_ERROR and "deeper than" in error.message
+    assert (error.request_id, error.response_id) == (request_id, response_id)
+
+
+def test_message_builders() -> None:
+    def read(data: bytes) -> object:
+        return msgspec.json.decode(data)
+    assert read(jsonrpc.result_response(3, {"a": 1})) == {"jsonrpc": "2.0", "id": 3,
+                                                           "result": {"a": 1}}
+    assert read(jsonrpc.request("r", "ping")) == {"jsonrpc": "2.0", "id": "r", "method": "ping"}
+    assert read(jsonrpc.request(2, "tools/list", {"cursor": "c"})) == {
+        "jsonrpc": "2.0", "id": 2, "method": "tools/list", "params": {"cursor": "c"}}
+    assert read(jsonrpc.notification("notifications/initialized")) == {
+        "jsonrpc": "2.0", "method": "notifications/initialized"}
+    assert read(jsonrpc.notification("notifications/cancelled", {"requestId": 1})) == {
+        "jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": 1}}

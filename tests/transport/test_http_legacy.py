@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from typing import Any
 
 import aiohttp
@@ -312,4 +313,135 @@ def test_get_and_delete_need_a_session(gateway: GatewayProcess, request_line: st
         async with aiohttp.ClientSession() as http, http.request(
                 request_line, gateway.http_url, headers={"Accept": "text/event-stream"}) as resp:
             assert resp.status == 400
+    run(main())
+
+
+def test_a_deleted_session_frees_its_place_under_the_per_address_cap(
+        gateway_factory: Any) -> None:
+    """max_sessions_per_peer counts the sessions an address holds now: a DELETE gives
+    its place back, and only its own (the cap holds again at the next one)."""
+    gw = gateway_factory(LEGACY, listen={"http": {"max_sessions": 10,
+                                                  "max_sessions_per_peer": 2}})
+    url = gw.http_url
+
+    async def init_status(http: aiohttp.ClientSession) -> tuple[int, str | None]:
+        async with http.post(url, json=INIT, headers=headers()) as resp:
+            body = await resp.json()
+            if resp.status == 429:
+                assert resp.headers["Retry-After"] == "5"
+                assert body["error"]["code"] == -32600 and body["id"] == 1
+            return resp.status, resp.headers.get("Mcp-Session-Id")
+
+    async def main() -> None:
+        async with aiohttp.ClientSession() as http:
+            first = await initialize(http, url)
+            await initialize(http, url)
+            assert await init_status(http) == (429, None)
+            async with http.delete(url, headers=headers(first)) as resp:
+                assert resp.status == 200
+            status, third = await init_status(http)
+            assert status == 200 and third is not None
+            assert await init_status(http) == (429, None)
+    run(main())
+
+
+def test_a_deleted_session_id_is_refused_in_every_spelling(gateway: GatewayProcess) -> None:
+    """Base64 decoders skip characters outside their alphabet and padding past the data:
+    an ended id with one more character must not be adopted as a new session (it was,
+    200, before ids had to be spelled exactly as issued)."""
+    ping = {"jsonrpc": "2.0", "id": 9, "method": "ping"}
+
+    async def main() -> None:
+        async with aiohttp.ClientSession() as http:
+            sid = await initialize(http, gateway.http_url)
+            async with http.delete(gateway.http_url, headers=headers(sid)) as resp:
+                assert resp.status == 200
+            for variant in (sid, sid + "=", sid + "==", sid + ".", "." + sid,
+                            sid[:10] + "*" + sid[10:], sid + "\t"):
+                async with http.post(gateway.http_url, json=ping,
+                                     headers=headers(variant.strip())) as resp:
+                    assert resp.status == 404, (variant, resp.status)
+                    assert "Mcp-Session-Id" not in resp.headers
+    run(main())
+
+
+def open_streams(gw: GatewayProcess) -> int:
+    (tcp,) = [lst for lst in gw.status()["listeners"] if "http" in lst]
+    return int(tcp["http"]["open_streams"])
+
+
+async def until(predicate: Any, what: str, timeout: float = 15.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not predicate():
+        assert asyncio.get_running_loop().time() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.05)
+
+
+def test_a_post_abandoned_before_its_answer_is_cancelled_and_its_id_freed(
+        gateway: GatewayProcess) -> None:
+    """A client that drops the connection of a POST before anything was sent cannot
+    resume it (there is no event id): the call is cancelled at once, and the request id
+    may be used again on the session."""
+    url = gateway.http_url
+    slow = {"jsonrpc": "2.0", "id": 7, "method": "tools/call",
+            "params": {"name": "slow", "arguments": {"seconds": 30}}}
+    echo = {"jsonrpc": "2.0", "id": 7, "method": "tools/call",
+            "params": {"name": "echo", "arguments": {"text": "again"}}}
+
+    async def main() -> None:
+        async with aiohttp.ClientSession() as http:
+            sid = await initialize(http, url)
+            task = asyncio.create_task(http.post(url, json=slow, headers=headers(sid)))
+            await until(lambda: gateway.status()["in_flight"] == 1, "the call to start")
+            started = time.monotonic()
+            task.cancel()  # aiohttp drops the connection
+            await until(lambda: gateway.status()["in_flight"] == 0, "the cancellation")
+            assert time.monotonic() - started < 10  # not the 30 s the call would take
+            async with http.post(url, json=echo, headers=headers(sid)) as resp:
+                assert resp.status == 200, await resp.text()
+                reply = await resp.json()
+            assert reply["id"] == 7 and reply["result"]["content"][0]["text"] == "again"
+    run(main())
+
+
+def test_a_closed_get_stream_is_no_longer_counted_open(gateway: GatewayProcess) -> None:
+    url = gateway.http_url
+
+    async def main() -> None:
+        async with aiohttp.ClientSession() as http:
+            sid = await initialize(http, url)
+            get = await http.get(url, headers=headers(sid, Accept="text/event-stream"))
+            assert get.status == 200
+            await until(lambda: open_streams(gateway) == 1, "the GET stream to open")
+            get.close()
+            await until(lambda: open_streams(gateway) == 0, "the GET stream to close")
+            # The session goes on, and a new GET stream may be opened on it.
+            async with http.get(url, headers=headers(sid, Accept="text/event-stream")) as again:
+                assert again.status == 200
+    run(main())
+
+
+def test_a_replica_adopts_a_session_only_if_it_has_room(gateway_factory: Any) -> None:
+    """A session signed by another replica is a new session here, under this gateway's
+    max_sessions: a full gateway answers 503 rather than going past its limit."""
+    secret = "a shared secret of some length"
+    one = gateway_factory(LEGACY, listen={"http": {"session_secret": secret}})
+    full = gateway_factory(LEGACY, listen={"http": {"session_secret": secret,
+                                                    "max_sessions": 1}})
+    ping = {"jsonrpc": "2.0", "id": 3, "method": "ping"}
+
+    async def main() -> None:
+        async with aiohttp.ClientSession() as http:
+            mine = await initialize(http, full.http_url)
+            theirs = await initialize(http, one.http_url)
+            async with http.post(full.http_url, json=ping, headers=headers(theirs)) as resp:
+                assert resp.status == 503, await resp.text()
+                assert resp.headers["Retry-After"] == "1"
+                assert (await resp.json())["error"]["code"] == -32600
+            async with http.post(full.http_url, json=ping, headers=headers(mine)) as resp:
+                assert resp.status == 200
+            async with http.delete(full.http_url, headers=headers(mine)) as resp:
+                assert resp.status == 200
+            async with http.post(full.http_url, json=ping, headers=headers(theirs)) as resp:
+                assert resp.status == 200  # room again: adopted
     run(main())

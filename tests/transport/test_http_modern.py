@@ -223,3 +223,56 @@ def test_listen_stream_keepalive(gateway_factory: Any) -> None:
                     while b": ping\n" not in lines:
                         lines.append(await resp.content.readline())
     run(main())
+
+
+def test_a_listen_stream_the_client_closes_is_let_go(gateway: GatewayProcess) -> None:
+    """A subscriptions/listen stream counts among the open streams while it is read;
+    when the client closes it the gateway lets it go: it is no longer counted, and the
+    connection the gateway held for it is closed."""
+    url = gateway.http_url
+
+    def open_streams() -> int:
+        (tcp,) = [lst for lst in gateway.status()["listeners"] if "http" in lst]
+        return int(tcp["http"]["open_streams"])
+
+    async def until(predicate: Any, what: str, timeout: float = 15.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not predicate():
+            assert time.monotonic() < deadline, f"timed out waiting for {what}"
+            await asyncio.sleep(0.05)
+
+    async def main() -> None:
+        async with aiohttp.ClientSession() as http:
+            before = gateway.status()["connections"]["open"]
+            listen = body("subscriptions/listen", "L2",
+                          notifications={"toolsListChanged": True})
+            resp = await http.post(url, json=listen, headers=headers("subscriptions/listen"))
+            assert resp.status == 200
+            (ack,) = await read_events(resp, 1)
+            assert ack[1]["method"] == "notifications/subscriptions/acknowledged"
+            assert open_streams() == 1
+            assert gateway.status()["connections"]["open"] == before + 1
+            resp.close()
+            await until(lambda: open_streams() == 0, "the stream to be let go")
+            await until(lambda: gateway.status()["connections"]["open"] == before,
+                        "its connection to close")
+    run(main())
+
+
+def test_an_unsupported_version_is_a_400_even_for_a_client_preferring_a_stream(
+        gateway: GatewayProcess) -> None:
+    """Rung 11 refuses before any stream starts: a client that lists text/event-stream
+    first still gets the plain 400 with -32022, not a 200 stream carrying the error."""
+    odd = body("tools/list", 4, _meta={"io.modelcontextprotocol/protocolVersion": "v9"})
+
+    async def main() -> None:
+        async with aiohttp.ClientSession() as http, http.post(
+                gateway.http_url, json=odd, headers=headers(
+                    "tools/list", **{"MCP-Protocol-Version": "v9",
+                                     "Accept": "text/event-stream, application/json"})) as resp:
+            assert resp.status == 400
+            assert resp.headers["Content-Type"].startswith("application/json")
+            reply = await resp.json()
+        assert (reply["id"], reply["error"]["code"]) == (4, -32022)
+        assert reply["error"]["data"] == {"supported": [VERSION], "requested": "v9"}
+    run(main())
