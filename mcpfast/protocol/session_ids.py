@@ -28,7 +28,8 @@ _HEAD = struct.Struct(">BBBI")
 _RANDOM = 16
 _MAC = 16
 _PAYLOAD = _HEAD.size + _RANDOM
-_ID = re.compile(f"[A-Za-z0-9_-]{{{-(-(_PAYLOAD + _MAC) * 4 // 3)}}}")
+_ID_LENGTH = -(-(_PAYLOAD + _MAC) * 4 // 3)  # unpadded base64: 4 characters per 3 bytes
+_ID = re.compile(f"[A-Za-z0-9_-]{{{_ID_LENGTH}}}")
 """The one spelling of an id: unpadded URL-safe base64 of payload and MAC (39 bytes are
 52 characters, every bit used). Base64 decoders skip what is outside their alphabet and
 padding past the data, so without this one id would have many spellings, and an ended
