@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 
+import mcpfast_ext
 from mcpfast.protocol import jsonrpc
 from mcpfast.protocol.ndjson import LineFramer
 
@@ -156,3 +157,55 @@ def test_ndjson_feed(benchmark: Any, implementation: str) -> None:
     framer = LineFramer(4 * 1024 * 1024)
     benchmark_calls(benchmark, framer.feed, chunk)
     assert framer.feed(chunk) == lines
+
+
+@pytest.mark.benchmark(group="Gateway round trip, 300 B tools/call with a progress token, "
+                             "routed by prefix")
+@pytest.mark.parametrize("implementation", [mcpfast_ext.IMPLEMENTATION])
+def test_gateway_round_trip(benchmark: Any, tmp_path: Any, implementation: str) -> None:
+    """The gateway's own path for one ``tools/call``, in process: the client's request
+    decoded, dispatched, routed, checked and written to the upstream; the upstream's
+    answer correlated and written back to the client. Sockets and framing are left out
+    (the upstream's write and the client's send append to lists), so this is the cost
+    that the core adds, with whichever mcpfast_ext implementation is active."""
+    import asyncio
+
+    from mcpfast.config import load
+    from mcpfast.gateway.gateway import Gateway
+
+    config_path = tmp_path / "bench.toml"
+    # Two upstreams, so that names are prefixed as in tools_call() ("docs__search").
+    config_path.write_text('[upstreams.docs]\ncommand = ["python", "-c", "pass"]\n\n'
+                           '[upstreams.other]\ncommand = ["python", "-c", "pass"]\n')
+    gateway = Gateway(load(str(config_path)))
+    upstream = gateway.upstreams["docs"]
+    to_upstream: list[bytes] = []
+    upstream.write = to_upstream.append  # type: ignore[method-assign]
+    upstream.ready, upstream.state, upstream.era = True, "ready", "legacy"
+    upstream.capabilities = {"tools": {}}
+    upstream.catalog = {"tools": [{"name": "search", "inputSchema": {"type": "object"}}],
+                        "prompts": [], "resources": [], "resourceTemplates": []}
+    gateway.router.rebuild()
+    to_client: list[bytes] = []
+    session = gateway.open_session("unix", "bench", to_client.append, lambda c, r: None)
+    gateway.handle(session, json.dumps({
+        "jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+            "protocolVersion": "2025-11-25", "capabilities": {},
+            "clientInfo": {"name": "bench", "version": "0"}}}).encode())
+    request = tools_call()
+    answer = tools_result(request_id=999_999_999)
+    head, tail = answer.split(b"999999999", 1)
+
+    def round_trip(_: object) -> None:
+        gateway.handle(session, request)
+        upstream.on_message(head + str(upstream._next_id).encode() + tail)
+
+    benchmark.extra_info["calls"] = CALLS
+    asyncio.run(_in_loop(benchmark, round_trip))
+    assert to_client[-1].startswith(b'{"jsonrpc":"2.0","id":42,"result":'), to_client[-1][:80]
+    assert not session.inflight and not upstream.pending
+
+
+async def _in_loop(benchmark: Any, round_trip: Callable[[object], None]) -> None:
+    """The upstream's writer and time-outs expect a running event loop."""
+    benchmark(run_batch, round_trip, (range(CALLS),))

@@ -29,10 +29,14 @@ MAX_BUCKETS = 100_000
 """Buckets one limit keeps at most; past it, new identities share one overflow bucket,
 so that a flood of new addresses cannot grow memory (and is limited together)."""
 OVERFLOW_KEY = "(overflow)"
+MAX_MATCHES = 10_000
+"""Tool names whose match against a limit's pattern is remembered (they are names that
+routed, so the catalog bounds them; past this, the memory starts again)."""
 
 
 class RateLimit:
-    __slots__ = ("_buckets", "_tool", "burst", "name", "per", "rate", "refused", "upstream")
+    __slots__ = ("_buckets", "_matches", "_tool", "burst", "name", "per", "rate", "refused",
+                 "upstream")
 
     def __init__(self, config: RateLimitConfig) -> None:
         self.name = config.name
@@ -42,6 +46,7 @@ class RateLimit:
         self.burst = config.burst if config.burst is not None else max(1.0, config.rate)
         self._tool = re.compile(fnmatch.translate(config.tool)) if config.tool else None
         self._buckets: dict[str, Any] = {}
+        self._matches: dict[str, bool] = {}
         self.refused = 0
 
     @property
@@ -52,8 +57,14 @@ class RateLimit:
         if self.upstream is not None and self.upstream != upstream:
             return False
         if self._tool is not None:
-            return method == "tools/call" and name is not None and \
-                self._tool.match(name) is not None
+            if method != "tools/call" or name is None:
+                return False
+            matches = self._matches.get(name)
+            if matches is None:
+                if len(self._matches) >= MAX_MATCHES:
+                    self._matches.clear()
+                matches = self._matches[name] = self._tool.match(name) is not None
+            return matches
         return True
 
     def retry_after(self, identity: str, now: float) -> float:

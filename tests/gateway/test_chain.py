@@ -4,6 +4,7 @@ the first refusal wins, and a check that does not apply allocates nothing."""
 from __future__ import annotations
 
 import tracemalloc
+from typing import Any
 
 from mcpfast.config import RateLimitConfig
 from mcpfast.gateway import chain, rate_limit
@@ -70,3 +71,13 @@ def test_a_scoped_limit_lets_everything_else_through_without_allocating() -> Non
     assert by_tool(alice, "demo", "tools/call", "search_web", 1.0) is not None
     assert by_upstream(alice, "files", "resources/read", None, 1.0) is None
     assert by_upstream(alice, "files", "resources/read", None, 1.0) is not None
+
+
+def test_a_tool_pattern_remembers_its_verdicts_within_a_bound(monkeypatch: Any) -> None:
+    monkeypatch.setattr(rate_limit, "MAX_MATCHES", 4)
+    (limit,) = build([RateLimitConfig(rate=1.0, tool="search_*")])
+    names = [f"search_{i}" for i in range(10)] + [f"other_{i}" for i in range(10)]
+    for _ in range(2):
+        assert [limit.applies("u", "tools/call", n) for n in names] == [True] * 10 + [False] * 10
+        assert len(limit._matches) <= 4
+    assert not limit.applies("u", "prompts/get", "search_1")
