@@ -168,6 +168,9 @@ _TAIL_MEMBERS = re.compile(rb',((?:\s*' + _STRING + rb'\s*:\s*' + _SCALAR + rb'\
 _TAIL_MEMBER = re.compile(rb'\s*(' + _STRING + rb')\s*:\s*(' + _SCALAR + rb')\s*,?', re.S)
 _NOT_MARKS = bytes(sorted(set(range(256)) - set(b'"[]{}')))
 _ONE_BRACKET = bytes.maketrans(b"{}", b"[]")
+HEAD_MEMBERS = 16
+"""Outer members read from the start of a message that is not read whole: a bound on the
+work a hostile message can cause."""
 _TAIL_WINDOW = 512
 """Bytes at the end of a message searched for its last members: enough for ``jsonrpc``
 and ``id``, and a bound on the work a hostile message can cause."""
@@ -212,33 +215,31 @@ def _unread(data: bytes, message: str) -> MessageError:
 def _head(data: bytes) -> tuple[RequestId | None, bool]:
     """The id of a message that is not read whole, and whether it is a response.
 
-    Read only from the object's outer members written before its first nested value, or
-    after its last (encoders write ``jsonrpc`` and ``id`` first, or last as the TypeScript
-    SDK does), each a plain string, number, boolean or null. A message is a response when
-    it has ``result`` or ``error`` and no ``method``.
+    Read only from the object's outer members written before its first nested value (the
+    first ``HEAD_MEMBERS`` of them at most), or after its last (encoders write ``jsonrpc``
+    and ``id`` first, or last as the TypeScript SDK does), each a plain string, number,
+    boolean or null. A message is a response when it has ``result`` or ``error`` and no
+    ``method``.
     """
     members: dict[bytes, bytes] = {}
     match = re.match(rb"\s*\{", data)
     if match is None:
         return None, False
     pos = match.end()
-    nested = False
-    for _ in range(16):
+    for _ in range(HEAD_MEMBERS):
         member = _HEAD_MEMBER.match(data, pos)
         if member is None:
             break
         key, value = member[1], member[2]
         if value in (b"{", b"["):
             members.setdefault(key, b"{")
-            nested = True
             break
         members.setdefault(key, value)
         pos = member.end()
-    if nested:
-        tail = _TAIL_MEMBERS.search(data, max(pos, len(data) - _TAIL_WINDOW))
-        if tail is not None:
-            for member in _TAIL_MEMBER.finditer(tail[1]):
-                members.setdefault(member[1], member[2])
+    tail = _TAIL_MEMBERS.search(data, max(pos, len(data) - _TAIL_WINDOW))
+    if tail is not None:
+        for member in _TAIL_MEMBER.finditer(tail[1]):
+            members.setdefault(member[1], member[2])
     is_response = b'"method"' not in members and (
         b'"result"' in members or b'"error"' in members)
     token = members.get(b'"id"')

@@ -181,6 +181,21 @@ def test_the_id_of_a_message_too_deep_to_read(data: bytes, request_id: object,
     assert (error.request_id, error.response_id) == (request_id, response_id)
 
 
+def test_the_id_of_an_unread_message_is_looked_for_in_bounded_places() -> None:
+    """Among the first HEAD_MEMBERS outer members, and after the last nested value; not
+    past the first ones when they run out before a nested value."""
+    assert jsonrpc.HEAD_MEMBERS == 16
+
+    def plain(count: int) -> bytes:
+        return b"".join(b'"k%d":%d,' % (i, i) for i in range(count))
+    found = decode_error(b"{" + plain(15) + b'"id":16,"x":' + DEEP + b"}")
+    assert found.request_id == 16
+    beyond = decode_error(b"{" + plain(16) + b'"id":17,"x":' + DEEP + b"}")
+    assert beyond.request_id is None
+    after = decode_error(b"{" + plain(20) + b'"x":' + DEEP + b',"id":5,"jsonrpc":"2.0"}')
+    assert after.request_id == 5
+
+
 def test_message_builders() -> None:
     def read(data: bytes) -> object:
         return msgspec.json.decode(data)
