@@ -87,8 +87,8 @@ TOPICS: dict[str, dict[str, list[str]]] = {
         "mcpfast/gateway/requests.py": ["Requests._client_notification"],
         "mcpfast/gateway/relay.py": ["Relay.abandoned"],
         "mcpfast/gateway/gateway.py": ["Gateway.close_session"],
-        "mcpfast/transport/streamable.py": ["HttpSession.cancel", "Stream.lost",
-                                            "ModernRequest.lost", "ModernRequest._finish"],
+        "mcpfast/transport/http_sessions.py": ["HttpSession.cancel", "Stream.lost",
+                                               "ModernRequest.lost", "ModernRequest._finish"],
     },
     "timeout": {
         "mcpfast/upstream/base.py": ["Upstream.sweep", "Upstream.deadline"],
@@ -98,8 +98,8 @@ TOPICS: dict[str, dict[str, list[str]]] = {
     "session-ids": {
         "mcpfast/protocol/session_ids.py": ["*"],
         "mcpfast/transport/streamable.py": ["Endpoint._session", "Endpoint.register",
-                                            "Endpoint.unregister", "Endpoint._initialize",
-                                            "HttpSession.headers"],
+                                            "Endpoint.unregister", "Endpoint._initialize"],
+        "mcpfast/transport/http_sessions.py": ["HttpSession.headers"],
     },
     "headers": {
         "mcpfast/protocol/modern.py": ["decode_header_value", "check_unrepeated_headers",
@@ -317,23 +317,23 @@ NAMED: list[Named] = [
     Named("loopback-host-rule-everywhere", "mcpfast/transport/streamable.py",
           "if hosts is None and is_loopback(listen.host):", "if hosts is None:",
           ["tests/transport/test_guard_http.py"]),
-    Named("resumption-gap-check-removed", "mcpfast/transport/streamable.py",
+    Named("resumption-gap-check-removed", "mcpfast/transport/http_sessions.py",
           """            if after is not None and self.is_post:
                 return False""", """            if False:
                 return False""", ["tests/transport/test_guard_http.py"]),
     Named("replay-buffer-gap-check-removed", "mcpfast/protocol/sse.py",
           "if not self._events or self._events[0][0] > seq + 1:", "if not self._events:",
           ["tests/transport/test_guard_http.py"]),
-    Named("resumption-repeats-an-event", "mcpfast/transport/streamable.py",
+    Named("resumption-repeats-an-event", "mcpfast/transport/http_sessions.py",
           "start = self.delivered if after is None else after\n",
           "start = self.delivered if after is None else max(0, after - 1)\n",
           ["tests/transport/test_http_legacy.py"]),
-    Named("replay-events-ignored", "mcpfast/transport/streamable.py",
+    Named("replay-events-ignored", "mcpfast/transport/http_sessions.py",
           "self.endpoint.config.replay_events)", "256)", ["tests/transport/test_guard_http.py"]),
-    Named("replay-seconds-ignored", "mcpfast/transport/streamable.py",
+    Named("replay-seconds-ignored", "mcpfast/transport/http_sessions.py",
           "limit = self.endpoint.config.replay_seconds", "limit = 3600.0",
           ["tests/transport/test_guard_http.py"]),
-    Named("sse-retry-ms-ignored", "mcpfast/transport/streamable.py",
+    Named("sse-retry-ms-ignored", "mcpfast/transport/http_sessions.py",
           """self.session.endpoint.config.sse_retry_ms))
         for seq, data in backlog:""", """1000))
         for seq, data in backlog:""", ["tests/transport/test_guard_http.py"]),

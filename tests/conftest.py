@@ -10,6 +10,7 @@ import importlib.machinery
 import itertools
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -92,9 +93,23 @@ def source_tree_lock() -> Iterator[None]:
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A free port below the kernel's ephemeral range, so that the source port of a
+    client's connection cannot take it between this check and the gateway's bind. Two
+    processes (the two passes of make test) can still pick the same one: a gateway that
+    loses its port that way is started again on others (``GatewayProcess.start``)."""
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    for _ in range(100):
+        port = random.randrange(10000, max(10001, low))
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise AssertionError("no free port found below the ephemeral range")
 
 
 def sdk_upstream(name: str = "sdk", prefix: str = "", **extra: Any) -> dict[str, Any]:
@@ -171,6 +186,9 @@ def toml_value(value: Any) -> str:
     raise TypeError(value)
 
 
+BIND_ATTEMPTS = 3
+
+
 class GatewayProcess:
     """``mcpfast serve`` in a subprocess, with the addresses it listens on."""
 
@@ -214,14 +232,38 @@ class GatewayProcess:
         return f"http://127.0.0.1:{self.admin_port}"
 
     def start(self, timeout: float = 20.0, wait_ready: bool = True) -> GatewayProcess:
-        self._log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "mcpfast", "serve", "--config", str(self.config_path)],
-            stdout=self._log, stderr=subprocess.STDOUT, cwd=ROOT,
-            env={**os.environ, **self.env})
-        if wait_ready:
-            self.wait_ready(timeout)
+        for attempt in range(BIND_ATTEMPTS):
+            self._log = open(self.log_path, "wb")
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "mcpfast", "serve", "--config", str(self.config_path)],
+                stdout=self._log, stderr=subprocess.STDOUT, cwd=ROOT,
+                env={**os.environ, **self.env})
+            if not wait_ready:
+                return self
+            try:
+                self.wait_ready(timeout)
+                return self
+            except AssertionError:
+                if attempt + 1 == BIND_ATTEMPTS or not self._lost_its_port():
+                    raise
+                self._log.close()
+                self._move_to_new_ports()
         return self
+
+    def _lost_its_port(self) -> bool:
+        """Whether the gateway exited because another process took a port chosen for it
+        (between ``free_port`` and its bind)."""
+        return self.proc is not None and self.proc.poll() is not None and \
+            "address already in use" in self.log()
+
+    def _move_to_new_ports(self) -> None:
+        text = self.config_path.read_text()
+        for attribute in ("port", "admin_port"):
+            old, new = getattr(self, attribute), free_port()
+            assert text.count(f"port = {old}\n") == 1, (attribute, old)
+            text = text.replace(f"port = {old}\n", f"port = {new}\n")
+            setattr(self, attribute, new)
+        self.config_path.write_text(text)
 
     def wait_ready(self, timeout: float = 20.0) -> None:
         deadline = time.monotonic() + timeout

@@ -9,6 +9,7 @@ import asyncio
 import json
 import os
 import signal
+import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -144,3 +145,22 @@ def test_wait_for_keeps_answers_to_other_requests() -> None:
         assert client.responded("7") and not client.responded(7)
         assert (await client.wait_for("7"))["result"] == {"n": "str"}
     asyncio.run(body())
+
+
+def test_a_gateway_whose_port_was_taken_meanwhile_starts_on_another(tmp_path: Path) -> None:
+    """Another process may take a port between ``free_port`` and the gateway's bind (the
+    two passes of make test run side by side): the helper starts it again elsewhere."""
+    gw = GatewayProcess(tmp_path, {"rec": recording_upstream(tmp_path / "r.jsonl")}, {})
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", gw.port))
+    taken.listen()
+    first = gw.port
+    try:
+        gw.start()
+        assert gw.port != first
+        assert gw.status()["ready"] is True
+        kinds = {lst["kind"]: lst for lst in gw.status()["listeners"]}
+        assert kinds["websocket"]["address"] == f"127.0.0.1:{gw.port}"
+    finally:
+        taken.close()
+        gw.cleanup()

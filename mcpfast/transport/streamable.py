@@ -6,86 +6,41 @@ legacy ones makes a modern, stateless request; anything else is the legacy trans
 2025-11-25, with sessions, a GET stream and resumption.
 
 The gateway core sees neither: a legacy session is a core session whose ``send`` routes
-each message to the right SSE stream here, and a modern request is a core session of its
-own that lives as long as its HTTP response. The core is reached only through
-``ports.Dispatcher``.
+each message to the right SSE stream, and a modern request is a core session of its own
+that lives as long as its HTTP response (``http_sessions.py``). This module is the
+endpoint that owns them: it checks each request's headers, finds or creates its session,
+and hands its body to the core, reached only through ``ports.Dispatcher``. One request
+and its response is an ``Exchange`` (``exchange.py``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
-import math
 import re
 import time
 from collections import OrderedDict
-from collections.abc import Callable
 from typing import Any
 
 import msgspec
-from msgspec import UNSET, UnsetType
+from msgspec import UNSET
 
 from ..config import is_loopback
 from ..protocol import jsonrpc, modern, sse
 from ..protocol.http import HttpRequest, format_response
 from ..protocol.mcp import LEGACY_VERSIONS
 from ..protocol.session_ids import SessionSigner
-from .ports import ClientSession, Dispatcher
+from .exchange import Exchange, _accepts, _media_types
+from .http_sessions import SESSION_HEADER, HttpSession, ModernRequest, Stream
+from .ports import Dispatcher
 
 log = logging.getLogger("mcpfast.http")
 
-SESSION_HEADER = "Mcp-Session-Id"
 VERSION_HEADER = "MCP-Protocol-Version"
 DEFAULT_LEGACY_VERSION = "2025-03-26"  # no header and no other way to know (transports)
-PRIMING_SINCE = "2025-11-25"  # older clients cannot parse an event with empty data
 MAX_ENDED = 100_000
-MAX_UNDELIVERED = 1000
 LEGACY_ALLOW = "GET, POST, DELETE"
-
-
-class _OutParams(msgspec.Struct, gc=False):
-    progressToken: int | str | UnsetType = UNSET  # noqa: N815 - the wire name
-
-
-class _Out(msgspec.Struct, gc=False):
-    """What routing reads of a message going to a client."""
-
-    id: int | str | UnsetType | None = UNSET
-    method: str | UnsetType = UNSET
-    params: _OutParams | UnsetType = UNSET
-    error: msgspec.Raw | UnsetType = UNSET
-
-
-_out = msgspec.json.Decoder(_Out)
 _any = msgspec.json.Decoder()
-
-
-@functools.lru_cache(maxsize=256)
-def _media_types(value: str | None) -> tuple[str, ...]:
-    """The media types an Accept or Content-Type value lists, in order. Cached: clients
-    send the same few values on every request."""
-    if not value:
-        return ()
-    return tuple(part.split(";", 1)[0].strip().lower() for part in value.split(","))
-
-
-@functools.lru_cache(maxsize=256)
-def _accepts(value: str | None, wanted: str) -> bool:
-    types = _media_types(value)
-    major = wanted.split("/", 1)[0]
-    return wanted in types or "*/*" in types or f"{major}/*" in types
-
-
-@functools.lru_cache(maxsize=256)
-def _prefers_sse(value: str | None) -> bool:
-    """Whether the client lists text/event-stream before application/json in Accept:
-    then it is answered with a stream even when nothing precedes the response."""
-    types = _media_types(value)
-    try:
-        return types.index("text/event-stream") < types.index("application/json")
-    except ValueError:
-        return False
 
 
 class _AllowList:
@@ -109,400 +64,6 @@ class _AllowList:
         return verdict
 
 
-def _json_error(status: int, request_id: Any, code: int, message: str, *,
-                keep_alive: bool, headers: list[tuple[str, str]] | None = None,
-                data: Any = UNSET) -> bytes:
-    body = jsonrpc.error_response(request_id, code, message, data)
-    return format_response(status, [("Content-Type", "application/json"), *(headers or ())],
-                           body, keep_alive=keep_alive)
-
-
-class Exchange:
-    """One HTTP request and its response, on one connection. The connection hands the
-    next request over only when this one is ``done``."""
-
-    __slots__ = ("_conn", "_on_lost", "chunked", "done", "keep_alive", "request", "streaming")
-
-    def __init__(self, conn: Any, request: HttpRequest) -> None:
-        self._conn = conn
-        self.request = request
-        self.keep_alive = request.keep_alive
-        self.chunked = request.version != "1.0"
-        self.done = False
-        self.streaming = False
-        self._on_lost: Callable[[], None] | None = None
-
-    def watch(self, on_lost: Callable[[], None]) -> None:
-        """Call ``on_lost`` if the client goes away before the response is complete."""
-        self._on_lost = on_lost
-
-    def respond(self, data: bytes) -> None:
-        """A whole response (built with ``format_response``)."""
-        if self.done:
-            return
-        self.done = True
-        self._on_lost = None
-        self._conn.exchange_finished(self, data, self.keep_alive)
-
-    def json(self, status: int, body: bytes, headers: list[tuple[str, str]] | None = None
-             ) -> None:
-        self.respond(format_response(status, [("Content-Type", "application/json"),
-                                              *(headers or ())],
-                                     body, keep_alive=self.keep_alive))
-
-    def error(self, status: int, request_id: Any, code: int, message: str,
-              headers: list[tuple[str, str]] | None = None, data: Any = UNSET) -> None:
-        self.respond(_json_error(status, request_id, code, message,
-                                 keep_alive=self.keep_alive, headers=headers, data=data))
-
-    def start_stream(self, headers: list[tuple[str, str]], on_lost: Callable[[], None]) -> None:
-        """Send the head of a 200 ``text/event-stream`` response whose body follows."""
-        lines = ["HTTP/1.1 200 OK", *(f"{k}: {v}" for k, v in sse.SSE_HEADERS),
-                 *(f"{k}: {v}" for k, v in headers)]
-        if self.chunked:
-            lines.append("Transfer-Encoding: chunked")
-        else:
-            self.keep_alive = False
-            lines.append("Connection: close")
-        self.streaming = True
-        self._on_lost = on_lost
-        self._conn.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
-
-    def send(self, data: bytes) -> None:
-        if not self.done:
-            self._conn.write(sse.chunk(data) if self.chunked else data)
-
-    def end(self) -> None:
-        if self.done:
-            return
-        self.done = True
-        self._on_lost = None
-        self._conn.exchange_finished(self, sse.LAST_CHUNK if self.chunked else b"",
-                                     self.keep_alive)
-
-    def lost(self) -> None:
-        """The connection went away before the response was complete."""
-        if self.done:
-            return
-        self.done = True
-        callback, self._on_lost = self._on_lost, None
-        if callback is not None:
-            callback()
-
-
-# -- legacy sessions ----------------------------------------------------------------------
-class Stream:
-    """One SSE stream of a legacy session: a POST's answer or the standalone GET stream.
-    It outlives its HTTP connection (for resumption) and numbers its events."""
-
-    __slots__ = ("buffer", "committed", "delivered", "detached_at", "done", "exchange", "id",
-                 "request_id", "session")
-
-    def __init__(self, session: HttpSession, stream_id: str, request_id: Any,
-                 exchange: Exchange | None, capacity: int) -> None:
-        self.session = session
-        self.id = stream_id
-        self.request_id = request_id
-        self.exchange = exchange
-        self.buffer = sse.ReplayBuffer(capacity)
-        self.committed = False
-        self.done = False
-        self.delivered = 0
-        self.detached_at: float | None = None
-        if exchange is not None:
-            exchange.watch(self.lost)
-
-    @property
-    def is_post(self) -> bool:
-        return self.request_id is not None
-
-    def push(self, data: bytes, final: bool = False) -> None:
-        exchange = self.exchange
-        if not self.committed and exchange is not None and self.is_post:
-            if final and not _prefers_sse(exchange.request.header("Accept")):
-                # Nothing preceded the response: answer with plain JSON.
-                self.done = True
-                self.exchange = None
-                status, headers = 200, self.session.headers()
-                if b'"error"' in data:
-                    # A rate limit's refusal is 429 with Retry-After on every transport;
-                    # other errors keep the legacy transport's 200.
-                    status, extra = _error_status(data, _legacy_status)
-                    headers = [*headers, *extra]
-                exchange.json(status, data, headers)
-                self.session.forget(self)
-                return
-            self.commit()
-        seq = self.buffer.add(data)
-        if self.exchange is not None:
-            self.exchange.send(sse.event(data, f"{self.id}_{seq}"))
-            self.delivered = seq
-        if final:
-            self.done = True
-            if self.exchange is not None:
-                self.exchange.end()
-                self.exchange = None
-                self.session.forget(self)
-            else:
-                self.detached_at = time.monotonic()
-
-    def commit(self) -> None:
-        """Answer with an event stream from now on."""
-        exchange = self.exchange
-        assert exchange is not None
-        self.committed = True
-        exchange.start_stream(self.session.headers(), self.lost)
-        self.session.endpoint.live.add(self)
-        if (self.session.ds.protocol_version or "") >= PRIMING_SINCE:
-            exchange.send(sse.priming(f"{self.id}_{self.buffer.next_seq - 1}",
-                                      self.session.endpoint.config.sse_retry_ms))
-
-    def attach(self, exchange: Exchange, after: int | None) -> bool:
-        """Continue this stream on a new GET, from the event after ``after`` (or from
-        the first one not yet delivered). False when events in between were dropped."""
-        start = self.delivered if after is None else after
-        backlog = self.buffer.after(start)
-        if backlog is None:
-            if after is not None and self.is_post:
-                return False
-            backlog = self.buffer.after(self.buffer.next_seq - 1 - self.buffer.capacity) or []
-            log.warning("session %s: stream %s resumed with events missing",
-                        self.session.token, self.id)
-        self.exchange = exchange
-        self.detached_at = None
-        self.committed = True
-        exchange.start_stream(self.session.headers(), self.lost)
-        self.session.endpoint.live.add(self)
-        if after is None and (self.session.ds.protocol_version or "") >= PRIMING_SINCE:
-            exchange.send(sse.priming(f"{self.id}_{start}",
-                                      self.session.endpoint.config.sse_retry_ms))
-        for seq, data in backlog:
-            exchange.send(sse.event(data, f"{self.id}_{seq}"))
-            self.delivered = seq
-        if self.done:
-            self.exchange = None
-            exchange.end()
-            self.session.forget(self)
-        return True
-
-    def lost(self) -> None:
-        self.exchange = None
-        self.session.endpoint.live.discard(self)
-        if not self.committed and self.is_post:
-            # The client left before anything was sent: there is no event id to resume
-            # from, so the request is abandoned.
-            self.session.cancel(self.request_id, "the HTTP client disconnected")
-            self.session.forget(self)
-            return
-        self.detached_at = time.monotonic()
-
-    def close(self) -> None:
-        if self.exchange is not None:
-            exchange, self.exchange = self.exchange, None
-            exchange.end()
-        self.session.endpoint.live.discard(self)
-
-
-class HttpSession:
-    """A legacy Streamable HTTP session: one MCP session across many HTTP requests."""
-
-    def __init__(self, endpoint: Endpoint, peer: str, address: str) -> None:
-        self.endpoint = endpoint
-        self.address = address
-        """The client's IP address, which limits.max_sessions_per_peer counts by."""
-        self.issued_at = 0
-        """When the session id was issued (seconds since the epoch)."""
-        self.token: str | None = None
-        self.ds: ClientSession = endpoint.core.open_session(
-            "http", peer, self.send, self.close, identity=f"ip:{address}")
-        _set_era(self.ds, "legacy")
-        self.streams: dict[str, Stream] = {}
-        self.by_request: dict[Any, Stream] = {}
-        self.by_token: dict[Any, Stream] = {}
-        self.standalone: Stream | None = None
-        self._next_stream = 0
-        self.closed = False
-
-    def headers(self) -> list[tuple[str, str]]:
-        if self.token is None and self.ds.initialized:
-            self.token = self.endpoint.register(self)
-        return [(SESSION_HEADER, self.token)] if self.token else []
-
-    def new_stream(self, request_id: Any, exchange: Exchange | None) -> Stream:
-        self._next_stream += 1
-        stream = Stream(self, str(self._next_stream), request_id, exchange,
-                        self.endpoint.config.replay_events)
-        self.streams[stream.id] = stream
-        if request_id is not None:
-            self.by_request[request_id] = stream
-        return stream
-
-    def forget(self, stream: Stream) -> None:
-        self.streams.pop(stream.id, None)
-        if self.by_request.get(stream.request_id) is stream:
-            del self.by_request[stream.request_id]
-        if self.by_token:
-            for token in [t for t, s in self.by_token.items() if s is stream]:
-                del self.by_token[token]
-        self.endpoint.live.discard(stream)
-
-    def send(self, data: bytes) -> None:
-        """Route one message from the gateway to the stream it belongs on."""
-        try:
-            out = _out.decode(data)
-        except msgspec.DecodeError:
-            log.warning("session %s: dropping an unreadable outgoing message", self.token)
-            return
-        if out.method is UNSET:
-            stream = self.by_request.get(out.id)
-            if stream is None or stream.done:
-                log.debug("session %s: no stream waits for response %r", self.token, out.id)
-                return
-            stream.push(data, final=True)
-            return
-        target: Stream | None = None
-        method = out.method
-        if method == "notifications/progress" and out.params is not UNSET:
-            target = self.by_token.get(out.params.progressToken)
-        elif not method.endswith("list_changed") and method != "notifications/resources/updated":
-            # Requests and log messages relate to work in flight (the gateway sends them
-            # to the one session with a request upstream): the newest open POST stream.
-            for stream in reversed(self.by_request.values()):
-                if not stream.done:
-                    target = stream
-                    break
-        if target is None:
-            target = self.standalone
-            if target is None:
-                target = self.standalone = self.new_stream(None, None)
-            if target.exchange is None and target.buffer.next_seq - target.delivered \
-                    > MAX_UNDELIVERED:
-                log.warning("session %s: no GET stream reads %s; dropped", self.token, method)
-                return
-        target.push(data)
-
-    def cancel(self, request_id: Any, reason: str) -> None:
-        if request_id in self.ds.inflight:
-            self.endpoint.core.handle(self.ds, jsonrpc.notification(
-                "notifications/cancelled", {"requestId": request_id, "reason": reason}))
-
-    def close(self, code: int = 1000, reason: str = "") -> None:
-        """End the session (DELETE, expiry, shutdown): its streams end, its work is
-        cancelled, and its id is refused from now on."""
-        if self.closed:
-            return
-        self.closed = True
-        for stream in list(self.streams.values()):
-            stream.close()
-        self.streams.clear()
-        self.by_request.clear()
-        self.by_token.clear()
-        self.endpoint.unregister(self)
-        self.endpoint.core.close_session(self.ds)
-
-    def sweep(self, now: float, keepalive: bool) -> None:
-        attached = False
-        limit = self.endpoint.config.replay_seconds
-        for stream in list(self.streams.values()):
-            if stream.exchange is not None:
-                attached = True
-                if keepalive:
-                    if not stream.committed:
-                        # A POST still waiting to answer as plain JSON has sent nothing,
-                        # not even its status line: a comment now would corrupt the
-                        # response. A call that outlasts the keep-alive interval is
-                        # answered as an event stream instead (the client accepted
-                        # text/event-stream), so that proxies see bytes flow.
-                        stream.commit()
-                    if stream.exchange is not None:
-                        stream.exchange.send(sse.KEEPALIVE)
-            elif stream.detached_at is not None and now - stream.detached_at > limit:
-                if stream.is_post and not stream.done:
-                    self.cancel(stream.request_id, "the SSE stream was not resumed in time")
-                if stream is self.standalone:
-                    continue
-                self.forget(stream)
-        if attached:
-            # A client holding a stream open is not idle.
-            self.ds.last_activity = now
-
-
-# -- modern requests ----------------------------------------------------------------------
-class ModernRequest:
-    """One modern request: its own gateway session, answered as JSON or, once anything
-    precedes the response, as a request-scoped SSE stream."""
-
-    __slots__ = ("ds", "endpoint", "exchange", "request_id", "streaming")
-
-    def __init__(self, endpoint: Endpoint, exchange: Exchange, request_id: Any, peer: str,
-                 address: str) -> None:
-        self.endpoint = endpoint
-        self.exchange: Exchange | None = exchange
-        self.request_id = request_id
-        self.streaming = False
-        self.ds = endpoint.core.open_session("http", peer, self.send, self.close,
-                                                identity=f"ip:{address}")
-        _set_era(self.ds, "modern")
-        exchange.watch(self.lost)
-
-    def send(self, data: bytes) -> None:
-        exchange = self.exchange
-        if exchange is None:
-            return
-        try:
-            out = _out.decode(data)
-        except msgspec.DecodeError:
-            return
-        if out.method is UNSET:
-            if out.id != self.request_id:
-                return
-            self.exchange = None
-            if not self.streaming and _prefers_sse(exchange.request.header("Accept")):
-                self.streaming = True
-                exchange.start_stream([], self.lost)
-            if self.streaming:
-                exchange.send(sse.event(data))
-                exchange.end()
-            else:
-                status, headers = 200, None
-                if out.error is not UNSET:
-                    status, headers = _error_status(out.error, modern.http_status_for)
-                exchange.json(status, data, headers)
-            self._finish()
-            return
-        if out.id is not UNSET:
-            # The modern transport carries no server-to-client requests (2026-07-28).
-            log.warning("dropping %s: modern HTTP responses carry no requests", out.method)
-            return
-        if not self.streaming:
-            self.streaming = True
-            exchange.start_stream([], self.lost)
-            self.endpoint.live_modern.add(self)
-            self.endpoint.arm()
-        exchange.send(sse.event(data))
-
-    def close(self, code: int = 1000, reason: str = "") -> None:
-        """The gateway ends the exchange (shutdown, or the end of a listen stream)."""
-        exchange, self.exchange = self.exchange, None
-        if exchange is not None:
-            if self.streaming:
-                exchange.end()
-            else:
-                exchange.error(503, self.request_id, jsonrpc.GATEWAY_SHUTTING_DOWN, reason
-                               or "the gateway ended the request")
-        self._finish()
-
-    def lost(self) -> None:
-        """The client closed the response stream: that cancels the request."""
-        self.exchange = None
-        self._finish()
-
-    def _finish(self) -> None:
-        self.endpoint.live_modern.discard(self)
-        self.endpoint.core.close_session(self.ds)
-
-
-# -- the endpoint -------------------------------------------------------------------------
 class Endpoint:
     """The MCP endpoint's HTTP side, shared by every connection of a listener."""
 
@@ -895,45 +456,6 @@ class _TokenParams(msgspec.Struct, gc=False):
 _token_params = msgspec.json.Decoder(_TokenParams)
 
 
-class _ErrorData(msgspec.Struct, gc=False):
-    retryAfterSeconds: float | None = None  # noqa: N815 - the wire name
-
-
-class _ErrorHead(msgspec.Struct, gc=False):
-    code: int = 0
-    data: _ErrorData | None = None
-
-
-class _ResponseError(msgspec.Struct, gc=False):
-    error: _ErrorHead | None = None
-
-
-_error_head = msgspec.json.Decoder(_ErrorHead)
-_response_error = msgspec.json.Decoder(_ResponseError)
-
-
-def _legacy_status(code: int) -> int:
-    return 429 if code == jsonrpc.RATE_LIMITED else 200
-
-
-def _error_status(error: msgspec.Raw | bytes, status_for: Callable[[int], int]
-                  ) -> tuple[int, list[tuple[str, str]]]:
-    """The HTTP status of a JSON error answer (``error`` is the error object, or a whole
-    response), with ``Retry-After`` for a 429."""
-    try:
-        head = _error_head.decode(error) if isinstance(error, msgspec.Raw) else \
-            _response_error.decode(error).error
-    except (msgspec.DecodeError, msgspec.ValidationError):
-        return 200, []
-    if head is None:
-        return 200, []
-    status = status_for(head.code)
-    if status != 429:
-        return status, []
-    wait = head.data.retryAfterSeconds if head.data is not None else None
-    return status, [("Retry-After", str(max(1, math.ceil(wait or 1))))]
-
-
 def _progress_token(env: jsonrpc.Envelope) -> Any:
     """The request's progress token, reading nothing else of its params."""
     if env.params is UNSET:
@@ -944,11 +466,3 @@ def _progress_token(env: jsonrpc.Envelope) -> Any:
         return None
     token = meta.progressToken if meta is not None else None
     return token if isinstance(token, (int, str)) and not isinstance(token, bool) else None
-
-
-def _set_era(ds: ClientSession, era: str) -> None:
-    try:
-        ds.era = era
-    except AttributeError:
-        pass
-

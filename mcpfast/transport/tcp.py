@@ -32,8 +32,9 @@ from ..protocol.websocket import (
     WebSocketConnection,
     accept_handshake,
 )
+from .exchange import Exchange
 from .ports import ClientSession, ConnectionOwner, Dispatcher
-from .streamable import Endpoint, Exchange
+from .streamable import Endpoint
 from .writer import ClientProtocol, CoalescingWriter
 
 LINGER_TIMEOUT = 2.0

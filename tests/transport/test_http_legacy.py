@@ -17,9 +17,9 @@ import pytest
 from mcp.types import CreateMessageResult, TextContent
 
 from ..conftest import GatewayProcess, read_events, run, sdk_upstream
+from ..conftest import http_headers as headers
 
 LEGACY = {"sdk": sdk_upstream(era="legacy")}
-JSON_AND_SSE = "application/json, text/event-stream"
 INIT = {"jsonrpc": "2.0", "id": 1, "method": "initialize",
         "params": {"protocolVersion": "2025-11-25", "capabilities": {"sampling": {}},
                    "clientInfo": {"name": "raw", "version": "0"}}}
@@ -29,15 +29,6 @@ INIT = {"jsonrpc": "2.0", "id": 1, "method": "initialize",
 def gateway(gateway_factory: Any) -> GatewayProcess:
     """The SDK upstream pinned to the legacy era: legacy end to end."""
     return gateway_factory(LEGACY)
-
-
-def headers(session_id: str | None = None, **extra: str) -> dict[str, str]:
-    h = {"Accept": JSON_AND_SSE, "Content-Type": "application/json"}
-    if session_id is not None:
-        h["Mcp-Session-Id"] = session_id
-        h["MCP-Protocol-Version"] = "2025-11-25"
-    h.update(extra)
-    return h
 
 
 async def initialize(http: aiohttp.ClientSession, url: str) -> str:
