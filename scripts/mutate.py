@@ -68,7 +68,7 @@ TOPICS: dict[str, dict[str, list[str]]] = {
         "mcpfast/gateway/requests.py": ["Requests._by_name", "Requests._routed_uri",
                                         "Requests._read", "Requests._complete",
                                         "Requests._rename"],
-        "mcpfast/gateway/call.py": ["Request.ref", "Request.legacy", "Request.of_modern"],
+        "mcpfast/gateway/call.py": ["Request.ref", "Request.of_modern"],
     },
     "ids": {
         "mcpfast/protocol/jsonrpc.py": ["*"],

@@ -137,14 +137,6 @@ class Request(msgspec.Struct, gc=False):
     meta: ModernMeta | None = None
 
     @classmethod
-    def legacy(cls, session: DownstreamSession, env: Envelope, method: str,
-               head: RouteParams) -> Request:
-        name, uri = head.name, head.uri
-        return cls(session, env, env.id, method,  # type: ignore[arg-type]
-                   None if name is UNSET else name,  # type: ignore[arg-type]
-                   None if uri is UNSET else uri, False, head)  # type: ignore[arg-type]
-
-    @classmethod
     def of_modern(cls, session: DownstreamSession, env: Envelope, method: str,
                   params: dict[str, Any], meta: ModernMeta) -> Request:
         name, uri = params.get("name"), params.get("uri")

@@ -175,7 +175,8 @@ class Requests:
         elif method in ROUTED_METHODS:
             self.send_error(session, env.id, jsonrpc.INVALID_PARAMS, head)
         else:
-            entry[0](Request.legacy(session, env, method, NO_PARAMS))
+            entry[0](Request(session, env, env.id, method, None, None, False,  # type: ignore[arg-type]
+                             NO_PARAMS))
 
     def _dispatch_modern(self, session: DownstreamSession, method: str, env: Envelope) -> None:
         """A 2026-07-28 request: ``_meta`` (-32602) and version (-32022) rungs, then the

@@ -56,6 +56,10 @@ def error_of(response: dict[str, Any]) -> tuple[int, str]:
     ("completion/complete", {"ref": {"type": "ref/resource", "uri": "v://{z}"},
                              "argument": {"name": "z", "value": ""}},
      "Unknown resource template: v://{z}"),
+    ("completion/complete", {"argument": {"name": "z", "value": ""}},
+     "completion/complete requires params.ref"),
+    ("completion/complete", {"ref": {"type": "ref/prompt"}},
+     "params.ref must be a ref/prompt with a name or a ref/resource with a uri"),
 ])
 def test_legacy_requests_that_route_nowhere(two: tuple[GatewayProcess, Record, Record],
                                             method: str, params: dict[str, Any],
@@ -75,6 +79,15 @@ def test_legacy_requests_that_route_nowhere(two: tuple[GatewayProcess, Record, R
     ("prompts/get", {}, "prompts/get requires params.name"),
     ("tools/call", {"name": "whoami"}, "Unknown tool: whoami"),
     ("resources/read", {"uri": ["x"]}, "resources/read requires params.uri"),
+    ("completion/complete", {"ref": {"type": "ref/resource", "uri": "v://{z}"},
+                             "argument": {"name": "z", "value": ""}},
+     "Unknown resource template: v://{z}"),
+    ("completion/complete", {"ref": {"type": "ref/prompt", "name": "a__nothing"},
+                             "argument": {"name": "z", "value": ""}},
+     "Unknown prompt: a__nothing"),
+    # A modern request reads a missing or malformed ref as an empty one.
+    ("completion/complete", {"argument": {"name": "z", "value": ""}},
+     "params.ref must be a ref/prompt with a name or a ref/resource with a uri"),
 ])
 def test_modern_requests_that_route_nowhere(two: tuple[GatewayProcess, Record, Record],
                                             method: str, params: dict[str, Any],
