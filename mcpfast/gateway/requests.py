@@ -425,15 +425,12 @@ class Requests:
         assert params is not None and meta is not None
         if self.id_taken(session, client_id):
             return
-        if self.checks:
-            called = params.get("name")
-            if self._refused(session, client_id, upstream, env.method,  # type: ignore[arg-type]
-                             called if isinstance(called, str) else None):
-                return
+        if self.checks and self._refused(session, client_id, upstream, req.method, req.name):
+            return
         if upstream.era != "modern" and "requestState" in params:
             self.mrtr.resume(session, env, params, meta, upstream)
             return
-        name = uri if uri is not None else params.get("name")
+        name = uri if uri is not None else req.name
         params = dict(params)
         self._rename(params, rename)
         token = meta.progress_token
@@ -457,7 +454,7 @@ class Requests:
         self.forward(upstream, Pending(
             session, client_id, token, method, shape=shape,
             log_level=level if upstream.ready else None, uri=uri,
-            name=name if isinstance(name, str) else None,
+            name=name,
             client_capabilities=meta.client_capabilities), jsonrpc.encode(params), upstream_id)
 
     def forward(self, upstream: Upstream, pending: Pending, params: Raw | bytes | UnsetType,

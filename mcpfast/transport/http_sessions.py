@@ -187,7 +187,7 @@ class HttpSession:
         self.token: str | None = None
         self.ds: ClientSession = endpoint.core.open_session(
             "http", peer, self.send, self.close, identity=f"ip:{address}")
-        _set_era(self.ds, "legacy")
+        self.ds.era = "legacy"
         self.streams: dict[str, Stream] = {}
         self.by_request: dict[Any, Stream] = {}
         self.by_token: dict[Any, Stream] = {}
@@ -313,8 +313,8 @@ class ModernRequest:
         self.request_id = request_id
         self.streaming = False
         self.ds = endpoint.core.open_session("http", peer, self.send, self.close,
-                                                identity=f"ip:{address}")
-        _set_era(self.ds, "modern")
+                                             identity=f"ip:{address}")
+        self.ds.era = "modern"
         exchange.watch(self.lost)
 
     def send(self, data: bytes) -> None:
@@ -414,10 +414,3 @@ def _error_status(error: msgspec.Raw | bytes, status_for: Callable[[int], int]
         return status, []
     wait = head.data.retryAfterSeconds if head.data is not None else None
     return status, [("Retry-After", str(max(1, math.ceil(wait or 1))))]
-
-
-def _set_era(ds: ClientSession, era: str) -> None:
-    try:
-        ds.era = era
-    except AttributeError:
-        pass

@@ -75,7 +75,7 @@ class UnixConnection(ClientProtocol):
         self.listener.connections.add(self)
         identity, peer = _peer_credentials(transport)
         self.session = self.core.open_session("unix", peer, self.send, self.close, self,
-                                                 identity)
+                                              identity)
 
     def connection_lost(self, exc: Exception | None) -> None:
         if not self.admitted:
