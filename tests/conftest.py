@@ -19,7 +19,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -698,3 +698,54 @@ def _implementation_check() -> None:
         assert mcpfast_ext.IMPLEMENTATION == "compiled", "the compiled extension is not in use"
     if os.environ.get("MCPFAST_NO_EXTENSIONS") == "1":
         assert mcpfast_ext.IMPLEMENTATION == "pure"
+
+
+# -- a gateway in this process ----------------------------------------------------------
+class InProcessClient:
+    """A session of the in-process gateway whose messages land in a list."""
+
+    def __init__(self, gw: Any) -> None:
+        self.gw = gw
+        self.received: list[dict[str, Any]] = []
+        self.session = gw.open_session("unix", "test", self._take, lambda code, why: None,
+                                       identity="uid:1000")
+        self.next_id = 0
+
+    def _take(self, data: bytes) -> None:
+        self.received.append(json.loads(data))
+
+    async def request(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
+        self.next_id += 1
+        request_id = self.next_id
+        self.gw.handle(self.session, json.dumps({"jsonrpc": "2.0", "id": request_id,
+                                                 "method": method,
+                                                 "params": params}).encode())
+        for _ in range(3000):  # 30 s: wide, for a busy machine
+            for message in self.received:
+                if message.get("id") == request_id:
+                    return message
+            await asyncio.sleep(0.01)
+        raise AssertionError(f"no answer to {method} #{request_id}")
+
+    async def call(self, name: str) -> dict[str, Any]:
+        return await self.request("tools/call", {"name": name, "arguments": {"size": 1}})
+
+
+def in_gateway(config: Path, body: Callable[[Any, InProcessClient], Awaitable[None]]) -> None:
+    """Run ``body`` with a gateway built in this process from ``config`` (its upstreams
+    started for real) and an initialized session of it."""
+    from mcpfast.config import load
+    from mcpfast.gateway.gateway import Gateway
+
+    async def main() -> None:
+        gw = Gateway(load(str(config)))
+        await gw.start_upstreams()
+        try:
+            client = InProcessClient(gw)
+            await client.request("initialize", {
+                "protocolVersion": "2025-11-25", "capabilities": {},
+                "clientInfo": {"name": "test", "version": "0"}})
+            await body(gw, client)
+        finally:
+            await gw.stop()
+    run(main())

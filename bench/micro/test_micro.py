@@ -206,6 +206,97 @@ def test_gateway_round_trip(benchmark: Any, tmp_path: Any, implementation: str) 
     assert not session.inflight and not upstream.pending
 
 
+class _Transport:
+    """What a connection writes to, kept in a list: the test reads the responses back."""
+
+    def __init__(self) -> None:
+        self.written: list[bytes] = []
+        self.write = self.written.append
+
+    def get_extra_info(self, name: str) -> Any:
+        return ("127.0.0.1", 40000) if name == "peername" else None
+
+    def is_closing(self) -> bool:
+        return False
+
+    def get_write_buffer_size(self) -> int:
+        return 0
+
+    def close(self) -> None: ...
+    def pause_reading(self) -> None: ...
+    def resume_reading(self) -> None: ...
+
+
+@pytest.mark.benchmark(group="Gateway round trip over Streamable HTTP, 300 B tools/call "
+                             "with a progress token, legacy session")
+@pytest.mark.parametrize("implementation", [mcpfast_ext.IMPLEMENTATION])
+def test_http_round_trip(benchmark: Any, tmp_path: Any, implementation: str) -> None:
+    """As ``test_gateway_round_trip``, from the HTTP request's bytes to the HTTP
+    response's: the connection's parsing, the endpoint's checks and its session's
+    stream, the core, and the response's head. Only the sockets are left out."""
+    import asyncio
+
+    from mcpfast.config import load
+    from mcpfast.gateway.gateway import Gateway
+    from mcpfast.transport.streamable import Endpoint
+    from mcpfast.transport.tcp import TcpConnection
+
+    config_path = tmp_path / "bench.toml"
+    config_path.write_text('[upstreams.docs]\ncommand = ["python", "-c", "pass"]\n\n'
+                           '[upstreams.other]\ncommand = ["python", "-c", "pass"]\n')
+    gateway = Gateway(load(str(config_path)))
+    upstream = gateway.upstreams["docs"]
+    to_upstream: list[bytes] = []
+    upstream.write = to_upstream.append  # type: ignore[method-assign]
+    upstream.ready, upstream.state, upstream.era = True, "ready", "legacy"
+    upstream.capabilities = {"tools": {}}
+    upstream.catalog = {"tools": [{"name": "search", "inputSchema": {"type": "object"}}],
+                        "prompts": [], "resources": [], "resourceTemplates": []}
+    gateway.router.rebuild()
+    answer = tools_result(request_id=999_999_999)
+    head, tail = answer.split(b"999999999", 1)
+
+    def post(body: bytes, session_id: str = "") -> bytes:
+        return ("POST /mcp HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n"
+                "Accept: application/json, text/event-stream\r\n"
+                "Content-Type: application/json\r\n"
+                + (f"Mcp-Session-Id: {session_id}\r\nMCP-Protocol-Version: 2025-11-25\r\n"
+                   if session_id else "")
+                + f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+
+    async def run() -> None:
+        class Listener:
+            def __init__(self) -> None:
+                self.endpoint = Endpoint(gateway)
+                self.connections: set[Any] = set()
+
+        connection = TcpConnection(gateway, Listener())  # type: ignore[arg-type]
+        transport = _Transport()
+        connection.connection_made(transport)  # type: ignore[arg-type]
+        connection.data_received(post(json.dumps({
+            "jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+                "protocolVersion": "2025-11-25", "capabilities": {},
+                "clientInfo": {"name": "bench", "version": "0"}}}).encode()))
+        response_head = transport.written[-1].split(b"\r\n\r\n", 1)[0].decode()
+        session_id = next(line.split(":", 1)[1].strip() for line in response_head.split("\r\n")
+                          if line.lower().startswith("mcp-session-id:"))
+        request = post(tools_call(), session_id)
+
+        def round_trip(_: object) -> None:
+            connection.data_received(request)
+            upstream.on_message(head + str(upstream._next_id).encode() + tail)
+
+        benchmark.extra_info["calls"] = CALLS
+        benchmark(run_batch, round_trip, (range(CALLS),))
+        response = transport.written[-1]
+        assert response.startswith(b"HTTP/1.1 200 OK\r\n"), response[:80]
+        assert response.split(b"\r\n\r\n", 1)[1].startswith(
+            b'{"jsonrpc":"2.0","id":42,"result":'), response[-120:]
+        assert connection.exchange is None and not upstream.pending
+
+    asyncio.run(run())
+
+
 async def _in_loop(benchmark: Any, round_trip: Callable[[object], None]) -> None:
     """The upstream's writer and time-outs expect a running event loop."""
     benchmark(run_batch, round_trip, (range(CALLS),))

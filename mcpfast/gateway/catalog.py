@@ -21,15 +21,25 @@ from ..protocol.modern import (
 )
 from ..upstream.base import UpstreamError
 from .call import Request, Upstream
+from .chain import View
 from .ports import CACHE_HINTS, SERVER_INFO, Core, Handler
+from .router import KIND_PROMPT, KIND_TOOL, Router
+from .session import DownstreamSession
 
 log = logging.getLogger("mcpfast.gateway")
 _any = msgspec.json.Decoder()
 
 
+LIST_KEYS = {"tools": "name", "prompts": "name", "resources": "uri",
+             "resourceTemplates": "uriTemplate"}
+"""The member that names an item of each list, as the policy views see it."""
+
+
 class Catalog:
     def __init__(self, gw: Core) -> None:
         self.gw = gw
+        self.views: tuple[View, ...] = ()
+        """The policy chain's views (chain.py): empty when no policy hides anything."""
 
     def capabilities(self) -> dict[str, Any]:
         """What the gateway offers, in either era: the union of its upstreams'
@@ -84,12 +94,12 @@ class Catalog:
         session.client_info = info if isinstance(info, dict) else {}
         session.initialized = True
         session.era = "legacy"
-        self.gw.send(session, jsonrpc.result_response(env.id, {  # type: ignore[arg-type]
+        self.gw.respond(session, env.id, {
             "protocolVersion": version,
             "capabilities": self.capabilities(),
             "serverInfo": SERVER_INFO,
             **({"instructions": text} if (text := self.instructions()) else {}),
-        }))
+        })
 
     def discover(self, req: Request) -> None:
         """server/discover: answered by the gateway itself, for all its upstreams."""
@@ -103,7 +113,7 @@ class Catalog:
             result["instructions"] = text
         result["_meta"] = {META_SERVER_INFO: SERVER_INFO}
         result.update(CACHE_HINTS)
-        self.gw.send(req.session, jsonrpc.result_response(req.id, result))
+        self.gw.respond(req.session, req.id, result)
 
     def list_handler(self, kind: str) -> Handler:
         attribute = {"tools": "tools", "prompts": "prompts", "resources": "resources",
@@ -113,8 +123,10 @@ class Catalog:
         def handler(req: Request) -> None:
             # The aggregated list is served whole: a cursor is opaque, and none is issued.
             items = getattr(self.gw.router, attribute)
+            if self.views:
+                items = self.visible(req.session, kind, items)
             if not req.modern:
-                self.gw.send(req.session, jsonrpc.result_response(req.id, {kind: items}))
+                self.gw.respond(req.session, req.id, {kind: items})
                 return
             # server/discover declares only what some upstream serves, and a family it
             # does not declare must not answer (the conformance suite checks both ways).
@@ -123,9 +135,25 @@ class Catalog:
                                    f"Method not found: {req.method} (no upstream offers "
                                    f"{capability})")
                 return
-            self.gw.send(req.session, jsonrpc.result_response(req.id, complete_result(
-                {kind: items}, cacheable=True, server_info=SERVER_INFO)))
+            self.gw.respond(req.session, req.id, complete_result(
+                {kind: items}, cacheable=True, server_info=SERVER_INFO))
         return handler
+
+    def visible(self, session: DownstreamSession, kind: str, items: list[dict[str, Any]]
+                ) -> list[dict[str, Any]]:
+        """The items of list ``kind`` that every view shows ``session``."""
+        router = self.gw.router
+        key = LIST_KEYS[kind]
+        shown = []
+        for item in items:
+            name = item.get(key)
+            if not isinstance(name, str):
+                continue
+            upstream = _owner(router, kind, name)
+            if upstream is not None and all(view(session, upstream.name, kind, name)
+                                            for view in self.views):
+                shown.append(item)
+        return shown
 
     def refresh(self, upstream: Upstream, kinds: tuple[str, ...]) -> None:
         async def refresh() -> None:
@@ -162,3 +190,13 @@ class Catalog:
                     for listen in list(session.listens.values()):
                         if listen.wants(kind):
                             self.gw.send(session, tagged(method, {}, listen.request_id))
+
+
+def _owner(router: Router, kind: str, name: str) -> Upstream | None:
+    """The upstream a listed item comes from."""
+    if kind == "tools" or kind == "prompts":
+        route = router.route(KIND_TOOL if kind == "tools" else KIND_PROMPT, name)
+        return route[0] if route is not None else None
+    if kind == "resources":
+        return router.route_uri(name)
+    return router.route_template(name)

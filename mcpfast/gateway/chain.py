@@ -10,12 +10,18 @@ or resource as the client named it (None for other methods) and the monotonic ti
 returns None to let the request through, or the error to answer it with (``Refusal``);
 a refused request never reaches the upstream. Rate limits are the first policy
 (``rate_limit.py``); authorization will be the next.
+
+Lists pass through the same policies: a policy that decides what a session may call
+also contributes a view, called per listed item with the session, the upstream's name,
+the list (``tools``, ``prompts``, ``resources``, ``resourceTemplates``) and the item's
+name or URI as the client sees it, so that a caller is shown only what it may call.
+With no view, a list is served as the router holds it, without a copy.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
 from msgspec import UNSET
@@ -34,6 +40,17 @@ class Refusal(msgspec.Struct, frozen=True, gc=False):
 
 
 Check = Callable[[DownstreamSession, str, str, "str | None", float], "Refusal | None"]
+View = Callable[[DownstreamSession, str, str, str], bool]
+"""Whether the session is shown a listed item: (session, upstream, list, name or URI)."""
+
+
+class Chain(NamedTuple):
+    """The compiled policies."""
+
+    checks: tuple[Check, ...]
+    """Run for every request between routing and forwarding."""
+    views: tuple[View, ...]
+    """Run over every item of every list a session is served."""
 
 
 def rate_limit_check(limit: RateLimit) -> Check:
@@ -57,5 +74,11 @@ def rate_limit_check(limit: RateLimit) -> Check:
 
 
 def compile_checks(rate_limits: Iterable[RateLimit]) -> tuple[Check, ...]:
-    """The chain, in the order the policies run: rate limits in config order."""
+    """The checks, in the order the policies run: rate limits in config order."""
     return tuple(rate_limit_check(limit) for limit in rate_limits)
+
+
+def compile_chain(rate_limits: Iterable[RateLimit]) -> Chain:
+    """The whole chain. A rate limit hides nothing: a tool refused for now is still the
+    session's to call once its bucket refills, so it stays listed."""
+    return Chain(compile_checks(rate_limits), ())

@@ -21,23 +21,25 @@ import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+import msgspec
 from msgspec import UNSET, Raw, UnsetType
 
 from .. import __version__
-from ..config import Config
+from ..config import Config, RateLimitConfig
 from ..counters import Counters
 from ..protocol import jsonrpc
 from ..protocol.jsonrpc import Envelope
 from ..protocol.modern import listen_result
 from ..transport.admission import Admission
-from ..transport.ports import FlowControl
+from ..transport.ports import Answer, FlowControl
 from ..upstream.stdio import StdioUpstream
 from .call import Pending, Upstream
 from .catalog import Catalog
-from .chain import compile_checks
+from .chain import Chain, compile_chain
 from .log_levels import LogLevels
 from .mrtr import InputBridge
 from .ports import SERVER_INFO
+from .rate_limit import RateLimit
 from .rate_limit import build as build_rate_limits
 from .relay import Relay
 from .requests import Requests
@@ -89,9 +91,61 @@ class Gateway:
         self.router = Router(list(self.upstreams.values()), config.routing.prefix,
                              config.routing.separator)
         self.requests = Requests(self, self.catalog, self.subscriptions, self.log_levels,
-                                 self.mrtr, compile_checks(self.rate_limits))
+                                 self.mrtr)
+        self.chain = self._compile(config)
         self.handle = self.requests.handle
         """One message from a client (``transport.ports.Dispatcher``): the data path."""
+
+    # -- the config snapshot ---------------------------------------------------------
+    def use(self, config: Config) -> list[str]:
+        """Put ``config`` in force as a whole, in one step: the seam that hot reload
+        builds on. Everything read per connection (the listener's limits), per request
+        (the Streamable HTTP settings, JSON depth, in-flight cap) or per call (the policy
+        chain and its rate limits) switches at once; a limit whose table did not change
+        keeps its buckets. What the running process was built from (upstreams, listener
+        and admin addresses, routing, logging, the session secret) keeps its old value,
+        and its key paths are returned: those need a restart until reload (a later
+        issue) learns to apply them."""
+        old = self.config
+        listen, http = config.listen, config.listen.http
+        held = [path for path, before, after in (
+            ("upstreams", old.upstreams, config.upstreams),
+            ("admin", old.admin, config.admin),
+            ("routing", old.routing, config.routing),
+            ("logging", old.logging, config.logging),
+            ("listen.host", old.listen.host, listen.host),
+            ("listen.port", old.listen.port, listen.port),
+            ("listen.path", old.listen.path, listen.path),
+            ("listen.unix_socket", old.listen.unix_socket, listen.unix_socket),
+            ("listen.http.session_secret", old.listen.http.session_secret,
+             http.session_secret),
+        ) if before != after]
+        self.config = msgspec.structs.replace(
+            config, upstreams=old.upstreams, admin=old.admin, routing=old.routing,
+            logging=old.logging, listen=msgspec.structs.replace(
+                listen, host=old.listen.host, port=old.listen.port, path=old.listen.path,
+                unix_socket=old.listen.unix_socket,
+                http=msgspec.structs.replace(http,
+                                             session_secret=old.listen.http.session_secret)))
+        limits = config.limits
+        self.admission.configure(limits.max_connections, limits.max_connections_per_peer,
+                                 limits.reserved_descriptors)
+        self.max_in_flight = limits.max_in_flight
+        kept = list(self.rate_limits)
+        self.rate_limits = tuple(_reuse(kept, c) for c in config.rate_limits)
+        self.chain = self._compile(self.config)
+        if held:
+            log.warning("config: %s changed and will apply after a restart",
+                        ", ".join(held))
+        return held
+
+    def _compile(self, config: Config) -> Chain:
+        """The policy chain of ``config``, put where it runs: its checks before each
+        forward, its views over each list."""
+        chain = compile_chain(self.rate_limits)
+        self.requests.use(config, chain.checks)
+        self.catalog.views = chain.views
+        return chain
 
     # -- state -----------------------------------------------------------------------
     @property
@@ -146,7 +200,7 @@ class Gateway:
             # stream ended on purpose.
             listens, session.listens = session.listens, {}
             for listen_id in listens:
-                self.send(session, listen_result(listen_id))
+                self.answer(session, listen_id, listen_result(listen_id), False)
             session.close(1001, "gateway shutting down")
         if self._sweeper is not None:
             self._sweeper.cancel()
@@ -195,10 +249,10 @@ class Gateway:
     # -- sessions --------------------------------------------------------------------
     def open_session(self, transport: str, peer: str, send: Callable[[bytes], None],
                      close: Callable[[int, str], None], flow: FlowControl | None = None,
-                     identity: str = "") -> DownstreamSession:
+                     identity: str = "", answer: Answer | None = None) -> DownstreamSession:
         session_id = f"{os.getpid():x}-{next(self._session_ids)}"
         session = DownstreamSession(session_id, transport, peer, send, close, flow,
-                                    identity)
+                                    identity, answer)
         self.sessions[session_id] = session
         self.counters.connections_total += 1
         return session
@@ -230,12 +284,29 @@ class Gateway:
         self.counters.messages_out += 1
         session.send(data)
 
+    def answer(self, session: DownstreamSession, request_id: Any, data: bytes,
+               error: bool | None) -> None:
+        """The response ``data`` to the client's request ``request_id``; ``error`` says
+        whether it is an error (None: not known without reading it)."""
+        session.messages_out += 1
+        self.counters.messages_out += 1
+        answer = session.answer
+        if answer is None:
+            session.send(data)
+        else:
+            answer(request_id, data, error)
+
+    def respond(self, session: DownstreamSession, request_id: Any, result: Any) -> None:
+        """Answer ``request_id`` with the gateway's own ``result``."""
+        self.answer(session, request_id, jsonrpc.result_response(request_id, result), False)
+
     def send_error(self, session: DownstreamSession, request_id: Any, code: int,
                    message: str, data: Any = UNSET) -> None:
         """Answer ``request_id`` (None for a message whose id could not be read)."""
         self.counters.errors += 1
         if not session.closed:
-            self.send(session, jsonrpc.error_response(request_id, code, message, data))
+            self.answer(session, request_id,
+                        jsonrpc.error_response(request_id, code, message, data), True)
 
     def id_taken(self, session: DownstreamSession, client_id: int | str) -> bool:
         """Whether ``client_id`` cannot be taken now (answered with an error if so)."""
@@ -293,3 +364,11 @@ class Gateway:
                        "resource_templates": len(self.router.resource_templates),
                        "collisions": self.router.collisions},
         }
+
+
+def _reuse(limits: list[RateLimit], config: RateLimitConfig) -> RateLimit:
+    """The limit built from the same table (taken out of ``limits``), or a new one."""
+    for index, limit in enumerate(limits):
+        if limit.config == config:
+            return limits.pop(index)
+    return RateLimit(config)

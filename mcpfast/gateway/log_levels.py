@@ -35,7 +35,7 @@ class LogLevels:
             self.count(session.log_level, -1)
         session.log_level = level
         self.count(level, 1)
-        self.gw.send(session, jsonrpc.result_response(env.id, {}))  # type: ignore[arg-type]
+        self.gw.respond(session, env.id, {})  # type: ignore[arg-type]
         self.sync()
 
     def count(self, level: int, delta: int) -> None:

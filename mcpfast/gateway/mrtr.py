@@ -59,6 +59,11 @@ class Core(Protocol):
 
     def send(self, session: DownstreamSession, data: bytes) -> None: ...
 
+    def answer(self, session: DownstreamSession, request_id: Any, data: bytes,
+               error: bool | None) -> None: ...
+
+    def respond(self, session: DownstreamSession, request_id: Any, result: Any) -> None: ...
+
     def send_error(self, session: DownstreamSession, request_id: Any, code: int,
                    message: str, data: Any = UNSET) -> None: ...
 
@@ -379,7 +384,7 @@ class InputBridge:
         pending.session = NOBODY
         pending.parked = parked
         pending.deadline = float("inf")
-        self.gateway.send(session, jsonrpc.result_response(client_id, result))
+        self.gateway.respond(session, client_id, result)
 
     def resume(self, session: DownstreamSession, env: Envelope, params: dict[str, Any],
                meta: ModernMeta, upstream: Upstream) -> None:
@@ -411,7 +416,7 @@ class InputBridge:
         if waiting:
             if answer is None:
                 # mrtr "Error Handling": ask again rather than fail.
-                self.gateway.send(session, jsonrpc.result_response(client_id, parked.result))
+                self.gateway.respond(session, client_id, parked.result)
                 return
             problem = input_response_problem(parked.method, answer)
             if problem is not None:
@@ -428,8 +433,8 @@ class InputBridge:
         pending.client_capabilities = meta.client_capabilities
         pending.deadline = upstream.deadline()
         if parked.outcome is not None:
-            self.gateway.send(session, self.gateway.reshape_response(  # type: ignore[arg-type]
-                upstream, pending, parked.outcome))
+            self.gateway.answer(session, client_id, self.gateway.reshape_response(  # type: ignore[arg-type]
+                upstream, pending, parked.outcome), None)
             return
         if upstream.pending.get(parked.upstream_id) is not pending:
             self.gateway.send_error(session, client_id, jsonrpc.UPSTREAM_UNAVAILABLE,

@@ -32,7 +32,18 @@ class Core(Protocol):
     draining: bool
     overloaded: bool
 
-    def send(self, session: DownstreamSession, data: bytes) -> None: ...
+    def send(self, session: DownstreamSession, data: bytes) -> None:
+        """A message to the client that is not a response (notifications, requests)."""
+        ...
+
+    def answer(self, session: DownstreamSession, request_id: Any, data: bytes,
+               error: bool | None) -> None:
+        """The response ``data`` to the client's request ``request_id``."""
+        ...
+
+    def respond(self, session: DownstreamSession, request_id: Any, result: Any) -> None:
+        """Answer ``request_id`` with the gateway's own ``result``."""
+        ...
 
     def send_error(self, session: DownstreamSession, request_id: Any, code: int,
                    message: str, data: Any = UNSET) -> None: ...

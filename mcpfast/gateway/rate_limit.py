@@ -35,10 +35,11 @@ routed, so the catalog bounds them; past this, the memory starts again)."""
 
 
 class RateLimit:
-    __slots__ = ("_buckets", "_matches", "_tool", "burst", "name", "per", "rate", "refused",
-                 "upstream")
+    __slots__ = ("_buckets", "_matches", "_tool", "burst", "config", "name", "per", "rate",
+                 "refused", "upstream")
 
     def __init__(self, config: RateLimitConfig) -> None:
+        self.config = config
         self.name = config.name
         self.per = config.per
         self.upstream = config.upstream

@@ -51,6 +51,7 @@ class Relay:
                  log_levels: LogLevels, mrtr: InputBridge) -> None:
         self.gw = gw
         self.send = gw.send
+        self.answer = gw.answer
         self.catalog = catalog
         self.subscriptions = subscriptions
         self.log_levels = log_levels
@@ -73,10 +74,12 @@ class Relay:
             reshaped = self.reshape_response(upstream, pending, env)
             if reshaped is None:
                 return  # the gateway asks the client for input first
-            self.send(session, reshaped)
+            self.answer(session, pending.client_id, reshaped, None)
         else:
-            self.send(session, jsonrpc.reencode(Envelope(
-                jsonrpc="2.0", id=pending.client_id, result=env.result, error=env.error)))
+            error = env.error
+            self.answer(session, pending.client_id, jsonrpc.reencode(Envelope(
+                jsonrpc="2.0", id=pending.client_id, result=env.result, error=error)),
+                        error is not UNSET)
 
     def abandoned(self, upstream: Upstream, pending: Pending) -> None:
         pending.session.inflight.pop(pending.client_id, None)

@@ -17,6 +17,7 @@ from typing import Any
 import msgspec
 from msgspec import UNSET, Raw, UnsetType
 
+from ..config import Config
 from ..protocol import jsonrpc
 from ..protocol.jsonrpc import Envelope
 from ..protocol.mcp import INPUT_REQUIRED_METHODS, PRE_INIT_METHODS
@@ -67,20 +68,19 @@ ROUTED_METHODS = frozenset({"tools/call", "prompts/get", "resources/read",
 
 class Requests:
     def __init__(self, gw: Core, catalog: Catalog, subscriptions: Subscriptions,
-                 log_levels: LogLevels, mrtr: InputBridge, checks: tuple[Check, ...]) -> None:
+                 log_levels: LogLevels, mrtr: InputBridge) -> None:
         self.gw = gw
         self.counters = gw.counters
         self.router = gw.router
         self.send_error = gw.send_error
         self.id_taken = gw.id_taken
         self.max_json_depth = gw.config.listen.max_json_depth
-        """Read once: a new config (reload) makes new parts."""
         self.catalog = catalog
         self.subscriptions = subscriptions
         self.log_levels = log_levels
         self.mrtr = mrtr
-        self.checks = checks
-        """The policy chain (chain.py): empty when no policy is configured."""
+        self.checks: tuple[Check, ...] = ()
+        """The policy chain's checks (chain.py): empty when no policy is configured."""
         # One table for both eras. 2026-07-28 has no initialize, ping, logging/setLevel
         # or resources/(un)subscribe (changelog), and the legacy era no server/discover
         # or subscriptions/listen: a request for a method outside its era's set is an
@@ -103,16 +103,24 @@ class Requests:
             "completion/complete": (self._complete, BOTH),
         }
 
-    def handle(self, session: DownstreamSession, data: bytes) -> None:
-        """One message from a client."""
+    def use(self, config: Config, checks: tuple[Check, ...]) -> None:
+        """A new config snapshot and the policy chain compiled from it (Gateway.use)."""
+        self.max_json_depth = config.listen.max_json_depth
+        self.checks = checks
+
+    def handle(self, session: DownstreamSession, data: bytes,
+               env: Envelope | None = None) -> None:
+        """One message from a client; ``env`` is its envelope when the transport has
+        decoded it already (``ports.Dispatcher.handle``)."""
         session.messages_in += 1
         self.counters.messages_in += 1
-        try:
-            env = jsonrpc.decode(data, self.max_json_depth)
-        except jsonrpc.MessageError as exc:
-            self.counters.parse_errors += 1
-            self.send_error(session, exc.request_id, exc.code, exc.message)
-            return
+        if env is None:
+            try:
+                env = jsonrpc.decode(data, self.max_json_depth)
+            except jsonrpc.MessageError as exc:
+                self.counters.parse_errors += 1
+                self.send_error(session, exc.request_id, exc.code, exc.message)
+                return
         method = env.method
         if method is UNSET:
             self._client_response(session, env)
@@ -355,7 +363,7 @@ class Requests:
         uri, upstream = routed
         session, env = req.session, req.env
         if uri in session.subscriptions:
-            self.gw.send(session, jsonrpc.result_response(env.id, {}))  # type: ignore[arg-type]
+            self.gw.respond(session, env.id, {})  # type: ignore[arg-type]
             return
         if not self.subscriptions.can_subscribe(upstream):
             self.send_error(session, env.id, jsonrpc.METHOD_NOT_FOUND,
@@ -367,7 +375,7 @@ class Requests:
             # listen stream to it.
             session.subscriptions.add(uri)
             self.subscriptions.hold(upstream, uri)
-            self.gw.send(session, jsonrpc.result_response(env.id, {}))  # type: ignore[arg-type]
+            self.gw.respond(session, env.id, {})  # type: ignore[arg-type]
             return
         count = upstream.subscriptions.get(uri, 0)
         session.subscriptions.add(uri)
@@ -375,14 +383,14 @@ class Requests:
         if count == 0:
             self._forward(req, upstream, subscription=uri)
         else:
-            self.gw.send(session, jsonrpc.result_response(env.id, {}))  # type: ignore[arg-type]
+            self.gw.respond(session, env.id, {})  # type: ignore[arg-type]
 
     def _unsubscribe(self, req: Request) -> None:
         uri = req.uri
         if uri is not None and uri in req.session.subscriptions:
             req.session.subscriptions.discard(uri)
             self.subscriptions.release(uri)
-        self.gw.send(req.session, jsonrpc.result_response(req.id, {}))
+        self.gw.respond(req.session, req.id, {})
 
     def _complete(self, req: Request) -> None:
         """completion/complete: routed by the prompt or the resource template named."""
@@ -413,7 +421,7 @@ class Requests:
                             "with a uri")
 
     def _ping(self, req: Request) -> None:
-        self.gw.send(req.session, jsonrpc.result_response(req.id, {}))
+        self.gw.respond(req.session, req.id, {})
 
     def _forward_modern(self, req: Request, upstream: Upstream,
                         rename: tuple[str, str] | None, uri: str | None) -> None:

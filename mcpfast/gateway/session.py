@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from ..transport.ports import FlowControl
+from ..transport.ports import Answer, FlowControl
 
 if TYPE_CHECKING:
     from ..upstream.base import Upstream as BaseUpstream
@@ -41,6 +41,7 @@ class DownstreamSession:
     __slots__ = (
         "_messages_seen",
         "_next_out_id",
+        "answer",
         "client_capabilities",
         "client_info",
         "close",
@@ -69,7 +70,8 @@ class DownstreamSession:
 
     def __init__(self, session_id: str, transport: str, peer: str,
                  send: Callable[[bytes], None], close: Callable[[int, str], None],
-                 flow: FlowControl | None = None, identity: str = "") -> None:
+                 flow: FlowControl | None = None, identity: str = "",
+                 answer: Answer | None = None) -> None:
         self.id = session_id
         self.identity = identity or f"peer:{peer}"
         """Who the client is, set at admission: for now what the transport knows
@@ -80,6 +82,10 @@ class DownstreamSession:
         self.transport = transport
         self.peer = peer
         self.send = send
+        self.answer = answer
+        """How a transport that routes answers by request (Streamable HTTP) takes a
+        response with its id, so that it does not read the response again; None: the
+        response goes to ``send`` like every other message."""
         self.close = close
         self.initialized = False
         self.era: str | None = None

@@ -32,21 +32,37 @@ class HttpRequest:
     keep_alive: bool = True
     upgrade: bool = False
     _index: dict[str, str] | None = field(default=None, repr=False)
+    """Lower-cased name to value (repeats joined); the reader fills it as it parses."""
+    _repeated: set[str] | None = field(default=None, repr=False)
+    """Lower-cased names sent more than once (None: none)."""
 
     def header(self, name: str) -> str | None:
         """The value of header ``name`` (case-insensitive); repeated headers are joined
         with ", " as RFC 9110 5.3 allows."""
         if self._index is None:
-            index: dict[str, str] = {}
-            for key, value in self.headers:
-                key = key.lower()
-                index[key] = f"{index[key]}, {value}" if key in index else value
-            self._index = index
+            self._index, self._repeated = _index(self.headers)
         return self._index.get(name.lower())
 
     def header_count(self, name: str) -> int:
         lowered = name.lower()
+        if self._index is None:
+            self._index, self._repeated = _index(self.headers)
+        if self._repeated is None or lowered not in self._repeated:
+            return 1 if lowered in self._index else 0
         return sum(1 for key, _ in self.headers if key.lower() == lowered)
+
+
+def _index(headers: list[tuple[str, str]]) -> tuple[dict[str, str], set[str]]:
+    index: dict[str, str] = {}
+    repeated: set[str] = set()
+    for key, value in headers:
+        key = key.lower()
+        if key in index:
+            index[key] = f"{index[key]}, {value}"
+            repeated.add(key)
+        else:
+            index[key] = value
+    return index, repeated
 
 
 IDLE = 0
@@ -61,7 +77,14 @@ class HttpRequestReader:
     """Feed bytes; collect complete requests. After an upgrade request, the bytes that
     follow its head belong to the new protocol and are returned as ``upgraded_data``.
     ``phase`` tells where the next request stands, so that the connection can time its
-    head and its body (the limits' header_timeout and body_timeout)."""
+    head and its body (the limits' header_timeout and body_timeout).
+
+    Each header is indexed by its lower-cased name as it arrives, so that a request's
+    lookups cost a dict access."""
+
+    __slots__ = ("_body", "_body_bytes", "_head", "_head_bytes", "_headers", "_index",
+                 "_max_body", "_max_head", "_parser", "_repeated", "_requests",
+                 "_url", "phase", "upgraded_data")
 
     def __init__(self, *, max_head_bytes: int = 16384, max_body_bytes: int = 4 * 1024 * 1024):
         self._parser = httptools.HttpRequestParser(self)
@@ -70,6 +93,8 @@ class HttpRequestReader:
         self._head_bytes = 0
         self._url = b""
         self._headers: list[tuple[str, str]] = []
+        self._index: dict[str, str] = {}
+        self._repeated: set[str] | None = None
         self._body: list[bytes] = []
         self._body_bytes = 0
         self._requests: list[HttpRequest] = []
@@ -90,9 +115,9 @@ class HttpRequestReader:
             if isinstance(exc.__context__, HttpError):
                 raise exc.__context__ from None
             raise HttpError(400, f"malformed HTTP request: {exc}") from None
-        except HttpError:
-            raise
-        requests, self._requests = self._requests, []
+        requests = self._requests
+        if requests:
+            self._requests = []
         return requests
 
     @property
@@ -105,6 +130,8 @@ class HttpRequestReader:
         self.phase = HEAD
         self._url = b""
         self._headers = []
+        self._index = {}
+        self._repeated = None
         self._body = []
         self._body_bytes = 0
         self._head_bytes = 0
@@ -114,8 +141,21 @@ class HttpRequestReader:
         self._count_head(len(url))
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._count_head(len(name) + len(value))
-        self._headers.append((name.decode("latin-1"), value.decode("latin-1")))
+        size = self._head_bytes + len(name) + len(value)
+        if size > self._max_head:
+            raise HttpError(431, f"request head exceeds {self._max_head} bytes")
+        self._head_bytes = size
+        key, text = name.decode("latin-1"), value.decode("latin-1")
+        self._headers.append((key, text))
+        lowered = key.lower()
+        index = self._index
+        if lowered in index:
+            index[lowered] = f"{index[lowered]}, {text}"
+            if self._repeated is None:
+                self._repeated = set()
+            self._repeated.add(lowered)
+        else:
+            index[lowered] = text
 
     def on_headers_complete(self) -> None:
         self.phase = BODY
@@ -129,21 +169,17 @@ class HttpRequestReader:
     def on_message_complete(self) -> None:
         self.phase = IDLE
         parser = self._parser
-        target = self._url.decode("latin-1")
-        parsed = httptools.parse_url(self._url)
-        path = parsed.path.decode("latin-1") if parsed.path else "/"
-        self._requests.append(
-            HttpRequest(
-                method=parser.get_method().decode("ascii"),
-                target=target,
-                path=path,
-                version=parser.get_http_version(),
-                headers=self._headers,
-                body=b"".join(self._body),
-                keep_alive=parser.should_keep_alive(),
-                upgrade=parser.should_upgrade(),
-            )
-        )
+        url = self._url
+        target = url.decode("latin-1")
+        if url[:1] == b"/" and url[1:2] != b"/" and b"?" not in url and b"#" not in url:
+            path = target  # origin-form with no query: nothing to split off
+        else:
+            parsed = httptools.parse_url(url)
+            path = parsed.path.decode("latin-1") if parsed.path else "/"
+        self._requests.append(HttpRequest(
+            parser.get_method().decode("ascii"), target, path, parser.get_http_version(),
+            self._headers, b"".join(self._body), parser.should_keep_alive(),
+            parser.should_upgrade(), self._index, self._repeated))
 
     def _count_head(self, n: int) -> None:
         self._head_bytes += n

@@ -58,16 +58,20 @@ class ReplayBuffer:
 
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
-        self._events: deque[tuple[int, bytes]] = deque()
+        self._events: deque[tuple[int, bytes]] | None = None
+        """Made at the first event: most streams (a POST answered as JSON) hold none."""
         self.next_seq = 1
 
     def add(self, data: bytes) -> int:
         seq = self.next_seq
         self.next_seq += 1
         if self.capacity:
-            self._events.append((seq, data))
-            if len(self._events) > self.capacity:
-                self._events.popleft()
+            events = self._events
+            if events is None:
+                events = self._events = deque()
+            events.append((seq, data))
+            if len(events) > self.capacity:
+                events.popleft()
         return seq
 
     def after(self, seq: int) -> list[tuple[int, bytes]] | None:
@@ -75,6 +79,7 @@ class ReplayBuffer:
             return None
         if seq == self.next_seq - 1:
             return []
-        if not self._events or self._events[0][0] > seq + 1:
+        events = self._events
+        if not events or events[0][0] > seq + 1:
             return None
-        return [(s, d) for s, d in self._events if s > seq]
+        return [(s, d) for s, d in events if s > seq]

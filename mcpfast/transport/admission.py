@@ -31,13 +31,17 @@ class Admission:
     __slots__ = ("_per_peer", "max_per_peer", "max_total", "open", "refused")
 
     def __init__(self, max_total: int, max_per_peer: int, reserved: int) -> None:
+        self.configure(max_total, max_per_peer, reserved)
+        self.open = 0
+        self.refused = 0
+        self._per_peer: dict[str, int] = {}
+
+    def configure(self, max_total: int, max_per_peer: int, reserved: int) -> None:
+        """Set the limits (a new config): connections already open stay, and count."""
         if max_total <= 0:
             max_total = max(16, descriptor_limit() - reserved)
         self.max_total = max_total
         self.max_per_peer = max_per_peer if max_per_peer > 0 else max(1, max_total // 2)
-        self.open = 0
-        self.refused = 0
-        self._per_peer: dict[str, int] = {}
 
     def admit(self, peer: str | None) -> str | None:
         """Count a new connection from ``peer`` (an IP address; None for a unix-socket

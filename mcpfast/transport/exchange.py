@@ -42,6 +42,9 @@ def _prefers_sse(value: str | None) -> bool:
         return False
 
 
+_OK_JSON = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+
+
 def _json_error(status: int, request_id: Any, code: int, message: str, *,
                 keep_alive: bool, headers: list[tuple[str, str]] | None = None,
                 data: Any = UNSET) -> bytes:
@@ -76,6 +79,13 @@ class Exchange:
         self.done = True
         self._on_lost = None
         self._conn.exchange_finished(self, data, self.keep_alive)
+
+    def ok(self, body: bytes, head: bytes = b"") -> None:
+        """A 200 JSON response; ``head`` is more header lines, encoded and each ending
+        in CRLF. The same bytes as ``json(200, ...)``, joined without formatting."""
+        self.respond(b"".join((
+            _OK_JSON, head, b"Content-Length: ", str(len(body)).encode(),
+            b"\r\n\r\n" if self.keep_alive else b"\r\nConnection: close\r\n\r\n", body)))
 
     def json(self, status: int, body: bytes, headers: list[tuple[str, str]] | None = None
              ) -> None:

@@ -88,20 +88,22 @@ class Stream:
     def is_post(self) -> bool:
         return self.request_id is not None
 
-    def push(self, data: bytes, final: bool = False) -> None:
+    def push(self, data: bytes, final: bool = False, error: bool | None = None) -> None:
+        """Send ``data`` on this stream; ``final`` for the response that ends it, with
+        ``error`` saying whether that is an error (None: not known)."""
         exchange = self.exchange
         if not self.committed and exchange is not None and self.is_post:
             if final and not _prefers_sse(exchange.request.header("Accept")):
                 # Nothing preceded the response: answer with plain JSON.
                 self.done = True
                 self.exchange = None
-                status, headers = 200, self.session.headers()
-                if b'"error"' in data:
+                if error or (error is None and b'"error"' in data):
                     # A rate limit's refusal is 429 with Retry-After on every transport;
                     # other errors keep the legacy transport's 200.
                     status, extra = _error_status(data, _legacy_status)
-                    headers = [*headers, *extra]
-                exchange.json(status, data, headers)
+                    exchange.json(status, data, [*self.session.headers(), *extra])
+                else:
+                    exchange.ok(data, self.session.head())
                 self.session.forget(self)
                 return
             self.commit()
@@ -186,19 +188,32 @@ class HttpSession:
         """When the session id was issued (seconds since the epoch)."""
         self.token: str | None = None
         self.ds: ClientSession = endpoint.core.open_session(
-            "http", peer, self.send, self.close, identity=f"ip:{address}")
+            "http", peer, self.send, self.close, identity=f"ip:{address}",
+            answer=self.answer)
         self.ds.era = "legacy"
         self.streams: dict[str, Stream] = {}
         self.by_request: dict[Any, Stream] = {}
         self.by_token: dict[Any, Stream] = {}
         self.standalone: Stream | None = None
         self._next_stream = 0
+        self._head: bytes | None = None
         self.closed = False
 
     def headers(self) -> list[tuple[str, str]]:
+        """The session's own response headers: its id, issued once it is initialized."""
         if self.token is None and self.ds.initialized:
             self.token = self.endpoint.register(self)
         return [(SESSION_HEADER, self.token)] if self.token else []
+
+    def head(self) -> bytes:
+        """``headers()`` as encoded header lines, made once."""
+        head = self._head
+        if head is None:
+            head = b"".join(f"{name}: {value}\r\n".encode("latin-1")
+                            for name, value in self.headers())
+            if self.token is not None:
+                self._head = head
+        return head
 
     def new_stream(self, request_id: Any, exchange: Exchange | None) -> Stream:
         self._next_stream += 1
@@ -218,19 +233,24 @@ class HttpSession:
                 del self.by_token[token]
         self.endpoint.live.discard(stream)
 
+    def answer(self, request_id: Any, data: bytes, error: bool | None) -> None:
+        """The response to ``request_id``: it ends that request's stream."""
+        stream = self.by_request.get(request_id)
+        if stream is None or stream.done:
+            log.debug("session %s: no stream waits for response %r", self.token, request_id)
+            return
+        stream.push(data, True, error)
+
     def send(self, data: bytes) -> None:
-        """Route one message from the gateway to the stream it belongs on."""
+        """Route one message from the gateway to the stream it belongs on (responses
+        come to ``answer``)."""
         try:
             out = _out.decode(data)
         except msgspec.DecodeError:
             log.warning("session %s: dropping an unreadable outgoing message", self.token)
             return
         if out.method is UNSET:
-            stream = self.by_request.get(out.id)
-            if stream is None or stream.done:
-                log.debug("session %s: no stream waits for response %r", self.token, out.id)
-                return
-            stream.push(data, final=True)
+            self.answer(out.id, data, out.error is not UNSET)
             return
         target: Stream | None = None
         method = out.method
@@ -313,7 +333,7 @@ class ModernRequest:
         self.request_id = request_id
         self.streaming = False
         self.ds = endpoint.core.open_session("http", peer, self.send, self.close,
-                                             identity=f"ip:{address}")
+                                             identity=f"ip:{address}", answer=self.answer)
         self.ds.era = "modern"
         exchange.watch(self.lost)
 
@@ -326,21 +346,7 @@ class ModernRequest:
         except msgspec.DecodeError:
             return
         if out.method is UNSET:
-            if out.id != self.request_id:
-                return
-            self.exchange = None
-            if not self.streaming and _prefers_sse(exchange.request.header("Accept")):
-                self.streaming = True
-                exchange.start_stream([], self.lost)
-            if self.streaming:
-                exchange.send(sse.event(data))
-                exchange.end()
-            else:
-                status, headers = 200, None
-                if out.error is not UNSET:
-                    status, headers = _error_status(out.error, modern.http_status_for)
-                exchange.json(status, data, headers)
-            self._finish()
+            self.answer(out.id, data, out.error is not UNSET)
             return
         if out.id is not UNSET:
             # The modern transport carries no server-to-client requests (2026-07-28).
@@ -352,6 +358,26 @@ class ModernRequest:
             self.endpoint.live_modern.add(self)
             self.endpoint.arm()
         exchange.send(sse.event(data))
+
+    def answer(self, request_id: Any, data: bytes, error: bool | None) -> None:
+        """The response, which ends the exchange: plain JSON unless a stream began
+        (or the client prefers one)."""
+        exchange = self.exchange
+        if exchange is None or request_id != self.request_id:
+            return
+        self.exchange = None
+        if not self.streaming and _prefers_sse(exchange.request.header("Accept")):
+            self.streaming = True
+            exchange.start_stream([], self.lost)
+        if self.streaming:
+            exchange.send(sse.event(data))
+            exchange.end()
+        else:
+            status, headers = 200, None
+            if error or (error is None and b'"error"' in data):
+                status, headers = _error_status(data, modern.http_status_for)
+            exchange.json(status, data, headers)
+        self._finish()
 
     def close(self, code: int = 1000, reason: str = "") -> None:
         """The gateway ends the exchange (shutdown, or the end of a listen stream)."""
@@ -374,7 +400,7 @@ class ModernRequest:
         self.endpoint.core.close_session(self.ds)
 
 
-# -- the endpoint -------------------------------------------------------------------------
+# -- error statuses ----------------------------------------------------------------------
 
 
 class _ErrorData(msgspec.Struct, gc=False):
@@ -390,7 +416,6 @@ class _ResponseError(msgspec.Struct, gc=False):
     error: _ErrorHead | None = None
 
 
-_error_head = msgspec.json.Decoder(_ErrorHead)
 _response_error = msgspec.json.Decoder(_ResponseError)
 
 
@@ -398,13 +423,12 @@ def _legacy_status(code: int) -> int:
     return 429 if code == jsonrpc.RATE_LIMITED else 200
 
 
-def _error_status(error: msgspec.Raw | bytes, status_for: Callable[[int], int]
+def _error_status(response: bytes, status_for: Callable[[int], int]
                   ) -> tuple[int, list[tuple[str, str]]]:
-    """The HTTP status of a JSON error answer (``error`` is the error object, or a whole
-    response), with ``Retry-After`` for a 429."""
+    """The HTTP status of a JSON-RPC response (200 unless it is an error that maps to
+    another), with ``Retry-After`` for a 429."""
     try:
-        head = _error_head.decode(error) if isinstance(error, msgspec.Raw) else \
-            _response_error.decode(error).error
+        head = _response_error.decode(response).error
     except (msgspec.DecodeError, msgspec.ValidationError):
         return 200, []
     if head is None:

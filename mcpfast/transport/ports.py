@@ -14,6 +14,7 @@ from typing import Any, Protocol
 
 from ..config import Config
 from ..counters import Counters
+from ..protocol.jsonrpc import Envelope
 from .admission import Admission
 
 
@@ -22,6 +23,11 @@ class FlowControl(Protocol):
 
     def pause(self, reason: int) -> None: ...
     def resume(self, reason: int) -> None: ...
+
+
+Answer = Callable[[Any, bytes, "bool | None"], None]
+"""A response to a client's request, with the request's id and whether it is an error
+(None: not known without reading it)."""
 
 
 class ClientSession(Protocol):
@@ -54,12 +60,17 @@ class Dispatcher(Protocol):
 
     def open_session(self, transport: str, peer: str, send: Callable[[bytes], None],
                      close: Callable[[int, str], None], flow: FlowControl | None = None,
-                     identity: str = "") -> ClientSession: ...
+                     identity: str = "", answer: Answer | None = None) -> ClientSession:
+        """``answer``, when given, takes the responses to the client's requests instead
+        of ``send`` (a transport that routes by request id)."""
+        ...
 
     def close_session(self, session: Any) -> None: ...
 
-    def handle(self, session: Any, data: bytes) -> None:
-        """One complete message from the client (JSON text, not yet decoded)."""
+    def handle(self, session: Any, data: bytes, env: Envelope | None = None) -> None:
+        """One complete message from the client: JSON text, and its envelope when the
+        transport already decoded it (with ``jsonrpc.decode`` and the configured depth),
+        so that it is not decoded twice."""
         ...
 
     def send_error(self, session: Any, request_id: Any, code: int, message: str,

@@ -16,6 +16,7 @@ and its response is an ``Exchange`` (``exchange.py``).
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import re
 import time
@@ -25,7 +26,7 @@ from typing import Any
 import msgspec
 from msgspec import UNSET
 
-from ..config import is_loopback
+from ..config import Config, HttpConfig, is_loopback
 from ..protocol import jsonrpc, modern, sse
 from ..protocol.http import HttpRequest, format_response
 from ..protocol.mcp import LEGACY_VERSIONS
@@ -69,9 +70,7 @@ class Endpoint:
 
     def __init__(self, core: Dispatcher) -> None:
         self.core = core
-        listen = core.config.listen
-        self.config = listen.http
-        self.signer = SessionSigner(self.config.session_secret)
+        self.signer = SessionSigner(core.config.listen.http.session_secret)
         self.sessions: dict[str, HttpSession] = {}
         self.per_address: dict[str, int] = {}
         self.ended: OrderedDict[str, int] = OrderedDict()
@@ -80,6 +79,24 @@ class Endpoint:
         """Ids issued earlier are not adopted (``_adoptable``)."""
         self.live: set[Stream] = set()
         self.live_modern: set[ModernRequest] = set()
+        self._snapshot: Config | None = None
+        self.config: HttpConfig
+        self._origins: _AllowList
+        self._hosts: _AllowList | None
+        self._read_config()
+        self._schemas: tuple[object, dict[Any, Any]] = (None, {})
+        self._timer: asyncio.TimerHandle | None = None
+        self._ticks = 0
+
+    def _read_config(self) -> None:
+        """Take the settings from the core's config snapshot when it was replaced
+        (``Gateway.use``); a request is served under one snapshot, start to end."""
+        config = self.core.config
+        if config is self._snapshot:
+            return
+        self._snapshot = config
+        listen = config.listen
+        self.config = listen.http
         self._origins = _AllowList(self.config.allowed_origins)
         hosts = self.config.allowed_hosts
         if hosts is None and is_loopback(listen.host):
@@ -87,9 +104,6 @@ class Endpoint:
             hosts = ["127.0.0.1", "127.0.0.1:*", "localhost", "localhost:*", "[::1]",
                      "[::1]:*", bound, f"{bound}:*"]
         self._hosts = _AllowList([h.lower() for h in hosts]) if hosts is not None else None
-        self._schemas: tuple[object, dict[Any, Any]] = (None, {})
-        self._timer: asyncio.TimerHandle | None = None
-        self._ticks = 0
 
     # -- bookkeeping ---------------------------------------------------------------------
     def register(self, session: HttpSession) -> str:
@@ -158,7 +172,10 @@ class Endpoint:
 
     # -- checks shared with the WebSocket handshake --------------------------------------
     def refuse(self, request: HttpRequest) -> tuple[int, str] | None:
-        """Origin and Host checks (DNS rebinding): the status and reason to refuse with."""
+        """Origin and Host checks (DNS rebinding): the status and reason to refuse with.
+        The first check of every request, so it also takes a new config snapshot."""
+        if self.core.config is not self._snapshot:
+            self._read_config()
         origin = request.header("Origin")
         if origin is not None and origin.strip() not in self._origins:
             return 403, f"Origin {origin.strip()!r} is not allowed"
@@ -213,20 +230,13 @@ class Endpoint:
     def _body(self, exchange: Exchange, *, modern_era: bool) -> jsonrpc.Envelope | None:
         """Content negotiation and parsing common to both eras' POST."""
         request = exchange.request
-        accept = request.header("Accept")
-        if not _accepts(accept, "application/json") or (
-                not modern_era and not _accepts(accept, "text/event-stream")):
-            wanted = ("application/json" if modern_era
-                      else "both application/json and text/event-stream")
-            exchange.error(406, None, jsonrpc.INVALID_REQUEST,
-                           f"Not Acceptable: the client must accept {wanted}")
-            return None
-        if "application/json" not in _media_types(request.header("Content-Type")):
-            exchange.error(415, None, jsonrpc.INVALID_REQUEST,
-                           "Unsupported Media Type: the body must be application/json")
+        refused = _unacceptable(request.header("Accept"), request.header("Content-Type"),
+                                modern_era)
+        if refused is not None:
+            exchange.error(refused[0], None, jsonrpc.INVALID_REQUEST, refused[1])
             return None
         try:
-            return jsonrpc.decode(request.body, self.core.config.listen.max_json_depth)
+            return jsonrpc.decode(request.body, self._snapshot.listen.max_json_depth)  # type: ignore[union-attr]
         except jsonrpc.MessageError as exc:
             self.core.counters.parse_errors += 1
             exchange.error(400, exc.request_id, exc.code, exc.message)
@@ -331,7 +341,7 @@ class Endpoint:
             return
         session = HttpSession(self, peer, address)
         session.new_stream(env.id, exchange)
-        self.core.handle(session.ds, exchange.request.body)
+        self.core.handle(session.ds, exchange.request.body, env)
         if session.token is None:
             # initialize failed: no session was created.
             session.close()
@@ -342,7 +352,7 @@ class Endpoint:
         body = exchange.request.body
         if env.method is UNSET or env.id is UNSET:
             # A notification, or the client's answer to a request the gateway relayed.
-            self.core.handle(session.ds, body)
+            self.core.handle(session.ds, body, env)
             exchange.respond(format_response(202, session.headers(),
                                              keep_alive=exchange.keep_alive))
             return
@@ -352,10 +362,11 @@ class Endpoint:
                            f"request id {env.id!r} is already in flight on this session")
             return
         stream = session.new_stream(env.id, exchange)
-        token = _progress_token(env)
-        if token is not None:
-            session.by_token[token] = stream
-        self.core.handle(session.ds, body)
+        if b"progressToken" in body:
+            token = _progress_token(env)
+            if token is not None:
+                session.by_token[token] = stream
+        self.core.handle(session.ds, body, env)
 
     def _get(self, exchange: Exchange, session: HttpSession) -> None:
         last = exchange.request.header("Last-Event-ID")
@@ -436,13 +447,28 @@ class Endpoint:
                            "text/event-stream")
             return
         modern_request = ModernRequest(self, exchange, env.id, peer, address)
-        self.core.handle(modern_request.ds, request.body)
+        self.core.handle(modern_request.ds, request.body, env)
 
     def _schema(self, name: object) -> Any:
         tools = self.core.tools
         if self._schemas[0] is not tools:
             self._schemas = (tools, {t.get("name"): t.get("inputSchema") for t in tools})
         return self._schemas[1].get(name)
+
+
+@functools.lru_cache(maxsize=256)
+def _unacceptable(accept: str | None, content_type: str | None, modern_era: bool
+                  ) -> tuple[int, str] | None:
+    """Why a POST with these Accept and Content-Type values is refused (status and
+    reason), or None. Cached: clients send the same few values on every request."""
+    if not _accepts(accept, "application/json") or (
+            not modern_era and not _accepts(accept, "text/event-stream")):
+        wanted = ("application/json" if modern_era
+                  else "both application/json and text/event-stream")
+        return 406, f"Not Acceptable: the client must accept {wanted}"
+    if "application/json" not in _media_types(content_type):
+        return 415, "Unsupported Media Type: the body must be application/json"
+    return None
 
 
 class _TokenMeta(msgspec.Struct, gc=False):

@@ -334,8 +334,8 @@ class TcpConnection(ClientProtocol):
     def exchange_finished(self, exchange: Exchange, data: bytes, keep_alive: bool) -> None:
         """The response to the current request is complete: write its last bytes and
         go on with the next request."""
-        if data:
-            self.write(data)
+        if data and self.writer is not None:
+            self.writer.write_now(data)
         if self.exchange is exchange:
             self.exchange = None
         if self.transport is None or self.transport.is_closing():

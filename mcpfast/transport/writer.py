@@ -92,6 +92,14 @@ class CoalescingWriter:
             self._scheduled = True
             self._loop.call_soon(self.flush)
 
+    def write_now(self, data: bytes) -> None:
+        """Write ``data`` at once unless earlier writes wait to be coalesced (then it
+        joins them): for a whole HTTP response, which nothing else joins in this loop
+        iteration, so that it costs no scheduled callback."""
+        self._chunks.append(data)
+        if not self._scheduled:
+            self.flush()
+
     def flush(self) -> None:
         self._scheduled = False
         chunks = self._chunks

@@ -4,13 +4,18 @@ the first refusal wins, and a check that does not apply allocates nothing."""
 from __future__ import annotations
 
 import tracemalloc
+from pathlib import Path
 from typing import Any
 
 from mcpfast.config import RateLimitConfig
 from mcpfast.gateway import chain, rate_limit
-from mcpfast.gateway.chain import Refusal, compile_checks
+from mcpfast.gateway.chain import Refusal, compile_chain, compile_checks
 from mcpfast.gateway.rate_limit import RATE_LIMITED, build
 from mcpfast.gateway.session import DownstreamSession
+
+from ..conftest import ROOT, InProcessClient, in_gateway, toml_value
+
+BACKGROUND = ROOT / "tests" / "servers" / "background_server.py"
 
 
 def session(identity: str) -> DownstreamSession:
@@ -20,6 +25,39 @@ def session(identity: str) -> DownstreamSession:
 
 def test_no_policy_is_an_empty_tuple() -> None:
     assert compile_checks(build([])) == ()
+    assert compile_chain(build([])) == ((), ())
+
+
+def test_a_rate_limit_hides_nothing_from_lists() -> None:
+    """A tool refused for now is the caller's to call once its bucket refills."""
+    checks, views = compile_chain(build([RateLimitConfig(rate=1.0, tool="search_*")]))
+    assert len(checks) == 1 and views == ()
+
+
+def test_a_view_filters_every_list_a_session_is_served(tmp_path: Path) -> None:
+    """Lists go through the chain: each listed item is shown only if every view shows
+    it to that session, asked with the upstream it comes from and its public name."""
+    config = tmp_path / "gw.toml"
+    config.write_text("[upstreams.bg]\ncommand = "
+                      f"{toml_value(['python', str(BACKGROUND)])}\nera = \"legacy\"\n")
+    asked: list[tuple[str, str, str, str]] = []
+
+    def no_big(s: DownstreamSession, upstream: str, kind: str, name: str) -> bool:
+        asked.append((s.identity, upstream, kind, name))
+        return name != "big"
+
+    async def body(gw: Any, client: InProcessClient) -> None:
+        async def listed() -> set[str]:
+            answer = await client.request("tools/list", {})
+            return {tool["name"] for tool in answer["result"]["tools"]}
+
+        everything = await listed()
+        assert {"big", "count"} <= everything
+        gw.catalog.views = (no_big,)
+        shown = await listed()
+        assert shown == everything - {"big"}
+        assert ("uid:1000", "bg", "tools", "count") in asked
+    in_gateway(config, body)
 
 
 def test_a_limit_refuses_with_its_retry_hint_once_its_bucket_is_empty() -> None:

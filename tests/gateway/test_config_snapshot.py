@@ -1,0 +1,80 @@
+"""The config snapshot (``Gateway.use``): replaced as a whole, in one step, while sessions
+stay connected. Hot reload (a later issue) will call it; here it is called directly, on
+an in-process gateway fronting a real stdio upstream that counts the calls it gets."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from mcpfast.config import load
+from mcpfast.gateway.gateway import Gateway
+
+from ..conftest import ROOT, InProcessClient, in_gateway, toml_value
+
+BACKGROUND = ["python", str(ROOT / "tests" / "servers" / "background_server.py")]
+
+
+def config_file(path: Path, extra: str = "", command: list[str] = BACKGROUND) -> Path:
+    path.write_text(f"[listen]\nport = 0\n\n[upstreams.bg]\ncommand = {toml_value(command)}\n"
+                    f'era = "legacy"\n\n{extra}')
+    return path
+
+
+async def counted(client: InProcessClient) -> dict[str, int]:
+    answer = await client.call("count")
+    return json.loads(answer["result"]["content"][0]["text"])  # type: ignore[no-any-return]
+
+
+def test_a_new_snapshot_limits_a_session_that_was_already_open(tmp_path: Path) -> None:
+    plain = config_file(tmp_path / "plain.toml")
+    limited = config_file(tmp_path / "limited.toml",
+                          '[[rate_limits]]\nrate = 0.001\nburst = 1\ntool = "big"\n')
+
+    async def body(gw: Gateway, client: InProcessClient) -> None:
+        for _ in range(3):
+            assert "result" in await client.call("big")
+        assert gw.use(load(str(limited))) == []
+        assert "result" in await client.call("big")
+        refused = await client.call("big")
+        assert refused["error"]["code"] == -32029, refused
+        # The refused call never reached the upstream: 3 before, 1 after.
+        assert (await counted(client))["big"] == 4
+        # Back to no limit: the chain is empty again.
+        assert gw.use(load(str(plain))) == []
+        assert gw.requests.checks == ()
+        assert "result" in await client.call("big")
+    in_gateway(plain, body)
+
+
+def test_an_unchanged_limit_keeps_its_buckets(tmp_path: Path) -> None:
+    limit = '[[rate_limits]]\nrate = 0.001\nburst = 1\ntool = "big"\n'
+    first = config_file(tmp_path / "first.toml", limit)
+    second = config_file(tmp_path / "second.toml", limit + "\n[limits]\nmax_in_flight = 7\n")
+
+    async def body(gw: Gateway, client: InProcessClient) -> None:
+        assert "result" in await client.call("big")
+        before = gw.rate_limits[0]
+        assert gw.use(load(str(second))) == []
+        assert gw.rate_limits[0] is before
+        assert gw.max_in_flight == 7
+        # The bucket this session emptied is still empty under the new snapshot.
+        assert (await client.call("big"))["error"]["code"] == -32029
+    in_gateway(first, body)
+
+
+def test_what_needs_a_restart_is_named_and_keeps_its_old_value(tmp_path: Path) -> None:
+    base = config_file(tmp_path / "base.toml")
+    moved = tmp_path / "moved.toml"
+    moved.write_text(base.read_text().replace("port = 0", "port = 1")
+                     + '\n[upstreams.new]\ncommand = ["python", "-c", "pass"]\n'
+                     '\n[limits]\nmax_in_flight = 3\n')
+
+    async def body(gw: Gateway, client: InProcessClient) -> None:
+        held = gw.use(load(str(moved)))
+        assert held == ["upstreams", "listen.port"]
+        assert list(gw.config.upstreams) == ["bg"] and gw.config.listen.port == 0
+        # The rest of the new snapshot is in force.
+        assert gw.config.limits.max_in_flight == 3 and gw.max_in_flight == 3
+        assert "result" in await client.call("big")
+    in_gateway(base, body)

@@ -1,0 +1,147 @@
+"""Streamable HTTP decodes a request once and routes its answer without reading it again.
+
+The endpoint decodes the body to check it and hands the envelope to the core with the
+bytes; the core answers through the session's ``answer`` with the request id, so that
+the transport picks the stream without parsing the response. Counted here on an
+in-process gateway fronting a real stdio upstream, with the connection's socket
+replaced by a list."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mcpfast.config import load
+from mcpfast.gateway.gateway import Gateway
+from mcpfast.protocol import jsonrpc
+from mcpfast.transport import http_sessions
+from mcpfast.transport.streamable import Endpoint
+from mcpfast.transport.tcp import TcpConnection
+
+from ..conftest import ROOT, run, toml_value
+
+BACKGROUND = ["python", str(ROOT / "tests" / "servers" / "background_server.py")]
+
+
+class Socket:
+    """The connection's transport: what it writes is kept."""
+
+    def __init__(self) -> None:
+        self.written: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        self.written.append(data)
+
+    def get_extra_info(self, name: str) -> Any:
+        return ("127.0.0.1", 40000) if name == "peername" else None
+
+    def is_closing(self) -> bool:
+        return False
+
+    def get_write_buffer_size(self) -> int:
+        return 0
+
+    def close(self) -> None: ...
+    def pause_reading(self) -> None: ...
+    def resume_reading(self) -> None: ...
+
+
+class Listener:
+    def __init__(self, gw: Gateway) -> None:
+        self.endpoint = Endpoint(gw)
+        self.connections: set[Any] = set()
+
+
+def post(message: dict[str, Any], session_id: str = "") -> bytes:
+    body = json.dumps(message).encode()
+    return ("POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            "Accept: application/json, text/event-stream\r\n"
+            "Content-Type: application/json\r\n"
+            + (f"Mcp-Session-Id: {session_id}\r\nMCP-Protocol-Version: 2025-11-25\r\n"
+               if session_id else "")
+            + f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+
+
+class Counting:
+    """Wraps a decoder, counting its calls."""
+
+    def __init__(self, decoder: Any) -> None:
+        self.decoder = decoder
+        self.calls = 0
+
+    def decode(self, data: Any) -> Any:
+        self.calls += 1
+        return self.decoder.decode(data)
+
+
+async def response(socket: Socket) -> tuple[str, bytes]:
+    """The next complete response written: its head and body."""
+    for _ in range(1000):
+        if socket.written:
+            data = b"".join(socket.written)
+            socket.written.clear()
+            head, _, body = data.partition(b"\r\n\r\n")
+            return head.decode(), body
+        await asyncio.sleep(0.01)
+    raise AssertionError("no response")
+
+
+def test_a_request_is_decoded_once_and_its_answer_not_at_all(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    config = tmp_path / "gw.toml"
+    config.write_text(f"[upstreams.bg]\ncommand = {toml_value(BACKGROUND)}\n"
+                      'era = "legacy"\n')
+
+    async def main() -> None:
+        gw = Gateway(load(str(config)))
+        await gw.start_upstreams()
+        try:
+            connection = TcpConnection(gw, Listener(gw))  # type: ignore[arg-type]
+            socket = Socket()
+            connection.connection_made(socket)  # type: ignore[arg-type]
+            connection.data_received(post({
+                "jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+                    "protocolVersion": "2025-11-25", "capabilities": {},
+                    "clientInfo": {"name": "test", "version": "0"}}}))
+            head, _ = await response(socket)
+            session_id = next(line.split(":", 1)[1].strip() for line in head.split("\r\n")
+                              if line.lower().startswith("mcp-session-id:"))
+
+            decodes = 0
+            decode = jsonrpc.decode
+
+            def counting_decode(data: bytes, max_depth: int | None = None) -> Any:
+                # A client's message is decoded with a depth limit; an upstream's is
+                # read with none (and is not what this test counts).
+                nonlocal decodes
+                decodes += max_depth is not None
+                return decode(data, max_depth)
+
+            monkeypatch.setattr(jsonrpc, "decode", counting_decode)
+            routing = Counting(http_sessions._out)
+            monkeypatch.setattr(http_sessions, "_out", routing)
+            connection.data_received(post({
+                "jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {
+                    "name": "big", "arguments": {"size": 3}}}, session_id))
+            head, body = await response(socket)
+            assert head.startswith("HTTP/1.1 200 OK\r\n"), head
+            assert json.loads(body) == {"jsonrpc": "2.0", "id": 2, "result": {
+                "content": [{"type": "text", "text": "xxx"}]}}
+            assert f"Mcp-Session-Id: {session_id}" in head.split("\r\n")
+            assert (decodes, routing.calls) == (1, 0)
+
+            # An error answer, flagged as one: the legacy transport keeps its 200.
+            connection.data_received(post({
+                "jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": {
+                    "name": "nope", "arguments": {}}}, session_id))
+            head, body = await response(socket)
+            assert head.startswith("HTTP/1.1 200 OK\r\n"), head
+            assert json.loads(body)["error"]["code"] == jsonrpc.INVALID_PARAMS
+            assert (decodes, routing.calls) == (2, 0)
+        finally:
+            await gw.stop()
+    run(main())
