@@ -11,6 +11,7 @@ class Counters:
     __slots__ = (
         "client_overflows",
         "connections_total",
+        "ended",
         "errors",
         "messages_in",
         "messages_out",
@@ -26,6 +27,8 @@ class Counters:
 
     def __init__(self) -> None:
         self.connections_total = 0
+        self.ended = [0] * 6
+        """Requests ended, by outcome (``gateway.call.OUTCOMES``)."""
         self.messages_in = 0
         self.messages_out = 0
         self.requests = 0

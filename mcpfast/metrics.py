@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from .gateway.call import OUTCOMES
+
 if TYPE_CHECKING:
     from .gateway.gateway import Gateway
 
@@ -31,6 +33,12 @@ class GatewayCollector(Collector):
         yield _counter("mcpfast_messages_sent", "JSON-RPC messages sent to clients.",
                        c.messages_out)
         yield _counter("mcpfast_requests", "Client requests handled.", c.requests)
+        ended = CounterMetricFamily(
+            "mcpfast_requests_ended", "Requests forwarded (or refused by a policy on their "
+            "way to an upstream), by how they ended.", labels=["outcome"])
+        for outcome, value in zip(OUTCOMES, c.ended, strict=True):
+            ended.add_metric([outcome], value)
+        yield ended
         yield _counter("mcpfast_request_errors",
                        "Client requests answered with a JSON-RPC error by the gateway.",
                        c.errors)

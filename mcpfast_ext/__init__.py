@@ -15,13 +15,15 @@ from typing import TYPE_CHECKING
 NO_EXTENSIONS = os.environ.get("MCPFAST_NO_EXTENSIONS", "") not in ("", "0")
 
 if TYPE_CHECKING or NO_EXTENSIONS:
+    from . import http_reader_py as http_reader
     from . import routing_table_py as routing_table
     from . import token_bucket_py as token_bucket
     from . import websocket_codec_py as websocket_codec
 else:
     try:
-        from . import routing_table, token_bucket, websocket_codec
+        from . import http_reader, routing_table, token_bucket, websocket_codec
     except ImportError:
+        from . import http_reader_py as http_reader
         from . import routing_table_py as routing_table
         from . import token_bucket_py as token_bucket
         from . import websocket_codec_py as websocket_codec
@@ -32,18 +34,20 @@ IMPLEMENTATION = "pure" if websocket_codec.__name__.endswith("_py") else "compil
 def compiled_modules() -> dict[str, ModuleType] | None:
     """The compiled modules by name, or None when they were not built."""
     try:
+        from . import http_reader as hr
         from . import routing_table as rt
         from . import token_bucket as tb
         from . import websocket_codec as wc
     except ImportError:
         return None
-    return {"routing_table": rt, "token_bucket": tb, "websocket_codec": wc}
+    return {"http_reader": hr, "routing_table": rt, "token_bucket": tb, "websocket_codec": wc}
 
 
 __all__ = [
     "IMPLEMENTATION",
     "NO_EXTENSIONS",
     "compiled_modules",
+    "http_reader",
     "routing_table",
     "token_bucket",
     "websocket_codec",

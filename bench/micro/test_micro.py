@@ -103,6 +103,22 @@ def test_websocket_encode(benchmark: Any, hot_path: dict[str, ModuleType]) -> No
     assert frame == b"\x81\x7e" + len(payload).to_bytes(2, "big") + payload
 
 
+@pytest.mark.benchmark(group="HTTP request read, a Streamable HTTP POST with 6 headers and "
+                             "a 300 B body")
+def test_http_read(benchmark: Any, hot_path: dict[str, ModuleType]) -> None:
+    body = tools_call()
+    request = (b"POST /mcp HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n"
+               b"Accept: application/json, text/event-stream\r\n"
+               b"Content-Type: application/json\r\nMcp-Session-Id: " + b"s" * 52 +
+               b"\r\nMCP-Protocol-Version: 2025-11-25\r\n"
+               b"Content-Length: %d\r\n\r\n" % len(body)) + body
+    reader = hot_path["http_reader"].HttpRequestReader()
+    benchmark_calls(benchmark, reader.feed, request)
+    (read,) = reader.feed(request)
+    assert read.body == body and read.header("mcp-protocol-version") == "2025-11-25"
+    assert reader.buffered == 0
+
+
 def rewrite_id(data: bytes) -> bytes:
     env = jsonrpc.decode(data)
     return jsonrpc.reencode(jsonrpc.Envelope(jsonrpc="2.0", id=1_000_001, method=env.method,

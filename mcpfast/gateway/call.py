@@ -59,6 +59,27 @@ class Pending(msgspec.Struct):
     """Set while the call waits for a modern client's retry (its session is NOBODY)."""
     deadline: float = 0.0
     """When it times out: stamped by the upstream as it sends it (``Upstream.forward``)."""
+    started: float = 0.0
+    """When it was sent (monotonic seconds), stamped with ``deadline``."""
+    trace: Any = None
+    """The client's trace context, for tracing (a later issue) to carry upstream."""
+
+
+# How a request ended: ``Gateway.ended``, the one place every end passes through, counts
+# it and tells the observers there (metrics per tool, the access log, tracing).
+ANSWERED = 0
+"""The upstream answered with a result."""
+ERRORED = 1
+"""The upstream answered with an error."""
+TIMED_OUT = 2
+"""No answer within the upstream's request_timeout; the client got -32001."""
+CANCELLED = 3
+"""Withdrawn: the client cancelled it or went away."""
+FAILED = 4
+"""The upstream went away (or the gateway shut down) before answering."""
+REFUSED = 5
+"""A policy of the chain refused it; it never reached the upstream."""
+OUTCOMES = ("answered", "errored", "timed_out", "cancelled", "failed", "refused")
 
 
 Upstream = BaseUpstream[Pending]

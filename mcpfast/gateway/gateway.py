@@ -95,6 +95,8 @@ class Gateway:
         self.chain = self._compile(config)
         self.handle = self.requests.handle
         """One message from a client (``transport.ports.Dispatcher``): the data path."""
+        self.observers: tuple[Callable[[Upstream, Pending, int], None], ...] = ()
+        """Told of every request's end (``ended``); none by default."""
 
     # -- the config snapshot ---------------------------------------------------------
     def use(self, config: Config) -> list[str]:
@@ -307,6 +309,16 @@ class Gateway:
         if not session.closed:
             self.answer(session, request_id,
                         jsonrpc.error_response(request_id, code, message, data), True)
+
+    def ended(self, upstream: Upstream, pending: Pending, outcome: int) -> None:
+        """A request ended: answered, errored, timed out, cancelled, failed with its
+        upstream or at shutdown, or refused by a policy (``call.OUTCOMES``). Every end
+        passes here once, with the request's record (session, client id, method, name,
+        progress token, start time, trace context): it is counted, and ``observers``
+        are told (metrics per tool, the access log and tracing hook in here)."""
+        self.counters.ended[outcome] += 1
+        for observer in self.observers:
+            observer(upstream, pending, outcome)
 
     def id_taken(self, session: DownstreamSession, client_id: int | str) -> bool:
         """Whether ``client_id`` cannot be taken now (answered with an error if so)."""

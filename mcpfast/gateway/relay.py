@@ -20,10 +20,15 @@ from ..protocol.modern import (
     legacy_result,
 )
 from .call import (
+    ANSWERED,
+    CANCELLED,
+    ERRORED,
+    FAILED,
     SHAPE_LEGACY_FROM_MODERN,
     SHAPE_MODERN_FROM_LEGACY,
     SHAPE_MODERN_FROM_MODERN,
     SHAPE_NONE,
+    TIMED_OUT,
     Pending,
     Upstream,
 )
@@ -52,6 +57,7 @@ class Relay:
         self.gw = gw
         self.send = gw.send
         self.answer = gw.answer
+        self.ended = gw.ended
         self.catalog = catalog
         self.subscriptions = subscriptions
         self.log_levels = log_levels
@@ -64,37 +70,44 @@ class Relay:
             return
         session = pending.session
         session.inflight.pop(pending.client_id, None)
+        error = env.error
         if pending.log_level is not None:
             self.log_levels.release(upstream, pending.log_level)
-        if pending.subscription is not None and env.error is not UNSET:
+        if pending.subscription is not None and error is not UNSET:
             self.subscriptions.refused(session, upstream, pending.subscription)
-        if session.closed:
-            return
-        if pending.shape != SHAPE_NONE:
-            reshaped = self.reshape_response(upstream, pending, env)
-            if reshaped is None:
-                return  # the gateway asks the client for input first
-            self.answer(session, pending.client_id, reshaped, None)
-        else:
-            error = env.error
-            self.answer(session, pending.client_id, jsonrpc.reencode(Envelope(
-                jsonrpc="2.0", id=pending.client_id, result=env.result, error=error)),
-                        error is not UNSET)
+        if not session.closed:
+            if pending.shape != SHAPE_NONE:
+                reshaped = self.reshape_response(upstream, pending, env)
+                if reshaped is None:
+                    return  # the gateway asks the client for input first: not ended
+                self.answer(session, pending.client_id, reshaped, None)
+            else:
+                self.answer(session, pending.client_id, jsonrpc.reencode(Envelope(
+                    jsonrpc="2.0", id=pending.client_id, result=env.result, error=error)),
+                            error is not UNSET)
+        self.ended(upstream, pending, ANSWERED if error is UNSET else ERRORED)
 
     def abandoned(self, upstream: Upstream, pending: Pending) -> None:
-        pending.session.inflight.pop(pending.client_id, None)
-        if pending.log_level is not None:
-            self.log_levels.release(upstream, pending.log_level)
+        self._release(upstream, pending)
+        self.ended(upstream, pending, CANCELLED)
 
     def timed_out(self, upstream: Upstream, pending: Pending) -> None:
+        self._release(upstream, pending)
         self.gw.send_error(pending.session, pending.client_id, jsonrpc.REQUEST_TIMEOUT,
                            f"upstream {upstream.name!r} did not answer {pending.method} "
                            f"within {upstream.config.request_timeout:g} s")
+        self.ended(upstream, pending, TIMED_OUT)
 
     def failed(self, upstream: Upstream, pending: Pending, message: str) -> None:
         pending.session.inflight.pop(pending.client_id, None)
         self.gw.send_error(pending.session, pending.client_id, jsonrpc.UPSTREAM_UNAVAILABLE,
                            message)
+        self.ended(upstream, pending, FAILED)
+
+    def _release(self, upstream: Upstream, pending: Pending) -> None:
+        pending.session.inflight.pop(pending.client_id, None)
+        if pending.log_level is not None:
+            self.log_levels.release(upstream, pending.log_level)
 
     def reshape_response(self, upstream: Upstream, pending: Pending, env: Envelope
                          ) -> bytes | None:

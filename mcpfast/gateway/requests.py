@@ -35,6 +35,7 @@ from ..protocol.modern import (
 from ..upstream.base import CLIENT_INFO
 from .call import (
     NO_PARAMS,
+    REFUSED,
     SHAPE_LEGACY_FROM_MODERN,
     SHAPE_MODERN_FROM_LEGACY,
     SHAPE_MODERN_FROM_MODERN,
@@ -218,6 +219,8 @@ class Requests:
             if refusal is not None:
                 self.send_error(session, client_id, refusal.code, refusal.message,
                                 refusal.data)
+                self.gw.ended(upstream, Pending(session, client_id, None, method, name=name,
+                                                started=now), REFUSED)
                 return True
         return False
 
@@ -269,7 +272,7 @@ class Requests:
                 full["_meta"]["progressToken"] = upstream_id
             params = jsonrpc.encode(full)
         pending = Pending(session, client_id, None if token is UNSET else token, req.method,
-                          subscription)
+                          subscription, name=req.name)
         sent = upstream.forward(pending, session, req.method, params, upstream_id)
         if sent is None:
             self.upstream_unavailable(upstream, pending)

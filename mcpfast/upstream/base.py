@@ -78,9 +78,10 @@ class Requester(Protocol):
 
 
 class InFlight(Protocol):
-    """A forwarded request, as an upstream sees it: when it expires (the upstream sets
-    it as it sends the request)."""
+    """A forwarded request, as an upstream sees it: when it was sent and when it
+    expires (the upstream sets both as it sends the request)."""
 
+    started: float
     deadline: float
 
 
@@ -99,7 +100,8 @@ class UpstreamEvents(Protocol[CallT]):
         ...
 
     def timed_out(self, upstream: Upstream[CallT], call: CallT) -> None:
-        """``call`` outlived its deadline; it is already abandoned."""
+        """``call`` outlived its deadline and was withdrawn: release what it holds and
+        answer its client."""
         ...
 
     def failed(self, upstream: Upstream[CallT], call: CallT, message: str) -> None:
@@ -242,7 +244,8 @@ class Upstream(Generic[CallT]):
             upstream_id = self.allocate_id()
         if self.sole_user is not session:
             self._note_user(session)
-        call.deadline = time.monotonic() + self._timeout
+        call.started = now = time.monotonic()
+        call.deadline = now + self._timeout
         self.pending[upstream_id] = call
         self.requests_forwarded += 1
         raw = params if not isinstance(params, bytes) else Raw(params)
@@ -299,8 +302,10 @@ class Upstream(Generic[CallT]):
         """Fail the requests whose deadline has passed."""
         expired = [uid for uid, p in self.pending.items() if p.deadline <= now]
         for uid in expired:
-            pending = self.pending[uid]
-            self.cancel(uid, "request timed out at the gateway")
+            pending = self.pending.pop(uid)
+            if self.ready:
+                self.notify("notifications/cancelled",
+                            {"requestId": uid, "reason": "request timed out at the gateway"})
             self.requests_failed += 1
             self.events.timed_out(self, pending)
 

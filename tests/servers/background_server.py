@@ -4,9 +4,9 @@
 ``sampling/createMessage`` carrying ``secret`` (work started by one client that names no
 client request). ``slow`` answers after ``seconds``; ``big`` returns ``size`` bytes of
 text; ``stall`` stops reading stdin for ``seconds``; ``count`` returns how many calls of
-each tool arrived. ``replies`` returns what the server got back for its own requests, so
-a test can assert what the gateway answered for it. Raw JSON-RPC over stdio, no SDK, so
-that nothing hides what is sent.
+each tool arrived; ``fail`` answers with a JSON-RPC error. ``replies`` returns what the
+server got back for its own requests, so a test can assert what the gateway answered for
+it. Raw JSON-RPC over stdio, no SDK, so that nothing hides what is sent.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ TOOLS = [
     {"name": "big", "inputSchema": {"type": "object"}},
     {"name": "stall", "inputSchema": {"type": "object"}},
     {"name": "count", "inputSchema": {"type": "object"}},
+    {"name": "fail", "inputSchema": {"type": "object"}},
 ]
 
 
@@ -97,6 +98,9 @@ class Server:
             elif name == "count":
                 self.answer(request_id, {"content": [{"type": "text",
                                                       "text": json.dumps(self.calls)}]})
+            elif name == "fail":
+                self.write({"jsonrpc": "2.0", "id": request_id,
+                            "error": {"code": -32603, "message": "fail fails"}})
             elif name == "replies":
                 self.answer(request_id, {"content": [{"type": "text",
                                                       "text": json.dumps(self.replies)}]})

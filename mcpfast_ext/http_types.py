@@ -1,0 +1,72 @@
+"""What both HTTP request reader implementations share: the request they produce, the
+error they raise and the phases they report.
+
+It lives in its own pure-Python module so that ``http_reader`` and ``http_reader_py``
+return and raise the very same classes, whichever one the selector in ``mcpfast_ext``
+picked; ``mcpfast.protocol.http`` re-exports them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+class HttpError(Exception):
+    """A request that cannot be served: carries the status to answer with."""
+
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+
+
+@dataclass(slots=True)
+class HttpRequest:
+    method: str
+    target: str
+    path: str
+    version: str
+    headers: list[tuple[str, str]]
+    body: bytes = b""
+    keep_alive: bool = True
+    upgrade: bool = False
+    _index: dict[str, str] | None = field(default=None, repr=False)
+    """Lower-cased name to value (repeats joined); the reader fills it as it parses."""
+    _repeated: set[str] | None = field(default=None, repr=False)
+    """Lower-cased names sent more than once (None: none)."""
+
+    def header(self, name: str) -> str | None:
+        """The value of header ``name`` (case-insensitive); repeated headers are joined
+        with ", " as RFC 9110 5.3 allows."""
+        if self._index is None:
+            self._index, self._repeated = _index(self.headers)
+        return self._index.get(name.lower())
+
+    def header_count(self, name: str) -> int:
+        lowered = name.lower()
+        if self._index is None:
+            self._index, self._repeated = _index(self.headers)
+        if self._repeated is None or lowered not in self._repeated:
+            return 1 if lowered in self._index else 0
+        return sum(1 for key, _ in self.headers if key.lower() == lowered)
+
+
+def _index(headers: list[tuple[str, str]]) -> tuple[dict[str, str], set[str]]:
+    index: dict[str, str] = {}
+    repeated: set[str] = set()
+    for key, value in headers:
+        key = key.lower()
+        if key in index:
+            index[key] = f"{index[key]}, {value}"
+            repeated.add(key)
+        else:
+            index[key] = value
+    return index, repeated
+
+
+IDLE = 0
+"""Between requests: no byte of the next one has arrived."""
+HEAD = 1
+"""A request's head has begun and is not complete."""
+BODY = 2
+"""A request's head is complete and its body is not."""

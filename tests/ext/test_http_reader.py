@@ -1,0 +1,173 @@
+"""The HTTP request reader, compiled and pure-Python.
+
+Every test taking the ``hr`` fixture runs once per implementation ("c" fails when the
+extension was not built). The last test feeds both the same random requests, cut at
+random places, and asserts they produce the same requests, phases and errors.
+"""
+
+from __future__ import annotations
+
+import importlib
+import random
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+from mcpfast_ext.http_types import BODY, HEAD, IDLE, HttpError, HttpRequest
+
+from ..conftest import compiled, twin
+
+
+@pytest.fixture(params=["py", "c"])
+def hr(request: pytest.FixtureRequest) -> ModuleType:
+    return twin(request, "http_reader")
+
+
+POST = (b"POST /mcp HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n"
+        b"Accept: application/json, text/event-stream\r\nContent-Type: application/json\r\n"
+        b"Mcp-Session-Id: abc\r\nContent-Length: 17\r\n\r\n"
+        b'{"jsonrpc":"2.0"}')
+
+
+def test_a_request_is_read_whole(hr: ModuleType) -> None:
+    (request,) = hr.HttpRequestReader().feed(POST)
+    assert isinstance(request, HttpRequest)
+    assert (request.method, request.target, request.path, request.version) == (
+        "POST", "/mcp", "/mcp", "1.1")
+    assert request.headers == [
+        ("Host", "127.0.0.1:8080"), ("Accept", "application/json, text/event-stream"),
+        ("Content-Type", "application/json"), ("Mcp-Session-Id", "abc"),
+        ("Content-Length", "17")]
+    assert request.header("mcp-session-id") == request.header("MCP-SESSION-ID") == "abc"
+    assert request.header("Origin") is None
+    assert request.header_count("Host") == 1 and request.header_count("Origin") == 0
+    assert request.body == b'{"jsonrpc":"2.0"}'
+    assert request.keep_alive and not request.upgrade
+
+
+def test_repeated_headers_are_joined_and_counted(hr: ModuleType) -> None:
+    (request,) = hr.HttpRequestReader().feed(
+        b"GET /a HTTP/1.1\r\nHost: h\r\nX-A: 1\r\nx-a: 2\r\nX-a: 3\r\n\r\n")
+    assert request.header("x-a") == "1, 2, 3"
+    assert request.header_count("X-A") == 3 and request.header_count("Host") == 1
+    # A request built by hand indexes its headers on first use, the same way.
+    built = HttpRequest("GET", "/a", "/a", "1.1", request.headers)
+    assert built.header("X-A") == "1, 2, 3" and built.header_count("x-a") == 3
+
+
+@pytest.mark.parametrize("target,path", [
+    ("/mcp", "/mcp"), ("/mcp?x=1", "/mcp"), ("/a/b#frag", "/a/b"), ("//double", "//double"),
+    ("http://example.com/p?q", "/p"), ("*", "*"),
+])
+def test_the_path_is_the_target_without_its_query(hr: ModuleType, target: str,
+                                                  path: str) -> None:
+    method = "OPTIONS" if target == "*" else "GET"
+    (request,) = hr.HttpRequestReader().feed(
+        f"{method} {target} HTTP/1.1\r\nHost: h\r\n\r\n".encode())
+    assert (request.target, request.path) == (target, path)
+
+
+def test_pipelined_requests_and_phases_byte_by_byte(hr: ModuleType) -> None:
+    reader = hr.HttpRequestReader()
+    data = POST + b"GET /b HTTP/1.0\r\nHost: h\r\n\r\n"
+    seen: list[Any] = []
+    phases = []
+    for i in range(len(data)):
+        seen += reader.feed(data[i:i + 1])
+        phases.append(reader.phase)
+        if reader.phase == BODY:
+            assert reader.buffered > len(b"POST /mcp")
+    assert [r.path for r in seen] == ["/mcp", "/b"]
+    assert seen[0].body == b'{"jsonrpc":"2.0"}' and not seen[1].keep_alive
+    assert phases[0] == HEAD and BODY in phases and phases[-1] == IDLE
+    assert phases[len(POST) - 1] == IDLE and reader.buffered == 0
+
+
+def test_a_chunked_body_is_joined(hr: ModuleType) -> None:
+    (request,) = hr.HttpRequestReader().feed(
+        b"POST /mcp HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n")
+    assert request.body == b"abcde"
+
+
+def test_an_upgrade_hands_over_the_bytes_after_its_head(hr: ModuleType) -> None:
+    reader = hr.HttpRequestReader()
+    (request,) = reader.feed(b"GET /mcp HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\n"
+                             b"Connection: Upgrade\r\n\r\n\x81\x80")
+    assert request.upgrade and reader.upgraded_data == b"\x81\x80"
+    with pytest.raises(RuntimeError):
+        reader.feed(b"more")
+
+
+@pytest.mark.parametrize("data,status", [
+    (b"BREW / HTTP/1.1\r\n\r\n", 400),
+    (b"GET / HTTP/1.1\r\nHost: h\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n", 400),
+    (b"GET / HTTP/1.1\r\nX: " + b"a" * 20000 + b"\r\n\r\n", 431),
+    (b"GET /" + b"a" * 20000 + b" HTTP/1.1\r\n\r\n", 431),
+    (b"POST / HTTP/1.1\r\nContent-Length: 10\r\n\r\n0123456789", 413),
+])
+def test_bad_requests_raise_their_status(hr: ModuleType, data: bytes, status: int) -> None:
+    with pytest.raises(HttpError) as error:
+        hr.HttpRequestReader(max_body_bytes=5).feed(data)
+    assert error.value.status == status
+
+
+def test_the_head_limit_counts_the_whole_head(hr: ModuleType) -> None:
+    head = b"GET /" + b"u" * 50 + b" HTTP/1.1\r\n" + b"".join(
+        b"X-%d: %s\r\n" % (i, b"v" * 40) for i in range(5)) + b"\r\n"
+    assert hr.HttpRequestReader(max_head_bytes=300).feed(head)
+    with pytest.raises(HttpError) as error:
+        hr.HttpRequestReader(max_head_bytes=200).feed(head)
+    assert error.value.status == 431
+
+
+def _random_request(rng: random.Random) -> bytes:
+    method = rng.choice(["GET", "POST", "DELETE", "PUT"])
+    target = rng.choice(["/mcp", "/mcp?x=1", "/a/b", "//x", "/é".encode().decode("latin-1")])
+    lines = [f"{method} {target} HTTP/1.{rng.choice('01')}", "Host: 127.0.0.1"]
+    for _ in range(rng.randrange(6)):
+        name = rng.choice(["Accept", "X-Y", "x-y", "Mcp-Session-Id", "Origin", "Connection"])
+        value = rng.choice(["a", "b, c", "keep-alive", "close", " spaced ", "ünï"])
+        lines.append(f"{name}: {value}")
+    body = bytes(rng.randrange(32, 127) for _ in range(rng.randrange(40)))
+    if rng.random() < 0.2:
+        lines.append("Transfer-Encoding: chunked")
+        encoded = (b"%x\r\n%s\r\n" % (len(body), body) if body else b"") + b"0\r\n\r\n"
+    else:
+        lines.append(f"Content-Length: {len(body)}")
+        encoded = body
+    if rng.random() < 0.05:
+        lines.append("Bad Header")  # malformed: both must refuse it alike
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + encoded
+
+
+def _run(module: ModuleType, data: bytes, cuts: list[int]) -> list[Any]:
+    reader = module.HttpRequestReader(max_head_bytes=400, max_body_bytes=30)
+    trace: list[Any] = []
+    start = 0
+    for end in [*cuts, len(data)]:
+        try:
+            requests = reader.feed(data[start:end])
+        except HttpError as exc:
+            trace.append(("error", exc.status))
+            break
+        except RuntimeError:
+            trace.append("upgraded")
+            break
+        trace += [(r.method, r.target, r.path, r.version, r.headers, r.body, r.keep_alive,
+                   r.upgrade, {n: r.header(n) for n, _ in r.headers},
+                   {n: r.header_count(n) for n, _ in r.headers}) for r in requests]
+        trace.append((reader.phase, reader.buffered))
+        start = end
+    return trace
+
+
+def test_the_twins_read_random_requests_alike() -> None:
+    pure = importlib.import_module("mcpfast_ext.http_reader_py")
+    built = compiled("http_reader")
+    rng = random.Random(20261201)
+    for _ in range(1500):
+        data = b"".join(_random_request(rng) for _ in range(rng.randrange(1, 4)))
+        cuts = sorted(rng.sample(range(1, len(data)), min(len(data) - 1, rng.randrange(4))))
+        assert _run(pure, data, cuts) == _run(built, data, cuts), (data, cuts)
