@@ -196,7 +196,7 @@ def test_gateway_round_trip(benchmark: Any, tmp_path: Any, implementation: str) 
     gateway = Gateway(load(str(config_path)))
     upstream = gateway.upstreams["docs"]
     to_upstream: list[bytes] = []
-    upstream.write = to_upstream.append  # type: ignore[method-assign]
+    upstream.connection.write = to_upstream.append  # type: ignore[method-assign]
     upstream.ready, upstream.state, upstream.era = True, "ready", "legacy"
     upstream.capabilities = {"tools": {}}
     upstream.catalog = {"tools": [{"name": "search", "inputSchema": {"type": "object"}}],
@@ -214,7 +214,7 @@ def test_gateway_round_trip(benchmark: Any, tmp_path: Any, implementation: str) 
 
     def round_trip(_: object) -> None:
         gateway.handle(session, request)
-        upstream.on_message(head + str(upstream._next_id).encode() + tail)
+        upstream.on_message(head + str(upstream.connection._next_id).encode() + tail)
 
     benchmark.extra_info["calls"] = CALLS
     asyncio.run(_in_loop(benchmark, round_trip))
@@ -263,7 +263,7 @@ def test_http_round_trip(benchmark: Any, tmp_path: Any, implementation: str) -> 
     gateway = Gateway(load(str(config_path)))
     upstream = gateway.upstreams["docs"]
     to_upstream: list[bytes] = []
-    upstream.write = to_upstream.append  # type: ignore[method-assign]
+    upstream.connection.write = to_upstream.append  # type: ignore[method-assign]
     upstream.ready, upstream.state, upstream.era = True, "ready", "legacy"
     upstream.capabilities = {"tools": {}}
     upstream.catalog = {"tools": [{"name": "search", "inputSchema": {"type": "object"}}],
@@ -300,7 +300,7 @@ def test_http_round_trip(benchmark: Any, tmp_path: Any, implementation: str) -> 
 
         def round_trip(_: object) -> None:
             connection.data_received(request)
-            upstream.on_message(head + str(upstream._next_id).encode() + tail)
+            upstream.on_message(head + str(upstream.connection._next_id).encode() + tail)
 
         benchmark.extra_info["calls"] = CALLS
         benchmark(run_batch, round_trip, (range(CALLS),))

@@ -1,16 +1,18 @@
 """Upstream: a named MCP server the gateway is a client of, shared by all sessions.
 
-This module holds what every upstream kind shares: the era verdict and the handshake
-(``server/discover`` for a modern upstream, ``initialize`` for a legacy one), the catalog
-(tools, prompts, resources), the gateway's own ``subscriptions/listen`` to a modern
-upstream, and the multiplexing of many client sessions onto one connection by
-rewriting request ids and progress tokens. A subclass per transport (``stdio.py``)
-moves the bytes and supervises the connection.
+This module holds what every upstream kind shares, as the gateway routes to it: the era
+verdict and the handshake (``server/discover`` for a modern upstream, ``initialize`` for
+a legacy one), the catalog (tools, prompts, resources), the gateway's own
+``subscriptions/listen`` to a modern upstream, its state, and the supervision loop that
+connects, handshakes, reads the catalog and restarts. The wire is the ``Connection``
+(``connection.py``): the multiplexing of many client sessions onto one connection by
+rewriting request ids and progress tokens. A subclass per transport (``stdio.py``) opens
+the connection and moves its bytes; nothing else in it is transport-specific.
 
 The upstream knows the gateway only as ``UpstreamEvents``, declared here: what it hands
 up (each forwarded request's end, the server's own messages, its coming and going). A
-forwarded request is the gateway's record (``CallT``); the upstream keeps it by its own
-request id and reads nothing of it but the deadline.
+forwarded request is the gateway's record (``CallT``); the connection keeps it by its
+own request id and reads nothing of it but its start and deadline.
 """
 
 from __future__ import annotations
@@ -18,10 +20,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any, Generic, Protocol, TypeVar
+from functools import partial
+from typing import Any, Generic, Protocol
 
-import msgspec
-from msgspec import UNSET, Raw, UnsetType
+from msgspec import UNSET
 
 from .. import __version__
 from ..config import UpstreamConfig
@@ -42,8 +44,10 @@ from ..protocol.modern import (
     MODERN_VERSIONS,
     UNSUPPORTED_PROTOCOL_VERSION,
 )
-from ..transport.ports import FlowControl
-from ..transport.writer import PAUSED_BY_UPSTREAM, UPSTREAM_LOW_WATER, CoalescingWriter
+from .connection import CallT, Connection, Hooks, InFlight, Requester, UpstreamError
+
+__all__ = ["CLIENT_INFO", "CallT", "Connection", "InFlight", "Requester", "Upstream",
+           "UpstreamError", "UpstreamEvents"]
 
 log = logging.getLogger("mcpfast.upstream")
 
@@ -61,31 +65,6 @@ PROBE_TIMEOUT = 2.0
 """The most an ``auto`` upstream's ``server/discover`` probe waits before the gateway
 falls back to ``initialize`` (init_timeout when that is shorter)."""
 CLIENT_INFO = {"name": "mcpfast", "version": __version__}
-
-class UpstreamError(Exception):
-    def __init__(self, code: int, message: str, data: Any = UNSET) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.data = data
-
-
-class Requester(Protocol):
-    """A client session, as an upstream sees it: while the upstream is congested, the
-    sessions that feed it are not read from."""
-
-    flow: FlowControl | None
-
-
-class InFlight(Protocol):
-    """A forwarded request, as an upstream sees it: when it was sent and when it
-    expires (the upstream sets both as it sends the request)."""
-
-    started: float
-    deadline: float
-
-
-CallT = TypeVar("CallT", bound=InFlight)
 
 
 class UpstreamEvents(Protocol[CallT]):
@@ -118,6 +97,12 @@ class UpstreamEvents(Protocol[CallT]):
 
 
 class Upstream(Generic[CallT]):
+    """A named upstream as the gateway routes to it: its era, capabilities and catalog,
+    its state, and the supervision of the connection its transport opens. The wire
+    itself (ids, requests in flight, writes) is the ``Connection``; the data path's
+    calls go straight to it (``forward``, ``on_message`` and the rest are the
+    connection's own methods)."""
+
     kind = "abstract"
 
     def __init__(self, name: str, index: int, config: UpstreamConfig,
@@ -126,13 +111,31 @@ class Upstream(Generic[CallT]):
         self.index = index
         self.config = config
         self.events = events
-        self._answered = events.answered
         self.log = log.getChild(name)
         self.state = "stopped"
-        self.ready = False
-        self.pending: dict[int, CallT] = {}
-        self._calls: dict[int, asyncio.Future[Any]] = {}
-        self._next_id = 0
+        conn = self.connection = Connection(name, config.request_timeout, Hooks(
+            partial(events.answered, self), partial(events.abandoned, self),
+            partial(events.timed_out, self), partial(events.failed, self),
+            partial(events.upstream_notification, self), partial(events.upstream_request, self),
+        ), self.log)
+        self.pending = conn.pending
+        self.forward = conn.forward
+        self.on_message = conn.on_message
+        self.cancel = conn.cancel
+        self.allocate_id = conn.allocate_id
+        self.deadline = conn.deadline
+        self.pending_for_token = conn.pending_for_token
+        self.write = conn.write
+        self.notify = conn.notify
+        self.respond = conn.respond
+        self.respond_error = conn.respond_error
+        self.start_call = conn.start_call
+        self.send_call = conn.send_call
+        self.call = conn.call
+        self.sweep = conn.sweep
+        self.fail_all = conn.fail_all
+        self.buffered = conn.buffered
+        self.congested = conn.congested
         self.era: str | None = None
         """The verdict of the last handshake: "legacy" or "modern"."""
         self.protocol_version: str | None = None
@@ -141,224 +144,49 @@ class Upstream(Generic[CallT]):
         self.instructions: str | None = None
         self.catalog: dict[str, list[dict[str, Any]]] | None = None
         self.last_error: str | None = None
-        self._timeout = config.request_timeout
         self.starts = 0
-        self.requests_forwarded = 0
-        self.requests_failed = 0
         self.subscriptions: dict[str, int] = {}
         self.log_level: str | None = None
-        self.request_levels: dict[int, int] = {}
-        """How many modern requests in flight here asked for each log level."""
         self.listen_id: int | None = None
         """The id of the gateway's own subscriptions/listen on a modern upstream."""
         self.listen_acknowledged = asyncio.Event()
         self.initialized_once = asyncio.Event()
-        self.sole_user: Requester | None = None
-        """The one client session that has sent requests to this process since it
-        started, while there is only one: everything the process says that names no
-        request is then that session's (``Relay.owner_of``)."""
-        self.shared = False
-        """Whether a second session has used this process since it started."""
         self.unattributed = 0
-        self._writer: CoalescingWriter | None = None
+        """Server-to-client requests refused and notifications dropped because the
+        gateway could not tell whose they were."""
         self._supervisor: asyncio.Task[None] | None = None
         self._stopping = False
         self._ended: asyncio.Future[Any] | None = None
         """Done when the current connection ends (``connect``)."""
-        self.held: set[Requester] = set()
-        """Sessions not read from while this upstream is congested."""
-        """Server-to-client requests refused and notifications dropped because the
-        gateway could not tell whose they were."""
 
-    # -- transport hooks -------------------------------------------------------------
-    def write(self, data: bytes) -> None:
-        """Send one JSON-RPC message; the transport adds its framing."""
-        raise NotImplementedError
+    # -- the connection's state, as the gateway reads it -----------------------------
+    @property
+    def ready(self) -> bool:
+        """Through the handshake with the connection open: requests may be forwarded."""
+        return self.connection.ready
 
-    def on_message(self, line: bytes) -> None:
-        """One message from the upstream. One that cannot be read is logged and dropped,
-        and the messages after it are read as usual; if it was recognisably a response,
-        the request it answers gets an error now rather than a time-out later."""
-        try:
-            # Nested as deep as the server likes, within the parser's recursion guard:
-            # results are forwarded unread.
-            env = jsonrpc.decode(line, None)
-        except jsonrpc.MessageError as exc:
-            self.log.warning("dropped an invalid message from the upstream: %s", exc.message)
-            if exc.response_id is None:
-                return
-            env = Envelope(jsonrpc="2.0", id=exc.response_id, error=Raw(jsonrpc.encode(
-                jsonrpc.ErrorObject(jsonrpc.INTERNAL_ERROR,
-                                    f"upstream {self.name!r} sent an invalid response: "
-                                    f"{exc.message}"))))
-        try:
-            if env.method is UNSET:
-                self._on_response(env)
-            elif env.id is UNSET:
-                self.events.upstream_notification(self, env)
-            else:
-                self.events.upstream_request(self, env)
-        except Exception:
-            self.log.exception("could not handle a message from the upstream: %.200r", line)
+    @ready.setter
+    def ready(self, value: bool) -> None:
+        self.connection.ready = value
 
-    def _on_response(self, env: Envelope) -> None:
-        upstream_id = env.id
-        pending = self.pending.pop(upstream_id, None) if type(upstream_id) is int else None
-        if pending is not None:
-            self._answered(self, pending, env)
-            return
-        future = self._calls.pop(upstream_id, None) if type(upstream_id) is int else None
-        if future is not None:
-            if future.done():
-                return
-            if env.error is not UNSET:
-                err = msgspec.json.decode(env.error)  # type: ignore[arg-type]
-                future.set_exception(UpstreamError(
-                    err.get("code", jsonrpc.INTERNAL_ERROR), err.get("message", "error"),
-                    err.get("data", UNSET)))
-            else:
-                future.set_result(msgspec.json.decode(env.result))  # type: ignore[arg-type]
-            return
-        self.log.debug("dropping a response to unknown or cancelled request %r", upstream_id)
+    @property
+    def requests_forwarded(self) -> int:
+        return self.connection.requests_forwarded
 
-    # -- requests from clients -------------------------------------------------------
-    def deadline(self) -> float:
-        """When a request taken up again now times out (``request_timeout``)."""
-        return time.monotonic() + self._timeout
+    @property
+    def requests_failed(self) -> int:
+        return self.connection.requests_failed
 
-    def allocate_id(self) -> int:
-        self._next_id += 1
-        return self._next_id
+    @property
+    def request_levels(self) -> dict[int, int]:
+        """How many modern requests in flight asked for each log level."""
+        return self.connection.request_levels
 
-    def forward(self, call: CallT, session: Requester, method: str,
-                params: Raw | bytes | UnsetType, upstream_id: int | None = None
-                ) -> int | None:
-        """Send a client's request on under ``upstream_id`` (one from ``allocate_id``
-        when the caller already wrote it into ``params``, as the progress token); its
-        end reaches the gateway through ``events``. Returns the upstream-side id, or None
-        when the upstream is not ready (the caller answers the client)."""
-        if not self.ready:
-            self.requests_failed += 1
-            return None
-        if upstream_id is None:
-            upstream_id = self.allocate_id()
-        if self.sole_user is not session:
-            self._note_user(session)
-        call.started = now = time.monotonic()
-        call.deadline = now + self._timeout
-        self.pending[upstream_id] = call
-        self.requests_forwarded += 1
-        raw = params if not isinstance(params, bytes) else Raw(params)
-        self.write(jsonrpc.reencode(Envelope(jsonrpc="2.0", id=upstream_id, method=method,
-                                             params=raw)))
-        writer = self._writer
-        if writer is not None and writer.congested and session.flow is not None \
-                and session not in self.held:
-            self.held.add(session)
-            session.flow.pause(PAUSED_BY_UPSTREAM)
-        return upstream_id
-
-    def congested(self) -> None:
-        """The server reads its requests slower than clients send them: the clients
-        that feed it are not read from until it catches up, so that requests queue in
-        the clients' sockets instead of the gateway's memory."""
-        self.log.debug("congested: pausing the clients that feed it")
-        asyncio.get_running_loop().call_later(0.005, self._poll_drained)
-
-    def _poll_drained(self) -> None:
-        writer = self._writer
-        if writer is not None and not writer.drained(UPSTREAM_LOW_WATER):
-            asyncio.get_running_loop().call_later(0.005, self._poll_drained)
-            return
-        held, self.held = self.held, set()
-        for session in held:
-            if session.flow is not None:
-                session.flow.resume(PAUSED_BY_UPSTREAM)
-
-    def buffered(self) -> int:
-        writer = self._writer
-        return writer.buffered() if writer is not None else 0
-
-    def _note_user(self, session: Requester) -> None:
-        if self.sole_user is None and not self.shared:
-            self.sole_user = session
-        else:
-            self.sole_user = None
-            self.shared = True
-
-    def cancel(self, upstream_id: int, reason: str) -> None:
-        """Forget a forwarded request and tell the upstream to stop working on it."""
-        pending = self.pending.pop(upstream_id, None)
-        if pending is not None:
-            self.events.abandoned(self, pending)
-            if self.ready:
-                self.notify("notifications/cancelled",
-                            {"requestId": upstream_id, "reason": reason})
-
-    def pending_for_token(self, token: Any) -> CallT | None:
-        return self.pending.get(token) if type(token) is int else None
-
-    def sweep(self, now: float) -> None:
-        """Fail the requests whose deadline has passed."""
-        expired = [uid for uid, p in self.pending.items() if p.deadline <= now]
-        for uid in expired:
-            pending = self.pending.pop(uid)
-            if self.ready:
-                self.notify("notifications/cancelled",
-                            {"requestId": uid, "reason": "request timed out at the gateway"})
-            self.requests_failed += 1
-            self.events.timed_out(self, pending)
-
-    def fail_all(self, message: str) -> None:
-        """Answer every request in flight with an error, now."""
-        pending, self.pending = self.pending, {}
-        self.request_levels.clear()
-        for p in pending.values():
-            self.requests_failed += 1
-            self.events.failed(self, p, message)
-        calls, self._calls = self._calls, {}
-        for future in calls.values():
-            if not future.done():
-                future.set_exception(UpstreamError(jsonrpc.UPSTREAM_UNAVAILABLE, message))
-
-    # -- the gateway's own requests --------------------------------------------------
-    def start_call(self, method: str, params: Any = UNSET) -> tuple[int, asyncio.Future[Any]]:
-        """Write one of the gateway's own requests now, so that it reaches the upstream
-        before anything written after it; its answer settles the future."""
-        upstream_id = self.allocate_id()
-        self.write(jsonrpc.request(upstream_id, method, params))
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._calls[upstream_id] = future
-        return upstream_id, future
-
-    def send_call(self, method: str, params: Any = UNSET) -> None:
-        """``start_call`` whose answer only matters when it is an error (logged)."""
-        _, future = self.start_call(method, params)
-
-        def done(future: asyncio.Future[Any]) -> None:
-            if not future.cancelled() and (exc := future.exception()) is not None:
-                self.log.warning("%s failed: %s", method, exc)
-        future.add_done_callback(done)
-
-    async def call(self, method: str, params: Any = UNSET, timeout: float | None = None) -> Any:
-        upstream_id, future = self.start_call(method, params)
-        try:
-            return await asyncio.wait_for(future, timeout or self.config.request_timeout)
-        except TimeoutError:
-            raise UpstreamError(jsonrpc.REQUEST_TIMEOUT,
-                                f"{method} timed out after "
-                                f"{timeout or self.config.request_timeout:g} s") from None
-        finally:
-            self._calls.pop(upstream_id, None)
-
-    def notify(self, method: str, params: Any = UNSET) -> None:
-        self.write(jsonrpc.notification(method, params))
-
-    def respond(self, upstream_id: int | str, result: Any) -> None:
-        self.write(jsonrpc.result_response(upstream_id, result))
-
-    def respond_error(self, upstream_id: int | str, code: int, message: str) -> None:
-        self.write(jsonrpc.error_response(upstream_id, code, message))
+    @property
+    def sole_user(self) -> Requester | None:
+        """The one client session that used this upstream since its process started,
+        while there is only one (``Connection.sole_user``)."""
+        return self.connection.sole_user
 
     def modern_meta(self) -> dict[str, Any]:
         """The ``_meta`` of the gateway's own requests to a modern upstream."""
@@ -373,9 +201,7 @@ class Upstream(Generic[CallT]):
         self.era = None
         self.listen_id = None
         self.listen_acknowledged.clear()
-        # A new process: no client's background work can be running in it yet.
-        self.sole_user = None
-        self.shared = False
+        self.connection.opened()
         era = self.config.era
         if era == "modern":
             await self._discover(self.config.init_timeout, required=True)
@@ -472,9 +298,7 @@ class Upstream(Generic[CallT]):
             future.add_done_callback(lambda f: self._listen_ended(listen_id, f))
             self.listen_id = listen_id
         if old is not None:
-            stale = self._calls.pop(old, None)
-            if stale is not None:
-                stale.cancel()
+            self.connection.forget_call(old)
             self.notify("notifications/cancelled",
                         {"requestId": old, "reason": "subscriptions changed"})
         return self.listen_id is not None
@@ -539,7 +363,7 @@ class Upstream(Generic[CallT]):
             "prompts": len(catalog.get("prompts", [])),
             "resources": len(catalog.get("resources", [])),
             "resource_templates": len(catalog.get("resourceTemplates", [])),
-            "in_flight": len(self.pending),
+            "in_flight": len(self.connection.pending),
             "requests_forwarded": self.requests_forwarded,
             "requests_failed": self.requests_failed,
             "unattributed": self.unattributed,

@@ -232,17 +232,8 @@ class StdioUpstream(Upstream[CallT]):
         self.returncode: int | None = None
         self._transport: asyncio.SubprocessTransport | None = None
         self._protocol: _PipeProtocol | None = None
-        self._writer: CoalescingWriter | None = None
+        self.connection.delimiter = b"\n"
         self.shown_command = shown_command(self.name, self.config, interpolated)
-
-    def write(self, data: bytes) -> None:
-        writer = self._writer
-        if writer is None:
-            raise UpstreamError(-32000, f"upstream {self.name!r} is not running")
-        # Two chunks rather than data + b"\n": the flush joins them anyway, so this saves
-        # a copy of every message.
-        writer.write(data)
-        writer.write(b"\n")
 
     async def connect(self) -> asyncio.Future[Any]:
         """Start the process; the future is done when it exits."""
@@ -271,9 +262,9 @@ class StdioUpstream(Upstream[CallT]):
         self._protocol = protocol
         stdin = transport.get_pipe_transport(0)
         assert stdin is not None
-        self._writer = CoalescingWriter(stdin, loop,  # type: ignore[arg-type]
-                                        high_water=UPSTREAM_HIGH_WATER,
-                                        on_congested=self.congested)
+        self.connection.writer = CoalescingWriter(stdin, loop,  # type: ignore[arg-type]
+                                                  high_water=UPSTREAM_HIGH_WATER,
+                                                  on_congested=self.congested)
         self.pid = transport.get_pid()
         self.starts += 1
         self.log.info("started pid %d: %s", self.pid, " ".join(self.shown_command))
@@ -292,7 +283,7 @@ class StdioUpstream(Upstream[CallT]):
         # Cleared first so that a second caller (stop() racing the supervisor) is a no-op.
         self._transport = None
         self._protocol = None
-        self._writer = None
+        self.connection.writer = None
         if transport.get_returncode() is None:
             stdin = transport.get_pipe_transport(0)
             if stdin is not None:

@@ -1,0 +1,154 @@
+"""The connection alone (upstream/connection.py): the wire half of an upstream, which a
+new upstream kind reuses whole. Driven here without any transport: what it writes
+lands in a list, and the server's answers are handed to ``on_message``."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from typing import Any
+
+import pytest
+from msgspec import UNSET
+
+from mcpfast.upstream.connection import Connection, Hooks, UpstreamError
+
+from ..conftest import run
+
+
+class Call:
+    """The gateway's record of a request, as far as a connection reads it."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.started = 0.0
+        self.deadline = 0.0
+
+
+class Session:
+    flow = None
+
+
+class Writer:
+    """The transport's writer: what is written is kept."""
+
+    congested = False
+
+    def __init__(self) -> None:
+        self.messages: list[dict[str, Any]] = []
+        self.chunks: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        self.chunks.append(data)
+        if data != b"\n":
+            self.messages.append(json.loads(data))
+
+
+def connection() -> tuple[Connection[Call], Writer, list[tuple[str, Any]]]:
+    seen: list[tuple[str, Any]] = []
+    hooks: Hooks[Call] = Hooks(
+        lambda call, env: seen.append(("answered", (
+            call.name, json.loads(bytes(env.result if env.error is UNSET else env.error))))),
+        lambda call: seen.append(("abandoned", call.name)),
+        lambda call: seen.append(("timed_out", call.name)),
+        lambda call, message: seen.append(("failed", (call.name, message))),
+        lambda env: seen.append(("notification", env.method)),
+        lambda env: seen.append(("request", env.method)))
+    conn: Connection[Call] = Connection("up", 5.0, hooks, logging.getLogger("test"))
+    writer = Writer()
+    conn.writer = writer  # type: ignore[assignment]
+    conn.delimiter = b"\n"
+    conn.ready = True
+    return conn, writer, seen
+
+
+def test_requests_are_numbered_sent_framed_and_answered_by_their_own_id() -> None:
+    conn, writer, seen = connection()
+    first, second = Call("a"), Call("b")
+    assert conn.forward(first, Session(), "tools/call", b'{"name":"x"}') == 1
+    assert conn.forward(second, Session(), "tools/call", b'{"name":"y"}') == 2
+    assert writer.messages == [
+        {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "x"}},
+        {"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "y"}}]
+    assert writer.chunks[1] == b"\n"
+    assert 4.9 < first.deadline - first.started <= 5.0
+    conn.on_message(b'{"jsonrpc":"2.0","id":2,"result":{"v":2}}')
+    conn.on_message(b'{"jsonrpc":"2.0","id":2,"result":{"v":"again"}}')  # dropped
+    conn.on_message(b'{"jsonrpc":"2.0","method":"notifications/message","params":{}}')
+    conn.on_message(b'{"jsonrpc":"2.0","id":"s1","method":"sampling/createMessage"}')
+    assert seen == [("answered", ("b", {"v": 2})), ("notification", "notifications/message"),
+                    ("request", "sampling/createMessage")]
+    assert list(conn.pending) == [1] and conn.requests_forwarded == 2
+
+
+def test_a_cancel_withdraws_and_tells_the_server() -> None:
+    conn, writer, seen = connection()
+    conn.forward(Call("a"), Session(), "tools/call", b"{}")
+    conn.cancel(1, "client disconnected")
+    assert seen == [("abandoned", "a")] and not conn.pending
+    assert writer.messages[-1] == {"jsonrpc": "2.0", "method": "notifications/cancelled",
+                                   "params": {"requestId": 1, "reason": "client disconnected"}}
+
+
+def test_the_sweep_times_out_what_outlived_its_deadline_once() -> None:
+    conn, writer, seen = connection()
+    late, fresh = Call("late"), Call("fresh")
+    conn.forward(late, Session(), "tools/call", b"{}")
+    conn.forward(fresh, Session(), "tools/call", b"{}")
+    fresh.deadline = late.deadline + 10.0
+    conn.sweep(late.deadline)
+    assert ("timed_out", "late") in seen and ("abandoned", "late") not in seen
+    assert writer.messages[-1]["method"] == "notifications/cancelled"
+    conn.sweep(fresh.deadline)
+    assert [s for s in seen if s[0] == "timed_out"] == [("timed_out", "late"),
+                                                         ("timed_out", "fresh")]
+    assert conn.requests_failed == 2 and not conn.pending
+
+
+def test_fail_all_fails_requests_and_the_gateways_own_calls() -> None:
+    conn, _, seen = connection()
+
+    async def main() -> None:
+        conn.forward(Call("a"), Session(), "tools/call", b"{}")
+        pending = conn.pending
+        _, own = conn.start_call("tools/list")
+        conn.fail_all("gone")
+        assert seen == [("failed", ("a", "gone"))]
+        assert conn.pending is pending and not pending
+        with pytest.raises(UpstreamError) as error:
+            await own
+        assert error.value.message == "gone"
+    run(main())
+
+
+def test_not_ready_forwards_nothing_and_a_closed_wire_refuses_writes() -> None:
+    conn, writer, _ = connection()
+    conn.ready = False
+    assert conn.forward(Call("a"), Session(), "tools/call", b"{}") is None
+    assert not writer.messages and conn.requests_failed == 1
+    conn.writer = None
+    with pytest.raises(UpstreamError):
+        conn.notify("notifications/initialized")
+
+
+def test_an_unreadable_answer_fails_its_request_now() -> None:
+    """Not a time-out later: the request it answers gets an error at once."""
+    conn, _, seen = connection()
+    conn.forward(Call("a"), Session(), "tools/call", b"{}")
+    conn.on_message(b'{"jsonrpc":"2.0","id":1,"result":{"text":"\xff"}}')  # not UTF-8
+    ((what, (name, error)),) = seen
+    assert (what, name, error["code"]) == ("answered", "a", -32603)
+    assert "sent an invalid response" in error["message"] and not conn.pending
+
+
+def test_the_gateways_own_call_settles_with_its_answer() -> None:
+    conn, writer, _ = connection()
+
+    async def main() -> None:
+        task = asyncio.ensure_future(conn.call("ping"))
+        await asyncio.sleep(0)
+        assert writer.messages[-1] == {"jsonrpc": "2.0", "id": 1, "method": "ping"}
+        conn.on_message(b'{"jsonrpc":"2.0","id":1,"result":{}}')
+        assert await task == {}
+    run(main())
