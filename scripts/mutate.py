@@ -72,8 +72,9 @@ TOPICS: dict[str, dict[str, list[str]]] = {
     },
     "ids": {
         "mcpfast/protocol/jsonrpc.py": ["*"],
-        "mcpfast/upstream/base.py": ["Upstream._on_response", "Upstream.forward",
-                                     "Upstream.allocate_id", "Upstream.pending_for_token"],
+        "mcpfast/upstream/connection.py": ["Connection._on_response", "Connection.forward",
+                                           "Connection.allocate_id",
+                                           "Connection.pending_for_token"],
         "mcpfast/gateway/requests.py": ["Requests._forward",
                                         "Requests.forward", "Requests._forward_modern",
                                         "Requests._forward_legacy_to_modern"],
@@ -83,7 +84,7 @@ TOPICS: dict[str, dict[str, list[str]]] = {
                                      "Relay.reshape_response"],
     },
     "cancellation": {
-        "mcpfast/upstream/base.py": ["Upstream.cancel"],
+        "mcpfast/upstream/connection.py": ["Connection.cancel"],
         "mcpfast/gateway/requests.py": ["Requests._client_notification"],
         "mcpfast/gateway/relay.py": ["Relay.abandoned"],
         "mcpfast/gateway/gateway.py": ["Gateway.close_session"],
@@ -91,7 +92,7 @@ TOPICS: dict[str, dict[str, list[str]]] = {
                                                "ModernRequest.lost", "ModernRequest._finish"],
     },
     "timeout": {
-        "mcpfast/upstream/base.py": ["Upstream.sweep", "Upstream.deadline"],
+        "mcpfast/upstream/connection.py": ["Connection.sweep", "Connection.deadline"],
         "mcpfast/gateway/gateway.py": ["Gateway._sweep"],
         "mcpfast/gateway/relay.py": ["Relay.timed_out"],
     },
@@ -271,27 +272,27 @@ class StaleMutantError(Exception):
     pass
 
 
-_ON_RESPONSE = ('                jsonrpc="2.0", id=pending.client_id, result=env.result, '
-                'error=env.error)))')
+_ON_RESPONSE = '                    jsonrpc="2.0", id=pending.id, result=env.result, error=error)),'
+
 NAMED: list[Named] = [
     Named("integer-ids-answered-as-floats", "mcpfast/gateway/relay.py", _ON_RESPONSE,
-          _ON_RESPONSE.replace("id=pending.client_id", "id=float(pending.client_id) if "
-                               "type(pending.client_id) is int else pending.client_id"),
+          _ON_RESPONSE.replace("id=pending.id", "id=float(pending.id) if "
+                               "type(pending.id) is int else pending.id"),
           ["tests/gateway/test_guard_ids.py"]),
     Named("numeric-string-ids-answered-as-integers", "mcpfast/gateway/relay.py",
           _ON_RESPONSE, _ON_RESPONSE.replace(
-              "id=pending.client_id", "id=int(pending.client_id) if isinstance("
-              "pending.client_id, str) and pending.client_id.isdigit() else "
-              "pending.client_id"), ["tests/gateway/test_guard_ids.py"]),
+              "id=pending.id", "id=int(pending.id) if isinstance("
+              "pending.id, str) and pending.id.isdigit() else "
+              "pending.id"), ["tests/gateway/test_guard_ids.py"]),
     Named("progress-token-sent-back-as-a-string", "mcpfast/gateway/relay.py",
           'params["progressToken"] = pending.progress_token\n',
           'params["progressToken"] = str(pending.progress_token)\n',
           ["tests/gateway/test_guard_ids.py"]),
-    Named("cancellation-never-sent-upstream", "mcpfast/upstream/base.py",
+    Named("cancellation-never-sent-upstream", "mcpfast/upstream/connection.py",
           """                self.notify("notifications/cancelled",
                             {"requestId": upstream_id, "reason": reason})""",
           """                pass""", ["tests/gateway/test_guard_cancel.py"]),
-    Named("request-deadline-doubled", "mcpfast/upstream/base.py",
+    Named("request-deadline-doubled", "mcpfast/upstream/connection.py",
           "return time.monotonic() + self._timeout", "return time.monotonic() + 2 * self._timeout",
           ["tests/gateway/test_guard_cancel.py"]),
     Named("restart-sleep-never-grows", "mcpfast/upstream/base.py",
@@ -322,7 +323,7 @@ NAMED: list[Named] = [
                 return False""", """            if False:
                 return False""", ["tests/transport/test_guard_http.py"]),
     Named("replay-buffer-gap-check-removed", "mcpfast/protocol/sse.py",
-          "if not self._events or self._events[0][0] > seq + 1:", "if not self._events:",
+          "if not events or events[0][0] > seq + 1:", "if not events:",
           ["tests/transport/test_guard_http.py"]),
     Named("resumption-repeats-an-event", "mcpfast/transport/http_sessions.py",
           "start = self.delivered if after is None else after\n",

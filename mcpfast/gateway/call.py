@@ -1,9 +1,5 @@
-"""The records of a client request forwarded to an upstream.
-
-``Pending`` lives from the moment the request is sent until it ends: answered, timed
-out, cancelled, failed with its upstream, or parked for a modern client's retry. The
-upstream keeps it by its own request id (``Upstream.pending``) and hands it back to the
-gateway when it ends. ``ParkedCall`` is one of the input bridge's records
+"""The record of a client request, from its decode to its end (``Request``), the
+outcomes it can end with, and ``ParkedCall``, one of the input bridge's records
 (gateway/mrtr.py): a legacy upstream's call waiting for a modern client's retry."""
 
 from __future__ import annotations
@@ -18,7 +14,7 @@ from ..protocol.modern import META_PROTOCOL_VERSION, ModernMeta
 from ..upstream.base import Upstream as BaseUpstream
 from .session import DownstreamSession, InputRelay
 
-# How a forwarded request's answer is reshaped for the client (Pending.shape).
+# How a forwarded request's answer is reshaped for the client (Request.shape).
 SHAPE_NONE = 0
 """Same era on both sides: the answer's bytes pass through."""
 SHAPE_MODERN_FROM_LEGACY = 1
@@ -27,42 +23,6 @@ SHAPE_MODERN_FROM_MODERN = 2
 """A modern client's request served by a modern upstream (serverInfo is replaced)."""
 SHAPE_LEGACY_FROM_MODERN = 3
 """A legacy client's request served by a modern upstream."""
-
-
-class Pending(msgspec.Struct):
-    """A client request in flight on this upstream, keyed by the upstream-side id.
-    A Struct because its constructor runs in C, and one is made per forwarded request."""
-
-    session: DownstreamSession
-    client_id: int | str
-    progress_token: Any
-    method: str
-    subscription: str | None = None
-    """The URI of a resources/subscribe being forwarded, undone if the upstream refuses."""
-    shape: int = SHAPE_NONE
-    log_level: int | None = None
-    """A modern request's ``_meta`` log level: it alone decides whether the request gets
-    log messages, and while it runs the upstream logs at least that verbosely."""
-    uri: str | None = None
-    """The URI a modern client's resources/read names, for its not-found error."""
-    name: str | None = None
-    """The tool or prompt name (or resource URI) as the client named it: a modern
-    client's ``requestState`` is bound to it (gateway/mrtr.py)."""
-    client_capabilities: dict[str, Any] | None = None
-    """A modern request's ``clientCapabilities``: what the upstream may ask it for."""
-    params: dict[str, Any] | None = None
-    """A legacy client's request to a modern upstream, as forwarded: the base of the
-    retries that carry ``inputResponses``."""
-    relay: InputRelay | None = None
-    """The input rounds this request has been through, once the upstream asked."""
-    parked: ParkedCall | None = None
-    """Set while the call waits for a modern client's retry (its session is NOBODY)."""
-    deadline: float = 0.0
-    """When it times out: stamped by the upstream as it sends it (``Upstream.forward``)."""
-    started: float = 0.0
-    """When it was sent (monotonic seconds), stamped with ``deadline``."""
-    trace: Any = None
-    """The client's trace context, for tracing (a later issue) to carry upstream."""
 
 
 # How a request ended: ``Gateway.ended``, the one place every end passes through, counts
@@ -82,8 +42,8 @@ REFUSED = 5
 OUTCOMES = ("answered", "errored", "timed_out", "cancelled", "failed", "refused")
 
 
-Upstream = BaseUpstream[Pending]
-"""An upstream as the gateway holds it: its in-flight requests are ``Pending``."""
+Upstream = BaseUpstream["Request"]
+"""An upstream as the gateway holds it: its in-flight requests are ``Request``."""
 
 
 class ParkedCall:
@@ -94,7 +54,7 @@ class ParkedCall:
                  "request_id", "result", "upstream", "upstream_id")
 
     def __init__(self, parked_id: str, upstream: Upstream, upstream_id: int,
-                 pending: Pending, request_id: int | str, method: str, key: str,
+                 pending: Request, request_id: int | str, method: str, key: str,
                  result: dict[str, Any], expires: float) -> None:
         self.id = parked_id
         self.upstream = upstream
@@ -138,24 +98,67 @@ route_params = msgspec.json.Decoder(RouteParams)
 NO_PARAMS = RouteParams()
 
 
+NO_ENVELOPE = Envelope()
+"""The envelope of a request the gateway makes itself (an input round's retry), and of
+one already forwarded: what was sent no longer needs the client's bytes."""
+
+
 class Request(msgspec.Struct, gc=False):
-    """A client request while the gateway dispatches and routes it. Its era decided how
-    it was read and checked (a legacy request's routing fields only, ``head``; a modern
-    one's whole ``params`` and its ``meta``), and decides how the gateway's own answers
-    are shaped; the handlers, one table for both eras, read it the same way."""
+    """One client request, from its decode to its end: the one record of it.
+
+    While the gateway dispatches and routes it, its era decided how it was read and
+    checked (a legacy request's routing fields only, ``head``; a modern one's whole
+    ``params`` and its ``meta``) and decides how the gateway's own answers are shaped;
+    the handlers, one table for both eras, read it the same way. Forwarded, the same
+    record is what the upstream's connection keeps by its own request id until the
+    request ends (answered, timed out, cancelled, failed with its upstream, or parked
+    for a modern client's retry) and hands back to the gateway; ``Gateway.ended`` sees
+    it once, whatever the end. Without GC tracking: nothing it holds refers back to it
+    once it has ended (the input bridge unlinks a parked call when it lets it go).
+    """
 
     session: DownstreamSession
     env: Envelope
+    """The client's message; ``NO_ENVELOPE`` once forwarded (its bytes are let go)."""
     id: int | str
+    """The client's request id."""
     method: str
     name: str | None
-    """``params.name``, when it is a string."""
+    """``params.name``, when it is a string; forwarded, the tool or prompt name (or
+    resource URI) as the client named it: a modern client's ``requestState`` is bound
+    to it (gateway/mrtr.py)."""
     uri: str | None
-    """``params.uri``, when it is a string."""
+    """``params.uri``, when it is a string (a modern resources/read's not-found error
+    names it)."""
     modern: bool = False
     head: RouteParams | None = None
     params: dict[str, Any] | None = None
+    """A modern request's whole ``params``, as read at dispatch."""
     meta: ModernMeta | None = None
+    # -- set when it is forwarded -------------------------------------------------------
+    progress_token: Any = None
+    """The client's progress token (the upstream sees its own)."""
+    subscription: str | None = None
+    """The URI of a resources/subscribe being forwarded, undone if the upstream refuses."""
+    shape: int = SHAPE_NONE
+    log_level: int | None = None
+    """A modern request's ``_meta`` log level: it alone decides whether the request gets
+    log messages, and while it runs the upstream logs at least that verbosely."""
+    client_capabilities: dict[str, Any] | None = None
+    """A modern request's ``clientCapabilities``: what the upstream may ask it for."""
+    forwarded: dict[str, Any] | None = None
+    """A legacy client's request to a modern upstream, as forwarded: the base of the
+    retries that carry ``inputResponses``."""
+    relay: InputRelay | None = None
+    """The input rounds this request has been through, once the upstream asked."""
+    parked: ParkedCall | None = None
+    """Set while the call waits for a modern client's retry (its session is NOBODY)."""
+    deadline: float = 0.0
+    """When it times out: stamped by the upstream as it sends it (``Connection.forward``)."""
+    started: float = 0.0
+    """When it was sent (monotonic seconds), stamped with ``deadline``."""
+    trace: Any = None
+    """The client's trace context, for tracing (a later issue) to carry upstream."""
 
     @classmethod
     def of_modern(cls, session: DownstreamSession, env: Envelope, method: str,

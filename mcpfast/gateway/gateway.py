@@ -33,7 +33,7 @@ from ..protocol.modern import listen_result
 from ..transport.admission import Admission
 from ..transport.ports import Answer, FlowControl
 from ..upstream.stdio import StdioUpstream
-from .call import Pending, Upstream
+from .call import Request, Upstream
 from .catalog import Catalog
 from .chain import Chain, compile_chain
 from .log_levels import LogLevels
@@ -95,7 +95,7 @@ class Gateway:
         self.chain = self._compile(config)
         self.handle = self.requests.handle
         """One message from a client (``transport.ports.Dispatcher``): the data path."""
-        self.observers: tuple[Callable[[Upstream, Pending, int], None], ...] = ()
+        self.observers: tuple[Callable[[Upstream, Request, int], None], ...] = ()
         """Told of every request's end (``ended``); none by default."""
 
     # -- the config snapshot ---------------------------------------------------------
@@ -310,7 +310,7 @@ class Gateway:
             self.answer(session, request_id,
                         jsonrpc.error_response(request_id, code, message, data), True)
 
-    def ended(self, upstream: Upstream, pending: Pending, outcome: int) -> None:
+    def ended(self, upstream: Upstream, pending: Request, outcome: int) -> None:
         """A request ended: answered, errored, timed out, cancelled, failed with its
         upstream or at shutdown, or refused by a policy (``call.OUTCOMES``). Every end
         passes here once, with the request's record (session, client id, method, name,
@@ -335,11 +335,11 @@ class Gateway:
         return False
 
     # -- for the input bridge (mrtr.Core) --------------------------------------------
-    def forward(self, upstream: Upstream, pending: Pending, params: Raw | bytes | UnsetType,
+    def forward(self, upstream: Upstream, pending: Request, params: Raw | bytes | UnsetType,
                 upstream_id: int | None = None) -> None:
         self.requests.forward(upstream, pending, params, upstream_id)
 
-    def reshape_response(self, upstream: Upstream, pending: Pending, env: Envelope
+    def reshape_response(self, upstream: Upstream, pending: Request, env: Envelope
                          ) -> bytes | None:
         return self.relay.reshape_response(upstream, pending, env)
 

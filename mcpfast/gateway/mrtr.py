@@ -46,7 +46,14 @@ from ..protocol.modern import (
     MISSING_CLIENT_CAPABILITY,
     ModernMeta,
 )
-from .call import SHAPE_LEGACY_FROM_MODERN, SHAPE_MODERN_FROM_LEGACY, ParkedCall, Pending, Upstream
+from .call import (
+    NO_ENVELOPE,
+    SHAPE_LEGACY_FROM_MODERN,
+    SHAPE_MODERN_FROM_LEGACY,
+    ParkedCall,
+    Request,
+    Upstream,
+)
 from .session import LOG_LEVELS, DownstreamSession, InputRelay
 
 log = logging.getLogger("mcpfast.mrtr")
@@ -67,10 +74,10 @@ class Core(Protocol):
     def send_error(self, session: DownstreamSession, request_id: Any, code: int,
                    message: str, data: Any = UNSET) -> None: ...
 
-    def forward(self, upstream: Upstream, pending: Pending, params: Raw | bytes | UnsetType,
+    def forward(self, upstream: Upstream, pending: Request, params: Raw | bytes | UnsetType,
                 upstream_id: int | None = None) -> None: ...
 
-    def reshape_response(self, upstream: Upstream, pending: Pending, env: Envelope
+    def reshape_response(self, upstream: Upstream, pending: Request, env: Envelope
                          ) -> bytes | None: ...
 
     def hold_log_level(self, upstream: Upstream, level: int) -> None: ...
@@ -193,21 +200,21 @@ class InputBridge:
         self._ids = itertools.count(1)
 
     # -- a legacy client, a modern upstream ----------------------------------------------
-    def input_required(self, upstream: Upstream, pending: Pending,
+    def input_required(self, upstream: Upstream, pending: Request,
                        result: dict[str, Any]) -> bytes | None:
         """The upstream answered a legacy client's request with ``input_required``:
         ask the client, and return None; or the error that answers the client."""
         session = pending.session
-        client_id = pending.client_id
+        client_id = pending.id
         where = f"upstream {upstream.name!r}"
-        if pending.params is None or pending.method not in INPUT_REQUIRED_METHODS:
+        if pending.forwarded is None or pending.method not in INPUT_REQUIRED_METHODS:
             return jsonrpc.error_response(
                 client_id, jsonrpc.INTERNAL_ERROR,
                 f"{where} answered {pending.method} with input_required, which only "
                 "tools/call, prompts/get and resources/read may get")
         relay = pending.relay
         if relay is None:
-            relay = InputRelay(upstream, client_id, pending.method, pending.params,
+            relay = InputRelay(upstream, client_id, pending.method, pending.forwarded,
                                pending.progress_token)
         relay.rounds += 1
         if relay.rounds > MAX_INPUT_ROUNDS:
@@ -286,10 +293,10 @@ class InputBridge:
             params["inputResponses"] = relay.answers
         if relay.state is not None:
             params["requestState"] = relay.state
-        self.gateway.forward(upstream, Pending(
-            session, relay.client_id, relay.progress_token, relay.method,
-            shape=SHAPE_LEGACY_FROM_MODERN, params=relay.params, relay=relay),
-            jsonrpc.encode(params), upstream_id)
+        self.gateway.forward(upstream, Request(
+            session, NO_ENVELOPE, relay.client_id, relay.method, None, None,
+            progress_token=relay.progress_token, shape=SHAPE_LEGACY_FROM_MODERN,
+            forwarded=relay.params, relay=relay), jsonrpc.encode(params), upstream_id)
 
     def _end_relay(self, session: DownstreamSession, relay: InputRelay,
                    cancel_reason: str | None = None) -> None:
@@ -350,15 +357,15 @@ class InputBridge:
             return
         self._park(upstream, session, upstream_id, pending, method, request_id, params)
 
-    def _fail_call(self, upstream: Upstream, upstream_id: int, pending: Pending,
+    def _fail_call(self, upstream: Upstream, upstream_id: int, pending: Request,
                    request_id: int | str, code: int, message: str, data: Any = UNSET) -> None:
         upstream.respond_error(request_id, jsonrpc.METHOD_NOT_FOUND
                                if code == MISSING_CLIENT_CAPABILITY else code, message)
         upstream.cancel(upstream_id, message)
-        self.gateway.send_error(pending.session, pending.client_id, code, message, data)
+        self.gateway.send_error(pending.session, pending.id, code, message, data)
 
     def _park(self, upstream: Upstream, session: DownstreamSession, upstream_id: int,
-              pending: Pending, method: str, request_id: int | str,
+              pending: Request, method: str, request_id: int | str,
               params: dict[str, Any]) -> None:
         # 2026-07-28 dropped URL elicitation's elicitationId (changelog).
         params.pop("elicitationId", None)
@@ -373,7 +380,7 @@ class InputBridge:
         parked = ParkedCall(parked_id, upstream, upstream_id, pending, request_id, method, key,
                             result, time.monotonic() + REQUEST_STATE_TTL)
         self.parked[parked_id] = parked
-        client_id = pending.client_id
+        client_id = pending.id
         # Out of the session before its answer goes: on HTTP that answer closes it, and
         # closing must not cancel the call.
         if session.inflight.get(client_id) == (upstream, upstream_id):
@@ -428,7 +435,7 @@ class InputBridge:
         pending = parked.pending
         pending.parked = None
         pending.session = session
-        pending.client_id = client_id
+        pending.id = client_id
         pending.progress_token = meta.progress_token
         pending.client_capabilities = meta.client_capabilities
         pending.deadline = upstream.deadline()
@@ -464,6 +471,9 @@ class InputBridge:
     def sweep(self, now: float) -> None:
         for parked in [p for p in self.parked.values() if p.expires <= now]:
             del self.parked[parked.id]
+            # The request record is not tracked by the collector: the link back from it
+            # goes with the parked call, so that neither outlives the other.
+            parked.pending.parked = None
             upstream = parked.upstream
             if parked.outcome is not None or \
                     upstream.pending.get(parked.upstream_id) is not parked.pending:

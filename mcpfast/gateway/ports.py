@@ -11,7 +11,7 @@ from msgspec import UNSET
 from .. import __version__
 from ..config import Config
 from ..counters import Counters
-from .call import Pending, Request, Upstream
+from .call import Request, Upstream
 from .router import Router
 from .session import DownstreamSession
 
@@ -48,7 +48,7 @@ class Core(Protocol):
     def send_error(self, session: DownstreamSession, request_id: Any, code: int,
                    message: str, data: Any = UNSET) -> None: ...
 
-    def ended(self, upstream: Upstream, pending: Pending, outcome: int) -> None:
+    def ended(self, upstream: Upstream, pending: Request, outcome: int) -> None:
         """A request ended (``call.OUTCOMES``): the one place every end passes."""
         ...
 

@@ -29,7 +29,7 @@ from .call import (
     SHAPE_MODERN_FROM_MODERN,
     SHAPE_NONE,
     TIMED_OUT,
-    Pending,
+    Request,
     Upstream,
 )
 from .catalog import Catalog
@@ -64,12 +64,12 @@ class Relay:
         self.mrtr = mrtr
         self._unattributed_logged: set[tuple[str, str]] = set()
 
-    def answered(self, upstream: Upstream, pending: Pending, env: Envelope) -> None:
+    def answered(self, upstream: Upstream, pending: Request, env: Envelope) -> None:
         if pending.parked is not None:
             self.mrtr.settled_while_parked(pending.parked, env)
             return
         session = pending.session
-        session.inflight.pop(pending.client_id, None)
+        session.inflight.pop(pending.id, None)
         error = env.error
         if pending.log_level is not None:
             self.log_levels.release(upstream, pending.log_level)
@@ -80,41 +80,41 @@ class Relay:
                 reshaped = self.reshape_response(upstream, pending, env)
                 if reshaped is None:
                     return  # the gateway asks the client for input first: not ended
-                self.answer(session, pending.client_id, reshaped, None)
+                self.answer(session, pending.id, reshaped, None)
             else:
-                self.answer(session, pending.client_id, jsonrpc.reencode(Envelope(
-                    jsonrpc="2.0", id=pending.client_id, result=env.result, error=error)),
+                self.answer(session, pending.id, jsonrpc.reencode(Envelope(
+                    jsonrpc="2.0", id=pending.id, result=env.result, error=error)),
                             error is not UNSET)
         self.ended(upstream, pending, ANSWERED if error is UNSET else ERRORED)
 
-    def abandoned(self, upstream: Upstream, pending: Pending) -> None:
+    def abandoned(self, upstream: Upstream, pending: Request) -> None:
         self._release(upstream, pending)
         self.ended(upstream, pending, CANCELLED)
 
-    def timed_out(self, upstream: Upstream, pending: Pending) -> None:
+    def timed_out(self, upstream: Upstream, pending: Request) -> None:
         self._release(upstream, pending)
-        self.gw.send_error(pending.session, pending.client_id, jsonrpc.REQUEST_TIMEOUT,
+        self.gw.send_error(pending.session, pending.id, jsonrpc.REQUEST_TIMEOUT,
                            f"upstream {upstream.name!r} did not answer {pending.method} "
                            f"within {upstream.config.request_timeout:g} s")
         self.ended(upstream, pending, TIMED_OUT)
 
-    def failed(self, upstream: Upstream, pending: Pending, message: str) -> None:
-        pending.session.inflight.pop(pending.client_id, None)
-        self.gw.send_error(pending.session, pending.client_id, jsonrpc.UPSTREAM_UNAVAILABLE,
+    def failed(self, upstream: Upstream, pending: Request, message: str) -> None:
+        pending.session.inflight.pop(pending.id, None)
+        self.gw.send_error(pending.session, pending.id, jsonrpc.UPSTREAM_UNAVAILABLE,
                            message)
         self.ended(upstream, pending, FAILED)
 
-    def _release(self, upstream: Upstream, pending: Pending) -> None:
-        pending.session.inflight.pop(pending.client_id, None)
+    def _release(self, upstream: Upstream, pending: Request) -> None:
+        pending.session.inflight.pop(pending.id, None)
         if pending.log_level is not None:
             self.log_levels.release(upstream, pending.log_level)
 
-    def reshape_response(self, upstream: Upstream, pending: Pending, env: Envelope
+    def reshape_response(self, upstream: Upstream, pending: Request, env: Envelope
                          ) -> bytes | None:
         """The answer to a request that crossed eras, or a modern client's answer, in
         the shape its client expects; None when it is an ``input_required`` that the
         gateway puts to a legacy client first (gateway/mrtr.py)."""
-        client_id = pending.client_id
+        client_id = pending.id
         shape = pending.shape
         if env.error is not UNSET:
             if shape == SHAPE_MODERN_FROM_LEGACY:
@@ -243,7 +243,7 @@ class Relay:
 
     @staticmethod
     def _modern_pending(upstream: Upstream, session: DownstreamSession
-                        ) -> list[tuple[int, Pending]]:
+                        ) -> list[tuple[int, Request]]:
         """``session``'s modern requests in flight on ``upstream``."""
         return [(uid, p) for uid, p in upstream.pending.items()
                 if p.session is session and p.shape in MODERN_SHAPES]

@@ -34,12 +34,12 @@ from ..protocol.modern import (
 )
 from ..upstream.base import CLIENT_INFO
 from .call import (
+    NO_ENVELOPE,
     NO_PARAMS,
     REFUSED,
     SHAPE_LEGACY_FROM_MODERN,
     SHAPE_MODERN_FROM_LEGACY,
     SHAPE_MODERN_FROM_MODERN,
-    Pending,
     Request,
     RouteParams,
     Upstream,
@@ -209,18 +209,18 @@ class Requests:
         else:
             entry[0](Request.of_modern(session, env, method, params, meta))
 
-    def _refused(self, session: DownstreamSession, client_id: int | str,
-                 upstream: Upstream, method: str, name: str | None) -> bool:
+    def _refused(self, req: Request, upstream: Upstream) -> bool:
         """Run the policy chain (chain.py); the first refusal answers the request, which
         goes no further."""
         now = time.monotonic()
+        session = req.session
         for check in self.checks:
-            refusal = check(session, upstream.name, method, name, now)
+            refusal = check(session, upstream.name, req.method, req.name, now)
             if refusal is not None:
-                self.send_error(session, client_id, refusal.code, refusal.message,
+                self.send_error(session, req.id, refusal.code, refusal.message,
                                 refusal.data)
-                self.gw.ended(upstream, Pending(session, client_id, None, method, name=name,
-                                                started=now), REFUSED)
+                req.started = now
+                self.gw.ended(upstream, req, REFUSED)
                 return True
         return False
 
@@ -252,8 +252,7 @@ class Requests:
         session, env, client_id = req.session, req.env, req.id
         if self.id_taken(session, client_id):
             return
-        if self.checks and self._refused(session, client_id, upstream, req.method,
-                                         req.name):
+        if self.checks and self._refused(req, upstream):
             return
         if upstream.era == "modern":
             self._forward_legacy_to_modern(req, upstream, rename)
@@ -271,11 +270,13 @@ class Requests:
                 # id is unique on this upstream connection, so it serves as the token.
                 full["_meta"]["progressToken"] = upstream_id
             params = jsonrpc.encode(full)
-        pending = Pending(session, client_id, None if token is UNSET else token, req.method,
-                          subscription, name=req.name)
-        sent = upstream.forward(pending, session, req.method, params, upstream_id)
+        if token is not UNSET:
+            req.progress_token = token
+        req.subscription = subscription
+        req.env = NO_ENVELOPE
+        sent = upstream.forward(req, session, req.method, params, upstream_id)
         if sent is None:
-            self.upstream_unavailable(upstream, pending)
+            self.upstream_unavailable(upstream, req)
             return
         session.inflight[client_id] = (upstream, sent)
 
@@ -299,11 +300,12 @@ class Requests:
             meta["progressToken"] = upstream_id
         params["_meta"] = meta
         method = req.method
-        self.forward(upstream, Pending(
-            session, req.id, None if token is UNSET else token, method,
-            shape=SHAPE_LEGACY_FROM_MODERN,
-            params=params if method in INPUT_REQUIRED_METHODS else None),
-                     jsonrpc.encode(params), upstream_id)
+        if token is not UNSET:
+            req.progress_token = token
+        req.shape = SHAPE_LEGACY_FROM_MODERN
+        req.forwarded = params if method in INPUT_REQUIRED_METHODS else None
+        req.env = NO_ENVELOPE
+        self.forward(upstream, req, jsonrpc.encode(params), upstream_id)
 
     def _by_name(self, kind: int, what: str) -> Handler:
         """tools/call and prompts/get: routed by ``params.name``."""
@@ -436,7 +438,7 @@ class Requests:
         assert params is not None and meta is not None
         if self.id_taken(session, client_id):
             return
-        if self.checks and self._refused(session, client_id, upstream, req.method, req.name):
+        if self.checks and self._refused(req, upstream):
             return
         if upstream.era != "modern" and "requestState" in params:
             self.mrtr.resume(session, env, params, meta, upstream)
@@ -461,14 +463,16 @@ class Requests:
                 params["_meta"]["progressToken"] = upstream_id
         if level is not None and upstream.ready:
             self.log_levels.hold(upstream, level)
-        method: str = env.method  # type: ignore[assignment]
-        self.forward(upstream, Pending(
-            session, client_id, token, method, shape=shape,
-            log_level=level if upstream.ready else None, uri=uri,
-            name=name,
-            client_capabilities=meta.client_capabilities), jsonrpc.encode(params), upstream_id)
+        req.progress_token = token
+        req.shape = shape
+        req.log_level = level if upstream.ready else None
+        req.uri = uri
+        req.name = name
+        req.client_capabilities = meta.client_capabilities
+        req.env, req.params, req.meta = NO_ENVELOPE, None, None
+        self.forward(upstream, req, jsonrpc.encode(params), upstream_id)
 
-    def forward(self, upstream: Upstream, pending: Pending, params: Raw | bytes | UnsetType,
+    def forward(self, upstream: Upstream, pending: Request, params: Raw | bytes | UnsetType,
                 upstream_id: int | None = None) -> None:
         """Send a client's request on. Every end of it comes back through one of
         ``answered``, ``abandoned`` (then perhaps ``timed_out``) or ``failed``."""
@@ -477,10 +481,10 @@ class Requests:
         if sent is None:
             self.upstream_unavailable(upstream, pending)
             return
-        session.inflight[pending.client_id] = (upstream, sent)
+        session.inflight[pending.id] = (upstream, sent)
 
-    def upstream_unavailable(self, upstream: Upstream, pending: Pending) -> None:
-        self.send_error(pending.session, pending.client_id, jsonrpc.UPSTREAM_UNAVAILABLE,
+    def upstream_unavailable(self, upstream: Upstream, pending: Request) -> None:
+        self.send_error(pending.session, pending.id, jsonrpc.UPSTREAM_UNAVAILABLE,
                         f"upstream {upstream.name!r} is not available ({upstream.state})")
 
     def _client_notification(self, session: DownstreamSession, method: str,

@@ -34,7 +34,7 @@ def test_each_end_is_told_once_with_the_request(tmp_path: Path) -> None:
         assert pending.started > 0
         if outcome != REFUSED:  # a refused request was never sent: it has no deadline
             assert pending.deadline > pending.started
-        ends.append((upstream.name, pending.method, pending.name, pending.client_id, outcome))
+        ends.append((upstream.name, pending.method, pending.name, pending.id, outcome))
 
     async def call(client: InProcessClient, name: str, **arguments: Any) -> dict[str, Any]:
         return await client.request("tools/call", {"name": name, "arguments": arguments})
