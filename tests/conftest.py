@@ -705,10 +705,12 @@ class InProcessClient:
     """A session of the in-process gateway whose messages land in a list."""
 
     def __init__(self, gw: Any) -> None:
+        from mcpfast.transport.ports import Identity
+
         self.gw = gw
         self.received: list[dict[str, Any]] = []
         self.session = gw.open_session("unix", "test", self._take, lambda code, why: None,
-                                       identity="uid:1000")
+                                       identity=Identity("uid:1000", uid=1000))
         self.next_id = 0
 
     def _take(self, data: bytes) -> None:

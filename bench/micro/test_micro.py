@@ -175,6 +175,26 @@ def test_ndjson_feed(benchmark: Any, implementation: str) -> None:
     assert framer.feed(chunk) == lines
 
 
+def _gateway(tmp_path: Any) -> tuple[Any, Any]:
+    """A gateway in process with two upstreams that look ready (so that names are
+    prefixed as in tools_call(), "docs__search"); what it writes to "docs" is dropped."""
+    from mcpfast.config import load
+    from mcpfast.gateway.gateway import Gateway
+
+    config_path = tmp_path / "bench.toml"
+    config_path.write_text('[upstreams.docs]\ncommand = ["python", "-c", "pass"]\n\n'
+                           '[upstreams.other]\ncommand = ["python", "-c", "pass"]\n')
+    gateway = Gateway(load(str(config_path)))
+    upstream = gateway.upstreams["docs"]
+    upstream.connection.write = [].append  # type: ignore[method-assign]
+    upstream.ready, upstream.state, upstream.era = True, "ready", "legacy"
+    upstream.capabilities = {"tools": {}}
+    upstream.catalog = {"tools": [{"name": "search", "inputSchema": {"type": "object"}}],
+                        "prompts": [], "resources": [], "resourceTemplates": []}
+    gateway.router.rebuild()
+    return gateway, upstream
+
+
 @pytest.mark.benchmark(group="Gateway round trip, 300 B tools/call with a progress token, "
                              "routed by prefix")
 @pytest.mark.parametrize("implementation", [mcpfast_ext.IMPLEMENTATION])
@@ -186,22 +206,8 @@ def test_gateway_round_trip(benchmark: Any, tmp_path: Any, implementation: str) 
     that the core adds, with whichever mcpfast_ext implementation is active."""
     import asyncio
 
-    from mcpfast.config import load
-    from mcpfast.gateway.gateway import Gateway
 
-    config_path = tmp_path / "bench.toml"
-    # Two upstreams, so that names are prefixed as in tools_call() ("docs__search").
-    config_path.write_text('[upstreams.docs]\ncommand = ["python", "-c", "pass"]\n\n'
-                           '[upstreams.other]\ncommand = ["python", "-c", "pass"]\n')
-    gateway = Gateway(load(str(config_path)))
-    upstream = gateway.upstreams["docs"]
-    to_upstream: list[bytes] = []
-    upstream.connection.write = to_upstream.append  # type: ignore[method-assign]
-    upstream.ready, upstream.state, upstream.era = True, "ready", "legacy"
-    upstream.capabilities = {"tools": {}}
-    upstream.catalog = {"tools": [{"name": "search", "inputSchema": {"type": "object"}}],
-                        "prompts": [], "resources": [], "resourceTemplates": []}
-    gateway.router.rebuild()
+    gateway, upstream = _gateway(tmp_path)
     to_client: list[bytes] = []
     session = gateway.open_session("unix", "bench", to_client.append, lambda c, r: None)
     gateway.handle(session, json.dumps({
@@ -252,23 +258,10 @@ def test_http_round_trip(benchmark: Any, tmp_path: Any, implementation: str) -> 
     stream, the core, and the response's head. Only the sockets are left out."""
     import asyncio
 
-    from mcpfast.config import load
-    from mcpfast.gateway.gateway import Gateway
     from mcpfast.transport.streamable import Endpoint
     from mcpfast.transport.tcp import TcpConnection
 
-    config_path = tmp_path / "bench.toml"
-    config_path.write_text('[upstreams.docs]\ncommand = ["python", "-c", "pass"]\n\n'
-                           '[upstreams.other]\ncommand = ["python", "-c", "pass"]\n')
-    gateway = Gateway(load(str(config_path)))
-    upstream = gateway.upstreams["docs"]
-    to_upstream: list[bytes] = []
-    upstream.connection.write = to_upstream.append  # type: ignore[method-assign]
-    upstream.ready, upstream.state, upstream.era = True, "ready", "legacy"
-    upstream.capabilities = {"tools": {}}
-    upstream.catalog = {"tools": [{"name": "search", "inputSchema": {"type": "object"}}],
-                        "prompts": [], "resources": [], "resourceTemplates": []}
-    gateway.router.rebuild()
+    gateway, upstream = _gateway(tmp_path)
     answer = tools_result(request_id=999_999_999)
     head, tail = answer.split(b"999999999", 1)
 

@@ -65,7 +65,7 @@ def rate_limit_check(limit: RateLimit) -> Check:
               now: float) -> Refusal | None:
         if not everything and not applies(upstream, method, called):
             return None
-        wait = retry_after(session.identity, now)
+        wait = retry_after(session.identity.key, now)
         if not wait:
             return None
         return Refusal(RATE_LIMITED, f"Rate limited ({name}): retry in {wait:.3g} s",

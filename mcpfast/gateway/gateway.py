@@ -31,7 +31,7 @@ from ..protocol import jsonrpc
 from ..protocol.jsonrpc import Envelope
 from ..protocol.modern import listen_result
 from ..transport.admission import Admission
-from ..transport.ports import Answer, FlowControl
+from ..transport.ports import Answer, FlowControl, Identity
 from ..upstream.stdio import StdioUpstream
 from .call import Request, Upstream
 from .catalog import Catalog
@@ -251,7 +251,8 @@ class Gateway:
     # -- sessions --------------------------------------------------------------------
     def open_session(self, transport: str, peer: str, send: Callable[[bytes], None],
                      close: Callable[[int, str], None], flow: FlowControl | None = None,
-                     identity: str = "", answer: Answer | None = None) -> DownstreamSession:
+                     identity: Identity | None = None, answer: Answer | None = None
+                     ) -> DownstreamSession:
         session_id = f"{os.getpid():x}-{next(self._session_ids)}"
         session = DownstreamSession(session_id, transport, peer, send, close, flow,
                                     identity, answer)

@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from ..transport.ports import Answer, FlowControl
+from ..transport.ports import Answer, FlowControl, Identity
 
 if TYPE_CHECKING:
     from ..upstream.base import Upstream as BaseUpstream
@@ -70,10 +70,10 @@ class DownstreamSession:
 
     def __init__(self, session_id: str, transport: str, peer: str,
                  send: Callable[[bytes], None], close: Callable[[int, str], None],
-                 flow: FlowControl | None = None, identity: str = "",
+                 flow: FlowControl | None = None, identity: Identity | None = None,
                  answer: Answer | None = None) -> None:
         self.id = session_id
-        self.identity = identity or f"peer:{peer}"
+        self.identity = identity if identity is not None else Identity(f"peer:{peer}")
         """Who the client is, set at admission: for now what the transport knows
         (``ip:ADDRESS``, or ``uid:UID`` on the unix socket). Rate limits count by it."""
         self.flow = flow
@@ -128,7 +128,8 @@ class DownstreamSession:
             "id": self.id,
             "transport": self.transport,
             "peer": self.peer,
-            "identity": self.identity,
+            "identity": self.identity.key,
+            "credentials": self.identity.describe(),
             "initialized": self.initialized,
             "era": self.era,
             "protocol_version": self.protocol_version,

@@ -22,7 +22,7 @@ from msgspec import UNSET, UnsetType
 from ..config import HttpConfig
 from ..protocol import jsonrpc, modern, sse
 from .exchange import Exchange, _prefers_sse
-from .ports import ClientSession, Dispatcher
+from .ports import ClientSession, Dispatcher, Identity
 
 log = logging.getLogger("mcpfast.http")
 
@@ -188,7 +188,7 @@ class HttpSession:
         """When the session id was issued (seconds since the epoch)."""
         self.token: str | None = None
         self.ds: ClientSession = endpoint.core.open_session(
-            "http", peer, self.send, self.close, identity=f"ip:{address}",
+            "http", peer, self.send, self.close, identity=Identity(f"ip:{address}", address),
             answer=self.answer)
         self.ds.era = "legacy"
         self.streams: dict[str, Stream] = {}
@@ -333,7 +333,8 @@ class ModernRequest:
         self.request_id = request_id
         self.streaming = False
         self.ds = endpoint.core.open_session("http", peer, self.send, self.close,
-                                             identity=f"ip:{address}", answer=self.answer)
+                                             identity=Identity(f"ip:{address}", address),
+                                             answer=self.answer)
         self.ds.era = "modern"
         exchange.watch(self.lost)
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 from collections.abc import Callable, Collection
 from typing import Any, Protocol
 
+import msgspec
+
 from ..config import Config
 from ..counters import Counters
 from ..protocol.jsonrpc import Envelope
@@ -23,6 +25,29 @@ class FlowControl(Protocol):
 
     def pause(self, reason: int) -> None: ...
     def resume(self, reason: int) -> None: ...
+
+
+class Identity(msgspec.Struct, frozen=True, gc=False):
+    """Who a client is, as far as the gateway knows: set at admission, fixed for the
+    session. For now it is what the transport vouches for: the peer's IP address on
+    TCP, and on the unix socket the connecting process's credentials as the kernel
+    gives them (``SO_PEERCRED``). Authentication (a later issue) adds a verified name,
+    groups and scopes here; policies read only this."""
+
+    key: str
+    """What rate limits count by, logs and the admin API show: ``ip:ADDRESS``,
+    ``uid:UID``."""
+    address: str | None = None
+    """The peer's IP address (TCP)."""
+    uid: int | None = None
+    gid: int | None = None
+    pid: int | None = None
+    """The connecting process's user, group and process ids (unix socket)."""
+
+    def describe(self) -> dict[str, Any]:
+        """What the admin API shows of it besides the key."""
+        return {name: value for name in ("address", "uid", "gid", "pid")
+                if (value := getattr(self, name)) is not None}
 
 
 Answer = Callable[[Any, bytes, "bool | None"], None]
@@ -60,7 +85,8 @@ class Dispatcher(Protocol):
 
     def open_session(self, transport: str, peer: str, send: Callable[[bytes], None],
                      close: Callable[[int, str], None], flow: FlowControl | None = None,
-                     identity: str = "", answer: Answer | None = None) -> ClientSession:
+                     identity: Identity | None = None, answer: Answer | None = None
+                     ) -> ClientSession:
         """``answer``, when given, takes the responses to the client's requests instead
         of ``send`` (a transport that routes by request id)."""
         ...

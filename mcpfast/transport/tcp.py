@@ -33,7 +33,7 @@ from ..protocol.websocket import (
     accept_handshake,
 )
 from .exchange import Exchange
-from .ports import ClientSession, ConnectionOwner, Dispatcher
+from .ports import ClientSession, ConnectionOwner, Dispatcher, Identity
 from .streamable import Endpoint
 from .writer import ClientProtocol, CoalescingWriter
 
@@ -317,8 +317,9 @@ class TcpConnection(ClientProtocol):
         self.writer.write(response)
         self._set_deadline(None)
         self.ws = WebSocketConnection(max_message_bytes=self.config.max_message_bytes)
-        self.session = self.core.open_session("websocket", self.peer, self.send,
-                                              self.close, self, f"ip:{self.address}")
+        self.session = self.core.open_session(
+            "websocket", self.peer, self.send, self.close, self,
+            Identity(f"ip:{self.address}", self.address))
         assert self.reader is not None
         leftover = self.reader.upgraded_data
         self.reader = None

@@ -9,7 +9,7 @@ import struct
 
 from ..protocol import jsonrpc
 from ..protocol.ndjson import OVERSIZED, LineFramer
-from .ports import ClientSession, ConnectionOwner, Dispatcher
+from .ports import ClientSession, ConnectionOwner, Dispatcher, Identity
 from .writer import ClientProtocol, CoalescingWriter
 
 log = logging.getLogger("mcpfast.transport")
@@ -18,16 +18,16 @@ log = logging.getLogger("mcpfast.transport")
 _UCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid (socket(7), SO_PEERCRED)
 
 
-def _peer_credentials(transport: asyncio.BaseTransport) -> tuple[str, str]:
+def _peer_credentials(transport: asyncio.BaseTransport) -> tuple[Identity, str]:
     """The connecting process's credentials, as the kernel vouches for them: the
-    identity (by user) and a description for /api/v1/connections."""
+    identity (keyed by user) and a description for /api/v1/connections."""
     sock = transport.get_extra_info("socket")
     try:
         pid, uid, gid = _UCRED.unpack(sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
                                                       _UCRED.size))
     except (AttributeError, OSError, struct.error):
-        return "unix:unknown", "unix peer (no credentials)"
-    return f"uid:{uid}", f"pid {pid}, uid {uid}, gid {gid}"
+        return Identity("unix:unknown"), "unix peer (no credentials)"
+    return Identity(f"uid:{uid}", uid=uid, gid=gid, pid=pid), f"pid {pid}, uid {uid}, gid {gid}"
 
 
 class UnixConnection(ClientProtocol):

@@ -12,6 +12,7 @@ from mcpfast.gateway import chain, rate_limit
 from mcpfast.gateway.chain import Refusal, compile_chain, compile_checks
 from mcpfast.gateway.rate_limit import RATE_LIMITED, build
 from mcpfast.gateway.session import DownstreamSession
+from mcpfast.transport.ports import Identity
 
 from ..conftest import ROOT, InProcessClient, in_gateway, toml_value
 
@@ -20,7 +21,7 @@ BACKGROUND = ROOT / "tests" / "servers" / "background_server.py"
 
 def session(identity: str) -> DownstreamSession:
     return DownstreamSession("s", "unix", "-", lambda data: None, lambda code, reason: None,
-                             identity=identity)
+                             identity=Identity(identity))
 
 
 def test_no_policy_is_an_empty_tuple() -> None:
@@ -43,7 +44,7 @@ def test_a_view_filters_every_list_a_session_is_served(tmp_path: Path) -> None:
     asked: list[tuple[str, str, str, str]] = []
 
     def no_big(s: DownstreamSession, upstream: str, kind: str, name: str) -> bool:
-        asked.append((s.identity, upstream, kind, name))
+        asked.append((s.identity.key, upstream, kind, name))
         return name != "big"
 
     async def body(gw: Any, client: InProcessClient) -> None:

@@ -115,9 +115,13 @@ def test_identities_have_buckets_of_their_own_and_a_global_limit_is_shared(
             assert text(await tcp.call_tool("other__big", {"size": 1})) == "x"
             assert (await unix.call_tool("other__big", {"size": 1}))["error"]["code"] == \
                 -32029
-            identities = {c["transport"]: c["identity"] for c in
-                          json.loads(gw.admin_get("/api/v1/connections")[1])["connections"]}
-            assert identities == {"websocket": "ip:127.0.0.1", "unix": f"uid:{os.getuid()}"}
+            connections = json.loads(gw.admin_get("/api/v1/connections")[1])["connections"]
+            identities = {c["transport"]: (c["identity"], c["credentials"]) for c in connections}
+            # On the unix socket the kernel vouches for the connecting process: this one.
+            assert identities == {
+                "websocket": ("ip:127.0.0.1", {"address": "127.0.0.1"}),
+                "unix": (f"uid:{os.getuid()}", {"uid": os.getuid(), "gid": os.getgid(),
+                                                "pid": os.getpid()})}
     run(main())
 
 
