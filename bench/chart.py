@@ -44,8 +44,8 @@ def write_chart(path: Path, suite: SuiteResult) -> None:
     _proxy_cpu(axes[-1][0], load)
     _idle_memory(axes[-1][1], idle)
     m = suite.machine
-    fig.suptitle(f"mcpfast end-to-end benchmarks, {m.date}, {m.nproc} cores shared by "
-                 f"load generator, proxy and echo server"
+    fig.suptitle(f"mcpfast end-to-end benchmarks, {m.date}, {m.nproc} cores: "
+                 f"{m.pinning or 'not pinned'}"
                  + (" (--quick: not for reading)" if suite.quick else ""), fontsize=12)
     fig.tight_layout(rect=(0, 0, 1, 0.98))
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -86,11 +86,14 @@ def render(suite: SuiteResult, chart_name: str | None) -> str:
         f"and round{' (--quick: tiny loads, not for reading)' if suite.quick else ''} |",
         f"| rounds | {suite.rounds} per load scenario, targets interleaved (order reversed "
         "every other round); the round with the median throughput is shown |",
+        f"| pinning (`sched_setaffinity`) | {m.pinning or 'not recorded'} |",
         "",
-        f"The load generator, the proxy and the echo server all share these {m.nproc} "
-        "cores (there is no other machine to put the load generator on), so a proxy here "
-        "competes with its own load for CPU. The load generator's own CPU per call is "
-        "shown so that it can be seen not to be the bottleneck.",
+        f"The load generator runs on the same {m.nproc} cores as the proxy (there is no "
+        "other machine to put it on), but apart from it: the proxy and its upstream (the "
+        "echo server) are pinned to one half of the CPUs and the load generator to the "
+        "other, so that a proxy does not compete with its own load for CPU and its own "
+        "cost decides the figures. The load generator's own CPU per call is shown so that "
+        "it can be seen not to be the bottleneck.",
     ]
     if m.nofile_note:
         lines += ["", f"**Note:** {m.nofile_note}."]

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from . import procfs
+from .pinning import LOADGEN_CPUS, pinned_to
 from .targets import TARGET_TRANSPORTS, Target, TargetError, log_tail, read_json_line
 
 LOADGEN = Path(__file__).resolve().with_name("loadgen.py")
@@ -114,7 +115,8 @@ class LoadgenProcess:
         with open(log, "ab") as err:
             self.proc = subprocess.Popen([sys.executable, str(LOADGEN), *args],
                                          stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                         stderr=err, start_new_session=True)
+                                         stderr=err, start_new_session=True,
+                                         preexec_fn=pinned_to(LOADGEN_CPUS))
 
     def next_event(self, deadline: float) -> dict[str, Any]:
         assert self.proc.stdout is not None

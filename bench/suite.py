@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 
+from . import pinning
 from .nginx import ensure_nginx, nginx_version
 from .scenarios import (
     SCENARIOS,
@@ -41,6 +42,8 @@ class Machine:
     versions: dict[str, str]
     nofile: int
     nofile_note: str
+    pinning: str = ""
+    """Which CPUs the proxy side and the load generator ran on (``pinning.describe``)."""
 
 
 @dataclass
@@ -101,7 +104,7 @@ def describe_machine(nginx: str | None, nofile: int, nofile_note: str) -> Machin
         date=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         nproc=len(os.sched_getaffinity(0)), cpu=_cpu_model(), kernel=platform.release(),
         python=platform.python_version(), versions=versions, nofile=nofile,
-        nofile_note=nofile_note)
+        nofile_note=nofile_note, pinning=pinning.describe())
 
 
 def plan(scenario_names: list[str], target_names: list[str],

@@ -35,6 +35,7 @@ from typing import IO, Any
 
 from . import procfs
 from .nginx import nginx_version, render_config
+from .pinning import PROXY_CPUS, pinned_to
 
 ROOT = Path(__file__).resolve().parent.parent
 ECHO_SERVER = Path(__file__).resolve().with_name("echo_server.py")
@@ -136,7 +137,7 @@ class Target:
             proc = subprocess.Popen(
                 argv, cwd=ROOT, stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE if stdout_pipe else log, stderr=log,
-                start_new_session=True)
+                start_new_session=True, preexec_fn=pinned_to(PROXY_CPUS))
         finally:
             log.close()
         self._processes.append(proc)
@@ -235,6 +236,11 @@ path = "/mcp"
 unix_socket = {json.dumps(str(unix_path))}
 backlog = 4096
 idle_timeout = 3600.0
+
+[limits]
+# Every session comes from 127.0.0.1: the default cap per address (half of the total)
+# would refuse the last of the idle scenario's 10,000.
+max_connections_per_peer = 1000000
 
 [admin]
 host = "127.0.0.1"

@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from bench import pinning
 from bench.nginx import find_nginx
 from bench.report import END, START, load_tables, replace_block
 from bench.scenarios import SCENARIOS, LoadResult
@@ -99,6 +100,7 @@ def test_report_has_a_table_per_scenario_and_a_chart(quick_run: Results) -> None
     assert "## Analysis" in text
     assert "python -m bench run --quick" in text
     assert f"| cores (`nproc`) | {suite['machine']['nproc']} |" in text
+    assert f"| pinning (`sched_setaffinity`) | {pinning.describe()} |" in text
     for title in ("### Latency", "### Throughput", "### Fan-in", "### Idle capacity"):
         assert title in text
     for target in WEBSOCKET_AND_UNIX | STREAMABLE_HTTP:
@@ -214,3 +216,20 @@ def test_echo_server_speaks_streamable_http_on_one_keep_alive_connection(
     reply.read()
     assert conn.sock is sock  # every exchange above on the one connection
     conn.close()
+
+
+def test_the_proxy_side_and_the_load_generator_get_separate_cpus() -> None:
+    """The proxy and its upstream on one half of the CPUs, the load generator on the
+    other: a child started with ``pinned_to`` runs where it was put."""
+    if pinning.SPLIT is None:
+        pytest.skip("a single CPU: nothing to split")
+    proxy, loadgen = pinning.SPLIT
+    assert proxy and loadgen and not proxy & loadgen
+    assert proxy | loadgen == os.sched_getaffinity(0)
+    for cpus in (proxy, loadgen):
+        out = subprocess.run([sys.executable, "-c",
+                              "import os; print(sorted(os.sched_getaffinity(0)))"],
+                             preexec_fn=pinning.pinned_to(cpus), capture_output=True,
+                             text=True, check=True).stdout
+        assert json.loads(out) == sorted(cpus)
+
