@@ -7,6 +7,7 @@ import os
 import re
 import shlex
 import sys
+from collections.abc import Callable
 
 from . import __version__
 from .config import (
@@ -83,7 +84,13 @@ def main(argv: list[str] | None = None) -> int:
         names = ", ".join(config.upstreams)
         print(f"{args.file}: OK ({len(config.upstreams)} upstream(s): {names})")
         return 0
-    return _serve(config)
+    def reread() -> Config:
+        """The config file as it is now, with the same flags on top (SIGHUP)."""
+        fresh = load(args.config)
+        _apply_flags(fresh, args)
+        return fresh
+
+    return _serve(config, reread)
 
 
 def _port(text: str) -> int:
@@ -158,7 +165,7 @@ def _unstartable(config: Config) -> list[str]:
     return problems
 
 
-def _serve(config: Config) -> int:
+def _serve(config: Config, reread: Callable[[], Config] | None = None) -> int:
     import uvloop
 
     from .logs import configure
@@ -166,7 +173,7 @@ def _serve(config: Config) -> int:
 
     configure(config.logging.level, config.logging.format)
     try:
-        uvloop.run(serve(config))
+        uvloop.run(serve(config, reread))
     except OSError as exc:
         print(f"mcpfast: {exc}", file=sys.stderr)
         return 1

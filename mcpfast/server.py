@@ -1,5 +1,12 @@
 """``mcpfast serve``: run the gateway until SIGTERM or SIGINT, then shut down gracefully.
 
+SIGHUP rereads the config file and, when it is valid as a whole, puts it in force at
+once (``Gateway.use``): limits, rate limits and the policy chain apply to the next
+request, connection or call, and no connection is dropped. A config that does not load
+is refused with its key path, and the one in force stays. What the process was built
+from (upstreams, listener and admin addresses, routing, logging) is named in the log
+and applies after a restart, until hot reload (a later issue) learns to apply it.
+
 Start order: the admin app, then the listeners, then the upstreams. The listeners accept
 clients while the upstreams initialize, so that one that is slow or cannot start at all
 does not keep the port closed for its ``init_timeout``; /readiness stays 503, and "ready"
@@ -17,6 +24,7 @@ import asyncio
 import logging
 import os
 import signal
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
@@ -25,7 +33,7 @@ from mcpfast_ext import IMPLEMENTATION
 
 from . import __version__
 from .admin.app import create_app
-from .config import Config, private_directory, user_socket_path
+from .config import Config, ConfigError, private_directory, user_socket_path
 from .gateway.gateway import Gateway
 from .listeners import Listener, TcpListener, UnixListener
 from .upstream.stdio import become_subreaper, reap_exited_orphans, reap_orphans
@@ -38,13 +46,16 @@ ZOMBIE_SWEEP = 30.0
 (they are the gateway's children once it is a subreaper, and would stay zombies)."""
 
 
-async def serve(config: Config) -> None:
+async def serve(config: Config, reread: Callable[[], Config] | None = None) -> None:
+    """Run until SIGTERM or SIGINT; ``reread`` loads the config again on SIGHUP."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     subreaper = become_subreaper()
     gateway = Gateway(config)
+    if reread is not None:
+        loop.add_signal_handler(signal.SIGHUP, reload, gateway, reread)
     log.info("mcpfast %s starting (%s hot path) with %s", __version__, IMPLEMENTATION,
              config.source)
 
@@ -105,6 +116,20 @@ async def serve(config: Config) -> None:
         if admin_runner is not None:
             await admin_runner.cleanup()
         log.info("stopped")
+
+
+def reload(gateway: Gateway, reread: Callable[[], Config]) -> list[str] | None:
+    """Read the config again and put it in force whole; None when it was refused (the
+    config in force stays), else the key paths that wait for a restart."""
+    try:
+        config = reread()
+    except ConfigError as exc:
+        log.error("reload refused, the config in force stays: %s", exc)
+        return None
+    held = gateway.use(config)
+    log.info("reloaded %s%s", config.source,
+             f"; {', '.join(held)} apply after a restart" if held else "")
+    return held
 
 
 async def _log_when_ready(gateway: Gateway) -> None:
