@@ -1,8 +1,9 @@
 """``mcpfast serve``: run the gateway until SIGTERM or SIGINT, then shut down gracefully.
 
-SIGHUP rereads the config file and, when it is valid as a whole, puts it in force at
-once (``Gateway.use``): limits, rate limits and the policy chain apply to the next
-request, connection or call, and no connection is dropped. A config that does not load
+SIGHUP (and the admin API's POST /api/v1/reload) rereads the config file and, when it
+is valid as a whole, puts it in force at once (``Gateway.use``): limits, rate limits
+and the policy chain apply to the next request, connection or call, and no connection
+is dropped. A config that does not load
 is refused with its key path, and the one in force stays. What the process was built
 from (upstreams, listener and admin addresses, routing, logging) is named in the log
 and applies after a restart, until hot reload (a later issue) learns to apply it.
@@ -54,14 +55,18 @@ async def serve(config: Config, reread: Callable[[], Config] | None = None) -> N
         loop.add_signal_handler(sig, stop.set)
     subreaper = become_subreaper()
     gateway = Gateway(config)
+    reloader: Callable[[], list[str]] | None = None
     if reread is not None:
-        loop.add_signal_handler(signal.SIGHUP, reload, gateway, reread)
+        def reloader() -> list[str]:
+            return reload(gateway, reread)
+
+        loop.add_signal_handler(signal.SIGHUP, _reload_on_signal, reloader)
     log.info("mcpfast %s starting (%s hot path) with %s", __version__, IMPLEMENTATION,
              config.source)
 
     admin_runner: web.AppRunner | None = None
     if config.admin.enabled:
-        admin_runner = web.AppRunner(create_app(gateway), access_log=None,
+        admin_runner = web.AppRunner(create_app(gateway, reloader), access_log=None,
                                      handle_signals=False)
         await admin_runner.setup()
         await web.TCPSite(admin_runner, config.admin.host, config.admin.port).start()
@@ -118,18 +123,26 @@ async def serve(config: Config, reread: Callable[[], Config] | None = None) -> N
         log.info("stopped")
 
 
-def reload(gateway: Gateway, reread: Callable[[], Config]) -> list[str] | None:
-    """Read the config again and put it in force whole; None when it was refused (the
-    config in force stays), else the key paths that wait for a restart."""
+def reload(gateway: Gateway, reread: Callable[[], Config]) -> list[str]:
+    """Read the config again and put it in force whole (SIGHUP, POST /api/v1/reload);
+    returns the key paths that wait for a restart. A config that does not load raises
+    ConfigError, and the one in force stays."""
     try:
         config = reread()
     except ConfigError as exc:
         log.error("reload refused, the config in force stays: %s", exc)
-        return None
+        raise
     held = gateway.use(config)
     log.info("reloaded %s%s", config.source,
              f"; {', '.join(held)} apply after a restart" if held else "")
     return held
+
+
+def _reload_on_signal(reloader: Callable[[], list[str]]) -> None:
+    try:
+        reloader()
+    except ConfigError:
+        pass  # logged; the config in force stays
 
 
 async def _log_when_ready(gateway: Gateway) -> None:

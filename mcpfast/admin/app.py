@@ -8,6 +8,7 @@ Never on the data path: it only reads the gateway's state when asked. With
 from __future__ import annotations
 
 import hmac
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from aiohttp import web
@@ -22,6 +23,7 @@ from prometheus_client import (
 
 from mcpfast_ext import IMPLEMENTATION
 
+from ..config import ConfigError
 from ..metrics import GatewayCollector
 
 if TYPE_CHECKING:
@@ -29,6 +31,7 @@ if TYPE_CHECKING:
 
 GATEWAY = web.AppKey("gateway", object)
 REGISTRY = web.AppKey("registry", CollectorRegistry)
+RELOAD = web.AppKey("reload", object)
 PROBES = frozenset({"/health", "/liveness", "/readiness"})
 
 
@@ -51,7 +54,10 @@ def bearer_token(token: str) -> Middleware:
     return require_token
 
 
-def create_app(gateway: Gateway) -> web.Application:
+def create_app(gateway: Gateway, reload: Callable[[], list[str]] | None = None
+               ) -> web.Application:
+    """``reload`` rereads the config and puts it in force (server.reload), for
+    POST /api/v1/reload."""
     token = gateway.config.admin.token
     app = web.Application(middlewares=[bearer_token(token)] if token else [])
     registry = CollectorRegistry(auto_describe=True)
@@ -60,17 +66,38 @@ def create_app(gateway: Gateway) -> web.Application:
     registry.register(PLATFORM_COLLECTOR)
     app[GATEWAY] = gateway
     app[REGISTRY] = registry
+    app[RELOAD] = reload
     app.router.add_get("/health", health)
     app.router.add_get("/liveness", liveness)
     app.router.add_get("/readiness", readiness)
     app.router.add_get("/status", status)
     app.router.add_get("/api/v1/connections", connections)
     app.router.add_get("/metrics", metrics)
+    app.router.add_post("/api/v1/reload", reload_config)
     return app
 
 
 def _gateway(request: web.Request) -> Gateway:
     return request.app[GATEWAY]  # type: ignore[return-value]
+
+
+async def reload_config(request: web.Request) -> web.Response:
+    """Reread the config file and put it in force whole, as SIGHUP does. A write: only
+    with ``admin.token`` set (the token middleware then guards it)."""
+    if not _gateway(request).config.admin.token:
+        return web.json_response(
+            {"error": "forbidden: set admin.token to enable the admin API's writes"},
+            status=403)
+    reload = request.app[RELOAD]
+    if reload is None:
+        return web.json_response({"error": "this gateway has no config file to reread"},
+                                 status=409)
+    try:
+        held = reload()  # type: ignore[operator]
+    except ConfigError as exc:
+        return web.json_response(
+            {"error": f"reload refused, the config in force stays: {exc}"}, status=400)
+    return web.json_response({"reloaded": _gateway(request).config.source, "held": held})
 
 
 async def liveness(request: web.Request) -> web.Response:

@@ -155,3 +155,52 @@ def test_container_config_binds_admin_beyond_loopback_only_with_a_token(
     finally:
         proc.terminate()
         proc.wait(20)
+
+
+def admin_post(gw: GatewayProcess, path: str, authorization: str | None = None
+               ) -> tuple[int, dict[str, Any]]:
+    request = urllib.request.Request(gw.admin_url + path, data=b"", method="POST")
+    if authorization is not None:
+        request.add_header("Authorization", authorization)
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+BACKGROUND = ["python", str(ROOT / "tests" / "servers" / "background_server.py")]
+
+
+def test_reload_over_the_admin_api_takes_the_token(gateway_factory: Any,
+                                                   monkeypatch: Any) -> None:
+    """POST /api/v1/reload does what SIGHUP does, and is a write: refused without a
+    token configured, and guarded by it when there is one."""
+    monkeypatch.setenv("ADMIN_TEST_TOKEN", TOKEN)
+    bare: GatewayProcess = gateway_factory({"bg": {"command": BACKGROUND}})
+    code, body = admin_post(bare, "/api/v1/reload")
+    assert code == 403 and "admin.token" in body["error"]
+    bare.terminate()
+
+    gw: GatewayProcess = gateway_factory({"bg": {"command": BACKGROUND}}, start=False)
+    gw.config_path.write_text(gw.config_path.read_text().replace(
+        "[admin]\n", '[admin]\ntoken = "${ADMIN_TEST_TOKEN}"\n'))
+    gw.start()
+    base = gw.config_path.read_text()
+    assert admin_post(gw, "/api/v1/reload")[0] == 401
+    gw.config_path.write_text(base + '\n[limits]\nmax_in_flight = "many"\n')
+    code, body = admin_post(gw, "/api/v1/reload", f"Bearer {TOKEN}")
+    assert code == 400
+    assert "limits.max_in_flight: expected int, got str" in body["error"]
+    gw.config_path.write_text(base + '\n[[rate_limits]]\nrate = 0.001\nburst = 1\n'
+                              'tool = "big"\n')
+    code, body = admin_post(gw, "/api/v1/reload", f"Bearer {TOKEN}")
+    assert (code, body) == (200, {"reloaded": str(gw.config_path), "held": []})
+
+    async def main() -> None:
+        async with ws_client(gw.ws_url) as client:
+            await client.initialize()
+            assert "result" in await client.call_tool("big", {"size": 1})
+            refused = await client.call_tool("big", {"size": 1})
+            assert refused["error"]["code"] == -32029
+    run(main())
