@@ -39,15 +39,9 @@ cdef class HttpRequestReader:
         self._parser = httptools.HttpRequestParser(self)
         self._max_head = max_head_bytes
         self._max_body = max_body_bytes
-        self._head_bytes = 0
-        self._url = b""
-        self._headers = []
-        self._index = {}
-        self._repeated = None
-        self._body = []
-        self._body_bytes = 0
         self._requests = []
         self.upgraded_data = None
+        self.on_message_begin()  # the per-request state, empty
         self.phase = _IDLE
 
     def feed(self, data):

@@ -31,15 +31,9 @@ class HttpRequestReader:
         self._parser = httptools.HttpRequestParser(self)
         self._max_head = max_head_bytes
         self._max_body = max_body_bytes
-        self._head_bytes = 0
-        self._url = b""
-        self._headers: list[tuple[str, str]] = []
-        self._index: dict[str, str] = {}
-        self._repeated: set[str] | None = None
-        self._body: list[bytes] = []
-        self._body_bytes = 0
         self._requests: list[HttpRequest] = []
         self.upgraded_data: bytes | None = None
+        self.on_message_begin()  # the per-request state, empty
         self.phase = IDLE
 
     def feed(self, data: bytes) -> list[HttpRequest]:
@@ -70,10 +64,10 @@ class HttpRequestReader:
     def on_message_begin(self) -> None:
         self.phase = HEAD
         self._url = b""
-        self._headers = []
-        self._index = {}
-        self._repeated = None
-        self._body = []
+        self._headers: list[tuple[str, str]] = []
+        self._index: dict[str, str] = {}
+        self._repeated: set[str] | None = None
+        self._body: list[bytes] = []
         self._body_bytes = 0
         self._head_bytes = 0
 

@@ -751,3 +751,61 @@ def in_gateway(config: Path, body: Callable[[Any, InProcessClient], Awaitable[No
         finally:
             await gw.stop()
     run(main())
+
+
+class Socket:
+    """A TCP connection's transport, for a connection of an in-process gateway: what
+    it writes is kept."""
+
+    def __init__(self) -> None:
+        self.written: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        self.written.append(data)
+
+    def get_extra_info(self, name: str) -> Any:
+        return ("127.0.0.1", 40000) if name == "peername" else None
+
+    def is_closing(self) -> bool:
+        return False
+
+    def get_write_buffer_size(self) -> int:
+        return 0
+
+    def close(self) -> None: ...
+    def pause_reading(self) -> None: ...
+    def resume_reading(self) -> None: ...
+
+
+class InProcessListener:
+    """The TCP listener, as a connection of an in-process gateway reads it."""
+
+    def __init__(self, gw: Any) -> None:
+        from mcpfast.transport.streamable import Endpoint
+
+        self.endpoint = Endpoint(gw)
+        self.connections: set[Any] = set()
+
+
+def http_post(message: dict[str, Any], session_id: str = "", **headers: str) -> bytes:
+    """A legacy Streamable HTTP POST of ``message``, as bytes on the wire."""
+    body = json.dumps(message).encode()
+    return ("POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            "Accept: application/json, text/event-stream\r\n"
+            "Content-Type: application/json\r\n"
+            + (f"Mcp-Session-Id: {session_id}\r\nMCP-Protocol-Version: 2025-11-25\r\n"
+               if session_id else "")
+            + "".join(f"{name}: {value}\r\n" for name, value in headers.items())
+            + f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+
+
+async def next_response(socket: Socket) -> tuple[str, bytes]:
+    """The next response written: its head and body (30 s at most, for a busy machine)."""
+    for _ in range(3000):
+        if socket.written:
+            data = b"".join(socket.written)
+            socket.written.clear()
+            head, _, body = data.partition(b"\r\n\r\n")
+            return head.decode(), body
+        await asyncio.sleep(0.01)
+    raise AssertionError("no response")

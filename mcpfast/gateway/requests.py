@@ -272,7 +272,8 @@ class Requests:
             params = jsonrpc.encode(full)
         if token is not UNSET:
             req.progress_token = token
-        req.subscription = subscription
+        if subscription is not None:
+            req.subscription = subscription
         req.env = NO_ENVELOPE
         sent = upstream.forward(req, session, req.method, params, upstream_id)
         if sent is None:

@@ -97,7 +97,7 @@ class Stream:
                 # Nothing preceded the response: answer with plain JSON.
                 self.done = True
                 self.exchange = None
-                if error or (error is None and b'"error"' in data):
+                if _is_error(data, error):
                     # A rate limit's refusal is 429 with Retry-After on every transport;
                     # other errors keep the legacy transport's 200.
                     status, extra = _error_status(data, _legacy_status)
@@ -375,7 +375,7 @@ class ModernRequest:
             exchange.end()
         else:
             status, headers = 200, None
-            if error or (error is None and b'"error"' in data):
+            if _is_error(data, error):
                 status, headers = _error_status(data, modern.http_status_for)
             exchange.json(status, data, headers)
         self._finish()
@@ -418,6 +418,12 @@ class _ResponseError(msgspec.Struct, gc=False):
 
 
 _response_error = msgspec.json.Decoder(_ResponseError)
+
+
+def _is_error(response: bytes, error: bool | None) -> bool:
+    """Whether a response is an error: as the core said, or, when it could not say
+    without reading it, as its bytes suggest (``_error_status`` then reads it)."""
+    return error if error is not None else b'"error"' in response
 
 
 def _legacy_status(code: int) -> int:

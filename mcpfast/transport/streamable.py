@@ -164,12 +164,6 @@ class Endpoint:
         if self.sessions or self.live_modern:
             self.arm()
 
-    def close_all(self) -> None:
-        for session in list(self.sessions.values()):
-            session.close(1001, "gateway shutting down")
-        for request in list(self.live_modern):
-            request.close(1001, "the gateway is shutting down")
-
     # -- checks shared with the WebSocket handshake --------------------------------------
     def refuse(self, request: HttpRequest) -> tuple[int, str] | None:
         """Origin and Host checks (DNS rebinding): the status and reason to refuse with.

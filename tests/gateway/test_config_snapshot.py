@@ -9,8 +9,18 @@ from pathlib import Path
 
 from mcpfast.config import load
 from mcpfast.gateway.gateway import Gateway
+from mcpfast.transport.tcp import TcpConnection
 
-from ..conftest import ROOT, InProcessClient, in_gateway, toml_value
+from ..conftest import (
+    ROOT,
+    InProcessClient,
+    InProcessListener,
+    Socket,
+    http_post,
+    in_gateway,
+    next_response,
+    toml_value,
+)
 
 BACKGROUND = ["python", str(ROOT / "tests" / "servers" / "background_server.py")]
 
@@ -77,4 +87,33 @@ def test_what_needs_a_restart_is_named_and_keeps_its_old_value(tmp_path: Path) -
         # The rest of the new snapshot is in force.
         assert gw.config.limits.max_in_flight == 3 and gw.max_in_flight == 3
         assert "result" in await client.call("big")
+    in_gateway(base, body)
+
+
+def test_the_http_endpoint_and_admission_take_a_new_snapshot(tmp_path: Path) -> None:
+    """Transports read the snapshot in force: an Origin the old config refused is let in
+    by the new one, and a tighter per-address cap refuses the next connection."""
+    base = config_file(tmp_path / "base.toml")
+    opened = config_file(tmp_path / "opened.toml",
+                         '[listen.http]\nallowed_origins = ["http://app.example"]\n\n'
+                         '[limits]\nmax_connections_per_peer = 1\n')
+    initialize = {"jsonrpc": "2.0", "id": 1, "method": "initialize",
+                  "params": {"protocolVersion": "2025-11-25", "capabilities": {},
+                             "clientInfo": {"name": "test", "version": "0"}}}
+
+    async def body(gw: Gateway, client: InProcessClient) -> None:
+        listener = InProcessListener(gw)
+        first, socket = TcpConnection(gw, listener), Socket()  # type: ignore[arg-type]
+        first.connection_made(socket)  # type: ignore[arg-type]
+        first.data_received(http_post(initialize, Origin="http://app.example"))
+        head, _ = await next_response(socket)
+        assert head.startswith("HTTP/1.1 403 "), head
+        assert gw.use(load(str(opened))) == []
+        first.data_received(http_post(initialize, Origin="http://app.example"))
+        head, _ = await next_response(socket)
+        assert head.startswith("HTTP/1.1 200 "), head
+        second, refused = TcpConnection(gw, listener), Socket()  # type: ignore[arg-type]
+        second.connection_made(refused)  # type: ignore[arg-type]
+        head, text = await next_response(refused)
+        assert head.startswith("HTTP/1.1 503 ") and b"open from 127.0.0.1" in text, head
     in_gateway(base, body)

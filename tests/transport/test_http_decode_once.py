@@ -8,7 +8,6 @@ replaced by a list."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 from pathlib import Path
 from typing import Any
@@ -19,51 +18,19 @@ from mcpfast.config import load
 from mcpfast.gateway.gateway import Gateway
 from mcpfast.protocol import jsonrpc
 from mcpfast.transport import http_sessions
-from mcpfast.transport.streamable import Endpoint
 from mcpfast.transport.tcp import TcpConnection
 
-from ..conftest import ROOT, run, toml_value
+from ..conftest import (
+    ROOT,
+    InProcessListener,
+    Socket,
+    http_post,
+    next_response,
+    run,
+    toml_value,
+)
 
 BACKGROUND = ["python", str(ROOT / "tests" / "servers" / "background_server.py")]
-
-
-class Socket:
-    """The connection's transport: what it writes is kept."""
-
-    def __init__(self) -> None:
-        self.written: list[bytes] = []
-
-    def write(self, data: bytes) -> None:
-        self.written.append(data)
-
-    def get_extra_info(self, name: str) -> Any:
-        return ("127.0.0.1", 40000) if name == "peername" else None
-
-    def is_closing(self) -> bool:
-        return False
-
-    def get_write_buffer_size(self) -> int:
-        return 0
-
-    def close(self) -> None: ...
-    def pause_reading(self) -> None: ...
-    def resume_reading(self) -> None: ...
-
-
-class Listener:
-    def __init__(self, gw: Gateway) -> None:
-        self.endpoint = Endpoint(gw)
-        self.connections: set[Any] = set()
-
-
-def post(message: dict[str, Any], session_id: str = "") -> bytes:
-    body = json.dumps(message).encode()
-    return ("POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-            "Accept: application/json, text/event-stream\r\n"
-            "Content-Type: application/json\r\n"
-            + (f"Mcp-Session-Id: {session_id}\r\nMCP-Protocol-Version: 2025-11-25\r\n"
-               if session_id else "")
-            + f"Content-Length: {len(body)}\r\n\r\n").encode() + body
 
 
 class Counting:
@@ -78,18 +45,6 @@ class Counting:
         return self.decoder.decode(data)
 
 
-async def response(socket: Socket) -> tuple[str, bytes]:
-    """The next complete response written: its head and body."""
-    for _ in range(1000):
-        if socket.written:
-            data = b"".join(socket.written)
-            socket.written.clear()
-            head, _, body = data.partition(b"\r\n\r\n")
-            return head.decode(), body
-        await asyncio.sleep(0.01)
-    raise AssertionError("no response")
-
-
 def test_a_request_is_decoded_once_and_its_answer_not_at_all(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     config = tmp_path / "gw.toml"
@@ -100,14 +55,14 @@ def test_a_request_is_decoded_once_and_its_answer_not_at_all(
         gw = Gateway(load(str(config)))
         await gw.start_upstreams()
         try:
-            connection = TcpConnection(gw, Listener(gw))  # type: ignore[arg-type]
+            connection = TcpConnection(gw, InProcessListener(gw))  # type: ignore[arg-type]
             socket = Socket()
             connection.connection_made(socket)  # type: ignore[arg-type]
-            connection.data_received(post({
+            connection.data_received(http_post({
                 "jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
                     "protocolVersion": "2025-11-25", "capabilities": {},
                     "clientInfo": {"name": "test", "version": "0"}}}))
-            head, _ = await response(socket)
+            head, _ = await next_response(socket)
             session_id = next(line.split(":", 1)[1].strip() for line in head.split("\r\n")
                               if line.lower().startswith("mcp-session-id:"))
 
@@ -124,10 +79,10 @@ def test_a_request_is_decoded_once_and_its_answer_not_at_all(
             monkeypatch.setattr(jsonrpc, "decode", counting_decode)
             routing = Counting(http_sessions._out)
             monkeypatch.setattr(http_sessions, "_out", routing)
-            connection.data_received(post({
+            connection.data_received(http_post({
                 "jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {
                     "name": "big", "arguments": {"size": 3}}}, session_id))
-            head, body = await response(socket)
+            head, body = await next_response(socket)
             assert head.startswith("HTTP/1.1 200 OK\r\n"), head
             assert json.loads(body) == {"jsonrpc": "2.0", "id": 2, "result": {
                 "content": [{"type": "text", "text": "xxx"}]}}
@@ -135,10 +90,10 @@ def test_a_request_is_decoded_once_and_its_answer_not_at_all(
             assert (decodes, routing.calls) == (1, 0)
 
             # An error answer, flagged as one: the legacy transport keeps its 200.
-            connection.data_received(post({
+            connection.data_received(http_post({
                 "jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": {
                     "name": "nope", "arguments": {}}}, session_id))
-            head, body = await response(socket)
+            head, body = await next_response(socket)
             assert head.startswith("HTTP/1.1 200 OK\r\n"), head
             assert json.loads(body)["error"]["code"] == jsonrpc.INVALID_PARAMS
             assert (decodes, routing.calls) == (2, 0)
