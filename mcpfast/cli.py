@@ -45,6 +45,11 @@ def main(argv: list[str] | None = None) -> int:
     check = commands.add_parser("check-config", help="validate a config file and exit")
     check.add_argument("file")
     commands.add_parser("version", help="print the version")
+    hash_key = commands.add_parser(
+        "hash-key", help="print what [[auth.api_keys]] stores for an API key, read from "
+                         "standard input (never an argument, which shells keep)")
+    hash_key.add_argument("--new", action="store_true",
+                          help="make a new random key and print it with its hash")
     connect = commands.add_parser(
         "connect", help="bridge stdio to a running gateway (for stdio-only MCP clients)")
     connect.add_argument("--unix", metavar="PATH", default=None,
@@ -55,6 +60,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "version":
         print(f"mcpfast {__version__}")
         return 0
+    if args.command == "hash-key":
+        return _hash_key(args.new)
     if args.command == "connect":
         import asyncio
 
@@ -91,6 +98,21 @@ def main(argv: list[str] | None = None) -> int:
         return fresh
 
     return _serve(config, reread)
+
+
+def _hash_key(new: bool) -> int:
+    from .auth.api_keys import hash_key, new_key
+
+    if new:
+        key = new_key()
+        print(f"key:  {key}\nhash: {hash_key(key)}")
+        return 0
+    key = sys.stdin.readline().strip()
+    if not key:
+        print("mcpfast hash-key: no key on standard input", file=sys.stderr)
+        return 2
+    print(hash_key(key))
+    return 0
 
 
 def _port(text: str) -> int:
@@ -153,9 +175,14 @@ def _server_name(argv: list[str]) -> str:
 def _unstartable(config: Config) -> list[str]:
     """Upstreams whose program or directory is missing, checked with the environment
     each would get; "key.path: reason" like any config error."""
+    from .auth.authenticator import Authenticator
     from .upstream.stdio import CannotStartError, resolve_command, upstream_environment
 
     problems: list[str] = []
+    try:
+        Authenticator(config)  # its static keys load
+    except ConfigError as exc:
+        problems.append(str(exc))
     for name, upstream in config.upstreams.items():
         env, _ = upstream_environment(upstream, config.interpolated.names, os.environ)
         try:
@@ -177,6 +204,9 @@ def _serve(config: Config, reread: Callable[[], Config] | None = None) -> int:
     except OSError as exc:
         print(f"mcpfast: {exc}", file=sys.stderr)
         return 1
+    except ConfigError as exc:
+        print(f"mcpfast: config error: {exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         pass
     return 0

@@ -25,6 +25,8 @@ import msgspec
 KEY = dict(forbid_unknown_fields=True, kw_only=True)
 UPSTREAM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 LOG_LEVELS = ("debug", "info", "warning", "error")
+_KEY_HASH = re.compile(r"^sha256:[0-9a-f]{64}$")
+"""How the config stores a secret: its SHA-256 (``mcpfast hash-key``)."""
 
 
 class ConfigError(Exception):
@@ -75,6 +77,134 @@ class HttpConfig(msgspec.Struct, **KEY):  # type: ignore[call-arg]
                "must be at least 16 characters (or empty for a random per-process key)")
 
 
+AUTH_METHODS = ("api_key", "jwt")
+ASYMMETRIC_ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512",
+                         "ES256", "ES384", "ES512", "EdDSA")
+"""What a JWT may be signed with. ``none`` and the HMAC algorithms are refused: with
+HMAC, a public key given as the verification key would let anyone sign."""
+
+
+class ApiKeyConfig(msgspec.Struct, **KEY):  # type: ignore[call-arg]
+    """One ``[[auth.api_keys]]`` table: a client's key, stored only as its hash
+    (``mcpfast hash-key`` prints it)."""
+
+    name: str  # type: ignore[misc]  # kw_only: required after defaults is fine
+    hash: str  # type: ignore[misc]
+    """``sha256:`` and the key's SHA-256 in lower-case hex."""
+    groups: list[str] = []
+    scopes: list[str] = []
+
+    def __post_init__(self) -> None:
+        _check(bool(self.name.strip()), "name", "must not be empty")
+        _check(_KEY_HASH.match(self.hash) is not None, "hash",
+               "must be sha256: and 64 lower-case hex digits (mcpfast hash-key prints it); "
+               "the config never holds a key itself")
+
+
+class JwtConfig(msgspec.Struct, **KEY):  # type: ignore[call-arg]
+    """``[auth.jwt]``: bearer tokens signed by an issuer the gateway trusts."""
+
+    issuer: str  # type: ignore[misc]  # kw_only: required after defaults is fine
+    audience: list[str] = []
+    """Accepted ``aud`` values; default: ``auth.resource``, the gateway's own URI."""
+    jwks_url: str | None = None
+    """Where the issuer publishes its keys; fetched in the background, refreshed every
+    ``jwks_refresh`` seconds, and again (at most every ``jwks_min_interval`` seconds)
+    when a token names a key id not seen yet."""
+    keys: list[str] = []
+    """Static keys: PEM public keys, or JWK / JWKS documents as JSON."""
+    algorithms: list[str] = msgspec.field(default_factory=lambda: ["RS256", "ES256", "EdDSA"])
+    leeway: float = 30.0
+    """Seconds of clock skew allowed on ``exp``, ``nbf`` and ``iat``."""
+    required_scopes: list[str] = []
+    name_claim: str = "sub"
+    groups_claim: str = "groups"
+    jwks_refresh: float = 300.0
+    jwks_min_interval: float = 30.0
+    jwks_timeout: float = 10.0
+
+    def __post_init__(self) -> None:
+        _check(bool(self.issuer), "issuer", "must not be empty")
+        for algorithm in self.algorithms:
+            _check(algorithm in ASYMMETRIC_ALGORITHMS, "algorithms",
+                   f"{algorithm!r} is not accepted: use asymmetric algorithms "
+                   f"({', '.join(ASYMMETRIC_ALGORITHMS)}); none and HMAC are refused")
+        _check(bool(self.algorithms), "algorithms", "must not be empty")
+        _check(self.jwks_url is not None or bool(self.keys), "jwks_url",
+               "set jwks_url, or give static keys")
+        _check(self.jwks_url is None or self.jwks_url.startswith(("https://", "http://")),
+               "jwks_url", "must be an http(s) URL")
+        _check(self.leeway >= 0, "leeway", "must not be negative")
+        for key in ("jwks_refresh", "jwks_min_interval", "jwks_timeout"):
+            _check(getattr(self, key) > 0, key, "must be positive")
+
+
+class AuthConfig(msgspec.Struct, **KEY):  # type: ignore[call-arg]
+    """``[auth]``: the credentials clients may present. Which methods a listener
+    requires is set on the listener (``listen.auth``)."""
+
+    api_keys: list[ApiKeyConfig] = []
+    api_key_header: str = "X-API-Key"
+    """A header that carries an API key besides ``Authorization: Bearer``."""
+    jwt: JwtConfig | None = None
+    resource: str = ""
+    """The gateway's own resource URI (``https://mcp.example.com/mcp``): tokens must be
+    issued for it (the JWT audience by default), and the OAuth protected-resource
+    metadata names it."""
+    authorization_servers: list[str] = []
+    """Issuers a client may get a token from, for the protected-resource metadata."""
+    scopes_supported: list[str] = []
+    cache_size: int = 10000
+    """Verified credentials remembered (each until it expires), so a token is checked
+    once, not on every request."""
+
+    def __post_init__(self) -> None:
+        names = [key.name for key in self.api_keys]
+        for i, name in enumerate(names):
+            _check(name not in names[:i], "api_keys",
+                   f"the name {name!r} is given to two keys")
+        _check(self.cache_size > 0, "cache_size", "must be positive")
+        _check(not self.resource or self.resource.startswith(("https://", "http://")),
+               "resource", "must be an http(s) URL")
+
+
+class AccessRuleConfig(msgspec.Struct, **KEY):  # type: ignore[call-arg]
+    """One ``[[authorization.rules]]`` table: which identities it applies to (every
+    selector given must match; none given: everyone) and what they may and may not use.
+    Names and URIs are shell patterns over what clients see (``docs__search*``,
+    ``file:///public/*``), optionally only on one ``upstream``."""
+
+    name: str = ""
+    names: list[str] = []
+    """Identity names (an API key's name, a JWT's subject); ``*``: anyone
+    authenticated."""
+    groups: list[str] = []
+    """Any one of them."""
+    scopes: list[str] = []
+    """All of them."""
+    claims: dict[str, str | list[str]] = {}
+    """JWT claims: each must equal the value (or one of the values)."""
+    upstream: str | None = None
+    allow_tools: list[str] = []
+    deny_tools: list[str] = []
+    allow_prompts: list[str] = []
+    deny_prompts: list[str] = []
+    allow_resources: list[str] = []
+    deny_resources: list[str] = []
+
+
+class AuthorizationConfig(msgspec.Struct, **KEY):  # type: ignore[call-arg]
+    """``[authorization]``: a deny rule that applies wins over an allow; what no rule
+    decides gets ``default``."""
+
+    default: Literal["allow", "deny"] = "allow"
+    rules: list[AccessRuleConfig] = []
+
+    @property
+    def active(self) -> bool:
+        return bool(self.rules) or self.default == "deny"
+
+
 class ListenConfig(msgspec.Struct, **KEY):  # type: ignore[call-arg]
     host: str = "127.0.0.1"
     port: int = 8080
@@ -89,6 +219,14 @@ class ListenConfig(msgspec.Struct, **KEY):  # type: ignore[call-arg]
     idle_timeout: float = 300.0
     backlog: int = 1024
     http: HttpConfig = msgspec.field(default_factory=HttpConfig)
+    auth: list[Literal["api_key", "jwt"]] = []
+    """Authentication on this listener (WebSocket and Streamable HTTP): the methods a
+    client may use, any one of them admitting it (``[auth]`` configures them). Empty:
+    none, and a client is known by its address."""
+    unix_allow_uids: list[int] | None = None
+    unix_allow_gids: list[int] | None = None
+    """On the unix socket: the users and groups whose processes may connect (either
+    list admitting). Unset: anyone the socket's file mode lets in."""
 
     def __post_init__(self) -> None:
         _check(0 <= self.port <= 65535, "port", "must be between 0 and 65535")
@@ -118,18 +256,36 @@ class AdminConfig(msgspec.Struct, **KEY):  # type: ignore[call-arg]
     port: int = 9090
     token: str = ""
     """When set, every admin endpoint but the health probes needs
-    ``Authorization: Bearer <token>``. Required when ``host`` is not a loopback address:
-    /status, /metrics and the admin API would otherwise be open to the network."""
+    ``Authorization: Bearer <token>``. Required (or ``token_hashes``) when ``host`` is
+    not a loopback address: /status, /metrics and the admin API would otherwise be open
+    to the network."""
+    token_hashes: list[str] = []
+    """Admin tokens stored as hashes (``mcpfast hash-key``), as ``token`` but never in
+    the config itself; each admits to everything ``token`` does."""
+    metrics_token_hashes: list[str] = []
+    """Tokens that may read /metrics and nothing else (for a scraper)."""
+    public_metrics: bool = False
+    """/metrics without any token (for a scraper on a trusted network)."""
 
     def __post_init__(self) -> None:
         _check(0 <= self.port <= 65535, "port", "must be between 0 and 65535")
         _check(not self.token or len(self.token) >= 16, "token",
                "must be at least 16 characters")
-        _check(bool(self.token) or not self.enabled or is_loopback(self.host), "token",
+        for key in ("token_hashes", "metrics_token_hashes"):
+            for value in getattr(self, key):
+                _check(_KEY_HASH.match(value) is not None, key,
+                       f"{value!r} is not sha256: and 64 lower-case hex digits "
+                       "(mcpfast hash-key prints one)")
+        _check(self.guarded or not self.enabled or is_loopback(self.host), "token",
                f"is required when admin.host ({self.host!r}) is not a loopback address, "
                "or /status, /metrics and the admin API are open to anyone who can reach "
                "the port; set token = \"${MCPFAST_ADMIN_TOKEN}\" (and that variable), or "
                "bind admin.host to 127.0.0.1")
+
+    @property
+    def guarded(self) -> bool:
+        """Whether admin tokens are set (the admin API then needs one)."""
+        return bool(self.token or self.token_hashes)
 
 
 def is_loopback(host: str) -> bool:
@@ -287,6 +443,8 @@ class Config(msgspec.Struct, **KEY):  # type: ignore[call-arg]
     limits: LimitsConfig = msgspec.field(default_factory=LimitsConfig)
     routing: RoutingConfig = msgspec.field(default_factory=RoutingConfig)
     rate_limits: list[RateLimitConfig] = []
+    auth: AuthConfig = msgspec.field(default_factory=AuthConfig)
+    authorization: AuthorizationConfig = msgspec.field(default_factory=AuthorizationConfig)
     upstreams: dict[str, UpstreamConfig] = {}
     source: str = ""
     interpolated: Interpolated = msgspec.field(default_factory=lambda: Interpolated())
@@ -426,11 +584,29 @@ def parse(text: str, source: str = "<config>", environ: Mapping[str, str] | None
             raise ConfigError(f"rate_limits[{i}].name: {limit.name!r} names another limit "
                               "too; give each a name of its own")
         names.add(limit.name)
+    _check_auth(config)
     config.source = source
     config.interpolated = interpolated
     if config.listen.unix_socket == "auto":
         config.listen.unix_socket = user_socket_path(environ)
     return config
+
+
+def _check_auth(config: Config) -> None:
+    """What only the whole config can tell about authentication and authorization."""
+    auth = config.auth
+    for method in config.listen.auth:
+        if method == "api_key" and not auth.api_keys:
+            raise ConfigError("listen.auth: api_key is listed, but auth.api_keys has no key")
+        if method == "jwt" and auth.jwt is None:
+            raise ConfigError("listen.auth: jwt is listed, but [auth.jwt] is not set")
+    if auth.jwt is not None and not auth.jwt.audience and not auth.resource:
+        raise ConfigError("auth.jwt.audience: set it, or auth.resource (the gateway's own "
+                          "URI, which tokens must then be issued for)")
+    for i, rule in enumerate(config.authorization.rules):
+        if rule.upstream is not None and rule.upstream not in config.upstreams:
+            raise ConfigError(f"authorization.rules[{i}].upstream: no upstream is named "
+                              f"{rule.upstream!r}")
 
 
 def user_socket_path(environ: Mapping[str, str] | None = None) -> str:

@@ -9,8 +9,10 @@ class Counters:
     """Gateway-wide counters; each attribute is a plain int incremented in place."""
 
     __slots__ = (
+        "authentication_refused",
         "client_overflows",
         "connections_total",
+        "denied",
         "ended",
         "errors",
         "messages_in",
@@ -41,3 +43,7 @@ class Counters:
         self.refused_in_flight = 0
         self.refused_sessions = 0
         self.refused_sessions_per_peer = 0
+        self.authentication_refused: dict[str, int] = {}
+        """Clients refused at admission, by reason (auth/authenticator.py)."""
+        self.denied: dict[str, int] = {}
+        """Calls refused by authorization, by kind (gateway/authz.py)."""

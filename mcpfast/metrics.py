@@ -69,6 +69,18 @@ class GatewayCollector(Collector):
             buckets.add_metric([rate_limit.name], len(rate_limit))
         yield rate_limited
         yield buckets
+        refused = CounterMetricFamily(
+            "mcpfast_authentication_refused", "Clients refused at admission, by reason "
+            "(missing, invalid_token, insufficient_scope, unix_peer).", labels=["reason"])
+        for reason, count in sorted(c.authentication_refused.items()):
+            refused.add_metric([reason], count)
+        yield refused
+        denied = CounterMetricFamily(
+            "mcpfast_authorization_denied", "Calls refused by authorization (answered as "
+            "unknown), by kind (tools, prompts, resources).", labels=["kind"])
+        for kind, count in sorted(c.denied.items()):
+            denied.add_metric([kind], count)
+        yield denied
         yield GaugeMetricFamily("mcpfast_open_client_connections",
                                 "Client connections open (all transports), counted at "
                                 "admission against limits.max_connections.",

@@ -72,7 +72,7 @@ async def serve(config: Config, reread: Callable[[], Config] | None = None) -> N
         await web.TCPSite(admin_runner, config.admin.host, config.admin.port).start()
         log.info("admin API on http://%s:%d%s", config.admin.host, config.admin.port,
                  " (bearer token required but for the health probes)"
-                 if config.admin.token else "")
+                 if config.admin.guarded else "")
 
     listeners: list[Listener] = [TcpListener(gateway, "websocket", "")]
     if config.listen.unix_socket:
@@ -82,6 +82,7 @@ async def serve(config: Config, reread: Callable[[], Config] | None = None) -> N
     gateway.listeners = listeners
     background: list[asyncio.Task[Any]] = []
     try:
+        await gateway.authenticator.start()  # keys first: the first request verifies
         for listener in listeners:
             await listener.start()
         gateway.listening = True
@@ -129,10 +130,10 @@ def reload(gateway: Gateway, reread: Callable[[], Config]) -> list[str]:
     ConfigError, and the one in force stays."""
     try:
         config = reread()
+        held = gateway.use(config)
     except ConfigError as exc:
         log.error("reload refused, the config in force stays: %s", exc)
         raise
-    held = gateway.use(config)
     log.info("reloaded %s%s", config.source,
              f"; {', '.join(held)} apply after a restart" if held else "")
     return held

@@ -204,8 +204,8 @@ class GatewayProcess:
         self.env = env or {}
         listen = {"host": "127.0.0.1", "port": self.port, "unix_socket": self.unix_path,
                   **sections.pop("listen", {})}
-        config = {"listen": listen, "admin": {"host": "127.0.0.1", "port": self.admin_port},
-                  "logging": {"level": "debug"}, **sections}
+        admin = {"host": "127.0.0.1", "port": self.admin_port, **sections.pop("admin", {})}
+        config = {"listen": listen, "admin": admin, "logging": {"level": "debug"}, **sections}
         lines: list[str] = []
         for section, table in config.items():
             lines.append(f"[{section}]")
@@ -809,3 +809,100 @@ async def next_response(socket: Socket) -> tuple[str, bytes]:
             return head.decode(), body
         await asyncio.sleep(0.01)
     raise AssertionError("no response")
+
+
+# -- a token issuer ---------------------------------------------------------------------
+class Issuer:
+    """An OAuth issuer as a test needs one: its own signing keys (RSA, EC P-256 and
+    Ed25519), tokens signed with them, and its JWKS served over real HTTP on loopback
+    (``serve``), counting the fetches. Keys are added (``rotate``) to test rotation."""
+
+    ISSUER = "https://issuer.test"
+    AUDIENCE = "https://gateway.test/mcp"
+
+    def __init__(self) -> None:
+        from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+
+        self.private = {
+            "rsa": rsa.generate_private_key(public_exponent=65537, key_size=2048),
+            "ec": ec.generate_private_key(ec.SECP256R1()),
+            "ed": ed25519.Ed25519PrivateKey.generate(),
+        }
+        self.algorithm = {"rsa": "RS256", "ec": "ES256", "ed": "EdDSA"}
+        self.published = ["rsa", "ec", "ed"]
+        self.fetches = 0
+        self._server: Any = None
+
+    def rotate(self, kid: str) -> None:
+        """A new RSA key, published under ``kid``."""
+        from cryptography.hazmat.primitives.asymmetric import rsa
+
+        self.private[kid] = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        self.algorithm[kid] = "RS256"
+        self.published.append(kid)
+
+    def public_pem(self, kid: str) -> str:
+        from cryptography.hazmat.primitives import serialization
+
+        return self.private[kid].public_key().public_bytes(
+            serialization.Encoding.PEM,
+            serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+
+    def jwks(self) -> dict[str, Any]:
+        import jwt
+
+        keys = []
+        for kid in self.published:
+            public = self.private[kid].public_key()
+            algorithm = jwt.get_algorithm_by_name(self.algorithm[kid])
+            jwk = json.loads(algorithm.to_jwk(public))
+            jwk["kid"] = kid
+            keys.append(jwk)
+        return {"keys": keys}
+
+    def token(self, sub: str = "alice", kid: str = "rsa", *, lifetime: float = 300.0,
+              headers: dict[str, Any] | None = None, **claims: Any) -> str:
+        import jwt
+
+        now = int(time.time())
+        payload = {"iss": self.ISSUER, "aud": self.AUDIENCE, "sub": sub, "iat": now,
+                   "exp": now + int(lifetime), **claims}
+        return jwt.encode({k: v for k, v in payload.items() if v is not None},
+                          self.private[kid], algorithm=self.algorithm[kid],
+                          headers={"kid": kid, **(headers or {})})
+
+    def serve(self) -> str:
+        """Serve the JWKS on loopback (until ``close``); its URL."""
+        import http.server
+        import threading
+
+        issuer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                issuer.fetches += 1
+                body = json.dumps(issuer.jwks()).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        return f"http://127.0.0.1:{self._server.server_address[1]}/jwks.json"
+
+    def close(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+
+
+@pytest.fixture
+def issuer() -> Iterator[Issuer]:
+    made = Issuer()
+    yield made
+    made.close()

@@ -1,12 +1,15 @@
 """The admin side app (aiohttp) on its own port: health, status and metrics.
 
-Never on the data path: it only reads the gateway's state when asked. With
-``admin.token`` set, everything but the health probes needs ``Authorization: Bearer``
-(RFC 6750 section 2.1); the probes stay open because orchestrators call them bare.
+Never on the data path: it only reads the gateway's state when asked. With an admin
+token set (``admin.token``, or its hash in ``admin.token_hashes``), everything but the
+health probes needs ``Authorization: Bearer`` (RFC 6750 section 2.1); the probes stay
+open because orchestrators call them bare. /metrics also takes a scraper's token
+(``admin.metrics_token_hashes``), or none with ``admin.public_metrics``.
 """
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -23,7 +26,7 @@ from prometheus_client import (
 
 from mcpfast_ext import IMPLEMENTATION
 
-from ..config import ConfigError
+from ..config import AdminConfig, ConfigError
 from ..metrics import GatewayCollector
 
 if TYPE_CHECKING:
@@ -35,19 +38,37 @@ RELOAD = web.AppKey("reload", object)
 PROBES = frozenset({"/health", "/liveness", "/readiness"})
 
 
-def bearer_token(token: str) -> Middleware:
-    expected = token.encode()
+def _digests(hashes: list[str]) -> frozenset[bytes]:
+    return frozenset(bytes.fromhex(h.removeprefix("sha256:")) for h in hashes)
+
+
+def bearer_tokens(config: AdminConfig) -> Middleware | None:
+    """The admin port's guard; None when nothing needs a token."""
+    plain = config.token.encode() if config.token else None
+    admins = _digests(config.token_hashes)
+    scrapers = _digests(config.metrics_token_hashes)
+    if not config.guarded and not scrapers:
+        return None
+
+    def admits(given: bytes, path: str) -> bool:
+        # compare_digest: how long a wrong token took to refuse says nothing about it;
+        # a hash looked up says nothing about the token either.
+        if plain is not None and hmac.compare_digest(given, plain):
+            return True
+        digest = hashlib.sha256(given).digest()
+        return digest in admins or (path == "/metrics" and digest in scrapers)
 
     @web.middleware
     async def require_token(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if request.path in PROBES:
+        path = request.path
+        if path in PROBES or (path == "/metrics" and config.public_metrics) or \
+                (not config.guarded and path != "/metrics"):
             return await handler(request)
         scheme, _, given = request.headers.get("Authorization", "").partition(" ")
-        # compare_digest: how long a wrong token took to refuse says nothing about it.
-        if scheme.lower() != "bearer" or not hmac.compare_digest(
-                given.strip().encode("utf-8", "surrogateescape"), expected):
+        if scheme.lower() != "bearer" or not admits(
+                given.strip().encode("utf-8", "surrogateescape"), path):
             return web.json_response(
-                {"error": "unauthorized: send Authorization: Bearer <admin.token>"},
+                {"error": "unauthorized: send Authorization: Bearer with an admin token"},
                 status=401, headers={"WWW-Authenticate": 'Bearer realm="mcpfast admin"'})
         return await handler(request)
 
@@ -58,8 +79,8 @@ def create_app(gateway: Gateway, reload: Callable[[], list[str]] | None = None
                ) -> web.Application:
     """``reload`` rereads the config and puts it in force (server.reload), for
     POST /api/v1/reload."""
-    token = gateway.config.admin.token
-    app = web.Application(middlewares=[bearer_token(token)] if token else [])
+    guard = bearer_tokens(gateway.config.admin)
+    app = web.Application(middlewares=[guard] if guard is not None else [])
     registry = CollectorRegistry(auto_describe=True)
     registry.register(GatewayCollector(gateway))
     registry.register(PROCESS_COLLECTOR)
@@ -83,8 +104,8 @@ def _gateway(request: web.Request) -> Gateway:
 
 async def reload_config(request: web.Request) -> web.Response:
     """Reread the config file and put it in force whole, as SIGHUP does. A write: only
-    with ``admin.token`` set (the token middleware then guards it)."""
-    if not _gateway(request).config.admin.token:
+    with an admin token set (the token middleware then guards it)."""
+    if not _gateway(request).config.admin.guarded:
         return web.json_response(
             {"error": "forbidden: set admin.token to enable the admin API's writes"},
             status=403)

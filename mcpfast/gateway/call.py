@@ -50,13 +50,17 @@ class ParkedCall:
     """A legacy upstream's call waiting for a modern client's retry, with the upstream's
     unanswered server-to-client request."""
 
-    __slots__ = ("expires", "id", "key", "method", "outcome", "pending", "request_cancelled",
-                 "request_id", "result", "upstream", "upstream_id")
+    __slots__ = ("expires", "id", "key", "method", "outcome", "owner", "pending",
+                 "request_cancelled", "request_id", "result", "upstream", "upstream_id")
 
     def __init__(self, parked_id: str, upstream: Upstream, upstream_id: int,
                  pending: Request, request_id: int | str, method: str, key: str,
-                 result: dict[str, Any], expires: float) -> None:
+                 result: dict[str, Any], expires: float, owner: str) -> None:
         self.id = parked_id
+        self.owner = owner
+        """The key of the authenticated identity whose call it is, which alone may retry
+        it ("" when the client was not authenticated: the state's secrecy is its
+        guard, as for a session id)."""
         self.upstream = upstream
         self.upstream_id = upstream_id
         self.pending = pending

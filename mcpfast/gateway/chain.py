@@ -5,11 +5,12 @@ them: the gateway loops over it inline for each request it forwards and skips th
 when the tuple is empty, so a gateway without policies pays one truth test per request,
 and a policy allocates nothing for a request it lets through.
 
-A check is called with the session, the upstream's name, the method, the tool, prompt
-or resource as the client named it (None for other methods) and the monotonic time, and
-returns None to let the request through, or the error to answer it with (``Refusal``);
-a refused request never reaches the upstream. Rate limits are the first policy
-(``rate_limit.py``); authorization will be the next.
+A check is called with the request (call.py: its session, method, and the tool or
+prompt name or resource URI as the client gave it), the upstream's name and the
+monotonic time, and returns None to let the request through, or the error to answer it
+with (``Refusal``); a refused request never reaches the upstream. Authorization
+(``authz.py``) runs first, then the rate limits (``rate_limit.py``), so a denied call
+takes no token.
 
 Lists pass through the same policies: a policy that decides what a session may call
 also contributes a view, called per listed item with the session, the upstream's name,
@@ -21,25 +22,18 @@ With no view, a list is served as the router holds it, without a copy.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
-import msgspec
-from msgspec import UNSET
-
+from .authz import Authorization, authz_check, authz_view
+from .call import Request
 from .rate_limit import RATE_LIMITED, RateLimit
+from .refusal import Refusal
 from .session import DownstreamSession
 
-
-class Refusal(msgspec.Struct, frozen=True, gc=False):
-    """A policy's answer to a request it does not let through: a JSON-RPC error."""
-
-    code: int
-    message: str
-    data: Any = UNSET
-    """The error's ``data``; left out when UNSET."""
+__all__ = ["Chain", "Check", "Refusal", "View", "compile_chain", "compile_checks"]
 
 
-Check = Callable[[DownstreamSession, str, str, "str | None", float], "Refusal | None"]
+Check = Callable[[Request, str, float], "Refusal | None"]
 View = Callable[[DownstreamSession, str, str, str], bool]
 """Whether the session is shown a listed item: (session, upstream, list, name or URI)."""
 
@@ -61,11 +55,10 @@ def rate_limit_check(limit: RateLimit) -> Check:
     name = limit.name
     everything = limit.upstream is None and not limit.filters_tools
 
-    def check(session: DownstreamSession, upstream: str, method: str, called: str | None,
-              now: float) -> Refusal | None:
-        if not everything and not applies(upstream, method, called):
+    def check(req: Request, upstream: str, now: float) -> Refusal | None:
+        if not everything and not applies(upstream, req.method, req.name):
             return None
-        wait = retry_after(session.identity.key, now)
+        wait = retry_after(req.session.identity.key, now)
         if not wait:
             return None
         return Refusal(RATE_LIMITED, f"Rate limited ({name}): retry in {wait:.3g} s",
@@ -73,12 +66,18 @@ def rate_limit_check(limit: RateLimit) -> Check:
     return check
 
 
-def compile_checks(rate_limits: Iterable[RateLimit]) -> tuple[Check, ...]:
-    """The checks, in the order the policies run: rate limits in config order."""
-    return tuple(rate_limit_check(limit) for limit in rate_limits)
+def compile_checks(rate_limits: Iterable[RateLimit],
+                   authorization: Authorization | None = None) -> tuple[Check, ...]:
+    """The checks, in the order the policies run: authorization, then the rate limits
+    in config order."""
+    first = (authz_check(authorization),) if authorization is not None else ()
+    return first + tuple(rate_limit_check(limit) for limit in rate_limits)
 
 
-def compile_chain(rate_limits: Iterable[RateLimit]) -> Chain:
-    """The whole chain. A rate limit hides nothing: a tool refused for now is still the
-    session's to call once its bucket refills, so it stays listed."""
-    return Chain(compile_checks(rate_limits), ())
+def compile_chain(rate_limits: Iterable[RateLimit],
+                  authorization: Authorization | None = None) -> Chain:
+    """The whole chain. Authorization hides what a caller may not use; a rate limit
+    hides nothing (a tool refused for now is the session's to call once its bucket
+    refills, so it stays listed)."""
+    views = (authz_view(authorization),) if authorization is not None else ()
+    return Chain(compile_checks(rate_limits, authorization), views)

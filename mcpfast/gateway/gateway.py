@@ -25,6 +25,7 @@ import msgspec
 from msgspec import UNSET, Raw, UnsetType
 
 from .. import __version__
+from ..auth.authenticator import Authenticator
 from ..config import Config, RateLimitConfig
 from ..counters import Counters
 from ..protocol import jsonrpc
@@ -33,6 +34,7 @@ from ..protocol.modern import listen_result
 from ..transport.admission import Admission
 from ..transport.ports import Answer, FlowControl, Identity
 from ..upstream.stdio import StdioUpstream
+from .authz import Authorization
 from .call import Request, Upstream
 from .catalog import Catalog
 from .chain import Chain, compile_chain
@@ -64,6 +66,8 @@ class Gateway:
                                    limits.reserved_descriptors)
         self.max_in_flight = limits.max_in_flight
         self.rate_limits = build_rate_limits(config.rate_limits)
+        self.authenticator = Authenticator(config, self.counters.authentication_refused)
+        """Who a client is, asked by the transports at admission (auth/)."""
         self.buffered = 0
         """Bytes waiting to be sent to clients and upstreams, at the last sweep."""
         self.overloaded = False
@@ -109,6 +113,8 @@ class Gateway:
         and its key paths are returned: those need a restart until reload (a later
         issue) learns to apply them."""
         old = self.config
+        # First: a key that does not load refuses the whole config.
+        authenticator = Authenticator(config, self.counters.authentication_refused)
         listen, http = config.listen, config.listen.http
         held = [path for path, before, after in (
             ("upstreams", old.upstreams, config.upstreams),
@@ -136,15 +142,31 @@ class Gateway:
         kept = list(self.rate_limits)
         self.rate_limits = tuple(_reuse(kept, c) for c in config.rate_limits)
         self.chain = self._compile(self.config)
+        self._use_authenticator(authenticator)
         if held:
             log.warning("config: %s changed and will apply after a restart",
                         ", ".join(held))
         return held
 
+    def _use_authenticator(self, new: Authenticator) -> None:
+        """Switch authentication: keys fetched from an unchanged JWKS are kept, a new
+        source starts fetching (its tokens pass once it has the keys)."""
+        old, self.authenticator = self.authenticator, new
+        if new.same_sources(old):
+            new.adopt_keys(old)
+            return
+        loop = asyncio.get_running_loop()
+        for coroutine in (old.stop(), new.start()):
+            task = loop.create_task(coroutine)
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
     def _compile(self, config: Config) -> Chain:
         """The policy chain of ``config``, put where it runs: its checks before each
         forward, its views over each list."""
-        chain = compile_chain(self.rate_limits)
+        self.authorization = Authorization(config.authorization, self.counters.denied) \
+            if config.authorization.active else None
+        chain = compile_chain(self.rate_limits, self.authorization)
         self.requests.use(config, chain.checks)
         self.catalog.views = chain.views
         return chain
@@ -206,6 +228,7 @@ class Gateway:
             session.close(1001, "gateway shutting down")
         if self._sweeper is not None:
             self._sweeper.cancel()
+        await self.authenticator.stop()
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*(u.stop() for u in self.upstreams.values()),

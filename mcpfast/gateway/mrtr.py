@@ -378,7 +378,8 @@ class InputBridge:
                                                     time.time() + REQUEST_STATE_TTL),
                   "_meta": {META_SERVER_INFO: self.server_info}}
         parked = ParkedCall(parked_id, upstream, upstream_id, pending, request_id, method, key,
-                            result, time.monotonic() + REQUEST_STATE_TTL)
+                            result, time.monotonic() + REQUEST_STATE_TTL,
+                            session.identity.key if session.identity.authenticated else "")
         self.parked[parked_id] = parked
         client_id = pending.id
         # Out of the session before its answer goes: on HTTP that answer closes it, and
@@ -408,7 +409,8 @@ class InputBridge:
                                     f"Invalid params: requestState {exc}")
             return
         parked = self.parked.get(parked_id)
-        if parked is None or parked.upstream is not upstream:
+        if parked is None or parked.upstream is not upstream or \
+                (parked.owner and parked.owner != session.identity.key):  # another's: none
             self.gateway.send_error(session, client_id, jsonrpc.INVALID_PARAMS,
                                     "Invalid params: requestState names no waiting request "
                                     "(it was used already, or has expired)")

@@ -215,7 +215,7 @@ class Requests:
         now = time.monotonic()
         session = req.session
         for check in self.checks:
-            refusal = check(session, upstream.name, req.method, req.name, now)
+            refusal = check(req, upstream.name, now)
             if refusal is not None:
                 self.send_error(session, req.id, refusal.code, refusal.message,
                                 refusal.data)
@@ -413,6 +413,7 @@ class Requests:
                                 f"Unknown prompt: {name}")
                 return
             upstream, upstream_name = route
+            req.name = name  # what the policy chain checks
             self._forward(req, upstream, None if upstream_name == name else ("ref", upstream_name))
         elif ref_type == "ref/resource" and uri is not None:
             owner = self.router.route_template(uri) or self.router.route_uri(uri)
@@ -420,6 +421,7 @@ class Requests:
                 self.send_error(req.session, req.id, jsonrpc.INVALID_PARAMS,
                                 f"Unknown resource template: {uri}")
                 return
+            req.uri = uri  # what the policy chain checks
             self._forward(req, owner)
         else:
             self.send_error(req.session, req.id, jsonrpc.INVALID_PARAMS,

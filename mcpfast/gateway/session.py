@@ -49,6 +49,7 @@ class DownstreamSession:
         "created",
         "era",
         "flow",
+        "grants",
         "id",
         "identity",
         "inflight",
@@ -74,6 +75,8 @@ class DownstreamSession:
                  answer: Answer | None = None) -> None:
         self.id = session_id
         self.identity = identity if identity is not None else Identity(f"peer:{peer}")
+        self.grants: Any = None
+        """What authorization worked out for this identity (gateway/authz.py)."""
         """Who the client is, set at admission: for now what the transport knows
         (``ip:ADDRESS``, or ``uid:UID`` on the unix socket). Rate limits count by it."""
         self.flow = flow

@@ -50,7 +50,10 @@ class SessionSigner:
             secret = secret.encode("utf-8")
         self._key = secret or secrets.token_bytes(32)
 
-    def issue(self, protocol_version: str, capabilities: dict[str, object]) -> str:
+    def issue(self, protocol_version: str, capabilities: dict[str, object],
+              bound_to: str = "") -> str:
+        """A new id; ``bound_to`` (an identity's key) is signed with it, unseen, and
+        the id verifies only for the same ``bound_to``."""
         try:
             version = LEGACY_VERSIONS.index(protocol_version)
         except ValueError:
@@ -61,16 +64,17 @@ class SessionSigner:
                 bits |= bit
         payload = _HEAD.pack(FORMAT, version, bits, int(time.time()) & 0xFFFFFFFF) \
             + secrets.token_bytes(_RANDOM)
-        raw = payload + self._mac(payload)
+        raw = payload + self._mac(payload, bound_to)
         return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
 
-    def verify(self, session_id: str) -> SessionClaims | None:
-        """The claims of an id this key signed, or None for anything else."""
+    def verify(self, session_id: str, bound_to: str = "") -> SessionClaims | None:
+        """The claims of an id this key signed for ``bound_to``, or None for anything
+        else."""
         if not isinstance(session_id, str) or _ID.fullmatch(session_id) is None:
             return None
         raw = base64.urlsafe_b64decode(session_id)
         payload, mac = raw[:_PAYLOAD], raw[_PAYLOAD:]
-        if not hmac.compare_digest(mac, self._mac(payload)):
+        if not hmac.compare_digest(mac, self._mac(payload, bound_to)):
             return None
         fmt, version, bits, issued = _HEAD.unpack_from(payload)
         if fmt != FORMAT or version >= len(LEGACY_VERSIONS):
@@ -79,5 +83,7 @@ class SessionSigner:
             name: {} for name, bit in CAPABILITY_BITS.items() if bits & bit}
         return SessionClaims(LEGACY_VERSIONS[version], caps, issued)
 
-    def _mac(self, payload: bytes) -> bytes:
+    def _mac(self, payload: bytes, bound_to: str) -> bytes:
+        if bound_to:
+            payload += b"\0" + bound_to.encode("utf-8")
         return hmac.new(self._key, payload, hashlib.sha256).digest()[:_MAC]

@@ -180,7 +180,8 @@ class Stream:
 class HttpSession:
     """A legacy Streamable HTTP session: one MCP session across many HTTP requests."""
 
-    def __init__(self, endpoint: EndpointSide, peer: str, address: str) -> None:
+    def __init__(self, endpoint: EndpointSide, peer: str, address: str,
+                 identity: Identity | None = None) -> None:
         self.endpoint = endpoint
         self.address = address
         """The client's IP address, which limits.max_sessions_per_peer counts by."""
@@ -188,8 +189,8 @@ class HttpSession:
         """When the session id was issued (seconds since the epoch)."""
         self.token: str | None = None
         self.ds: ClientSession = endpoint.core.open_session(
-            "http", peer, self.send, self.close, identity=Identity(f"ip:{address}", address),
-            answer=self.answer)
+            "http", peer, self.send, self.close,
+            identity=identity or Identity(f"ip:{address}", address), answer=self.answer)
         self.ds.era = "legacy"
         self.streams: dict[str, Stream] = {}
         self.by_request: dict[Any, Stream] = {}
@@ -327,13 +328,14 @@ class ModernRequest:
     __slots__ = ("ds", "endpoint", "exchange", "request_id", "streaming")
 
     def __init__(self, endpoint: EndpointSide, exchange: Exchange, request_id: Any, peer: str,
-                 address: str) -> None:
+                 address: str, identity: Identity | None = None) -> None:
         self.endpoint = endpoint
         self.exchange: Exchange | None = exchange
         self.request_id = request_id
         self.streaming = False
         self.ds = endpoint.core.open_session("http", peer, self.send, self.close,
-                                             identity=Identity(f"ip:{address}", address),
+                                             identity=identity or Identity(f"ip:{address}",
+                                                                           address),
                                              answer=self.answer)
         self.ds.era = "modern"
         exchange.watch(self.lost)

@@ -12,12 +12,14 @@ from __future__ import annotations
 from collections.abc import Callable, Collection
 from typing import Any, Protocol
 
-import msgspec
-
+from ..auth.authenticator import Authenticator
+from ..auth.identity import Identity
 from ..config import Config
 from ..counters import Counters
 from ..protocol.jsonrpc import Envelope
 from .admission import Admission
+
+__all__ = ["Answer", "ClientSession", "ConnectionOwner", "Dispatcher", "FlowControl", "Identity"]
 
 
 class FlowControl(Protocol):
@@ -25,29 +27,6 @@ class FlowControl(Protocol):
 
     def pause(self, reason: int) -> None: ...
     def resume(self, reason: int) -> None: ...
-
-
-class Identity(msgspec.Struct, frozen=True, gc=False):
-    """Who a client is, as far as the gateway knows: set at admission, fixed for the
-    session. For now it is what the transport vouches for: the peer's IP address on
-    TCP, and on the unix socket the connecting process's credentials as the kernel
-    gives them (``SO_PEERCRED``). Authentication (a later issue) adds a verified name,
-    groups and scopes here; policies read only this."""
-
-    key: str
-    """What rate limits count by, logs and the admin API show: ``ip:ADDRESS``,
-    ``uid:UID``."""
-    address: str | None = None
-    """The peer's IP address (TCP)."""
-    uid: int | None = None
-    gid: int | None = None
-    pid: int | None = None
-    """The connecting process's user, group and process ids (unix socket)."""
-
-    def describe(self) -> dict[str, Any]:
-        """What the admin API shows of it besides the key."""
-        return {name: value for name in ("address", "uid", "gid", "pid")
-                if (value := getattr(self, name)) is not None}
 
 
 Answer = Callable[[Any, bytes, "bool | None"], None]
@@ -59,6 +38,7 @@ class ClientSession(Protocol):
     """The core's record of one client conversation, as far as a transport reads it."""
 
     era: str | None
+    identity: Identity
     initialized: bool
     protocol_version: str | None
     client_capabilities: dict[str, Any]
@@ -80,6 +60,8 @@ class Dispatcher(Protocol):
     config: Config
     counters: Counters
     admission: Admission
+    authenticator: Authenticator
+    """Who a client is (auth/): asked once per connection or HTTP request."""
     draining: bool
     overloaded: bool
 

@@ -21,11 +21,14 @@ import logging
 import re
 import time
 from collections import OrderedDict
+from http import HTTPStatus
 from typing import Any
 
 import msgspec
 from msgspec import UNSET
 
+from ..auth.identity import Identity
+from ..auth.tokens import AuthFailure
 from ..config import Config, HttpConfig, is_loopback
 from ..protocol import jsonrpc, modern, sse
 from ..protocol.http import HttpRequest, format_response
@@ -108,7 +111,8 @@ class Endpoint:
     # -- bookkeeping ---------------------------------------------------------------------
     def register(self, session: HttpSession) -> str:
         token = self.signer.issue(session.ds.protocol_version or DEFAULT_LEGACY_VERSION,
-                                  session.ds.client_capabilities)
+                                  session.ds.client_capabilities,
+                                  _binding(session.ds.identity))
         session.token = token
         session.issued_at = int(time.time())
         self._add(session)
@@ -179,6 +183,17 @@ class Endpoint:
                 return 421, f"Host {host!r} is not served here"
         return None
 
+    def identify(self, request: HttpRequest, address: str | None) -> Identity | AuthFailure:
+        """Who sends ``request``: the identity its credential proves where the listener
+        requires one (``listen.auth``), else its address."""
+        authenticator = self.core.authenticator
+        if not authenticator.required:
+            return Identity(f"ip:{address}", address)
+        verified = authenticator.authenticate(request.header, address)
+        if isinstance(verified, AuthFailure):
+            return verified
+        return verified.with_peer(address)
+
     # -- requests ------------------------------------------------------------------------
     def handle(self, conn: Any, request: HttpRequest) -> Exchange:
         exchange = Exchange(conn, request)
@@ -196,6 +211,15 @@ class Endpoint:
         if refused is not None:
             exchange.error(refused[0], None, jsonrpc.INVALID_REQUEST, refused[1])
             return
+        identity: Identity | None = None
+        if self.core.authenticator.required:
+            verified = self.identify(request, address)
+            if isinstance(verified, AuthFailure):
+                exchange.error(verified.status, None, jsonrpc.INVALID_REQUEST,
+                               f"{HTTPStatus(verified.status).phrase}: {verified.description}",
+                               self.core.authenticator.challenge(verified, request.header("Host")))
+                return
+            identity = verified
         if request.header_count(VERSION_HEADER) > 1:
             exchange.error(400, None, modern.HEADER_MISMATCH,
                            f"Header mismatch: repeated {VERSION_HEADER} header")
@@ -203,9 +227,9 @@ class Endpoint:
         version = request.header(VERSION_HEADER)
         version = version.strip() if version is not None else None
         if version is not None and version not in LEGACY_VERSIONS:
-            self._modern(exchange, peer, address, version)
+            self._modern(exchange, peer, address, version, identity)
         else:
-            self._legacy(exchange, peer, address)
+            self._legacy(exchange, peer, address, identity)
 
     def _draining(self, exchange: Exchange) -> bool:
         """Refuse new work while the gateway drains or is overloaded (503)."""
@@ -237,7 +261,10 @@ class Endpoint:
             return None
 
     # -- legacy ----------------------------------------------------------------------------
-    def _legacy(self, exchange: Exchange, peer: str, address: str) -> None:
+    def _legacy(self, exchange: Exchange, peer: str, address: str,
+                identity: Identity | None) -> None:
+        """A legacy request (``identity``: the verified one, None when the listener
+        requires no credential)."""
         request = exchange.request
         method = request.method
         if method not in ("POST", "GET", "DELETE"):
@@ -251,13 +278,13 @@ class Endpoint:
             if env is None:
                 return
             if env.method == "initialize" and env.id is not UNSET:
-                self._initialize(exchange, peer, address, env)
+                self._initialize(exchange, peer, address, env, identity)
                 return
         elif method == "GET" and not _accepts(request.header("Accept"), "text/event-stream"):
             exchange.error(406, None, jsonrpc.INVALID_REQUEST,
                            "Not Acceptable: the client must accept text/event-stream")
             return
-        session = self._session(exchange, peer, address)
+        session = self._session(exchange, peer, address, identity)
         if session is None:
             return
         if method == "DELETE":
@@ -268,7 +295,10 @@ class Endpoint:
         else:
             self._post(exchange, session, env)
 
-    def _session(self, exchange: Exchange, peer: str, address: str) -> HttpSession | None:
+    def _session(self, exchange: Exchange, peer: str, address: str,
+                 identity: Identity | None) -> HttpSession | None:
+        """The session the request names. A session is bound to the identity that
+        created it: presented by another, it does not exist (404)."""
         token = exchange.request.header(SESSION_HEADER)
         if token is None:
             exchange.error(400, None, jsonrpc.INVALID_REQUEST,
@@ -278,8 +308,12 @@ class Endpoint:
         token = token.strip()
         session = self.sessions.get(token)
         if session is not None:
-            return session
-        claims = None if token in self.ended else self.signer.verify(token)
+            if identity is None or session.ds.identity.key == identity.key:
+                return session
+            claims = None
+        else:
+            claims = None if token in self.ended else self.signer.verify(token,
+                                                                         _binding(identity))
         if claims is None or not self._adoptable(claims.issued_at):
             exchange.error(404, None, jsonrpc.INVALID_REQUEST,
                            "Session not found: it ended or expired; initialize again")
@@ -287,7 +321,7 @@ class Endpoint:
         if self._full(exchange, None, address):
             return None
         # Signed by a replica sharing our key: serve it as if we had issued it.
-        session = HttpSession(self, peer, address)
+        session = HttpSession(self, peer, address, identity)
         session.ds.initialized = True
         session.ds.protocol_version = claims.protocol_version
         session.ds.client_capabilities = dict(claims.capabilities)
@@ -325,7 +359,7 @@ class Endpoint:
         return False
 
     def _initialize(self, exchange: Exchange, peer: str, address: str,
-                    env: jsonrpc.Envelope) -> None:
+                    env: jsonrpc.Envelope, identity: Identity | None) -> None:
         token = exchange.request.header(SESSION_HEADER)
         if token is not None and token.strip() in self.sessions:
             exchange.error(400, env.id, jsonrpc.INVALID_REQUEST,
@@ -333,7 +367,7 @@ class Endpoint:
             return
         if self._full(exchange, env.id, address):
             return
-        session = HttpSession(self, peer, address)
+        session = HttpSession(self, peer, address, identity)
         session.new_stream(env.id, exchange)
         self.core.handle(session.ds, exchange.request.body, env)
         if session.token is None:
@@ -389,7 +423,8 @@ class Endpoint:
         stream.attach(exchange, None)
 
     # -- modern ----------------------------------------------------------------------------
-    def _modern(self, exchange: Exchange, peer: str, address: str, version: str) -> None:
+    def _modern(self, exchange: Exchange, peer: str, address: str, version: str,
+                identity: Identity | None) -> None:
         request = exchange.request
         if request.method != "POST":
             exchange.error(405, None, jsonrpc.INVALID_REQUEST,
@@ -440,7 +475,7 @@ class Endpoint:
                            "Not Acceptable: subscriptions/listen answers with "
                            "text/event-stream")
             return
-        modern_request = ModernRequest(self, exchange, env.id, peer, address)
+        modern_request = ModernRequest(self, exchange, env.id, peer, address, identity)
         self.core.handle(modern_request.ds, request.body, env)
 
     def _schema(self, name: object) -> Any:
@@ -486,3 +521,9 @@ def _progress_token(env: jsonrpc.Envelope) -> Any:
         return None
     token = meta.progressToken if meta is not None else None
     return token if isinstance(token, (int, str)) and not isinstance(token, bool) else None
+
+
+def _binding(identity: Identity | None) -> str:
+    """What a session id is bound to: the verified identity's key (so that another
+    replica sharing the key binds it too); nothing for a client known by address."""
+    return identity.key if identity is not None and identity.authenticated else ""

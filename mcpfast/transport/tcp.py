@@ -10,7 +10,10 @@ import asyncio
 import logging
 import time
 from collections import deque
+from http import HTTPStatus
 from typing import Protocol
+
+import msgspec
 
 from ..protocol.http import (
     BODY,
@@ -20,6 +23,7 @@ from ..protocol.http import (
     HttpRequest,
     HttpRequestReader,
     error_response,
+    format_response,
 )
 from ..protocol.jsonrpc import REQUEST_TIMEOUT
 from ..protocol.websocket import (
@@ -53,6 +57,8 @@ TCP close to the server, but a peer that never answers must not hold the socket)
 ANSWER_TIMEOUT = 10.0
 """After a WebSocket protocol error, how long the requests received before it have to
 be answered before the close frame goes anyway (they are then answered -32001)."""
+METADATA_HEADERS = [("Cache-Control", "max-age=300"), ("Access-Control-Allow-Origin", "*")]
+"""The protected-resource metadata is public, and browser-based clients read it."""
 
 
 class TcpOwner(ConnectionOwner, Protocol):
@@ -292,6 +298,13 @@ class TcpConnection(ClientProtocol):
     def _http_request(self, request: HttpRequest) -> None:
         assert self.transport is not None and self.writer is not None
         if request.path != self.config.path:
+            authenticator = self.core.authenticator
+            if request.method == "GET" and authenticator.serves_metadata(request.path):
+                self.writer.write(format_response(
+                    200, [("Content-Type", "application/json"), *METADATA_HEADERS],
+                    msgspec.json.encode(authenticator.metadata(request.header("Host"))),
+                    keep_alive=request.keep_alive))
+                return
             self._http_error(request, 404, f"no MCP endpoint at {request.path}; "
                              f"MCP clients use {self.config.path}")
             return
@@ -309,6 +322,13 @@ class TcpConnection(ClientProtocol):
         if refused is not None:
             self._http_error(request, *refused)
             return
+        identity = self.endpoint.identify(request, self.address)
+        if not isinstance(identity, Identity):
+            failure = identity
+            self._http_error(request, failure.status, f"{HTTPStatus(failure.status).phrase}: "
+                             f"{failure.description}",
+                             self.core.authenticator.challenge(failure, request.header("Host")))
+            return
         try:
             response = accept_handshake(request)
         except HandshakeError as exc:
@@ -317,9 +337,8 @@ class TcpConnection(ClientProtocol):
         self.writer.write(response)
         self._set_deadline(None)
         self.ws = WebSocketConnection(max_message_bytes=self.config.max_message_bytes)
-        self.session = self.core.open_session(
-            "websocket", self.peer, self.send, self.close, self,
-            Identity(f"ip:{self.address}", self.address))
+        self.session = self.core.open_session("websocket", self.peer, self.send, self.close,
+                                              self, identity)
         assert self.reader is not None
         leftover = self.reader.upgraded_data
         self.reader = None

@@ -15,6 +15,8 @@ from .writer import ClientProtocol, CoalescingWriter
 log = logging.getLogger("mcpfast.transport")
 
 
+REFUSED_LINGER = 2.0
+"""Seconds a refused peer has to read why before its connection is closed."""
 _UCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid (socket(7), SO_PEERCRED)
 
 
@@ -74,6 +76,19 @@ class UnixConnection(ClientProtocol):
                                        self.limits.client_buffer_bytes, self._overflow)
         self.listener.connections.add(self)
         identity, peer = _peer_credentials(transport)
+        refused = self.core.authenticator.admit_unix(identity.uid, identity.gid)
+        if refused is not None:
+            # Said once, as a JSON-RPC error the client can show, then the write side
+            # is shut and what the client sends is dropped until it closes or
+            # REFUSED_LINGER passes: closing with its input unread would reset the
+            # connection and could destroy the error before it is read.
+            self.writer.write(jsonrpc.error_response(None, jsonrpc.INVALID_REQUEST,
+                                                     f"Forbidden: {refused}") + b"\n")
+            self.writer.flush()
+            self.transport.write_eof()  # type: ignore[union-attr]
+            self._timer = asyncio.get_running_loop().call_later(
+                REFUSED_LINGER, self.transport.close)  # type: ignore[union-attr]
+            return
         self.session = self.core.open_session("unix", peer, self.send, self.close, self,
                                               identity)
 

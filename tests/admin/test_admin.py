@@ -105,6 +105,39 @@ def test_admin_token_guards_everything_but_the_probes(gateway_factory: Any,
     assert TOKEN not in gw.log()
 
 
+def test_hashed_admin_and_scraper_tokens(gateway_factory: Any) -> None:
+    """Tokens kept as hashes in the config: an admin's admits to everything, a
+    scraper's to /metrics only."""
+    from mcpfast.auth.api_keys import hash_key
+
+    scraper = "scraper-token-0123456789abcdef"
+    gw: GatewayProcess = gateway_factory(start=False)
+    gw.config_path.write_text(gw.config_path.read_text().replace(
+        "[admin]\n", f'[admin]\ntoken_hashes = ["{hash_key(TOKEN)}"]\n'
+                     f'metrics_token_hashes = ["{hash_key(scraper)}"]\n'))
+    gw.start()
+    assert admin_request(gw, "/readiness")[0] == 200
+    for path in ("/status", "/api/v1/connections", "/metrics"):
+        assert admin_request(gw, path)[0] == 401, path
+        assert admin_request(gw, path, f"Bearer {TOKEN}")[0] == 200, path
+        assert admin_request(gw, path, f"Bearer {hash_key(TOKEN)}")[0] == 401, path
+    assert admin_request(gw, "/metrics", f"Bearer {scraper}")[0] == 200
+    assert admin_request(gw, "/status", f"Bearer {scraper}")[0] == 401
+    # A write needs an admin token: the scraper's is refused before it is considered.
+    request = urllib.request.Request(gw.admin_url + "/api/v1/reload", method="POST",
+                                     headers={"Authorization": f"Bearer {scraper}"})
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=5)
+    assert refused.value.code == 401
+
+
+def test_public_metrics_with_a_guarded_admin_api(gateway_factory: Any) -> None:
+    gw: GatewayProcess = gateway_factory(admin={"host": "127.0.0.1", "token": TOKEN,
+                                                "public_metrics": True})
+    assert admin_request(gw, "/metrics")[0] == 200
+    assert admin_request(gw, "/status")[0] == 401
+
+
 def test_admin_beyond_loopback_needs_a_token(tmp_path: Path) -> None:
     path = tmp_path / "open.toml"
     path.write_text('[admin]\nhost = "0.0.0.0"\n'

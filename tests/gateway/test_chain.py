@@ -9,6 +9,7 @@ from typing import Any
 
 from mcpfast.config import RateLimitConfig
 from mcpfast.gateway import chain, rate_limit
+from mcpfast.gateway.call import NO_ENVELOPE, Request
 from mcpfast.gateway.chain import Refusal, compile_chain, compile_checks
 from mcpfast.gateway.rate_limit import RATE_LIMITED, build
 from mcpfast.gateway.session import DownstreamSession
@@ -22,6 +23,10 @@ BACKGROUND = ROOT / "tests" / "servers" / "background_server.py"
 def session(identity: str) -> DownstreamSession:
     return DownstreamSession("s", "unix", "-", lambda data: None, lambda code, reason: None,
                              identity=Identity(identity))
+
+
+def call(session: DownstreamSession, method: str, name: str | None) -> Request:
+    return Request(session, NO_ENVELOPE, 1, method, name, None)
 
 
 def test_no_policy_is_an_empty_tuple() -> None:
@@ -64,22 +69,22 @@ def test_a_view_filters_every_list_a_session_is_served(tmp_path: Path) -> None:
 def test_a_limit_refuses_with_its_retry_hint_once_its_bucket_is_empty() -> None:
     (check,) = compile_checks(build([RateLimitConfig(rate=1.0, burst=2.0, name="slow")]))
     alice = session("ip:10.0.0.1")
-    assert check(alice, "demo", "tools/call", "echo", 100.0) is None
-    assert check(alice, "demo", "tools/call", "echo", 100.0) is None
-    refusal = check(alice, "demo", "tools/call", "echo", 100.0)
+    assert check(call(alice, "tools/call", "echo"), "demo", 100.0) is None
+    assert check(call(alice, "tools/call", "echo"), "demo", 100.0) is None
+    refusal = check(call(alice, "tools/call", "echo"), "demo", 100.0)
     assert refusal == Refusal(RATE_LIMITED, "Rate limited (slow): retry in 1 s",
                               {"retryAfterSeconds": 1.0, "limit": "slow"})
     # Another identity has a bucket of its own; time refills the first one.
-    assert check(session("ip:10.0.0.2"), "demo", "tools/call", "echo", 100.0) is None
-    assert check(alice, "demo", "tools/call", "echo", 101.0) is None
+    assert check(call(session("ip:10.0.0.2"), "tools/call", "echo"), "demo", 100.0) is None
+    assert check(call(alice, "tools/call", "echo"), "demo", 101.0) is None
 
 
 def test_the_first_refusal_in_config_order_wins() -> None:
     checks = compile_checks(build([RateLimitConfig(rate=1.0, burst=1.0, name="first"),
                                    RateLimitConfig(rate=1.0, burst=1.0, name="second")]))
     alice = session("uid:1000")
-    assert [c(alice, "demo", "tools/call", "x", 5.0) for c in checks] == [None, None]
-    refusals = [c(alice, "demo", "tools/call", "x", 5.0) for c in checks]
+    assert [c(call(alice, "tools/call", "x"), "demo", 5.0) for c in checks] == [None, None]
+    refusals = [c(call(alice, "tools/call", "x"), "demo", 5.0) for c in checks]
     assert [r.data["limit"] for r in refusals if r is not None] == ["first", "second"]
 
 
@@ -89,15 +94,16 @@ def test_a_scoped_limit_lets_everything_else_through_without_allocating() -> Non
         RateLimitConfig(rate=1.0, burst=1.0, upstream="files")]))
     alice = session("ip:10.0.0.1")
     for _ in range(3):  # warm: any first-call allocation happens here
-        assert by_tool(alice, "demo", "tools/call", "echo", 1.0) is None
-        assert by_tool(alice, "demo", "prompts/get", "search_web", 1.0) is None
-        assert by_upstream(alice, "demo", "tools/call", "search_web", 1.0) is None
+        assert by_tool(call(alice, "tools/call", "echo"), "demo", 1.0) is None
+        assert by_tool(call(alice, "prompts/get", "search_web"), "demo", 1.0) is None
+        assert by_upstream(call(alice, "tools/call", "search_web"), "demo", 1.0) is None
+    echo = call(alice, "tools/call", "echo")
     tracemalloc.start()
     try:
         before = tracemalloc.take_snapshot()
         for _ in range(1000):
-            by_tool(alice, "demo", "tools/call", "echo", 1.0)
-            by_upstream(alice, "demo", "tools/call", "echo", 1.0)
+            by_tool(echo, "demo", 1.0)
+            by_upstream(echo, "demo", 1.0)
         after = tracemalloc.take_snapshot()
     finally:
         tracemalloc.stop()
@@ -106,10 +112,10 @@ def test_a_scoped_limit_lets_everything_else_through_without_allocating() -> Non
                 if stat.traceback[0].filename in policy_code)
     assert grown <= 0, grown
     # What they do apply to, they limit.
-    assert by_tool(alice, "demo", "tools/call", "search_web", 1.0) is None
-    assert by_tool(alice, "demo", "tools/call", "search_web", 1.0) is not None
-    assert by_upstream(alice, "files", "resources/read", None, 1.0) is None
-    assert by_upstream(alice, "files", "resources/read", None, 1.0) is not None
+    assert by_tool(call(alice, "tools/call", "search_web"), "demo", 1.0) is None
+    assert by_tool(call(alice, "tools/call", "search_web"), "demo", 1.0) is not None
+    assert by_upstream(call(alice, "resources/read", None), "files", 1.0) is None
+    assert by_upstream(call(alice, "resources/read", None), "files", 1.0) is not None
 
 
 def test_a_tool_pattern_remembers_its_verdicts_within_a_bound(monkeypatch: Any) -> None:
