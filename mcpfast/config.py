@@ -77,7 +77,6 @@ class HttpConfig(msgspec.Struct, **KEY):  # type: ignore[call-arg]
                "must be at least 16 characters (or empty for a random per-process key)")
 
 
-AUTH_METHODS = ("api_key", "jwt")
 ASYMMETRIC_ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512",
                          "ES256", "ES384", "ES512", "EdDSA")
 """What a JWT may be signed with. ``none`` and the HMAC algorithms are refused: with
@@ -205,6 +204,37 @@ class AuthorizationConfig(msgspec.Struct, **KEY):  # type: ignore[call-arg]
         return bool(self.rules) or self.default == "deny"
 
 
+class TlsConfig(msgspec.Struct, **KEY):  # type: ignore[call-arg]
+    """``[listen.tls]``: HTTPS and WSS on the main listener."""
+
+    cert_file: str  # type: ignore[misc]  # kw_only: required after defaults is fine
+    key_file: str  # type: ignore[misc]
+    client_ca_file: str | None = None
+    """CA certificates that sign client certificates (mutual TLS)."""
+    client_cert: Literal["none", "optional", "required"] | None = None
+    """Whether a client must present a certificate; default: required when
+    client_ca_file is set. Its subject's CN is the identity where listen.auth lists
+    "mtls"."""
+    min_version: Literal["TLSv1.2", "TLSv1.3"] = "TLSv1.2"
+    reload_interval: float = 60.0
+    """Seconds between checks of the files: renewed ones are loaded for new
+    connections, without a restart."""
+
+    def __post_init__(self) -> None:
+        for key in ("cert_file", "key_file", "client_ca_file"):
+            path = getattr(self, key)
+            _check(path is None or os.path.isfile(path), key, f"{path!r} is not a file")
+        _check(self.client_cert in (None, "none") or self.client_ca_file is not None,
+               "client_cert", "needs client_ca_file (the CAs client certificates come from)")
+        _check(self.reload_interval > 0, "reload_interval", "must be positive")
+
+    @property
+    def verify_clients(self) -> str:
+        if self.client_cert is not None:
+            return self.client_cert
+        return "required" if self.client_ca_file else "none"
+
+
 class ListenConfig(msgspec.Struct, **KEY):  # type: ignore[call-arg]
     host: str = "127.0.0.1"
     port: int = 8080
@@ -219,7 +249,8 @@ class ListenConfig(msgspec.Struct, **KEY):  # type: ignore[call-arg]
     idle_timeout: float = 300.0
     backlog: int = 1024
     http: HttpConfig = msgspec.field(default_factory=HttpConfig)
-    auth: list[Literal["api_key", "jwt"]] = []
+    tls: TlsConfig | None = None
+    auth: list[Literal["api_key", "jwt", "mtls"]] = []
     """Authentication on this listener (WebSocket and Streamable HTTP): the methods a
     client may use, any one of them admitting it (``[auth]`` configures them). Empty:
     none, and a client is known by its address."""
@@ -600,6 +631,10 @@ def _check_auth(config: Config) -> None:
             raise ConfigError("listen.auth: api_key is listed, but auth.api_keys has no key")
         if method == "jwt" and auth.jwt is None:
             raise ConfigError("listen.auth: jwt is listed, but [auth.jwt] is not set")
+        if method == "mtls" and (config.listen.tls is None or
+                                 config.listen.tls.verify_clients == "none"):
+            raise ConfigError("listen.auth: mtls is listed, but [listen.tls] does not ask "
+                              "for client certificates (set client_ca_file)")
     if auth.jwt is not None and not auth.jwt.audience and not auth.resource:
         raise ConfigError("auth.jwt.audience: set it, or auth.resource (the gateway's own "
                           "URI, which tokens must then be issued for)")

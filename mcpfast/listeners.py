@@ -6,12 +6,15 @@ import asyncio
 import logging
 import os
 import socket
+import ssl
 import stat
 from typing import Any
 
+from .config import ConfigError
 from .gateway.gateway import Gateway
 from .transport.streamable import Endpoint
 from .transport.tcp import TcpConnection
+from .transport.tls import ServerTls
 from .transport.unix import UnixConnection
 
 log = logging.getLogger("mcpfast.listener")
@@ -42,6 +45,8 @@ class TcpListener(Listener):
     def __init__(self, gateway: Gateway, kind: str, address: str) -> None:
         super().__init__(gateway, kind, address)
         self.endpoint = Endpoint(gateway)
+        self.tls: ServerTls | None = None
+        self._watch: asyncio.Task[None] | None = None
 
     def describe(self) -> dict[str, Any]:
         endpoint = self.endpoint
@@ -52,16 +57,32 @@ class TcpListener(Listener):
     async def start(self) -> None:
         cfg = self.gateway.config.listen
         loop = asyncio.get_running_loop()
+        if cfg.tls is not None:
+            try:
+                self.tls = ServerTls(cfg.tls)
+            except (OSError, ssl.SSLError) as exc:
+                raise ConfigError(f"listen.tls.cert_file: the certificate, key or client "
+                                  f"CAs do not load: {exc}") from None
+            self._watch = loop.create_task(self.tls.watch(), name="tls-renewal")
         self.server = await loop.create_server(
             lambda: TcpConnection(self.gateway, self), cfg.host, cfg.port, backlog=cfg.backlog,
-            reuse_address=True)
+            reuse_address=True, ssl=self.tls.context if self.tls is not None else None,
+            ssl_handshake_timeout=self.gateway.config.limits.header_timeout
+            if self.tls is not None else None)
         sock = self.server.sockets[0]
         for s in self.server.sockets:
             s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         host, port = sock.getsockname()[:2]
         self.address = f"{host}:{port}"
-        log.info("listening for MCP clients on http://%s%s (Streamable HTTP and "
-                 "WebSocket)", self.address, cfg.path)
+        log.info("listening for MCP clients on %s://%s%s (Streamable HTTP and "
+                 "WebSocket)", "https" if self.tls is not None else "http", self.address,
+                 cfg.path)
+
+    def stop_accepting(self) -> None:
+        super().stop_accepting()
+        if self._watch is not None:
+            self._watch.cancel()
+            self._watch = None
 
 
 class UnixListener(Listener):

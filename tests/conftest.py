@@ -906,3 +906,77 @@ def issuer() -> Iterator[Issuer]:
     made = Issuer()
     yield made
     made.close()
+
+
+# -- certificates -----------------------------------------------------------------------
+class Pki:
+    """A CA of its own, and certificates it signs written as PEM files under ``root``:
+    ``server(name)`` for 127.0.0.1, ``client(name)`` with that common name."""
+
+    def __init__(self, root: Path) -> None:
+        from cryptography.hazmat.primitives.asymmetric import ec
+
+        self.root = root
+        root.mkdir(parents=True, exist_ok=True)
+        self.ca_key = ec.generate_private_key(ec.SECP256R1())
+        self.ca_cert = self._certificate("mcpfast test CA", self.ca_key.public_key(),
+                                         ca=True)
+        self.ca_file = self._write("ca.pem", self.ca_cert)
+
+    def _certificate(self, common_name: str, public_key: Any, ca: bool = False,
+                     server: bool = False) -> Any:
+        import datetime
+        import ipaddress
+
+        from cryptography import x509
+        from cryptography.hazmat.primitives import hashes
+        from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+        now = datetime.datetime.now(datetime.timezone.utc)
+        subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+        issuer = subject if ca else self.ca_cert.subject
+        builder = (x509.CertificateBuilder().subject_name(subject).issuer_name(issuer)
+                   .public_key(public_key).serial_number(x509.random_serial_number())
+                   .not_valid_before(now - datetime.timedelta(minutes=5))
+                   .not_valid_after(now + datetime.timedelta(days=1))
+                   .add_extension(x509.BasicConstraints(ca=ca, path_length=None),
+                                  critical=True))
+        if server:
+            builder = builder.add_extension(x509.SubjectAlternativeName(
+                [x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+                 x509.DNSName("localhost")]), critical=False).add_extension(
+                x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        elif not ca:
+            builder = builder.add_extension(
+                x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+        return builder.sign(self.ca_key, hashes.SHA256())
+
+    def _write(self, name: str, cert: Any, key: Any = None) -> str:
+        from cryptography.hazmat.primitives import serialization
+
+        path = self.root / name
+        path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        if key is not None:
+            (self.root / (name + ".key")).write_bytes(key.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption()))
+        return str(path)
+
+    def issue(self, common_name: str, server: bool) -> tuple[str, str, int]:
+        """A new certificate: its file, its key's file and its serial number."""
+        from cryptography.hazmat.primitives.asymmetric import ec
+
+        key = ec.generate_private_key(ec.SECP256R1())
+        cert = self._certificate(common_name, key.public_key(), server=server)
+        path = self._write(f"{common_name}.pem", cert, key)
+        return path, path + ".key", cert.serial_number
+
+    def client_context(self, client: str | None = None) -> Any:
+        """An SSL context trusting this CA, with ``client``'s certificate if given."""
+        import ssl
+
+        context = ssl.create_default_context(cafile=self.ca_file)
+        if client is not None:
+            cert, key, _ = self.issue(client, server=False)
+            context.load_cert_chain(cert, key)
+        return context

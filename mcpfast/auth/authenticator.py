@@ -43,6 +43,9 @@ class Authenticator:
         listen = config.listen
         self.methods = tuple(listen.auth)
         self.required = bool(self.methods)
+        self.mtls = "mtls" in self.methods
+        """A verified client certificate admits (its subject's CN is the name)."""
+        self.scheme = "https" if listen.tls is not None else "http"
         self.api_keys = ApiKeys(auth.api_keys) if "api_key" in self.methods else None
         self.api_key_header = auth.api_key_header
         self.jwt: JwtVerifier | None = None
@@ -87,10 +90,13 @@ class Authenticator:
             self.jwt.jwks = old.jwt.jwks
 
     # -- admission -----------------------------------------------------------------------
-    def authenticate(self, header: Callable[[str], str | None], peer: str | None
-                     ) -> Identity | AuthFailure:
+    def authenticate(self, header: Callable[[str], str | None], peer: str | None,
+                     certified: Identity | None = None) -> Identity | AuthFailure:
         """The identity the request's credential proves, or why it is refused
-        (``peer``: for the audit log)."""
+        (``peer``: for the audit log; ``certified``: who the connection's verified
+        client certificate names, which admits where mutual TLS is a method)."""
+        if certified is not None and self.mtls:
+            return certified
         credential = self._credential(header)
         if credential is None:
             return self._refused(MISSING, peer)
@@ -153,7 +159,7 @@ class Authenticator:
 
     # -- the OAuth resource server's side ------------------------------------------------
     def resource_uri(self, host: str | None) -> str:
-        return self.resource or f"http://{host or 'localhost'}{self.path}"
+        return self.resource or f"{self.scheme}://{host or 'localhost'}{self.path}"
 
     def metadata_url(self, host: str | None) -> str:
         """RFC 9728 3.1: the well-known path inserted before the resource's path."""

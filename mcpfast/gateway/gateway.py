@@ -125,6 +125,7 @@ class Gateway:
             ("listen.port", old.listen.port, listen.port),
             ("listen.path", old.listen.path, listen.path),
             ("listen.unix_socket", old.listen.unix_socket, listen.unix_socket),
+            ("listen.tls", old.listen.tls, listen.tls),
             ("listen.http.session_secret", old.listen.http.session_secret,
              http.session_secret),
         ) if before != after]
@@ -132,7 +133,7 @@ class Gateway:
             config, upstreams=old.upstreams, admin=old.admin, routing=old.routing,
             logging=old.logging, listen=msgspec.structs.replace(
                 listen, host=old.listen.host, port=old.listen.port, path=old.listen.path,
-                unix_socket=old.listen.unix_socket,
+                unix_socket=old.listen.unix_socket, tls=old.listen.tls,
                 http=msgspec.structs.replace(http,
                                              session_secret=old.listen.http.session_secret)))
         limits = config.limits

@@ -183,13 +183,15 @@ class Endpoint:
                 return 421, f"Host {host!r} is not served here"
         return None
 
-    def identify(self, request: HttpRequest, address: str | None) -> Identity | AuthFailure:
-        """Who sends ``request``: the identity its credential proves where the listener
-        requires one (``listen.auth``), else its address."""
+    def identify(self, request: HttpRequest, address: str | None,
+                 certified: Identity | None = None) -> Identity | AuthFailure:
+        """Who sends ``request``: the identity its credential (or the connection's
+        client certificate, ``certified``) proves where the listener requires one
+        (``listen.auth``), else its address."""
         authenticator = self.core.authenticator
         if not authenticator.required:
             return Identity(f"ip:{address}", address)
-        verified = authenticator.authenticate(request.header, address)
+        verified = authenticator.authenticate(request.header, address, certified)
         if isinstance(verified, AuthFailure):
             return verified
         return verified.with_peer(address)
@@ -198,14 +200,16 @@ class Endpoint:
     def handle(self, conn: Any, request: HttpRequest) -> Exchange:
         exchange = Exchange(conn, request)
         try:
-            self._handle(exchange, conn.peer, conn.address)
+            self._handle(exchange, conn.peer, conn.address, conn.certified)
         except Exception:
             log.exception("internal error serving %s %s", request.method, request.path)
             if not exchange.done and not exchange.streaming:
                 exchange.error(500, None, jsonrpc.INTERNAL_ERROR, "Internal error")
         return exchange
 
-    def _handle(self, exchange: Exchange, peer: str, address: str) -> None:
+    def _handle(self, exchange: Exchange, peer: str, address: str,
+                certified: Identity | None) -> None:
+        """``certified``: who the connection's client certificate names (mutual TLS)."""
         request = exchange.request
         refused = self.refuse(request)
         if refused is not None:
@@ -213,7 +217,7 @@ class Endpoint:
             return
         identity: Identity | None = None
         if self.core.authenticator.required:
-            verified = self.identify(request, address)
+            verified = self.identify(request, address, certified)
             if isinstance(verified, AuthFailure):
                 exchange.error(verified.status, None, jsonrpc.INVALID_REQUEST,
                                f"{HTTPStatus(verified.status).phrase}: {verified.description}",

@@ -39,6 +39,7 @@ from ..protocol.websocket import (
 from .exchange import Exchange
 from .ports import ClientSession, ConnectionOwner, Dispatcher, Identity
 from .streamable import Endpoint
+from .tls import certified_identity
 from .writer import ClientProtocol, CoalescingWriter
 
 LINGER_TIMEOUT = 2.0
@@ -85,6 +86,7 @@ class TcpConnection(ClientProtocol):
         "_phase",
         "_timer",
         "address",
+        "certified",
         "config",
         "core",
         "endpoint",
@@ -109,6 +111,8 @@ class TcpConnection(ClientProtocol):
         self.paused = 0
         self.address: str | None = None
         """The peer's IP address once admitted (released when the connection ends)."""
+        self.certified: Identity | None = None
+        """Who the client's certificate names, where the listener takes mutual TLS."""
         self.transport: asyncio.Transport | None = None
         self.writer: CoalescingWriter | None = None
         self.reader: HttpRequestReader | None = HttpRequestReader(
@@ -138,6 +142,8 @@ class TcpConnection(ClientProtocol):
             self.reader = None
             return
         self.address = address
+        if self.core.authenticator.mtls:
+            self.certified = certified_identity(transport, address)
         self.writer = CoalescingWriter(transport, loop,  # type: ignore[arg-type]
                                        self.limits.client_buffer_bytes, self._overflow)
         self.listener.connections.add(self)
@@ -322,7 +328,7 @@ class TcpConnection(ClientProtocol):
         if refused is not None:
             self._http_error(request, *refused)
             return
-        identity = self.endpoint.identify(request, self.address)
+        identity = self.endpoint.identify(request, self.address, self.certified)
         if not isinstance(identity, Identity):
             failure = identity
             self._http_error(request, failure.status, f"{HTTPStatus(failure.status).phrase}: "

@@ -1,0 +1,81 @@
+"""TLS on the main listener: the server context, its renewal, and client certificates.
+
+The context is built once from ``[listen.tls]``; its files are checked every
+``reload_interval`` seconds and, when renewed, loaded into the same context, so new
+connections get the new certificate while those open keep theirs (no restart, no
+dropped connection). A renewal that does not load is logged and the old one stays.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import ssl
+from typing import Any
+
+from ..auth.identity import Identity
+from ..config import TlsConfig
+
+log = logging.getLogger("mcpfast.transport")
+
+_VERIFY = {"none": ssl.CERT_NONE, "optional": ssl.CERT_OPTIONAL,
+           "required": ssl.CERT_REQUIRED}
+
+
+class ServerTls:
+    """The listener's SSL context and the watch that keeps it current."""
+
+    def __init__(self, config: TlsConfig) -> None:
+        self.config = config
+        self.context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self.context.minimum_version = (ssl.TLSVersion.TLSv1_3 if config.min_version == "TLSv1.3"
+                                        else ssl.TLSVersion.TLSv1_2)
+        self.context.set_alpn_protocols(["http/1.1"])
+        self.context.verify_mode = _VERIFY[config.verify_clients]
+        self.loaded: tuple[float, ...] = ()
+        self.reloads = 0
+        self._load()
+
+    def _files(self) -> list[str]:
+        config = self.config
+        return [path for path in (config.cert_file, config.key_file, config.client_ca_file)
+                if path is not None]
+
+    def _stamps(self) -> tuple[float, ...]:
+        return tuple(os.stat(path).st_mtime_ns for path in self._files())
+
+    def _load(self) -> None:
+        stamps = self._stamps()
+        self.context.load_cert_chain(self.config.cert_file, self.config.key_file)
+        if self.config.client_ca_file is not None:
+            self.context.load_verify_locations(self.config.client_ca_file)
+        self.loaded = stamps
+
+    async def watch(self) -> None:
+        """Load renewed files, every ``reload_interval`` seconds, until cancelled."""
+        while True:
+            await asyncio.sleep(self.config.reload_interval)
+            try:
+                if self._stamps() == self.loaded:
+                    continue
+                self._load()
+            except (OSError, ssl.SSLError) as exc:
+                log.error("TLS: the renewed certificate files do not load (%s); the ones "
+                          "in use stay", exc)
+                continue
+            self.reloads += 1
+            log.info("TLS: loaded the renewed certificate from %s", self.config.cert_file)
+
+
+def certified_identity(transport: Any, address: str | None) -> Identity | None:
+    """The identity a verified client certificate names (its subject's common name), or
+    None without one."""
+    cert = transport.get_extra_info("peercert")
+    if not cert:
+        return None
+    subject = {key: value for rdn in cert.get("subject", ()) for key, value in rdn}
+    name = subject.get("commonName")
+    if not name:
+        return None
+    return Identity(f"mtls:{name}", address, method="mtls", name=name)
