@@ -932,7 +932,7 @@ class Pki:
         from cryptography.hazmat.primitives import hashes
         from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-        now = datetime.datetime.now(datetime.timezone.utc)
+        now = datetime.datetime.now(datetime.UTC)
         subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
         issuer = subject if ca else self.ca_cert.subject
         builder = (x509.CertificateBuilder().subject_name(subject).issuer_name(issuer)

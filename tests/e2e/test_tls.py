@@ -65,6 +65,7 @@ def test_mutual_tls_names_the_identity(gateway_factory: Any, tmp_path: Path) -> 
             tools = await alice.request("tools/list", {})
             assert [t["name"] for t in tools["result"]["tools"]] == ["echo"]
             code, body = gw.admin_get("/api/v1/connections")
+            assert code == 200
             (connection,) = json.loads(body)["connections"]
             assert connection["credentials"]["name"] == "alice"
             assert connection["credentials"]["method"] == "mtls"
