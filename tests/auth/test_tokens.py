@@ -176,3 +176,15 @@ def test_an_unreachable_jwks_refuses_tokens_and_keeps_retrying() -> None:
         assert source.failures >= 2
         await source.stop()
     run(main())
+
+
+def test_a_tampered_payload_and_garbage_are_refused(issuer: Issuer) -> None:
+    head, body, signature = issuer.token("alice", kid="ec").split(".")
+    claims = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
+    claims["sub"] = "admin"
+    forged = base64.urlsafe_b64encode(json.dumps(claims).encode()).rstrip(b"=").decode()
+    check = verifier(issuer)
+    assert refused(check.verify(f"{head}.{forged}.{signature}")).description == \
+        "the token's signature does not verify"
+    for garbage in ("a.b.c", "not a token", f"{head}..{signature}", ""):
+        assert refused(check.verify(garbage)).status == 401

@@ -27,6 +27,7 @@ from ..conftest import (
     http_initialize,
     modern_request,
     run,
+    sdk_upstream,
     ws_client,
 )
 
@@ -221,4 +222,118 @@ def test_a_parked_call_is_retried_only_by_its_own_identity(gateway_factory: Any)
             assert "names no waiting request" in stolen["error"]["message"]
             final = (await modern_request(alice, "tools/call", retry))["result"]
             assert final["content"][0]["text"] == "4"
+    run(main())
+
+
+def test_bypass_attempts_are_refused(gateway_factory: Any, issuer: Issuer) -> None:
+    """A credential in the query string, repeated Authorization headers, and a WebSocket
+    whose first message carries what its upgrade lacked: none admits. Header names and
+    the scheme are case-insensitive (RFC 9110, RFC 6750), so those variants do."""
+    from multidict import CIMultiDict
+
+    gw = gateway_factory(**auth_sections(issuer, issuer.serve()))
+    init = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": INIT_PARAMS}
+    alice = issuer.token("alice")
+
+    async def status(http: aiohttp.ClientSession, url: str, headers: Any) -> int:
+        async with http.post(url, json=init, headers=headers) as resp:
+            return resp.status
+
+    async def main() -> None:
+        async with aiohttp.ClientSession() as http:
+            for query in (f"access_token={alice}", f"api_key={KEY}", f"token={KEY}"):
+                assert await status(http, f"{gw.http_url}?{query}", http_headers()) == 401
+            for repeated in ([alice, alice], [alice, "garbage"], ["garbage", alice],
+                             [KEY, alice]):
+                headers = CIMultiDict(http_headers())
+                for credential in repeated:
+                    headers.add("Authorization", f"Bearer {credential}")
+                assert await status(http, gw.http_url, headers) == 401, repeated
+            for name, scheme in (("authorization", "bearer"), ("AUTHORIZATION", "BEARER"),
+                                 ("Authorization", "BeArEr")):
+                assert await status(http, gw.http_url,
+                                    {**http_headers(), name: f"{scheme} {alice}"}) == 200
+            assert await status(http, gw.http_url,
+                                {**http_headers(), "Authorization": f"Basic {alice}"}) == 401
+            assert await status(http, gw.http_url,
+                                {**http_headers(), "Authorization": alice}) == 401
+        # No upgrade without a credential, so no first message could carry one.
+        with pytest.raises(websockets.InvalidStatus) as refused:
+            async with ws_client(f"{gw.ws_url}?access_token={alice}"):
+                pass
+        assert refused.value.response.status_code == 401
+    run(main())
+
+
+@pytest.mark.parametrize("era", ["legacy", "modern"])
+def test_a_denied_tool_has_no_other_name(gateway_factory: Any, era: str) -> None:
+    """Two upstreams, names prefixed: a tool denied by its public name or by its
+    upstream is refused under every spelling a client may try, in either era."""
+    gw = gateway_factory(
+        {"a": sdk_upstream("a"), "b": sdk_upstream("b")},
+        listen={"auth": ["api_key"]},
+        auth={"api_keys": [{"name": "ci-bot", "hash": hash_key(KEY)}]},
+        routing={"prefix": "always"},
+        authorization={"rules": [{"deny_tools": ["a__echo"]},
+                                 {"upstream": "b", "deny_tools": ["*add"]}]})
+
+    async def main() -> None:
+        async with ws_client(gw.ws_url, additional_headers={"X-API-Key": KEY}) as client:
+            if era == "legacy":
+                await client.initialize()
+
+                async def call(name: str) -> dict[str, Any]:
+                    return await client.call_tool(name, {"text": "x", "a": 1, "b": 2})
+
+                listed = await client.request("tools/list", {})
+            else:
+                async def call(name: str) -> dict[str, Any]:
+                    return await modern_request(client, "tools/call", {
+                        "name": name, "arguments": {"text": "x", "a": 1, "b": 2}})
+
+                listed = await modern_request(client, "tools/list", {})
+            names = {t["name"] for t in listed["result"]["tools"]}
+            assert "a__echo" not in names and "b__add" not in names
+            assert {"b__echo", "a__add"} <= names
+            for spelling in ("a__echo", "echo", "A__echo", "a__echo ", "b__add", "add"):
+                answer = await call(spelling)
+                assert answer["error"]["code"] == -32602, (spelling, answer)
+                assert answer["error"]["message"] == f"Unknown tool: {spelling}"
+            assert "result" in await call("b__echo")
+            assert "result" in await call("a__add")
+    run(main())
+
+
+def test_the_sdk_oauth_discovery_reads_the_challenge_and_metadata(gateway_factory: Any,
+                                                                  issuer: Issuer) -> None:
+    """What the official SDK's OAuth client does on a 401: take resource_metadata from
+    WWW-Authenticate, and failing that the well-known URLs, and read the metadata there
+    (mcp.client.auth.utils), against the gateway's real answers."""
+    from mcp.client.auth.utils import (
+        build_protected_resource_metadata_discovery_urls,
+        extract_resource_metadata_from_www_auth,
+        handle_protected_resource_response,
+    )
+
+    sections = auth_sections(issuer, issuer.serve(), audience=[Issuer.AUDIENCE])
+    del sections["auth"]["resource"]  # the metadata then names the host it was asked on
+    gw = gateway_factory(**sections)
+    init = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": INIT_PARAMS}
+
+    async def main() -> None:
+        async with create_mcp_http_client() as http:
+            refused = await http.post(gw.http_url, json=init, headers=http_headers())
+            assert refused.status_code == 401
+            found = extract_resource_metadata_from_www_auth(refused)
+            assert found == (f"http://127.0.0.1:{gw.port}/.well-known/"
+                             "oauth-protected-resource/mcp")
+            urls = build_protected_resource_metadata_discovery_urls(found, gw.http_url)
+            assert len(urls) == 3
+            for url in urls:  # every URL the SDK may try answers the same
+                metadata = await handle_protected_resource_response(await http.get(url))
+                assert metadata is not None, url
+                assert str(metadata.resource) == gw.http_url
+                assert [str(s).rstrip("/") for s in metadata.authorization_servers] == \
+                    [Issuer.ISSUER]
+                assert metadata.scopes_supported == ["mcp:call"]
     run(main())

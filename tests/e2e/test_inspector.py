@@ -42,3 +42,20 @@ def test_inspector_lists_and_calls_tools(gateway_factory: Any, tmp_path: Path, e
     read = inspector(tmp_path, gw.http_url, "--protocol-era", era, "--method",
                      "resources/read", "--uri", "test://static")
     assert read["contents"][0]["uri"] == "test://static"
+
+
+@pytest.mark.parametrize("era", ["legacy", "modern"])
+def test_inspector_with_a_bearer_api_key(gateway_factory: Any, tmp_path: Path,
+                                         era: str) -> None:
+    """The gateway requires an API key: the Inspector passes it as a header."""
+    from mcpfast.auth.api_keys import hash_key
+
+    key = "mcpf_inspector-key-0123456789"
+    gw: GatewayProcess = gateway_factory(
+        listen={"auth": ["api_key"]},
+        auth={"api_keys": [{"name": "inspector", "hash": hash_key(key)}]})
+    called = inspector(tmp_path, gw.http_url, "--protocol-era", era,
+                       "--header", f"Authorization: Bearer {key}", "--method", "tools/call",
+                       "--tool-name", "add", "--tool-arg", "a=2", "b=40")
+    assert called["content"][0]["text"] == "42"
+    assert "authentication refused" not in gw.log()
