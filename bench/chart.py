@@ -24,7 +24,9 @@ from .targets import baselines
 # The Streamable HTTP targets take lighter shades of their WebSocket counterparts.
 COLORS = {"direct": "#9e9e9e", "nginx": "#2e7d32", "mcpfast-ws": "#1565c0",
           "mcpfast-unix": "#ef6c00", "direct-http": "#cfcfcf", "nginx-http": "#81c784",
-          "mcpfast-http": "#64b5f6", "mcpfast-ws-limited": "#0d47a1"}
+          "mcpfast-http": "#64b5f6", "mcpfast-ws-limited": "#0d47a1",
+          "mcpfast-ws-apikey": "#5e35b1", "mcpfast-ws-jwt": "#8e24aa",
+          "mcpfast-http-apikey": "#b39ddb", "mcpfast-http-jwt": "#ce93d8"}
 PERCENTILES = ("p50", "p90", "p99", "p99.9")
 TIMES = "\N{MULTIPLICATION SIGN}"
 

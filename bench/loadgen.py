@@ -327,14 +327,15 @@ class InitializeReply(msgspec.Struct):
 
 
 async def open_http_session(target: str, recorder: Recorder, timeout: float,
-                            inflight: int) -> HttpSession:
+                            inflight: int, headers: dict[str, str]) -> HttpSession:
     """Initialize on one connection, then open the session's other ``inflight - 1``."""
     loop = asyncio.get_running_loop()
     url = urllib.parse.urlsplit(target)
     host, port = url.hostname or "127.0.0.1", url.port or 80
     common = (f"POST {url.path or '/'} HTTP/1.1\r\nHost: {url.netloc}\r\n"
               "Accept: application/json, text/event-stream\r\n"
-              "Content-Type: application/json\r\n")
+              "Content-Type: application/json\r\n"
+              + "".join(f"{name}: {value}\r\n" for name, value in headers.items()))
     connections: list[HttpConnection] = []
 
     async def connect(index: int, head: bytes) -> HttpConnection:
@@ -413,12 +414,13 @@ def _websocket_session_class() -> type:
 
 
 async def open_session(target: str, recorder: Recorder, timeout: float,
-                       inflight: int) -> Any:
-    """Connect and initialize one session; returns its transport-side object."""
+                       inflight: int, headers: dict[str, str]) -> Any:
+    """Connect and initialize one session; returns its transport-side object.
+    ``headers`` go with each HTTP request and the WebSocket upgrade (credentials)."""
     loop = asyncio.get_running_loop()
     session: Any
     if target.startswith("http://"):
-        return await open_http_session(target, recorder, timeout, inflight)
+        return await open_http_session(target, recorder, timeout, inflight, headers)
     if target.startswith("unix:"):
         _, session = await asyncio.wait_for(loop.create_unix_connection(
             lambda: UnixSession(recorder), target[5:]), timeout)
@@ -427,7 +429,7 @@ async def open_session(target: str, recorder: Recorder, timeout: float,
         session_class = _websocket_session_class()
         _, session = await ws_connect(
             lambda: session_class(recorder), target,
-            extra_headers={"Sec-WebSocket-Protocol": "mcp"},
+            extra_headers={"Sec-WebSocket-Protocol": "mcp", **headers},
             websocket_handshake_timeout=timeout, read_buffer_init_size=4096)
         if session is None:  # picows drops the listener of a connection already closed
             raise ConnectionError("the connection closed right after the WebSocket handshake")
@@ -441,7 +443,8 @@ async def open_session(target: str, recorder: Recorder, timeout: float,
 
 
 async def open_sessions(target: str, count: int, concurrency: int, timeout: float,
-                        recorder: Recorder, inflight: int) -> tuple[list[Any], int, str]:
+                        recorder: Recorder, inflight: int, headers: dict[str, str]
+                        ) -> tuple[list[Any], int, str]:
     """Open ``count`` sessions, at most ``concurrency`` handshakes at a time."""
     gate = asyncio.Semaphore(concurrency)
     failures: list[str] = []
@@ -449,7 +452,7 @@ async def open_sessions(target: str, count: int, concurrency: int, timeout: floa
     async def one() -> Any:
         async with gate:
             try:
-                return await open_session(target, recorder, timeout, inflight)
+                return await open_session(target, recorder, timeout, inflight, headers)
             except Exception as exc:  # noqa: BLE001 - counted and reported
                 failures.append(f"{type(exc).__name__}: {exc}")
                 return None
@@ -502,7 +505,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     started = time.perf_counter()
     sessions, connect_errors, connect_error = await open_sessions(
         args.target, args.connections, args.connect_concurrency, args.connect_timeout,
-        recorder, args.inflight)
+        recorder, args.inflight, _headers(args.header))
     connect_seconds = time.perf_counter() - started
     result: dict[str, Any] = {
         "event": "result", "target": args.target, "connections": args.connections,
@@ -563,6 +566,16 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
+def _headers(given: list[str]) -> dict[str, str]:
+    headers: dict[str, str] = {}
+    for header in given:
+        name, colon, value = header.partition(":")
+        if not colon or not name.strip():
+            raise ValueError(f"--header {header!r} is not 'NAME: VALUE'")
+        headers[name.strip()] = value.strip()
+    return headers
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="MCP tools/call load generator")
     parser.add_argument("target", help="ws://HOST:PORT/PATH, http://HOST:PORT/PATH or "
@@ -580,7 +593,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--hold", action="store_true",
                         help="open and initialize the sessions, then hold them idle")
     parser.add_argument("--hold-timeout", type=float, default=120.0)
+    parser.add_argument("--header", action="append", default=[], metavar="'NAME: VALUE'",
+                        help="a header for every HTTP request and WebSocket upgrade "
+                             "(a credential); repeatable")
     args = parser.parse_args(argv)
+    try:
+        _headers(args.header)
+    except ValueError as exc:
+        parser.error(str(exc))
     for name in ("connections", "inflight", "connect_concurrency"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")

@@ -230,6 +230,7 @@ def load_tables(scenario: Scenario, rows: list[LoadResult]) -> list[str]:
                               "÷nginx-http / ÷direct-http:", http, base)
     lines += _transport_table(base)
     lines += _limit_cost(base)
+    lines += _auth_cost(base)
     lines += _notes(rows)
     return lines
 
@@ -247,6 +248,32 @@ def _limit_cost(base: dict[str, LoadResult]) -> list[str]:
             "bucket, never refusing), `mcpfast-ws-limited` against `mcpfast-ws`: "
             f"throughput {_relative(limited, plain, _throughput)}, proxy CPU "
             f"{_num(cpu, 2)} µs per call more."]
+
+
+AUTHENTICATED = (("mcpfast-ws-apikey", "mcpfast-ws", "API key over WebSocket (once per "
+                  "connection)"),
+                 ("mcpfast-ws-jwt", "mcpfast-ws", "JWT over WebSocket (once per connection)"),
+                 ("mcpfast-http-apikey", "mcpfast-http", "API key over Streamable HTTP (every "
+                  "request, verified once then cached)"),
+                 ("mcpfast-http-jwt", "mcpfast-http", "JWT over Streamable HTTP (every "
+                  "request, verified once then cached)"))
+
+
+def _auth_cost(base: dict[str, LoadResult]) -> list[str]:
+    """What authentication costs per call: each authenticated target against the same
+    gateway without authentication, in the same run."""
+    lines: list[str] = []
+    for name, plain_name, what in AUTHENTICATED:
+        row, plain = base.get(name), base.get(plain_name)
+        if row is None or plain is None:
+            continue
+        cpu = (row.proxy_cpu_us_per_call - plain.proxy_cpu_us_per_call
+               if row.proxy_cpu_us_per_call is not None
+               and plain.proxy_cpu_us_per_call is not None else None)
+        lines.append(f"- {what}, `{name}` against `{plain_name}`: throughput "
+                     f"{_relative(row, plain, _throughput)}, proxy CPU {_num(cpu, 2)} µs "
+                     "per call more.")
+    return ["", "Authentication, in the same run:", "", *lines] if lines else []
 
 
 def _ratio_table(title: str, rows: list[LoadResult],

@@ -51,6 +51,8 @@ class Scenario:
 
 WEBSOCKET_AND_UNIX = ("direct", "nginx", "mcpfast-ws", "mcpfast-unix")
 STREAMABLE_HTTP = ("direct-http", "nginx-http", "mcpfast-http")
+AUTHENTICATED_WS = ("mcpfast-ws-apikey", "mcpfast-ws-jwt")
+AUTHENTICATED_HTTP = ("mcpfast-http-apikey", "mcpfast-http-jwt")
 
 # Fan-in and idle capacity measure what many open client connections cost a proxy. A
 # Streamable HTTP session holds no connection while it is idle (it is an id: clients
@@ -59,7 +61,8 @@ STREAMABLE_HTTP = ("direct-http", "nginx-http", "mcpfast-http")
 SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
     Scenario("latency", "Latency", 1, 1, targets=WEBSOCKET_AND_UNIX + STREAMABLE_HTTP),
     Scenario("throughput", "Throughput", 64, 8,
-             targets=(*WEBSOCKET_AND_UNIX, "mcpfast-ws-limited", *STREAMABLE_HTTP)),
+             targets=(*WEBSOCKET_AND_UNIX, "mcpfast-ws-limited", *AUTHENTICATED_WS,
+                      *STREAMABLE_HTTP, *AUTHENTICATED_HTTP)),
     Scenario("fan-in", "Fan-in", 1000, 1),
     Scenario("idle", "Idle capacity", 10_000, idle=True, targets=("nginx", "mcpfast-ws")),
 )}
@@ -159,6 +162,7 @@ def measure_load(target: Target, scenario: Scenario, warmup: float, duration: fl
         target.address, "--connections", str(scenario.connections),
         "--inflight", str(scenario.inflight), "--warmup", str(warmup),
         "--duration", str(duration), "--connect-concurrency", "100",
+        *target.loadgen_args,
     ], log)
     deadline = time.monotonic() + connect_budget(scenario.connections) + warmup + duration + 30
     meter = [pid for pid in (target.proxy_pid, target.echo_pid) if pid]

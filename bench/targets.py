@@ -6,6 +6,11 @@
   mcpfast-unix  loadgen -> mcpfast (unix socket) -> echo server (stdio upstream)
   mcpfast-ws-limited  mcpfast-ws with two rate limits that apply to every call (one per
                 client identity, one per tool) and never refuse: their cost per call
+  mcpfast-ws-apikey, mcpfast-ws-jwt  mcpfast-ws requiring an API key or a JWT (RS256),
+                which the load generator sends with each upgrade: verified once per
+                connection
+  mcpfast-http-apikey, mcpfast-http-jwt  the same over Streamable HTTP, where every
+                request carries it: verified once, then found in the gateway's cache
   direct-http   loadgen -> echo server (Streamable HTTP): the HTTP ceiling
   nginx-http    loadgen -> nginx (one worker, upstream keep-alive) -> echo server (HTTP)
   mcpfast-http  loadgen -> mcpfast (Streamable HTTP) -> echo server (stdio upstream)
@@ -21,6 +26,7 @@ the echo server's.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import selectors
@@ -114,6 +120,8 @@ class Target:
         self.proxy_pid: int | None = None
         self.echo_pid = 0
         self.info: dict[str, str] = {}
+        self.loadgen_args: list[str] = []
+        """More arguments for the load generator (a credential to send)."""
         self._processes: list[subprocess.Popen[bytes]] = []
 
     def start(self, connections: int) -> None:
@@ -216,12 +224,15 @@ class NginxTarget(Target):
 class McpfastTarget(Target):
     proxy_label = "gateway"
 
-    def __init__(self, workdir: Path, transport: str, limited: bool = False) -> None:
+    def __init__(self, workdir: Path, transport: str, limited: bool = False,
+                 auth: str | None = None) -> None:
         super().__init__(workdir)
         self.transport = transport
         self.name = {"websocket": "mcpfast-ws", "unix": "mcpfast-unix",
-                     "http": "mcpfast-http"}[transport] + ("-limited" if limited else "")
+                     "http": "mcpfast-http"}[transport] + ("-limited" if limited else "") \
+            + (f"-{auth}" if auth else "")
         self.limited = limited
+        self.auth = auth
         self.admin = ""
 
     def start(self, connections: int) -> None:
@@ -236,6 +247,7 @@ path = "/mcp"
 unix_socket = {json.dumps(str(unix_path))}
 backlog = 4096
 idle_timeout = 3600.0
+{self._listen_auth()}
 
 [limits]
 # Every session comes from 127.0.0.1: the default cap per address (half of the total)
@@ -251,7 +263,8 @@ level = "warning"
 
 [upstreams.echo]
 command = ["python", {json.dumps(str(ECHO_SERVER))}, "--stdio"]
-{ACTIVE_LIMITS if self.limited else ""}""")
+{ACTIVE_LIMITS if self.limited else ""}
+{self._auth_section()}""")
         gateway = self._spawn([sys.executable, "-m", "mcpfast", "serve", "--config",
                                str(config)], "gateway.log")
         admin = f"http://127.0.0.1:{admin_port}"
@@ -270,6 +283,34 @@ command = ["python", {json.dumps(str(ECHO_SERVER))}, "--stdio"]
         self.address = (f"unix:{unix_path}" if self.transport == "unix"
                         else _url(self.transport, port))
         self.admin = admin
+
+    def _listen_auth(self) -> str:
+        return {None: "", "apikey": 'auth = ["api_key"]', "jwt": 'auth = ["jwt"]'}[self.auth]
+
+    def _auth_section(self) -> str:
+        """The ``[auth]`` the target requires, and the credential the load generator
+        sends for it."""
+        if self.auth is None:
+            return ""
+        if self.auth == "apikey":
+            key = "mcpf_bench-" + os.urandom(16).hex()
+            self.loadgen_args = ["--header", f"Authorization: Bearer {key}"]
+            digest = hashlib.sha256(key.encode()).hexdigest()
+            return f'[[auth.api_keys]]\nname = "bench"\nhash = "sha256:{digest}"\n'
+        import jwt
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric import rsa
+
+        private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        public = private.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        now = int(time.time())
+        token = jwt.encode({"iss": "https://issuer.bench", "aud": "https://gateway.bench/mcp",
+                            "sub": "bench", "iat": now, "exp": now + 86400},
+                           private, algorithm="RS256", headers={"kid": "bench"})
+        self.loadgen_args = ["--header", f"Authorization: Bearer {token}"]
+        return (f'[auth]\nresource = "https://gateway.bench/mcp"\n[auth.jwt]\n'
+                f'issuer = "https://issuer.bench"\nkeys = {json.dumps([public.decode()])}\n')
 
     def open_sessions(self) -> int | None:
         with urllib.request.urlopen(f"{self.admin}/status", timeout=10) as response:
@@ -299,7 +340,9 @@ identity, and a per-tool bucket matched by pattern), too generous ever to refuse
 TARGET_TRANSPORTS = {
     "direct": "websocket", "nginx": "websocket", "mcpfast-ws": "websocket",
     "mcpfast-ws-limited": "websocket", "mcpfast-unix": "unix",
+    "mcpfast-ws-apikey": "websocket", "mcpfast-ws-jwt": "websocket",
     "direct-http": "http", "nginx-http": "http", "mcpfast-http": "http",
+    "mcpfast-http-apikey": "http", "mcpfast-http-jwt": "http",
 }
 TARGET_NAMES = tuple(TARGET_TRANSPORTS)
 NGINX_TARGETS = ("nginx", "nginx-http")
@@ -322,4 +365,5 @@ def make_target(name: str, workdir: Path, nginx: str | None, nofile: int) -> Tar
     if name in NGINX_TARGETS:
         assert nginx is not None
         return NginxTarget(workdir, nginx, nofile, transport)
-    return McpfastTarget(workdir, transport, limited=name.endswith("-limited"))
+    auth = name.rpartition("-")[2] if name.endswith(("-apikey", "-jwt")) else None
+    return McpfastTarget(workdir, transport, limited=name.endswith("-limited"), auth=auth)

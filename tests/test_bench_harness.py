@@ -30,7 +30,9 @@ WEBSOCKET_AND_UNIX = {"direct", "nginx", "mcpfast-ws", "mcpfast-unix"}
 STREAMABLE_HTTP = {"direct-http", "nginx-http", "mcpfast-http"}
 LOAD_SCENARIOS = {
     "latency": WEBSOCKET_AND_UNIX | STREAMABLE_HTTP,
-    "throughput": WEBSOCKET_AND_UNIX | STREAMABLE_HTTP | {"mcpfast-ws-limited"},
+    "throughput": WEBSOCKET_AND_UNIX | STREAMABLE_HTTP | {
+        "mcpfast-ws-limited", "mcpfast-ws-apikey", "mcpfast-ws-jwt", "mcpfast-http-apikey",
+        "mcpfast-http-jwt"},
     "fan-in": WEBSOCKET_AND_UNIX,
 }
 PERCENTILES = ("p50", "p90", "p99", "p99.9")
