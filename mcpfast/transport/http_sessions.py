@@ -27,6 +27,7 @@ from .ports import ClientSession, Dispatcher, Identity
 log = logging.getLogger("mcpfast.http")
 
 SESSION_HEADER = "Mcp-Session-Id"
+SESSION_FIELD = SESSION_HEADER.lower()
 PRIMING_SINCE = "2025-11-25"  # older clients cannot parse an event with empty data
 MAX_UNDELIVERED = 1000
 
@@ -93,7 +94,7 @@ class Stream:
         ``error`` saying whether that is an error (None: not known)."""
         exchange = self.exchange
         if not self.committed and exchange is not None and self.is_post:
-            if final and not _prefers_sse(exchange.request.header("Accept")):
+            if final and not _prefers_sse(exchange.request.fields.get("accept")):
                 # Nothing preceded the response: answer with plain JSON.
                 self.done = True
                 self.exchange = None
@@ -367,7 +368,7 @@ class ModernRequest:
         if exchange is None or request_id != self.request_id:
             return
         self.exchange = None
-        if not self.streaming and _prefers_sse(exchange.request.header("Accept")):
+        if not self.streaming and _prefers_sse(exchange.request.fields.get("accept")):
             self.streaming = True
             exchange.start_stream([], self.lost)
         if self.streaming:

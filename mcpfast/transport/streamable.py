@@ -32,12 +32,13 @@ from ..protocol.http import HttpRequest, format_response
 from ..protocol.mcp import LEGACY_VERSIONS
 from ..protocol.session_ids import SessionSigner
 from .exchange import Exchange, _accepts, _media_types
-from .http_sessions import SESSION_HEADER, HttpSession, ModernRequest, Stream
+from .http_sessions import SESSION_FIELD, SESSION_HEADER, HttpSession, ModernRequest, Stream
 from .ports import Dispatcher
 
 log = logging.getLogger("mcpfast.http")
 
 VERSION_HEADER = "MCP-Protocol-Version"
+VERSION_FIELD = VERSION_HEADER.lower()
 DEFAULT_LEGACY_VERSION = "2025-03-26"  # no header and no other way to know (transports)
 MAX_ENDED = 100_000
 LEGACY_ALLOW = "GET, POST, DELETE"
@@ -170,11 +171,11 @@ class Endpoint:
         The first check of every request, so it also takes a new config snapshot."""
         if self.core.config is not self._snapshot:
             self._read_config()
-        origin = request.header("Origin")
+        origin = request.fields.get("origin")
         if origin is not None and origin.strip() not in self._origins:
             return 403, f"Origin {origin.strip()!r} is not allowed"
         if self._hosts is not None:
-            host = (request.header("Host") or "").strip().lower()
+            host = (request.fields.get("host") or "").strip().lower()
             if host not in self._hosts:
                 return 421, f"Host {host!r} is not served here"
         return None
@@ -196,11 +197,11 @@ class Endpoint:
         if refused is not None:
             exchange.error(refused[0], None, jsonrpc.INVALID_REQUEST, refused[1])
             return
-        if request.header_count(VERSION_HEADER) > 1:
+        if request.repeated is not None and VERSION_FIELD in request.repeated:
             exchange.error(400, None, modern.HEADER_MISMATCH,
                            f"Header mismatch: repeated {VERSION_HEADER} header")
             return
-        version = request.header(VERSION_HEADER)
+        version = request.fields.get(VERSION_FIELD)
         version = version.strip() if version is not None else None
         if version is not None and version not in LEGACY_VERSIONS:
             self._modern(exchange, peer, address, version)
@@ -224,8 +225,8 @@ class Endpoint:
     def _body(self, exchange: Exchange, *, modern_era: bool) -> jsonrpc.Envelope | None:
         """Content negotiation and parsing common to both eras' POST."""
         request = exchange.request
-        refused = _unacceptable(request.header("Accept"), request.header("Content-Type"),
-                                modern_era)
+        fields = request.fields
+        refused = _unacceptable(fields.get("accept"), fields.get("content-type"), modern_era)
         if refused is not None:
             exchange.error(refused[0], None, jsonrpc.INVALID_REQUEST, refused[1])
             return None
@@ -253,7 +254,7 @@ class Endpoint:
             if env.method == "initialize" and env.id is not UNSET:
                 self._initialize(exchange, peer, address, env)
                 return
-        elif method == "GET" and not _accepts(request.header("Accept"), "text/event-stream"):
+        elif method == "GET" and not _accepts(request.fields.get("accept"), "text/event-stream"):
             exchange.error(406, None, jsonrpc.INVALID_REQUEST,
                            "Not Acceptable: the client must accept text/event-stream")
             return
@@ -269,7 +270,7 @@ class Endpoint:
             self._post(exchange, session, env)
 
     def _session(self, exchange: Exchange, peer: str, address: str) -> HttpSession | None:
-        token = exchange.request.header(SESSION_HEADER)
+        token = exchange.request.fields.get(SESSION_FIELD)
         if token is None:
             exchange.error(400, None, jsonrpc.INVALID_REQUEST,
                            f"Bad Request: the {SESSION_HEADER} header is required "
@@ -326,7 +327,7 @@ class Endpoint:
 
     def _initialize(self, exchange: Exchange, peer: str, address: str,
                     env: jsonrpc.Envelope) -> None:
-        token = exchange.request.header(SESSION_HEADER)
+        token = exchange.request.fields.get(SESSION_FIELD)
         if token is not None and token.strip() in self.sessions:
             exchange.error(400, env.id, jsonrpc.INVALID_REQUEST,
                            "this session is already initialized")
@@ -363,7 +364,7 @@ class Endpoint:
         self.core.handle(session.ds, body, env)
 
     def _get(self, exchange: Exchange, session: HttpSession) -> None:
-        last = exchange.request.header("Last-Event-ID")
+        last = exchange.request.fields.get("last-event-id")
         if last is not None and last.strip():
             parsed = sse.split_event_id(last)
             stream = session.streams.get(parsed[0]) if parsed else None
@@ -434,7 +435,7 @@ class Endpoint:
         except modern.RequestError as exc:
             exchange.error(exc.http_status, env.id, exc.code, exc.message, data=exc.data)
             return
-        if method == "subscriptions/listen" and not _accepts(request.header("Accept"),
+        if method == "subscriptions/listen" and not _accepts(request.fields.get("accept"),
                                                              "text/event-stream"):
             exchange.error(406, env.id, jsonrpc.INVALID_REQUEST,
                            "Not Acceptable: subscriptions/listen answers with "
