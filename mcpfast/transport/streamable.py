@@ -356,11 +356,8 @@ class Endpoint:
             exchange.error(400, env.id, jsonrpc.INVALID_REQUEST,
                            f"request id {env.id!r} is already in flight on this session")
             return
-        stream = session.new_stream(env.id, exchange)
-        if b"progressToken" in body:
-            token = _progress_token(env)
-            if token is not None:
-                session.by_token[token] = stream
+        session.new_stream(env.id, exchange,
+                           _progress_token(env) if b"progressToken" in body else None)
         self.core.handle(session.ds, body, env)
 
     def _get(self, exchange: Exchange, session: HttpSession) -> None:
