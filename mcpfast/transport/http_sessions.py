@@ -407,11 +407,11 @@ class ModernRequest:
         if self.streaming:
             exchange.send(sse.event(data))
             exchange.end()
-        else:
-            status, headers = 200, None
-            if _is_error(data, error):
-                status, headers = _error_status(data, modern.http_status_for)
+        elif _is_error(data, error):
+            status, headers = _error_status(data, modern.http_status_for)
             exchange.json(status, data, headers)
+        else:
+            exchange.ok(data)
         self._finish()
 
     def close(self, code: int = 1000, reason: str = "") -> None:

@@ -85,7 +85,8 @@ class Endpoint:
         self._origins: _AllowList
         self._hosts: _AllowList | None
         self._read_config()
-        self._schemas: tuple[object, dict[Any, Any]] = (None, {})
+        self._annotations: tuple[object, dict[Any, dict[str, tuple[tuple[str, ...], str]]]] = \
+            (None, {})
         self._timer: asyncio.TimerHandle | None = None
         self._ticks = 0
 
@@ -422,13 +423,17 @@ class Endpoint:
         try:
             if not isinstance(params, dict):
                 raise modern.RequestError(jsonrpc.INVALID_PARAMS, "params must be an object")
-            modern.check_unrepeated_headers(request.headers)
+            if request.repeated is not None:
+                # Rung 8 before rung 9; without a repeated header it cannot fail.
+                modern.check_unrepeated_headers(request.headers)
             meta = modern.read_meta(params)
             modern.check_headers(request.headers, method, params)
             modern.check_version(meta)
             if method == "tools/call":
-                modern.check_param_headers(request.headers, self._schema(params.get("name")),
-                                           params.get("arguments"))
+                annotations = self._header_annotations(params.get("name"))
+                if annotations:
+                    modern.check_param_values(request.headers, annotations,
+                                              params.get("arguments"))
         except modern.RequestError as exc:
             exchange.error(exc.http_status, env.id, exc.code, exc.message, data=exc.data)
             return
@@ -441,11 +446,14 @@ class Endpoint:
         modern_request = ModernRequest(self, exchange, env.id, peer, address)
         self.core.handle(modern_request.ds, request.body, env)
 
-    def _schema(self, name: object) -> Any:
+    def _header_annotations(self, name: object) -> dict[str, tuple[tuple[str, ...], str]]:
+        """Tool ``name``'s x-mcp-header annotations (``modern.x_mcp_headers``), read once
+        per tool list rather than from its inputSchema on every call."""
         tools = self.core.tools
-        if self._schemas[0] is not tools:
-            self._schemas = (tools, {t.get("name"): t.get("inputSchema") for t in tools})
-        return self._schemas[1].get(name)
+        if self._annotations[0] is not tools:
+            self._annotations = (tools, {t.get("name"): modern.x_mcp_headers(t.get("inputSchema"))
+                                         for t in tools})
+        return self._annotations[1].get(name) or {}
 
 
 @functools.lru_cache(maxsize=256)
