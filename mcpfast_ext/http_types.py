@@ -30,34 +30,38 @@ class HttpRequest:
     body: bytes = b""
     keep_alive: bool = True
     upgrade: bool = False
-    _index: dict[str, str] | None = field(default=None, repr=False)
-    """Lower-cased name to value (repeats joined); the reader fills it as it parses."""
-    _repeated: set[str] | None = field(default=None, repr=False)
+    fields: dict[str, str] = field(default=None, repr=False)  # type: ignore[arg-type]
+    """Lower-cased name to value, repeated headers joined with ", " as RFC 9110 5.3
+    allows. The reader fills it as it parses, so that a hot path reads a header with
+    one ``fields.get`` of a lower-case name; a request built by hand indexes its
+    headers when made."""
+    repeated: set[str] | None = field(default=None, repr=False)
     """Lower-cased names sent more than once (None: none)."""
 
+    def __post_init__(self) -> None:
+        if self.fields is None:
+            self.fields, self.repeated = _index(self.headers)
+
     def header(self, name: str) -> str | None:
-        """The value of header ``name`` (case-insensitive); repeated headers are joined
-        with ", " as RFC 9110 5.3 allows."""
-        if self._index is None:
-            self._index, self._repeated = _index(self.headers)
-        return self._index.get(name.lower())
+        """The value of header ``name`` (case-insensitive), as in ``fields``."""
+        return self.fields.get(name.lower())
 
     def header_count(self, name: str) -> int:
         lowered = name.lower()
-        if self._index is None:
-            self._index, self._repeated = _index(self.headers)
-        if self._repeated is None or lowered not in self._repeated:
-            return 1 if lowered in self._index else 0
+        if self.repeated is None or lowered not in self.repeated:
+            return 1 if lowered in self.fields else 0
         return sum(1 for key, _ in self.headers if key.lower() == lowered)
 
 
-def _index(headers: list[tuple[str, str]]) -> tuple[dict[str, str], set[str]]:
+def _index(headers: list[tuple[str, str]]) -> tuple[dict[str, str], set[str] | None]:
     index: dict[str, str] = {}
-    repeated: set[str] = set()
+    repeated: set[str] | None = None
     for key, value in headers:
         key = key.lower()
         if key in index:
             index[key] = f"{index[key]}, {value}"
+            if repeated is None:
+                repeated = set()
             repeated.add(key)
         else:
             index[key] = value

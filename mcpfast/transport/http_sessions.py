@@ -27,6 +27,7 @@ from .ports import ClientSession, Dispatcher, Identity
 log = logging.getLogger("mcpfast.http")
 
 SESSION_HEADER = "Mcp-Session-Id"
+SESSION_FIELD = SESSION_HEADER.lower()
 PRIMING_SINCE = "2025-11-25"  # older clients cannot parse an event with empty data
 MAX_UNDELIVERED = 1000
 
@@ -65,18 +66,24 @@ _any = msgspec.json.Decoder()
 
 class Stream:
     """One SSE stream of a legacy session: a POST's answer or the standalone GET stream.
-    It outlives its HTTP connection (for resumption) and numbers its events."""
+    It outlives its HTTP connection (for resumption) and numbers its events.
+
+    A POST's stream gets its id and replay buffer, and joins the session's ``streams``,
+    only with its first event (``numbered``): most POSTs are answered as plain JSON,
+    and need neither."""
 
     __slots__ = ("buffer", "committed", "delivered", "detached_at", "done", "exchange", "id",
-                 "request_id", "session")
+                 "request_id", "session", "token")
 
-    def __init__(self, session: HttpSession, stream_id: str, request_id: Any,
-                 exchange: Exchange | None, capacity: int) -> None:
+    def __init__(self, session: HttpSession, request_id: Any, exchange: Exchange | None,
+                 token: Any = None) -> None:
         self.session = session
-        self.id = stream_id
         self.request_id = request_id
         self.exchange = exchange
-        self.buffer = sse.ReplayBuffer(capacity)
+        self.token = token
+        """The request's progress token (None: none), which its progress is routed by."""
+        self.id: str | None = None
+        self.buffer: sse.ReplayBuffer | None = None
         self.committed = False
         self.done = False
         self.delivered = 0
@@ -88,12 +95,20 @@ class Stream:
     def is_post(self) -> bool:
         return self.request_id is not None
 
+    def numbered(self) -> sse.ReplayBuffer:
+        """The replay buffer, made with the stream's id when the first event needs them."""
+        buffer = self.buffer
+        if buffer is None:
+            buffer = self.buffer = sse.ReplayBuffer(self.session.endpoint.config.replay_events)
+            self.id = self.session.number(self)
+        return buffer
+
     def push(self, data: bytes, final: bool = False, error: bool | None = None) -> None:
         """Send ``data`` on this stream; ``final`` for the response that ends it, with
         ``error`` saying whether that is an error (None: not known)."""
         exchange = self.exchange
         if not self.committed and exchange is not None and self.is_post:
-            if final and not _prefers_sse(exchange.request.header("Accept")):
+            if final and not _prefers_sse(exchange.request.fields.get("accept")):
                 # Nothing preceded the response: answer with plain JSON.
                 self.done = True
                 self.exchange = None
@@ -107,7 +122,7 @@ class Stream:
                 self.session.forget(self)
                 return
             self.commit()
-        seq = self.buffer.add(data)
+        seq = self.numbered().add(data)
         if self.exchange is not None:
             self.exchange.send(sse.event(data, f"{self.id}_{seq}"))
             self.delivered = seq
@@ -124,22 +139,24 @@ class Stream:
         """Answer with an event stream from now on."""
         exchange = self.exchange
         assert exchange is not None
+        buffer = self.numbered()
         self.committed = True
         exchange.start_stream(self.session.headers(), self.lost)
         self.session.endpoint.live.add(self)
         if (self.session.ds.protocol_version or "") >= PRIMING_SINCE:
-            exchange.send(sse.priming(f"{self.id}_{self.buffer.next_seq - 1}",
+            exchange.send(sse.priming(f"{self.id}_{buffer.next_seq - 1}",
                                       self.session.endpoint.config.sse_retry_ms))
 
     def attach(self, exchange: Exchange, after: int | None) -> bool:
         """Continue this stream on a new GET, from the event after ``after`` (or from
         the first one not yet delivered). False when events in between were dropped."""
         start = self.delivered if after is None else after
-        backlog = self.buffer.after(start)
+        buffer = self.numbered()
+        backlog = buffer.after(start)
         if backlog is None:
             if after is not None and self.is_post:
                 return False
-            backlog = self.buffer.after(self.buffer.next_seq - 1 - self.buffer.capacity) or []
+            backlog = buffer.after(buffer.next_seq - 1 - buffer.capacity) or []
             log.warning("session %s: stream %s resumed with events missing",
                         self.session.token, self.id)
         self.exchange = exchange
@@ -216,23 +233,40 @@ class HttpSession:
                 self._head = head
         return head
 
-    def new_stream(self, request_id: Any, exchange: Exchange | None) -> Stream:
-        self._next_stream += 1
-        stream = Stream(self, str(self._next_stream), request_id, exchange,
-                        self.endpoint.config.replay_events)
-        self.streams[stream.id] = stream
-        if request_id is not None:
+    def new_stream(self, request_id: Any, exchange: Exchange | None, token: Any = None
+                   ) -> Stream:
+        """A POST's stream (``request_id``, with its progress ``token`` if it has one),
+        or, with no request id, one numbered at once, like the standalone GET stream."""
+        stream = Stream(self, request_id, exchange, token)
+        if request_id is None:
+            stream.numbered()
+        else:
             self.by_request[request_id] = stream
+            if token is not None:
+                self.by_token[token] = stream
         return stream
 
+    def number(self, stream: Stream) -> str:
+        """A new stream id, unique in the session, under which ``stream`` is kept."""
+        self._next_stream += 1
+        stream_id = str(self._next_stream)
+        self.streams[stream_id] = stream
+        return stream_id
+
     def forget(self, stream: Stream) -> None:
-        self.streams.pop(stream.id, None)
+        if stream.id is not None:
+            # Only a numbered stream is kept by id, or can be live (it sent an event).
+            self.streams.pop(stream.id, None)
+            self.endpoint.live.discard(stream)
         if self.by_request.get(stream.request_id) is stream:
             del self.by_request[stream.request_id]
-        if self.by_token:
-            for token in [t for t, s in self.by_token.items() if s is stream]:
-                del self.by_token[token]
-        self.endpoint.live.discard(stream)
+        if stream.token is not None and self.by_token.get(stream.token) is stream:
+            del self.by_token[stream.token]
+
+    def _every_stream(self) -> list[Stream]:
+        """The numbered streams, then the POSTs that have sent nothing yet."""
+        return [*self.streams.values(),
+                *(stream for stream in self.by_request.values() if stream.id is None)]
 
     def answer(self, request_id: Any, data: bytes, error: bool | None) -> None:
         """The response to ``request_id``: it ends that request's stream."""
@@ -268,7 +302,7 @@ class HttpSession:
             target = self.standalone
             if target is None:
                 target = self.standalone = self.new_stream(None, None)
-            if target.exchange is None and target.buffer.next_seq - target.delivered \
+            if target.exchange is None and target.numbered().next_seq - target.delivered \
                     > MAX_UNDELIVERED:
                 log.warning("session %s: no GET stream reads %s; dropped", self.token, method)
                 return
@@ -285,7 +319,7 @@ class HttpSession:
         if self.closed:
             return
         self.closed = True
-        for stream in list(self.streams.values()):
+        for stream in self._every_stream():
             stream.close()
         self.streams.clear()
         self.by_request.clear()
@@ -296,7 +330,7 @@ class HttpSession:
     def sweep(self, now: float, keepalive: bool) -> None:
         attached = False
         limit = self.endpoint.config.replay_seconds
-        for stream in list(self.streams.values()):
+        for stream in self._every_stream():
             if stream.exchange is not None:
                 attached = True
                 if keepalive:
@@ -369,17 +403,17 @@ class ModernRequest:
         if exchange is None or request_id != self.request_id:
             return
         self.exchange = None
-        if not self.streaming and _prefers_sse(exchange.request.header("Accept")):
+        if not self.streaming and _prefers_sse(exchange.request.fields.get("accept")):
             self.streaming = True
             exchange.start_stream([], self.lost)
         if self.streaming:
             exchange.send(sse.event(data))
             exchange.end()
-        else:
-            status, headers = 200, None
-            if _is_error(data, error):
-                status, headers = _error_status(data, modern.http_status_for)
+        elif _is_error(data, error):
+            status, headers = _error_status(data, modern.http_status_for)
             exchange.json(status, data, headers)
+        else:
+            exchange.ok(data)
         self._finish()
 
     def close(self, code: int = 1000, reason: str = "") -> None:

@@ -35,12 +35,13 @@ from ..protocol.http import HttpRequest, format_response
 from ..protocol.mcp import LEGACY_VERSIONS
 from ..protocol.session_ids import SessionSigner
 from .exchange import Exchange, _accepts, _media_types
-from .http_sessions import SESSION_HEADER, HttpSession, ModernRequest, Stream
+from .http_sessions import SESSION_FIELD, SESSION_HEADER, HttpSession, ModernRequest, Stream
 from .ports import Dispatcher
 
 log = logging.getLogger("mcpfast.http")
 
 VERSION_HEADER = "MCP-Protocol-Version"
+VERSION_FIELD = VERSION_HEADER.lower()
 DEFAULT_LEGACY_VERSION = "2025-03-26"  # no header and no other way to know (transports)
 MAX_ENDED = 100_000
 LEGACY_ALLOW = "GET, POST, DELETE"
@@ -87,7 +88,8 @@ class Endpoint:
         self._origins: _AllowList
         self._hosts: _AllowList | None
         self._read_config()
-        self._schemas: tuple[object, dict[Any, Any]] = (None, {})
+        self._annotations: tuple[object, dict[Any, dict[str, tuple[tuple[str, ...], str]]]] = \
+            (None, {})
         self._timer: asyncio.TimerHandle | None = None
         self._ticks = 0
 
@@ -174,11 +176,11 @@ class Endpoint:
         The first check of every request, so it also takes a new config snapshot."""
         if self.core.config is not self._snapshot:
             self._read_config()
-        origin = request.header("Origin")
+        origin = request.fields.get("origin")
         if origin is not None and origin.strip() not in self._origins:
             return 403, f"Origin {origin.strip()!r} is not allowed"
         if self._hosts is not None:
-            host = (request.header("Host") or "").strip().lower()
+            host = (request.fields.get("host") or "").strip().lower()
             if host not in self._hosts:
                 return 421, f"Host {host!r} is not served here"
         return None
@@ -224,11 +226,11 @@ class Endpoint:
                                self.core.authenticator.challenge(verified, request.header("Host")))
                 return
             identity = verified
-        if request.header_count(VERSION_HEADER) > 1:
+        if request.repeated is not None and VERSION_FIELD in request.repeated:
             exchange.error(400, None, modern.HEADER_MISMATCH,
                            f"Header mismatch: repeated {VERSION_HEADER} header")
             return
-        version = request.header(VERSION_HEADER)
+        version = request.fields.get(VERSION_FIELD)
         version = version.strip() if version is not None else None
         if version is not None and version not in LEGACY_VERSIONS:
             self._modern(exchange, peer, address, version, identity)
@@ -252,8 +254,8 @@ class Endpoint:
     def _body(self, exchange: Exchange, *, modern_era: bool) -> jsonrpc.Envelope | None:
         """Content negotiation and parsing common to both eras' POST."""
         request = exchange.request
-        refused = _unacceptable(request.header("Accept"), request.header("Content-Type"),
-                                modern_era)
+        fields = request.fields
+        refused = _unacceptable(fields.get("accept"), fields.get("content-type"), modern_era)
         if refused is not None:
             exchange.error(refused[0], None, jsonrpc.INVALID_REQUEST, refused[1])
             return None
@@ -284,7 +286,7 @@ class Endpoint:
             if env.method == "initialize" and env.id is not UNSET:
                 self._initialize(exchange, peer, address, env, identity)
                 return
-        elif method == "GET" and not _accepts(request.header("Accept"), "text/event-stream"):
+        elif method == "GET" and not _accepts(request.fields.get("accept"), "text/event-stream"):
             exchange.error(406, None, jsonrpc.INVALID_REQUEST,
                            "Not Acceptable: the client must accept text/event-stream")
             return
@@ -303,7 +305,7 @@ class Endpoint:
                  identity: Identity | None) -> HttpSession | None:
         """The session the request names. A session is bound to the identity that
         created it: presented by another, it does not exist (404)."""
-        token = exchange.request.header(SESSION_HEADER)
+        token = exchange.request.fields.get(SESSION_FIELD)
         if token is None:
             exchange.error(400, None, jsonrpc.INVALID_REQUEST,
                            f"Bad Request: the {SESSION_HEADER} header is required "
@@ -364,7 +366,7 @@ class Endpoint:
 
     def _initialize(self, exchange: Exchange, peer: str, address: str,
                     env: jsonrpc.Envelope, identity: Identity | None) -> None:
-        token = exchange.request.header(SESSION_HEADER)
+        token = exchange.request.fields.get(SESSION_FIELD)
         if token is not None and token.strip() in self.sessions:
             exchange.error(400, env.id, jsonrpc.INVALID_REQUEST,
                            "this session is already initialized")
@@ -393,15 +395,12 @@ class Endpoint:
             exchange.error(400, env.id, jsonrpc.INVALID_REQUEST,
                            f"request id {env.id!r} is already in flight on this session")
             return
-        stream = session.new_stream(env.id, exchange)
-        if b"progressToken" in body:
-            token = _progress_token(env)
-            if token is not None:
-                session.by_token[token] = stream
+        session.new_stream(env.id, exchange,
+                           _progress_token(env) if b"progressToken" in body else None)
         self.core.handle(session.ds, body, env)
 
     def _get(self, exchange: Exchange, session: HttpSession) -> None:
-        last = exchange.request.header("Last-Event-ID")
+        last = exchange.request.fields.get("last-event-id")
         if last is not None and last.strip():
             parsed = sse.split_event_id(last)
             stream = session.streams.get(parsed[0]) if parsed else None
@@ -463,17 +462,21 @@ class Endpoint:
         try:
             if not isinstance(params, dict):
                 raise modern.RequestError(jsonrpc.INVALID_PARAMS, "params must be an object")
-            modern.check_unrepeated_headers(request.headers)
+            if request.repeated is not None:
+                # Rung 8 before rung 9; without a repeated header it cannot fail.
+                modern.check_unrepeated_headers(request.headers)
             meta = modern.read_meta(params)
             modern.check_headers(request.headers, method, params)
             modern.check_version(meta)
             if method == "tools/call":
-                modern.check_param_headers(request.headers, self._schema(params.get("name")),
-                                           params.get("arguments"))
+                annotations = self._header_annotations(params.get("name"))
+                if annotations:
+                    modern.check_param_values(request.headers, annotations,
+                                              params.get("arguments"))
         except modern.RequestError as exc:
             exchange.error(exc.http_status, env.id, exc.code, exc.message, data=exc.data)
             return
-        if method == "subscriptions/listen" and not _accepts(request.header("Accept"),
+        if method == "subscriptions/listen" and not _accepts(request.fields.get("accept"),
                                                              "text/event-stream"):
             exchange.error(406, env.id, jsonrpc.INVALID_REQUEST,
                            "Not Acceptable: subscriptions/listen answers with "
@@ -482,11 +485,14 @@ class Endpoint:
         modern_request = ModernRequest(self, exchange, env.id, peer, address, identity)
         self.core.handle(modern_request.ds, request.body, env)
 
-    def _schema(self, name: object) -> Any:
+    def _header_annotations(self, name: object) -> dict[str, tuple[tuple[str, ...], str]]:
+        """Tool ``name``'s x-mcp-header annotations (``modern.x_mcp_headers``), read once
+        per tool list rather than from its inputSchema on every call."""
         tools = self.core.tools
-        if self._schemas[0] is not tools:
-            self._schemas = (tools, {t.get("name"): t.get("inputSchema") for t in tools})
-        return self._schemas[1].get(name)
+        if self._annotations[0] is not tools:
+            self._annotations = (tools, {t.get("name"): modern.x_mcp_headers(t.get("inputSchema"))
+                                         for t in tools})
+        return self._annotations[1].get(name) or {}
 
 
 @functools.lru_cache(maxsize=256)

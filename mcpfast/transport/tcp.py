@@ -314,7 +314,7 @@ class TcpConnection(ClientProtocol):
             self._http_error(request, 404, f"no MCP endpoint at {request.path}; "
                              f"MCP clients use {self.config.path}")
             return
-        if request.header("Upgrade") is None:
+        if "upgrade" not in request.fields:
             exchange = self.endpoint.handle(self, request)
             if not exchange.done:
                 self.exchange = exchange
