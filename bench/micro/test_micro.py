@@ -175,14 +175,40 @@ def test_ndjson_feed(benchmark: Any, implementation: str) -> None:
     assert framer.feed(chunk) == lines
 
 
-def _gateway(tmp_path: Any) -> tuple[Any, Any]:
+def _credential(auth: str) -> tuple[str, str]:
+    """The config that requires ``auth`` (api_key or jwt), and a credential for it."""
+    import hashlib
+    import time
+
+    if auth == "api_key":
+        key = "mcpf_micro-bench-key-0123456789"
+        digest = hashlib.sha256(key.encode()).hexdigest()
+        return (f'[listen]\nauth = ["api_key"]\n[[auth.api_keys]]\nname = "bench"\n'
+                f'hash = "sha256:{digest}"\n', key)
+    import jwt
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    public = private.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+    token = jwt.encode({"iss": "https://issuer.bench", "aud": "https://gw.bench/mcp",
+                        "sub": "bench", "exp": int(time.time()) + 3600}, private,
+                       algorithm="RS256")
+    return (f'[listen]\nauth = ["jwt"]\n[auth]\nresource = "https://gw.bench/mcp"\n'
+            f'[auth.jwt]\nissuer = "https://issuer.bench"\nkeys = {json.dumps([public])}\n',
+            token)
+
+
+def _gateway(tmp_path: Any, settings: str = "") -> tuple[Any, Any]:
     """A gateway in process with two upstreams that look ready (so that names are
-    prefixed as in tools_call(), "docs__search"); what it writes to "docs" is dropped."""
+    prefixed as in tools_call(), "docs__search"); what it writes to "docs" is dropped.
+    ``settings``: more config (TOML) before the upstreams."""
     from mcpfast.config import load
     from mcpfast.gateway.gateway import Gateway
 
     config_path = tmp_path / "bench.toml"
-    config_path.write_text('[upstreams.docs]\ncommand = ["python", "-c", "pass"]\n\n'
+    config_path.write_text(settings + '[upstreams.docs]\ncommand = ["python", "-c", "pass"]\n\n'
                            '[upstreams.other]\ncommand = ["python", "-c", "pass"]\n')
     gateway = Gateway(load(str(config_path)))
     upstream = gateway.upstreams["docs"]
@@ -252,23 +278,30 @@ class _Transport:
 @pytest.mark.benchmark(group="Gateway round trip over Streamable HTTP, 300 B tools/call "
                              "with a progress token, legacy session")
 @pytest.mark.parametrize("implementation", [mcpfast_ext.IMPLEMENTATION])
-def test_http_round_trip(benchmark: Any, tmp_path: Any, implementation: str) -> None:
+@pytest.mark.parametrize("auth", ["none", "api_key", "jwt"])
+def test_http_round_trip(benchmark: Any, tmp_path: Any, implementation: str,
+                         auth: str) -> None:
     """As ``test_gateway_round_trip``, from the HTTP request's bytes to the HTTP
     response's: the connection's parsing, the endpoint's checks and its session's
-    stream, the core, and the response's head. Only the sockets are left out."""
+    stream, the core, and the response's head. Only the sockets are left out. With
+    ``auth``, the gateway requires an API key or a JWT (RS256) and every request
+    carries it: the cost of authenticating each request (from the cache after the
+    first)."""
     import asyncio
 
     from mcpfast.transport.streamable import Endpoint
     from mcpfast.transport.tcp import TcpConnection
 
-    gateway, upstream = _gateway(tmp_path)
+    settings, credential = _credential(auth) if auth != "none" else ("", "")
+    authorization = f"Authorization: Bearer {credential}\r\n" if credential else ""
+    gateway, upstream = _gateway(tmp_path, settings)
     answer = tools_result(request_id=999_999_999)
     head, tail = answer.split(b"999999999", 1)
 
     def post(body: bytes, session_id: str = "") -> bytes:
         return ("POST /mcp HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n"
                 "Accept: application/json, text/event-stream\r\n"
-                "Content-Type: application/json\r\n"
+                "Content-Type: application/json\r\n" + authorization
                 + (f"Mcp-Session-Id: {session_id}\r\nMCP-Protocol-Version: 2025-11-25\r\n"
                    if session_id else "")
                 + f"Content-Length: {len(body)}\r\n\r\n").encode() + body

@@ -168,28 +168,67 @@ class Catalog:
 
     def rebuild(self) -> None:
         """Rebuild the routes from the upstreams' catalogs and tell the sessions (and
-        the listen streams that asked) which lists changed."""
+        the listen streams that asked) which lists changed: with views, each session
+        only of the lists whose items it is shown changed."""
         before = self._lists()
+        seen_before = self._seen_by_identity() if self.views else None
         self.gw.router.rebuild()
-        self._announce_changes(before)
+        self._announce_changes(before, seen_before)
 
     def _lists(self) -> dict[str, list[dict[str, Any]]]:
         r = self.gw.router
         return {"tools": r.tools, "prompts": r.prompts,
                 "resources": r.resources + r.resource_templates}
 
-    def _announce_changes(self, before: dict[str, list[dict[str, Any]]]) -> None:
+    def _seen_by_identity(self) -> dict[Any, dict[str, frozenset[str]]]:
+        """What each identity among the sessions is shown of each list, as names (the
+        views decide by identity, so sessions of one identity share it)."""
+        seen: dict[Any, dict[str, frozenset[str]]] = {}
+        for session in self.gw.sessions.values():
+            key = _view_key(session)
+            if key not in seen:
+                seen[key] = self._seen(session)
+        return seen
+
+    def _seen(self, session: DownstreamSession) -> dict[str, frozenset[str]]:
+        r = self.gw.router
+
+        def names(kind: str, items: list[dict[str, Any]]) -> set[str]:
+            key = LIST_KEYS[kind]
+            return {item[key] for item in self.visible(session, kind, items)}
+        return {"tools": frozenset(names("tools", r.tools)),
+                "prompts": frozenset(names("prompts", r.prompts)),
+                "resources": frozenset(names("resources", r.resources)
+                                       | names("resourceTemplates", r.resource_templates))}
+
+    def _announce_changes(self, before: dict[str, list[dict[str, Any]]],
+                          seen_before: dict[Any, dict[str, frozenset[str]]] | None = None
+                          ) -> None:
         after = self._lists()
+        seen_after: dict[Any, dict[str, frozenset[str]]] = {}
         for kind in ("tools", "prompts", "resources"):
             if before[kind] != after[kind]:
                 method = f"notifications/{kind}/list_changed"
                 data = jsonrpc.notification(method)
                 for session in list(self.gw.sessions.values()):
+                    if seen_before is not None:
+                        key = _view_key(session)
+                        if key not in seen_after:
+                            seen_after[key] = self._seen(session)
+                        earlier = seen_before.get(key)
+                        if earlier is not None and earlier[kind] == seen_after[key][kind]:
+                            continue  # nothing it is shown changed
                     if session.initialized:
                         self.gw.send(session, data)
                     for listen in list(session.listens.values()):
                         if listen.wants(kind):
                             self.gw.send(session, tagged(method, {}, listen.request_id))
+
+
+def _view_key(session: DownstreamSession) -> tuple[Any, ...]:
+    """Sessions that views treat alike: of one identity (its key, groups and scopes)."""
+    identity = session.identity
+    return identity.key, identity.groups, identity.scopes
 
 
 def _owner(router: Router, kind: str, name: str) -> Upstream | None:

@@ -207,7 +207,7 @@ class HttpSession:
         self.token: str | None = None
         self.ds: ClientSession = endpoint.core.open_session(
             "http", peer, self.send, self.close,
-            identity=identity or Identity(f"ip:{address}", address), answer=self.answer)
+            identity=_of_peer(identity, address), answer=self.answer)
         self.ds.era = "legacy"
         self.streams: dict[str, Stream] = {}
         self.by_request: dict[Any, Stream] = {}
@@ -368,8 +368,7 @@ class ModernRequest:
         self.request_id = request_id
         self.streaming = False
         self.ds = endpoint.core.open_session("http", peer, self.send, self.close,
-                                             identity=identity or Identity(f"ip:{address}",
-                                                                           address),
+                                             identity=_of_peer(identity, address),
                                              answer=self.answer)
         self.ds.era = "modern"
         exchange.watch(self.lost)
@@ -460,6 +459,14 @@ def _is_error(response: bytes, error: bool | None) -> bool:
     """Whether a response is an error: as the core said, or, when it could not say
     without reading it, as its bytes suggest (``_error_status`` then reads it)."""
     return error if error is not None else b'"error"' in response
+
+
+def _of_peer(identity: Identity | None, address: str) -> Identity:
+    """A session's identity: the verified one as seen from ``address``, or the
+    address alone."""
+    if identity is None:
+        return Identity(f"ip:{address}", address)
+    return identity.with_peer(address)
 
 
 def _legacy_status(code: int) -> int:

@@ -189,14 +189,13 @@ class Endpoint:
                  certified: Identity | None = None) -> Identity | AuthFailure:
         """Who sends ``request``: the identity its credential (or the connection's
         client certificate, ``certified``) proves where the listener requires one
-        (``listen.auth``), else its address."""
+        (``listen.auth``), else its address. A verified identity is the one its
+        credential's cache holds, shared by every request that presents it: a session
+        made for it takes a copy with the peer's address (``HttpSession``)."""
         authenticator = self.core.authenticator
         if not authenticator.required:
             return Identity(f"ip:{address}", address)
-        verified = authenticator.authenticate(request.header, address, certified)
-        if isinstance(verified, AuthFailure):
-            return verified
-        return verified.with_peer(address)
+        return authenticator.authenticate(request.header, address, certified)
 
     # -- requests ------------------------------------------------------------------------
     def handle(self, conn: Any, request: HttpRequest) -> Exchange:

@@ -344,7 +344,7 @@ class TcpConnection(ClientProtocol):
         self._set_deadline(None)
         self.ws = WebSocketConnection(max_message_bytes=self.config.max_message_bytes)
         self.session = self.core.open_session("websocket", self.peer, self.send, self.close,
-                                              self, identity)
+                                              self, identity.with_peer(self.address))
         assert self.reader is not None
         leftover = self.reader.upgraded_data
         self.reader = None

@@ -22,6 +22,7 @@ from ..conftest import (
     CAPS,
     INIT_PARAMS,
     Issuer,
+    collect,
     events_upstream,
     http_headers,
     http_initialize,
@@ -336,4 +337,39 @@ def test_the_sdk_oauth_discovery_reads_the_challenge_and_metadata(gateway_factor
                 assert [str(s).rstrip("/") for s in metadata.authorization_servers] == \
                     [Issuer.ISSUER]
                 assert metadata.scopes_supported == ["mcp:call"]
+    run(main())
+
+
+def test_list_changed_follows_each_identitys_view(gateway_factory: Any) -> None:
+    """A tool appears that one identity may use and another may not: only the first is
+    told that its tool list changed."""
+    bob_key = "mcpf_e2e-bob-key-0123456789"
+    gw = gateway_factory(
+        listen={"auth": ["api_key"]},
+        auth={"api_keys": [{"name": "alice", "hash": hash_key(KEY)},
+                           {"name": "bob", "hash": hash_key(bob_key)}]},
+        authorization={"rules": [{"names": ["bob"], "deny_tools": ["grown*"]}]})
+
+    def list_changed(messages: list[dict[str, Any]]) -> bool:
+        return any(m.get("method") == "notifications/tools/list_changed" for m in messages)
+
+    async def main() -> None:
+        async with ws_client(gw.ws_url, additional_headers={"X-API-Key": KEY}) as alice, \
+                ws_client(gw.ws_url, additional_headers={"X-API-Key": bob_key}) as bob:
+            await alice.initialize()
+            await bob.initialize()
+            grown = await alice.call_tool("grow", {"tool_name": "grown_one"})
+            assert "result" in grown, grown
+            for _ in range(100):  # the refetch follows the upstream's announcement
+                if list_changed(alice.notifications):
+                    break
+                alice.notifications += await collect(alice, 0.1)
+            assert list_changed(alice.notifications)
+            # Sent to bob in the same step as to alice, had it been sent: a second is
+            # far more than it would take to arrive.
+            assert not list_changed(bob.notifications + await collect(bob, 1.0))
+            listed = await alice.request("tools/list", {})
+            assert "grown_one" in {t["name"] for t in listed["result"]["tools"]}
+            listed = await bob.request("tools/list", {})
+            assert "grown_one" not in {t["name"] for t in listed["result"]["tools"]}
     run(main())
