@@ -39,7 +39,7 @@ def imported_test_modules(path: Path) -> list[str]:
 TEST_MODULES = sorted(TESTS.rglob("test_*.py"))
 # tests/ mirrors the package: a folder per part, the rest (the suite, the build, the
 # package as a whole) at the top.
-PARTS = {"protocol", "ext", "transport", "upstream", "gateway", "admin", "e2e"}
+PARTS = {"protocol", "ext", "auth", "transport", "upstream", "gateway", "admin", "e2e"}
 
 
 @pytest.mark.parametrize("path", TEST_MODULES, ids=lambda p: str(p.relative_to(TESTS)))

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -22,11 +23,13 @@ from ..conftest import (
     CAPS,
     INIT_PARAMS,
     Issuer,
+    Record,
     collect,
     events_upstream,
     http_headers,
     http_initialize,
     modern_request,
+    recording_upstream,
     run,
     sdk_upstream,
     ws_client,
@@ -373,3 +376,43 @@ def test_list_changed_follows_each_identitys_view(gateway_factory: Any) -> None:
             listed = await bob.request("tools/list", {})
             assert "grown_one" not in {t["name"] for t in listed["result"]["tools"]}
     run(main())
+
+
+def test_no_client_credential_reaches_the_upstream(gateway_factory: Any, issuer: Issuer,
+                                                   tmp_path: Path) -> None:
+    """Clients authenticate with a JWT, an API key and a cookie beside them, over both
+    HTTP eras and WebSocket; the upstream (which records every message it receives and
+    its environment) sees none of them."""
+    record_path = tmp_path / "record.jsonl"
+    gw = gateway_factory(
+        {"rec": recording_upstream(record_path)},
+        listen={"auth": ["api_key", "jwt"]},
+        auth={"resource": Issuer.AUDIENCE,
+              "api_keys": [{"name": "ci-bot", "hash": hash_key(KEY)}],
+              "jwt": {"issuer": Issuer.ISSUER, "jwks_url": issuer.serve()}})
+    token = issuer.token("alice")
+    cookie = "session=cookie-secret-0123456789"
+    secrets_sent = (token, KEY, "cookie-secret-0123456789")
+    call = {"jsonrpc": "2.0", "id": 5, "method": "tools/call",
+            "params": {"name": "echo", "arguments": {"text": "from http"}}}
+
+    async def main() -> None:
+        credentials = {"Authorization": f"Bearer {token}", "X-API-Key": KEY, "Cookie": cookie}
+        async with aiohttp.ClientSession() as http:
+            session_id = await http_initialize(http, gw.http_url, **credentials)
+            async with http.post(gw.http_url, json=call,
+                                 headers=http_headers(session_id, **credentials)) as resp:
+                assert resp.status == 200, await resp.text()
+        async with ws_client(gw.ws_url, additional_headers={"X-API-Key": KEY,
+                                                            "Cookie": cookie}) as ws:
+            await ws.initialize()
+            assert "result" in await ws.call_tool("echo", {"text": "from ws"})
+            modern = await modern_request(ws, "tools/call", {
+                "name": "echo", "arguments": {"text": "modern"}})
+            assert "result" in modern, modern
+    run(main())
+    record = Record(record_path)
+    record.wait(lambda r: len(r.received("tools/call")) >= 3, what="three calls")
+    recorded = record_path.read_text()
+    for secret in secrets_sent:
+        assert secret not in recorded
