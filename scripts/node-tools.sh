@@ -3,6 +3,8 @@
 #   .tools/node22       Node 22 (the conformance CLI does not start on Node 20: no fs.globSync)
 #   .tools/conformance  @modelcontextprotocol/conformance, pinned
 #   .tools/inspector    @modelcontextprotocol/inspector, pinned (needs node >= 22.19)
+#   .tools/oidc-provider  oidc-provider (panva), pinned: the OAuth 2.1 authorization server
+#                         of the end-to-end OAuth test (tests/servers/authorization_server.mjs)
 # Run from the repository root. Each step is skipped when its pinned version is already
 # there, so a second run costs a few node start-ups and no network.
 # Afterwards: export PATH="$PWD/.tools/node22/node_modules/.bin:$PATH"
@@ -11,6 +13,7 @@ set -euo pipefail
 NODE_MAJOR=22
 CONFORMANCE_VERSION=0.2.0-alpha.12
 INSPECTOR_VERSION=2.12.0
+OIDC_PROVIDER_VERSION=9.13.3
 
 TOOLS="$PWD/.tools"
 NODE_DIR="$TOOLS/node22"
@@ -37,12 +40,12 @@ fi
 # under Node 22, and so do the install scripts of the packages below.
 export PATH="$NODE_BIN:$PATH"
 
-# install_pinned <folder> <package> <version> <bin> [npm flags...]
+# install_pinned <folder> <package> <version> <bin, or "" for a library> [npm flags...]
 install_pinned() {
     local prefix="$1" package="$2" version="$3" bin="$4"
     shift 4
     if [[ "$(installed_version "$prefix" "$package")" == "$version" \
-          && -x "$prefix/node_modules/.bin/$bin" ]]; then
+          && ( -z "$bin" || -x "$prefix/node_modules/.bin/$bin" ) ]]; then
         return 0
     fi
     npm install --prefix "$prefix" "$package@$version" "${NPM_FLAGS[@]}" "$@" >/dev/null
@@ -53,3 +56,5 @@ install_pinned "$TOOLS/conformance" @modelcontextprotocol/conformance "$CONFORMA
 # The inspector's install scripts only prepare its web UI; the CLI mode needs none of them.
 install_pinned "$TOOLS/inspector" @modelcontextprotocol/inspector "$INSPECTOR_VERSION" \
     mcp-inspector --ignore-scripts
+# A library: tests/servers/authorization_server.mjs imports it from there.
+install_pinned "$TOOLS/oidc-provider" oidc-provider "$OIDC_PROVIDER_VERSION" ""

@@ -262,6 +262,8 @@ class GatewayProcess:
             old, new = getattr(self, attribute), free_port()
             assert text.count(f"port = {old}\n") == 1, (attribute, old)
             text = text.replace(f"port = {old}\n", f"port = {new}\n")
+            # A URL naming the gateway (``auth.resource``) follows it to its new port.
+            text = text.replace(f"//127.0.0.1:{old}/", f"//127.0.0.1:{new}/")
             setattr(self, attribute, new)
         self.config_path.write_text(text)
 

@@ -149,8 +149,11 @@ def test_wait_for_keeps_answers_to_other_requests() -> None:
 
 def test_a_gateway_whose_port_was_taken_meanwhile_starts_on_another(tmp_path: Path) -> None:
     """Another process may take a port between ``free_port`` and the gateway's bind (the
-    two passes of make test run side by side): the helper starts it again elsewhere."""
+    two passes of make test run side by side): the helper starts it again elsewhere,
+    and a URL of the gateway in its config (the OAuth resource) follows it there."""
     gw = GatewayProcess(tmp_path, {"rec": recording_upstream(tmp_path / "r.jsonl")}, {})
+    gw.config_path.write_text(gw.config_path.read_text()
+                              + f'[auth]\nresource = "{gw.http_url}"\n')
     taken = socket.socket()
     taken.bind(("127.0.0.1", gw.port))
     taken.listen()
@@ -161,6 +164,7 @@ def test_a_gateway_whose_port_was_taken_meanwhile_starts_on_another(tmp_path: Pa
         assert gw.status()["ready"] is True
         kinds = {lst["kind"]: lst for lst in gw.status()["listeners"]}
         assert kinds["websocket"]["address"] == f"127.0.0.1:{gw.port}"
+        assert f'resource = "{gw.http_url}"' in gw.config_path.read_text()
     finally:
         taken.close()
         gw.cleanup()
