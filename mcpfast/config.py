@@ -116,6 +116,10 @@ class JwtConfig(msgspec.Struct, **KEY):  # type: ignore[call-arg]
     leeway: float = 30.0
     """Seconds of clock skew allowed on ``exp``, ``nbf`` and ``iat``."""
     required_scopes: list[str] = []
+    typ: str | None = None
+    """The ``typ`` header a token must have: ``"at+jwt"`` for an issuer of RFC 9068
+    access tokens, so that no other JWT it signs (an ID token) passes as one. Unset:
+    not checked (many issuers send ``JWT``)."""
     name_claim: str = "sub"
     groups_claim: str = "groups"
     jwks_refresh: float = 300.0

@@ -166,6 +166,7 @@ class JwtVerifier:
         self.algorithms = frozenset(config.algorithms)
         self.leeway = config.leeway
         self.required_scopes = frozenset(config.required_scopes)
+        self.typ = config.typ.lower().removeprefix("application/") if config.typ else None
         self.static, self.static_anonymous = _static_keys(config.keys)
         self.jwks = JwksSource(config) if config.jwks_url else None
 
@@ -188,6 +189,10 @@ class JwtVerifier:
         except jwt.PyJWTError:
             return AuthFailure(401, "invalid_token", "the bearer token is not a valid JWT")
         algorithm = header.get("alg")
+        if self.typ is not None and \
+                str(header.get("typ", "")).lower().removeprefix("application/") != self.typ:
+            return AuthFailure(401, "invalid_token",
+                               f"the token's typ is not {self.config.typ!r}")
         if algorithm not in self.algorithms:
             return AuthFailure(401, "invalid_token",
                                f"tokens signed with {algorithm!r} are not accepted")

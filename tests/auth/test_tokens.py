@@ -188,3 +188,16 @@ def test_a_tampered_payload_and_garbage_are_refused(issuer: Issuer) -> None:
         "the token's signature does not verify"
     for garbage in ("a.b.c", "not a token", f"{head}..{signature}", ""):
         assert refused(check.verify(garbage)).status == 401
+
+
+def test_an_access_token_type_can_be_required(issuer: Issuer) -> None:
+    """RFC 9068 access tokens say typ at+jwt; with typ set, another JWT of the same
+    issuer (an ID token, typ JWT) does not pass as one."""
+    check = verifier(issuer, typ="at+jwt")
+    assert not isinstance(check.verify(issuer.token(headers={"typ": "at+jwt"})), AuthFailure)
+    assert not isinstance(check.verify(issuer.token(headers={"typ": "application/at+JWT"})),
+                          AuthFailure)
+    failure = refused(check.verify(issuer.token(headers={"typ": "JWT"})))
+    assert failure.description == "the token's typ is not 'at+jwt'"
+    assert not isinstance(verifier(issuer).verify(issuer.token(headers={"typ": "JWT"})),
+                          AuthFailure)
