@@ -28,6 +28,7 @@ from mcpfast_ext import IMPLEMENTATION
 
 from ..config import AdminConfig, ConfigError
 from ..metrics import GatewayCollector
+from .openapi import OPENAPI
 
 if TYPE_CHECKING:
     from ..gateway.gateway import Gateway
@@ -94,7 +95,13 @@ def create_app(gateway: Gateway, reload: Callable[[], list[str]] | None = None
     app.router.add_get("/status", status)
     app.router.add_get("/api/v1/connections", connections)
     app.router.add_get("/metrics", metrics)
+    app.router.add_get("/api/v1/openapi.json", openapi)
     app.router.add_post("/api/v1/reload", reload_config)
+    app.router.add_post("/api/v1/upstreams/{name}/drain", drain_upstream)
+    app.router.add_post("/api/v1/upstreams/{name}/undrain", drain_upstream)
+    app.router.add_post("/api/v1/tools/{name}/disable", disable_tool)
+    app.router.add_post("/api/v1/tools/{name}/enable", disable_tool)
+    app.router.add_delete("/api/v1/sessions/{id}", close_session)
     return app
 
 
@@ -102,13 +109,21 @@ def _gateway(request: web.Request) -> Gateway:
     return request.app[GATEWAY]  # type: ignore[return-value]
 
 
+def _write_refused(request: web.Request) -> web.Response | None:
+    """The admin API's writes need an admin token set (the middleware then checks it):
+    403 when none is."""
+    if _gateway(request).config.admin.guarded:
+        return None
+    return web.json_response(
+        {"error": "forbidden: set admin.token to enable the admin API's writes"},
+        status=403)
+
+
 async def reload_config(request: web.Request) -> web.Response:
-    """Reread the config file and put it in force whole, as SIGHUP does. A write: only
-    with an admin token set (the token middleware then guards it)."""
-    if not _gateway(request).config.admin.guarded:
-        return web.json_response(
-            {"error": "forbidden: set admin.token to enable the admin API's writes"},
-            status=403)
+    """Reread the config file and put it in force whole, as SIGHUP does. A write."""
+    refused = _write_refused(request)
+    if refused is not None:
+        return refused
     reload = request.app[RELOAD]
     if reload is None:
         return web.json_response({"error": "this gateway has no config file to reread"},
@@ -119,6 +134,57 @@ async def reload_config(request: web.Request) -> web.Response:
         return web.json_response(
             {"error": f"reload refused, the config in force stays: {exc}"}, status=400)
     return web.json_response({"reloaded": _gateway(request).config.source, "held": held})
+
+
+async def drain_upstream(request: web.Request) -> web.Response:
+    """POST .../drain: no new request goes to the upstream (those in flight finish);
+    .../undrain: they go again. A write."""
+    refused = _write_refused(request)
+    if refused is not None:
+        return refused
+    gw = _gateway(request)
+    name = request.match_info["name"]
+    if name not in gw.upstreams:
+        return web.json_response({"error": f"no upstream is named {name!r}"}, status=404)
+    drained = request.path.endswith("/drain")
+    gw.set_drained(name, drained)
+    return web.json_response({"upstream": name, "drained": drained})
+
+
+async def disable_tool(request: web.Request) -> web.Response:
+    """POST .../disable: the tool (as clients name it) is hidden from every list and
+    answered as unknown; .../enable: it is back. Sessions whose tool list changes are
+    told. A write."""
+    refused = _write_refused(request)
+    if refused is not None:
+        return refused
+    gw = _gateway(request)
+    name = request.match_info["name"]
+    disabled = request.path.endswith("/disable")
+    if disabled and name not in {tool.get("name") for tool in gw.router.tools}:
+        return web.json_response({"error": f"no tool is named {name!r}"}, status=404)
+    gw.set_tool_disabled(name, disabled)
+    return web.json_response({"tool": name, "disabled": disabled})
+
+
+async def close_session(request: web.Request) -> web.Response:
+    """DELETE a client session: its connection is closed (a WebSocket with 1008, a unix
+    socket at once; a Streamable HTTP session ends and its id is refused from then on)
+    and its calls are cancelled upstream. A write."""
+    refused = _write_refused(request)
+    if refused is not None:
+        return refused
+    gw = _gateway(request)
+    session = gw.sessions.get(request.match_info["id"])
+    if session is None:
+        return web.json_response({"error": "no session has that id"}, status=404)
+    session.close(1008, "closed by the operator")
+    gw.close_session(session)
+    return web.json_response({"closed": session.id})
+
+
+async def openapi(request: web.Request) -> web.Response:
+    return web.json_response(OPENAPI)
 
 
 async def liveness(request: web.Request) -> web.Response:

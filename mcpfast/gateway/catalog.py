@@ -6,6 +6,7 @@ refresh."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
@@ -200,6 +201,27 @@ class Catalog:
                 "prompts": frozenset(names("prompts", r.prompts)),
                 "resources": frozenset(names("resources", r.resources)
                                        | names("resourceTemplates", r.resource_templates))}
+
+    def refilter(self, kind: str, change: Callable[[], None]) -> None:
+        """Apply ``change`` to the views, and tell each session whose view of list
+        ``kind`` it changed."""
+        seen_before = self._seen_by_identity()
+        change()
+        seen_after: dict[Any, dict[str, frozenset[str]]] = {}
+        data = jsonrpc.notification(f"notifications/{kind}/list_changed")
+        for session in list(self.gw.sessions.values()):
+            key = _view_key(session)
+            if key not in seen_after:
+                seen_after[key] = self._seen(session)
+            earlier = seen_before.get(key)
+            if earlier is not None and earlier[kind] == seen_after[key][kind]:
+                continue
+            if session.initialized:
+                self.gw.send(session, data)
+            for listen in list(session.listens.values()):
+                if listen.wants(kind):
+                    self.gw.send(session, tagged(f"notifications/{kind}/list_changed", {},
+                                                 listen.request_id))
 
     def _announce_changes(self, before: dict[str, list[dict[str, Any]]],
                           seen_before: dict[Any, dict[str, frozenset[str]]] | None = None

@@ -40,6 +40,7 @@ from .catalog import Catalog
 from .chain import Chain, compile_chain
 from .log_levels import LogLevels
 from .mrtr import InputBridge
+from .operator import OperatorControls
 from .ports import SERVER_INFO
 from .rate_limit import RateLimit
 from .rate_limit import build as build_rate_limits
@@ -96,6 +97,8 @@ class Gateway:
                              config.routing.separator)
         self.requests = Requests(self, self.catalog, self.subscriptions, self.log_levels,
                                  self.mrtr)
+        self.operator = OperatorControls()
+        """What the admin API switched at run time (operator.py)."""
         self.chain = self._compile(config)
         self.handle = self.requests.handle
         """One message from a client (``transport.ports.Dispatcher``): the data path."""
@@ -168,9 +171,33 @@ class Gateway:
         self.authorization = Authorization(config.authorization, self.counters.denied) \
             if config.authorization.active else None
         chain = compile_chain(self.rate_limits, self.authorization)
+        if self.operator:
+            # After authorization (a caller denied a tool learns nothing more), before
+            # the rate limits (a refused call takes no token).
+            first = 1 if self.authorization is not None else 0
+            chain = Chain((*chain.checks[:first], self.operator.check(),
+                           *chain.checks[first:]), (*chain.views, self.operator.view()))
         self.requests.use(config, chain.checks)
         self.catalog.views = chain.views
         return chain
+
+    # -- the operator's switches (admin API writes) -------------------------------------
+    def set_drained(self, upstream: str, drained: bool) -> None:
+        """Send no new request to ``upstream`` (those in flight finish), or again."""
+        (self.operator.drained.add if drained else self.operator.drained.discard)(upstream)
+        self.chain = self._compile(self.config)
+        log.warning("upstream %r %s by the operator", upstream,
+                    "drained" if drained else "undrained")
+
+    def set_tool_disabled(self, tool: str, disabled: bool) -> None:
+        """Hide and refuse ``tool``, or bring it back; sessions whose tool list this
+        changes are told."""
+        def switch() -> None:
+            controls = self.operator.disabled_tools
+            (controls.add if disabled else controls.discard)(tool)
+            self.chain = self._compile(self.config)
+        self.catalog.refilter("tools", switch)
+        log.warning("tool %r %s by the operator", tool, "disabled" if disabled else "enabled")
 
     # -- state -----------------------------------------------------------------------
     @property
@@ -395,6 +422,7 @@ class Gateway:
             "connections": {"open": len(self.sessions),
                             "total": self.counters.connections_total},
             "in_flight": self.in_flight(),
+            "operator": self.operator.describe(),
             "upstreams": [u.describe() for u in self.upstreams.values()],
             "routes": {"tools": len(self.router.tools), "prompts": len(self.router.prompts),
                        "resources": len(self.router.resources),

@@ -12,8 +12,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import websockets
 
-from ..conftest import ROOT, GatewayProcess, free_port, run, wait_until, ws_client
+from ..conftest import (
+    ROOT,
+    GatewayProcess,
+    collect,
+    free_port,
+    run,
+    sdk_upstream,
+    wait_until,
+    ws_client,
+)
 
 
 def get_json(gw: GatewayProcess, path: str) -> tuple[int, Any]:
@@ -237,3 +247,92 @@ def test_reload_over_the_admin_api_takes_the_token(gateway_factory: Any,
             refused = await client.call_tool("big", {"size": 1})
             assert refused["error"]["code"] == -32029
     run(main())
+
+
+def admin_call(gw: GatewayProcess, method: str, path: str, token: str | None = TOKEN
+               ) -> tuple[int, dict[str, Any]]:
+    request = urllib.request.Request(gw.admin_url + path, data=b"", method=method)
+    if token is not None:
+        request.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def test_the_operator_drains_upstreams_disables_tools_and_closes_sessions(
+        gateway_factory: Any) -> None:
+    gw: GatewayProcess = gateway_factory(
+        {"a": sdk_upstream("a"), "b": sdk_upstream("b")}, routing={"prefix": "always"},
+        admin={"token": TOKEN})
+    # Writes are guarded by the admin token; names that do not exist are 404.
+    assert admin_call(gw, "POST", "/api/v1/upstreams/a/drain", None)[0] == 401
+    assert admin_call(gw, "POST", "/api/v1/upstreams/zz/drain")[0] == 404
+    assert admin_call(gw, "POST", "/api/v1/tools/zz__nope/disable")[0] == 404
+    assert admin_call(gw, "DELETE", "/api/v1/sessions/nope")[0] == 404
+
+    async def main() -> None:
+        async with ws_client(gw.ws_url) as watcher, ws_client(gw.ws_url) as client:
+            await watcher.initialize()
+            await client.initialize()
+            # Drained: no new request goes to a; b is untouched; undrained, a answers.
+            assert admin_call(gw, "POST", "/api/v1/upstreams/a/drain") == (
+                200, {"upstream": "a", "drained": True})
+            refused = await client.call_tool("a__echo", {"text": "x"})
+            assert refused["error"]["code"] == -32000
+            assert "drained by the operator" in refused["error"]["message"]
+            assert "result" in await client.call_tool("b__echo", {"text": "x"})
+            status = json.loads(admin_request(gw, "/status", f"Bearer {TOKEN}")[2])
+            assert status["operator"]["drained_upstreams"] == ["a"]
+            assert admin_call(gw, "POST", "/api/v1/upstreams/a/undrain")[0] == 200
+            assert "result" in await client.call_tool("a__echo", {"text": "x"})
+            # Disabled: hidden, unknown, and the sessions are told; enabled: back.
+            assert admin_call(gw, "POST", "/api/v1/tools/b__add/disable") == (
+                200, {"tool": "b__add", "disabled": True})
+            changed = [m for m in await collect(watcher, 1.0)
+                       if m.get("method") == "notifications/tools/list_changed"]
+            assert len(changed) == 1
+            listed = await client.request("tools/list", {})
+            names = {t["name"] for t in listed["result"]["tools"]}
+            assert "b__add" not in names and "a__add" in names
+            unknown = await client.call_tool("b__add", {"a": 1, "b": 2})
+            assert unknown["error"] == {"code": -32602, "message": "Unknown tool: b__add"}
+            assert admin_call(gw, "POST", "/api/v1/tools/b__add/enable")[0] == 200
+            added = await client.call_tool("b__add", {"a": 1, "b": 2})
+            assert added["result"]["content"][0]["text"] == "3"
+            # Closed: the watcher's connection ends; the other goes on.
+            sessions = json.loads(admin_request(gw, "/api/v1/connections",
+                                                f"Bearer {TOKEN}")[2])["connections"]
+            assert len(sessions) == 2
+            first = min(sessions, key=lambda s: s["id"])["id"]
+            assert admin_call(gw, "DELETE", f"/api/v1/sessions/{first}") == (
+                200, {"closed": first})
+            with pytest.raises(websockets.ConnectionClosed) as closed:
+                for _ in range(100):
+                    await watcher.receive(10)
+            assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008
+            assert "result" in await client.call_tool("a__echo", {"text": "still here"})
+    run(main())
+    assert "upstream 'a' drained by the operator" in gw.log()
+
+
+def test_the_openapi_document_describes_every_route(gateway_factory: Any) -> None:
+    from mcpfast.admin.app import create_app
+    from mcpfast.admin.openapi import OPENAPI
+
+    gw: GatewayProcess = gateway_factory(admin={"token": TOKEN})
+    code, _, body = admin_request(gw, "/api/v1/openapi.json", f"Bearer {TOKEN}")
+    assert code == 200 and json.loads(body) == json.loads(json.dumps(OPENAPI))
+    assert OPENAPI["openapi"] == "3.1.0"
+
+    from mcpfast.config import parse
+    from mcpfast.gateway.gateway import Gateway
+
+    app = create_app(Gateway(parse(f'[admin]\ntoken = "{TOKEN}"\n'
+                                   '[upstreams.a]\ncommand = ["true"]\n')))
+    routes = {(route.method.lower(), route.resource.canonical)  # type: ignore[union-attr]
+              for route in app.router.routes() if route.method != "HEAD"}
+    documented = {(method, path) for path, item in OPENAPI["paths"].items()
+                  for method in item}
+    assert routes == documented
