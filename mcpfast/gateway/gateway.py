@@ -38,6 +38,7 @@ from .authz import Authorization
 from .call import Request, Upstream
 from .catalog import Catalog
 from .chain import Chain, compile_chain
+from .fleet import Fleet
 from .log_levels import LogLevels
 from .mrtr import InputBridge
 from .operator import OperatorControls
@@ -93,6 +94,8 @@ class Gateway:
             name: StdioUpstream(name, index, up, self.relay, config.interpolated)
             for index, (name, up) in enumerate(config.upstreams.items())
         }
+        self.fleet = Fleet(self)
+        """Upstreams a reload adds, removes or replaces (fleet.py)."""
         self.router = Router(list(self.upstreams.values()), config.routing.prefix,
                              config.routing.separator)
         self.requests = Requests(self, self.catalog, self.subscriptions, self.log_levels,
@@ -120,7 +123,6 @@ class Gateway:
         authenticator = Authenticator(config, self.counters.authentication_refused)
         listen, http = config.listen, config.listen.http
         held = [path for path, before, after in (
-            ("upstreams", old.upstreams, config.upstreams),
             ("admin", old.admin, config.admin),
             ("routing", old.routing, config.routing),
             ("logging", old.logging, config.logging),
@@ -133,7 +135,7 @@ class Gateway:
              http.session_secret),
         ) if before != after]
         self.config = msgspec.structs.replace(
-            config, upstreams=old.upstreams, admin=old.admin, routing=old.routing,
+            config, admin=old.admin, routing=old.routing,
             logging=old.logging, listen=msgspec.structs.replace(
                 listen, host=old.listen.host, port=old.listen.port, path=old.listen.path,
                 unix_socket=old.listen.unix_socket, tls=old.listen.tls,
@@ -147,6 +149,9 @@ class Gateway:
         self.rate_limits = tuple(_reuse(kept, c) for c in config.rate_limits)
         self.chain = self._compile(self.config)
         self._use_authenticator(authenticator)
+        changes = self.fleet.reconcile(old.upstreams, self.config)
+        if changes:
+            log.info("config: upstreams %s", ", ".join(changes))
         if held:
             log.warning("config: %s changed and will apply after a restart",
                         ", ".join(held))
@@ -209,9 +214,10 @@ class Gateway:
     def in_flight(self) -> int:
         """Requests an upstream is working on for a client; not the parked ones, which
         wait for a client that may never come back."""
-        count = sum(len(u.pending) for u in self.upstreams.values())
+        upstreams = self.fleet.all()
+        count = sum(len(u.pending) for u in upstreams)
         if self.mrtr.parked:
-            count -= sum(self.mrtr.parked_on(u) for u in self.upstreams.values())
+            count -= sum(self.mrtr.parked_on(u) for u in upstreams)
         return count
 
     # -- lifecycle -------------------------------------------------------------------
@@ -243,7 +249,7 @@ class Gateway:
         left = self.in_flight()
         if left:
             log.warning("drain deadline passed with %d requests in flight; failing them", left)
-        for upstream in self.upstreams.values():
+        for upstream in self.fleet.all():
             upstream.fail_all("the gateway is shutting down")
 
     async def stop(self) -> None:
@@ -259,8 +265,7 @@ class Gateway:
         await self.authenticator.stop()
         for task in list(self._tasks):
             task.cancel()
-        await asyncio.gather(*(u.stop() for u in self.upstreams.values()),
-                             return_exceptions=True)
+        await asyncio.gather(*(u.stop() for u in self.fleet.all()), return_exceptions=True)
 
     def _measure_buffers(self) -> None:
         """Envoy's overload manager, sampled: the bytes queued everywhere decide
@@ -285,7 +290,7 @@ class Gateway:
             await asyncio.sleep(SWEEP_INTERVAL)
             self._measure_buffers()
             now = time.monotonic()
-            for upstream in self.upstreams.values():
+            for upstream in self.fleet.all():
                 if upstream.pending:
                     upstream.sweep(now)
             self.mrtr.sweep(now)

@@ -9,7 +9,7 @@ import asyncio
 import signal
 from typing import Any
 
-from ..conftest import ROOT, GatewayProcess, run, unix_client, ws_client
+from ..conftest import ROOT, GatewayProcess, collect, run, unix_client, ws_client
 
 BACKGROUND = ["python", str(ROOT / "tests" / "servers" / "background_server.py")]
 ONE_TOKEN_FOR_ALL = ('\n[[rate_limits]]\nrate = 0.001\nburst = 1\nper = "global"\n'
@@ -89,9 +89,66 @@ def test_sighup_puts_a_new_config_in_force_under_load(gateway_factory: Any) -> N
             assert outcome(await b.call_tool("bg__big", {"size": 1})) == "result"
 
             # What the process was built from is named, and keeps its value.
-            reload(gw, base.replace('[upstreams.other]', '[upstreams.third]'))
+            reload(gw, base + '\n[routing]\nseparator = "--"\n')
             await logged(gw, "reloaded", 3)
-            assert "upstreams apply after a restart" in gw.log()
+            assert "routing apply after a restart" in gw.log()
             assert outcome(await a.call_tool("other__big", {"size": 1})) == "result"
+    run(main())
+    assert gw.proc is not None and gw.proc.poll() is None
+
+
+def test_reload_adds_removes_and_replaces_upstreams_without_a_dropped_call(
+        gateway_factory: Any) -> None:
+    """Upstreams as a reload changes them: one removed while a call of its runs (the
+    call finishes, its names go), one added (its names come, sessions are told), and one
+    replaced (a new process; calls go on throughout, every one answered)."""
+    gw: GatewayProcess = gateway_factory({"bg": {"command": BACKGROUND, "era": "legacy"},
+                                          "other": {"command": BACKGROUND, "era": "legacy"}})
+    base = gw.config_path.read_text()
+
+    async def main() -> None:
+        async with ws_client(gw.ws_url) as a, ws_client(gw.ws_url) as watcher:
+            await a.initialize()
+            await watcher.initialize()
+            pid_before = next(u["pid"] for u in gw.status()["upstreams"] if u["name"] == "bg")
+            outcomes: list[str | int] = []
+            stopping = False
+
+            async def calls() -> None:
+                while not stopping:
+                    outcomes.append(outcome(await a.call_tool("bg__big", {"size": 1})))
+
+            load = asyncio.ensure_future(calls())
+            slow = asyncio.ensure_future(watcher.call_tool("other__slow", {"seconds": 1.5}))
+            while len(outcomes) < 20:
+                await asyncio.sleep(0.01)
+            changed = base.replace("[upstreams.other]", "[upstreams.third]").replace(
+                '[upstreams.bg]\n', '[upstreams.bg]\nenv = { REPLACED = "1" }\n')
+            reload(gw, changed)
+            await logged(gw, "upstreams other removed, bg replaced, third added")
+            await logged(gw, "upstream 'bg': the new instance serves from now on")
+            await logged(gw, "upstream 'other' stopped")
+            seen = len(outcomes)
+            while len(outcomes) < seen + 20:
+                await asyncio.sleep(0.01)
+            stopping = True
+            await load
+            # Every call to the replaced upstream was answered, before, during and after.
+            assert set(outcomes) == {"result"}, set(outcomes)
+            # The removed one's call in flight finished; its names are gone.
+            assert outcome(await slow) == "result"
+            assert outcome(await a.call_tool("other__big", {"size": 1})) == -32602
+            # The added one answers once it is ready.
+            for _ in range(300):
+                if outcome(await a.call_tool("third__big", {"size": 1})) == "result":
+                    break
+                await asyncio.sleep(0.1)
+            else:
+                raise AssertionError("third never answered")
+            assert any(m.get("method") == "notifications/tools/list_changed"
+                       for m in watcher.notifications + await collect(watcher, 0.5))
+            upstreams = {u["name"]: u for u in gw.status()["upstreams"]}
+            assert set(upstreams) == {"bg", "third"}
+            assert upstreams["bg"]["pid"] != pid_before
     run(main())
     assert gw.proc is not None and gw.proc.poll() is None

@@ -82,11 +82,14 @@ def test_what_needs_a_restart_is_named_and_keeps_its_old_value(tmp_path: Path) -
 
     async def body(gw: Gateway, client: InProcessClient) -> None:
         held = gw.use(load(str(moved)))
-        assert held == ["upstreams", "listen.port"]
-        assert list(gw.config.upstreams) == ["bg"] and gw.config.listen.port == 0
+        assert held == ["listen.port"]
+        assert gw.config.listen.port == 0
+        # Upstreams are no longer held: the new one is added (fleet.py).
+        assert list(gw.config.upstreams) == ["bg", "new"] and "new" in gw.upstreams
         # The rest of the new snapshot is in force.
         assert gw.config.limits.max_in_flight == 3 and gw.max_in_flight == 3
-        assert "result" in await client.call("big")
+        # With two upstreams, names are prefixed (routing.prefix = "always").
+        assert "result" in await client.call("bg__big")
     in_gateway(base, body)
 
 

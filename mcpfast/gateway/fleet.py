@@ -1,0 +1,114 @@
+"""The upstreams a reload changes: added ones start, removed ones are drained, changed
+ones are replaced, without a dropped call.
+
+- Added: started at once; its tools join the lists when it is ready (sessions are told).
+- Removed: taken out of routing at once (its names become unknown), while the calls it
+  has in flight finish; then it is stopped. Calls still running after
+  ``shutdown.drain_timeout`` are failed.
+- Changed (its table differs): a new instance is started beside the old one; once it is
+  ready, routing switches to it and the old one is retired as a removed one is. If the
+  new one does not become ready within its init_timeout, it is stopped and the old one
+  stays.
+
+Retiring upstreams are still swept for time-outs and counted in flight, so a drain or a
+shutdown waits for them too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+from ..config import Config, UpstreamConfig
+from ..upstream.stdio import StdioUpstream
+from .call import Upstream
+
+log = logging.getLogger("mcpfast.gateway")
+
+
+class Fleet:
+    def __init__(self, gw: Any) -> None:
+        self.gw = gw
+        self.retiring: list[Upstream] = []
+        """Upstreams out of routing, finishing their calls before they stop."""
+
+    def all(self) -> list[Upstream]:
+        """Every upstream with work: those routed to, and those retiring."""
+        return [*self.gw.upstreams.values(), *self.retiring]
+
+    def reconcile(self, old: dict[str, UpstreamConfig], config: Config) -> list[str]:
+        """Make the upstreams what ``config`` says; what changes, as log phrases."""
+        new = config.upstreams
+        changes: list[str] = []
+        for name in [n for n in old if n not in new]:
+            self._remove(name)
+            changes.append(f"{name} removed")
+        for name in [n for n in new if n in old and new[n] != old[n]]:
+            self._replace(name, new[name], config)
+            changes.append(f"{name} replaced")
+        for name in [n for n in new if n not in old]:
+            self._add(name, new[name], config)
+            changes.append(f"{name} added")
+        return changes
+
+    def _make(self, name: str, upstream: UpstreamConfig, config: Config) -> Upstream:
+        return StdioUpstream(name, len(self.gw.upstreams), upstream, self.gw.relay,
+                             config.interpolated)
+
+    def _reroute(self) -> None:
+        """Route to the upstreams as they are now, and tell the sessions what changed."""
+        upstreams = list(self.gw.upstreams.values())
+        for index, upstream in enumerate(upstreams):
+            upstream.index = index
+        self.gw.router.upstreams = upstreams
+        self.gw.catalog.rebuild()
+
+    def _add(self, name: str, upstream: UpstreamConfig, config: Config) -> None:
+        fresh = self._make(name, upstream, config)
+        self.gw.upstreams[name] = fresh
+        self._reroute()
+        self.gw.background(fresh.start())
+
+    def _remove(self, name: str) -> None:
+        upstream = self.gw.upstreams.pop(name)
+        self._reroute()
+        self._retire(upstream, "it was removed from the config")
+
+    def _replace(self, name: str, upstream: UpstreamConfig, config: Config) -> None:
+        fresh = self._make(name, upstream, config)
+
+        async def swap() -> None:
+            await fresh.start()
+            try:
+                await asyncio.wait_for(fresh.initialized_once.wait(), upstream.init_timeout)
+            except TimeoutError:
+                log.error("upstream %r: the new instance was not ready within %g s (%s); "
+                          "the old one stays", name, upstream.init_timeout,
+                          fresh.last_error or "no answer")
+                await fresh.stop()
+                return
+            old = self.gw.upstreams.get(name)
+            self.gw.upstreams[name] = fresh
+            self._reroute()
+            log.info("upstream %r: the new instance serves from now on", name)
+            if old is not None:
+                self._retire(old, "it was replaced by a reload")
+        self.gw.background(swap())
+
+    def _retire(self, upstream: Upstream, why: str) -> None:
+        self.retiring.append(upstream)
+
+        async def retire() -> None:
+            deadline = time.monotonic() + self.gw.config.shutdown.drain_timeout
+            while upstream.pending and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            if upstream.pending:
+                log.warning("upstream %r: %d calls still running after the drain "
+                            "timeout; failing them", upstream.name, len(upstream.pending))
+                upstream.fail_all(f"upstream {upstream.name!r} was stopped: {why}")
+            await upstream.stop()
+            self.retiring.remove(upstream)
+            log.info("upstream %r stopped: %s", upstream.name, why)
+        self.gw.background(retire())
