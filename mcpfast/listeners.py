@@ -42,9 +42,12 @@ class Listener:
 
 
 class TcpListener(Listener):
-    def __init__(self, gateway: Gateway, kind: str, address: str) -> None:
+    def __init__(self, gateway: Gateway, kind: str, address: str,
+                 endpoint: Endpoint | None = None) -> None:
+        """``endpoint``: the Streamable HTTP side of a listener this one takes over from
+        (a reload that moved the address), so that its sessions go on here."""
         super().__init__(gateway, kind, address)
-        self.endpoint = Endpoint(gateway)
+        self.endpoint = endpoint if endpoint is not None else Endpoint(gateway)
         self.tls: ServerTls | None = None
         self._watch: asyncio.Task[None] | None = None
 
@@ -54,8 +57,11 @@ class TcpListener(Listener):
                 "http": {"sessions": len(endpoint.sessions),
                          "open_streams": len(endpoint.live) + len(endpoint.live_modern)}}
 
-    async def start(self) -> None:
+    async def start(self, host: str | None = None, port: int | None = None) -> None:
+        """Bind ``host``:``port`` (default: the config's)."""
         cfg = self.gateway.config.listen
+        host = cfg.host if host is None else host
+        port = cfg.port if port is None else port
         loop = asyncio.get_running_loop()
         if cfg.tls is not None:
             try:
@@ -65,7 +71,7 @@ class TcpListener(Listener):
                                   f"CAs do not load: {exc}") from None
             self._watch = loop.create_task(self.tls.watch(), name="tls-renewal")
         self.server = await loop.create_server(
-            lambda: TcpConnection(self.gateway, self), cfg.host, cfg.port, backlog=cfg.backlog,
+            lambda: TcpConnection(self.gateway, self), host, port, backlog=cfg.backlog,
             reuse_address=True, ssl=self.tls.context if self.tls is not None else None,
             ssl_handshake_timeout=self.gateway.config.limits.header_timeout
             if self.tls is not None else None)

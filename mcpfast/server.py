@@ -134,9 +134,61 @@ def reload(gateway: Gateway, reread: Callable[[], Config]) -> list[str]:
     except ConfigError as exc:
         log.error("reload refused, the config in force stays: %s", exc)
         raise
-    log.info("reloaded %s%s", config.source,
-             f"; {', '.join(held)} apply after a restart" if held else "")
+    moved = [path for path in held if path in LISTENER_ADDRESSES]
+    if moved:
+        held = [path for path in held if path not in LISTENER_ADDRESSES]
+        gateway.background(_rebind(gateway, config))
+    log.info("reloaded %s", config.source)
+    if held:
+        log.warning("config: %s changed and will apply after a restart", ", ".join(held))
     return held
+
+
+LISTENER_ADDRESSES = ("listen.host", "listen.port", "listen.unix_socket")
+"""What a reload applies by binding anew (``_rebind``), not by a restart."""
+
+
+async def _rebind(gateway: Gateway, config: Config) -> None:
+    """Listen where ``config`` says, if that moved: the new socket is bound first, then
+    the old one stops accepting; connections open on it stay until they end, and the
+    HTTP sessions go on (the endpoint is shared). A bind that fails is logged, and the
+    listener stays where it was."""
+    old, new = gateway.config.listen, config.listen
+    if (new.host, new.port) != (old.host, old.port):
+        current = next((listener for listener in gateway.listeners
+                        if isinstance(listener, TcpListener) and listener.server is not None
+                        and listener.server.is_serving()), None)
+        if current is not None:
+            moved = TcpListener(gateway, current.kind, "", current.endpoint)
+            try:
+                await moved.start(new.host, new.port)
+            except (OSError, ConfigError) as exc:
+                log.error("reload: cannot listen on %s:%d (%s); still on %s", new.host,
+                          new.port, exc, current.address)
+            else:
+                current.stop_accepting()
+                gateway.listeners.append(moved)
+                gateway.listening_on(host=new.host, port=new.port)
+                log.info("listener moved from %s to %s; connections open there stay",
+                         current.address, moved.address)
+    if new.unix_socket != old.unix_socket:
+        current_unix = next((listener for listener in gateway.listeners
+                             if isinstance(listener, UnixListener)
+                             and listener.server is not None
+                             and listener.server.is_serving()), None)
+        if new.unix_socket:
+            fresh = UnixListener(gateway, "unix", new.unix_socket)
+            try:
+                await fresh.start()
+            except OSError as exc:
+                log.error("reload: cannot listen on unix:%s (%s)", new.unix_socket, exc)
+                return
+            gateway.listeners.append(fresh)
+        if current_unix is not None:
+            current_unix.stop_accepting()
+        gateway.listening_on(unix_socket=new.unix_socket)
+        log.info("unix-socket listener moved from %s to %s", old.unix_socket,
+                 new.unix_socket)
 
 
 def _reload_on_signal(reloader: Callable[[], list[str]]) -> None:

@@ -114,10 +114,12 @@ class Gateway:
         builds on. Everything read per connection (the listener's limits), per request
         (the Streamable HTTP settings, JSON depth, in-flight cap) or per call (the policy
         chain and its rate limits) switches at once; a limit whose table did not change
-        keeps its buckets. What the running process was built from (upstreams, listener
-        and admin addresses, routing, logging, the session secret) keeps its old value,
-        and its key paths are returned: those need a restart until reload (a later
-        issue) learns to apply them."""
+        keeps its buckets; authentication and authorization switch too. Upstreams are
+        added, drained and replaced to match (fleet.py). What the running process was
+        built from (listener and admin addresses, TLS, routing, logging, the session
+        secret) keeps its old value, and its key paths are returned: the listener
+        addresses are for the server to bind anew (``listening_on`` then records them),
+        the rest wait for a restart."""
         old = self.config
         # First: a key that does not load refuses the whole config.
         authenticator = Authenticator(config, self.counters.authentication_refused)
@@ -152,10 +154,12 @@ class Gateway:
         changes = self.fleet.reconcile(old.upstreams, self.config)
         if changes:
             log.info("config: upstreams %s", ", ".join(changes))
-        if held:
-            log.warning("config: %s changed and will apply after a restart",
-                        ", ".join(held))
         return held
+
+    def listening_on(self, **moved: Any) -> None:
+        """A listener was bound anew (a reload moved it): the snapshot says where."""
+        self.config = msgspec.structs.replace(
+            self.config, listen=msgspec.structs.replace(self.config.listen, **moved))
 
     def _use_authenticator(self, new: Authenticator) -> None:
         """Switch authentication: keys fetched from an unchanged JWKS are kept, a new

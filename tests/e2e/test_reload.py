@@ -6,10 +6,22 @@ load is refused with its key path, and the one in force stays (server.py, Gatewa
 from __future__ import annotations
 
 import asyncio
+import json
+import os
 import signal
 from typing import Any
 
-from ..conftest import ROOT, GatewayProcess, collect, run, unix_client, ws_client
+import pytest
+
+from ..conftest import (
+    ROOT,
+    GatewayProcess,
+    collect,
+    free_port,
+    run,
+    unix_client,
+    ws_client,
+)
 
 BACKGROUND = ["python", str(ROOT / "tests" / "servers" / "background_server.py")]
 ONE_TOKEN_FOR_ALL = ('\n[[rate_limits]]\nrate = 0.001\nburst = 1\nper = "global"\n'
@@ -91,7 +103,7 @@ def test_sighup_puts_a_new_config_in_force_under_load(gateway_factory: Any) -> N
             # What the process was built from is named, and keeps its value.
             reload(gw, base + '\n[routing]\nseparator = "--"\n')
             await logged(gw, "reloaded", 3)
-            assert "routing apply after a restart" in gw.log()
+            assert "config: routing changed and will apply after a restart" in gw.log()
             assert outcome(await a.call_tool("other__big", {"size": 1})) == "result"
     run(main())
     assert gw.proc is not None and gw.proc.poll() is None
@@ -152,3 +164,34 @@ def test_reload_adds_removes_and_replaces_upstreams_without_a_dropped_call(
             assert upstreams["bg"]["pid"] != pid_before
     run(main())
     assert gw.proc is not None and gw.proc.poll() is None
+
+
+def test_reload_moves_the_listeners(gateway_factory: Any, tmp_path: Any) -> None:
+    """A new port and a new unix socket path: bound at the reload; the old ones take no
+    new connection, and a connection opened before goes on."""
+    gw: GatewayProcess = gateway_factory({"bg": {"command": BACKGROUND, "era": "legacy"}})
+    base = gw.config_path.read_text()
+    new_port = free_port()
+    new_path = str(gw.unix_dir / "moved.sock")
+
+    async def main() -> None:
+        async with ws_client(gw.ws_url) as kept:
+            await kept.initialize()
+            reload(gw, base.replace(f"port = {gw.port}\n", f"port = {new_port}\n").replace(
+                json.dumps(gw.unix_path), json.dumps(new_path)))
+            await logged(gw, "listener moved from")
+            await logged(gw, "unix-socket listener moved")
+            async with ws_client(f"ws://127.0.0.1:{new_port}/mcp") as moved:
+                await moved.initialize()
+                assert outcome(await moved.call_tool("big", {"size": 1})) == "result"
+            async with unix_client(new_path) as over_unix:
+                await over_unix.initialize()
+                assert outcome(await over_unix.call_tool("big", {"size": 1})) == "result"
+            with pytest.raises(OSError):
+                async with ws_client(gw.ws_url):
+                    pass
+            assert not os.path.exists(gw.unix_path)
+            # Opened before the move, still served.
+            assert outcome(await kept.call_tool("big", {"size": 1})) == "result"
+    run(main())
+    assert "apply after a restart" not in gw.log()
