@@ -69,18 +69,12 @@ class GatewayCollector(Collector):
             buckets.add_metric([rate_limit.name], len(rate_limit))
         yield rate_limited
         yield buckets
-        refused = CounterMetricFamily(
-            "mcpfast_authentication_refused", "Clients refused at admission, by reason "
-            "(missing, invalid_token, insufficient_scope, unix_peer).", labels=["reason"])
-        for reason, count in sorted(c.authentication_refused.items()):
-            refused.add_metric([reason], count)
-        yield refused
-        denied = CounterMetricFamily(
-            "mcpfast_authorization_denied", "Calls refused by authorization (answered as "
-            "unknown), by kind (tools, prompts, resources).", labels=["kind"])
-        for kind, count in sorted(c.denied.items()):
-            denied.add_metric([kind], count)
-        yield denied
+        yield _labelled("mcpfast_authentication_refused", "Clients refused at admission, by "
+                        "reason (missing, invalid_token, insufficient_scope, unix_peer).",
+                        "reason", c.authentication_refused)
+        yield _labelled("mcpfast_authorization_denied", "Calls refused by authorization "
+                        "(answered as unknown), by kind (tools, prompts, resources).", "kind",
+                        c.denied)
         yield GaugeMetricFamily("mcpfast_open_client_connections",
                                 "Client connections open (all transports), counted at "
                                 "admission against limits.max_connections.",
@@ -127,6 +121,15 @@ class GatewayCollector(Collector):
         yield from (up, inflight, reqs, errs, restarts, unattributed)
         yield GaugeMetricFamily("mcpfast_ready", "1 when the gateway is ready for traffic.",
                                 value=1 if gw.ready else 0)
+
+
+def _labelled(name: str, doc: str, label: str, counts: dict[str, int]
+              ) -> CounterMetricFamily:
+    """A counter with one label, a sample per key of ``counts``."""
+    family = CounterMetricFamily(name, doc, labels=[label])
+    for key, count in sorted(counts.items()):
+        family.add_metric([key], count)
+    return family
 
 
 def _counter(name: str, doc: str, value: int) -> CounterMetricFamily:
