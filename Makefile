@@ -15,7 +15,7 @@ NGINX := /usr/sbin/nginx
 
 .DEFAULT_GOAL := build
 .PHONY: build run test test-compiled test-pure ext venv check-build-deps lint bench soak \
-	bench-micro bench-deps node-tools clean
+	bench-micro bench-deps node-tools clean image
 
 # A .venv that a failed first run left without python or pip (Debian's python3 without
 # python3-venv does that) is made again rather than failing every later run.
@@ -100,6 +100,19 @@ $(NGINX):
 # conformance and Inspector tests drive the gateway with them).
 node-tools:
 	bash scripts/node-tools.sh
+
+# The container image, with whichever engine is here: docker (BuildKit, for the wheel
+# mount), or podman (chroot isolation, which needs no privileges of its own).
+IMAGE ?= mcpfast:latest
+image:
+	@if command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1; then \
+	  DOCKER_BUILDKIT=1 docker build -t $(IMAGE) .; \
+	elif command -v podman >/dev/null 2>&1; then \
+	  podman build --isolation chroot -t $(IMAGE) .; \
+	else \
+	  echo "mcpfast: make image needs docker (with its daemon running) or podman" >&2; \
+	  exit 1; \
+	fi
 
 bench: $(EXT_BUILT) bench-deps
 	$(PY) -m bench run

@@ -44,6 +44,15 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--stdio", action="append", metavar="COMMAND", help=STDIO_HELP)
     check = commands.add_parser("check-config", help="validate a config file and exit")
     check.add_argument("file")
+    probe = commands.add_parser(
+        "probe", help="ask a running gateway's admin port (from its config) whether it "
+                      "is alive: exit 0 if /liveness answers 200, else 1 (a container "
+                      "health check)")
+    probe.add_argument("--config", "-c", help="the gateway's config (default: the bundled "
+                                              "one)")
+    probe.add_argument("--path", default="/liveness",
+                       choices=["/liveness", "/readiness", "/health"])
+    probe.add_argument("--timeout", type=float, default=2.0)
     commands.add_parser("version", help="print the version")
     hash_key = commands.add_parser(
         "hash-key", help="print what [[auth.api_keys]] stores for an API key, read from "
@@ -77,6 +86,8 @@ def main(argv: list[str] | None = None) -> int:
         return asyncio.run(bridge_unix(path))
     try:
         config = load(args.file if args.command == "check-config" else args.config)
+        if args.command == "probe":
+            return _probe(config, args.path, args.timeout)
         if args.command == "serve":
             _apply_flags(config, args)
     except ConfigError as exc:
@@ -98,6 +109,29 @@ def main(argv: list[str] | None = None) -> int:
         return fresh
 
     return _serve(config, reread)
+
+
+def _probe(config: Config, path: str, timeout: float) -> int:
+    """GET ``path`` on the admin port the config names (a wildcard address is asked on
+    loopback)."""
+    import urllib.error
+    import urllib.request
+
+    host = config.admin.host
+    if host in ("0.0.0.0", "", "::"):
+        host = "127.0.0.1" if host != "::" else "::1"
+    if ":" in host:
+        host = f"[{host}]"
+    url = f"http://{host}:{config.admin.port}{path}"
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            ok = response.status == 200
+    except (urllib.error.URLError, OSError) as exc:
+        print(f"mcpfast probe: {url}: {exc}", file=sys.stderr)
+        return 1
+    if not ok:
+        print(f"mcpfast probe: {url}: HTTP {response.status}", file=sys.stderr)
+    return 0 if ok else 1
 
 
 def _hash_key(new: bool) -> int:

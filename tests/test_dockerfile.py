@@ -1,9 +1,12 @@
 """What the README says of the image, read from the Dockerfile and the config it ships
 (no container engine runs here): an unprivileged user, ports 8080 and 9090 exposed and
-actually listened on, and a health check on the admin port's /liveness."""
+actually listened on, a health check that asks the admin port the config names, wheels
+mounted rather than copied, pinned build tools, and a build context without caches,
+tests or benches."""
 
 from __future__ import annotations
 
+import json
 import re
 import shlex
 import tomllib
@@ -71,9 +74,41 @@ def test_the_exposed_ports_are_the_ones_the_shipped_config_listens_on() -> None:
     assert "mcpfast" in entrypoint and "/etc/mcpfast/mcpfast.toml" in entrypoint
 
 
-def test_the_health_check_asks_liveness_on_the_admin_port() -> None:
+def test_the_health_check_asks_the_admin_port_the_config_names() -> None:
+    """Not a port written into the Dockerfile: ``mcpfast probe`` reads the shipped
+    config (``${ENV}`` included) and asks /liveness there."""
     (check,) = instructions("HEALTHCHECK")
-    assert "CMD" in check
-    assert re.search(r"https?://(127\.0\.0\.1|localhost):9090/liveness\b", check), check
     for option in ("--interval", "--timeout"):
         assert option in check
+    command = json.loads(check.split("CMD", 1)[1])
+    assert command == ["mcpfast", "probe", "--config", "/etc/mcpfast/mcpfast.toml"]
+    assert "9090" not in check
+
+
+def test_no_syntax_directive_offline_builders_cannot_fetch() -> None:
+    assert not DOCKERFILE.read_text().lstrip().lower().startswith("# syntax")
+
+
+def test_the_wheels_are_mounted_not_copied_into_the_image() -> None:
+    assert not [rest for rest in instructions("COPY") if "--from" in rest]
+    (install,) = [rest for rest in instructions("RUN") if "pip install" in rest]
+    assert re.search(r"--mount=type=bind,from=build,source=/wheels,target=/tmp/wheels", install)
+
+
+def test_the_build_tools_are_pinned() -> None:
+    text = re.sub(r"\\\n", " ", DOCKERFILE.read_text())
+    installs = [line for line in text.splitlines()
+                if "pip install" in line and "--find-links" not in line]
+    assert installs, "the build stage installs its tools"
+    for line in installs:
+        packages = [word for word in line.split("pip install", 1)[1].split()
+                    if not word.startswith("-") and word != "&&"]
+        assert packages and all(re.fullmatch(r"[A-Za-z0-9_.-]+==[0-9][\w.]*", p)
+                                for p in packages), line
+    assert "--no-isolation" in text  # the pinned tools, not an unpinned build env
+
+
+def test_the_build_context_leaves_out_caches_tests_and_benches() -> None:
+    ignored = set((ROOT / ".dockerignore").read_text().split())
+    assert {"tests", "bench", ".venv", ".git", ".pytest_cache", ".mypy_cache",
+            ".ruff_cache", ".benchmarks", ".tools", "**/__pycache__"} <= ignored

@@ -270,3 +270,21 @@ def test_sigterm_while_upstreams_initialize_stops_at_once(gateway_factory: Any) 
     assert time.monotonic() - started < 10
     wait_until(lambda: not group_alive(pid), 5)
     assert not [line for line in gw.log().splitlines() if line.endswith("mcpfast: ready")]
+
+
+def test_probe_asks_the_admin_port_the_config_names(gateway_factory: Any) -> None:
+    """``mcpfast probe`` (the image's health check): 0 while /liveness answers, 1 with
+    the reason once nothing listens there."""
+    gw = gateway_factory()
+
+    def probe(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "mcpfast", "probe", "--config",
+                               str(gw.config_path), *args], capture_output=True, text=True,
+                              timeout=60, cwd=ROOT)
+
+    assert probe().returncode == 0
+    assert probe("--path", "/readiness").returncode == 0
+    gw.terminate()
+    down = probe()
+    assert down.returncode == 1
+    assert f"http://127.0.0.1:{gw.admin_port}/liveness" in down.stderr
