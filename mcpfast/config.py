@@ -386,6 +386,16 @@ class LimitsConfig(msgspec.Struct, **KEY):  # type: ignore[call-arg]
             _check(getattr(self, key) > 0, key, "must be positive")
 
 
+class MetricsConfig(msgspec.Struct, **KEY):  # type: ignore[call-arg]
+    per_tool: bool = True
+    """Requests (by outcome) and a latency histogram per upstream and tool."""
+    max_tools: int = 1000
+    """Distinct tool names labelled at most; more count under "(other)"."""
+
+    def __post_init__(self) -> None:
+        _check(self.max_tools >= 1, "max_tools", "must be at least 1")
+
+
 class ShutdownConfig(msgspec.Struct, **KEY):  # type: ignore[call-arg]
     drain_timeout: float = 10.0
 
@@ -475,6 +485,7 @@ class Config(msgspec.Struct, **KEY):  # type: ignore[call-arg]
     admin: AdminConfig = msgspec.field(default_factory=AdminConfig)
     logging: LoggingConfig = msgspec.field(default_factory=LoggingConfig)
     shutdown: ShutdownConfig = msgspec.field(default_factory=ShutdownConfig)
+    metrics: MetricsConfig = msgspec.field(default_factory=MetricsConfig)
     limits: LimitsConfig = msgspec.field(default_factory=LimitsConfig)
     routing: RoutingConfig = msgspec.field(default_factory=RoutingConfig)
     rate_limits: list[RateLimitConfig] = []

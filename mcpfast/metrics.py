@@ -8,12 +8,19 @@ families when ``/metrics`` is scraped.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from itertools import accumulate
 from typing import TYPE_CHECKING
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
 
 from .gateway.call import OUTCOMES
+from .gateway.tool_stats import BOUNDS, FIRST_BUCKET, SUM, ToolStats
 
 if TYPE_CHECKING:
     from .gateway.gateway import Gateway
@@ -69,6 +76,8 @@ class GatewayCollector(Collector):
             buckets.add_metric([rate_limit.name], len(rate_limit))
         yield rate_limited
         yield buckets
+        if gw.tool_stats is not None:
+            yield from _tool_families(gw.tool_stats)
         yield _labelled("mcpfast_authentication_refused", "Clients refused at admission, by "
                         "reason (missing, invalid_token, insufficient_scope, unix_peer).",
                         "reason", c.authentication_refused)
@@ -121,6 +130,27 @@ class GatewayCollector(Collector):
         yield from (up, inflight, reqs, errs, restarts, unattributed)
         yield GaugeMetricFamily("mcpfast_ready", "1 when the gateway is ready for traffic.",
                                 value=1 if gw.ready else 0)
+
+
+def _tool_families(stats: ToolStats) -> Iterator[Metric]:
+    """Requests by outcome and their latency, per upstream and tool."""
+    requests = CounterMetricFamily(
+        "mcpfast_tool_requests", "Requests ended, per upstream, tool (or method, for "
+        "requests other than tools/call) and outcome.", labels=["upstream", "tool", "outcome"])
+    latency = HistogramMetricFamily(
+        "mcpfast_tool_request_duration_seconds", "From forwarding a request to its end, "
+        "per upstream and tool (or method).", labels=["upstream", "tool"])
+    bounds = [*(f"{b:g}" for b in BOUNDS), "+Inf"]
+    for upstream, by_name in sorted(stats.by_upstream.items()):
+        for name, counts in sorted(by_name.items()):
+            for outcome, label in enumerate(OUTCOMES):
+                if counts[outcome]:
+                    requests.add_metric([upstream, name, label], counts[outcome])
+            cumulative = list(accumulate(counts[FIRST_BUCKET:SUM]))
+            latency.add_metric([upstream, name], list(zip(bounds, cumulative, strict=True)),
+                               counts[SUM])
+    yield requests
+    yield latency
 
 
 def _labelled(name: str, doc: str, label: str, counts: dict[str, int]

@@ -50,6 +50,7 @@ from .requests import Requests
 from .router import Router
 from .session import DownstreamSession
 from .subscriptions import Subscriptions
+from .tool_stats import ToolStats
 
 log = logging.getLogger("mcpfast.gateway")
 
@@ -105,8 +106,12 @@ class Gateway:
         self.chain = self._compile(config)
         self.handle = self.requests.handle
         """One message from a client (``transport.ports.Dispatcher``): the data path."""
-        self.observers: tuple[Callable[[Upstream, Request, int], None], ...] = ()
-        """Told of every request's end (``ended``); none by default."""
+        self.tool_stats = ToolStats(config.metrics.max_tools) \
+            if config.metrics.per_tool else None
+        """Requests and latency per upstream and tool (tool_stats.py), for /metrics."""
+        self.observers: tuple[Callable[[Upstream, Request, int], None], ...] = \
+            (self.tool_stats.record,) if self.tool_stats is not None else ()
+        """Told of every request's end (``ended``)."""
 
     # -- the config snapshot ---------------------------------------------------------
     def use(self, config: Config) -> list[str]:
@@ -128,6 +133,7 @@ class Gateway:
             ("admin", old.admin, config.admin),
             ("routing", old.routing, config.routing),
             ("logging", old.logging, config.logging),
+            ("metrics", old.metrics, config.metrics),
             ("listen.host", old.listen.host, listen.host),
             ("listen.port", old.listen.port, listen.port),
             ("listen.path", old.listen.path, listen.path),
@@ -137,7 +143,7 @@ class Gateway:
              http.session_secret),
         ) if before != after]
         self.config = msgspec.structs.replace(
-            config, admin=old.admin, routing=old.routing,
+            config, admin=old.admin, routing=old.routing, metrics=old.metrics,
             logging=old.logging, listen=msgspec.structs.replace(
                 listen, host=old.listen.host, port=old.listen.port, path=old.listen.path,
                 unix_socket=old.listen.unix_socket, tls=old.listen.tls,

@@ -1,0 +1,86 @@
+"""Requests and latency per upstream and tool (gateway/tool_stats.py), as /metrics shows
+them: counted by outcome, timed into buckets, bounded in names; and end to end through a
+real gateway's /metrics."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from prometheus_client import CollectorRegistry, generate_latest
+
+from mcpfast.config import parse
+from mcpfast.gateway.call import ANSWERED, ERRORED, NO_ENVELOPE, REFUSED, Request
+from mcpfast.gateway.gateway import Gateway
+from mcpfast.gateway.session import DownstreamSession
+from mcpfast.gateway.tool_stats import OTHER, ToolStats
+from mcpfast.metrics import GatewayCollector
+
+from ..conftest import ROOT, InProcessClient, in_gateway, toml_value
+
+BACKGROUND = ROOT / "tests" / "servers" / "background_server.py"
+
+
+class Named:
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+
+def call(method: str, name: str | None, started: float) -> Request:
+    session = DownstreamSession("s", "unix", "-", lambda d: None, lambda c, r: None)
+    request = Request(session, NO_ENVELOPE, 1, method, name, None)
+    request.started = started
+    return request
+
+
+def test_outcomes_and_latency_per_upstream_and_name() -> None:
+    stats = ToolStats(max_names=100)
+    docs = Named("docs")
+    now = time.monotonic()
+    stats.record(docs, call("tools/call", "docs__search", now - 0.003), ANSWERED)  # type: ignore[arg-type]
+    stats.record(docs, call("tools/call", "docs__search", now - 0.2), ERRORED)  # type: ignore[arg-type]
+    stats.record(docs, call("prompts/get", "summary", now), REFUSED)  # type: ignore[arg-type]
+    search = stats.by_upstream["docs"]["docs__search"]
+    assert search[ANSWERED] == 1 and search[ERRORED] == 1
+    assert set(stats.by_upstream["docs"]) == {"docs__search", "prompts/get"}
+    assert 0.2 < search[-1] < 1.0  # the sum of latencies
+
+
+def test_names_are_bounded() -> None:
+    stats = ToolStats(max_names=2)
+    up = Named("u")
+    for name in ("a", "b", "c", "d"):
+        stats.record(up, call("tools/call", name, 0.0), ANSWERED)  # type: ignore[arg-type]
+    assert set(stats.by_upstream["u"]) == {"a", "b", OTHER}
+    assert stats.by_upstream["u"][OTHER][ANSWERED] == 2
+
+
+def test_the_collector_reads_them(tmp_path: Path) -> None:
+    config = tmp_path / "gw.toml"
+    config.write_text(f"[upstreams.bg]\ncommand = {toml_value(['python', str(BACKGROUND)])}"
+                      '\nera = "legacy"\n')
+
+    async def body(gw: Gateway, client: InProcessClient) -> None:
+        for _ in range(3):
+            assert "result" in await client.call("big")
+        assert "error" in await client.request("tools/call", {"name": "fail", "arguments": {}})
+        registry = CollectorRegistry()
+        registry.register(GatewayCollector(gw))
+        text = generate_latest(registry).decode()
+        assert 'mcpfast_tool_requests_total{outcome="answered",tool="big",upstream="bg"} 3.0' \
+            in text
+        assert 'mcpfast_tool_requests_total{outcome="errored",tool="fail",upstream="bg"} 1.0' \
+            in text
+        assert 'mcpfast_tool_request_duration_seconds_count{tool="big",upstream="bg"} 3.0' \
+            in text
+        assert 'mcpfast_tool_request_duration_seconds_bucket{le="+Inf",tool="big",' \
+               'upstream="bg"} 3.0' in text
+    in_gateway(config, body)
+
+
+def test_per_tool_metrics_can_be_turned_off() -> None:
+    gw = Gateway(parse('[metrics]\nper_tool = false\n[upstreams.a]\ncommand = ["true"]\n'))
+    assert gw.tool_stats is None and gw.observers == ()
+    registry = CollectorRegistry()
+    registry.register(GatewayCollector(gw))
+    assert b"mcpfast_tool_requests" not in generate_latest(registry)
