@@ -69,12 +69,13 @@ class TcpListener(Listener):
             except (OSError, ssl.SSLError) as exc:
                 raise ConfigError(f"listen.tls.cert_file: the certificate, key or client "
                                   f"CAs do not load: {exc}") from None
-            self._watch = loop.create_task(self.tls.watch(), name="tls-renewal")
         self.server = await loop.create_server(
             lambda: TcpConnection(self.gateway, self), host, port, backlog=cfg.backlog,
             reuse_address=True, ssl=self.tls.context if self.tls is not None else None,
             ssl_handshake_timeout=self.gateway.config.limits.header_timeout
             if self.tls is not None else None)
+        if self.tls is not None:
+            self._watch = loop.create_task(self.tls.watch(), name="tls-renewal")
         sock = self.server.sockets[0]
         for s in self.server.sockets:
             s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)

@@ -35,6 +35,15 @@ API_KEY_TTL = 300.0
 from the reload on (the table is new), so this only bounds the memory."""
 
 
+def _jwks_settings(authenticator: Authenticator) -> tuple[object, ...] | None:
+    verifier = authenticator.jwt
+    if verifier is None or verifier.jwks is None:
+        return None
+    config = verifier.config
+    return (config.jwks_url, config.jwks_refresh, config.jwks_min_interval,
+            config.jwks_timeout)
+
+
 def _credential(value: str) -> str | None:
     """The credential in a header value ``authenticate`` found: a bearer token, or
     (after a NUL) an API key."""
@@ -85,11 +94,9 @@ class Authenticator:
             await self.jwt.jwks.stop()
 
     def same_sources(self, other: Authenticator) -> bool:
-        """Whether ``other`` fetches keys from where this one does (a reload that
-        changes nothing there keeps the keys already fetched)."""
-        mine = self.jwt.config if self.jwt is not None else None
-        theirs = other.jwt.config if other.jwt is not None else None
-        return mine == theirs
+        """Whether ``other`` fetches keys as this one does (a reload that changes nothing
+        there, whatever else of the JWT settings it changes, keeps the keys fetched)."""
+        return _jwks_settings(self) == _jwks_settings(other)
 
     def adopt_keys(self, old: Authenticator) -> None:
         """Take ``old``'s fetched keys and background fetch (same sources)."""
@@ -179,7 +186,10 @@ class Authenticator:
         params = [f'resource_metadata="{self.metadata_url(host)}"']
         if failure.error is not None:
             params.append(f'error="{failure.error}"')
-            params.append('error_description="{}"'.format(failure.description.replace('"', "'")))
+            # A header value is ASCII here: what a token said (a key id) is escaped.
+            described = failure.description.replace('"', "'").replace("\\", "/")
+            params.append('error_description="{}"'.format(
+                described.encode("ascii", "backslashreplace").decode("ascii")))
         if failure.scope is not None:
             params.append(f'scope="{failure.scope}"')
         return [("WWW-Authenticate", "Bearer " + ", ".join(params))]

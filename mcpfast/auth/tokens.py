@@ -142,8 +142,11 @@ class JwksSource:
                 if response.status != 200:
                     raise ValueError(f"HTTP {response.status}")
                 document = await response.json(content_type=None)
+            if not isinstance(document, dict):
+                raise ValueError("the document is not a JSON object")
             keys = jwt.PyJWKSet.from_dict(document).keys
-        except (TimeoutError, aiohttp.ClientError, ValueError, TypeError, jwt.PyJWTError) as exc:
+        except (TimeoutError, aiohttp.ClientError, ValueError, TypeError, KeyError,
+                AttributeError, jwt.PyJWTError) as exc:
             self.failures += 1
             log.error("JWKS %s: fetch failed (%s); keeping the %d keys held", self.url,
                       exc or type(exc).__name__, len(self.keys) + len(self.anonymous))
@@ -189,6 +192,8 @@ class JwtVerifier:
         except jwt.PyJWTError:
             return AuthFailure(401, "invalid_token", "the bearer token is not a valid JWT")
         algorithm = header.get("alg")
+        if not isinstance(algorithm, str):
+            return AuthFailure(401, "invalid_token", "the token names no algorithm")
         if self.typ is not None and \
                 str(header.get("typ", "")).lower().removeprefix("application/") != self.typ:
             return AuthFailure(401, "invalid_token",

@@ -34,6 +34,8 @@ _any = msgspec.json.Decoder()
 LIST_KEYS = {"tools": "name", "prompts": "name", "resources": "uri",
              "resourceTemplates": "uriTemplate"}
 """The member that names an item of each list, as the policy views see it."""
+LISTS = ("tools", "prompts", "resources")
+"""The lists a session is told changed (resources with their templates)."""
 
 
 class Catalog:
@@ -202,33 +204,33 @@ class Catalog:
                 "resources": frozenset(names("resources", r.resources)
                                        | names("resourceTemplates", r.resource_templates))}
 
-    def refilter(self, kind: str, change: Callable[[], None]) -> None:
-        """Apply ``change`` to the views, and tell each session whose view of list
-        ``kind`` it changed."""
+    def refilter(self, kinds: tuple[str, ...], change: Callable[[], None]) -> None:
+        """Apply ``change`` to the views, and tell each session whose view of the lists
+        ``kinds`` it changed."""
         seen_before = self._seen_by_identity()
         change()
         seen_after: dict[Any, dict[str, frozenset[str]]] = {}
-        data = jsonrpc.notification(f"notifications/{kind}/list_changed")
         for session in list(self.gw.sessions.values()):
             key = _view_key(session)
             if key not in seen_after:
                 seen_after[key] = self._seen(session)
             earlier = seen_before.get(key)
-            if earlier is not None and earlier[kind] == seen_after[key][kind]:
-                continue
-            if session.initialized:
-                self.gw.send(session, data)
-            for listen in list(session.listens.values()):
-                if listen.wants(kind):
-                    self.gw.send(session, tagged(f"notifications/{kind}/list_changed", {},
-                                                 listen.request_id))
+            for kind in kinds:
+                if earlier is not None and earlier[kind] == seen_after[key][kind]:
+                    continue
+                method = f"notifications/{kind}/list_changed"
+                if session.initialized:
+                    self.gw.send(session, jsonrpc.notification(method))
+                for listen in list(session.listens.values()):
+                    if listen.wants(kind):
+                        self.gw.send(session, tagged(method, {}, listen.request_id))
 
     def _announce_changes(self, before: dict[str, list[dict[str, Any]]],
                           seen_before: dict[Any, dict[str, frozenset[str]]] | None = None
                           ) -> None:
         after = self._lists()
         seen_after: dict[Any, dict[str, frozenset[str]]] = {}
-        for kind in ("tools", "prompts", "resources"):
+        for kind in LISTS:
             if before[kind] != after[kind]:
                 method = f"notifications/{kind}/list_changed"
                 data = jsonrpc.notification(method)

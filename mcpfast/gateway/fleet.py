@@ -11,7 +11,9 @@ ones are replaced, without a dropped call.
   stays.
 
 Retiring upstreams are still swept for time-outs and counted in flight, so a drain or a
-shutdown waits for them too.
+shutdown waits for them too. Reloads may come faster than replacements start: each name
+has a generation, and a replacement that a later reload overtook (a newer replacement,
+or the name's removal) is stopped instead of taking over.
 """
 
 from __future__ import annotations
@@ -33,15 +35,21 @@ class Fleet:
         self.gw = gw
         self.retiring: list[Upstream] = []
         """Upstreams out of routing, finishing their calls before they stop."""
+        self.starting: list[Upstream] = []
+        """Replacements not ready yet."""
+        self._generation: dict[str, int] = {}
 
     def all(self) -> list[Upstream]:
-        """Every upstream with work: those routed to, and those retiring."""
-        return [*self.gw.upstreams.values(), *self.retiring]
+        """Every upstream running: those routed to, retiring, or starting."""
+        return [*self.gw.upstreams.values(), *self.retiring, *self.starting]
 
     def reconcile(self, old: dict[str, UpstreamConfig], config: Config) -> list[str]:
         """Make the upstreams what ``config`` says; what changes, as log phrases."""
         new = config.upstreams
         changes: list[str] = []
+        for name in {*old, *new}:
+            if old.get(name) != new.get(name):
+                self._generation[name] = self._generation.get(name, 0) + 1
         for name in [n for n in old if n not in new]:
             self._remove(name)
             changes.append(f"{name} removed")
@@ -78,15 +86,24 @@ class Fleet:
 
     def _replace(self, name: str, upstream: UpstreamConfig, config: Config) -> None:
         fresh = self._make(name, upstream, config)
+        generation = self._generation[name]
+        self.starting.append(fresh)
 
         async def swap() -> None:
-            await fresh.start()
+            # Cancelled (a shutdown), it stays in ``starting``, and the gateway stops it.
             try:
+                await fresh.start()
                 await asyncio.wait_for(fresh.initialized_once.wait(), upstream.init_timeout)
             except TimeoutError:
+                self.starting.remove(fresh)
                 log.error("upstream %r: the new instance was not ready within %g s (%s); "
                           "the old one stays", name, upstream.init_timeout,
                           fresh.last_error or "no answer")
+                await fresh.stop()
+                return
+            self.starting.remove(fresh)
+            if self._generation.get(name) != generation:
+                log.info("upstream %r: a later reload overtook this replacement", name)
                 await fresh.stop()
                 return
             old = self.gw.upstreams.get(name)

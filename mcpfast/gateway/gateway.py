@@ -36,7 +36,7 @@ from ..transport.ports import Answer, FlowControl, Identity
 from ..upstream.stdio import StdioUpstream
 from .authz import Authorization
 from .call import Request, Upstream
-from .catalog import Catalog
+from .catalog import LISTS, Catalog
 from .chain import Chain, compile_chain
 from .fleet import Fleet
 from .log_levels import LogLevels
@@ -126,8 +126,6 @@ class Gateway:
         addresses are for the server to bind anew (``listening_on`` then records them),
         the rest wait for a restart."""
         old = self.config
-        # First: a key that does not load refuses the whole config.
-        authenticator = Authenticator(config, self.counters.authentication_refused)
         listen, http = config.listen, config.listen.http
         held = [path for path, before, after in (
             ("admin", old.admin, config.admin),
@@ -142,20 +140,27 @@ class Gateway:
             ("listen.http.session_secret", old.listen.http.session_secret,
              http.session_secret),
         ) if before != after]
-        self.config = msgspec.structs.replace(
+        snapshot = msgspec.structs.replace(
             config, admin=old.admin, routing=old.routing, metrics=old.metrics,
             logging=old.logging, listen=msgspec.structs.replace(
                 listen, host=old.listen.host, port=old.listen.port, path=old.listen.path,
                 unix_socket=old.listen.unix_socket, tls=old.listen.tls,
                 http=msgspec.structs.replace(http,
                                              session_secret=old.listen.http.session_secret)))
+        # Before anything switches: a key that does not load refuses the whole config.
+        authenticator = Authenticator(snapshot, self.counters.authentication_refused)
+        self.config = snapshot
         limits = config.limits
         self.admission.configure(limits.max_connections, limits.max_connections_per_peer,
                                  limits.reserved_descriptors)
         self.max_in_flight = limits.max_in_flight
         kept = list(self.rate_limits)
         self.rate_limits = tuple(_reuse(kept, c) for c in config.rate_limits)
-        self.chain = self._compile(self.config)
+        if old.authorization != snapshot.authorization:
+            # What each identity is shown may change: those whose lists do are told.
+            self.catalog.refilter(LISTS, self._recompile)
+        else:
+            self._recompile()
         self._use_authenticator(authenticator)
         changes = self.fleet.reconcile(old.upstreams, self.config)
         if changes:
@@ -197,10 +202,13 @@ class Gateway:
         return chain
 
     # -- the operator's switches (admin API writes) -------------------------------------
+    def _recompile(self) -> None:
+        self.chain = self._compile(self.config)
+
     def set_drained(self, upstream: str, drained: bool) -> None:
         """Send no new request to ``upstream`` (those in flight finish), or again."""
         (self.operator.drained.add if drained else self.operator.drained.discard)(upstream)
-        self.chain = self._compile(self.config)
+        self._recompile()
         log.warning("upstream %r %s by the operator", upstream,
                     "drained" if drained else "undrained")
 
@@ -210,8 +218,8 @@ class Gateway:
         def switch() -> None:
             controls = self.operator.disabled_tools
             (controls.add if disabled else controls.discard)(tool)
-            self.chain = self._compile(self.config)
-        self.catalog.refilter("tools", switch)
+            self._recompile()
+        self.catalog.refilter(("tools",), switch)
         log.warning("tool %r %s by the operator", tool, "disabled" if disabled else "enabled")
 
     # -- state -----------------------------------------------------------------------

@@ -241,18 +241,19 @@ class Requests:
 
     def _forward(self, req: Request, upstream: Upstream,
                  rename: tuple[str, str] | None = None, subscription: str | None = None,
-                 uri: str | None = None) -> None:
+                 uri: str | None = None, checked: bool = False) -> None:
         """Send ``req`` to ``upstream``, in the upstream's era, with what the router
         renamed (``rename``: the member and the upstream's own name). A legacy client's
         request is rewritten only where it must be unique per upstream connection (the
-        progress token) and where the router renamed."""
+        progress token) and where the router renamed. ``checked``: the policy chain ran
+        already."""
         if req.modern:
             self._forward_modern(req, upstream, rename, uri)
             return
         session, env, client_id = req.session, req.env, req.id
         if self.id_taken(session, client_id):
             return
-        if self.checks and self._refused(req, upstream):
+        if self.checks and not checked and self._refused(req, upstream):
             return
         if upstream.era == "modern":
             self._forward_legacy_to_modern(req, upstream, rename)
@@ -368,6 +369,10 @@ class Requests:
             return
         uri, upstream = routed
         session, env = req.session, req.env
+        # The policies first, before any state: a subscription answered here (held
+        # already, or by the gateway for a modern upstream) is checked all the same.
+        if self.checks and self._refused(req, upstream):
+            return
         if uri in session.subscriptions:
             self.gw.respond(session, env.id, {})  # type: ignore[arg-type]
             return
@@ -387,7 +392,7 @@ class Requests:
         session.subscriptions.add(uri)
         upstream.subscriptions[uri] = count + 1
         if count == 0:
-            self._forward(req, upstream, subscription=uri)
+            self._forward(req, upstream, subscription=uri, checked=True)
         else:
             self.gw.respond(session, env.id, {})  # type: ignore[arg-type]
 

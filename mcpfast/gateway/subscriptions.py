@@ -126,9 +126,11 @@ class Subscriptions:
         served = self.catalog.capabilities()
         honoured: dict[str, Any] = {flag: True for flag, kind in LISTEN_FLAGS.items()
                                     if wanted.get(flag) is True and kind in served}
+        views = self.catalog.views
         held = [(uri, upstream) for uri in dict.fromkeys(uris)
                 if (upstream := self.gw.router.route_uri(uri)) is not None
-                and self.can_subscribe(upstream)]
+                and self.can_subscribe(upstream)
+                and all(view(session, upstream.name, "resources", uri) for view in views)]
         if held:
             honoured["resourceSubscriptions"] = [uri for uri, _ in held]
         session.listens[listen_id] = Listen(

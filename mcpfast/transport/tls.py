@@ -1,9 +1,12 @@
 """TLS on the main listener: the server context, its renewal, and client certificates.
 
-The context is built once from ``[listen.tls]``; its files are checked every
-``reload_interval`` seconds and, when renewed, loaded into the same context, so new
-connections get the new certificate while those open keep theirs (no restart, no
-dropped connection). A renewal that does not load is logged and the old one stays.
+The context is built from ``[listen.tls]``; its files are checked every
+``reload_interval`` seconds and, when renewed, loaded into a new context, which every
+handshake from then on uses (the listener's context hands each connection over to it in
+its server-name callback, which runs for every ClientHello). New connections get the
+new certificate while those open keep theirs (no restart, no dropped connection). A
+renewal that does not load (a certificate without its key yet, say) is logged and the
+context in use stays whole; a client CA removed from the file is no longer trusted.
 """
 
 from __future__ import annotations
@@ -28,14 +31,30 @@ class ServerTls:
 
     def __init__(self, config: TlsConfig) -> None:
         self.config = config
-        self.context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        self.context.minimum_version = (ssl.TLSVersion.TLSv1_3 if config.min_version == "TLSv1.3"
-                                        else ssl.TLSVersion.TLSv1_2)
-        self.context.set_alpn_protocols(["http/1.1"])
-        self.context.verify_mode = _VERIFY[config.verify_clients]
-        self.loaded: tuple[float, ...] = ()
+        self.loaded = self._stamps()
+        self.context = self._build()
+        """The listener's own context: it hands each handshake to ``current``."""
+        self.context.sni_callback = self._select
+        self.current = self.context
+        """The context handshakes use: the latest that loaded."""
         self.reloads = 0
-        self._load()
+
+    def _build(self) -> ssl.SSLContext:
+        config = self.config
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.minimum_version = (ssl.TLSVersion.TLSv1_3 if config.min_version == "TLSv1.3"
+                                   else ssl.TLSVersion.TLSv1_2)
+        context.set_alpn_protocols(["http/1.1"])
+        context.verify_mode = _VERIFY[config.verify_clients]
+        context.load_cert_chain(config.cert_file, config.key_file)
+        if config.client_ca_file is not None:
+            context.load_verify_locations(config.client_ca_file)
+        return context
+
+    def _select(self, connection: ssl.SSLObject, server_name: str | None,
+                context: ssl.SSLContext) -> None:
+        if self.current is not context:
+            connection.context = self.current
 
     def _files(self) -> list[str]:
         config = self.config
@@ -45,21 +64,16 @@ class ServerTls:
     def _stamps(self) -> tuple[float, ...]:
         return tuple(os.stat(path).st_mtime_ns for path in self._files())
 
-    def _load(self) -> None:
-        stamps = self._stamps()
-        self.context.load_cert_chain(self.config.cert_file, self.config.key_file)
-        if self.config.client_ca_file is not None:
-            self.context.load_verify_locations(self.config.client_ca_file)
-        self.loaded = stamps
-
     async def watch(self) -> None:
         """Load renewed files, every ``reload_interval`` seconds, until cancelled."""
         while True:
             await asyncio.sleep(self.config.reload_interval)
             try:
-                if self._stamps() == self.loaded:
+                stamps = self._stamps()
+                if stamps == self.loaded:
                     continue
-                self._load()
+                self.current = self._build()
+                self.loaded = stamps
             except (OSError, ssl.SSLError) as exc:
                 log.error("TLS: the renewed certificate files do not load (%s); the ones "
                           "in use stay", exc)

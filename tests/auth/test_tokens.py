@@ -201,3 +201,27 @@ def test_an_access_token_type_can_be_required(issuer: Issuer) -> None:
     assert failure.description == "the token's typ is not 'at+jwt'"
     assert not isinstance(verifier(issuer).verify(issuer.token(headers={"typ": "JWT"})),
                           AuthFailure)
+
+
+def test_odd_headers_are_refused_not_raised(issuer: Issuer) -> None:
+    """An alg that is not a string, and a key id in any script: a 401, never an
+    exception (an unauthenticated client controls them)."""
+    claims = {"iss": Issuer.ISSUER, "aud": Issuer.AUDIENCE, "sub": "x",
+              "exp": int(time.time()) + 60}
+
+    def part(value: Any) -> str:
+        return base64.urlsafe_b64encode(json.dumps(value).encode()).rstrip(b"=").decode()
+    odd = f"{part({'alg': ['RS256'], 'kid': 'rsa'})}.{part(claims)}.c2ln"
+    assert refused(verifier(issuer).verify(odd)).description == "the token names no algorithm"
+    unknown = issuer.token(kid="rsa", headers={"kid": "日本"})
+    failure = refused(verifier(issuer).verify(unknown))
+    from mcpfast.auth.authenticator import Authenticator
+    from mcpfast.config import parse
+
+    auth = Authenticator(parse(f'[listen]\nauth = ["jwt"]\n[auth]\nresource = '
+                               f'"{Issuer.AUDIENCE}"\n[auth.jwt]\nissuer = "{Issuer.ISSUER}"\n'
+                               f'keys = {json.dumps([issuer.public_pem("rsa")])}\n'
+                               '[upstreams.a]\ncommand = ["true"]\n'))
+    (_, value), = auth.challenge(failure, "gw")
+    value.encode("latin-1")  # a header can carry it
+    assert value.isascii() and "\\u65e5" in value

@@ -416,3 +416,32 @@ def test_no_client_credential_reaches_the_upstream(gateway_factory: Any, issuer:
     recorded = record_path.read_text()
     for secret in secrets_sent:
         assert secret not in recorded
+
+
+def test_a_denied_resource_cannot_be_subscribed_to(gateway_factory: Any) -> None:
+    """Neither with resources/subscribe (the first time, nor again, nor while another
+    session holds it) nor on a modern listen stream; the upstream is never asked."""
+    gw = gateway_factory(
+        {"events": {**events_upstream(), "attribution": "in_flight"}},
+        listen={"auth": ["api_key"]},
+        auth={"api_keys": [{"name": "alice", "hash": hash_key(KEY)}]},
+        authorization={"rules": [{"deny_resources": ["test://static"]}]})
+
+    async def main() -> None:
+        async with ws_client(gw.ws_url, additional_headers={"X-API-Key": KEY}) as legacy, \
+                ws_client(gw.ws_url, additional_headers={"X-API-Key": KEY}) as streams:
+            await legacy.initialize()
+            for _ in range(2):
+                refused = await legacy.request("resources/subscribe", {"uri": "test://static"})
+                assert refused["error"]["code"] == -32002, refused
+            await streams.send({"jsonrpc": "2.0", "id": "L", "method": "subscriptions/listen",
+                                "params": {"notifications": {
+                                    "resourceSubscriptions": ["test://static"]},
+                                    "_meta": {CAPS: {}, "io.modelcontextprotocol/"
+                                              "protocolVersion": "2026-07-28"}}})
+            ack = await streams.receive()
+            assert ack["method"] == "notifications/subscriptions/acknowledged", ack
+            assert "resourceSubscriptions" not in ack["params"]["notifications"]
+            held = await legacy.call_tool("subscriptions", {})
+            assert "test://static" not in held["result"]["content"][0]["text"]
+    run(main())

@@ -94,13 +94,27 @@ def test_a_renewed_certificate_is_used_without_a_restart(gateway_factory: Any,
         before = await asyncio.to_thread(served_serial)
         async with ws_client(f"wss://127.0.0.1:{gw.port}/mcp", ssl=context) as kept:
             await kept.initialize()
-            _, _, renewed = pki.issue("server", server=True)  # the same files, rewritten
-            assert renewed != before
+            # A renewed certificate whose key is not there yet: it does not load, and
+            # the one in use stays whole (handshakes go on with it).
+            cert, key, renewed = pki.issue("renewed", server=True)
+            Path(pki.root / "server.pem").write_bytes(Path(cert).read_bytes())
+            await logged(gw, "the renewed certificate files do not load")
+            assert await asyncio.to_thread(served_serial) == before
+            # The key follows: the renewal loads.
+            Path(pki.root / "server.pem.key").write_bytes(Path(key).read_bytes())
             await asyncio.to_thread(wait_until, lambda: served_serial() == renewed, 20.0)
             # The connection opened before the renewal goes on.
             assert (await kept.request("ping", {}))["result"] == {}
     run(main())
     assert "TLS: loaded the renewed certificate" in gw.log()
+
+
+async def logged(gw: Any, text: str) -> None:
+    for _ in range(600):
+        if text in gw.log():
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{text!r} was not logged:\n{gw.log()[-2000:]}")
 
 
 def test_tls_config_errors_name_the_key(tmp_path: Path) -> None:
