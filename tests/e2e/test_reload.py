@@ -195,3 +195,24 @@ def test_reload_moves_the_listeners(gateway_factory: Any, tmp_path: Any) -> None
             assert outcome(await kept.call_tool("big", {"size": 1})) == "result"
     run(main())
     assert "apply after a restart" not in gw.log()
+
+
+def test_a_reload_that_changes_what_a_client_may_see_tells_it(gateway_factory: Any) -> None:
+    gw: GatewayProcess = gateway_factory({"bg": {"command": BACKGROUND, "era": "legacy"}})
+    base = gw.config_path.read_text()
+
+    def changed(messages: list[dict[str, Any]]) -> bool:
+        return any(m.get("method") == "notifications/tools/list_changed" for m in messages)
+
+    async def main() -> None:
+        async with ws_client(gw.ws_url) as client:
+            await client.initialize()
+            reload(gw, base + '\n[limits]\nmax_in_flight = 9\n')  # nothing it sees
+            await logged(gw, "reloaded")
+            assert not changed(await collect(client, 0.5))
+            reload(gw, base + '\n[[authorization.rules]]\ndeny_tools = ["count"]\n')
+            await logged(gw, "reloaded", 2)
+            assert changed(client.notifications + await collect(client, 2.0))
+            listed = await client.request("tools/list", {})
+            assert "count" not in {t["name"] for t in listed["result"]["tools"]}
+    run(main())
