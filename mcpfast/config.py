@@ -337,6 +337,13 @@ def is_loopback(host: str) -> bool:
 class LoggingConfig(msgspec.Struct, **KEY):  # type: ignore[call-arg]
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["text", "json"] = "text"
+    access_log: bool = False
+    """One line per request that ended, on the ``mcpfast.access`` logger (info)."""
+    access_sample: float = 1.0
+    """The share of requests the access log writes (0 < share <= 1)."""
+
+    def __post_init__(self) -> None:
+        _check(0 < self.access_sample <= 1, "access_sample", "must be above 0, at most 1")
 
 
 MIB = 1024 * 1024

@@ -34,6 +34,7 @@ from ..protocol.modern import listen_result
 from ..transport.admission import Admission
 from ..transport.ports import Answer, FlowControl, Identity
 from ..upstream.stdio import StdioUpstream
+from .access_log import AccessLog
 from .authz import Authorization
 from .call import Request, Upstream
 from .catalog import LISTS, Catalog
@@ -109,9 +110,11 @@ class Gateway:
         self.tool_stats = ToolStats(config.metrics.max_tools) \
             if config.metrics.per_tool else None
         """Requests and latency per upstream and tool (tool_stats.py), for /metrics."""
-        self.observers: tuple[Callable[[Upstream, Request, int], None], ...] = \
-            (self.tool_stats.record,) if self.tool_stats is not None else ()
-        """Told of every request's end (``ended``)."""
+        access = AccessLog(config.logging.access_sample) if config.logging.access_log \
+            else None
+        self.observers: tuple[Callable[[Upstream, Request, int], None], ...] = tuple(
+            observer.record for observer in (self.tool_stats, access) if observer is not None)
+        """Told of every request's end (``ended``): per-tool metrics, the access log."""
 
     # -- the config snapshot ---------------------------------------------------------
     def use(self, config: Config) -> list[str]:

@@ -1,11 +1,12 @@
-"""Requests and latency per upstream and tool (gateway/tool_stats.py), as /metrics shows
-them: counted by outcome, timed into buckets, bounded in names; and end to end through a
-real gateway's /metrics."""
+"""What the gateway records of every request's end: requests and latency per upstream
+and tool (gateway/tool_stats.py), as /metrics shows them (counted by outcome, timed into
+buckets, bounded in names), and the access log (gateway/access_log.py)."""
 
 from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
 
@@ -84,3 +85,32 @@ def test_per_tool_metrics_can_be_turned_off() -> None:
     registry = CollectorRegistry()
     registry.register(GatewayCollector(gw))
     assert b"mcpfast_tool_requests" not in generate_latest(registry)
+
+
+def test_the_access_log_writes_a_line_per_request_when_on(tmp_path: Path, caplog: Any
+                                                          ) -> None:
+    import logging
+
+    def gateway_config(extra: str) -> Path:
+        path = tmp_path / f"gw{len(extra)}.toml"
+        path.write_text(f"{extra}[upstreams.bg]\ncommand = "
+                        f"{toml_value(['python', str(BACKGROUND)])}\nera = \"legacy\"\n")
+        return path
+
+    async def calls(gw: Gateway, client: InProcessClient) -> None:
+        with caplog.at_level(logging.INFO, logger="mcpfast.access"):
+            assert "result" in await client.call("big")
+            assert "error" in await client.request("tools/call",
+                                                   {"name": "fail", "arguments": {}})
+
+    in_gateway(gateway_config(""), calls)
+    assert not [r for r in caplog.records if r.name == "mcpfast.access"]
+    caplog.clear()
+    in_gateway(gateway_config("[logging]\naccess_log = true\n"), calls)
+    records = [r for r in caplog.records if r.name == "mcpfast.access"]
+    assert [(r.identity, r.method, r.target, r.upstream, r.outcome) for r in records] == [
+        ("uid:1000", "tools/call", "big", "bg", "answered"),
+        ("uid:1000", "tools/call", "fail", "bg", "errored")]
+    assert all(0 < r.duration_seconds < 30 for r in records)
+    assert records[0].getMessage().startswith("uid:1000 tools/call big upstream=bg "
+                                              "outcome=answered duration_ms=")
