@@ -27,6 +27,8 @@ from typing import Any
 import pytest
 import websockets
 
+from bench.micro.fakes import RecordingTransport
+
 ROOT = Path(__file__).resolve().parent.parent
 SDK_SERVER = str(ROOT / "tests" / "servers" / "sdk_server.py")
 RECORDING_SERVER = str(ROOT / "tests" / "servers" / "recording_server.py")
@@ -755,28 +757,9 @@ def in_gateway(config: Path, body: Callable[[Any, InProcessClient], Awaitable[No
     run(main())
 
 
-class Socket:
-    """A TCP connection's transport, for a connection of an in-process gateway: what
-    it writes is kept."""
-
-    def __init__(self) -> None:
-        self.written: list[bytes] = []
-
-    def write(self, data: bytes) -> None:
-        self.written.append(data)
-
-    def get_extra_info(self, name: str) -> Any:
-        return ("127.0.0.1", 40000) if name == "peername" else None
-
-    def is_closing(self) -> bool:
-        return False
-
-    def get_write_buffer_size(self) -> int:
-        return 0
-
-    def close(self) -> None: ...
-    def pause_reading(self) -> None: ...
-    def resume_reading(self) -> None: ...
+Socket = RecordingTransport
+"""A TCP connection's transport, for a connection of an in-process gateway: what it
+writes is kept."""
 
 
 class InProcessListener:

@@ -23,6 +23,8 @@ import mcpfast_ext
 from mcpfast.protocol import jsonrpc
 from mcpfast.protocol.ndjson import LineFramer
 
+from .fakes import RecordingTransport
+
 CALLS = 1000
 MESSAGE_SIZE = 300
 # RFC 6455 5.7's example key.
@@ -254,27 +256,6 @@ def test_gateway_round_trip(benchmark: Any, tmp_path: Any, implementation: str) 
     assert not session.inflight and not upstream.pending
 
 
-class _Transport:
-    """What a connection writes to, kept in a list: the test reads the responses back."""
-
-    def __init__(self) -> None:
-        self.written: list[bytes] = []
-        self.write = self.written.append
-
-    def get_extra_info(self, name: str) -> Any:
-        return ("127.0.0.1", 40000) if name == "peername" else None
-
-    def is_closing(self) -> bool:
-        return False
-
-    def get_write_buffer_size(self) -> int:
-        return 0
-
-    def close(self) -> None: ...
-    def pause_reading(self) -> None: ...
-    def resume_reading(self) -> None: ...
-
-
 @pytest.mark.benchmark(group="Gateway round trip over Streamable HTTP, 300 B tools/call "
                              "with a progress token, legacy session")
 @pytest.mark.parametrize("implementation", [mcpfast_ext.IMPLEMENTATION])
@@ -313,7 +294,7 @@ def test_http_round_trip(benchmark: Any, tmp_path: Any, implementation: str,
                 self.connections: set[Any] = set()
 
         connection = TcpConnection(gateway, Listener())  # type: ignore[arg-type]
-        transport = _Transport()
+        transport = RecordingTransport()
         connection.connection_made(transport)  # type: ignore[arg-type]
         connection.data_received(post(json.dumps({
             "jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {

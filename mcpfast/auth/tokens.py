@@ -86,7 +86,6 @@ class JwksSource:
         self.timeout = config.jwks_timeout
         self.keys: dict[str, Any] = {}
         self.anonymous: list[Any] = []
-        self.fetches = 0
         self.failures = 0
         self._last_attempt = float("-inf")
         self._wake = asyncio.Event()
@@ -153,7 +152,6 @@ class JwksSource:
             return False
         self.keys = {jwk.key_id: jwk.key for jwk in keys if jwk.key_id}
         self.anonymous = [jwk.key for jwk in keys if not jwk.key_id]
-        self.fetches += 1
         self._loaded.set()
         log.info("JWKS %s: %d keys", self.url, len(keys))
         return True

@@ -209,44 +209,40 @@ class Catalog:
         ``kinds`` it changed."""
         seen_before = self._seen_by_identity()
         change()
-        seen_after: dict[Any, dict[str, frozenset[str]]] = {}
-        for session in list(self.gw.sessions.values()):
-            key = _view_key(session)
-            if key not in seen_after:
-                seen_after[key] = self._seen(session)
-            earlier = seen_before.get(key)
-            for kind in kinds:
-                if earlier is not None and earlier[kind] == seen_after[key][kind]:
-                    continue
-                method = f"notifications/{kind}/list_changed"
-                if session.initialized:
-                    self.gw.send(session, jsonrpc.notification(method))
-                for listen in list(session.listens.values()):
-                    if listen.wants(kind):
-                        self.gw.send(session, tagged(method, {}, listen.request_id))
+        self._tell(kinds, seen_before)
 
     def _announce_changes(self, before: dict[str, list[dict[str, Any]]],
                           seen_before: dict[Any, dict[str, frozenset[str]]] | None = None
                           ) -> None:
         after = self._lists()
+        self._tell(tuple(kind for kind in LISTS if before[kind] != after[kind]), seen_before)
+
+    def _tell(self, kinds: tuple[str, ...],
+              seen_before: dict[Any, dict[str, frozenset[str]]] | None) -> None:
+        """Send ``list_changed`` for each of ``kinds`` to every session (and its listen
+        streams that asked); with ``seen_before`` (views are in force), only to those
+        whose view of that list changed."""
+        if not kinds:
+            return
+        encoded = {kind: jsonrpc.notification(f"notifications/{kind}/list_changed")
+                   for kind in kinds}
         seen_after: dict[Any, dict[str, frozenset[str]]] = {}
-        for kind in LISTS:
-            if before[kind] != after[kind]:
-                method = f"notifications/{kind}/list_changed"
-                data = jsonrpc.notification(method)
-                for session in list(self.gw.sessions.values()):
-                    if seen_before is not None:
-                        key = _view_key(session)
-                        if key not in seen_after:
-                            seen_after[key] = self._seen(session)
-                        earlier = seen_before.get(key)
-                        if earlier is not None and earlier[kind] == seen_after[key][kind]:
-                            continue  # nothing it is shown changed
-                    if session.initialized:
-                        self.gw.send(session, data)
-                    for listen in list(session.listens.values()):
-                        if listen.wants(kind):
-                            self.gw.send(session, tagged(method, {}, listen.request_id))
+        for session in list(self.gw.sessions.values()):
+            earlier = after = None
+            if seen_before is not None:
+                key = _view_key(session)
+                if key not in seen_after:
+                    seen_after[key] = self._seen(session)
+                earlier, after = seen_before.get(key), seen_after[key]
+            for kind in kinds:
+                if earlier is not None and after is not None and earlier[kind] == after[kind]:
+                    continue  # nothing it is shown changed
+                if session.initialized:
+                    self.gw.send(session, encoded[kind])
+                for listen in list(session.listens.values()):
+                    if listen.wants(kind):
+                        self.gw.send(session, tagged(f"notifications/{kind}/list_changed", {},
+                                                     listen.request_id))
 
 
 def _view_key(session: DownstreamSession) -> tuple[Any, ...]:

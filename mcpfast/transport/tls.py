@@ -37,7 +37,6 @@ class ServerTls:
         self.context.sni_callback = self._select
         self.current = self.context
         """The context handshakes use: the latest that loaded."""
-        self.reloads = 0
 
     def _build(self) -> ssl.SSLContext:
         config = self.config
@@ -78,7 +77,6 @@ class ServerTls:
                 log.error("TLS: the renewed certificate files do not load (%s); the ones "
                           "in use stay", exc)
                 continue
-            self.reloads += 1
             log.info("TLS: loaded the renewed certificate from %s", self.config.cert_file)
 
 

@@ -156,3 +156,16 @@ def test_hash_key_reads_the_key_from_stdin() -> None:
                           capture_output=True, text=True, cwd=ROOT, check=True)
     key_line, hash_line = made.stdout.splitlines()
     assert hash_line.split()[1] == hash_key(key_line.split()[1])
+
+
+def test_a_reload_keeps_fetched_keys_unless_where_they_come_from_changes() -> None:
+    def with_jwt(**jwt: Any) -> Authenticator:
+        table = {"issuer": "https://i", "jwks_url": "https://i/jwks", **jwt}
+        return Authenticator(parse(f'[listen]\nauth = ["jwt"]\n[auth]\nresource = '
+                                   f'"https://g/mcp"\njwt = {toml_value(table)}\n'
+                                   '[upstreams.a]\ncommand = ["true"]\n'))
+    base = with_jwt()
+    assert base.same_sources(with_jwt(leeway=5.0, required_scopes=["x"]))
+    assert not base.same_sources(with_jwt(jwks_url="https://other/jwks"))
+    assert not base.same_sources(with_jwt(jwks_refresh=60.0))
+    assert not base.same_sources(authenticator())

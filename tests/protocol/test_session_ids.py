@@ -193,3 +193,15 @@ def test_an_address_is_counted_for_the_sessions_it_still_has() -> None:
     endpoint.unregister(two)  # type: ignore[arg-type]
     assert endpoint.per_address == {"10.0.0.3": 1}
     assert list(endpoint.ended) == ["a1", "a2"]
+
+
+def test_an_id_bound_to_an_identity_verifies_only_for_it() -> None:
+    """What replicas sharing the key check before adopting a session another one
+    issued: the identity it was issued to is under the MAC."""
+    signer = SessionSigner("a-shared-secret-of-16+")
+    replica = SessionSigner("a-shared-secret-of-16+")
+    bound = signer.issue("2025-11-25", {}, "jwt:alice")
+    assert replica.verify(bound, "jwt:alice") is not None
+    assert replica.verify(bound, "jwt:mallory") is None
+    assert replica.verify(bound) is None
+    assert replica.verify(signer.issue("2025-11-25", {}), "jwt:alice") is None
