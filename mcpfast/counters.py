@@ -10,8 +10,10 @@ class Counters:
 
     __slots__ = (
         "authentication_refused",
+        "bytes_in",
+        "bytes_out",
         "client_overflows",
-        "connections_total",
+        "connections",
         "denied",
         "ended",
         "errors",
@@ -28,7 +30,12 @@ class Counters:
     )
 
     def __init__(self) -> None:
-        self.connections_total = 0
+        self.connections: dict[str, int] = {}
+        """Downstream sessions opened, by transport."""
+        self.bytes_in: dict[str, int] = {}
+        self.bytes_out: dict[str, int] = {}
+        """JSON-RPC message bytes of the sessions closed so far, by transport (an open
+        session counts its own: ``DownstreamSession.bytes_in``)."""
         self.ended = [0] * 6
         """Requests ended, by outcome (``gateway.call.OUTCOMES``)."""
         self.messages_in = 0
@@ -47,3 +54,41 @@ class Counters:
         """Clients refused at admission, by reason (auth/authenticator.py)."""
         self.denied: dict[str, int] = {}
         """Calls refused by authorization, by kind (gateway/authz.py)."""
+
+    def opened(self, transport: str) -> None:
+        self.connections[transport] = self.connections.get(transport, 0) + 1
+
+    def closed(self, transport: str, bytes_in: int, bytes_out: int) -> None:
+        self.bytes_in[transport] = self.bytes_in.get(transport, 0) + bytes_in
+        self.bytes_out[transport] = self.bytes_out.get(transport, 0) + bytes_out
+
+
+OTHER_CODE = "other"
+"""The label of error codes past ``ErrorCounts.max_codes``."""
+
+
+class ErrorCounts:
+    """Requests that ended with an error for the client, by where (an upstream, or an
+    upstream and a tool) and JSON-RPC code, and, for those a policy refused, by where
+    and policy. Touched only when a request ends with an error. An upstream picks its
+    own codes: past ``max_codes`` distinct keys, new codes count under ``OTHER_CODE``,
+    so that the label set stays bounded."""
+
+    __slots__ = ("by_code", "max_codes", "refused")
+
+    def __init__(self, max_codes: int = 200) -> None:
+        self.by_code: dict[tuple[str, ...], int] = {}
+        """Keyed by ``where + (str(code),)``."""
+        self.refused: dict[tuple[str, ...], int] = {}
+        """Keyed by ``where + (policy,)``."""
+        self.max_codes = max_codes
+
+    def count(self, where: tuple[str, ...], code: int, policy: str) -> None:
+        key = (*where, str(code))
+        by_code = self.by_code
+        if key not in by_code and len(by_code) >= self.max_codes:
+            key = (*where, OTHER_CODE)
+        by_code[key] = by_code.get(key, 0) + 1
+        if policy:
+            refused = (*where, policy)
+            self.refused[refused] = self.refused.get(refused, 0) + 1

@@ -7,9 +7,9 @@ families when ``/metrics`` is scraped.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from itertools import accumulate
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -20,7 +20,9 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from .gateway.call import OUTCOMES
-from .gateway.tool_stats import BOUNDS, FIRST_BUCKET, SUM, ToolStats
+from .gateway.tool_stats import BOUNDS, FIRST_BUCKET, OTHER, SUM, ToolStats
+from .upstream.base import STATES as UPSTREAM_STATES
+from .upstream.base import Upstream
 
 if TYPE_CHECKING:
     from .gateway.gateway import Gateway
@@ -33,8 +35,18 @@ class GatewayCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         gw = self._gateway
         c = gw.counters
-        yield _counter("mcpfast_connections", "Downstream connections accepted.",
-                       c.connections_total)
+        yield _labelled("mcpfast_connections", "Downstream sessions opened, by transport "
+                        "(websocket, unix, http).", "transport", c.connections)
+        received, sent = dict(c.bytes_in), dict(c.bytes_out)
+        for session in gw.sessions.values():
+            kind = session.transport
+            received[kind] = received.get(kind, 0) + session.bytes_in
+            sent[kind] = sent.get(kind, 0) + session.bytes_out
+        yield _labelled("mcpfast_received_bytes", "JSON-RPC message bytes received from "
+                        "clients, without transport framing, by transport.", "transport",
+                        received)
+        yield _labelled("mcpfast_sent_bytes", "JSON-RPC message bytes sent to clients, "
+                        "without transport framing, by transport.", "transport", sent)
         yield _counter("mcpfast_messages_received", "JSON-RPC messages received from clients.",
                        c.messages_in)
         yield _counter("mcpfast_messages_sent", "JSON-RPC messages sent to clients.",
@@ -76,8 +88,15 @@ class GatewayCollector(Collector):
             buckets.add_metric([rate_limit.name], len(rate_limit))
         yield rate_limited
         yield buckets
+        yield _keyed("mcpfast_upstream_errors", "Requests routed to the upstream that "
+                     "ended with a JSON-RPC error for the client (the upstream's own, a "
+                     "time-out, a failure or a policy's refusal), by code.",
+                     ["upstream", "code"], gw.upstream_errors.by_code)
+        yield _keyed("mcpfast_upstream_refused", "Requests routed to the upstream that a "
+                     "policy refused (rate_limit, authorization, operator).",
+                     ["upstream", "policy"], gw.upstream_errors.refused)
         if gw.tool_stats is not None:
-            yield from _tool_families(gw.tool_stats)
+            yield from _tool_families(gw.tool_stats, gw.upstreams.values())
         yield _labelled("mcpfast_authentication_refused", "Clients refused at admission, by "
                         "reason (missing, invalid_token, insufficient_scope, unix_peer).",
                         "reason", c.authentication_refused)
@@ -115,6 +134,8 @@ class GatewayCollector(Collector):
                                    labels=["upstream"])
         restarts = CounterMetricFamily("mcpfast_upstream_restarts",
                                        "Times the upstream was (re)started.", labels=["upstream"])
+        state = GaugeMetricFamily("mcpfast_upstream_state", "1 for the state the upstream "
+                                  "is in, 0 for the others.", labels=["upstream", "state"])
         unattributed = CounterMetricFamily(
             "mcpfast_upstream_unattributed",
             "Server-to-client requests refused and notifications dropped because they "
@@ -126,14 +147,18 @@ class GatewayCollector(Collector):
             reqs.add_metric([name], upstream.requests_forwarded)
             errs.add_metric([name], upstream.requests_failed)
             restarts.add_metric([name], upstream.starts)
+            for each in UPSTREAM_STATES:
+                state.add_metric([name, each], 1 if upstream.state == each else 0)
             unattributed.add_metric([name], upstream.unattributed)
-        yield from (up, inflight, reqs, errs, restarts, unattributed)
+        yield from (up, inflight, reqs, errs, restarts, state, unattributed)
         yield GaugeMetricFamily("mcpfast_ready", "1 when the gateway is ready for traffic.",
                                 value=1 if gw.ready else 0)
 
 
-def _tool_families(stats: ToolStats) -> Iterator[Metric]:
-    """Requests by outcome and their latency, per upstream and tool."""
+def _tool_families(stats: ToolStats, upstreams: Iterable[Upstream[Any]]
+                   ) -> Iterator[Metric]:
+    """Requests by outcome, errors, refusals, in flight and latency, per upstream and
+    tool."""
     requests = CounterMetricFamily(
         "mcpfast_tool_requests", "Requests ended, per upstream, tool (or method, for "
         "requests other than tools/call) and outcome.", labels=["upstream", "tool", "outcome"])
@@ -151,6 +176,26 @@ def _tool_families(stats: ToolStats) -> Iterator[Metric]:
                                counts[SUM])
     yield requests
     yield latency
+    yield _keyed("mcpfast_tool_errors", "Requests that ended with a JSON-RPC error for "
+                 "the client, per upstream, tool (or method) and code.",
+                 ["upstream", "tool", "code"], stats.errors.by_code)
+    yield _keyed("mcpfast_tool_refused", "Requests a policy refused, per upstream, tool "
+                 "(or method) and policy.", ["upstream", "tool", "policy"],
+                 stats.errors.refused)
+    in_flight = GaugeMetricFamily("mcpfast_tool_in_flight", "Requests in flight, per "
+                                  "upstream and tool (or method).", labels=["upstream", "tool"])
+    for each in upstreams:
+        known = stats.by_upstream.get(each.name, {})
+        running: dict[str, int] = {}
+        for request in each.pending.values():
+            tool = (request.name if request.method == "tools/call" else request.method
+                    ) or "(unnamed)"
+            # A name not seen to end yet is labelled as it will be when it ends.
+            label = tool if tool in known or stats.names < stats.max_names else OTHER
+            running[label] = running.get(label, 0) + 1
+        for label, count in sorted(running.items()):
+            in_flight.add_metric([each.name, label], count)
+    yield in_flight
 
 
 def _labelled(name: str, doc: str, label: str, counts: dict[str, int]
@@ -159,6 +204,15 @@ def _labelled(name: str, doc: str, label: str, counts: dict[str, int]
     family = CounterMetricFamily(name, doc, labels=[label])
     for key, count in sorted(counts.items()):
         family.add_metric([key], count)
+    return family
+
+
+def _keyed(name: str, doc: str, labels: list[str], counts: dict[tuple[str, ...], int]
+           ) -> CounterMetricFamily:
+    """A counter with several labels, a sample per key of ``counts``."""
+    family = CounterMetricFamily(name, doc, labels=labels)
+    for key, count in sorted(counts.items()):
+        family.add_metric(list(key), count)
     return family
 
 

@@ -31,6 +31,8 @@ from .session import DownstreamSession
 audit = logging.getLogger("mcpfast.audit")
 
 KINDS = ("tools", "prompts", "resources")
+POLICY = "authorization"
+"""The label its refusals are counted under (Refusal.policy)."""
 LIST_KINDS = {"tools": "tools", "prompts": "prompts", "resources": "resources",
               "resourceTemplates": "resources"}
 MAX_VERDICTS = 10_000
@@ -160,15 +162,17 @@ class Authorization:
                              "method": req.method, "target": name, "upstream": upstream,
                              "reason": "authorization"})
         if kind == "tools":
-            return Refusal(jsonrpc.INVALID_PARAMS, f"Unknown tool: {name}")
+            return Refusal(jsonrpc.INVALID_PARAMS, f"Unknown tool: {name}", policy=POLICY)
         if kind == "prompts":
-            return Refusal(jsonrpc.INVALID_PARAMS, f"Unknown prompt: {name}")
+            return Refusal(jsonrpc.INVALID_PARAMS, f"Unknown prompt: {name}", policy=POLICY)
         if req.method == "completion/complete":
-            return Refusal(jsonrpc.INVALID_PARAMS, f"Unknown resource template: {name}")
+            return Refusal(jsonrpc.INVALID_PARAMS, f"Unknown resource template: {name}",
+                           policy=POLICY)
         if req.modern:
             return Refusal(jsonrpc.INVALID_PARAMS, f"Resource not found: {name}",
-                           {"uri": name})
-        return Refusal(jsonrpc.RESOURCE_NOT_FOUND, f"Resource not found: {name}")
+                           {"uri": name}, POLICY)
+        return Refusal(jsonrpc.RESOURCE_NOT_FOUND, f"Resource not found: {name}",
+                       policy=POLICY)
 
 
 def _target(req: Request) -> tuple[str, str] | None:

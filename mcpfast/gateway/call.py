@@ -163,6 +163,11 @@ class Request(msgspec.Struct, gc=False):
     """When it was sent (monotonic seconds), stamped with ``deadline``."""
     trace: Any = None
     """The client's trace context, for tracing (a later issue) to carry upstream."""
+    error_code: int = 0
+    """The JSON-RPC error code the client was answered with, set by every end but an
+    answer with a result or a cancel (0: none), for the error counts by code."""
+    refused_by: str = ""
+    """The policy that refused it (``Refusal.policy``), when its outcome is REFUSED."""
 
     @classmethod
     def of_modern(cls, session: DownstreamSession, env: Envelope, method: str,

@@ -62,7 +62,7 @@ def rate_limit_check(limit: RateLimit) -> Check:
         if not wait:
             return None
         return Refusal(RATE_LIMITED, f"Rate limited ({name}): retry in {wait:.3g} s",
-                       {"retryAfterSeconds": round(wait, 3), "limit": name})
+                       {"retryAfterSeconds": round(wait, 3), "limit": name}, "rate_limit")
     return check
 
 

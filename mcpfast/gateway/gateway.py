@@ -27,7 +27,7 @@ from msgspec import UNSET, Raw, UnsetType
 from .. import __version__
 from ..auth.authenticator import Authenticator
 from ..config import Config, RateLimitConfig
-from ..counters import Counters
+from ..counters import Counters, ErrorCounts
 from ..protocol import jsonrpc
 from ..protocol.jsonrpc import Envelope
 from ..protocol.modern import listen_result
@@ -115,6 +115,8 @@ class Gateway:
         self.observers: tuple[Callable[[Upstream, Request, int], None], ...] = tuple(
             observer.record for observer in (self.tool_stats, access) if observer is not None)
         """Told of every request's end (``ended``): per-tool metrics, the access log."""
+        self.upstream_errors = ErrorCounts()
+        """Requests ended with an error, per upstream, by code and refusing policy."""
 
     # -- the config snapshot ---------------------------------------------------------
     def use(self, config: Config) -> list[str]:
@@ -334,7 +336,7 @@ class Gateway:
         session = DownstreamSession(session_id, transport, peer, send, close, flow,
                                     identity, answer)
         self.sessions[session_id] = session
-        self.counters.connections_total += 1
+        self.counters.opened(transport)
         return session
 
     def close_session(self, session: DownstreamSession) -> None:
@@ -343,6 +345,7 @@ class Gateway:
             return
         session.closed = True
         self.sessions.pop(session.id, None)
+        self.counters.closed(session.transport, session.bytes_in, session.bytes_out)
         for upstream, upstream_id in list(session.inflight.values()):
             upstream.cancel(upstream_id, "client disconnected")
         session.inflight.clear()
@@ -361,6 +364,7 @@ class Gateway:
 
     def send(self, session: DownstreamSession, data: bytes) -> None:
         session.messages_out += 1
+        session.bytes_out += len(data)
         self.counters.messages_out += 1
         session.send(data)
 
@@ -369,6 +373,7 @@ class Gateway:
         """The response ``data`` to the client's request ``request_id``; ``error`` says
         whether it is an error (None: not known without reading it)."""
         session.messages_out += 1
+        session.bytes_out += len(data)
         self.counters.messages_out += 1
         answer = session.answer
         if answer is None:
@@ -395,6 +400,9 @@ class Gateway:
         progress token, start time, trace context): it is counted, and ``observers``
         are told (metrics per tool, the access log and tracing hook in here)."""
         self.counters.ended[outcome] += 1
+        if pending.error_code:
+            self.upstream_errors.count((upstream.name,), pending.error_code,
+                                      pending.refused_by)
         for observer in self.observers:
             observer(upstream, pending, outcome)
 
@@ -446,7 +454,7 @@ class Gateway:
             "draining": self.draining,
             "listeners": [listener.describe() for listener in self.listeners],
             "connections": {"open": len(self.sessions),
-                            "total": self.counters.connections_total},
+                            "total": sum(self.counters.connections.values())},
             "in_flight": self.in_flight(),
             "operator": self.operator.describe(),
             "upstreams": [u.describe() for u in self.upstreams.values()],

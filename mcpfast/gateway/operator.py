@@ -34,11 +34,12 @@ class OperatorControls:
 
         def check(req: Request, upstream: str, now: float) -> Refusal | None:
             if req.method == "tools/call" and req.name in disabled:
-                return Refusal(jsonrpc.INVALID_PARAMS, f"Unknown tool: {req.name}")
+                return Refusal(jsonrpc.INVALID_PARAMS, f"Unknown tool: {req.name}",
+                               policy="operator")
             if upstream in drained:
                 return Refusal(jsonrpc.UPSTREAM_UNAVAILABLE,
                                f"upstream {upstream!r} is drained by the operator: it takes "
-                               "no new requests", {"retryAfterSeconds": 1})
+                               "no new requests", {"retryAfterSeconds": 1}, "operator")
             return None
         return check
 

@@ -15,3 +15,6 @@ class Refusal(msgspec.Struct, frozen=True, gc=False):
     message: str
     data: Any = UNSET
     """The error's ``data``; left out when UNSET."""
+    policy: str = ""
+    """Which policy refused (``rate_limit``, ``authorization``, ``operator``): the
+    label under which the refusal is counted (mcpfast_upstream_refused_total)."""

@@ -41,6 +41,13 @@ from .subscriptions import Subscriptions
 
 log = logging.getLogger("mcpfast.gateway")
 _any = msgspec.json.Decoder()
+
+
+class _ErrorCode(msgspec.Struct, gc=False):
+    code: int = 0
+
+
+_error_code = msgspec.json.Decoder(_ErrorCode)
 LIST_KINDS = {
     "notifications/tools/list_changed": ("tools",),
     "notifications/prompts/list_changed": ("prompts",),
@@ -85,7 +92,14 @@ class Relay:
                 self.answer(session, pending.id, jsonrpc.reencode(Envelope(
                     jsonrpc="2.0", id=pending.id, result=env.result, error=error)),
                             error is not UNSET)
-        self.ended(upstream, pending, ANSWERED if error is UNSET else ERRORED)
+        if error is UNSET:
+            self.ended(upstream, pending, ANSWERED)
+            return
+        try:
+            pending.error_code = _error_code.decode(error).code
+        except msgspec.DecodeError:  # a malformed error is passed on as it came
+            pending.error_code = jsonrpc.INTERNAL_ERROR
+        self.ended(upstream, pending, ERRORED)
 
     def abandoned(self, upstream: Upstream, pending: Request) -> None:
         self._release(upstream, pending)
@@ -96,12 +110,14 @@ class Relay:
         self.gw.send_error(pending.session, pending.id, jsonrpc.REQUEST_TIMEOUT,
                            f"upstream {upstream.name!r} did not answer {pending.method} "
                            f"within {upstream.config.request_timeout:g} s")
+        pending.error_code = jsonrpc.REQUEST_TIMEOUT
         self.ended(upstream, pending, TIMED_OUT)
 
     def failed(self, upstream: Upstream, pending: Request, message: str) -> None:
         pending.session.inflight.pop(pending.id, None)
         self.gw.send_error(pending.session, pending.id, jsonrpc.UPSTREAM_UNAVAILABLE,
                            message)
+        pending.error_code = jsonrpc.UPSTREAM_UNAVAILABLE
         self.ended(upstream, pending, FAILED)
 
     def _release(self, upstream: Upstream, pending: Request) -> None:

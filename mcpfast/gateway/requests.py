@@ -114,6 +114,7 @@ class Requests:
         """One message from a client; ``env`` is its envelope when the transport has
         decoded it already (``ports.Dispatcher.handle``)."""
         session.messages_in += 1
+        session.bytes_in += len(data)
         self.counters.messages_in += 1
         if env is None:
             try:
@@ -220,6 +221,8 @@ class Requests:
                 self.send_error(session, req.id, refusal.code, refusal.message,
                                 refusal.data)
                 req.started = now
+                req.error_code = refusal.code
+                req.refused_by = refusal.policy
                 self.gw.ended(upstream, req, REFUSED)
                 return True
         return False

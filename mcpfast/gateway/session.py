@@ -42,6 +42,8 @@ class DownstreamSession:
         "_messages_seen",
         "_next_out_id",
         "answer",
+        "bytes_in",
+        "bytes_out",
         "client_capabilities",
         "client_info",
         "close",
@@ -75,10 +77,10 @@ class DownstreamSession:
                  answer: Answer | None = None) -> None:
         self.id = session_id
         self.identity = identity if identity is not None else Identity(f"peer:{peer}")
+        """Who the client is, set at admission: what the transport knows (``ip:ADDRESS``,
+        or ``uid:UID`` on the unix socket), or who authenticated. Rate limits count by it."""
         self.grants: Any = None
         """What authorization worked out for this identity (gateway/authz.py)."""
-        """Who the client is, set at admission: for now what the transport knows
-        (``ip:ADDRESS``, or ``uid:UID`` on the unix socket). Rate limits count by it."""
         self.flow = flow
         """Pauses reading from the client while an upstream it feeds is congested
         (None for sessions whose transport bounds what they send by itself)."""
@@ -107,6 +109,9 @@ class DownstreamSession:
         self.messages_in = 0
         self._messages_seen = 0
         self.messages_out = 0
+        self.bytes_in = 0
+        self.bytes_out = 0
+        """JSON-RPC message bytes, without the transport's framing."""
         self._next_out_id = 0
         self.closed = False
 

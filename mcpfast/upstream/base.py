@@ -67,6 +67,9 @@ falls back to ``initialize`` (init_timeout when that is shorter)."""
 CLIENT_INFO = {"name": "mcpfast", "version": __version__}
 
 
+STATES = ("stopped", "starting", "initializing", "ready", "restarting", "stopping")
+"""What ``Upstream.state`` can be (shown in /status and mcpfast_upstream_state)."""
+
 class UpstreamEvents(Protocol[CallT]):
     """What an upstream hands up: the gateway core implements it."""
 

@@ -68,7 +68,13 @@ def test_connections_and_metrics_count_traffic(gateway: GatewayProcess) -> None:
     assert code == 200
     metrics = {line.split(" ")[0]: float(line.split(" ")[1])
                for line in text.splitlines() if line and not line.startswith("#")}
-    assert metrics["mcpfast_connections_total"] >= 1
+    assert metrics['mcpfast_connections_total{transport="websocket"}'] >= 1
+    # The session is closed by now: its bytes moved to the closed sessions' totals.
+    assert metrics['mcpfast_received_bytes_total{transport="websocket"}'] > 3 * len(
+        '{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo"}}')
+    assert metrics['mcpfast_sent_bytes_total{transport="websocket"}'] > 0
+    assert metrics['mcpfast_upstream_state{state="ready",upstream="sdk"}'] == 1
+    assert metrics['mcpfast_upstream_state{state="stopped",upstream="sdk"}'] == 0
     assert metrics["mcpfast_requests_total"] >= 4
     assert metrics['mcpfast_upstream_requests_total{upstream="sdk"}'] >= 3
     assert metrics['mcpfast_upstream_up{upstream="sdk"}'] == 1

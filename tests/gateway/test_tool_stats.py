@@ -79,6 +79,81 @@ def test_the_collector_reads_them(tmp_path: Path) -> None:
     in_gateway(config, body)
 
 
+def test_errors_count_by_code_and_refusals_by_policy(tmp_path: Path) -> None:
+    config = tmp_path / "gw.toml"
+    config.write_text(
+        "[[rate_limits]]\nrate = 0.001\nburst = 1\ntool = \"big\"\nname = \"slow-big\"\n"
+        "[authorization]\ndefault = \"allow\"\n[[authorization.rules]]\n"
+        "deny_tools = [\"replies\"]\n"
+        f"[upstreams.bg]\ncommand = {toml_value(['python', str(BACKGROUND)])}\n"
+        'era = "legacy"\n')
+
+    async def body(gw: Gateway, client: InProcessClient) -> None:
+        assert "result" in await client.call("big")
+        limited = await client.request("tools/call", {"name": "big", "arguments": {}})
+        assert limited["error"]["code"] == -32029
+        for _ in range(2):
+            failed = await client.request("tools/call", {"name": "fail", "arguments": {}})
+            assert failed["error"]["code"] == -32603
+        denied = await client.request("tools/call", {"name": "replies", "arguments": {}})
+        assert denied["error"]["code"] == -32602
+        registry = CollectorRegistry()
+        registry.register(GatewayCollector(gw))
+        text = generate_latest(registry).decode()
+        for line in (
+                'mcpfast_upstream_errors_total{code="-32603",upstream="bg"} 2.0',
+                'mcpfast_upstream_errors_total{code="-32029",upstream="bg"} 1.0',
+                'mcpfast_upstream_errors_total{code="-32602",upstream="bg"} 1.0',
+                'mcpfast_upstream_refused_total{policy="rate_limit",upstream="bg"} 1.0',
+                'mcpfast_upstream_refused_total{policy="authorization",upstream="bg"} 1.0',
+                'mcpfast_tool_errors_total{code="-32603",tool="fail",upstream="bg"} 2.0',
+                'mcpfast_tool_errors_total{code="-32029",tool="big",upstream="bg"} 1.0',
+                'mcpfast_tool_refused_total{policy="rate_limit",tool="big",upstream="bg"} 1.0',
+                'mcpfast_tool_refused_total{policy="authorization",tool="replies",'
+                'upstream="bg"} 1.0'):
+            assert line in text, line
+        # An answer with a result is no error, of any code.
+        assert 'mcpfast_upstream_errors_total{code="0"' not in text
+        assert 'tool="big",upstream="bg"} 1.0' in text
+    in_gateway(config, body)
+
+
+def test_error_codes_an_upstream_makes_up_are_bounded() -> None:
+    from mcpfast.counters import OTHER_CODE, ErrorCounts
+
+    errors = ErrorCounts(max_codes=3)
+    for code in range(10):
+        errors.count(("u",), -code - 1, "")
+    assert len(errors.by_code) == 4
+    assert errors.by_code[("u", OTHER_CODE)] == 7
+    errors.count(("u",), -1, "")  # a code seen before keeps its own label
+    assert errors.by_code[("u", "-1")] == 2
+
+
+def test_tool_in_flight_is_read_at_scrape_time(tmp_path: Path) -> None:
+    config = tmp_path / "gw.toml"
+    config.write_text(f"[upstreams.bg]\ncommand = {toml_value(['python', str(BACKGROUND)])}"
+                      '\nera = "legacy"\n')
+
+    async def body(gw: Gateway, client: InProcessClient) -> None:
+        import asyncio
+
+        assert "result" in await client.call("big")  # the name is known from now on
+        call = asyncio.ensure_future(client.request(  # it runs until the gateway stops
+            "tools/call", {"name": "slow", "arguments": {"seconds": 60}}))
+        registry = CollectorRegistry()
+        registry.register(GatewayCollector(gw))
+        for _ in range(3000):  # until the call is in flight; 30 s at most
+            text = generate_latest(registry).decode()
+            if 'mcpfast_tool_in_flight{tool="slow",upstream="bg"}' in text:
+                break
+            await asyncio.sleep(0.01)
+        else:
+            raise AssertionError(text)
+        call.cancel()
+    in_gateway(config, body)
+
+
 def test_per_tool_metrics_can_be_turned_off() -> None:
     gw = Gateway(parse('[metrics]\nper_tool = false\n[upstreams.a]\ncommand = ["true"]\n'))
     assert gw.tool_stats is None and gw.observers == ()
