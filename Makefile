@@ -12,10 +12,11 @@ EXT_BUILT := $(VENV)/.extension-built
 CONFIG ?=
 
 NGINX := /usr/sbin/nginx
+PROMETHEUS := /usr/bin/prometheus
 
 .DEFAULT_GOAL := build
 .PHONY: build run test test-compiled test-pure ext venv check-build-deps lint bench soak \
-	bench-micro bench-deps node-tools clean image
+	bench-micro bench-deps deploy-deps node-tools clean image
 
 # A .venv that a failed first run left without python or pip (Debian's python3 without
 # python3-venv does that) is made again rather than failing every later run.
@@ -50,7 +51,7 @@ build: check-build-deps venv $(EXT_BUILT)
 run: check-build-deps venv $(EXT_BUILT)
 	$(PY) -m mcpfast serve $(if $(CONFIG),--config $(CONFIG))
 
-test: check-build-deps venv $(EXT_BUILT) $(DEV_INSTALLED) bench-deps node-tools
+test: check-build-deps venv $(EXT_BUILT) $(DEV_INSTALLED) bench-deps deploy-deps node-tools
 	$(VENV)/bin/ruff check mcpfast mcpfast_ext tests bench
 	$(VENV)/bin/mypy mcpfast
 	# The two passes are independent (each starts its own gateways on free ports): run
@@ -95,6 +96,14 @@ bench-deps: $(NGINX)
 $(NGINX):
 	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light >/dev/null \
 	  || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx >/dev/null
+
+# tests/test_deploy.py runs Debian's Prometheus (and promtool) against a gateway, with
+# deploy/'s alert rules and Grafana dashboard queries.
+deploy-deps: $(PROMETHEUS)
+
+$(PROMETHEUS):
+	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	  --no-install-recommends prometheus >/dev/null
 
 # Node 22, the MCP conformance suite and the Inspector, pinned, into .tools/ (the
 # conformance and Inspector tests drive the gateway with them).
