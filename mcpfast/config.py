@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import msgspec
 
@@ -419,9 +420,32 @@ class RoutingConfig(msgspec.Struct, **KEY):  # type: ignore[call-arg]
                "must be 1 to 8 of the characters allowed in tool names (A-Z a-z 0-9 _ . -)")
 
 
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+"""An HTTP field name (RFC 9110 5.1)."""
+
+
+
 class UpstreamConfig(msgspec.Struct, **KEY):  # type: ignore[call-arg]
-    transport: Literal["stdio"] = "stdio"
-    command: list[str]  # type: ignore[misc]  # kw_only: required after defaults is fine
+    """One ``[upstreams.NAME]`` table: a server the gateway starts (``command``) or
+    connects to (``url``: ``ws://``/``wss://``; ``socket``: a unix socket path)."""
+
+    transport: Literal["", "stdio", "websocket", "unix"] = ""
+    """What kind of upstream this is; by default, told by which of ``command``, ``url``
+    and ``socket`` is set."""
+    command: list[str] | None = None
+    """The program to start and its arguments (a stdio upstream)."""
+    url: str = ""
+    """A WebSocket server's URL (``ws://host:port/path``, ``wss://`` for TLS)."""
+    socket: str = ""
+    """The path of a unix socket where a server speaks newline-delimited JSON."""
+    headers: dict[str, str] = {}
+    """Sent with a WebSocket upstream's opening handshake (credentials: write them as
+    ``${VARIABLE}``, taken from the environment)."""
+    connect_timeout: float = 10.0
+    """Seconds to open a remote upstream's connection (and its TLS and WebSocket
+    handshakes)."""
+    ca_file: str = ""
+    """PEM certificates to verify a ``wss://`` server with, instead of the system's."""
     era: Literal["auto", "legacy", "modern"] = "auto"
     """The protocol era to speak: ``auto`` probes with ``server/discover`` and falls back
     to the legacy ``initialize`` handshake (stdio "Backward Compatibility"). Clients of
@@ -453,8 +477,36 @@ class UpstreamConfig(msgspec.Struct, **KEY):  # type: ignore[call-arg]
 
     def __post_init__(self) -> None:
         _check(self.max_message_bytes >= 1024, "max_message_bytes", "must be at least 1024")
-        _check(len(self.command) > 0 and bool(self.command[0]), "command",
-               "must be a non-empty list: the program and its arguments")
+        given = [key for key, unset in (("command", None), ("url", ""), ("socket", ""))
+                 if getattr(self, key) != unset]
+        _check(len(given) <= 1, given[-1] if given else "", "set one of command, url and "
+               f"socket, not {' and '.join(given)}")
+        if not self.transport:
+            self.transport = "websocket" if self.url else "unix" if self.socket else "stdio"
+        if self.transport == "stdio":
+            _check(bool(given), "command", "is required: the program to start and its "
+                   "arguments (or url or socket, for a server the gateway connects to)")
+            _check(bool(self.command) and bool(self.command[0]),  # type: ignore[index]
+                   "command", "must be a non-empty list: the program and its arguments")
+        elif self.transport == "websocket":
+            _check(self.url.startswith(("ws://", "wss://")), "url",
+                   "must be a ws:// or wss:// URL for a WebSocket upstream")
+            split = urlsplit(self.url)
+            _check(bool(split.hostname), "url", "names no host")
+            try:
+                split.port  # noqa: B018 - raises on a port out of range
+            except ValueError:
+                _check(False, "url", "has an invalid port")
+        else:
+            _check(bool(self.socket), "socket", "must be the path of the unix socket")
+        _check(not self.ca_file or self.url.startswith("wss://"), "ca_file",
+               "applies only to a wss:// url")
+        for name, value in self.headers.items():
+            _check(_TOKEN.fullmatch(name) is not None, f"headers.{name}",
+                   "is not a valid HTTP header name")
+            _check("\r" not in value and "\n" not in value, f"headers.{name}",
+                   "must not contain a line break")
+        _check(self.connect_timeout > 0, "connect_timeout", "must be positive")
         for key in ("init_timeout", "request_timeout", "restart_backoff", "stop_timeout"):
             _check(getattr(self, key) > 0, key, "must be positive")
         _check(self.restart_backoff_max >= self.restart_backoff, "restart_backoff_max",
@@ -536,7 +588,8 @@ def _describe(message: str, base: str) -> str:
         reason = "unknown key"
     elif (e := _EXPECTED.search(reason)) is not None:
         reason = f"expected {e['want']}, got {e['got']}"
-    elif (k := re.match(r"^(\w+): (.*)$", reason, re.S)) is not None:
+    elif (k := re.match(r"^(\w+(?:\.[^:\n]+)?): (.*)$", reason, re.S)) is not None:
+        # A key path of _check's (``headers.NAME`` names a key of a table).
         path = f"{path}.{k[1]}" if path else k[1]
         reason = k[2]
     elif reason.startswith("Object missing required field"):

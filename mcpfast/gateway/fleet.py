@@ -24,7 +24,7 @@ import time
 from typing import Any
 
 from ..config import Config, UpstreamConfig
-from ..upstream.stdio import StdioUpstream
+from ..upstream.kinds import new_upstream
 from .call import Upstream
 
 log = logging.getLogger("mcpfast.gateway")
@@ -62,8 +62,8 @@ class Fleet:
         return changes
 
     def _make(self, name: str, upstream: UpstreamConfig, config: Config) -> Upstream:
-        return StdioUpstream(name, len(self.gw.upstreams), upstream, self.gw.relay,
-                             config.interpolated)
+        return new_upstream(name, len(self.gw.upstreams), upstream, self.gw.relay,
+                            config.interpolated)
 
     def _reroute(self) -> None:
         """Route to the upstreams as they are now, and tell the sessions what changed."""

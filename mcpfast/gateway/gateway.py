@@ -33,7 +33,7 @@ from ..protocol.jsonrpc import Envelope
 from ..protocol.modern import listen_result
 from ..transport.admission import Admission
 from ..transport.ports import Answer, FlowControl, Identity
-from ..upstream.stdio import StdioUpstream
+from ..upstream.kinds import new_upstream
 from .access_log import AccessLog
 from .authz import Authorization
 from .call import Request, Upstream
@@ -93,7 +93,7 @@ class Gateway:
         self.subscriptions = Subscriptions(self, self.catalog)
         self.relay = Relay(self, self.catalog, self.subscriptions, self.log_levels, self.mrtr)
         self.upstreams: dict[str, Upstream] = {
-            name: StdioUpstream(name, index, up, self.relay, config.interpolated)
+            name: new_upstream(name, index, up, self.relay, config.interpolated)
             for index, (name, up) in enumerate(config.upstreams.items())
         }
         self.fleet = Fleet(self)

@@ -1,9 +1,12 @@
-"""Sans-I/O WebSocket server (RFC 6455): the opening handshake, then frames to events.
+"""Sans-I/O WebSocket (RFC 6455), server and client: the opening handshake, then frames
+to events.
 
 ``accept_handshake`` turns an upgrade request into the 101 response bytes, or raises
-``HandshakeError``. ``WebSocketConnection`` then follows the model of the ``websockets``
-library's core: ``receive_data(bytes)`` in, ``events_received()`` and ``data_to_send()``
-out, ``close_expected()`` to learn when the transport should close. It never touches a
+``HandshakeError``; a client (the gateway toward a WebSocket upstream) sends
+``client_request`` and checks the answer with ``check_client_response``.
+``WebSocketConnection`` then follows the model of the ``websockets`` library's core:
+``receive_data(bytes)`` in, ``events_received()`` and ``data_to_send()`` out,
+``close_expected()`` to learn when the transport should close. It never touches a
 socket or a clock: closing timeouts belong to the transport.
 
 Failing the connection (7.1.7) takes two steps here, because every request gets exactly
@@ -21,6 +24,8 @@ import base64
 import binascii
 import enum
 import hashlib
+import os
+from collections.abc import Callable, Iterable
 
 import msgspec
 
@@ -34,6 +39,7 @@ __all__ = [
     "FAILING",
     "OPEN",
     "BinaryMessage",
+    "ClientHandshakeError",
     "Closed",
     "Event",
     "Failed",
@@ -42,6 +48,9 @@ __all__ = [
     "TextMessage",
     "WebSocketConnection",
     "accept_handshake",
+    "check_client_response",
+    "client_request",
+    "new_client_key",
 ]
 
 # Opcodes are fixed by RFC 6455 5.2, so binding them once is safe even when tests swap
@@ -153,7 +162,7 @@ def accept_handshake(request: HttpRequest, *, subprotocols: tuple[str, ...] = ("
             400, f"Sec-WebSocket-Key {_shown(key)} is not base64 of a 16-byte nonce"
         )
 
-    accept = base64.b64encode(hashlib.sha1(key.encode("ascii") + _GUID).digest()).decode()
+    accept = _accept_value(key)
     headers = [
         ("Upgrade", "websocket"),
         ("Connection", "Upgrade"),
@@ -164,6 +173,74 @@ def accept_handshake(request: HttpRequest, *, subprotocols: tuple[str, ...] = ("
             headers.append(("Sec-WebSocket-Protocol", offered))
             break
     return format_response(101, headers)
+
+
+def _accept_value(key: str) -> str:
+    return base64.b64encode(hashlib.sha1(key.encode("ascii") + _GUID).digest()).decode()
+
+
+class ClientHandshakeError(Exception):
+    """The server did not accept the opening handshake as RFC 6455 4.1 requires."""
+
+
+def new_client_key() -> str:
+    """A Sec-WebSocket-Key: base64 of 16 random bytes (4.1)."""
+    return base64.b64encode(os.urandom(16)).decode()
+
+
+def client_request(host: str, target: str, key: str, *,
+                   subprotocols: tuple[str, ...] = ("mcp",),
+                   headers: Iterable[tuple[str, str]] = ()) -> bytes:
+    """The client's opening handshake (4.1): a GET with the upgrade headers, and
+    ``headers`` (credentials from the config, say) after them."""
+    lines = [f"GET {target} HTTP/1.1", f"Host: {host}", "Upgrade: websocket",
+             "Connection: Upgrade", f"Sec-WebSocket-Key: {key}", "Sec-WebSocket-Version: 13"]
+    if subprotocols:
+        lines.append(f"Sec-WebSocket-Protocol: {', '.join(subprotocols)}")
+    for name, value in headers:
+        if "\r" in name or "\n" in name or "\r" in value or "\n" in value:
+            raise ValueError(f"header {name!r} holds a line break")
+        lines.append(f"{name}: {value}")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+
+def check_client_response(head: bytes, key: str, *,
+                          subprotocols: tuple[str, ...] = ("mcp",)) -> str | None:
+    """Check the server's answer to ``client_request`` (its head, up to the blank line)
+    as 4.1 says a client must, and return the subprotocol it chose (None if none).
+    Raise ``ClientHandshakeError`` naming what is wrong."""
+    lines = head.decode("latin-1").split("\r\n")
+    status = lines[0].split(" ", 2)
+    if len(status) < 2 or not status[0].startswith("HTTP/"):
+        raise ClientHandshakeError(f"not an HTTP response: {_shown(lines[0])}")
+    if status[1] != "101":
+        reason = status[2] if len(status) > 2 else ""
+        raise ClientHandshakeError(f"the server answered {status[1]} {_shown(reason)}, not "
+                                   "101 Switching Protocols")
+    fields: dict[str, str] = {}
+    for line in lines[1:]:
+        if not line:
+            continue
+        name, sep, value = line.partition(":")
+        if not sep:
+            raise ClientHandshakeError(f"malformed header line {_shown(line)}")
+        name = name.strip().lower()
+        value = value.strip()
+        fields[name] = f"{fields[name]}, {value}" if name in fields else value
+    if not any(t.lower() == "websocket" for t in _tokens(fields.get("upgrade"))):
+        raise ClientHandshakeError("the 101 response lacks Upgrade: websocket")
+    if not any(t.lower() == "upgrade" for t in _tokens(fields.get("connection"))):
+        raise ClientHandshakeError("the 101 response lacks Connection: Upgrade")
+    if fields.get("sec-websocket-accept") != _accept_value(key):
+        raise ClientHandshakeError("Sec-WebSocket-Accept does not match the key sent")
+    if fields.get("sec-websocket-extensions"):
+        raise ClientHandshakeError("the server chose an extension the client did not offer "
+                                   f"({_shown(fields['sec-websocket-extensions'])})")
+    chosen = fields.get("sec-websocket-protocol")
+    if chosen is not None and chosen not in subprotocols:
+        raise ClientHandshakeError(f"the server chose subprotocol {_shown(chosen)}, which "
+                                   "the client did not offer")
+    return chosen
 
 
 # ---------------------------------------------------------------------------
@@ -214,6 +291,23 @@ class Closed(msgspec.Struct, frozen=True, gc=False):
 Event = TextMessage | BinaryMessage | Failed | Closed
 
 
+def _masked_frames() -> Callable[[int, bytes], bytes]:
+    """A client's frame encoder: each frame masked with a fresh key (5.3), drawn from
+    the kernel's random bytes a page at a time rather than a system call a frame."""
+    encode = websocket_codec.encode_frame
+    keys = b""
+    at = 0
+
+    def encode_masked(opcode: int, payload: bytes) -> bytes:
+        nonlocal keys, at
+        if at >= len(keys):
+            keys, at = os.urandom(4096), 0
+        mask = keys[at:at + 4]
+        at += 4
+        return encode(opcode, payload, True, mask)
+    return encode_masked
+
+
 def _receivable_code(code: int) -> bool:
     # 7.4.1 and the IANA registry: 1004 is reserved; 1005, 1006 and 1015 must never be
     # sent; 1016-2999 are reserved for future RFCs; 3000-4999 belong to applications.
@@ -230,7 +324,8 @@ def _close_payload(code: int, reason: str) -> tuple[bytes, str]:
 
 
 class WebSocketConnection:
-    """The server side of an established WebSocket connection, without I/O.
+    """An established WebSocket connection, without I/O: the server's side, or with
+    ``client=True`` the client's (its frames masked, the server's expected unmasked).
 
     ``data_to_send()`` returns a list of byte strings to write in order (for
     ``transport.writelines``); an empty list when there is nothing to send. Once
@@ -253,12 +348,12 @@ class WebSocketConnection:
         "state",
     )
 
-    def __init__(self, *, max_message_bytes: int) -> None:
+    def __init__(self, *, max_message_bytes: int, client: bool = False) -> None:
         self.state = OPEN
         self._parser = websocket_codec.FrameParser(
-            expect_masked=True, max_payload=max_message_bytes
+            expect_masked=not client, max_payload=max_message_bytes
         )
-        self._encode_frame = websocket_codec.encode_frame
+        self._encode_frame = _masked_frames() if client else websocket_codec.encode_frame
         self._max_message = max_message_bytes
         self._events: list[Event] = []
         self._output: list[bytes] = []

@@ -79,14 +79,14 @@ class CannotStartError(LookupError):
 def shown_command(name: str, config: UpstreamConfig, interpolated: Interpolated) -> list[str]:
     """The command as /status and the logs show it: ``${...}`` values stay hidden."""
     return [interpolated.shown(f"upstreams.{name}.command[{i}]", arg)
-            for i, arg in enumerate(config.command)]
+            for i, arg in enumerate(config.command or ())]
 
 
 def resolve_command(name: str, config: UpstreamConfig, interpolated: Interpolated,
                     env: Mapping[str, str]) -> list[str]:
     """The argv to execute: the program looked up on the upstream's own PATH. Raises
     CannotStartError naming the program as written (it may come from ``${...}``)."""
-    argv = list(config.command)
+    argv = list(config.command or ())
     shown = shown_command(name, config, interpolated)
     # "python" means the gateway's own interpreter, so a bundled or test server runs
     # in the same environment as the gateway whatever PATH says.

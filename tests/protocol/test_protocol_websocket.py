@@ -871,3 +871,87 @@ def test_websockets_client_sees_protocol_errors(codec: ModuleType) -> None:
     assert conn.events_received() == [Closed(1002, "expected a masked frame")]
     to_peer(conn, peer)
     assert peer.close_code == 1002
+
+
+# -- the client's side (the gateway toward a WebSocket upstream) --------------------------
+def test_the_client_handshake_and_frames_interoperate_with_the_websockets_server(
+        codec: ModuleType) -> None:
+    from websockets.server import ServerProtocol
+
+    from mcpfast.protocol.websocket import check_client_response, client_request, new_client_key
+
+    server = ServerProtocol(subprotocols=[Subprotocol("mcp")])
+    key = new_client_key()
+    server.receive_data(client_request("up.example:8443", "/mcp?x=1", key,
+                                       headers=[("Authorization", "Bearer t")]))
+    (request,) = server.events_received()
+    assert request.path == "/mcp?x=1" and request.headers["Host"] == "up.example:8443"
+    assert request.headers["Authorization"] == "Bearer t"
+    server.send_response(server.accept(request))
+    response = b"".join(server.data_to_send())
+    head, _, rest = response.partition(b"\r\n\r\n")
+    assert rest == b""
+    assert check_client_response(head, key) == "mcp"
+
+    client = WebSocketConnection(max_message_bytes=MAX, client=True)
+    frame = client.text_frame(b'{"jsonrpc":"2.0","id":1,"method":"ping"}')
+    assert frame is not None and frame[1] & 0x80  # masked (5.3)
+    server.receive_data(frame)
+    (message,) = server.events_received()
+    assert (message.opcode, message.data) == (Opcode.TEXT,
+                                              b'{"jsonrpc":"2.0","id":1,"method":"ping"}')
+    # The server's frames are unmasked; a ping is answered with a masked pong.
+    server.send_text(b'{"jsonrpc":"2.0","id":1,"result":{}}')
+    server.send_ping(b"hi")
+    client.receive_data(b"".join(server.data_to_send()))
+    assert client.events_received() == [TextMessage(b'{"jsonrpc":"2.0","id":1,"result":{}}')]
+    server.receive_data(b"".join(client.data_to_send()))
+    (pong,) = server.events_received()
+    assert pong.opcode == Opcode.PONG and pong.data == b"hi"
+    # Two frames never share a mask.
+    masks = {bytes(client.text_frame(b"x")[2:6]) for _ in range(200)}  # type: ignore[index]
+    assert len(masks) == 200
+
+
+def test_a_masked_frame_from_the_server_fails_the_client_1002(codec: ModuleType) -> None:
+    client = WebSocketConnection(max_message_bytes=MAX, client=True)
+    client.receive_data(codec.encode_frame(OP_TEXT, b"{}", True, b"abcd"))
+    (failed,) = client.events_received()
+    assert type(failed) is Failed and failed.code == 1002
+    assert client.state is FAILING
+
+
+@pytest.mark.parametrize("head,problem", [
+    (b"HTTP/1.1 401 Unauthorized\r\n", "the server answered 401 'Unauthorized'"),
+    (b"SSH-2.0-OpenSSH\r\n", "not an HTTP response"),
+    (b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+     b"Sec-WebSocket-Accept: AAAA", "Sec-WebSocket-Accept does not match"),
+    (b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\n"
+     b"Sec-WebSocket-Accept: " + RFC_ACCEPT.encode(), "lacks Upgrade: websocket"),
+    (b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+     b"Sec-WebSocket-Accept: " + RFC_ACCEPT.encode() + b"\r\n"
+     b"Sec-WebSocket-Extensions: permessage-deflate", "an extension the client did not"),
+    (b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+     b"Sec-WebSocket-Accept: " + RFC_ACCEPT.encode() + b"\r\n"
+     b"Sec-WebSocket-Protocol: chat", "subprotocol 'chat', which the client did not offer"),
+])
+def test_a_client_refuses_a_response_4_1_forbids(head: bytes, problem: str) -> None:
+    from mcpfast.protocol.websocket import ClientHandshakeError, check_client_response
+
+    with pytest.raises(ClientHandshakeError, match=problem.replace("(", r"\(")):
+        check_client_response(head, RFC_KEY)
+
+
+def test_a_server_that_chooses_no_subprotocol_is_accepted() -> None:
+    from mcpfast.protocol.websocket import check_client_response
+
+    head = (b"HTTP/1.1 101 Switching Protocols\r\nupgrade: WebSocket\r\n"
+            b"connection: keep-alive, Upgrade\r\nsec-websocket-accept: " + RFC_ACCEPT.encode())
+    assert check_client_response(head, RFC_KEY) is None
+
+
+def test_a_header_with_a_line_break_is_never_sent() -> None:
+    from mcpfast.protocol.websocket import client_request
+
+    with pytest.raises(ValueError, match="line break"):
+        client_request("h", "/", RFC_KEY, headers=[("X", "a\r\nEvil: 1")])

@@ -1,0 +1,19 @@
+"""Which class serves each kind of upstream (``upstreams.NAME.transport``)."""
+
+from __future__ import annotations
+
+from ..config import Interpolated, UpstreamConfig
+from .base import CallT, Upstream, UpstreamEvents
+from .stdio import StdioUpstream
+from .unix import UnixUpstream
+from .websocket import WebSocketUpstream
+
+
+def new_upstream(name: str, index: int, config: UpstreamConfig,
+                 events: UpstreamEvents[CallT], interpolated: Interpolated
+                 ) -> Upstream[CallT]:
+    if config.transport == "websocket":
+        return WebSocketUpstream(name, index, config, events)
+    if config.transport == "unix":
+        return UnixUpstream(name, index, config, events)
+    return StdioUpstream(name, index, config, events, interpolated)
