@@ -162,7 +162,8 @@ class Request(msgspec.Struct, gc=False):
     started: float = 0.0
     """When it was sent (monotonic seconds), stamped with ``deadline``."""
     trace: Any = None
-    """The client's trace context, for tracing (a later issue) to carry upstream."""
+    """Its place in a trace (``tracing.TraceContext``) while tracing is on, set as it
+    is forwarded or refused; None otherwise."""
 
     @classmethod
     def of_modern(cls, session: DownstreamSession, env: Envelope, method: str,
