@@ -41,6 +41,8 @@ from ..conftest import (
     recording_upstream,
     run,
     running_gateway,
+    start_era,
+    unix_client,
     ws_client,
 )
 
@@ -320,6 +322,38 @@ def test_streamable_http_takes_the_traceparent_header_and_meta_wins_over_it(
     # The header's tracestate belongs to the header's context, not to _meta's.
     assert "tracestate" not in sent["params"]["_meta"]
     assert receiver.span(span_id)["parent_span_id"] == CLIENT_SPAN
+
+
+@pytest.mark.parametrize("era", ["legacy", "modern"])
+def test_a_modern_upstream_gets_the_gateways_span_too(
+        gateway_factory: Any, tmp_path: Path, receiver: Receiver, era: str) -> None:
+    """Requests reshaped for a modern upstream (the recording server in its modern
+    guise), from a client of each era, carry the context the same way."""
+    record = Record(tmp_path / "m.jsonl")
+    gw: GatewayProcess = gateway_factory(
+        {"rec": recording_upstream(record.path, "rec", "--modern", era="modern")},
+        tracing={"enabled": True, "endpoint": receiver.url, "schedule_delay": 0.05})
+    client_trace = f"{era.encode().hex():0>32}"
+
+    async def body() -> None:
+        async with unix_client(gw.unix_path) as c:
+            params = await start_era(c, era)
+            reply = await c.request("tools/call", params({
+                "name": "echo", "arguments": {"text": f"to-modern-{era}"},
+                "_meta": {"traceparent": traceparent(client_trace, CLIENT_SPAN),
+                          "tracestate": "era=" + era}}))
+            assert reply["result"]["content"][0]["text"] == f"to-modern-{era}"
+    run(body())
+
+    sent = record.wait(lambda r: r.call("echo", text=f"to-modern-{era}"), what="the call")
+    trace_id, span_id, _ = upstream_traceparent(sent)
+    assert trace_id == client_trace and span_id != CLIENT_SPAN
+    assert sent["params"]["_meta"]["tracestate"] == "era=" + era
+    # What the modern upstream needs of _meta is there beside it.
+    assert sent["params"]["_meta"]["io.modelcontextprotocol/protocolVersion"]
+    span = receiver.span(span_id)
+    assert (span["trace_id"], span["parent_span_id"]) == (client_trace, CLIENT_SPAN)
+    assert span["attributes"]["mcpfast.identity"].startswith("uid:")
 
 
 def test_unsampled_clients_are_followed_and_not_recorded(
