@@ -23,15 +23,17 @@ RUN pip install --no-cache-dir build==1.6.1 setuptools==84.2.1 wheel==0.48.0 \
 COPY pyproject.toml setup.py README.md LICENSE ./
 COPY mcpfast ./mcpfast
 COPY mcpfast_ext ./mcpfast_ext
+# With the tracing extra (OpenTelemetry's SDK and OTLP exporter, a few MB), so that
+# [tracing] can be enabled in the image's config.
 RUN MCPFAST_BUILD_EXTENSION=yes python -m build --no-isolation --wheel --outdir /wheels . \
- && pip wheel --no-cache-dir --wheel-dir /wheels /wheels/mcpfast-*.whl
+ && pip wheel --no-cache-dir --wheel-dir /wheels "$(ls /wheels/mcpfast-*.whl)[tracing]"
 
 FROM ${BASE_IMAGE}
 RUN useradd --system --uid 10001 --create-home --home-dir /home/mcpfast mcpfast
 # The wheels are mounted from the build stage, not copied: a copy would stay behind in
 # a layer of its own, however it is removed after.
 RUN --mount=type=bind,from=build,source=/wheels,target=/tmp/wheels \
-    pip install --no-cache-dir --no-index --find-links /tmp/wheels mcpfast \
+    pip install --no-cache-dir --no-index --find-links /tmp/wheels 'mcpfast[tracing]' \
  && python -c "import mcpfast_ext; assert mcpfast_ext.IMPLEMENTATION == 'compiled'"
 COPY examples/container.toml /etc/mcpfast/mcpfast.toml
 USER mcpfast

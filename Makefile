@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 # `make run` needs only the runtime dependencies (about 20 packages); `make test` adds
-# the test, dev and bench extras (about 50 more, some hundreds of MB).
+# the test, dev, bench and tracing extras (about 60 more, some hundreds of MB).
 INSTALLED := $(VENV)/.installed-runtime
 DEV_INSTALLED := $(VENV)/.installed-dev
 EXT_SOURCES := $(wildcard mcpfast_ext/*.pyx)
@@ -79,7 +79,7 @@ $(INSTALLED): pyproject.toml setup.py
 	touch $@
 
 $(DEV_INSTALLED): $(INSTALLED)
-	MCPFAST_BUILD_EXTENSION=no $(PY) -m pip install --quiet -e '.[test,dev,bench]'
+	MCPFAST_BUILD_EXTENSION=no $(PY) -m pip install --quiet -e '.[test,dev,bench,tracing]'
 	touch $@
 
 ext: check-build-deps $(EXT_BUILT)

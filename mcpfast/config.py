@@ -404,6 +404,45 @@ class MetricsConfig(msgspec.Struct, **KEY):  # type: ignore[call-arg]
         _check(self.max_tools >= 1, "max_tools", "must be at least 1")
 
 
+class TracingConfig(msgspec.Struct, **KEY):  # type: ignore[call-arg]
+    """``[tracing]``: one OpenTelemetry span per client request, exported over OTLP/HTTP
+    (gateway/tracing.py). Off by default; it needs ``pip install 'mcpfast[tracing]'``."""
+
+    enabled: bool = False
+    endpoint: str = "http://127.0.0.1:4318/v1/traces"
+    """The OTLP/HTTP traces URL of a collector (protobuf is posted to it as it is)."""
+    service_name: str = "mcpfast"
+    """The ``service.name`` resource attribute of every span."""
+    sample_ratio: float = 1.0
+    """The share of new traces recorded (by trace id); a request whose client sent a
+    trace context follows the client's sampled flag instead (parent-based)."""
+    headers: dict[str, str] = {}
+    """Sent with every export, e.g. an ``authorization`` header (use ``${ENV}``)."""
+    export_timeout: float = 10.0
+    """Seconds one export may take, and what a graceful shutdown waits at most for the
+    last spans."""
+    schedule_delay: float = 5.0
+    """Seconds between exports of the spans that ended meanwhile."""
+    max_batch: int = 512
+    """Spans in one export at most."""
+    max_queue: int = 2048
+    """Spans waiting for export at most; past it new spans are dropped (and counted by
+    the SDK's log), never the data path slowed down."""
+
+    def __post_init__(self) -> None:
+        _check(re.match(r"https?://[^/\s]+", self.endpoint) is not None, "endpoint",
+               "must be an http:// or https:// URL")
+        _check(bool(self.service_name.strip()), "service_name", "must not be empty")
+        _check(0 <= self.sample_ratio <= 1, "sample_ratio", "must be from 0 to 1")
+        for key in ("export_timeout", "schedule_delay"):
+            _check(getattr(self, key) > 0, key, "must be positive")
+        _check(self.max_batch >= 1, "max_batch", "must be at least 1")
+        _check(self.max_queue >= self.max_batch, "max_queue", "must be at least max_batch")
+        for name in self.headers:
+            _check(re.fullmatch(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+", name) is not None,
+                   "headers", f"{name!r} is not a valid HTTP header name")
+
+
 class ShutdownConfig(msgspec.Struct, **KEY):  # type: ignore[call-arg]
     drain_timeout: float = 10.0
 
@@ -545,6 +584,7 @@ class Config(msgspec.Struct, **KEY):  # type: ignore[call-arg]
     logging: LoggingConfig = msgspec.field(default_factory=LoggingConfig)
     shutdown: ShutdownConfig = msgspec.field(default_factory=ShutdownConfig)
     metrics: MetricsConfig = msgspec.field(default_factory=MetricsConfig)
+    tracing: TracingConfig = msgspec.field(default_factory=TracingConfig)
     limits: LimitsConfig = msgspec.field(default_factory=LimitsConfig)
     routing: RoutingConfig = msgspec.field(default_factory=RoutingConfig)
     rate_limits: list[RateLimitConfig] = []

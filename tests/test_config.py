@@ -31,12 +31,29 @@ def test_bundled_default_fronts_the_demo() -> None:
     ('[upstreams."a b"]\ncommand = ["x"]\n', "upstreams.a b: an upstream name must be"),
     ('[upstreams.a__b]\ncommand = ["x"]\n', "the name contains the routing separator"),
     ("", "upstreams: at least one upstream is required"),
+    ("[tracing]\nsample_ratio = 1.5\n" + UP, "tracing.sample_ratio: must be from 0 to 1"),
+    ('[tracing]\nendpoint = "127.0.0.1:4318"\n' + UP,
+     "tracing.endpoint: must be an http:// or https:// URL"),
+    ('[tracing]\nheaders = { "bad name" = "x" }\n' + UP,
+     "tracing.headers: 'bad name' is not a valid HTTP header name"),
+    ("[tracing]\nheaders = { a = 1 }\n" + UP, "tracing.headers: expected str, got int"),
+    ("[tracing]\nmax_batch = 100\nmax_queue = 10\n" + UP,
+     "tracing.max_queue: must be at least max_batch"),
+    ("[tracing]\nschedule_delay = 0\n" + UP, "tracing.schedule_delay: must be positive"),
+    ("[tracing]\nenable = true\n" + UP, "tracing.enable: unknown key"),
     ("listen = [", "not valid TOML"),
 ])
 def test_errors_name_the_key_path(text: str, message: str) -> None:
     with pytest.raises(ConfigError) as error:
         parse(text)
     assert message in str(error.value)
+
+
+def test_tracing_is_off_by_default() -> None:
+    tracing = parse(UP).tracing
+    assert tracing.enabled is False
+    assert (tracing.endpoint, tracing.service_name, tracing.sample_ratio) == \
+        ("http://127.0.0.1:4318/v1/traces", "mcpfast", 1.0)
 
 
 def test_env_interpolation() -> None:

@@ -162,7 +162,8 @@ class Request(msgspec.Struct, gc=False):
     started: float = 0.0
     """When it was sent (monotonic seconds), stamped with ``deadline``."""
     trace: Any = None
-    """The client's trace context, for tracing (a later issue) to carry upstream."""
+    """Its place in a trace (``tracing.TraceContext``) while tracing is on, set as it
+    is forwarded or refused; None otherwise."""
     error_code: int = 0
     """The JSON-RPC error code the client was answered with, set by every end but an
     answer with a result or a cancel (0: none), for the error counts by code."""

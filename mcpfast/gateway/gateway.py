@@ -52,6 +52,7 @@ from .router import Router
 from .session import DownstreamSession
 from .subscriptions import Subscriptions
 from .tool_stats import ToolStats
+from .tracing import Tracing
 
 log = logging.getLogger("mcpfast.gateway")
 
@@ -96,6 +97,9 @@ class Gateway:
             name: new_upstream(name, index, up, self.relay, config.interpolated)
             for index, (name, up) in enumerate(config.upstreams.items())
         }
+        self.tracing = Tracing(config.tracing) if config.tracing.enabled else None
+        """Spans of the requests that end, and the trace context carried upstream
+        (tracing.py); None while tracing is off."""
         self.fleet = Fleet(self)
         """Upstreams a reload adds, removes or replaces (fleet.py)."""
         self.router = Router(list(self.upstreams.values()), config.routing.prefix,
@@ -113,8 +117,10 @@ class Gateway:
         access = AccessLog(config.logging.access_sample) if config.logging.access_log \
             else None
         self.observers: tuple[Callable[[Upstream, Request, int], None], ...] = tuple(
-            observer.record for observer in (self.tool_stats, access) if observer is not None)
-        """Told of every request's end (``ended``): per-tool metrics, the access log."""
+            observer.record for observer in (self.tool_stats, access, self.tracing)
+            if observer is not None)
+        """Told of every request's end (``ended``): per-tool metrics, the access log,
+        tracing."""
         self.upstream_errors = ErrorCounts()
         """Requests ended with an error, per upstream, by code and refusing policy."""
 
@@ -126,10 +132,10 @@ class Gateway:
         chain and its rate limits) switches at once; a limit whose table did not change
         keeps its buckets; authentication and authorization switch too. Upstreams are
         added, drained and replaced to match (fleet.py). What the running process was
-        built from (listener and admin addresses, TLS, routing, logging, the session
-        secret) keeps its old value, and its key paths are returned: the listener
-        addresses are for the server to bind anew (``listening_on`` then records them),
-        the rest wait for a restart."""
+        built from (listener and admin addresses, TLS, routing, logging, metrics,
+        tracing, the session secret) keeps its old value, and its key paths are
+        returned: the listener addresses are for the server to bind anew
+        (``listening_on`` then records them), the rest wait for a restart."""
         old = self.config
         listen, http = config.listen, config.listen.http
         held = [path for path, before, after in (
@@ -137,6 +143,9 @@ class Gateway:
             ("routing", old.routing, config.routing),
             ("logging", old.logging, config.logging),
             ("metrics", old.metrics, config.metrics),
+            # Held rather than switched: the exporter's thread, its queue and the
+            # Streamable HTTP endpoints' reading of trace headers are set up once.
+            ("tracing", old.tracing, config.tracing),
             ("listen.host", old.listen.host, listen.host),
             ("listen.port", old.listen.port, listen.port),
             ("listen.path", old.listen.path, listen.path),
@@ -147,7 +156,7 @@ class Gateway:
         ) if before != after]
         snapshot = msgspec.structs.replace(
             config, admin=old.admin, routing=old.routing, metrics=old.metrics,
-            logging=old.logging, listen=msgspec.structs.replace(
+            tracing=old.tracing, logging=old.logging, listen=msgspec.structs.replace(
                 listen, host=old.listen.host, port=old.listen.port, path=old.listen.path,
                 unix_socket=old.listen.unix_socket, tls=old.listen.tls,
                 http=msgspec.structs.replace(http,
@@ -289,6 +298,9 @@ class Gateway:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*(u.stop() for u in self.fleet.all()), return_exceptions=True)
+        if self.tracing is not None:
+            # After the drain: the requests it failed have their spans too.
+            await asyncio.to_thread(self.tracing.shutdown)
 
     def _measure_buffers(self) -> None:
         """Envoy's overload manager, sampled: the bytes queued everywhere decide

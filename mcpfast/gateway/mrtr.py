@@ -215,7 +215,7 @@ class InputBridge:
         relay = pending.relay
         if relay is None:
             relay = InputRelay(upstream, client_id, pending.method, pending.forwarded,
-                               pending.progress_token)
+                               pending.progress_token, pending.trace)
         relay.rounds += 1
         if relay.rounds > MAX_INPUT_ROUNDS:
             return jsonrpc.error_response(
@@ -296,7 +296,8 @@ class InputBridge:
         self.gateway.forward(upstream, Request(
             session, NO_ENVELOPE, relay.client_id, relay.method, None, None,
             progress_token=relay.progress_token, shape=SHAPE_LEGACY_FROM_MODERN,
-            forwarded=relay.params, relay=relay), jsonrpc.encode(params), upstream_id)
+            forwarded=relay.params, relay=relay, trace=relay.trace), jsonrpc.encode(params),
+            upstream_id)
 
     def _end_relay(self, session: DownstreamSession, relay: InputRelay,
                    cancel_reason: str | None = None) -> None:

@@ -14,6 +14,7 @@ from ..counters import Counters
 from .call import Request, Upstream
 from .router import Router
 from .session import DownstreamSession
+from .tracing import Tracing
 
 SERVER_INFO = {"name": "mcpfast", "title": "mcpfast MCP gateway", "version": __version__}
 # The gateway's own results for modern clients: see the design note in protocol/mcp.py.
@@ -31,6 +32,7 @@ class Core(Protocol):
     router: Router
     draining: bool
     overloaded: bool
+    tracing: Tracing | None
 
     def send(self, session: DownstreamSession, data: bytes) -> None:
         """A message to the client that is not a response (notifications, requests)."""

@@ -80,8 +80,11 @@ class Relay:
         error = env.error
         if pending.log_level is not None:
             self.log_levels.release(upstream, pending.log_level)
-        if pending.subscription is not None and error is not UNSET:
-            self.subscriptions.refused(session, upstream, pending.subscription)
+        if error is not UNSET:
+            if pending.subscription is not None:
+                self.subscriptions.refused(session, upstream, pending.subscription)
+            if pending.trace is not None:
+                pending.trace.error = error
         if not session.closed:
             if pending.shape != SHAPE_NONE:
                 reshaped = self.reshape_response(upstream, pending, env)

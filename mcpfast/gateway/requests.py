@@ -82,6 +82,9 @@ class Requests:
         self.mrtr = mrtr
         self.checks: tuple[Check, ...] = ()
         """The policy chain's checks (chain.py): empty when no policy is configured."""
+        self.tracing = gw.tracing
+        """Set while tracing is on: every forwarded request then carries the gateway's
+        span to its upstream in ``_meta`` (tracing.py)."""
         # One table for both eras. 2026-07-28 has no initialize, ping, logging/setLevel
         # or resources/(un)subscribe (changelog), and the legacy era no server/discover
         # or subscriptions/listen: a request for a method outside its era's set is an
@@ -223,9 +226,25 @@ class Requests:
                 req.started = now
                 req.error_code = refusal.code
                 req.refused_by = refusal.policy
+                if self.tracing is not None:
+                    self.tracing.refused(req, self._client_meta(req), refusal.code,
+                                         refusal.message)
                 self.gw.ended(upstream, req, REFUSED)
                 return True
         return False
+
+    @staticmethod
+    def _client_meta(req: Request) -> Any:
+        """The client's ``_meta`` of a request not forwarded yet (tracing reads it)."""
+        if req.params is not None:
+            return req.params.get("_meta")
+        if req.env.params is UNSET:
+            return None
+        try:
+            params = _any.decode(req.env.params)  # type: ignore[arg-type]
+        except msgspec.DecodeError:
+            return None
+        return params.get("_meta") if isinstance(params, dict) else None
 
     def _refuse_overloaded(self, session: DownstreamSession, request_id: Any) -> None:
         self.counters.refused_overloaded += 1
@@ -265,14 +284,21 @@ class Requests:
         upstream_id: int | None = None
         head = req.head or NO_PARAMS
         token = head.meta.progressToken if head.meta is not UNSET else UNSET
-        if rename is not None or token is not UNSET:
-            full = _any.decode(env.params)  # type: ignore[arg-type]
+        tracing = self.tracing
+        if rename is not None or token is not UNSET or tracing is not None:
+            # Otherwise the client's params go on as they came, byte for byte.
+            full = _any.decode(env.params) if env.params is not UNSET else {}  # type: ignore[arg-type]
             self._rename(full, rename)
             upstream_id = upstream.allocate_id()
             if token is not UNSET:
                 # Tokens are unique per requester (basic/utilities/progress); the upstream
                 # id is unique on this upstream connection, so it serves as the token.
                 full["_meta"]["progressToken"] = upstream_id
+            if tracing is not None:
+                meta = full.get("_meta")
+                if not isinstance(meta, dict):
+                    meta = full["_meta"] = {}
+                tracing.carry(req, meta)
             params = jsonrpc.encode(full)
         if token is not UNSET:
             req.progress_token = token
@@ -303,6 +329,8 @@ class Requests:
         upstream_id = upstream.allocate_id()
         if token is not UNSET:
             meta["progressToken"] = upstream_id
+        if self.tracing is not None:
+            self.tracing.carry(req, meta)
         params["_meta"] = meta
         method = req.method
         if token is not UNSET:
@@ -472,6 +500,13 @@ class Requests:
             params = strip_modern_meta(params)
             if token is not None:
                 params["_meta"]["progressToken"] = upstream_id
+        if self.tracing is not None:
+            # Either branch made ``_meta`` (when there is one) a copy of its own, with
+            # the client's traceparent still in it.
+            sent = params.get("_meta")
+            if not isinstance(sent, dict):
+                sent = params["_meta"] = {}
+            self.tracing.carry(req, sent)
         if level is not None and upstream.ready:
             self.log_levels.hold(upstream, level)
         req.progress_token = token

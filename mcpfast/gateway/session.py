@@ -68,6 +68,7 @@ class DownstreamSession:
         "relays",
         "send",
         "subscriptions",
+        "trace_headers",
         "transport",
     )
 
@@ -114,6 +115,9 @@ class DownstreamSession:
         """JSON-RPC message bytes, without the transport's framing."""
         self._next_out_id = 0
         self.closed = False
+        self.trace_headers: tuple[str | None, str | None] | None = None
+        """The ``traceparent`` and ``tracestate`` headers of the Streamable HTTP POST
+        being dispatched, while tracing is on (gateway/tracing.py)."""
 
     def next_out_id(self) -> int:
         self._next_out_id += 1
@@ -175,15 +179,18 @@ class InputRelay:
     retries need, and the requests the client still has to answer (by relayed id)."""
 
     __slots__ = ("answers", "client_id", "deadline", "method", "params", "progress_token",
-                 "rounds", "state", "upstream", "waiting")
+                 "rounds", "state", "trace", "upstream", "waiting")
 
     def __init__(self, upstream: BaseUpstream[Any], client_id: int | str, method: str,
-                 params: dict[str, Any], progress_token: Any) -> None:
+                 params: dict[str, Any], progress_token: Any, trace: Any = None) -> None:
         self.upstream = upstream
         self.client_id = client_id
         self.method = method
         self.params = params
         self.progress_token = progress_token
+        self.trace = trace
+        """The request's trace context (``Request.trace``): each retry ends as the same
+        span, the one whose id the upstream got in ``params``."""
         self.rounds = 0
         self.state: str | None = None
         self.answers: dict[str, Any] = {}

@@ -43,6 +43,9 @@ class ClientSession(Protocol):
     protocol_version: str | None
     client_capabilities: dict[str, Any]
     last_activity: float
+    trace_headers: tuple[str | None, str | None] | None
+    """Set by the Streamable HTTP transport around ``Dispatcher.handle`` while tracing
+    is on: the POST's ``traceparent`` and ``tracestate`` headers."""
 
     @property
     def inflight(self) -> Collection[int | str]:

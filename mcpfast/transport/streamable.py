@@ -36,7 +36,7 @@ from ..protocol.mcp import LEGACY_VERSIONS
 from ..protocol.session_ids import SessionSigner
 from .exchange import Exchange, _accepts, _media_types
 from .http_sessions import SESSION_FIELD, SESSION_HEADER, HttpSession, ModernRequest, Stream
-from .ports import Dispatcher
+from .ports import ClientSession, Dispatcher
 
 log = logging.getLogger("mcpfast.http")
 
@@ -102,6 +102,8 @@ class Endpoint:
         self._snapshot = config
         listen = config.listen
         self.config = listen.http
+        self.traced = config.tracing.enabled
+        """Whether requests take their HTTP ``traceparent`` to the core (read only then)."""
         self._origins = _AllowList(self.config.allowed_origins)
         hosts = self.config.allowed_hosts
         if hosts is None and is_loopback(listen.host):
@@ -396,7 +398,23 @@ class Endpoint:
             return
         session.new_stream(env.id, exchange,
                            _progress_token(env) if b"progressToken" in body else None)
+        if self.traced:
+            self._handle_traced(session.ds, exchange, body, env)
+            return
         self.core.handle(session.ds, body, env)
+
+    def _handle_traced(self, ds: ClientSession, exchange: Exchange, body: bytes,
+                       env: jsonrpc.Envelope) -> None:
+        """``core.handle`` with the POST's trace context headers on the session while
+        the request is dispatched (and forwarded: that is synchronous)."""
+        fields = exchange.request.fields
+        traceparent = fields.get("traceparent")
+        ds.trace_headers = (traceparent, fields.get("tracestate")) \
+            if traceparent is not None else None
+        try:
+            self.core.handle(ds, body, env)
+        finally:
+            ds.trace_headers = None
 
     def _get(self, exchange: Exchange, session: HttpSession) -> None:
         last = exchange.request.fields.get("last-event-id")
@@ -482,6 +500,9 @@ class Endpoint:
                            "text/event-stream")
             return
         modern_request = ModernRequest(self, exchange, env.id, peer, address, identity)
+        if self.traced:
+            self._handle_traced(modern_request.ds, exchange, request.body, env)
+            return
         self.core.handle(modern_request.ds, request.body, env)
 
     def _header_annotations(self, name: object) -> dict[str, tuple[tuple[str, ...], str]]:

@@ -78,12 +78,14 @@ def test_what_needs_a_restart_is_named_and_keeps_its_old_value(tmp_path: Path) -
     moved = tmp_path / "moved.toml"
     moved.write_text(base.read_text().replace("port = 0", "port = 1")
                      + '\n[upstreams.new]\ncommand = ["python", "-c", "pass"]\n'
-                     '\n[limits]\nmax_in_flight = 3\n')
+                     '\n[limits]\nmax_in_flight = 3\n'
+                     '\n[tracing]\nenabled = true\n')
 
     async def body(gw: Gateway, client: InProcessClient) -> None:
         held = gw.use(load(str(moved)))
-        assert held == ["listen.port"]
+        assert held == ["tracing", "listen.port"]
         assert gw.config.listen.port == 0
+        assert not gw.config.tracing.enabled and gw.tracing is None
         # Upstreams are no longer held: the new one is added (fleet.py).
         assert list(gw.config.upstreams) == ["bg", "new"] and "new" in gw.upstreams
         # The rest of the new snapshot is in force.
