@@ -192,6 +192,10 @@ class TrafficWindow:
         if self.watchers == 1 and gw.tool_stats is None:
             self.tap = LatencyTap()
             gw.observers = (*gw.observers, self.tap.record)
+            if self._last is not None:
+                # The tap counts from zero now: the next sample has what it saw since.
+                self._last = msgspec.structs.replace(
+                    self._last, latency=(0, 0.0, [0] * (len(BOUNDS) + 1)))
 
     def unwatch(self) -> None:
         self.watchers -= 1
