@@ -5,10 +5,11 @@ Off the data path. Rates come from the counters the data path keeps anyway, read
 a second on the admin app's own timer into a rolling window (``TrafficWindow``). The
 timer runs whether or not anyone watches, so that a dashboard opened after an incident
 shows the minutes before it: a reading is some twenty integers plus, with
-``[metrics] per_tool``, a sum over at most ``max_tools`` short lists; tens of
-microseconds a second. Latency comes from the per-tool histograms when they are kept;
-without them, a ``LatencyTap`` joins ``Gateway.observers`` while at least one stream is
-open and leaves when the last one closes, so that an unwatched gateway pays nothing.
+``[metrics] per_tool``, a column sum over the per-tool lists (measured: 20 µs for 20
+tools, 0.3 ms for the most, 1,000), once a second. Latency comes from the per-tool
+histograms when they are kept; without them, a ``LatencyTap`` joins
+``Gateway.observers`` while at least one stream is open and leaves when the last one
+closes, so that an unwatched gateway pays nothing.
 
 The page reads the stream with ``fetch()`` rather than ``EventSource``, which cannot
 send an ``Authorization`` header: a token in the URL would land in access logs, proxy
@@ -81,15 +82,14 @@ Latency = tuple[int, float, list[int]]
 
 
 def tool_latency(stats: ToolStats) -> Latency:
-    """The per-tool histograms added up."""
-    buckets = [0] * (len(BOUNDS) + 1)
-    total = 0.0
-    for by_name in stats.by_upstream.values():
-        for counts in by_name.values():
-            for index, value in enumerate(counts[FIRST_BUCKET:SUM]):
-                buckets[index] += int(value)
-            total += counts[SUM]
-    return sum(buckets), total, buckets
+    """The per-tool histograms added up, column by column in C (zip and sum): it runs
+    each second over up to ``max_tools`` lists."""
+    rows = [counts for by_name in stats.by_upstream.values() for counts in by_name.values()]
+    if not rows:
+        return 0, 0.0, [0] * (len(BOUNDS) + 1)
+    columns = [sum(column) for column in zip(*rows, strict=True)]
+    buckets = [int(n) for n in columns[FIRST_BUCKET:SUM]]
+    return sum(buckets), float(columns[SUM]), buckets
 
 
 class Reading(msgspec.Struct, frozen=True):
@@ -118,6 +118,7 @@ class TrafficWindow:
         self.closing = False
         self.tap: LatencyTap | None = None
         self._last: Reading | None = None
+        self._state: tuple[int, dict[str, Any]] | None = None
         self._changed = asyncio.Condition()
 
     # -- sampling, on the admin app's timer --------------------------------------------
@@ -210,6 +211,13 @@ class TrafficWindow:
         missed = min(self.sequence - sequence, len(self.samples))
         return list(self.samples)[len(self.samples) - missed:] if missed > 0 else []
 
+    def shared_state(self) -> dict[str, Any]:
+        """``state()`` as of the last sample, made once for every stream that sends it
+        (it walks every session)."""
+        if self._state is None or self._state[0] != self.sequence:
+            self._state = self.sequence, self.state()
+        return self._state[1]
+
     def state(self) -> dict[str, Any]:
         """What the gateway is now: upstreams, sessions, totals."""
         gw = self.gateway
@@ -296,7 +304,7 @@ async def stream(request: web.Request) -> web.StreamResponse:
             samples = window.since(sent)
             sent = window.sequence
             await response.write(event("sample", {"samples": samples,
-                                                  "state": window.state()}))
+                                                  "state": window.shared_state()}))
     except ConnectionResetError:
         pass  # the page was closed or reloaded
     finally:
