@@ -287,21 +287,28 @@ def test_the_dashboard_in_a_browser(gateway_factory: Any, tmp_path: Path) -> Non
         page.set_default_timeout(60_000)
         failures: list[str] = []
         page.on("pageerror", lambda error: failures.append(str(error)))
-        streams: list[int] = []
-        page.on("response", lambda r: streams.append(r.status) if r.url.endswith(STREAM)
-                else None)
+        urls: list[str] = []
+        page.on("request", lambda request: urls.append(request.url))
+
+        def from_stream(response: Any) -> bool:
+            return bool(response.url.endswith(STREAM))
 
         async def wait(condition: str, arg: Any = None) -> None:
             await page.wait_for_function(condition, arg=arg, polling=100, timeout=60_000)
 
-        await page.goto(gw.admin_url + "/dashboard")
+        async with page.expect_response(from_stream) as refused:
+            await page.goto(gw.admin_url + "/dashboard")
+        assert (await refused.value).status == 401
         await page.wait_for_selector("#auth-error:has-text('admin token')")
-        assert streams == [401]
         assert await page.is_hidden("#board")
         await page.fill("#token", TOKEN)
-        await page.click("#token-form button")
+        async with page.expect_response(from_stream) as admitted:
+            await page.click("#token-form button")
+        stream = await admitted.value
+        assert stream.status == 200
+        # The token travels in a header, never in a URL (access logs keep URLs).
+        assert (await stream.request.all_headers())["authorization"] == f"Bearer {TOKEN}"
         await page.wait_for_selector("#connection[data-state=live]")
-        assert streams == [401, 200]
         await page.wait_for_selector("#upstreams tr[data-name=demo] .pill:has-text('ready')")
         assert "mcpfast.demo" in await page.inner_text("#upstreams tr[data-name=demo]")
         await wait(f"() => ({METRIC})('sessions-open') === 0")
@@ -349,6 +356,7 @@ def test_the_dashboard_in_a_browser(gateway_factory: Any, tmp_path: Path) -> Non
             save_screenshot(await page.screenshot(full_page=True), tmp_path)
         await wait(f"() => ({METRIC})('sessions-open') === 0")
         assert failures == []
+        assert urls and not [url for url in urls if TOKEN in url]
 
     run(main(), timeout=300)
     assert (tmp_path / "dashboard.png").stat().st_size > 10_000
