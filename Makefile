@@ -13,10 +13,11 @@ CONFIG ?=
 
 NGINX := /usr/sbin/nginx
 PROMETHEUS := /usr/bin/prometheus
+CHROMIUM := /usr/bin/chromium
 
 .DEFAULT_GOAL := build
 .PHONY: build run test test-compiled test-pure ext venv check-build-deps lint bench soak \
-	bench-micro bench-deps deploy-deps node-tools clean image
+	bench-micro bench-deps deploy-deps browser-deps node-tools clean image
 
 # A .venv that a failed first run left without python or pip (Debian's python3 without
 # python3-venv does that) is made again rather than failing every later run.
@@ -51,7 +52,8 @@ build: check-build-deps venv $(EXT_BUILT)
 run: check-build-deps venv $(EXT_BUILT)
 	$(PY) -m mcpfast serve $(if $(CONFIG),--config $(CONFIG))
 
-test: check-build-deps venv $(EXT_BUILT) $(DEV_INSTALLED) bench-deps deploy-deps node-tools
+test: check-build-deps venv $(EXT_BUILT) $(DEV_INSTALLED) bench-deps deploy-deps browser-deps \
+	  node-tools
 	$(VENV)/bin/ruff check mcpfast mcpfast_ext tests bench
 	$(VENV)/bin/mypy mcpfast
 	# The two passes are independent (each starts its own gateways on free ports): run
@@ -104,6 +106,19 @@ deploy-deps: $(PROMETHEUS)
 $(PROMETHEUS):
 	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
 	  --no-install-recommends prometheus >/dev/null
+
+# The dashboard's browser test drives Debian's chromium (with Playwright's Python API,
+# which never downloads a browser of its own). Installing it needs root, as in CI; anyone
+# else is told how, and that test skips saying why.
+browser-deps: $(CHROMIUM)
+
+$(CHROMIUM):
+	@if [ "$$(id -u)" = 0 ]; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	    --no-install-recommends chromium fonts-liberation >/dev/null; \
+	else \
+	  echo "mcpfast: $(CHROMIUM) is missing and installing it needs root: sudo apt-get install chromium (the dashboard's browser test skips without it)" >&2; \
+	fi
 
 # Node 22, the MCP conformance suite and the Inspector, pinned, into .tools/ (the
 # conformance and Inspector tests drive the gateway with them).

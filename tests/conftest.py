@@ -688,8 +688,8 @@ def sdk_text(result: Any) -> str:
     return content.text
 
 
-def run(coro: Any) -> Any:
-    return asyncio.run(asyncio.wait_for(coro, 60))
+def run(coro: Any, timeout: float = 60.0) -> Any:
+    return asyncio.run(asyncio.wait_for(coro, timeout))
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -27,6 +27,8 @@ def test_wheel_carries_the_extension_and_runs_installed(tmp_path: Path) -> None:
         assert any(n.startswith(f"mcpfast_ext/{module}.") and n.endswith(".so") for n in names)
         assert f"mcpfast_ext/{module}_py.py" in names
     assert "mcpfast/default.toml" in names and "mcpfast/demo.py" in names
+    for asset in ("dashboard.html", "dashboard.js", "dashboard.css"):
+        assert f"mcpfast/admin/static/{asset}" in names
 
     target = tmp_path / "site"
     install = subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q",

@@ -1,9 +1,11 @@
-"""The admin side app (aiohttp) on its own port: health, status and metrics.
+"""The admin side app (aiohttp) on its own port: health, status, metrics and the live
+dashboard (dashboard.py).
 
 Never on the data path: it only reads the gateway's state when asked. With an admin
 token set (``admin.token``, or its hash in ``admin.token_hashes``), everything but the
-health probes needs ``Authorization: Bearer`` (RFC 6750 section 2.1); the probes stay
-open because orchestrators call them bare. /metrics also takes a scraper's token
+health probes and the dashboard's page needs ``Authorization: Bearer`` (RFC 6750
+section 2.1); the probes stay open because orchestrators call them bare, the page
+because it holds no data (its stream needs the token). /metrics also takes a scraper's token
 (``admin.metrics_token_hashes``), or none with ``admin.public_metrics``.
 """
 
@@ -28,6 +30,7 @@ from mcpfast_ext import IMPLEMENTATION
 
 from ..config import AdminConfig, ConfigError
 from ..metrics import GatewayCollector
+from . import dashboard
 from .openapi import OPENAPI
 
 if TYPE_CHECKING:
@@ -37,6 +40,7 @@ GATEWAY = web.AppKey("gateway", object)
 REGISTRY = web.AppKey("registry", CollectorRegistry)
 RELOAD = web.AppKey("reload", object)
 PROBES = frozenset({"/health", "/liveness", "/readiness"})
+OPEN = PROBES | dashboard.PAGE_PATHS
 
 
 def _digests(hashes: list[str]) -> frozenset[bytes]:
@@ -62,7 +66,7 @@ def bearer_tokens(config: AdminConfig) -> Middleware | None:
     @web.middleware
     async def require_token(request: web.Request, handler: Handler) -> web.StreamResponse:
         path = request.path
-        if path in PROBES or (path == "/metrics" and config.public_metrics) or \
+        if path in OPEN or (path == "/metrics" and config.public_metrics) or \
                 (not config.guarded and path != "/metrics"):
             return await handler(request)
         scheme, _, given = request.headers.get("Authorization", "").partition(" ")
@@ -102,6 +106,7 @@ def create_app(gateway: Gateway, reload: Callable[[], list[str]] | None = None
     app.router.add_post("/api/v1/tools/{name}/disable", disable_tool)
     app.router.add_post("/api/v1/tools/{name}/enable", disable_tool)
     app.router.add_delete("/api/v1/sessions/{id}", close_session)
+    dashboard.install(app, gateway)
     return app
 
 

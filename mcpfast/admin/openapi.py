@@ -38,6 +38,11 @@ def _read(summary: str, example: dict[str, Any] | None = None) -> dict[str, Any]
                                                        **_ERRORS}}}
 
 
+def _page(summary: str, media_type: str) -> dict[str, Any]:
+    return {"get": {"summary": summary, "security": [], "responses": {"200": {
+        "description": "The file.", "content": {media_type: {"schema": {"type": "string"}}}}}}}
+
+
 def _write(method: str, summary: str, parameter: str | None, ok: dict[str, Any],
            missing: str | None = None) -> dict[str, Any]:
     operation: dict[str, Any] = {"summary": summary,
@@ -55,7 +60,8 @@ OPENAPI: dict[str, Any] = {
     "info": {"title": "mcpfast admin API", "version": "1",
              "description": "Health, status, metrics and the operator's switches of an "
                             "mcpfast gateway, on its admin port. With an admin token set, "
-                            "everything but the health probes needs it as a bearer token; "
+                            "everything but the health probes and the dashboard's page "
+                            "(which holds no data) needs it as a bearer token; "
                             "/metrics also takes a scraper's token, or none with "
                             "admin.public_metrics."},
     "components": {"securitySchemes": {"admin": {"type": "http", "scheme": "bearer"}}},
@@ -72,6 +78,31 @@ OPENAPI: dict[str, Any] = {
             "200": {"description": "The text exposition format.",
                     "content": {"text/plain": {"schema": {"type": "string"}}}},
             **_ERRORS}}},
+        "/dashboard": {"get": {
+            "summary": "The live dashboard's page (redirects to /dashboard/).",
+            "security": [], "responses": {"308": {"description": "To /dashboard/."}}}},
+        "/dashboard/": _page("The live dashboard: an HTML page that holds no data (so it "
+                             "needs no token); it asks for the admin token and reads "
+                             "/api/v1/dashboard/stream with it.", "text/html"),
+        "/dashboard/dashboard.js": _page("The dashboard's script.", "text/javascript"),
+        "/dashboard/dashboard.css": _page("The dashboard's style sheet.", "text/css"),
+        "/api/v1/dashboard/stream": {"get": {
+            "summary": "The dashboard's live data, as Server-Sent Events: one `snapshot` "
+                       "(the rolling window of per-second samples so far and the state "
+                       "now), then a `sample` each second (the samples since and the state "
+                       "now). Each event's data is one line of JSON.",
+            "responses": {"200": {
+                "description": "An endless event stream.",
+                "content": {"text/event-stream": {
+                    "schema": {"type": "string"},
+                    "example": 'event: sample\ndata: {"samples":[{"t":1767225600.0,'
+                               '"seconds":1.0,"requests":42,"outcomes":{"answered":41,'
+                               '"refused":1},"errors":1,"rate_limited":1,"denied":0,'
+                               '"authentication_refused":0,"latency":{"count":42,'
+                               '"buckets":[30,12],"mean_ms":0.61}}],"state":{"ready":true,'
+                               '"upstreams":[],"sessions":{"open":1,"by_transport":'
+                               '{"websocket":1},"shown":[]},"totals":{}}}\n\n'}}},
+                **_ERRORS}}},
         "/api/v1/connections": _read("Every client session: transport, peer, identity and "
                                      "credentials, era, requests in flight."),
         "/api/v1/openapi.json": _read("This document."),
