@@ -229,8 +229,9 @@ class TrafficWindow:
             endpoints = info.get("endpoints")
             if endpoints is None:
                 command = info.get("command")
-                endpoints = [{"address": " ".join(command) if isinstance(command, list)
-                              else command or info["kind"], "pid": info.get("pid")}]
+                address = info.get("address") or (
+                    " ".join(command) if isinstance(command, list) else info["kind"])
+                endpoints = [{"address": address, "pid": info.get("pid")}]
             upstreams.append({key: info.get(key) for key in (
                 "name", "kind", "state", "ready", "era", "in_flight", "requests_forwarded",
                 "requests_failed", "last_error")} | {
@@ -252,7 +253,7 @@ class TrafficWindow:
             "uptime_seconds": round(time.time() - gw.started_at, 1),
             "upstreams": upstreams,
             "sessions": {"open": len(gw.sessions), "by_transport": by_transport,
-                         "shown": shown, "total": c.connections_total},
+                         "shown": shown, "total": sum(c.connections.values())},
             "totals": {
                 "requests": c.requests,
                 "errors": c.errors,
