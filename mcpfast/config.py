@@ -466,25 +466,32 @@ _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 
 class UpstreamConfig(msgspec.Struct, **KEY):  # type: ignore[call-arg]
     """One ``[upstreams.NAME]`` table: a server the gateway starts (``command``) or
-    connects to (``url``: ``ws://``/``wss://``; ``socket``: a unix socket path)."""
+    connects to (``url``: ``http://``/``https://`` for Streamable HTTP, ``ws://``/``wss://``
+    for WebSocket; ``socket``: a unix socket path)."""
 
-    transport: Literal["", "stdio", "websocket", "unix"] = ""
+    transport: Literal["", "stdio", "streamable_http", "websocket", "unix"] = ""
     """What kind of upstream this is; by default, told by which of ``command``, ``url``
     and ``socket`` is set."""
     command: list[str] | None = None
     """The program to start and its arguments (a stdio upstream)."""
     url: str = ""
-    """A WebSocket server's URL (``ws://host:port/path``, ``wss://`` for TLS)."""
+    """A Streamable HTTP endpoint (``https://host/mcp``) or a WebSocket server's URL
+    (``ws://host:port/path``, ``wss://`` for TLS)."""
     socket: str = ""
     """The path of a unix socket where a server speaks newline-delimited JSON."""
     headers: dict[str, str] = {}
-    """Sent with a WebSocket upstream's opening handshake (credentials: write them as
-    ``${VARIABLE}``, taken from the environment)."""
+    """Sent with every HTTP request to a Streamable HTTP upstream, and with a WebSocket
+    upstream's opening handshake (credentials: write them as ``${VARIABLE}``, taken from
+    the environment)."""
+    max_connections: int = 100
+    """Keep-alive connections to a Streamable HTTP upstream, at most (each request in
+    flight holds one while its answer streams)."""
     connect_timeout: float = 10.0
     """Seconds to open a remote upstream's connection (and its TLS and WebSocket
     handshakes)."""
     ca_file: str = ""
-    """PEM certificates to verify a ``wss://`` server with, instead of the system's."""
+    """PEM certificates to verify an ``https://`` or ``wss://`` server with, instead of
+    the system's."""
     era: Literal["auto", "legacy", "modern"] = "auto"
     """The protocol era to speak: ``auto`` probes with ``server/discover`` and falls back
     to the legacy ``initialize`` handshake (stdio "Backward Compatibility"). Clients of
@@ -521,14 +528,20 @@ class UpstreamConfig(msgspec.Struct, **KEY):  # type: ignore[call-arg]
         _check(len(given) <= 1, given[-1] if given else "", "set one of command, url and "
                f"socket, not {' and '.join(given)}")
         if not self.transport:
-            self.transport = "websocket" if self.url else "unix" if self.socket else "stdio"
+            self.transport = ("websocket" if self.url.startswith(("ws://", "wss://")) else
+                              "streamable_http" if self.url else
+                              "unix" if self.socket else "stdio")
         if self.transport == "stdio":
             _check(bool(given), "command", "is required: the program to start and its "
                    "arguments (or url or socket, for a server the gateway connects to)")
             _check(bool(self.command) and bool(self.command[0]),  # type: ignore[index]
                    "command", "must be a non-empty list: the program and its arguments")
-        elif self.transport == "websocket":
-            _check(self.url.startswith(("ws://", "wss://")), "url",
+        elif self.transport in ("websocket", "streamable_http"):
+            schemes = ("ws://", "wss://") if self.transport == "websocket" else \
+                ("http://", "https://")
+            _check(self.url.startswith(schemes), "url",
+                   "must be an http(s):// URL (Streamable HTTP) or a ws(s):// URL "
+                   "(WebSocket)" if self.transport == "streamable_http" or not self.url else
                    "must be a ws:// or wss:// URL for a WebSocket upstream")
             split = urlsplit(self.url)
             _check(bool(split.hostname), "url", "names no host")
@@ -538,8 +551,9 @@ class UpstreamConfig(msgspec.Struct, **KEY):  # type: ignore[call-arg]
                 _check(False, "url", "has an invalid port")
         else:
             _check(bool(self.socket), "socket", "must be the path of the unix socket")
-        _check(not self.ca_file or self.url.startswith("wss://"), "ca_file",
-               "applies only to a wss:// url")
+        _check(not self.ca_file or self.url.startswith(("wss://", "https://")), "ca_file",
+               "applies only to an https:// or wss:// url")
+        _check(self.max_connections >= 1, "max_connections", "must be at least 1")
         for name, value in self.headers.items():
             _check(_TOKEN.fullmatch(name) is not None, f"headers.{name}",
                    "is not a valid HTTP header name")

@@ -242,7 +242,11 @@ class Relay:
         request, a log message) certainly belongs to, or None when the gateway cannot
         know: nothing that may be one client's ever reaches another (PROTOCOL.md,
         "Whose message is it?")."""
-        if upstream.config.attribution == "in_flight":
+        related = upstream.connection.stream_of
+        if related is not None:
+            pending = upstream.pending.get(related)
+            session = pending.session if pending is not None else None
+        elif upstream.config.attribution == "in_flight":
             sessions = {p.session for p in upstream.pending.values()}
             session = sessions.pop() if len(sessions) == 1 else None
         else:

@@ -1,14 +1,18 @@
-"""Server-sent events over HTTP/1.1 chunked bodies, and the replay buffer for resumption.
+"""Server-sent events over HTTP/1.1 chunked bodies, the replay buffer for resumption,
+and the client's parser (``SseParser``, for Streamable HTTP upstreams).
 
-Sans-I/O: functions return bytes to write. Each event carries one JSON-RPC message
-(MCP basic/transports "Streamable HTTP"); an event id names its stream and position,
-``<stream>_<seq>``, so that ``Last-Event-ID`` identifies the stream to resume
-("Resumability and Redelivery": ids are unique across the session's streams).
+Sans-I/O: functions return bytes to write; the parser takes bytes read. Each event
+carries one JSON-RPC message (MCP basic/transports "Streamable HTTP"); an event id
+names its stream and position, ``<stream>_<seq>``, so that ``Last-Event-ID`` identifies
+the stream to resume ("Resumability and Redelivery": ids are unique across the session's
+streams).
 """
 
 from __future__ import annotations
 
 from collections import deque
+
+import msgspec
 
 KEEPALIVE = b": ping\n\n"
 LAST_CHUNK = b"0\r\n\r\n"
@@ -83,3 +87,82 @@ class ReplayBuffer:
         if not events or events[0][0] > seq + 1:
             return None
         return [(s, d) for s, d in events if s > seq]
+
+
+class SseEvent(msgspec.Struct, gc=False):
+    """One dispatched event (HTML "event stream interpretation")."""
+
+    data: bytes
+    event: str = "message"
+    id: str | None = None
+    """The last event ID at dispatch, when the stream has set one."""
+
+
+class SseParser:
+    """The client's side of an event stream, without I/O: ``feed(bytes)`` returns the
+    events completed so far. Lines end in CRLF, LF or CR; ``data`` lines join with LF;
+    an ``id`` with a NUL is ignored, as the standard says; ``retry`` is kept for the
+    reconnection delay. An event larger than ``max_event_bytes`` raises ValueError."""
+
+    __slots__ = ("_buf", "_data", "_event", "_max", "_pending_cr", "last_id", "retry_ms")
+
+    def __init__(self, max_event_bytes: int) -> None:
+        self._buf = bytearray()
+        self._data: list[bytes] = []
+        self._event = ""
+        self._max = max_event_bytes
+        self._pending_cr = False
+        self.last_id: str | None = None
+        self.retry_ms: int | None = None
+
+    def feed(self, chunk: bytes) -> list[SseEvent]:
+        if self._pending_cr and chunk.startswith(b"\n"):
+            chunk = chunk[1:]  # the LF of a CRLF split across two chunks
+        self._pending_cr = False
+        buf = self._buf
+        buf += chunk
+        events: list[SseEvent] = []
+        start = 0
+        end = len(buf)
+        while start < end:
+            lf = buf.find(b"\n", start)
+            cr = buf.find(b"\r", start, lf if lf >= 0 else end)
+            if cr >= 0:
+                stop, after = cr, cr + 1
+                if after < end and buf[after] == 0x0A:
+                    after += 1
+                elif after == end:
+                    self._pending_cr = True
+            elif lf >= 0:
+                stop, after = lf, lf + 1
+            else:
+                break
+            self._line(bytes(buf[start:stop]), events)
+            start = after
+        del buf[:start]
+        if len(buf) + sum(map(len, self._data)) > self._max:
+            raise ValueError(f"an event over {self._max} bytes")
+        return events
+
+    def _line(self, line: bytes, events: list[SseEvent]) -> None:
+        if not line:
+            if self._data:
+                events.append(SseEvent(b"\n".join(self._data), self._event or "message",
+                                       self.last_id))
+            self._data = []
+            self._event = ""
+            return
+        if line.startswith(b":"):
+            return  # a comment: keep-alive
+        name, colon, value = line.partition(b":")
+        if colon and value.startswith(b" "):
+            value = value[1:]
+        if name == b"data":
+            self._data.append(value)
+        elif name == b"event":
+            self._event = value.decode("utf-8", "replace")
+        elif name == b"id":
+            if b"\0" not in value:
+                self.last_id = value.decode("utf-8", "replace")
+        elif name == b"retry" and value.isdigit():
+            self.retry_ms = int(value)

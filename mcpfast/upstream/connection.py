@@ -29,7 +29,7 @@ from msgspec import UNSET, Raw, UnsetType
 from ..protocol import jsonrpc
 from ..protocol.jsonrpc import Envelope
 from ..transport.ports import FlowControl
-from ..transport.writer import PAUSED_BY_UPSTREAM, UPSTREAM_LOW_WATER, CoalescingWriter
+from ..transport.writer import PAUSED_BY_UPSTREAM, UPSTREAM_LOW_WATER
 
 
 class UpstreamError(Exception):
@@ -38,6 +38,17 @@ class UpstreamError(Exception):
         self.code = code
         self.message = message
         self.data = data
+
+
+class Writer(Protocol):
+    """What the connection writes through: a socket's ``CoalescingWriter``, or an HTTP
+    upstream's writer that posts each message."""
+
+    congested: bool
+
+    def write(self, data: bytes) -> None: ...
+    def drained(self, low_water: int) -> bool: ...
+    def buffered(self) -> int: ...
 
 
 class Requester(Protocol):
@@ -81,8 +92,12 @@ class Connection(Generic[CallT]):
         self._timeout = timeout
         self.ready = False
         """Open and through the handshake: requests may be forwarded."""
-        self.writer: CoalescingWriter | None = None
+        self.writer: Writer | None = None
         """The transport's writer while the connection is open."""
+        self.stream_of: int | None = None
+        """While the messages of one request's own response stream are read (an HTTP
+        upstream's POST stream), that request's id: what the server says there is the
+        requester's (PROTOCOL.md, "Whose message is it?")."""
         self.delimiter = b""
         """What ends each message on the wire (a newline on stdio)."""
         self.pending: dict[int, CallT] = {}

@@ -5,6 +5,7 @@ from __future__ import annotations
 from ..config import Interpolated, UpstreamConfig
 from .base import CallT, Upstream, UpstreamEvents
 from .stdio import StdioUpstream
+from .streamable import StreamableHttpUpstream
 from .unix import UnixUpstream
 from .websocket import WebSocketUpstream
 
@@ -14,6 +15,8 @@ def new_upstream(name: str, index: int, config: UpstreamConfig,
                  ) -> Upstream[CallT]:
     if config.transport == "websocket":
         return WebSocketUpstream(name, index, config, events)
+    if config.transport == "streamable_http":
+        return StreamableHttpUpstream(name, index, config, events)
     if config.transport == "unix":
         return UnixUpstream(name, index, config, events)
     return StdioUpstream(name, index, config, events, interpolated)

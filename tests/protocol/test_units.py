@@ -208,3 +208,30 @@ def test_message_builders() -> None:
         "jsonrpc": "2.0", "method": "notifications/initialized"}
     assert read(jsonrpc.notification("notifications/cancelled", {"requestId": 1})) == {
         "jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": 1}}
+
+
+def test_sse_parser_whole_and_byte_by_byte() -> None:
+    from mcpfast.protocol.sse import SseEvent, SseParser
+
+    stream = (b": keep-alive\r\nid: s_1\r\ndata: {\"a\":1}\r\n\r\n"
+              b"event: other\ndata: line 1\ndata:line 2\n\n"
+              b"retry: 250\rid: s_2\rdata: z\r\r"
+              b"id: bad\0id\ndata\n\n")
+    expected = [SseEvent(b'{"a":1}', "message", "s_1"),
+                SseEvent(b"line 1\nline 2", "other", "s_1"),
+                SseEvent(b"z", "message", "s_2"), SseEvent(b"", "message", "s_2")]
+    whole = SseParser(1000)
+    # A bare "data" line makes an event with empty data, which is dispatched (HTML 9.2.6).
+    assert whole.feed(stream) == expected
+    assert whole.retry_ms == 250 and whole.last_id == "s_2"  # an id with NUL is ignored
+    one_by_one = SseParser(1000)
+    events = [e for i in range(len(stream)) for e in one_by_one.feed(stream[i:i + 1])]
+    assert events == expected
+
+
+def test_sse_parser_bounds_an_event() -> None:
+    from mcpfast.protocol.sse import SseParser
+
+    parser = SseParser(16)
+    with pytest.raises(ValueError, match="over 16 bytes"):
+        parser.feed(b"data: " + b"x" * 20)

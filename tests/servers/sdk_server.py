@@ -1,9 +1,11 @@
 """A real upstream MCP server, written with the official Python SDK, for integration tests.
 
-Run it over stdio: ``python tests/servers/sdk_server.py [--name NAME]``. ``--name`` (default
-``sdk``) becomes the server's name and the answer of ``whoami``, so two instances can be
-told apart behind the gateway. If ``SDK_SERVER_TOOL_PREFIX`` is set (say ``b_``), every tool
-name starts with it, so two instances can also expose non-colliding tools.
+Run it over stdio: ``python tests/servers/sdk_server.py [--name NAME]``, or over
+Streamable HTTP with ``--http PORT`` (``--json-response``: JSON bodies, not SSE streams).
+``--name`` (default ``sdk``) becomes the server's name and the answer of ``whoami``, so
+two instances can be told apart behind the gateway. If ``SDK_SERVER_TOOL_PREFIX`` is set
+(say ``b_``), every tool name starts with it, so two instances can also expose
+non-colliding tools.
 
 Tools: ``echo``, ``add``, ``slow``, ``progress``, ``log``, ``crash`` (the process dies with
 exit code 3), ``whoami``, ``sample`` (a server->client ``sampling/createMessage``), ``fail``
@@ -144,8 +146,17 @@ def build_server(name: str, prefix: str = "") -> MCPServer:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--name", default="sdk", help="server name, also returned by whoami")
+    parser.add_argument("--http", type=int, metavar="PORT",
+                        help="serve Streamable HTTP at http://127.0.0.1:PORT/mcp, not stdio")
+    parser.add_argument("--json-response", action="store_true",
+                        help="with --http: answer requests with JSON bodies, not SSE")
     args: Any = parser.parse_args(argv)
-    build_server(args.name, os.environ.get("SDK_SERVER_TOOL_PREFIX", "")).run("stdio")
+    server = build_server(args.name, os.environ.get("SDK_SERVER_TOOL_PREFIX", ""))
+    if args.http:
+        server.run("streamable-http", host="127.0.0.1", port=args.http,
+                   json_response=args.json_response)
+    else:
+        server.run("stdio")
 
 
 if __name__ == "__main__":

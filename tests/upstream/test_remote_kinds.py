@@ -233,10 +233,12 @@ def test_nothing_listening_is_a_clear_error(tmp_path: Path, short_dir: Path) -> 
 @pytest.mark.parametrize("table,message", [
     ('url = "ws://h/"\ncommand = ["x"]', "upstreams.a.url: set one of command, url and "
                                          "socket, not command and url"),
-    ('url = "http://h/mcp"', "upstreams.a.url: must be a ws:// or wss:// URL"),
+    ('url = "ftp://h/mcp"', "upstreams.a.url: must be an http(s):// URL (Streamable HTTP) "
+                           "or a ws(s):// URL"),
+    ('transport = "websocket"\nurl = "http://h/"', "upstreams.a.url: must be a ws:// or"),
     ('url = "ws:///mcp"', "upstreams.a.url: names no host"),
     ('url = "ws://h:99999/"', "upstreams.a.url: has an invalid port"),
-    ('url = "ws://h/"\nca_file = "ca.pem"', "upstreams.a.ca_file: applies only to a wss://"),
+    ('url = "ws://h/"\nca_file = "ca.pem"', "upstreams.a.ca_file: applies only to an https://"),
     ('url = "ws://h/"\nheaders = {"X Y" = "1"}', 'upstreams.a.headers.X Y: is not a valid'),
     ('url = "ws://h/"\nheaders = {X = "a\\r\\nB: c"}', "upstreams.a.headers.X: must not "
                                                       "contain a line break"),
@@ -251,6 +253,6 @@ def test_config_errors_name_the_key(table: str, message: str) -> None:
 
 def test_the_kind_follows_from_the_key_given() -> None:
     config = parse('[upstreams.w]\nurl = "wss://h/mcp"\n[upstreams.u]\nsocket = "/s"\n'
-                   '[upstreams.p]\ncommand = ["srv"]\n')
+                   '[upstreams.p]\ncommand = ["srv"]\n[upstreams.h]\nurl = "https://h/mcp"\n')
     assert {name: up.transport for name, up in config.upstreams.items()} == {
-        "w": "websocket", "u": "unix", "p": "stdio"}
+        "w": "websocket", "u": "unix", "p": "stdio", "h": "streamable_http"}

@@ -1,0 +1,177 @@
+"""A Streamable HTTP upstream: the official Python SDK's server over HTTP (uvicorn),
+behind the gateway, used by the official SDK's client.
+
+What a user would notice: the server's tools, progress, log messages and server-to-client
+sampling reach the client that made the call, in both eras and with both answer forms
+(SSE streams and JSON bodies); the upstream's session survives as long as the server's
+does, and a restarted server (whose old session is gone: 404) is joined again by itself."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
+from mcp.types import (
+    CreateMessageRequestParams,
+    CreateMessageResult,
+    LoggingMessageNotificationParams,
+    TextContent,
+)
+
+from ..conftest import SDK_SERVER, GatewayProcess, free_port, run, wait_until
+
+# logging/setLevel is deprecated in 2026-07-28, and still the legacy era's way to ask.
+pytestmark = pytest.mark.filterwarnings("ignore:The logging capability is deprecated")
+
+
+class HttpServer:
+    """tests/servers/sdk_server.py over Streamable HTTP, listening once started."""
+
+    def __init__(self, port: int, *flags: str) -> None:
+        self.port = port
+        self.flags = flags
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/mcp"
+
+    def start(self) -> HttpServer:
+        self.proc = subprocess.Popen(
+            [sys.executable, SDK_SERVER, "--http", str(self.port), *self.flags],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 30
+        while True:
+            assert self.proc.poll() is None, "the SDK server exited"
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                return self
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(20)
+
+
+@pytest.fixture
+def servers() -> Iterator[list[HttpServer]]:
+    started: list[HttpServer] = []
+    yield started
+    for server in started:
+        server.stop()
+
+
+async def answer_sampling(context: Any, params: CreateMessageRequestParams
+                          ) -> CreateMessageResult:
+    asked = params.messages[0].content
+    assert isinstance(asked, TextContent)
+    return CreateMessageResult(role="assistant", model="test-model",
+                               content=TextContent(type="text", text=f"echo of {asked.text}"))
+
+
+def text_of(result: Any) -> str:
+    content = result.content[0]
+    assert isinstance(content, TextContent)
+    return content.text
+
+
+async def use_through(gateway: GatewayProcess, mode: str, streams: bool = True) -> None:
+    """Calls through the gateway. ``streams``: the server answers with SSE streams; with
+    JSON bodies it has no channel for progress or requests during a call (the same
+    client talking to it directly gets neither), so those are not asked for."""
+    progress: list[float] = []
+    logged: list[Any] = []
+
+    async def on_progress(value: float, total: float | None, message: str | None) -> None:
+        progress.append(value)
+
+    async def on_log(params: LoggingMessageNotificationParams) -> None:
+        logged.append(params.data)
+
+    async with Client(streamable_http_client(gateway.http_url), mode=mode,
+                      sampling_callback=answer_sampling, logging_callback=on_log) as client:
+        assert "echo" in {tool.name for tool in (await client.list_tools()).tools}
+        assert text_of(await client.call_tool("echo", {"text": "over HTTP"})) == "over HTTP"
+        failed = await client.call_tool("fail", {})
+        assert failed.is_error
+        if not streams:
+            return
+        steps = await client.call_tool("progress", {"steps": 3}, progress_callback=on_progress)
+        assert text_of(steps) == "completed 3 steps"
+        assert progress == [1, 2, 3]
+        if mode == "legacy":
+            # The server asks the client on the call's own stream: it is the caller's.
+            sampled = await client.call_tool("sample", {"prompt": "ping?"})
+            assert text_of(sampled) == "echo of ping?"
+            await client.set_logging_level("info")
+            await client.call_tool("log", {"message": "from upstream"})
+            assert "from upstream" in logged
+
+
+@pytest.mark.parametrize("answers", ["sse", "json"])
+@pytest.mark.parametrize("era,mode", [("legacy", "legacy"), ("auto", "2026-07-28"),
+                                      ("auto", "legacy")])
+def test_the_sdk_server_over_streamable_http(tmp_path: Path, servers: list[HttpServer],
+                                             answers: str, era: str, mode: str) -> None:
+    server = HttpServer(free_port(), *(["--json-response"] if answers == "json" else []))
+    servers.append(server.start())
+    gateway = GatewayProcess(tmp_path, {"remote": {"url": server.url, "era": era}}, {})
+    try:
+        gateway.start()
+        upstream = gateway.upstream("remote")
+        assert upstream["kind"] == "streamable_http"
+        assert upstream["address"] == server.url
+        assert upstream["era"] == ("legacy" if era == "legacy" else "modern")
+        assert upstream["session_id"] is (era == "legacy")
+        run(use_through(gateway, mode, streams=answers == "sse"))
+    finally:
+        gateway.cleanup()
+
+
+def test_a_restarted_server_is_joined_again(tmp_path: Path, servers: list[HttpServer]
+                                             ) -> None:
+    port = free_port()
+    first = HttpServer(port)
+    servers.append(first.start())
+    gateway = GatewayProcess(tmp_path, {"remote": {
+        "url": first.url, "era": "legacy", "restart_backoff": 0.2,
+        "restart_backoff_max": 0.5}}, {})
+    try:
+        gateway.start()
+        run(use_through(gateway, "legacy"))
+        starts = gateway.upstream("remote")["starts"]
+        first.stop()
+        # Back on the same port: the gateway's session is unknown there (404), so it
+        # initializes again, and calls go on.
+        servers.append(HttpServer(port).start())
+        wait_until(lambda: gateway.upstream("remote")["starts"] > starts
+                   and gateway.upstream("remote")["ready"], 60)
+        run(use_through(gateway, "legacy"))
+    finally:
+        gateway.cleanup()
+
+
+def test_nothing_listening_fails_calls_at_once(tmp_path: Path) -> None:
+    gateway = GatewayProcess(tmp_path, {"remote": {
+        "url": f"http://127.0.0.1:{free_port()}/mcp", "era": "legacy"}}, {})
+    try:
+        gateway.start(wait_ready=False)
+
+        def down() -> bool:
+            code, body = gateway.admin_get("/status", starting=True)
+            return code == 200 and b"cannot connect to http://127.0.0.1" in body
+        wait_until(down, 30)
+    finally:
+        gateway.cleanup()
