@@ -469,9 +469,10 @@ class UpstreamConfig(msgspec.Struct, **KEY):  # type: ignore[call-arg]
     connects to (``url``: ``http://``/``https://`` for Streamable HTTP, ``ws://``/``wss://``
     for WebSocket; ``socket``: a unix socket path)."""
 
-    transport: Literal["", "stdio", "streamable_http", "websocket", "unix"] = ""
+    transport: Literal["", "stdio", "streamable_http", "sse", "websocket", "unix"] = ""
     """What kind of upstream this is; by default, told by which of ``command``, ``url``
-    and ``socket`` is set."""
+    and ``socket`` is set. ``sse``, the HTTP+SSE transport of 2024-11-05, is never
+    assumed: its ``url`` is the SSE endpoint."""
     command: list[str] | None = None
     """The program to start and its arguments (a stdio upstream)."""
     url: str = ""
@@ -536,13 +537,19 @@ class UpstreamConfig(msgspec.Struct, **KEY):  # type: ignore[call-arg]
                    "arguments (or url or socket, for a server the gateway connects to)")
             _check(bool(self.command) and bool(self.command[0]),  # type: ignore[index]
                    "command", "must be a non-empty list: the program and its arguments")
-        elif self.transport in ("websocket", "streamable_http"):
+        elif self.transport in ("websocket", "streamable_http", "sse"):
             schemes = ("ws://", "wss://") if self.transport == "websocket" else \
                 ("http://", "https://")
             _check(self.url.startswith(schemes), "url",
-                   "must be an http(s):// URL (Streamable HTTP) or a ws(s):// URL "
-                   "(WebSocket)" if self.transport == "streamable_http" or not self.url else
-                   "must be a ws:// or wss:// URL for a WebSocket upstream")
+                   "must be a ws:// or wss:// URL for a WebSocket upstream"
+                   if self.transport == "websocket" and self.url else
+                   "must be the http(s):// URL of the SSE endpoint" if self.transport == "sse"
+                   else "must be an http(s):// URL (Streamable HTTP) or a ws(s):// URL "
+                   "(WebSocket)")
+            if self.transport == "sse":
+                _check(self.era != "modern", "era", "the sse transport (2024-11-05) is "
+                       "legacy only")
+                self.era = "legacy"
             split = urlsplit(self.url)
             _check(bool(split.hostname), "url", "names no host")
             try:

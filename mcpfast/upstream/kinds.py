@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ..config import Interpolated, UpstreamConfig
 from .base import CallT, Upstream, UpstreamEvents
+from .sse import SseUpstream
 from .stdio import StdioUpstream
 from .streamable import StreamableHttpUpstream
 from .unix import UnixUpstream
@@ -17,6 +18,8 @@ def new_upstream(name: str, index: int, config: UpstreamConfig,
         return WebSocketUpstream(name, index, config, events)
     if config.transport == "streamable_http":
         return StreamableHttpUpstream(name, index, config, events)
+    if config.transport == "sse":
+        return SseUpstream(name, index, config, events)
     if config.transport == "unix":
         return UnixUpstream(name, index, config, events)
     return StdioUpstream(name, index, config, events, interpolated)

@@ -76,6 +76,26 @@ class _Id(msgspec.Struct, gc=False):
 _answer_id = msgspec.json.Decoder(_Id)
 
 
+def http_client(config: UpstreamConfig) -> aiohttp.ClientSession:
+    """An upstream's HTTP client: a keep-alive pool of ``max_connections``, the config's
+    headers on every request, certificates verified (against ``ca_file`` when set)."""
+    tls: ssl.SSLContext | bool = True
+    if config.ca_file:
+        tls = ssl.create_default_context(cafile=config.ca_file)
+    return aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=config.max_connections, ssl=tls),
+        timeout=aiohttp.ClientTimeout(total=None, sock_connect=config.connect_timeout,
+                                      connect=config.connect_timeout),
+        headers=config.headers)
+
+
+def shown_url(url: str) -> str:
+    """``url`` as /status and the log show it: no query or user part, which may hold a
+    credential."""
+    split = urlsplit(url)
+    return urlunsplit((split.scheme, split.netloc.rpartition("@")[2], split.path, "", ""))
+
+
 class _PostWriter:
     """The connection's writer: each message a POST (``StreamableHttpUpstream.post``).
     The keep-alive pool bounds the POSTs in flight; the rest wait in aiohttp, and the
@@ -103,11 +123,7 @@ class StreamableHttpUpstream(Upstream[CallT]):
     def __init__(self, name: str, index: int, config: UpstreamConfig,
                  events: UpstreamEvents[CallT]) -> None:
         super().__init__(name, index, config, events)
-        url = urlsplit(config.url)
-        self.address = urlunsplit((url.scheme, url.netloc.rpartition("@")[2], url.path,
-                                   "", ""))
-        """The URL as /status and the log show it: no query or user part, which may
-        hold a credential."""
+        self.address = shown_url(config.url)
         self.session_id: str | None = None
         self._http: aiohttp.ClientSession | None = None
         self._posts: dict[int | str, asyncio.Task[None]] = {}
@@ -115,21 +131,13 @@ class StreamableHttpUpstream(Upstream[CallT]):
         self._tasks: set[asyncio.Task[None]] = set()
         self._closed: asyncio.Future[None] | None = None
         self._reason = "not connected"
-        self._tls: ssl.SSLContext | None = None
 
     # -- the connection's life (Upstream) -------------------------------------------------
     async def connect(self) -> asyncio.Future[Any]:
         """Make the client (nothing is sent yet: the handshake's first POST connects);
         the future is done when the upstream must be reconnected."""
         loop = asyncio.get_running_loop()
-        if self.config.url.startswith("https://") and self._tls is None:
-            self._tls = ssl.create_default_context(cafile=self.config.ca_file or None)
-        self._http = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=self.config.max_connections,
-                                           ssl=self._tls if self._tls is not None else True),
-            timeout=aiohttp.ClientTimeout(total=None, sock_connect=self.config.connect_timeout,
-                                          connect=self.config.connect_timeout),
-            headers=self.config.headers, auto_decompress=True)
+        self._http = http_client(self.config)
         self.session_id = None
         self._closed = loop.create_future()
         self._reason = "the gateway disconnected"

@@ -1,7 +1,8 @@
 """A real upstream MCP server, written with the official Python SDK, for integration tests.
 
 Run it over stdio: ``python tests/servers/sdk_server.py [--name NAME]``, or over
-Streamable HTTP with ``--http PORT`` (``--json-response``: JSON bodies, not SSE streams).
+Streamable HTTP with ``--http PORT`` (``--json-response``: JSON bodies, not SSE streams),
+or the HTTP+SSE transport of 2024-11-05 with ``--sse PORT``.
 ``--name`` (default ``sdk``) becomes the server's name and the answer of ``whoami``, so
 two instances can be told apart behind the gateway. If ``SDK_SERVER_TOOL_PREFIX`` is set
 (say ``b_``), every tool name starts with it, so two instances can also expose
@@ -148,11 +149,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--name", default="sdk", help="server name, also returned by whoami")
     parser.add_argument("--http", type=int, metavar="PORT",
                         help="serve Streamable HTTP at http://127.0.0.1:PORT/mcp, not stdio")
+    parser.add_argument("--sse", type=int, metavar="PORT",
+                        help="serve the HTTP+SSE transport (2024-11-05) at "
+                        "http://127.0.0.1:PORT/sse, not stdio")
     parser.add_argument("--json-response", action="store_true",
                         help="with --http: answer requests with JSON bodies, not SSE")
     args: Any = parser.parse_args(argv)
     server = build_server(args.name, os.environ.get("SDK_SERVER_TOOL_PREFIX", ""))
-    if args.http:
+    if args.sse:
+        server.run("sse", host="127.0.0.1", port=args.sse)
+    elif args.http:
         server.run("streamable-http", host="127.0.0.1", port=args.http,
                    json_response=args.json_response)
     else:

@@ -243,6 +243,9 @@ def test_nothing_listening_is_a_clear_error(tmp_path: Path, short_dir: Path) -> 
     ('url = "ws://h/"\nheaders = {X = "a\\r\\nB: c"}', "upstreams.a.headers.X: must not "
                                                       "contain a line break"),
     ('transport = "unix"', "upstreams.a.socket: must be the path of the unix socket"),
+    ('transport = "sse"\nurl = "ws://h/sse"', "upstreams.a.url: must be the http(s):// URL"),
+    ('transport = "sse"\nurl = "http://h/sse"\nera = "modern"',
+     "upstreams.a.era: the sse transport (2024-11-05) is legacy only"),
     ('socket = "/s"\nconnect_timeout = 0', "upstreams.a.connect_timeout: must be positive"),
 ])
 def test_config_errors_name_the_key(table: str, message: str) -> None:

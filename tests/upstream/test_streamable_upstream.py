@@ -33,20 +33,23 @@ pytestmark = pytest.mark.filterwarnings("ignore:The logging capability is deprec
 
 
 class HttpServer:
-    """tests/servers/sdk_server.py over Streamable HTTP, listening once started."""
+    """tests/servers/sdk_server.py over Streamable HTTP (or with ``sse`` the HTTP+SSE
+    transport of 2024-11-05), listening once started."""
 
-    def __init__(self, port: int, *flags: str) -> None:
+    def __init__(self, port: int, *flags: str, sse: bool = False) -> None:
         self.port = port
         self.flags = flags
+        self.sse = sse
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/mcp"
+        return f"http://127.0.0.1:{self.port}/{'sse' if self.sse else 'mcp'}"
 
     def start(self) -> HttpServer:
         self.proc = subprocess.Popen(
-            [sys.executable, SDK_SERVER, "--http", str(self.port), *self.flags],
+            [sys.executable, SDK_SERVER, "--sse" if self.sse else "--http", str(self.port),
+             *self.flags],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 30
         while True:
@@ -136,6 +139,29 @@ def test_the_sdk_server_over_streamable_http(tmp_path: Path, servers: list[HttpS
         assert upstream["era"] == ("legacy" if era == "legacy" else "modern")
         assert upstream["session_id"] is (era == "legacy")
         run(use_through(gateway, mode, streams=answers == "sse"))
+    finally:
+        gateway.cleanup()
+
+
+@pytest.mark.parametrize("mode", ["legacy", "2026-07-28"])
+def test_the_sdk_server_over_the_2024_11_05_sse_transport(
+        tmp_path: Path, servers: list[HttpServer], mode: str) -> None:
+    server = HttpServer(free_port(), sse=True)
+    servers.append(server.start())
+    gateway = GatewayProcess(tmp_path, {"remote": {"url": server.url, "transport": "sse"}},
+                             {})
+    try:
+        gateway.start()
+        upstream = gateway.upstream("remote")
+        assert (upstream["kind"], upstream["era"]) == ("sse", "legacy")
+        run(use_through(gateway, mode))
+        # The server goes away: its stream ends, and the upstream is down until it is
+        # back (a new stream, a new endpoint).
+        server.stop()
+        wait_until(lambda: not gateway.upstream("remote")["ready"], 30)
+        servers.append(HttpServer(server.port, sse=True).start())
+        wait_until(lambda: gateway.upstream("remote")["ready"], 60)
+        run(use_through(gateway, mode))
     finally:
         gateway.cleanup()
 
