@@ -166,17 +166,21 @@ class Catalog:
                 log.warning("could not refresh %s of %r: %s", "/".join(kinds), upstream.name,
                             exc.message)
                 return
-            self.rebuild()
+            # The upstream said its list changed: that is passed on after the refetch
+            # even if the merged list reads the same (what changed may be behind it).
+            self.rebuild(tuple(dict.fromkeys(
+                "resources" if kind == "resourceTemplates" else kind for kind in kinds)))
         self.gw.background(refresh())
 
-    def rebuild(self) -> None:
+    def rebuild(self, announced: tuple[str, ...] = ()) -> None:
         """Rebuild the routes from the upstreams' catalogs and tell the sessions (and
-        the listen streams that asked) which lists changed: with views, each session
-        only of the lists whose items it is shown changed."""
+        the listen streams that asked) which lists changed, and the lists an upstream
+        ``announced`` changed: with views, each session only of the lists whose items
+        it is shown changed, or, for an announced list, that it is shown any of."""
         before = self._lists()
         seen_before = self._seen_by_identity() if self.views else None
         self.gw.router.rebuild()
-        self._announce_changes(before, seen_before)
+        self._announce_changes(before, seen_before, announced)
 
     def _lists(self) -> dict[str, list[dict[str, Any]]]:
         r = self.gw.router
@@ -212,16 +216,20 @@ class Catalog:
         self._tell(kinds, seen_before)
 
     def _announce_changes(self, before: dict[str, list[dict[str, Any]]],
-                          seen_before: dict[Any, dict[str, frozenset[str]]] | None = None
-                          ) -> None:
+                          seen_before: dict[Any, dict[str, frozenset[str]]] | None = None,
+                          announced: tuple[str, ...] = ()) -> None:
         after = self._lists()
-        self._tell(tuple(kind for kind in LISTS if before[kind] != after[kind]), seen_before)
+        self._tell(tuple(kind for kind in LISTS
+                         if kind in announced or before[kind] != after[kind]),
+                   seen_before, announced)
 
     def _tell(self, kinds: tuple[str, ...],
-              seen_before: dict[Any, dict[str, frozenset[str]]] | None) -> None:
+              seen_before: dict[Any, dict[str, frozenset[str]]] | None,
+              announced: tuple[str, ...] = ()) -> None:
         """Send ``list_changed`` for each of ``kinds`` to every session (and its listen
         streams that asked); with ``seen_before`` (views are in force), only to those
-        whose view of that list changed."""
+        whose view of that list changed, or, for a list in ``announced``, that are shown
+        any of it."""
         if not kinds:
             return
         encoded = {kind: jsonrpc.notification(f"notifications/{kind}/list_changed")
@@ -235,7 +243,8 @@ class Catalog:
                     seen_after[key] = self._seen(session)
                 earlier, after = seen_before.get(key), seen_after[key]
             for kind in kinds:
-                if earlier is not None and after is not None and earlier[kind] == after[kind]:
+                if earlier is not None and after is not None and earlier[kind] == after[kind] \
+                        and not (kind in announced and after[kind]):
                     continue  # nothing it is shown changed
                 if session.initialized:
                     self.gw.send(session, encoded[kind])

@@ -10,6 +10,7 @@ import pytest
 
 from ..conftest import (
     GatewayProcess,
+    events_upstream,
     modern,
     recording_upstream,
     run,
@@ -115,6 +116,35 @@ def test_list_changed_refreshes_the_catalog_and_reaches_clients(gateway_factory:
             assert "beta__fresh" in tools and "alpha__fresh" not in tools
             r = await watcher.call_tool("beta__fresh", {"text": "hi"})
             assert r["result"]["content"][0]["text"] == "fresh: hi"
+    run(body())
+
+
+def test_every_announced_change_is_passed_on_even_when_the_list_reads_the_same(
+        gateway_factory: Any) -> None:
+    """The upstream announces a change twice; the second leaves the list as it was (the
+    same tool added again). Both announcements reach the client, after the refetch: it
+    cannot know what changed behind the list (2026-07-28 conformance checks this)."""
+    gw = gateway_factory({"events": events_upstream("legacy")})
+
+    async def body() -> None:
+        async with ws_client(gw.ws_url) as client:
+            await client.initialize()
+
+            async def announced(count: int) -> None:
+                for _ in range(200):  # 10 s at most
+                    if sum(n["method"] == "notifications/tools/list_changed"
+                           for n in client.notifications) >= count:
+                        return
+                    await client.request("ping")
+                    await asyncio.sleep(0.05)
+                raise AssertionError(f"{count} tools/list_changed expected, got "
+                                     f"{client.notifications}")
+            for round_ in (1, 2):
+                answer = await client.call_tool("announce", {"tool_name": "fresh"})
+                assert answer["result"]["content"][0]["text"] == "added fresh"
+                await announced(round_)
+            tools = [t["name"] for t in (await client.request("tools/list"))["result"]["tools"]]
+            assert tools.count("fresh") == 1
     run(body())
 
 
