@@ -380,6 +380,36 @@ def check_param_values(headers: Sequence[tuple[str, str]],
                 f"body value {_show(value)}")
 
 
+def encode_header_value(value: str) -> str:
+    """``value`` as a client sends it in ``Mcp-Name`` or ``Mcp-Param-*`` ("Value
+    Encoding"): itself when it is visible ASCII with no surrounding whitespace and could
+    not be read as Base64, else ``=?base64?<Base64 of its UTF-8>?=``."""
+    if (value.isascii() and value.isprintable() and value == value.strip(_OWS)
+            and not (value.startswith(_SENTINEL_OPEN) and value.endswith(_SENTINEL_CLOSE))):
+        return value
+    return f"{_SENTINEL_OPEN}{base64.b64encode(value.encode()).decode('ascii')}{_SENTINEL_CLOSE}"
+
+
+def param_headers(annotations: dict[str, tuple[tuple[str, ...], str]],
+                  arguments: object) -> list[tuple[str, str]]:
+    """The ``Mcp-Param-*`` headers a client sends for a ``tools/call`` with
+    ``arguments``, given the tool's ``x_mcp_headers``: one per annotated argument that
+    is present (null counts as absent), rendered as "Value Encoding" says."""
+    headers: list[tuple[str, str]] = []
+    for key, (path, _) in annotations.items():
+        value = _value_at(arguments, path)
+        if value is None:
+            continue
+        if isinstance(value, bool):
+            text = "true" if value else "false"
+        elif isinstance(value, float) and value.is_integer():
+            text = str(int(value))
+        else:
+            text = str(value)
+        headers.append((f"{PARAM_HEADER_PREFIX}{key}", encode_header_value(text)))
+    return headers
+
+
 def _value_at(arguments: object, path: tuple[str, ...]) -> object:
     node = arguments
     for key in path:

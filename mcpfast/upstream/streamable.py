@@ -35,7 +35,12 @@ from msgspec import UNSET, UnsetType
 
 from ..config import UpstreamConfig
 from ..protocol import jsonrpc
-from ..protocol.modern import META_PROTOCOL_VERSION
+from ..protocol.modern import (
+    META_PROTOCOL_VERSION,
+    encode_header_value,
+    param_headers,
+    x_mcp_headers,
+)
 from ..protocol.sse import SseParser
 from .base import CallT, Upstream, UpstreamEvents
 
@@ -54,6 +59,8 @@ class _OutMeta(msgspec.Struct, gc=False):
 class _OutParams(msgspec.Struct, gc=False):
     name: Any = UNSET
     uri: Any = UNSET
+    arguments: msgspec.Raw = msgspec.Raw(b"null")
+    """Decoded only for a tool whose schema mirrors arguments in headers."""
     requestId: Any = UNSET  # noqa: N815 - the wire name
     meta: _OutMeta | UnsetType = msgspec.field(default=UNSET, name="_meta")
 
@@ -74,6 +81,7 @@ class _Id(msgspec.Struct, gc=False):
 
 
 _answer_id = msgspec.json.Decoder(_Id)
+_any = msgspec.json.Decoder()
 
 
 def http_client(config: UpstreamConfig) -> aiohttp.ClientSession:
@@ -131,6 +139,9 @@ class StreamableHttpUpstream(Upstream[CallT]):
         self._tasks: set[asyncio.Task[None]] = set()
         self._closed: asyncio.Future[None] | None = None
         self._reason = "not connected"
+        self._annotated: Any = None
+        self._annotations: dict[str, dict[str, tuple[tuple[str, ...], str]]] = {}
+        """Each tool's ``x-mcp-header`` annotations, from the catalog ``_annotated``."""
 
     # -- the connection's life (Upstream) -------------------------------------------------
     async def connect(self) -> asyncio.Future[Any]:
@@ -230,8 +241,30 @@ class StreamableHttpUpstream(Upstream[CallT]):
             if member is not None and not isinstance(message.params, UnsetType):
                 named = getattr(message.params, member)
                 if isinstance(named, str):
-                    headers["Mcp-Name"] = named
+                    headers["Mcp-Name"] = encode_header_value(named)
+                    if message.method == "tools/call":
+                        headers.update(self._param_headers(named, message.params))
         return headers
+
+    def _param_headers(self, tool: str, params: _OutParams) -> list[tuple[str, str]]:
+        """The ``Mcp-Param-*`` headers of a call to ``tool``, from its ``x-mcp-header``
+        annotations in the upstream's own list ("Custom Headers"): whatever the client's
+        transport, the upstream gets the headers its schema asks for."""
+        catalog = self.catalog
+        if catalog is not self._annotated:
+            self._annotated = catalog
+            self._annotations = {
+                t["name"]: found for t in (catalog or {}).get("tools", [])
+                if isinstance(t, dict) and isinstance(t.get("name"), str)
+                and (found := x_mcp_headers(t.get("inputSchema")))}
+        annotations = self._annotations.get(tool)
+        if not annotations:
+            return []
+        try:
+            arguments = _any.decode(params.arguments)
+        except msgspec.DecodeError:
+            return []
+        return param_headers(annotations, arguments)
 
     async def _post(self, data: bytes, message: _Outgoing) -> None:
         http = self._http

@@ -3,8 +3,9 @@
 The gateway fronts ``tests/servers/conformance_server.py`` (written with the official
 SDK), alone and next to a second upstream so that aggregation is exercised (prefix mode
 ``conditional``: the fixture's names stay unprefixed because the second upstream shares
-none of them). ``make test`` installs Node 22 and the suite into ``.tools/`` first
-(``scripts/node-tools.sh``); a missing install fails here rather than skipping.
+none of them), and served over Streamable HTTP as a remote upstream. ``make test``
+installs Node 22 and the suite into ``.tools/`` first (``scripts/node-tools.sh``); a
+missing install fails here rather than skipping.
 
 An expected-failures file may list only failures that are the suite's own fault, each
 with its reason; the suite itself fails a run whose listed failure passes (stale).
@@ -13,14 +14,17 @@ with its reason; the suite itself fails a run whose listed failure passes (stale
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from ..conftest import ROOT, sdk_upstream
+from ..conftest import ROOT, free_port, sdk_upstream
 
 TOOLS = ROOT / ".tools"
 NODE_BIN = TOOLS / "node22" / "node_modules" / ".bin"
@@ -44,15 +48,50 @@ def conformance_upstream(era: str) -> dict[str, Any]:
 LEGS = [("2025-11-25", "legacy"), ("2025-11-25", "auto"), ("2026-07-28", "auto")]
 
 
+@pytest.fixture
+def http_fixture() -> Iterator[str]:
+    """The fixture served over Streamable HTTP (with its replay buffer), for the legs
+    where it is a remote upstream; its URL."""
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, FIXTURE, "--http", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            assert proc.poll() is None, "the conformance fixture exited"
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "the conformance fixture never listened"
+                time.sleep(0.05)
+        yield f"http://127.0.0.1:{port}/mcp"
+    finally:
+        # uvicorn's graceful stop waits for open streams, which the gateway (stopped
+        # after this fixture) still holds: a few seconds, then the hard way.
+        proc.terminate()
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(20)
+
+
 @pytest.mark.parametrize(("spec_version", "era"), LEGS)
-@pytest.mark.parametrize("upstreams", ["one", "two"])
-def test_conformance_suite(gateway_factory: Any, tmp_path: Path, spec_version: str,
-                           era: str, upstreams: str) -> None:
-    if upstreams == "two" and os.environ.get("MCPFAST_NO_EXTENSIONS") == "1":
-        # The pure pass runs each leg once; aggregation is the same code in both passes.
-        pytest.skip("the two-upstream legs run in the compiled pass of make test")
+@pytest.mark.parametrize("upstreams", ["one", "two", "http"])
+def test_conformance_suite(gateway_factory: Any, tmp_path: Path, request: Any,
+                           spec_version: str, era: str, upstreams: str) -> None:
+    if upstreams != "one" and os.environ.get("MCPFAST_NO_EXTENSIONS") == "1":
+        # The pure pass runs each leg once; aggregation and the remote upstream are the
+        # same code in both passes.
+        pytest.skip("the two-upstream and remote legs run in the compiled pass")
     assert CONFORMANCE.exists(), "run scripts/node-tools.sh (make test does) first"
     config: dict[str, dict[str, Any]] = {"everything": conformance_upstream(era)}
+    if upstreams == "http":
+        # The fixture as a Streamable HTTP upstream: a call's server-to-client requests
+        # come on its own stream, so they are attributed without "in_flight".
+        config["everything"] = {"url": request.getfixturevalue("http_fixture"),
+                                "init_timeout": 20.0, "era": era}
     if upstreams == "two":
         config["other"] = sdk_upstream("other", prefix="other_")
     gw = gateway_factory(config, routing={"prefix": "conditional"})
@@ -66,7 +105,7 @@ def test_conformance_suite(gateway_factory: Any, tmp_path: Path, spec_version: s
                           cwd=tmp_path)
     sys.stdout.write(proc.stdout[-20000:])
     assert proc.returncode == 0, (
-        f"conformance {spec_version} ({upstreams} upstream(s), fixture era {era}) "
+        f"conformance {spec_version} (upstreams: {upstreams}, fixture era {era}) "
         "failed:\n"
         f"{proc.stdout[-15000:]}\n{proc.stderr[-3000:]}\n--- gateway log ---\n"
         f"{gw.log()[-5000:]}")

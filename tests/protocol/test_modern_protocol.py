@@ -601,3 +601,37 @@ def test_ladder_spec_example() -> None:
 def test_ladder_order(headers: list[tuple[str, str]], params: dict[str, Any],
                       code: int) -> None:
     rejects(code, ladder, headers, "tools/call", params, REGION_SCHEMA)
+
+
+@pytest.mark.parametrize("value,sent", [
+    ("us-west1", "us-west1"),
+    ("Grüße", "=?base64?R3LDvMOfZQ==?="),
+    (" padded ", "=?base64?IHBhZGRlZCA=?="),
+    ("=?base64?abc?=", "=?base64?PT9iYXNlNjQ/YWJjPz0=?="),  # would read as Base64
+    ("line\nbreak", "=?base64?bGluZQpicmVhaw==?="),
+])
+def test_a_header_value_is_encoded_as_a_client_must(value: str, sent: str) -> None:
+    from mcpfast.protocol.modern import decode_header_value, encode_header_value
+
+    assert encode_header_value(value) == sent
+    assert decode_header_value(sent) == value
+
+
+def test_param_headers_are_what_the_server_check_accepts() -> None:
+    from mcpfast.protocol.modern import check_param_values, param_headers, x_mcp_headers
+
+    schema = {"type": "object", "properties": {
+        "region": {"type": "string", "x-mcp-header": "Region"},
+        "count": {"type": "integer", "x-mcp-header": "Count"},
+        "dry": {"type": "boolean", "x-mcp-header": "Dry"},
+        "opts": {"type": "object", "properties": {
+            "zone": {"type": "string", "x-mcp-header": "Zone"}}},
+        "absent": {"type": "string", "x-mcp-header": "Absent"}}}
+    annotations = x_mcp_headers(schema)
+    arguments = {"region": "eu-ü", "count": 3.0, "dry": False, "opts": {"zone": "b"},
+                 "absent": None}
+    headers = param_headers(annotations, arguments)
+    assert dict(headers) == {"Mcp-Param-region": "=?base64?ZXUtw7w=?=",
+                             "Mcp-Param-count": "3", "Mcp-Param-dry": "false",
+                             "Mcp-Param-zone": "b"}
+    check_param_values(headers, annotations, arguments)  # raises on any mismatch

@@ -64,8 +64,13 @@ class HttpServer:
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
+            # uvicorn's graceful stop waits for the streams a gateway holds open.
             self.proc.terminate()
-            self.proc.wait(20)
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(20)
 
 
 @pytest.fixture
