@@ -127,6 +127,10 @@ image-test: $(DEV_INSTALLED)
 # The release files, in dist/: the sdist, and the wheel pip would build from it, with
 # the extension required and stripped (setup.py strips wheels), given its manylinux tag
 # by auditwheel (which needs patchelf on PATH); twine checks both as PyPI would.
+# DIST_PYTHONS="python3.12 python3.13" adds a wheel for each of those interpreters, each
+# built from the sdist in pip's isolated build environment (which downloads setuptools
+# and Cython).
+DIST_PYTHONS ?=
 DIST_TOOLS := $(VENV)/.installed-dist-tools
 $(DIST_TOOLS): $(INSTALLED)
 	$(PY) -m pip install --quiet 'Cython>=3.0' 'setuptools>=77' wheel 'build>=1.2' \
@@ -136,6 +140,10 @@ $(DIST_TOOLS): $(INSTALLED)
 dist: check-build-deps $(DIST_TOOLS)
 	rm -rf dist build/dist
 	MCPFAST_BUILD_EXTENSION=yes $(PY) -m build --no-isolation --outdir build/dist .
+	for python in $(DIST_PYTHONS); do \
+	  MCPFAST_BUILD_EXTENSION=yes $$python -m pip wheel --quiet --no-deps --no-cache-dir \
+	    --wheel-dir build/dist build/dist/mcpfast-*.tar.gz || exit 1; \
+	done
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/auditwheel repair --wheel-dir dist \
 	  build/dist/*.whl
 	cp build/dist/*.tar.gz dist/
