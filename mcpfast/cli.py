@@ -9,6 +9,8 @@ import shlex
 import sys
 from collections.abc import Callable
 
+from mcpfast_ext import IMPLEMENTATION, PURE_REASON
+
 from . import __version__
 from .config import (
     UPSTREAM_NAME,
@@ -31,7 +33,8 @@ SCRIPT_SUFFIXES = frozenset({".py", ".js", ".mjs", ".cjs", ".ts"})
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="mcpfast",
                                      description="A high-performance MCP gateway.")
-    parser.add_argument("--version", action="version", version=f"mcpfast {__version__}")
+    parser.add_argument("--version", action=_PrintVersion, nargs=0,
+                        help="print the version and the hot path in use, and exit")
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", help="run the gateway")
     serve.add_argument("--config", "-c", help="TOML config file (default: the bundled demo)")
@@ -67,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     if args.command == "version":
-        print(f"mcpfast {__version__}")
+        print(_version())
         return 0
     if args.command == "hash-key":
         return _hash_key(args.new)
@@ -109,6 +112,23 @@ def main(argv: list[str] | None = None) -> int:
         return fresh
 
     return _serve(config, reread)
+
+
+class _PrintVersion(argparse.Action):
+    """argparse's own version action wraps its text to the terminal width."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: object, option_string: str | None = None) -> None:
+        print(_version())
+        parser.exit()
+
+
+def _version() -> str:
+    """The version and the hot path it runs: a pure-Python fallback is several times
+    slower, and its cause (no compiler at install time) is otherwise easy to miss."""
+    if IMPLEMENTATION == "compiled":
+        return f"mcpfast {__version__} (compiled hot path)"
+    return f"mcpfast {__version__} (pure-Python hot path: {PURE_REASON})"
 
 
 def _probe(config: Config, path: str, timeout: float) -> int:

@@ -30,7 +30,7 @@ from typing import Any
 
 from aiohttp import web
 
-from mcpfast_ext import IMPLEMENTATION
+from mcpfast_ext import IMPLEMENTATION, NO_EXTENSIONS, PURE_REASON
 
 from . import __version__
 from .admin.app import create_app
@@ -63,6 +63,9 @@ async def serve(config: Config, reread: Callable[[], Config] | None = None) -> N
         loop.add_signal_handler(signal.SIGHUP, _reload_on_signal, reloader)
     log.info("mcpfast %s starting (%s hot path) with %s", __version__, IMPLEMENTATION,
              config.source)
+    if PURE_REASON and not NO_EXTENSIONS:
+        # Asked for, the twins are not news; fallen back to, they are several times slower.
+        log.warning("running the pure-Python hot path: %s", PURE_REASON)
 
     admin_runner: web.AppRunner | None = None
     if config.admin.enabled:

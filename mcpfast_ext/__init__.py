@@ -3,7 +3,8 @@
 Each module here exists twice: ``NAME.pyx`` compiled by Cython and ``NAME_py.py``, its
 pure-Python twin with the same interface. ``MCPFAST_NO_EXTENSIONS=1`` forces the twins;
 otherwise the compiled modules are used when they were built. Both stay importable by
-name so the tests can run one body against each.
+name so the tests can run one body against each. ``PURE_REASON`` says why the twins run
+(empty when the compiled modules do), for the startup log and ``mcpfast --version``.
 """
 
 from __future__ import annotations
@@ -13,20 +14,35 @@ from types import ModuleType
 from typing import TYPE_CHECKING
 
 NO_EXTENSIONS = os.environ.get("MCPFAST_NO_EXTENSIONS", "") not in ("", "0")
+NOT_COMPILED = os.path.join(os.path.dirname(__file__), "not-compiled.txt")
+"""Left by setup.py in a build whose extension fell back to pure Python, with why."""
+PURE_REASON = ""
 
 if TYPE_CHECKING or NO_EXTENSIONS:
     from . import http_reader_py as http_reader
     from . import routing_table_py as routing_table
     from . import token_bucket_py as token_bucket
     from . import websocket_codec_py as websocket_codec
+
+    PURE_REASON = "MCPFAST_NO_EXTENSIONS is set"
 else:
     try:
         from . import http_reader, routing_table, token_bucket, websocket_codec
-    except ImportError:
+    except ImportError as exc:
         from . import http_reader_py as http_reader
         from . import routing_table_py as routing_table
         from . import token_bucket_py as token_bucket
         from . import websocket_codec_py as websocket_codec
+
+        try:
+            with open(NOT_COMPILED) as f:
+                why = f.readline().strip()
+            PURE_REASON = (f"mcpfast_ext could not be compiled when mcpfast was installed "
+                           f"({why}); to get it, install a C compiler and the Python "
+                           f"headers, then reinstall mcpfast with pip's --no-cache-dir "
+                           f"(pip keeps the pure build in its cache)")
+        except OSError:
+            PURE_REASON = f"the compiled extension cannot be imported ({exc})"
 
 IMPLEMENTATION = "pure" if websocket_codec.__name__.endswith("_py") else "compiled"
 
@@ -46,6 +62,7 @@ def compiled_modules() -> dict[str, ModuleType] | None:
 __all__ = [
     "IMPLEMENTATION",
     "NO_EXTENSIONS",
+    "PURE_REASON",
     "compiled_modules",
     "http_reader",
     "routing_table",

@@ -195,8 +195,12 @@ class GatewayProcess:
     """``mcpfast serve`` in a subprocess, with the addresses it listens on."""
 
     def __init__(self, workdir: Path, upstreams: dict[str, dict[str, Any]],
-                 sections: dict[str, dict[str, Any]], env: dict[str, str] | None = None
-                 ) -> None:
+                 sections: dict[str, dict[str, Any]], env: dict[str, str] | None = None,
+                 command: list[str] | None = None) -> None:
+        # ``command`` runs an installed mcpfast instead of the source tree's (the
+        # packaging tests); it starts in ``workdir``, where nothing shadows the install.
+        self.command = command or [sys.executable, "-m", "mcpfast"]
+        self.cwd = ROOT if command is None else workdir
         self.port = free_port()
         self.admin_port = free_port()
         # A short path of its own (unix socket paths are limited to 108 bytes, and
@@ -237,8 +241,8 @@ class GatewayProcess:
         for attempt in range(BIND_ATTEMPTS):
             self._log = open(self.log_path, "wb")
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "mcpfast", "serve", "--config", str(self.config_path)],
-                stdout=self._log, stderr=subprocess.STDOUT, cwd=ROOT,
+                [*self.command, "serve", "--config", str(self.config_path)],
+                stdout=self._log, stderr=subprocess.STDOUT, cwd=self.cwd,
                 env={**os.environ, **self.env})
             if not wait_ready:
                 return self

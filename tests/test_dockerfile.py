@@ -1,8 +1,9 @@
 """What the README says of the image, read from the Dockerfile and the config it ships
-(no container engine runs here): an unprivileged user, ports 8080 and 9090 exposed and
-actually listened on, a health check that asks the admin port the config names, wheels
-mounted rather than copied, pinned build tools, and a build context without caches,
-tests or benches."""
+(no container engine runs in make test; `make image-test` builds and runs the image): an
+unprivileged user, ports 8080 and 9090 exposed and actually listened on, a health check
+that asks the admin port the config names and survives a podman build, wheels mounted
+rather than copied, pinned build tools, and a build context without caches, tests or
+benches."""
 
 from __future__ import annotations
 
@@ -112,3 +113,11 @@ def test_the_build_context_leaves_out_caches_tests_and_benches() -> None:
     ignored = set((ROOT / ".dockerignore").read_text().split())
     assert {"tests", "bench", ".venv", ".git", ".pytest_cache", ".mypy_cache",
             ".ruff_cache", ".benchmarks", ".tools", "**/__pycache__"} <= ignored
+
+
+def test_make_image_keeps_the_health_check_with_podman() -> None:
+    """podman builds OCI images by default, and the OCI format has no HEALTHCHECK: it is
+    dropped with a warning, unless the build asks for the docker format."""
+    makefile = re.sub(r"\\\n", " ", (ROOT / "Makefile").read_text())
+    (podman,) = [line for line in makefile.splitlines() if "podman build" in line]
+    assert "--format docker" in podman and "--isolation chroot" in podman

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from mcpfast import __version__
+from mcpfast_ext import compiled_modules
 
 from ..conftest import ROOT, SDK_SERVER, free_port, run, wait_until, ws_client
 
@@ -25,9 +26,19 @@ def mcpfast(*args: str, **kw: Any) -> subprocess.CompletedProcess[str]:
                           text=True, timeout=30, **kw)
 
 
-def test_version() -> None:
-    out = mcpfast("--version")
-    assert out.returncode == 0 and out.stdout.strip() == f"mcpfast {__version__}"
+def test_version_names_the_hot_path_and_why_it_is_pure() -> None:
+    env = {k: v for k, v in os.environ.items() if k != "MCPFAST_NO_EXTENSIONS"}
+    if compiled_modules() is not None:
+        hot_path = "(compiled hot path)"
+    else:  # a tree whose extension was not built
+        hot_path = "(pure-Python hot path: the compiled extension cannot be imported"
+    for command in ("--version", "version"):
+        out = mcpfast(command, env=env)
+        assert out.returncode == 0 and out.stdout.startswith(f"mcpfast {__version__} ")
+        assert out.stdout.removeprefix(f"mcpfast {__version__} ").startswith(hot_path)
+        forced = mcpfast(command, env={**env, "MCPFAST_NO_EXTENSIONS": "1"})
+        assert forced.stdout == (f"mcpfast {__version__} (pure-Python hot path: "
+                                 "MCPFAST_NO_EXTENSIONS is set)\n")
 
 
 def test_check_config_ok(tmp_path: Path) -> None:
