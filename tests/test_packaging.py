@@ -111,15 +111,16 @@ def test_the_sdist_carries_the_sources_the_tests_and_what_the_readme_names(
         names = {name.removeprefix(f"{top}/") for name in archive.getnames()}
     expected = {"LICENSE", "README.md", "pyproject.toml", "setup.py", "MANIFEST.in",
                 "Makefile", "Dockerfile", "PKG-INFO"}
-    for folder, patterns in {"mcpfast": ("*.py", "*.toml", "py.typed"),
+    for folder, patterns in {"mcpfast": ("*.py", "*.toml", "py.typed", "*.html", "*.js",
+                                         "*.css"),
                              "mcpfast_ext": ("*.py", "*.pyx", "*.pxd"),
-                             "tests": ("*.py", "*.mjs"), "bench": ("*.py",),
-                             "examples": ("*",), "scripts": ("*",)}.items():
+                             "tests": ("*.py", "*.mjs", "*.yml"), "bench": ("*.py",),
+                             "examples": ("*",), "scripts": ("*",), "deploy": ("*",)}.items():
         for pattern in patterns:
             expected |= {str(p.relative_to(ROOT)) for p in (ROOT / folder).rglob(pattern)
                          if p.is_file() and "__pycache__" not in p.parts}
     readme = (ROOT / "README.md").read_text()
-    named = set(re.findall(r"\b((?:docs|examples)/[\w./-]*\w)", readme))
+    named = set(re.findall(r"\b((?:docs|examples|deploy)/[\w./-]*\w)", readme))
     assert "examples/container.toml" in named
     expected |= {n for n in named if (ROOT / n).is_file()}
     assert not expected - names, f"missing from the sdist: {sorted(expected - names)}"

@@ -230,7 +230,7 @@ def test_bare_make_builds_and_does_not_serve() -> None:
 def test_make_run_installs_only_runtime_dependencies() -> None:
     run_plan, test_plan = make("-n", "-B", "run").stdout, make("-n", "-B", "test").stdout
     assert "pip install --quiet -e ." in run_plan and "[test" not in run_plan
-    assert "-e '.[test,dev,bench]'" in test_plan
+    assert "-e '.[test,dev,bench,tracing]'" in test_plan
 
 
 def test_missing_headers_and_compiler_are_named_up_front(tmp_path: Path) -> None:
