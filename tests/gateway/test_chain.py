@@ -73,7 +73,7 @@ def test_a_limit_refuses_with_its_retry_hint_once_its_bucket_is_empty() -> None:
     assert check(call(alice, "tools/call", "echo"), "demo", 100.0) is None
     refusal = check(call(alice, "tools/call", "echo"), "demo", 100.0)
     assert refusal == Refusal(RATE_LIMITED, "Rate limited (slow): retry in 1 s",
-                              {"retryAfterSeconds": 1.0, "limit": "slow"})
+                              {"retryAfterSeconds": 1.0, "limit": "slow"}, "rate_limit")
     # Another identity has a bucket of its own; time refills the first one.
     assert check(call(session("ip:10.0.0.2"), "tools/call", "echo"), "demo", 100.0) is None
     assert check(call(alice, "tools/call", "echo"), "demo", 101.0) is None
