@@ -459,6 +459,45 @@ class RoutingConfig(msgspec.Struct, **KEY):  # type: ignore[call-arg]
                "must be 1 to 8 of the characters allowed in tool names (A-Z a-z 0-9 _ . -)")
 
 
+class HealthCheckConfig(msgspec.Struct, **KEY):  # type: ignore[call-arg]
+    """Active health checks of an upstream's endpoints, with Envoy's names: a ``ping``
+    (``server/discover`` in the modern era) every ``interval`` seconds, unhealthy after
+    ``unhealthy_threshold`` failures in a row (no answer within ``timeout``, or an
+    error), healthy again after ``healthy_threshold`` successes."""
+
+    interval: float = 10.0
+    timeout: float = 2.0
+    healthy_threshold: int = 2
+    unhealthy_threshold: int = 3
+
+    def __post_init__(self) -> None:
+        for key in ("interval", "timeout"):
+            _check(getattr(self, key) > 0, key, "must be positive")
+        for key in ("healthy_threshold", "unhealthy_threshold"):
+            _check(getattr(self, key) >= 1, key, "must be at least 1")
+
+
+class OutlierDetectionConfig(msgspec.Struct, **KEY):  # type: ignore[call-arg]
+    """Passive outlier detection (Envoy's): an endpoint whose requests end
+    ``consecutive_errors`` times in a row failed (its connection lost, a time-out, or
+    -32603/-32000 from it) is ejected for ``base_ejection_time`` seconds times the
+    number of its ejections, at most ``max_ejection_time``, while at most
+    ``max_ejection_percent`` of the endpoints are out."""
+
+    consecutive_errors: int = 5
+    base_ejection_time: float = 30.0
+    max_ejection_time: float = 300.0
+    max_ejection_percent: int = 50
+
+    def __post_init__(self) -> None:
+        _check(self.consecutive_errors >= 1, "consecutive_errors", "must be at least 1")
+        _check(self.base_ejection_time > 0, "base_ejection_time", "must be positive")
+        _check(self.max_ejection_time >= self.base_ejection_time, "max_ejection_time",
+               "must be at least base_ejection_time")
+        _check(0 <= self.max_ejection_percent <= 100, "max_ejection_percent",
+               "must be between 0 and 100")
+
+
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 """An HTTP field name (RFC 9110 5.1)."""
 
@@ -493,6 +532,18 @@ class UpstreamConfig(msgspec.Struct, **KEY):  # type: ignore[call-arg]
     ca_file: str = ""
     """PEM certificates to verify an ``https://`` or ``wss://`` server with, instead of
     the system's."""
+    balance: Literal["round_robin", "least_pending", "session"] = "round_robin"
+    """How requests are spread over ``endpoints``: in turn, to the one with the fewest
+    requests in flight, or by a consistent hash of the client session (each session
+    stays on one endpoint while it is up)."""
+    health_check: HealthCheckConfig | None = None
+    outlier_detection: OutlierDetectionConfig | None = None
+    max_pending_requests: int = 0
+    """Circuit breaking: requests in flight to one endpoint at most (0: no bound); past
+    it on every endpoint, a request is refused at once with -32000."""
+    replicas: list[UpstreamConfig] = []
+    """The endpoints after the first, each the upstream's table with the endpoint's own
+    keys over it (``parse`` makes them from ``endpoints``; not a key of the file)."""
     era: Literal["auto", "legacy", "modern"] = "auto"
     """The protocol era to speak: ``auto`` probes with ``server/discover`` and falls back
     to the legacy ``initialize`` handshake (stdio "Backward Compatibility"). Clients of
@@ -561,6 +612,8 @@ class UpstreamConfig(msgspec.Struct, **KEY):  # type: ignore[call-arg]
         _check(not self.ca_file or self.url.startswith(("wss://", "https://")), "ca_file",
                "applies only to an https:// or wss:// url")
         _check(self.max_connections >= 1, "max_connections", "must be at least 1")
+        _check(self.max_pending_requests >= 0, "max_pending_requests",
+               "must be 0 (no bound) or more")
         for name, value in self.headers.items():
             _check(_TOKEN.fullmatch(name) is not None, f"headers.{name}",
                    "is not a valid HTTP header name")
@@ -713,6 +766,41 @@ def interpolate(value: Any, path: str = "", environ: Mapping[str, str] | None = 
     return result
 
 
+_ENDPOINT_KEYS = ("transport", "command", "url", "socket")
+"""What says where an endpoint is: an upstream with ``endpoints`` has none of these
+itself."""
+
+
+def _upstream(name: str, table: dict[str, Any]) -> UpstreamConfig:
+    """An ``[upstreams.NAME]`` table; with ``endpoints``, the first endpoint's config
+    with the others as its ``replicas`` (each endpoint's keys over the upstream's)."""
+    if "replicas" in table:
+        raise ConfigError(f"upstreams.{name}.replicas: unknown key (list them in endpoints)")
+    endpoints = table.get("endpoints")
+    if endpoints is None:
+        return _convert(table, UpstreamConfig, f".upstreams.{name}")
+    if not isinstance(endpoints, list) or not endpoints or \
+            not all(isinstance(e, dict) for e in endpoints):
+        raise ConfigError(f"upstreams.{name}.endpoints: expected a non-empty list of tables "
+                          "(each with command, url or socket)")
+    for key in _ENDPOINT_KEYS:
+        if key in table:
+            raise ConfigError(f"upstreams.{name}.{key}: set it in each of endpoints, not "
+                              "beside them")
+    shared = {k: v for k, v in table.items() if k != "endpoints"}
+    configs = []
+    for i, endpoint in enumerate(endpoints):
+        for key in ("endpoints", "balance", "health_check", "outlier_detection"):
+            if key in endpoint:
+                raise ConfigError(f"upstreams.{name}.endpoints[{i}].{key}: applies to the "
+                                  "upstream, not to one endpoint")
+        configs.append(_convert({**shared, **endpoint}, UpstreamConfig,
+                                f".upstreams.{name}.endpoints[{i}]"))
+    first = configs[0]
+    first.replicas = configs[1:]
+    return first
+
+
 def parse(text: str, source: str = "<config>", environ: Mapping[str, str] | None = None
           ) -> Config:
     try:
@@ -738,7 +826,7 @@ def parse(text: str, source: str = "<config>", environ: Mapping[str, str] | None
                               f"{config.routing.separator!r}")
         if not isinstance(table, dict):
             raise ConfigError(f"upstreams.{name}: expected a table")
-        converted[name] = _convert(table, UpstreamConfig, f".upstreams.{name}")
+        converted[name] = _upstream(name, table)
     if not converted:
         raise ConfigError("upstreams: at least one upstream is required")
     config.upstreams = converted

@@ -142,17 +142,63 @@ class GatewayCollector(Collector):
             "named no client request while several clients used the upstream.",
             labels=["upstream"])
         for name, upstream in gw.upstreams.items():
-            up.add_metric([name], 1 if upstream.ready else 0)
-            inflight.add_metric([name], len(upstream.pending))
-            reqs.add_metric([name], upstream.requests_forwarded)
-            errs.add_metric([name], upstream.requests_failed)
-            restarts.add_metric([name], upstream.starts)
+            members = _members(upstream)
+            # Of all its endpoints: up while any is; its state is the first's.
+            up.add_metric([name], 1 if any(m.ready for m in members) else 0)
+            inflight.add_metric([name], sum(len(m.pending) for m in members))
+            reqs.add_metric([name], sum(m.requests_forwarded for m in members))
+            errs.add_metric([name], sum(m.requests_failed for m in members))
+            restarts.add_metric([name], sum(m.starts for m in members))
             for each in UPSTREAM_STATES:
                 state.add_metric([name, each], 1 if upstream.state == each else 0)
-            unattributed.add_metric([name], upstream.unattributed)
+            unattributed.add_metric([name], sum(m.unattributed for m in members))
         yield from (up, inflight, reqs, errs, restarts, state, unattributed)
+        yield from _endpoint_families(gw.upstreams.values())
         yield GaugeMetricFamily("mcpfast_ready", "1 when the gateway is ready for traffic.",
                                 value=1 if gw.ready else 0)
+
+
+def _members(upstream: Upstream[Any]) -> list[Upstream[Any]]:
+    return upstream.balancer.members if upstream.balancer is not None else [upstream]
+
+
+def _endpoint_families(upstreams: Iterable[Upstream[Any]]) -> Iterator[Metric]:
+    """Each endpoint of the upstreams that have a balancer (upstream/balancer.py)."""
+    labels = ["upstream", "endpoint"]
+    families: dict[str, GaugeMetricFamily | CounterMetricFamily] = {
+        "up": GaugeMetricFamily("mcpfast_upstream_endpoint_up", "1 when the endpoint "
+                                "is through its handshake.", labels=labels),
+        "healthy": GaugeMetricFamily("mcpfast_upstream_endpoint_healthy", "1 unless the "
+                                     "active health checks found the endpoint unhealthy.",
+                                     labels=labels),
+        "ejected": GaugeMetricFamily("mcpfast_upstream_endpoint_ejected", "1 while "
+                                     "outlier detection has the endpoint ejected.",
+                                     labels=labels),
+        "in_flight": GaugeMetricFamily("mcpfast_upstream_endpoint_in_flight", "Requests "
+                                       "in flight to the endpoint.", labels=labels),
+        "circuit_open": GaugeMetricFamily("mcpfast_upstream_circuit_open", "1 while the "
+                                          "endpoint has max_pending_requests in flight.",
+                                          labels=labels),
+        "ejections": CounterMetricFamily("mcpfast_upstream_endpoint_ejections", "Times "
+                                         "outlier detection ejected the endpoint.",
+                                         labels=labels),
+        "requests": CounterMetricFamily("mcpfast_upstream_endpoint_requests", "Requests "
+                                        "forwarded to the endpoint.", labels=labels),
+    }
+    for upstream in upstreams:
+        balancer = upstream.balancer
+        if balancer is None:
+            continue
+        for info in balancer.describe():
+            key = [upstream.name, str(info["endpoint"])]
+            families["up"].add_metric(key, 1 if info["ready"] else 0)
+            families["healthy"].add_metric(key, 1 if info["healthy"] else 0)
+            families["ejected"].add_metric(key, 1 if info["ejected"] else 0)
+            families["in_flight"].add_metric(key, info["in_flight"])
+            families["circuit_open"].add_metric(key, 1 if info["circuit_open"] else 0)
+            families["ejections"].add_metric(key, info["ejections"])
+            families["requests"].add_metric(key, info["requests_forwarded"])
+    yield from families.values()
 
 
 def _tool_families(stats: ToolStats, upstreams: Iterable[Upstream[Any]]
@@ -187,7 +233,7 @@ def _tool_families(stats: ToolStats, upstreams: Iterable[Upstream[Any]]
     for each in upstreams:
         known = stats.by_upstream.get(each.name, {})
         running: dict[str, int] = {}
-        for request in each.pending.values():
+        for request in (r for m in _members(each) for r in m.pending.values()):
             tool = (request.name if request.method == "tools/call" else request.method
                     ) or "(unnamed)"
             # A name not seen to end yet is labelled as it will be when it ends.

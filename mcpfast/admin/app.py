@@ -103,6 +103,9 @@ def create_app(gateway: Gateway, reload: Callable[[], list[str]] | None = None
     app.router.add_post("/api/v1/reload", reload_config)
     app.router.add_post("/api/v1/upstreams/{name}/drain", drain_upstream)
     app.router.add_post("/api/v1/upstreams/{name}/undrain", drain_upstream)
+    app.router.add_post("/api/v1/upstreams/{name}/endpoints/{index}/drain", drain_endpoint)
+    app.router.add_post("/api/v1/upstreams/{name}/endpoints/{index}/undrain",
+                        drain_endpoint)
     app.router.add_post("/api/v1/tools/{name}/disable", disable_tool)
     app.router.add_post("/api/v1/tools/{name}/enable", disable_tool)
     app.router.add_delete("/api/v1/sessions/{id}", close_session)
@@ -154,6 +157,25 @@ async def drain_upstream(request: web.Request) -> web.Response:
     drained = request.path.endswith("/drain")
     gw.set_drained(name, drained)
     return web.json_response({"upstream": name, "drained": drained})
+
+
+async def drain_endpoint(request: web.Request) -> web.Response:
+    """POST .../endpoints/INDEX/drain: no new request goes to that endpoint of the
+    upstream (the others take them; those in flight finish); .../undrain: it takes them
+    again. A write."""
+    refused = _write_refused(request)
+    if refused is not None:
+        return refused
+    gw = _gateway(request)
+    name, index = request.match_info["name"], request.match_info["index"]
+    upstream = gw.upstreams.get(name)
+    balancer = upstream.balancer if upstream is not None else None
+    if balancer is None or not index.isdigit() or int(index) >= len(balancer.endpoints):
+        return web.json_response({"error": f"upstream {name!r} has no endpoint {index!r}"},
+                                 status=404)
+    drained = request.path.endswith("/drain")
+    balancer.endpoints[int(index)].drained = drained
+    return web.json_response({"upstream": name, "endpoint": int(index), "drained": drained})
 
 
 async def disable_tool(request: web.Request) -> web.Response:

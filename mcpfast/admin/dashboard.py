@@ -225,13 +225,8 @@ class TrafficWindow:
         drained = gw.operator.drained
         upstreams = []
         for upstream in gw.upstreams.values():
-            info = upstream.describe()
-            endpoints = info.get("endpoints")
-            if endpoints is None:
-                command = info.get("command")
-                address = info.get("address") or (
-                    " ".join(command) if isinstance(command, list) else info["kind"])
-                endpoints = [{"address": address, "pid": info.get("pid")}]
+            info = upstream.status()
+            endpoints = [_endpoint(e) for e in info.get("endpoints", [info])]
             upstreams.append({key: info.get(key) for key in (
                 "name", "kind", "state", "ready", "era", "in_flight", "requests_forwarded",
                 "requests_failed", "last_error")} | {
@@ -359,3 +354,15 @@ def install(app: web.Application, gateway: Gateway) -> None:
     for name in ASSETS:
         app.router.add_get(f"/dashboard/{name}", serve(name))
     app.router.add_get("/api/v1/dashboard/stream", stream)
+
+
+def _endpoint(info: dict[str, Any]) -> dict[str, Any]:
+    """An endpoint as the page shows it: where it is, its process, its state."""
+    command = info.get("command")
+    address = info.get("address") or (
+        " ".join(command) if isinstance(command, list) else info["kind"])
+    shown = {"address": address, "pid": info.get("pid"), "state": info.get("state")}
+    if "healthy" in info:
+        shown.update({key: info[key] for key in ("healthy", "ejected", "drained",
+                                                 "circuit_open")})
+    return shown

@@ -55,6 +55,15 @@ def _write(method: str, summary: str, parameter: str | None, ok: dict[str, Any],
     return {method: operation}
 
 
+def _endpoint_write(summary: str, drained: bool) -> dict[str, Any]:
+    operation = _write("post", summary, "name",
+                       {"upstream": "search", "endpoint": 1, "drained": drained},
+                       "No upstream has that name, or it has no such endpoint.")
+    operation["post"]["parameters"].append({"name": "index", "in": "path", "required": True,
+                                            "schema": {"type": "integer", "minimum": 0}})
+    return operation
+
+
 OPENAPI: dict[str, Any] = {
     "openapi": "3.1.0",
     "info": {"title": "mcpfast admin API", "version": "1",
@@ -122,6 +131,11 @@ OPENAPI: dict[str, Any] = {
         "/api/v1/upstreams/{name}/undrain": _write(
             "post", "Send new requests to the upstream again.", "name",
             {"upstream": "demo", "drained": False}, "No upstream has that name."),
+        "/api/v1/upstreams/{name}/endpoints/{index}/drain": _endpoint_write(
+            "Send no new request to that endpoint of the upstream (its index in "
+            "`endpoints`); the other endpoints take them, those in flight finish.", True),
+        "/api/v1/upstreams/{name}/endpoints/{index}/undrain": _endpoint_write(
+            "Send new requests to the endpoint again.", False),
         "/api/v1/tools/{name}/disable": _write(
             "post", "Hide the tool (as clients name it) from every list and answer calls "
             "to it as to an unknown tool; sessions whose list changes are told.", "name",

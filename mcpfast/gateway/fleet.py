@@ -40,8 +40,12 @@ class Fleet:
         self._generation: dict[str, int] = {}
 
     def all(self) -> list[Upstream]:
-        """Every upstream running: those routed to, retiring, or starting."""
-        return [*self.gw.upstreams.values(), *self.retiring, *self.starting]
+        """Every upstream running: those routed to, retiring, or starting, each
+        endpoint of them."""
+        return [member for upstream in (*self.gw.upstreams.values(), *self.retiring,
+                                        *self.starting)
+                for member in (upstream.balancer.members if upstream.balancer is not None
+                               else (upstream,))]
 
     def reconcile(self, old: dict[str, UpstreamConfig], config: Config) -> list[str]:
         """Make the upstreams what ``config`` says; what changes, as log phrases."""
@@ -99,12 +103,12 @@ class Fleet:
                 log.error("upstream %r: the new instance was not ready within %g s (%s); "
                           "the old one stays", name, upstream.init_timeout,
                           fresh.last_error or "no answer")
-                await fresh.stop()
+                await fresh.stop_all()
                 return
             self.starting.remove(fresh)
             if self._generation.get(name) != generation:
                 log.info("upstream %r: a later reload overtook this replacement", name)
-                await fresh.stop()
+                await fresh.stop_all()
                 return
             old = self.gw.upstreams.get(name)
             self.gw.upstreams[name] = fresh
@@ -125,7 +129,7 @@ class Fleet:
                 log.warning("upstream %r: %d calls still running after the drain "
                             "timeout; failing them", upstream.name, len(upstream.pending))
                 upstream.fail_all(f"upstream {upstream.name!r} was stopped: {why}")
-            await upstream.stop()
+            await upstream.stop_all()
             self.retiring.remove(upstream)
             log.info("upstream %r stopped: %s", upstream.name, why)
         self.gw.background(retire())

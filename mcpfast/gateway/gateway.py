@@ -33,10 +33,11 @@ from ..protocol.jsonrpc import Envelope
 from ..protocol.modern import listen_result
 from ..transport.admission import Admission
 from ..transport.ports import Answer, FlowControl, Identity
+from ..upstream.balancer import FAILING_CODES
 from ..upstream.kinds import new_upstream
 from .access_log import AccessLog
 from .authz import Authorization
-from .call import Request, Upstream
+from .call import CANCELLED, ERRORED, FAILED, REFUSED, TIMED_OUT, Request, Upstream
 from .catalog import LISTS, Catalog
 from .chain import Chain, compile_chain
 from .fleet import Fleet
@@ -412,6 +413,10 @@ class Gateway:
         progress token, start time, trace context): it is counted, and ``observers``
         are told (metrics per tool, the access log and tracing hook in here)."""
         self.counters.ended[outcome] += 1
+        balancer = upstream.balancer
+        if balancer is not None and outcome not in (REFUSED, CANCELLED):
+            balancer.record(upstream, outcome in (TIMED_OUT, FAILED) or (
+                outcome == ERRORED and pending.error_code in FAILING_CODES))
         if pending.error_code:
             self.upstream_errors.count((upstream.name,), pending.error_code,
                                       pending.refused_by)
@@ -469,7 +474,7 @@ class Gateway:
                             "total": sum(self.counters.connections.values())},
             "in_flight": self.in_flight(),
             "operator": self.operator.describe(),
-            "upstreams": [u.describe() for u in self.upstreams.values()],
+            "upstreams": [u.status() for u in self.upstreams.values()],
             "routes": {"tools": len(self.router.tools), "prompts": len(self.router.prompts),
                        "resources": len(self.router.resources),
                        "resource_templates": len(self.router.resource_templates),

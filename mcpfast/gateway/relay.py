@@ -227,10 +227,23 @@ class Relay:
                                                      params=env.params)))
 
     def upstream_ready(self, upstream: Upstream) -> None:
+        if upstream.balancer is not None and not upstream.primary:
+            self._adopt(upstream)
         self.catalog.rebuild()
         if upstream.log_level is not None:
             self.log_levels.sync()
         self.subscriptions.resubscribe(upstream)
+
+    @staticmethod
+    def _adopt(replica: Upstream) -> None:
+        """A replica is ready while the upstream's first endpoint has never been: the
+        upstream is routed by the replica's catalog and handshake until it is."""
+        first = replica.balancer.endpoints[0].upstream
+        if first.catalog is None:
+            for key in ("catalog", "era", "protocol_version", "capabilities", "server_info",
+                        "instructions"):
+                setattr(first, key, getattr(replica, key))
+            first.initialized_once.set()
 
     def upstream_down(self, upstream: Upstream) -> None:
         """An upstream died. Its catalog stays routed so that calls fail at once with a

@@ -246,6 +246,22 @@ class Requests:
             return None
         return params.get("_meta") if isinstance(params, dict) else None
 
+    def _endpoint(self, req: Request, upstream: Upstream) -> Upstream | None:
+        """The endpoint of ``upstream`` that takes ``req`` (upstream/balancer.py); None
+        when none can, and the client has been told so."""
+        balancer = upstream.balancer
+        picked: Upstream | None = balancer.pick(req.session.id)
+        if picked is None:
+            message = balancer.refusal()
+            self.send_error(req.session, req.id, jsonrpc.UPSTREAM_UNAVAILABLE, message,
+                            {"retryAfterSeconds": 1})
+            req.started = time.monotonic()
+            req.error_code = jsonrpc.UPSTREAM_UNAVAILABLE
+            req.refused_by = "circuit_breaker" if "circuit open" in message else \
+                "no_endpoint"
+            self.gw.ended(upstream, req, REFUSED)
+        return picked
+
     def _refuse_overloaded(self, session: DownstreamSession, request_id: Any) -> None:
         self.counters.refused_overloaded += 1
         self.send_error(session, request_id, jsonrpc.UPSTREAM_UNAVAILABLE,
@@ -277,6 +293,11 @@ class Requests:
             return
         if self.checks and not checked and self._refused(req, upstream):
             return
+        if upstream.balancer is not None:
+            picked = self._endpoint(req, upstream)
+            if picked is None:
+                return
+            upstream = picked
         if upstream.era == "modern":
             self._forward_legacy_to_modern(req, upstream, rename)
             return
@@ -482,6 +503,11 @@ class Requests:
         if upstream.era != "modern" and "requestState" in params:
             self.mrtr.resume(session, env, params, meta, upstream)
             return
+        if upstream.balancer is not None:
+            picked = self._endpoint(req, upstream)
+            if picked is None:
+                return
+            upstream = picked
         name = uri if uri is not None else req.name
         params = dict(params)
         self._rename(params, rename)

@@ -157,6 +157,9 @@ class Upstream(Generic[CallT]):
         self.unattributed = 0
         """Server-to-client requests refused and notifications dropped because the
         gateway could not tell whose they were."""
+        self.balancer: Any = None
+        """The ``Balancer`` of the upstream's endpoints, when it has one (balancer.py):
+        set on every endpoint; the first is the one routed to by name."""
         self._supervisor: asyncio.Task[None] | None = None
         self._stopping = False
         self._ended: asyncio.Future[Any] | None = None
@@ -352,6 +355,20 @@ class Upstream(Generic[CallT]):
             catalog[kind] = items
         self.catalog = catalog
 
+    def status(self) -> dict[str, Any]:
+        """``describe``, and each endpoint's own when there are several (/status)."""
+        info = self.describe()
+        if self.balancer is not None:
+            info["endpoints"] = self.balancer.describe()
+            info["balance"] = self.balancer.policy
+        return info
+
+    async def stop_all(self) -> None:
+        """Stop the upstream: each of its endpoints."""
+        members = self.balancer.members if self.balancer is not None and self.primary \
+            else [self]
+        await asyncio.gather(*(member.stop() for member in members))
+
     def describe(self) -> dict[str, Any]:
         catalog = self.catalog or {}
         return {
@@ -390,9 +407,18 @@ class Upstream(Generic[CallT]):
         is a no-op."""
         raise NotImplementedError
 
+    @property
+    def primary(self) -> bool:
+        """Whether this is the upstream as routed to: alone, or the first endpoint."""
+        return self.balancer is None or self.balancer.endpoints[0].upstream is self
+
     async def start(self) -> None:
         self._supervisor = asyncio.get_running_loop().create_task(
             self._supervise(), name=f"upstream:{self.name}")
+        if self.balancer is not None and self.primary:
+            for member in self.balancer.members[1:]:
+                await member.start()
+            self.balancer.start()
 
     async def _supervise(self) -> None:
         """Connect, handshake, read the catalog, serve until the connection ends, and
@@ -457,6 +483,10 @@ class Upstream(Generic[CallT]):
                                  self.config.init_timeout)
 
     async def stop(self) -> None:
+        """Stop this endpoint (the gateway stops each of an upstream's endpoints;
+        the first also ends their health checks)."""
+        if self.balancer is not None and self.primary:
+            await self.balancer.stop()
         self._stopping = True
         self.state = "stopping"
         task = self._supervisor

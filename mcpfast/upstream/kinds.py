@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ..config import Interpolated, UpstreamConfig
+from .balancer import Balancer
 from .base import CallT, Upstream, UpstreamEvents
 from .sse import SseUpstream
 from .stdio import StdioUpstream
@@ -14,6 +15,22 @@ from .websocket import WebSocketUpstream
 def new_upstream(name: str, index: int, config: UpstreamConfig,
                  events: UpstreamEvents[CallT], interpolated: Interpolated
                  ) -> Upstream[CallT]:
+    """The upstream ``config`` describes: with ``replicas`` (or circuit breaking, health
+    checks or outlier detection), its first endpoint, holding the ``Balancer`` of all."""
+    first = _endpoint(name, index, config, events, interpolated)
+    if config.replicas or config.max_pending_requests or config.health_check or \
+            config.outlier_detection:
+        members = [first, *(_endpoint(name, index, replica, events, interpolated)
+                            for replica in config.replicas)]
+        balancer = Balancer(members, config)
+        for member in members:
+            member.balancer = balancer
+    return first
+
+
+def _endpoint(name: str, index: int, config: UpstreamConfig,
+              events: UpstreamEvents[CallT], interpolated: Interpolated
+              ) -> Upstream[CallT]:
     if config.transport == "websocket":
         return WebSocketUpstream(name, index, config, events)
     if config.transport == "streamable_http":
