@@ -58,11 +58,14 @@ def test_sighup_puts_a_new_config_in_force_under_load(gateway_factory: Any) -> N
             for client in (a, b, idle):
                 await client.initialize()
             outcomes: list[str | int] = []
+            by_client: dict[int, list[str | int]] = {id(a): [], id(b): []}
             stopping = False
 
             async def calls(client: Any) -> None:
                 while not stopping:
-                    outcomes.append(outcome(await client.call_tool("bg__big", {"size": 1})))
+                    answer = outcome(await client.call_tool("bg__big", {"size": 1}))
+                    outcomes.append(answer)
+                    by_client[id(client)].append(answer)
 
             load = [asyncio.ensure_future(calls(client)) for client in (a, b)]
             while len(outcomes) < 50:
@@ -83,7 +86,12 @@ def test_sighup_puts_a_new_config_in_force_under_load(gateway_factory: Any) -> N
             first_refusal = outcomes.index(-32029)
             assert first_refusal >= 50
             assert outcomes[first_refusal:].count("result") <= 3
-            assert set(outcomes[-40:]) == {-32029}
+            # Each client calls one at a time: once refused, it is refused from then on
+            # (the one token is gone). Across clients, an answer the upstream was slow to
+            # give may land after the other client's refusals, however many.
+            for mine in by_client.values():
+                assert -32029 in mine
+                assert set(mine[mine.index(-32029):]) == {-32029}, mine
             # A session idle through the reload is under the new limit too.
             assert outcome(await idle.call_tool("bg__big", {"size": 1})) == -32029
             assert outcome(await idle.call_tool("other__big", {"size": 1})) == "result"
