@@ -541,6 +541,16 @@ class UpstreamConfig(msgspec.Struct, **KEY):  # type: ignore[call-arg]
     max_pending_requests: int = 0
     """Circuit breaking: requests in flight to one endpoint at most (0: no bound); past
     it on every endpoint, a request is refused at once with -32000."""
+    mode: Literal["shared", "per_session"] = "shared"
+    """``shared``: one upstream multiplexed over every client; ``per_session``: an
+    upstream of its own for each client session (gateway/per_session.py)."""
+    max_sessions: int = 100
+    """With per_session: upstreams started for sessions, at most."""
+    spares: int = 0
+    """With per_session: upstreams kept started for the next sessions."""
+    session_idle_timeout: float = 0.0
+    """With per_session: stop a session's upstream after this many seconds with nothing
+    in flight (0: only when the client leaves)."""
     replicas: list[UpstreamConfig] = []
     """The endpoints after the first, each the upstream's table with the endpoint's own
     keys over it (``parse`` makes them from ``endpoints``; not a key of the file)."""
@@ -614,6 +624,16 @@ class UpstreamConfig(msgspec.Struct, **KEY):  # type: ignore[call-arg]
         _check(self.max_connections >= 1, "max_connections", "must be at least 1")
         _check(self.max_pending_requests >= 0, "max_pending_requests",
                "must be 0 (no bound) or more")
+        _check(self.max_sessions >= 1, "max_sessions", "must be at least 1")
+        _check(0 <= self.spares <= self.max_sessions, "spares",
+               "must be between 0 and max_sessions")
+        _check(self.session_idle_timeout >= 0, "session_idle_timeout",
+               "must be 0 (until the client leaves) or more")
+        if self.mode == "per_session":
+            _check(not self.replicas and not self.max_pending_requests and
+                   self.health_check is None and self.outlier_detection is None, "mode",
+                   "per_session does not combine with endpoints, circuit breaking, health "
+                   "checks or outlier detection yet")
         for name, value in self.headers.items():
             _check(_TOKEN.fullmatch(name) is not None, f"headers.{name}",
                    "is not a valid HTTP header name")
@@ -797,6 +817,9 @@ def _upstream(name: str, table: dict[str, Any]) -> UpstreamConfig:
         configs.append(_convert({**shared, **endpoint}, UpstreamConfig,
                                 f".upstreams.{name}.endpoints[{i}]"))
     first = configs[0]
+    if first.mode == "per_session" and len(configs) > 1:
+        raise ConfigError(f"upstreams.{name}.mode: per_session does not combine with "
+                          "several endpoints yet")
     first.replicas = configs[1:]
     return first
 

@@ -153,13 +153,27 @@ class GatewayCollector(Collector):
                 state.add_metric([name, each], 1 if upstream.state == each else 0)
             unattributed.add_metric([name], sum(m.unattributed for m in members))
         yield from (up, inflight, reqs, errs, restarts, state, unattributed)
+        sessions = GaugeMetricFamily(
+            "mcpfast_upstream_session_upstreams", "With mode per_session: the upstreams "
+            "started for client sessions, and the spares.", labels=["upstream", "role"])
+        for upstream in gw.upstreams.values():
+            if upstream.pool is not None:
+                sessions.add_metric([upstream.name, "session"], len(upstream.pool.assigned))
+                sessions.add_metric([upstream.name, "spare"], len(upstream.pool.spares))
+        yield sessions
         yield from _endpoint_families(gw.upstreams.values())
         yield GaugeMetricFamily("mcpfast_ready", "1 when the gateway is ready for traffic.",
                                 value=1 if gw.ready else 0)
 
 
 def _members(upstream: Upstream[Any]) -> list[Upstream[Any]]:
-    return upstream.balancer.members if upstream.balancer is not None else [upstream]
+    """Every upstream process or connection behind one upstream's name: its endpoints,
+    or its template and per-session upstreams."""
+    if upstream.balancer is not None:
+        return upstream.balancer.members  # type: ignore[no-any-return]
+    if upstream.pool is not None:
+        return upstream.pool.members  # type: ignore[no-any-return]
+    return [upstream]
 
 
 def _endpoint_families(upstreams: Iterable[Upstream[Any]]) -> Iterator[Metric]:

@@ -24,7 +24,6 @@ import time
 from typing import Any
 
 from ..config import Config, UpstreamConfig
-from ..upstream.kinds import new_upstream
 from .call import Upstream
 
 log = logging.getLogger("mcpfast.gateway")
@@ -45,6 +44,7 @@ class Fleet:
         return [member for upstream in (*self.gw.upstreams.values(), *self.retiring,
                                         *self.starting)
                 for member in (upstream.balancer.members if upstream.balancer is not None
+                               else upstream.pool.members if upstream.pool is not None
                                else (upstream,))]
 
     def reconcile(self, old: dict[str, UpstreamConfig], config: Config) -> list[str]:
@@ -66,8 +66,8 @@ class Fleet:
         return changes
 
     def _make(self, name: str, upstream: UpstreamConfig, config: Config) -> Upstream:
-        return new_upstream(name, len(self.gw.upstreams), upstream, self.gw.relay,
-                            config.interpolated)
+        return self.gw.make_upstream(name, len(self.gw.upstreams), upstream,
+                                     config.interpolated)
 
     def _reroute(self) -> None:
         """Route to the upstreams as they are now, and tell the sessions what changed."""

@@ -26,7 +26,7 @@ from msgspec import UNSET, Raw, UnsetType
 
 from .. import __version__
 from ..auth.authenticator import Authenticator
-from ..config import Config, RateLimitConfig
+from ..config import Config, Interpolated, RateLimitConfig, UpstreamConfig
 from ..counters import Counters, ErrorCounts
 from ..protocol import jsonrpc
 from ..protocol.jsonrpc import Envelope
@@ -44,6 +44,7 @@ from .fleet import Fleet
 from .log_levels import LogLevels
 from .mrtr import InputBridge
 from .operator import OperatorControls
+from .per_session import SessionPool
 from .ports import SERVER_INFO
 from .rate_limit import RateLimit
 from .rate_limit import build as build_rate_limits
@@ -95,7 +96,7 @@ class Gateway:
         self.subscriptions = Subscriptions(self, self.catalog)
         self.relay = Relay(self, self.catalog, self.subscriptions, self.log_levels, self.mrtr)
         self.upstreams: dict[str, Upstream] = {
-            name: new_upstream(name, index, up, self.relay, config.interpolated)
+            name: self.make_upstream(name, index, up, config.interpolated)
             for index, (name, up) in enumerate(config.upstreams.items())
         }
         self.tracing = Tracing(config.tracing) if config.tracing.enabled else None
@@ -124,6 +125,19 @@ class Gateway:
         tracing."""
         self.upstream_errors = ErrorCounts()
         """Requests ended with an error, per upstream, by code and refusing policy."""
+
+    def make_upstream(self, name: str, index: int, config: UpstreamConfig,
+                      interpolated: Interpolated) -> Upstream:
+        """The upstream ``config`` describes, with its pool of per-session upstreams
+        when ``mode = "per_session"``."""
+        upstream: Upstream = new_upstream(name, index, config, self.relay, interpolated)
+        if config.mode == "per_session":
+            upstream.pool = SessionPool(upstream, config, lambda: new_upstream(
+                name, index, config, self.relay, interpolated))
+        return upstream
+
+    def pools(self) -> list[SessionPool]:
+        return [u.pool for u in self.upstreams.values() if u.pool is not None]
 
     # -- the config snapshot ---------------------------------------------------------
     def use(self, config: Config) -> list[str]:
@@ -330,6 +344,8 @@ class Gateway:
                 if upstream.pending:
                     upstream.sweep(now)
             self.mrtr.sweep(now)
+            for pool in self.pools():
+                pool.reap(now)
             self._sweeps += 1
             if self.rate_limits and self._sweeps % EVICT_EVERY == 0:
                 for limit in self.rate_limits:
@@ -367,6 +383,8 @@ class Gateway:
                 upstream.respond_error(request_id, jsonrpc.INTERNAL_ERROR,
                                        "the client disconnected")
         session.outgoing.clear()
+        for pool in self.pools():
+            pool.release(session)
         self.mrtr.session_closed(session)
         self.subscriptions.session_closed(session)
         self.log_levels.session_closed(session)

@@ -229,6 +229,8 @@ class Relay:
     def upstream_ready(self, upstream: Upstream) -> None:
         if upstream.balancer is not None and not upstream.primary:
             self._adopt(upstream)
+        if upstream.pool is not None:
+            upstream.pool.replenish()  # the template is up: its spares may start
         self.catalog.rebuild()
         if upstream.log_level is not None:
             self.log_levels.sync()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
@@ -32,7 +33,7 @@ from ..protocol.modern import (
     read_meta,
     strip_modern_meta,
 )
-from ..upstream.base import CLIENT_INFO
+from ..upstream.base import CLIENT_INFO, UpstreamError
 from .call import (
     NO_ENVELOPE,
     NO_PARAMS,
@@ -246,6 +247,28 @@ class Requests:
             return None
         return params.get("_meta") if isinstance(params, dict) else None
 
+    async def _own_upstream(self, req: Request, template: Upstream,
+                            then: Callable[[Upstream], None]) -> None:
+        """Start the upstream of ``req``'s session (per_session), then send ``req`` to
+        it with ``then``; if it cannot start, the client is told so."""
+        pool = template.pool
+        try:
+            own = await pool.starting(req.session)
+        except (LookupError, TimeoutError, UpstreamError) as exc:
+            message = str(exc) if isinstance(exc, LookupError) else (
+                f"upstream {template.name!r}: the session's own upstream did not start"
+                f" ({exc or 'init_timeout'})")
+            if not req.session.closed:
+                self.send_error(req.session, req.id, jsonrpc.UPSTREAM_UNAVAILABLE, message,
+                                {"retryAfterSeconds": 1})
+            req.started = time.monotonic()
+            req.error_code = jsonrpc.UPSTREAM_UNAVAILABLE
+            req.refused_by = "per_session"
+            self.gw.ended(template, req, REFUSED)
+            return
+        if not req.session.closed:
+            then(own)
+
     def _endpoint(self, req: Request, upstream: Upstream) -> Upstream | None:
         """The endpoint of ``upstream`` that takes ``req`` (upstream/balancer.py); None
         when none can, and the client has been told so."""
@@ -293,6 +316,13 @@ class Requests:
             return
         if self.checks and not checked and self._refused(req, upstream):
             return
+        if upstream.pool is not None:
+            own = upstream.pool.ready_for(session)
+            if own is None:
+                self.gw.background(self._own_upstream(req, upstream, lambda up: self._forward(
+                    req, up, rename, subscription, uri, checked=True)))
+                return
+            upstream = own
         if upstream.balancer is not None:
             picked = self._endpoint(req, upstream)
             if picked is None:
@@ -489,7 +519,8 @@ class Requests:
         self.gw.respond(req.session, req.id, {})
 
     def _forward_modern(self, req: Request, upstream: Upstream,
-                        rename: tuple[str, str] | None, uri: str | None) -> None:
+                        rename: tuple[str, str] | None, uri: str | None,
+                        checked: bool = False) -> None:
         """Send a modern client's request on. A modern upstream gets the client's own
         ``_meta`` and MRTR members (inputResponses, requestState) as they are; a legacy
         one gets neither (notes §3)."""
@@ -498,8 +529,15 @@ class Requests:
         assert params is not None and meta is not None
         if self.id_taken(session, client_id):
             return
-        if self.checks and self._refused(req, upstream):
+        if self.checks and not checked and self._refused(req, upstream):
             return
+        if upstream.pool is not None:
+            own = upstream.pool.ready_for(session)
+            if own is None:
+                self.gw.background(self._own_upstream(req, upstream, lambda up: (
+                    self._forward_modern(req, up, rename, uri, checked=True))))
+                return
+            upstream = own
         if upstream.era != "modern" and "requestState" in params:
             self.mrtr.resume(session, env, params, meta, upstream)
             return

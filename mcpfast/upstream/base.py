@@ -157,6 +157,9 @@ class Upstream(Generic[CallT]):
         self.unattributed = 0
         """Server-to-client requests refused and notifications dropped because the
         gateway could not tell whose they were."""
+        self.pool: Any = None
+        """With ``mode = "per_session"``, on the upstream as routed to (the template):
+        the ``SessionPool`` of the sessions' own upstreams (gateway/per_session.py)."""
         self.balancer: Any = None
         """The ``Balancer`` of the upstream's endpoints, when it has one (balancer.py):
         set on every endpoint; the first is the one routed to by name."""
@@ -358,6 +361,8 @@ class Upstream(Generic[CallT]):
     def status(self) -> dict[str, Any]:
         """``describe``, and each endpoint's own when there are several (/status)."""
         info = self.describe()
+        if self.pool is not None:
+            info["per_session"] = self.pool.describe()
         if self.balancer is not None:
             info["endpoints"] = self.balancer.describe()
             info["balance"] = self.balancer.policy

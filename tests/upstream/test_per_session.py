@@ -1,0 +1,152 @@
+"""``mode = "per_session"`` (gateway/per_session.py): each client session gets an upstream
+of its own, behind a real gateway.
+
+What a user would notice: a stateful server keeps each client's state apart (the
+background test server counts calls per process); a server's sampling requests reach
+the client whose call caused them however many clients there are (the official SDK's
+server and client); spares make the first call quick; ``max_sessions`` bounds the
+processes; a client leaving, or idling past ``session_idle_timeout``, stops its
+upstream."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
+from mcp.types import CreateMessageRequestParams, CreateMessageResult, TextContent
+
+from mcpfast.config import ConfigError, parse
+
+from ..conftest import ROOT, SDK_SERVER, GatewayProcess, McpClient, run, wait_until, ws_client
+
+BACKGROUND = str(ROOT / "tests" / "servers" / "background_server.py")
+
+
+def start(tmp_path: Path, command: str = BACKGROUND, **settings: Any) -> GatewayProcess:
+    gateway = GatewayProcess(tmp_path, {"own": {
+        "command": ["python", command], "era": "legacy", "mode": "per_session",
+        **settings}}, {})
+    gateway.start()
+    return gateway
+
+
+async def calls_seen(client: McpClient) -> int:
+    """How many ``count`` calls the upstream behind this session has served."""
+    answer = await client.call_tool("count")
+    return int(json.loads(answer["result"]["content"][0]["text"])["count"])
+
+
+def pool(gateway: GatewayProcess) -> dict[str, Any]:
+    return gateway.upstream("own")["per_session"]  # type: ignore[no-any-return]
+
+
+def test_each_session_has_its_own_upstream_until_it_leaves(tmp_path: Path) -> None:
+    gateway = start(tmp_path)
+    try:
+        async def body() -> None:
+            async with ws_client(gateway.ws_url) as a:
+                await a.initialize()
+                async with ws_client(gateway.ws_url) as b:
+                    await b.initialize()
+                    assert [await calls_seen(a) for _ in range(3)] == [1, 2, 3]
+                    assert await calls_seen(b) == 1  # not the 4th call of a shared one
+                    assert pool(gateway)["sessions"] == 2
+                wait_until(lambda: pool(gateway)["sessions"] == 1, 30)
+                assert await calls_seen(a) == 4
+        run(body())
+        wait_until(lambda: pool(gateway)["sessions"] == 0, 30)
+        assert 'mcpfast_upstream_session_upstreams{role="session",upstream="own"} 0.0' in \
+            gateway.admin_get("/metrics")[1].decode()
+    finally:
+        gateway.cleanup()
+
+
+def test_spares_are_kept_started_and_max_sessions_bounds_them(tmp_path: Path) -> None:
+    gateway = start(tmp_path, spares=1, max_sessions=2)
+    try:
+        wait_until(lambda: pool(gateway)["spares_ready"] == 1, 30)
+
+        async def body() -> None:
+            async with ws_client(gateway.ws_url) as a, ws_client(gateway.ws_url) as b, \
+                    ws_client(gateway.ws_url) as c:
+                for client in (a, b, c):
+                    await client.initialize()
+                assert await calls_seen(a) == 1  # the spare, now a's
+                assert await calls_seen(b) == 1  # the second of max_sessions
+                refused = await c.call_tool("count")
+                assert refused["error"]["code"] == -32000
+                assert "max_sessions (2)" in refused["error"]["message"]
+                assert pool(gateway)["sessions"] == 2
+        run(body())
+        # Both left: their upstreams stop, and a spare is started again.
+        wait_until(lambda: pool(gateway)["sessions"] == 0
+                   and pool(gateway)["spares_ready"] == 1, 30)
+    finally:
+        gateway.cleanup()
+
+
+def test_an_idle_session_loses_its_upstream(tmp_path: Path) -> None:
+    gateway = start(tmp_path, session_idle_timeout=0.5)
+    try:
+        async def body() -> None:
+            async with ws_client(gateway.ws_url) as client:
+                await client.initialize()
+                assert [await calls_seen(client) for _ in range(2)] == [1, 2]
+                for _ in range(600):  # 30 s at most
+                    if pool(gateway)["sessions"] == 0:
+                        break
+                    await asyncio.sleep(0.05)
+                else:
+                    raise AssertionError(pool(gateway))
+                assert await calls_seen(client) == 1  # a new one, started for this call
+        run(body())
+    finally:
+        gateway.cleanup()
+
+
+async def answer_sampling(context: Any, params: CreateMessageRequestParams
+                          ) -> CreateMessageResult:
+    asked = params.messages[0].content
+    assert isinstance(asked, TextContent)
+    return CreateMessageResult(role="assistant", model="m",
+                               content=TextContent(type="text", text=f"echo of {asked.text}"))
+
+
+def test_sampling_reaches_the_client_that_caused_it_among_many(tmp_path: Path) -> None:
+    """Shared, the upstream's sampling requests name no client, and with several clients
+    the gateway cannot deliver them; per session, each is its client's."""
+    gateway = start(tmp_path, command=SDK_SERVER)
+    try:
+        async def one(prompt: str) -> str:
+            async with Client(streamable_http_client(gateway.http_url), mode="legacy",
+                              sampling_callback=answer_sampling) as client:
+                result = await client.call_tool("sample", {"prompt": prompt})
+                content = result.content[0]
+                assert isinstance(content, TextContent)
+                return content.text
+
+        async def body() -> list[str]:
+            return list(await asyncio.gather(*(one(f"question {i}") for i in range(4))))
+        assert run(body()) == [f"echo of question {i}" for i in range(4)]
+    finally:
+        gateway.cleanup()
+
+
+@pytest.mark.parametrize("table,message", [
+    ('mode = "per_session"\nendpoints = [{command = ["x"]}, {command = ["y"]}]',
+     "upstreams.p.mode: per_session does not combine with several endpoints"),
+    ('command = ["x"]\nmode = "per_session"\nmax_pending_requests = 3',
+     "upstreams.p.mode: per_session does not combine with endpoints, circuit breaking"),
+    ('command = ["x"]\nspares = 5\nmax_sessions = 2', "upstreams.p.spares: must be between"),
+    ('command = ["x"]\nmax_sessions = 0', "upstreams.p.max_sessions: must be at least 1"),
+    ('command = ["x"]\nmode = "each"', "upstreams.p.mode: Invalid enum value"),
+])
+def test_config_errors_name_the_key(table: str, message: str) -> None:
+    with pytest.raises(ConfigError) as error:
+        parse(f"[upstreams.p]\n{table}\n")
+    assert message in str(error.value)
