@@ -78,15 +78,20 @@ class SessionPool:
         pending = self._starting.get(session.id)
         if pending is not None:
             return await asyncio.shield(pending)
-        if len(self.assigned) + len(self._starting) >= self.max_sessions:
-            self.refused += 1
-            raise LookupError(f"upstream {self.template.name!r} has an upstream for each "
-                              f"of its max_sessions ({self.max_sessions}) sessions")
+        spare: Upstream | None = None
+        if len(self.assigned) + len(self._starting) + len(self.spares) >= self.max_sessions:
+            # Spares count against max_sessions: one still starting becomes this one's.
+            if not self.spares:
+                self.refused += 1
+                raise LookupError(f"upstream {self.template.name!r} has an upstream for "
+                                  f"each of its max_sessions ({self.max_sessions}) sessions")
+            spare = self.spares.pop(0)
         future: asyncio.Future[Upstream] = asyncio.get_running_loop().create_future()
         self._starting[session.id] = future
-        upstream = self._make()
+        upstream = spare if spare is not None else self._make()
         try:
-            await upstream.start()
+            if spare is None:
+                await upstream.start()
             await asyncio.wait_for(upstream.initialized_once.wait(),
                                    upstream.config.init_timeout)
         except BaseException as exc:
@@ -104,9 +109,10 @@ class SessionPool:
         return upstream
 
     def replenish(self) -> None:
-        """Start spares until ``spares`` are there (within ``max_sessions``)."""
+        """Start spares until ``spares`` are there, within ``max_sessions``: the
+        sessions' upstreams, those starting and the spares together."""
         while len(self.spares) < self.spare_count and \
-                len(self.assigned) + len(self.spares) < self.max_sessions:
+                len(self.assigned) + len(self._starting) + len(self.spares) < self.max_sessions:
             spare = self._make()
             self.spares.append(spare)
             self._track(asyncio.ensure_future(spare.start()))
