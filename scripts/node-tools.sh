@@ -5,6 +5,8 @@
 #   .tools/inspector    @modelcontextprotocol/inspector, pinned (needs node >= 22.19)
 #   .tools/oidc-provider  oidc-provider (panva), pinned: the OAuth 2.1 authorization server
 #                         of the end-to-end OAuth test (tests/servers/authorization_server.mjs)
+#   .tools/ts-sdk       @modelcontextprotocol/sdk, pinned: the TypeScript SDK's server as a
+#                         Streamable HTTP upstream (tests/servers/ts_server.mjs)
 # Run from the repository root. Each step is skipped when its pinned version is already
 # there, so a second run costs a few node start-ups and no network.
 # Afterwards: export PATH="$PWD/.tools/node22/node_modules/.bin:$PATH"
@@ -14,6 +16,7 @@ NODE_MAJOR=22
 CONFORMANCE_VERSION=0.2.0-alpha.12
 INSPECTOR_VERSION=2.12.0
 OIDC_PROVIDER_VERSION=9.13.3
+TS_SDK_VERSION=1.32.2
 
 TOOLS="$PWD/.tools"
 NODE_DIR="$TOOLS/node22"
@@ -58,3 +61,5 @@ install_pinned "$TOOLS/inspector" @modelcontextprotocol/inspector "$INSPECTOR_VE
     mcp-inspector --ignore-scripts
 # A library: tests/servers/authorization_server.mjs imports it from there.
 install_pinned "$TOOLS/oidc-provider" oidc-provider "$OIDC_PROVIDER_VERSION" ""
+# A library: tests/servers/ts_server.mjs imports the SDK (and its zod) from there.
+install_pinned "$TOOLS/ts-sdk" @modelcontextprotocol/sdk "$TS_SDK_VERSION" ""

@@ -26,7 +26,7 @@ from mcp.types import (
     TextContent,
 )
 
-from ..conftest import SDK_SERVER, GatewayProcess, free_port, run, wait_until
+from ..conftest import ROOT, SDK_SERVER, GatewayProcess, free_port, run, wait_until
 
 # logging/setLevel is deprecated in 2026-07-28, and still the legacy era's way to ask.
 pytestmark = pytest.mark.filterwarnings("ignore:The logging capability is deprecated")
@@ -206,3 +206,44 @@ def test_nothing_listening_fails_calls_at_once(tmp_path: Path) -> None:
         wait_until(down, 30)
     finally:
         gateway.cleanup()
+
+
+NODE = ROOT / ".tools" / "node22" / "node_modules" / ".bin" / "node"
+TS_SERVER = ROOT / "tests" / "servers" / "ts_server.mjs"
+
+
+@pytest.mark.parametrize("mode", ["legacy", "2026-07-28"])
+def test_the_typescript_sdk_server_over_streamable_http(tmp_path: Path, mode: str) -> None:
+    assert (ROOT / ".tools" / "ts-sdk").exists() and NODE.exists(), \
+        "the TypeScript SDK or Node 22 is missing: run scripts/node-tools.sh (make test does)"
+    port = free_port()
+    server = subprocess.Popen([str(NODE), str(TS_SERVER), "--port", str(port)],
+                              stdout=subprocess.PIPE, text=True)
+    assert server.stdout is not None and server.stdout.readline().strip() == "ready"
+    gateway = GatewayProcess(tmp_path, {"ts": {"url": f"http://127.0.0.1:{port}/mcp"}}, {})
+    progress: list[float] = []
+
+    async def on_progress(value: float, total: float | None, message: str | None) -> None:
+        progress.append(value)
+
+    async def body() -> None:
+        async with Client(streamable_http_client(gateway.http_url), mode=mode,
+                          sampling_callback=answer_sampling) as client:
+            assert {t.name for t in (await client.list_tools()).tools} == {
+                "echo", "add", "progress", "sample"}
+            assert text_of(await client.call_tool("echo", {"text": "from TS"})) == "from TS"
+            assert text_of(await client.call_tool("add", {"a": 2, "b": 3})) == "5"
+            steps = await client.call_tool("progress", {"steps": 3},
+                                           progress_callback=on_progress)
+            assert text_of(steps) == "completed 3 steps" and progress == [1, 2, 3]
+            sampled = await client.call_tool("sample", {"prompt": "ts?"})
+            assert text_of(sampled) == "echo of ts?"
+    try:
+        gateway.start()
+        upstream = gateway.upstream("ts")
+        assert (upstream["era"], upstream["server_info"]["name"]) == ("legacy", "ts-sdk")
+        run(body())
+    finally:
+        gateway.cleanup()
+        server.terminate()
+        server.wait(20)
