@@ -41,11 +41,15 @@ class Fleet:
     def all(self) -> list[Upstream]:
         """Every upstream running: those routed to, retiring, or starting, each
         endpoint of them."""
-        return [member for upstream in (*self.gw.upstreams.values(), *self.retiring,
-                                        *self.starting)
-                for member in (upstream.balancer.members if upstream.balancer is not None
-                               else upstream.pool.members if upstream.pool is not None
-                               else (upstream,))]
+        members: list[Upstream] = []
+        for upstream in (*self.gw.upstreams.values(), *self.retiring, *self.starting):
+            members.extend(upstream.balancer.members if upstream.balancer is not None
+                           else upstream.pool.members if upstream.pool is not None
+                           else (upstream,))
+            twin = upstream.legacy_twin
+            if twin is not None and twin.twin is not None:
+                members.append(twin.twin)
+        return members
 
     def reconcile(self, old: dict[str, UpstreamConfig], config: Config) -> list[str]:
         """Make the upstreams what ``config`` says; what changes, as log phrases."""

@@ -41,6 +41,7 @@ from .call import CANCELLED, ERRORED, FAILED, REFUSED, TIMED_OUT, Request, Upstr
 from .catalog import LISTS, Catalog
 from .chain import Chain, compile_chain
 from .fleet import Fleet
+from .legacy_twin import LegacyTwin
 from .log_levels import LogLevels
 from .mrtr import InputBridge
 from .operator import OperatorControls
@@ -129,11 +130,16 @@ class Gateway:
     def make_upstream(self, name: str, index: int, config: UpstreamConfig,
                       interpolated: Interpolated) -> Upstream:
         """The upstream ``config`` describes, with its pool of per-session upstreams
-        when ``mode = "per_session"``."""
+        when ``mode = "per_session"``, and the means to a legacy twin for ``era =
+        "auto"`` (gateway/legacy_twin.py)."""
         upstream: Upstream = new_upstream(name, index, config, self.relay, interpolated)
         if config.mode == "per_session":
             upstream.pool = SessionPool(upstream, config, lambda: new_upstream(
                 name, index, config, self.relay, interpolated))
+        elif config.era == "auto" and upstream.balancer is None:
+            legacy = msgspec.structs.replace(config, era="legacy")
+            upstream.legacy_twin = LegacyTwin(upstream, lambda: new_upstream(
+                name, index, legacy, self.relay, interpolated))
         return upstream
 
     def pools(self) -> list[SessionPool]:

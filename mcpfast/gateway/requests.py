@@ -247,6 +247,16 @@ class Requests:
             return None
         return params.get("_meta") if isinstance(params, dict) else None
 
+    async def _through_twin(self, req: Request, upstream: Upstream,
+                            rename: tuple[str, str] | None, uri: str | None) -> None:
+        """A legacy client's call to a dual-era upstream whose legacy twin is not ready:
+        start it and send the call there, or through the modern connection if it does
+        not come up (gateway/legacy_twin.py)."""
+        twin = await upstream.legacy_twin.starting()
+        if not req.session.closed:
+            self._forward(req, twin or upstream, rename, None, uri, checked=True,
+                          twin=False)
+
     async def _own_upstream(self, req: Request, template: Upstream,
                             then: Callable[[Upstream], None]) -> None:
         """Start the upstream of ``req``'s session (per_session), then send ``req`` to
@@ -302,12 +312,12 @@ class Requests:
 
     def _forward(self, req: Request, upstream: Upstream,
                  rename: tuple[str, str] | None = None, subscription: str | None = None,
-                 uri: str | None = None, checked: bool = False) -> None:
+                 uri: str | None = None, checked: bool = False, twin: bool = True) -> None:
         """Send ``req`` to ``upstream``, in the upstream's era, with what the router
         renamed (``rename``: the member and the upstream's own name). A legacy client's
         request is rewritten only where it must be unique per upstream connection (the
         progress token) and where the router renamed. ``checked``: the policy chain ran
-        already."""
+        already. ``twin``: a dual-era upstream's legacy twin may serve it."""
         if req.modern:
             self._forward_modern(req, upstream, rename, uri)
             return
@@ -329,8 +339,16 @@ class Requests:
                 return
             upstream = picked
         if upstream.era == "modern":
-            self._forward_legacy_to_modern(req, upstream, rename)
-            return
+            legacy = upstream.legacy_twin
+            if twin and legacy is not None and subscription is None and legacy.wanted():
+                ready = legacy.ready()
+                if ready is None:
+                    self.gw.background(self._through_twin(req, upstream, rename, uri))
+                    return
+                upstream = ready
+            else:
+                self._forward_legacy_to_modern(req, upstream, rename)
+                return
         params: Raw | bytes | UnsetType = env.params
         upstream_id: int | None = None
         head = req.head or NO_PARAMS

@@ -157,6 +157,14 @@ class Upstream(Generic[CallT]):
         self.unattributed = 0
         """Server-to-client requests refused and notifications dropped because the
         gateway could not tell whose they were."""
+        self.dual_era = False
+        """Probed modern with ``era = "auto"``: it may speak the legacy era too, which
+        a legacy connection of its own (``legacy_twin``) finds out."""
+        self.attempted = asyncio.Event()
+        """Set once the first connection and handshake have succeeded or failed."""
+        self.legacy_twin: Any = None
+        """The ``LegacyTwin`` that starts and holds that connection, when the gateway
+        made one for this upstream (gateway/legacy_twin.py)."""
         self.pool: Any = None
         """With ``mode = "per_session"``, on the upstream as routed to (the template):
         the ``SessionPool`` of the sessions' own upstreams (gateway/per_session.py)."""
@@ -256,6 +264,9 @@ class Upstream(Generic[CallT]):
             return False
         meta = result.get("_meta")
         self.era = "modern"
+        # server/discover lists only modern versions even when the server also answers
+        # initialize: whether it does is learnt by a legacy twin's own handshake.
+        self.dual_era = self.config.era == "auto"
         self.protocol_version = mutual[0]
         self.capabilities = result.get("capabilities") or {}
         self.server_info = (meta.get(META_SERVER_INFO) if isinstance(meta, dict) else
@@ -363,15 +374,20 @@ class Upstream(Generic[CallT]):
         info = self.describe()
         if self.pool is not None:
             info["per_session"] = self.pool.describe()
+        if self.legacy_twin is not None and self.legacy_twin.twin is not None:
+            info["legacy_twin"] = self.legacy_twin.twin.describe()
         if self.balancer is not None:
             info["endpoints"] = self.balancer.describe()
             info["balance"] = self.balancer.policy
         return info
 
     async def stop_all(self) -> None:
-        """Stop the upstream: each of its endpoints."""
+        """Stop the upstream: each of its endpoints, per-session upstreams, and its
+        legacy twin."""
         members = self.balancer.members if self.balancer is not None and self.primary \
-            else [self]
+            else self.pool.members if self.pool is not None else [self]
+        if self.legacy_twin is not None and self.legacy_twin.twin is not None:
+            members = [*members, self.legacy_twin.twin]
         await asyncio.gather(*(member.stop() for member in members))
 
     def describe(self) -> dict[str, Any]:
@@ -442,6 +458,7 @@ class Upstream(Generic[CallT]):
                 self.last_error = None
                 self.events.upstream_ready(self)
                 self.initialized_once.set()
+                self.attempted.set()
                 await ended
                 self.last_error = self.ended_because()
             except asyncio.CancelledError:
@@ -450,6 +467,7 @@ class Upstream(Generic[CallT]):
                 self.last_error = str(exc) or type(exc).__name__
             finally:
                 self.ready = False
+                self.attempted.set()
                 await self.disconnect()
             if self._stopping:
                 break

@@ -10,7 +10,8 @@ for ``uri`` the same two ways; on a legacy connection only for a subscribed URI)
 ``subscribed`` (the URIs legacy clients subscribed to, comma-separated), ``meta``
 (the request's ``_meta`` as JSON) and ``interview`` (two rounds of client input, sampling
 then elicitation, then one progress notification: standalone server-to-client requests
-on a legacy connection, ``input_required`` results on a modern one).
+on a legacy connection, ``input_required`` results on a modern one), and ``push_sample``
+(a push-style sampling request, which only a legacy session can carry).
 """
 
 from __future__ import annotations
@@ -94,6 +95,14 @@ def main(argv: list[str] | None = None) -> None:
     ) -> str:
         await ctx.report_progress(1, 1, "interviewed")
         return f"{visitor.name} asked about {topic}; the model said {_model_text(reply)}"
+
+    @server.tool(description="Ask the client's model push-style (a legacy session's "
+                 "sampling/createMessage; a modern one has no such channel).")
+    async def push_sample(prompt: str, ctx: Context) -> str:
+        reply = await ctx.session.create_message(
+            [SamplingMessage(role="user", content=TextContent(type="text", text=prompt))],
+            max_tokens=100)
+        return f"pushed: {_model_text(reply)}"
 
     async def on_subscribe(ctx: Any, params: types.SubscribeRequestParams) -> dict[str, Any]:
         subscribed.add(str(params.uri))

@@ -50,8 +50,82 @@ for line in sys.stdin:
 
 @pytest.fixture
 def modern_gateway(gateway_factory: Any) -> GatewayProcess:
-    """One dual-era upstream, probed: it answers server/discover, so it is modern."""
-    return gateway_factory({"events": events_upstream("auto")})
+    """One dual-era upstream pinned modern: a legacy client goes through the gateway's
+    translation (probed, with era "auto", it would get a legacy twin: below)."""
+    return gateway_factory({"events": events_upstream("modern")})
+
+
+MODERN_ONLY_SERVER = """
+import json, sys
+for line in sys.stdin:
+    m = json.loads(line)
+    if "id" not in m:
+        continue
+    method, rid = m.get("method"), m["id"]
+    if method == "initialize":
+        out = {"error": {"code": -32022, "message": "only 2026-07-28",
+                         "data": {"supported": ["2026-07-28"]}}}
+    elif method == "server/discover":
+        out = {"result": {"supportedVersions": ["2026-07-28"], "resultType": "complete",
+                          "capabilities": {"tools": {}},
+                          "_meta": {"io.modelcontextprotocol/serverInfo":
+                                    {"name": "modern-only", "version": "1"}}}}
+    elif method == "tools/list":
+        out = {"result": {"tools": [{"name": "echo", "inputSchema": {"type": "object"}}],
+                          "resultType": "complete"}}
+    elif method == "tools/call":
+        text = m["params"]["arguments"]["text"]
+        out = {"result": {"content": [{"type": "text", "text": text}],
+                          "resultType": "complete"}}
+    else:
+        out = {"error": {"code": -32601, "message": "Method not found"}}
+    print(json.dumps({"jsonrpc": "2.0", "id": rid, **out}), flush=True)
+"""
+
+
+def test_a_probed_dual_era_upstream_serves_legacy_clients_in_the_legacy_era(
+        gateway_factory: Any, tmp_path: Path) -> None:
+    """Probed modern, the events server also answers initialize: a legacy client's
+    calls go to a legacy connection of their own (push-style sampling works there, which
+    the modern era cannot carry); modern clients keep the modern one. A modern-only
+    server gets no twin, and its legacy clients are served through translation."""
+    only = tmp_path / "modern_only.py"
+    only.write_text(MODERN_ONLY_SERVER)
+    gw = gateway_factory({"events": events_upstream("auto"),
+                          "only": {"command": ["python", str(only)], "era": "auto"}})
+    sampling = {"role": "assistant", "model": "m",
+                "content": {"type": "text", "text": "fine"}}
+
+    async def body() -> None:
+        async with unix_client(gw.unix_path) as old, unix_client(gw.unix_path) as new:
+            await old.initialize(capabilities={"sampling": {}})
+            await new.request("server/discover", modern())
+            call = asyncio.ensure_future(old.call_tool("events__push_sample",
+                                                       {"prompt": "how?"}, timeout=30))
+            for _ in range(600):
+                if old.requests:
+                    break
+                await asyncio.sleep(0.05)
+            (asked,) = old.requests
+            assert asked["method"] == "sampling/createMessage"
+            await old.send({"jsonrpc": "2.0", "id": asked["id"], "result": sampling})
+            assert (await call)["result"]["content"][0]["text"] == "pushed: fine"
+            # The legacy client's calls reach the server as legacy ones: no modern _meta.
+            meta = json.loads((await old.call_tool("events__meta"))["result"]
+                              ["content"][0]["text"])
+            assert PV not in (meta or {})
+            # A modern client's still go to the modern connection.
+            seen = await request(new, "tools/call", {"name": "events__meta"})
+            assert json.loads(seen["result"]["content"][0]["text"])[PV] == "2026-07-28"
+            # The modern-only server: its twin's initialize is refused, so no twin.
+            echoed = await old.call_tool("only__echo", {"text": "translated"}, timeout=30)
+            assert echoed["result"]["content"][0]["text"] == "translated"
+    run(body())
+    upstreams = {u["name"]: u for u in gw.status()["upstreams"]}
+    assert upstreams["events"]["era"] == "modern"
+    assert upstreams["events"]["legacy_twin"]["era"] == "legacy"
+    assert "legacy_twin" not in upstreams["only"]
+    assert "does not speak the legacy era" in gw.log()
 
 
 def test_era_config_is_validated() -> None:
