@@ -453,8 +453,12 @@ class ShutdownConfig(msgspec.Struct, **KEY):  # type: ignore[call-arg]
 class RoutingConfig(msgspec.Struct, **KEY):  # type: ignore[call-arg]
     prefix: Literal["always", "conditional", "never"] = "always"
     separator: str = "__"
+    page_size: int = 0
+    """Items per page of an aggregated list (tools/list and the rest), with a
+    ``nextCursor`` to the next; 0: each list in one page."""
 
     def __post_init__(self) -> None:
+        _check(self.page_size >= 0, "page_size", "must be 0 (one page) or more")
         _check(bool(re.fullmatch(r"[A-Za-z0-9_.-]{1,8}", self.separator)), "separator",
                "must be 1 to 8 of the characters allowed in tool names (A-Z a-z 0-9 _ . -)")
 

@@ -30,6 +30,7 @@ def test_bundled_default_fronts_the_demo() -> None:
      "upstreams.a.request_timeout: must be positive"),
     ('[upstreams."a b"]\ncommand = ["x"]\n', "upstreams.a b: an upstream name must be"),
     ('[upstreams.a__b]\ncommand = ["x"]\n', "the name contains the routing separator"),
+    ("[routing]\npage_size = -1\n" + UP, "routing.page_size: must be 0 (one page) or more"),
     ("", "upstreams: at least one upstream is required"),
     ("[tracing]\nsample_ratio = 1.5\n" + UP, "tracing.sample_ratio: must be from 0 to 1"),
     ('[tracing]\nendpoint = "127.0.0.1:4318"\n' + UP,

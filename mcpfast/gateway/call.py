@@ -95,6 +95,7 @@ class RouteParams(msgspec.Struct, gc=False):
     name: str | UnsetType = UNSET
     uri: str | UnsetType = UNSET
     ref: _Ref | UnsetType = UNSET
+    cursor: Any = UNSET
     meta: _Meta | UnsetType = msgspec.field(default=UNSET, name="_meta")
 
 

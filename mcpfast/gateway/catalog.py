@@ -5,6 +5,7 @@ refresh."""
 
 from __future__ import annotations
 
+import base64
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -43,6 +44,7 @@ class Catalog:
         self.gw = gw
         self.views: tuple[View, ...] = ()
         """The policy chain's views (chain.py): empty when no policy hides anything."""
+        self.page_size = gw.config.routing.page_size
 
     def capabilities(self) -> dict[str, Any]:
         """What the gateway offers, in either era: the union of its upstreams'
@@ -124,12 +126,21 @@ class Catalog:
         capability = "resources" if kind == "resourceTemplates" else kind
 
         def handler(req: Request) -> None:
-            # The aggregated list is served whole: a cursor is opaque, and none is issued.
             items = getattr(self.gw.router, attribute)
             if self.views:
                 items = self.visible(req.session, kind, items)
+            cursor = req.params.get("cursor") if req.params is not None else \
+                req.head.cursor if req.head is not None else UNSET
+            page: dict[str, Any] = {kind: items}
+            if (cursor is not UNSET and cursor is not None) or self.page_size:
+                try:
+                    page = self._page(kind, items, cursor)
+                except ValueError as exc:
+                    self.gw.send_error(req.session, req.id, jsonrpc.INVALID_PARAMS,
+                                       f"Invalid params: {exc}")
+                    return
             if not req.modern:
-                self.gw.respond(req.session, req.id, {kind: items})
+                self.gw.respond(req.session, req.id, page)
                 return
             # server/discover declares only what some upstream serves, and a family it
             # does not declare must not answer (the conformance suite checks both ways).
@@ -139,8 +150,35 @@ class Catalog:
                                    f"{capability})")
                 return
             self.gw.respond(req.session, req.id, complete_result(
-                {kind: items}, cacheable=True, server_info=SERVER_INFO))
+                page, cacheable=True, server_info=SERVER_INFO))
         return handler
+
+    def _page(self, kind: str, items: list[dict[str, Any]], cursor: Any
+              ) -> dict[str, Any]:
+        """The page of ``items`` that ``cursor`` (UNSET or None: the first) points to,
+        with the cursor of the next when there is one. A cursor names the list, the
+        router's generation and an offset: one from before a rebuild, which may have
+        moved items, is refused (the client was told the list changed)."""
+        start = 0
+        if cursor is not UNSET and cursor is not None:
+            if not isinstance(cursor, str):
+                raise ValueError("cursor must be a string")
+            try:
+                listed, generation, offset = base64.urlsafe_b64decode(
+                    cursor.encode()).decode().split(":")
+                start = int(offset)
+            except (ValueError, UnicodeError):
+                raise ValueError("not a cursor this gateway issued") from None
+            if listed != kind or int(generation) != self.gw.router.generation or \
+                    not 0 <= start <= len(items):
+                raise ValueError("the cursor is stale (the list changed since it was "
+                                 "issued): list again from the start")
+        end = start + self.page_size if self.page_size else len(items)
+        page: dict[str, Any] = {kind: items[start:end]}
+        if end < len(items):
+            page["nextCursor"] = base64.urlsafe_b64encode(
+                f"{kind}:{self.gw.router.generation}:{end}".encode()).decode()
+        return page
 
     def visible(self, session: DownstreamSession, kind: str, items: list[dict[str, Any]]
                 ) -> list[dict[str, Any]]:

@@ -64,9 +64,12 @@ class Router:
         self._templates: list[tuple[re.Pattern[str], Upstream]] = []
         self._template_owner: dict[str, Upstream] = {}
         self.collisions: list[str] = []
+        self.generation = 0
+        """Counts rebuilds: a list cursor names the generation it pages through."""
 
     def rebuild(self) -> None:
         """Recompute every list and route from the upstreams' current catalogs."""
+        self.generation += 1
         table = routing_table.RoutingTable()
         collisions: list[str] = []
         listed = [u for u in self.upstreams if u.catalog is not None]

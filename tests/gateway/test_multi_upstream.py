@@ -199,3 +199,54 @@ def test_a_uri_no_upstream_serves_is_32002_for_legacy_clients(gateway_factory: A
             assert modern_missing["error"]["code"] == -32602
             assert modern_missing["error"]["data"]["uri"] == "nope://x"
     run(body())
+
+
+def test_lists_are_paged_with_cursors_the_gateway_issues(gateway_factory: Any) -> None:
+    gw = gateway_factory({"alpha": sdk_upstream("alpha"), "beta": sdk_upstream("beta")},
+                         routing={"page_size": 3})
+
+    async def body() -> None:
+        async with ws_client(gw.ws_url) as legacy, unix_client(gw.unix_path) as new:
+            await legacy.initialize()
+            await new.request("server/discover", modern())
+            for client, params in ((legacy, {}), (new, modern())):
+                names: list[str] = []
+                cursor = None
+                for _ in range(20):
+                    asked = {**params, **({"cursor": cursor} if cursor else {})}
+                    page = (await client.request("tools/list", asked))["result"]
+                    assert len(page["tools"]) <= 3
+                    names += [tool["name"] for tool in page["tools"]]
+                    cursor = page.get("nextCursor")
+                    if cursor is None:
+                        break
+                assert len(names) == 20 and len(set(names)) == 20  # 10 tools each
+                assert {"alpha__echo", "beta__echo"} <= set(names)
+            first = (await legacy.request("tools/list", {}))["result"]
+            for bad in ("garbage!", first["nextCursor"].swapcase(), 7):
+                refused = await legacy.request("tools/list", {"cursor": bad})
+                assert refused["error"]["code"] == -32602, refused
+            # A rebuild (a tool added) makes the cursors issued before it stale.
+            await legacy.call_tool("beta__grow", {"tool_name": "fresh"})
+            for _ in range(200):
+                refused = await legacy.request("tools/list", {"cursor": first["nextCursor"]})
+                if "error" in refused:
+                    break
+                await asyncio.sleep(0.05)
+            assert refused["error"]["code"] == -32602
+            assert "stale" in refused["error"]["message"]
+    run(body())
+
+
+def test_without_paging_a_cursor_the_gateway_never_issued_is_refused(
+        gateway_factory: Any) -> None:
+    gw = gateway_factory({"alpha": sdk_upstream("alpha")})
+
+    async def body() -> None:
+        async with ws_client(gw.ws_url) as client:
+            await client.initialize()
+            whole = (await client.request("tools/list", {}))["result"]
+            assert "nextCursor" not in whole and len(whole["tools"]) == 10
+            refused = await client.request("tools/list", {"cursor": "abc"})
+            assert refused["error"]["code"] == -32602
+    run(body())
