@@ -199,10 +199,14 @@ def _endpoint_families(upstreams: Iterable[Upstream[Any]]) -> Iterator[Metric]:
         "requests": CounterMetricFamily("mcpfast_upstream_endpoint_requests", "Requests "
                                         "forwarded to the endpoint.", labels=labels),
     }
+    retries = CounterMetricFamily("mcpfast_upstream_retries", "Safe requests sent again "
+                                  "to another endpoint after theirs failed them.",
+                                  labels=["upstream"])
     for upstream in upstreams:
         balancer = upstream.balancer
         if balancer is None:
             continue
+        retries.add_metric([upstream.name], balancer.retries)
         for info in balancer.describe():
             key = [upstream.name, str(info["endpoint"])]
             families["up"].add_metric(key, 1 if info["ready"] else 0)
@@ -213,6 +217,7 @@ def _endpoint_families(upstreams: Iterable[Upstream[Any]]) -> Iterator[Metric]:
             families["ejections"].add_metric(key, info["ejections"])
             families["requests"].add_metric(key, info["requests_forwarded"])
     yield from families.values()
+    yield retries
 
 
 def _tool_families(stats: ToolStats, upstreams: Iterable[Upstream[Any]]

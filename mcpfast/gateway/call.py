@@ -170,6 +170,10 @@ class Request(msgspec.Struct, gc=False):
     answer with a result or a cancel (0: none), for the error counts by code."""
     refused_by: str = ""
     """The policy that refused it (``Refusal.policy``), when its outcome is REFUSED."""
+    replay: Any = None
+    """A safe request to an upstream with several endpoints: what sending it again to
+    another endpoint takes, if its endpoint fails it (requests.py, ``retry``)."""
+    retried: bool = False
 
     @classmethod
     def of_modern(cls, session: DownstreamSession, env: Envelope, method: str,

@@ -438,6 +438,8 @@ class Gateway:
         are told (metrics per tool, the access log and tracing hook in here)."""
         self.counters.ended[outcome] += 1
         balancer = upstream.balancer
+        if pending.retried and balancer is not None:
+            balancer.retrying -= 1
         if balancer is not None and outcome not in (REFUSED, CANCELLED):
             balancer.record(upstream, outcome in (TIMED_OUT, FAILED) or (
                 outcome == ERRORED and pending.error_code in FAILING_CODES))
@@ -460,6 +462,11 @@ class Gateway:
                             f"max_in_flight is {self.max_in_flight}); wait for answers first")
             return True
         return False
+
+    def retry(self, member: Upstream, pending: Request) -> bool:
+        """Send a safe request ``member`` failed to another of its upstream's endpoints
+        (requests.py); whether it was."""
+        return self.requests.retry(member, pending)
 
     # -- for the input bridge (mrtr.Core) --------------------------------------------
     def forward(self, upstream: Upstream, pending: Request, params: Raw | bytes | UnsetType,

@@ -54,6 +54,10 @@ class Core(Protocol):
         """A request ended (``call.OUTCOMES``): the one place every end passes."""
         ...
 
+    def retry(self, member: Upstream, pending: Request) -> bool:
+        """Send a safe request an endpoint failed to another endpoint, if one may."""
+        ...
+
     def id_taken(self, session: DownstreamSession, client_id: int | str) -> bool:
         """Whether ``client_id`` cannot be taken now (answered with an error if so)."""
         ...

@@ -110,6 +110,8 @@ class Relay:
 
     def timed_out(self, upstream: Upstream, pending: Request) -> None:
         self._release(upstream, pending)
+        if pending.replay is not None and self.gw.retry(upstream, pending):
+            return
         self.gw.send_error(pending.session, pending.id, jsonrpc.REQUEST_TIMEOUT,
                            f"upstream {upstream.name!r} did not answer {pending.method} "
                            f"within {upstream.config.request_timeout:g} s")
@@ -118,6 +120,8 @@ class Relay:
 
     def failed(self, upstream: Upstream, pending: Request, message: str) -> None:
         pending.session.inflight.pop(pending.id, None)
+        if pending.replay is not None and self.gw.retry(upstream, pending):
+            return
         self.gw.send_error(pending.session, pending.id, jsonrpc.UPSTREAM_UNAVAILABLE,
                            message)
         pending.error_code = jsonrpc.UPSTREAM_UNAVAILABLE
@@ -241,7 +245,8 @@ class Relay:
         """A replica is ready while the upstream's first endpoint has never been: the
         upstream is routed by the replica's catalog and handshake until it is."""
         first = replica.balancer.endpoints[0].upstream
-        if first.catalog is None:
+        # Not while its own handshake runs: what it learns there is the upstream's.
+        if first.catalog is None and first.state != "initializing":
             for key in ("catalog", "era", "protocol_version", "capabilities", "server_info",
                         "instructions"):
                 setattr(first, key, getattr(replica, key))

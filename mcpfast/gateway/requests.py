@@ -33,6 +33,7 @@ from ..protocol.modern import (
     read_meta,
     strip_modern_meta,
 )
+from ..upstream.balancer import RETRYABLE
 from ..upstream.base import CLIENT_INFO, UpstreamError
 from .call import (
     NO_ENVELOPE,
@@ -41,6 +42,7 @@ from .call import (
     SHAPE_LEGACY_FROM_MODERN,
     SHAPE_MODERN_FROM_LEGACY,
     SHAPE_MODERN_FROM_MODERN,
+    SHAPE_NONE,
     Request,
     RouteParams,
     Upstream,
@@ -247,6 +249,35 @@ class Requests:
             return None
         return params.get("_meta") if isinstance(params, dict) else None
 
+    def retry(self, member: Upstream, req: Request) -> bool:
+        """Send a safe request that ``member`` failed (its connection lost, or no
+        answer in time) to another endpoint, once, within the retry budget; whether it
+        was sent (if not, the client gets the error)."""
+        balancer = member.balancer
+        if balancer is None or req.replay is None or self.gw.draining or \
+                req.session.closed or not balancer.may_retry():
+            return False
+        other = balancer.pick(req.session.id, exclude=member)
+        if other is None:
+            return False
+        replay, req.replay = req.replay, None
+        req.session.inflight.pop(req.id, None)
+        req.retried = True
+        req.progress_token, req.shape, req.trace = None, SHAPE_NONE, None
+        balancer.retrying += 1
+        balancer.retries += 1
+        log.info("upstream %r: %s sent again to endpoint %d after endpoint %d failed it",
+                 member.name, req.method, balancer.endpoint_of(other).index,
+                 balancer.endpoint_of(member).index)
+        if len(replay) == 3:
+            req.env, rename, uri = replay
+            self._forward(req, other, rename, None, uri, checked=True, twin=False,
+                          picked=True)
+        else:
+            req.env, rename, uri, req.params, req.meta = replay
+            self._forward_modern(req, other, rename, uri, checked=True, picked=True)
+        return True
+
     async def _through_twin(self, req: Request, upstream: Upstream,
                             rename: tuple[str, str] | None, uri: str | None) -> None:
         """A legacy client's call to a dual-era upstream whose legacy twin is not ready:
@@ -312,12 +343,14 @@ class Requests:
 
     def _forward(self, req: Request, upstream: Upstream,
                  rename: tuple[str, str] | None = None, subscription: str | None = None,
-                 uri: str | None = None, checked: bool = False, twin: bool = True) -> None:
+                 uri: str | None = None, checked: bool = False, twin: bool = True,
+                 picked: bool = False) -> None:
         """Send ``req`` to ``upstream``, in the upstream's era, with what the router
         renamed (``rename``: the member and the upstream's own name). A legacy client's
         request is rewritten only where it must be unique per upstream connection (the
         progress token) and where the router renamed. ``checked``: the policy chain ran
-        already. ``twin``: a dual-era upstream's legacy twin may serve it."""
+        already. ``twin``: a dual-era upstream's legacy twin may serve it. ``picked``:
+        ``upstream`` is the endpoint already chosen (a retry)."""
         if req.modern:
             self._forward_modern(req, upstream, rename, uri)
             return
@@ -333,11 +366,13 @@ class Requests:
                     req, up, rename, subscription, uri, checked=True)))
                 return
             upstream = own
-        if upstream.balancer is not None:
-            picked = self._endpoint(req, upstream)
-            if picked is None:
+        if upstream.balancer is not None and not picked:
+            endpoint = self._endpoint(req, upstream)
+            if endpoint is None:
                 return
-            upstream = picked
+            upstream = endpoint
+            if req.method in RETRYABLE and not req.retried:
+                req.replay = (env, rename, uri)
         if upstream.era == "modern":
             legacy = upstream.legacy_twin
             if twin and legacy is not None and subscription is None and legacy.wanted():
@@ -538,7 +573,7 @@ class Requests:
 
     def _forward_modern(self, req: Request, upstream: Upstream,
                         rename: tuple[str, str] | None, uri: str | None,
-                        checked: bool = False) -> None:
+                        checked: bool = False, picked: bool = False) -> None:
         """Send a modern client's request on. A modern upstream gets the client's own
         ``_meta`` and MRTR members (inputResponses, requestState) as they are; a legacy
         one gets neither (notes §3)."""
@@ -559,11 +594,13 @@ class Requests:
         if upstream.era != "modern" and "requestState" in params:
             self.mrtr.resume(session, env, params, meta, upstream)
             return
-        if upstream.balancer is not None:
-            picked = self._endpoint(req, upstream)
-            if picked is None:
+        if upstream.balancer is not None and not picked:
+            endpoint = self._endpoint(req, upstream)
+            if endpoint is None:
                 return
-            upstream = picked
+            upstream = endpoint
+            if req.method in RETRYABLE and not req.retried:
+                req.replay = (env, rename, uri, params, meta)
         name = uri if uri is not None else req.name
         params = dict(params)
         self._rename(params, rename)

@@ -32,6 +32,11 @@ from .connection import UpstreamError
 
 log = logging.getLogger("mcpfast.upstream")
 
+RETRY_BUDGET = 0.2
+RETRY_MIN_CONCURRENCY = 3
+RETRYABLE = frozenset({"resources/read", "prompts/get", "completion/complete"})
+"""Requests the gateway forwards that only read: sent again to another endpoint when
+theirs fails them (lists, ping and discover the gateway answers itself)."""
 FAILING_CODES = frozenset({jsonrpc.INTERNAL_ERROR, jsonrpc.UPSTREAM_UNAVAILABLE})
 """Error codes from an endpoint that count against it, as a 5xx would."""
 
@@ -79,6 +84,9 @@ class Balancer:
         self._checks: list[asyncio.Task[None]] = []
         self.refused = 0
         """Requests refused because no endpoint could take them."""
+        self.retrying = 0
+        """Retries in flight (Envoy's retry budget bounds them)."""
+        self.retries = 0
 
     @property
     def members(self) -> list[Any]:
@@ -91,11 +99,13 @@ class Balancer:
         raise LookupError(member)
 
     # -- choosing -------------------------------------------------------------------------
-    def pick(self, session_id: str) -> Any:
-        """The endpoint to send a request to, or None (``refusal`` says why)."""
+    def pick(self, session_id: str, exclude: Any = None) -> Any:
+        """The endpoint to send a request to (other than ``exclude``), or None
+        (``refusal`` says why)."""
         now = time.monotonic()
         ready = [e for e in self.endpoints
-                 if e.upstream.ready and not e.drained and e.ejected_until <= now]
+                 if e.upstream.ready and not e.drained and e.ejected_until <= now
+                 and e.upstream is not exclude]
         usable = [e for e in ready if e.healthy] or ready
         if self.max_pending:
             usable = [e for e in usable if len(e.upstream.pending) < self.max_pending]
@@ -113,6 +123,13 @@ class Balancer:
             return max(usable, key=lambda e: _weight(session_id, e.index)).upstream
         self._turn += 1
         return usable[self._turn % len(usable)].upstream
+
+    def may_retry(self) -> bool:
+        """Envoy's retry budget: retries in flight at most 20 % of the requests in
+        flight, and at least 3 may always be, so that a failing endpoint does not double
+        the load on the others."""
+        in_flight = sum(len(e.upstream.pending) for e in self.endpoints)
+        return self.retrying < max(RETRY_MIN_CONCURRENCY, in_flight * RETRY_BUDGET)
 
     def refusal(self) -> str:
         """Why ``pick`` found no endpoint, for the client's -32000."""

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
 import urllib.error
 import urllib.request
 from collections import Counter
@@ -229,6 +231,34 @@ def test_the_operator_drains_one_endpoint(tmp_path: Path) -> None:
         with pytest.raises(urllib.error.HTTPError) as missing:
             admin("/api/v1/upstreams/pool/endpoints/7/drain", "POST")
         assert missing.value.code == 404
+    finally:
+        gateway.cleanup()
+
+
+def test_a_safe_request_an_endpoint_fails_is_sent_to_another(tmp_path: Path) -> None:
+    """The session's endpoint stops answering (SIGSTOP): its resources/read times out
+    there and is answered by the other endpoint; a tools/call is not retried."""
+    gateway = start(tmp_path, endpoints=[sdk("a"), sdk("b")], balance="session",
+                    request_timeout=2.0)
+    try:
+        async def body() -> None:
+            async with ws_client(gateway.ws_url) as client:
+                await client.initialize()
+                mine = await whoami(client)
+                (endpoint,) = [e for e in gateway.upstream("pool")["endpoints"]
+                               if e["server_info"]["name"] == mine]
+                os.kill(endpoint["pid"], signal.SIGSTOP)
+                try:
+                    read = await client.request("resources/read", {"uri": "test://static"},
+                                                timeout=30)
+                    assert "result" in read, read
+                    called = await client.call_tool("whoami", timeout=30)
+                    assert called["error"]["code"] == -32001  # not safe: not retried
+                finally:
+                    os.kill(endpoint["pid"], signal.SIGCONT)
+        run(body())
+        assert "sent again to endpoint" in gateway.log()
+        assert 'mcpfast_upstream_retries_total{upstream="pool"} 1.0' in metrics(gateway)
     finally:
         gateway.cleanup()
 
