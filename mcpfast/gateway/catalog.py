@@ -39,6 +39,9 @@ LISTS = ("tools", "prompts", "resources")
 """The lists a session is told changed (resources with their templates)."""
 
 
+Seen = dict[Any, dict[str, tuple[dict[str, Any], ...]]]
+"""What each identity is shown of each list (``Catalog._seen``), by its view key."""
+
 class Catalog:
     def __init__(self, gw: Core) -> None:
         self.gw = gw
@@ -214,7 +217,7 @@ class Catalog:
         """Rebuild the routes from the upstreams' catalogs and tell the sessions (and
         the listen streams that asked) which lists changed, and the lists an upstream
         ``announced`` changed: with views, each session only of the lists whose items
-        it is shown changed, or, for an announced list, that it is shown any of."""
+        it is shown changed."""
         before = self._lists()
         seen_before = self._seen_by_identity() if self.views else None
         self.gw.router.rebuild()
@@ -225,26 +228,26 @@ class Catalog:
         return {"tools": r.tools, "prompts": r.prompts,
                 "resources": r.resources + r.resource_templates}
 
-    def _seen_by_identity(self) -> dict[Any, dict[str, frozenset[str]]]:
+    def _seen_by_identity(self) -> Seen:
         """What each identity among the sessions is shown of each list, as names (the
         views decide by identity, so sessions of one identity share it)."""
-        seen: dict[Any, dict[str, frozenset[str]]] = {}
+        seen: Seen = {}
         for session in self.gw.sessions.values():
             key = _view_key(session)
             if key not in seen:
                 seen[key] = self._seen(session)
         return seen
 
-    def _seen(self, session: DownstreamSession) -> dict[str, frozenset[str]]:
+    def _seen(self, session: DownstreamSession) -> dict[str, tuple[dict[str, Any], ...]]:
+        """What ``session`` is shown of each list, items whole: a change to an item it
+        sees (a description, a schema) is a change to its list; one to an item it does
+        not see is not."""
         r = self.gw.router
-
-        def names(kind: str, items: list[dict[str, Any]]) -> set[str]:
-            key = LIST_KEYS[kind]
-            return {item[key] for item in self.visible(session, kind, items)}
-        return {"tools": frozenset(names("tools", r.tools)),
-                "prompts": frozenset(names("prompts", r.prompts)),
-                "resources": frozenset(names("resources", r.resources)
-                                       | names("resourceTemplates", r.resource_templates))}
+        return {"tools": tuple(self.visible(session, "tools", r.tools)),
+                "prompts": tuple(self.visible(session, "prompts", r.prompts)),
+                "resources": (*self.visible(session, "resources", r.resources),
+                              *self.visible(session, "resourceTemplates",
+                                            r.resource_templates))}
 
     def refilter(self, kinds: tuple[str, ...], change: Callable[[], None]) -> None:
         """Apply ``change`` to the views, and tell each session whose view of the lists
@@ -254,25 +257,22 @@ class Catalog:
         self._tell(kinds, seen_before)
 
     def _announce_changes(self, before: dict[str, list[dict[str, Any]]],
-                          seen_before: dict[Any, dict[str, frozenset[str]]] | None = None,
+                          seen_before: Seen | None = None,
                           announced: tuple[str, ...] = ()) -> None:
         after = self._lists()
         self._tell(tuple(kind for kind in LISTS
                          if kind in announced or before[kind] != after[kind]),
-                   seen_before, announced)
+                   seen_before)
 
-    def _tell(self, kinds: tuple[str, ...],
-              seen_before: dict[Any, dict[str, frozenset[str]]] | None,
-              announced: tuple[str, ...] = ()) -> None:
+    def _tell(self, kinds: tuple[str, ...], seen_before: Seen | None) -> None:
         """Send ``list_changed`` for each of ``kinds`` to every session (and its listen
         streams that asked); with ``seen_before`` (views are in force), only to those
-        whose view of that list changed, or, for a list in ``announced``, that are shown
-        any of it."""
+        whose view of that list changed: an item it is shown came, went or changed."""
         if not kinds:
             return
         encoded = {kind: jsonrpc.notification(f"notifications/{kind}/list_changed")
                    for kind in kinds}
-        seen_after: dict[Any, dict[str, frozenset[str]]] = {}
+        seen_after: Seen = {}
         for session in list(self.gw.sessions.values()):
             earlier = after = None
             if seen_before is not None:
@@ -281,8 +281,7 @@ class Catalog:
                     seen_after[key] = self._seen(session)
                 earlier, after = seen_before.get(key), seen_after[key]
             for kind in kinds:
-                if earlier is not None and after is not None and earlier[kind] == after[kind] \
-                        and not (kind in announced and after[kind]):
+                if earlier is not None and after is not None and earlier[kind] == after[kind]:
                     continue  # nothing it is shown changed
                 if session.initialized:
                     self.gw.send(session, encoded[kind])

@@ -80,8 +80,7 @@ class Router:
         patterns: list[tuple[re.Pattern[str], Upstream]] = []
         owners: dict[str, Upstream] = {}
         for upstream in listed:
-            assert upstream.catalog is not None
-            for item in upstream.catalog.get("resources", []):
+            for item in _listed(upstream, "resources"):
                 uri = item.get("uri")
                 if not isinstance(uri, str):
                     continue
@@ -89,7 +88,7 @@ class Router:
                     resources.append(item)
                 else:
                     collisions.append(f"resource {uri!r} of upstream {upstream.name!r}")
-            for item in upstream.catalog.get("resourceTemplates", []):
+            for item in _listed(upstream, "resourceTemplates"):
                 template = item.get("uriTemplate")
                 if not isinstance(template, str) or template in owners:
                     continue
@@ -108,13 +107,11 @@ class Router:
                collisions: list[str]) -> list[dict[str, Any]]:
         counts: Counter[str] = Counter()
         for upstream in listed:
-            assert upstream.catalog is not None
-            counts.update({item["name"] for item in upstream.catalog.get(key, [])
+            counts.update({item["name"] for item in _listed(upstream, key)
                            if isinstance(item.get("name"), str)})
         out: list[dict[str, Any]] = []
         for upstream in listed:
-            assert upstream.catalog is not None
-            for item in upstream.catalog.get(key, []):
+            for item in _listed(upstream, key):
                 name = item.get("name")
                 if not isinstance(name, str):
                     continue
@@ -159,3 +156,19 @@ class Router:
         if owner is None and len(self.upstreams) == 1:
             return self.upstreams[0]
         return owner
+
+
+def _listed(upstream: Upstream, kind: str) -> list[dict[str, Any]]:
+    """The items of list ``kind`` that ``upstream`` serves: its own, and those only its
+    legacy twin has (a twin is another process of a stdio server, whose lists can change
+    apart from the first's: gateway/legacy_twin.py)."""
+    assert upstream.catalog is not None
+    items: list[dict[str, Any]] = upstream.catalog.get(kind, [])
+    twin = upstream.legacy_twin.twin if upstream.legacy_twin is not None else None
+    if twin is None or not twin.catalog:
+        return items
+    key = "uri" if kind == "resources" else "uriTemplate" if kind == "resourceTemplates" \
+        else "name"
+    known = {item.get(key) for item in items}
+    extra = [item for item in twin.catalog.get(kind, []) if item.get(key) not in known]
+    return items + extra if extra else items
