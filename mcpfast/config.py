@@ -558,11 +558,13 @@ class UpstreamConfig(msgspec.Struct, **KEY):  # type: ignore[call-arg]
     replicas: list[UpstreamConfig] = []
     """The endpoints after the first, each the upstream's table with the endpoint's own
     keys over it (``parse`` makes them from ``endpoints``; not a key of the file)."""
-    era: Literal["auto", "legacy", "modern"] = "auto"
+    era: Literal["auto", "both", "legacy", "modern"] = "auto"
     """The protocol era to speak: ``auto`` probes with ``server/discover`` and falls back
     to the legacy ``initialize`` handshake (stdio "Backward Compatibility"). Clients of
     either era are served whatever the verdict; client input crosses eras as
-    gateway/mrtr.py describes."""
+    gateway/mrtr.py describes. ``both`` probes as ``auto`` and, if modern, serves
+    legacy clients through a legacy connection of their own (gateway/legacy_twin.py),
+    which ``auto`` does too for a remote upstream."""
     attribution: Literal["exclusive", "in_flight"] = "exclusive"
     """Whose are the upstream's messages that name no client request (sampling,
     elicitation and roots requests, log messages)? ``exclusive``: delivered only while a

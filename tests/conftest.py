@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import fcntl
 import importlib
@@ -105,13 +106,21 @@ def free_port() -> int:
         low = 32768
     for _ in range(100):
         port = random.randrange(10000, max(10001, low))
+        if port in _GIVEN:
+            continue  # free now, but handed out for a bind that may not have happened yet
         with socket.socket() as s:
             try:
                 s.bind(("127.0.0.1", port))
             except OSError:
                 continue
+            _GIVEN.append(port)
             return port
     raise AssertionError("no free port found below the ephemeral range")
+
+
+_GIVEN: collections.deque[int] = collections.deque(maxlen=2000)
+"""The ports this process handed out lately: two calls in a row (a gateway's listener
+and admin ports) must not get the same one."""
 
 
 def sdk_upstream(name: str = "sdk", prefix: str = "", **extra: Any) -> dict[str, Any]:

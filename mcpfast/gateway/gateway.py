@@ -130,13 +130,16 @@ class Gateway:
     def make_upstream(self, name: str, index: int, config: UpstreamConfig,
                       interpolated: Interpolated) -> Upstream:
         """The upstream ``config`` describes, with its pool of per-session upstreams
-        when ``mode = "per_session"``, and the means to a legacy twin for ``era =
-        "auto"`` (gateway/legacy_twin.py)."""
+        when ``mode = "per_session"``, and the means to a legacy twin (gateway/
+        legacy_twin.py) for ``era = "both"``, and for a remote ``era = "auto"`` one."""
         upstream: Upstream = new_upstream(name, index, config, self.relay, interpolated)
         if config.mode == "per_session":
             upstream.pool = SessionPool(upstream, config, lambda: new_upstream(
                 name, index, config, self.relay, interpolated))
-        elif config.era == "auto" and upstream.balancer is None:
+        elif upstream.balancer is None and (config.era == "both" or (
+                config.era == "auto" and config.transport != "stdio")):
+            # A remote server's twin is another session of the same server; a stdio
+            # server's is a second process, with state of its own: only when asked.
             legacy = msgspec.structs.replace(config, era="legacy")
             upstream.legacy_twin = LegacyTwin(upstream, lambda: new_upstream(
                 name, index, legacy, self.relay, interpolated))

@@ -2,8 +2,10 @@
 client is served in its own era end to end (PROTOCOL.md, "Whose message is it?": a
 dual-era server's legacy tools may send push-style requests that its modern face cannot).
 
-An ``era = "auto"`` upstream that its probe found modern gets a twin: the same server
-(another process, or another connection) pinned to the legacy era. It is started on the
+An upstream probed modern gets a twin, the same server pinned to the legacy era: with
+``era = "both"``, and with ``era = "auto"`` when it is remote (the twin is then another
+session of the same server; a stdio server's twin is a second process, whose state is
+its own, so it is made only when asked for). It is started on the
 first call of a legacy client, which waits for its handshake, and serves the legacy
 clients' calls from then on; modern clients keep the modern connection. A server whose
 legacy handshake fails is modern only: it gets no twin, and legacy clients are served by

@@ -158,8 +158,8 @@ class Upstream(Generic[CallT]):
         """Server-to-client requests refused and notifications dropped because the
         gateway could not tell whose they were."""
         self.dual_era = False
-        """Probed modern with ``era = "auto"``: it may speak the legacy era too, which
-        a legacy connection of its own (``legacy_twin``) finds out."""
+        """Probed modern with ``era = "auto"`` or ``"both"``: it may speak the legacy era
+        too, which a legacy connection of its own (``legacy_twin``) finds out."""
         self.attempted = asyncio.Event()
         """Set once the first connection and handshake have succeeded or failed."""
         self.legacy_twin: Any = None
@@ -223,7 +223,7 @@ class Upstream(Generic[CallT]):
         if era == "modern":
             await self._discover(self.config.init_timeout, required=True)
             return
-        if era == "auto" and await self._discover(min(self.config.init_timeout,
+        if era in ("auto", "both") and await self._discover(min(self.config.init_timeout,
                                                       PROBE_TIMEOUT)):
             return
         try:
@@ -232,7 +232,7 @@ class Upstream(Generic[CallT]):
             # A probe that timed out here but reached a slow server locked its
             # connection to the modern era before our initialize came; the -32022 that
             # initialize gets says so (the Python SDK's client handles it the same way).
-            if era != "auto" or exc.code != UNSUPPORTED_PROTOCOL_VERSION:
+            if era not in ("auto", "both") or exc.code != UNSUPPORTED_PROTOCOL_VERSION:
                 raise
             self.log.info("initialize refused with -32022 after the probe; probing again")
             await self._discover(self.config.init_timeout, required=True)
@@ -266,7 +266,7 @@ class Upstream(Generic[CallT]):
         self.era = "modern"
         # server/discover lists only modern versions even when the server also answers
         # initialize: whether it does is learnt by a legacy twin's own handshake.
-        self.dual_era = self.config.era == "auto"
+        self.dual_era = self.config.era in ("auto", "both")
         self.protocol_version = mutual[0]
         self.capabilities = result.get("capabilities") or {}
         self.server_info = (meta.get(META_SERVER_INFO) if isinstance(meta, dict) else

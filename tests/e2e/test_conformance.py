@@ -42,11 +42,12 @@ def conformance_upstream(era: str) -> dict[str, Any]:
 
 
 # The fixture answers server/discover, so with era "auto" the gateway speaks to it in the
-# modern era, and to a legacy client's calls through a legacy twin (gateway/
-# legacy_twin.py): both legs are then in their own era end to end. Pinned "modern", the
-# 2025-11-25 leg goes through the gateway's translation (input_required relayed as
-# server-to-client requests); pinned "legacy", it is legacy end to end.
-LEGS = [("2025-11-25", "legacy"), ("2025-11-25", "auto"), ("2025-11-25", "modern"),
+# modern era: the 2026-07-28 leg is then modern end to end, and the 2025-11-25 leg goes
+# through the gateway's translation (input_required relayed as server-to-client
+# requests). With era "both", a legacy client's calls go to a legacy twin of the fixture
+# (gateway/legacy_twin.py), so the 2025-11-25 leg is legacy end to end, as it is with the
+# fixture pinned "legacy". (As a Streamable HTTP upstream, "auto" makes the twin too.)
+LEGS = [("2025-11-25", "legacy"), ("2025-11-25", "auto"), ("2025-11-25", "both"),
         ("2026-07-28", "auto")]
 
 

@@ -117,6 +117,7 @@ class FakeUpstream:
         self.name = name
         self.index = index
         self.catalog = catalog
+        self.legacy_twin = None
 
 
 def catalog(*tools: str, prompts: tuple[str, ...] = (), uris: tuple[str, ...] = (),

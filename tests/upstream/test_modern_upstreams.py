@@ -50,9 +50,10 @@ for line in sys.stdin:
 
 @pytest.fixture
 def modern_gateway(gateway_factory: Any) -> GatewayProcess:
-    """One dual-era upstream pinned modern: a legacy client goes through the gateway's
-    translation (probed, with era "auto", it would get a legacy twin: below)."""
-    return gateway_factory({"events": events_upstream("modern")})
+    """One dual-era upstream, probed: it answers server/discover, so it is modern, and a
+    legacy client goes through the gateway's translation (with era "both" it would get
+    a legacy twin: below)."""
+    return gateway_factory({"events": events_upstream("auto")})
 
 
 MODERN_ONLY_SERVER = """
@@ -85,14 +86,15 @@ for line in sys.stdin:
 
 def test_a_probed_dual_era_upstream_serves_legacy_clients_in_the_legacy_era(
         gateway_factory: Any, tmp_path: Path) -> None:
-    """Probed modern, the events server also answers initialize: a legacy client's
+    """With era "both", probed modern, the events server also answers initialize: a
+    legacy client's
     calls go to a legacy connection of their own (push-style sampling works there, which
     the modern era cannot carry); modern clients keep the modern one. A modern-only
     server gets no twin, and its legacy clients are served through translation."""
     only = tmp_path / "modern_only.py"
     only.write_text(MODERN_ONLY_SERVER)
-    gw = gateway_factory({"events": events_upstream("auto"),
-                          "only": {"command": ["python", str(only)], "era": "auto"}})
+    gw = gateway_factory({"events": events_upstream("both"),
+                          "only": {"command": ["python", str(only)], "era": "both"}})
     sampling = {"role": "assistant", "model": "m",
                 "content": {"type": "text", "text": "fine"}}
 
