@@ -701,6 +701,16 @@ def sdk_text(result: Any) -> str:
     return content.text
 
 
+async def answer_sampling(context: Any, params: Any) -> Any:
+    """An SDK client's sampling callback: the model's answer is "echo of <prompt>"."""
+    from mcp.types import CreateMessageResult, TextContent
+
+    asked = params.messages[0].content
+    assert isinstance(asked, TextContent)
+    return CreateMessageResult(role="assistant", model="test-model",
+                               content=TextContent(type="text", text=f"echo of {asked.text}"))
+
+
 def run(coro: Any, timeout: float = 60.0) -> Any:
     return asyncio.run(asyncio.wait_for(coro, timeout))
 

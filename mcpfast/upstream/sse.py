@@ -21,24 +21,7 @@ import aiohttp
 from ..config import UpstreamConfig
 from ..protocol.sse import SseParser
 from .base import CallT, Upstream, UpstreamError, UpstreamEvents
-from .streamable import http_client, shown_url
-
-
-class _PostWriter:
-    __slots__ = ("_upstream", "congested")
-
-    def __init__(self, upstream: SseUpstream[Any]) -> None:
-        self._upstream = upstream
-        self.congested = False
-
-    def write(self, data: bytes) -> None:
-        self._upstream.post(data)
-
-    def drained(self, low_water: int) -> bool:
-        return True
-
-    def buffered(self) -> int:
-        return 0
+from .streamable import PostWriter, http_client, shown_url
 
 
 class SseUpstream(Upstream[CallT]):
@@ -74,7 +57,7 @@ class SseUpstream(Upstream[CallT]):
         except UpstreamError:
             await self.disconnect()
             raise
-        self.connection.writer = _PostWriter(self)
+        self.connection.writer = PostWriter(self.post)
         self.starts += 1
         self.log.info("connected to %s (posting to %s)", self.address,
                       shown_url(self.endpoint))

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -104,19 +105,20 @@ def shown_url(url: str) -> str:
     return urlunsplit((split.scheme, split.netloc.rpartition("@")[2], split.path, "", ""))
 
 
-class _PostWriter:
-    """The connection's writer: each message a POST (``StreamableHttpUpstream.post``).
-    The keep-alive pool bounds the POSTs in flight; the rest wait in aiohttp, and the
-    gateway's per-session in-flight cap bounds those."""
+class PostWriter:
+    """The connection's writer for an HTTP upstream: each message a POST (``post``, of
+    ``StreamableHttpUpstream`` or ``SseUpstream``). The keep-alive pool bounds the POSTs
+    in flight; the rest wait in aiohttp, and the gateway's per-session in-flight cap
+    bounds those."""
 
-    __slots__ = ("_upstream", "congested")
+    __slots__ = ("_post", "congested")
 
-    def __init__(self, upstream: StreamableHttpUpstream[Any]) -> None:
-        self._upstream = upstream
+    def __init__(self, post: Callable[[bytes], None]) -> None:
+        self._post = post
         self.congested = False
 
     def write(self, data: bytes) -> None:
-        self._upstream.post(data)
+        self._post(data)
 
     def drained(self, low_water: int) -> bool:
         return True
@@ -152,7 +154,7 @@ class StreamableHttpUpstream(Upstream[CallT]):
         self.session_id = None
         self._closed = loop.create_future()
         self._reason = "the gateway disconnected"
-        self.connection.writer = _PostWriter(self)
+        self.connection.writer = PostWriter(self.post)
         self.starts += 1
         return self._closed
 

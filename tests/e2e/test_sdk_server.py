@@ -9,14 +9,13 @@ from typing import Any
 
 import pytest
 from mcp import Client, StdioServerParameters
-from mcp.client.session import ClientRequestContext
 from mcp.shared.exceptions import MCPError
 from mcp.types import (
-    CreateMessageRequestParams,
-    CreateMessageResult,
     PromptReference,
-    TextContent,
 )
+
+from ..conftest import answer_sampling
+from ..conftest import sdk_text as text_of
 
 SDK_SERVER = Path(__file__).resolve().parent.parent / "servers" / "sdk_server.py"
 TOOLS = {"echo", "add", "slow", "progress", "log", "crash", "whoami", "sample", "fail", "grow"}
@@ -32,24 +31,6 @@ def anyio_backend() -> str:
 def sdk_client(*args: str, env: dict[str, str] | None = None, **kwargs: Any) -> Client:
     params = StdioServerParameters(command=sys.executable, args=[str(SDK_SERVER), *args], env=env)
     return Client(params, **kwargs)
-
-
-def text_of(result: Any) -> str:
-    content = result.content[0]
-    assert isinstance(content, TextContent)
-    return content.text
-
-
-async def answer_sampling(
-    context: ClientRequestContext, params: CreateMessageRequestParams
-) -> CreateMessageResult:
-    asked = params.messages[0].content
-    assert isinstance(asked, TextContent)
-    return CreateMessageResult(
-        role="assistant",
-        model="test-model",
-        content=TextContent(type="text", text=f"echo of {asked.text}"),
-    )
 
 
 @pytest.mark.parametrize("mode", ["legacy", "auto"])

@@ -18,11 +18,20 @@ from typing import Any
 import pytest
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
-from mcp.types import CreateMessageRequestParams, CreateMessageResult, TextContent
+from mcp.types import TextContent
 
 from mcpfast.config import ConfigError, parse
 
-from ..conftest import ROOT, SDK_SERVER, GatewayProcess, McpClient, run, wait_until, ws_client
+from ..conftest import (
+    ROOT,
+    SDK_SERVER,
+    GatewayProcess,
+    McpClient,
+    answer_sampling,
+    run,
+    wait_until,
+    ws_client,
+)
 
 BACKGROUND = str(ROOT / "tests" / "servers" / "background_server.py")
 
@@ -107,14 +116,6 @@ def test_an_idle_session_loses_its_upstream(tmp_path: Path) -> None:
         run(body())
     finally:
         gateway.cleanup()
-
-
-async def answer_sampling(context: Any, params: CreateMessageRequestParams
-                          ) -> CreateMessageResult:
-    asked = params.messages[0].content
-    assert isinstance(asked, TextContent)
-    return CreateMessageResult(role="assistant", model="m",
-                               content=TextContent(type="text", text=f"echo of {asked.text}"))
 
 
 def test_sampling_reaches_the_client_that_caused_it_among_many(tmp_path: Path) -> None:

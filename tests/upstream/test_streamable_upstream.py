@@ -20,13 +20,19 @@ import pytest
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.types import (
-    CreateMessageRequestParams,
-    CreateMessageResult,
     LoggingMessageNotificationParams,
-    TextContent,
 )
 
-from ..conftest import ROOT, SDK_SERVER, GatewayProcess, free_port, run, wait_until
+from ..conftest import (
+    ROOT,
+    SDK_SERVER,
+    GatewayProcess,
+    answer_sampling,
+    free_port,
+    run,
+    wait_until,
+)
+from ..conftest import sdk_text as text_of
 
 # logging/setLevel is deprecated in 2026-07-28, and still the legacy era's way to ask.
 pytestmark = pytest.mark.filterwarnings("ignore:The logging capability is deprecated")
@@ -79,20 +85,6 @@ def servers() -> Iterator[list[HttpServer]]:
     yield started
     for server in started:
         server.stop()
-
-
-async def answer_sampling(context: Any, params: CreateMessageRequestParams
-                          ) -> CreateMessageResult:
-    asked = params.messages[0].content
-    assert isinstance(asked, TextContent)
-    return CreateMessageResult(role="assistant", model="test-model",
-                               content=TextContent(type="text", text=f"echo of {asked.text}"))
-
-
-def text_of(result: Any) -> str:
-    content = result.content[0]
-    assert isinstance(content, TextContent)
-    return content.text
 
 
 async def use_through(gateway: GatewayProcess, mode: str, streams: bool = True) -> None:
