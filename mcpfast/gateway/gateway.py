@@ -136,6 +136,7 @@ class Gateway:
         if config.mode == "per_session":
             upstream.pool = SessionPool(upstream, config, lambda: new_upstream(
                 name, index, config, self.relay, interpolated))
+            upstream.choose = True
         elif upstream.balancer is None and (config.era == "both" or (
                 config.era == "auto" and config.transport != "stdio")):
             # A remote server's twin is another session of the same server; a stdio
@@ -440,12 +441,8 @@ class Gateway:
         progress token, start time, trace context): it is counted, and ``observers``
         are told (metrics per tool, the access log and tracing hook in here)."""
         self.counters.ended[outcome] += 1
-        balancer = upstream.balancer
-        if pending.retried and balancer is not None:
-            balancer.retrying -= 1
-        if balancer is not None and outcome not in (REFUSED, CANCELLED):
-            balancer.record(upstream, outcome in (TIMED_OUT, FAILED) or (
-                outcome == ERRORED and pending.error_code in FAILING_CODES))
+        if upstream.balancer is not None:
+            self._balanced_end(upstream, pending, outcome)
         if pending.error_code:
             self.upstream_errors.count((upstream.name,), pending.error_code,
                                       pending.refused_by)
@@ -465,6 +462,17 @@ class Gateway:
                             f"max_in_flight is {self.max_in_flight}); wait for answers first")
             return True
         return False
+
+    @staticmethod
+    def _balanced_end(member: Upstream, pending: Request, outcome: int) -> None:
+        """What the balancer of ``member``'s upstream learns from a request's end:
+        a retry is over, and whether the endpoint failed it (outlier detection)."""
+        balancer = member.balancer
+        if pending.retried:
+            balancer.retrying -= 1
+        if outcome not in (REFUSED, CANCELLED):
+            balancer.record(member, outcome in (TIMED_OUT, FAILED) or (
+                outcome == ERRORED and pending.error_code in FAILING_CODES))
 
     def retry(self, member: Upstream, pending: Request) -> bool:
         """Send a safe request ``member`` failed to another of its upstream's endpoints

@@ -410,7 +410,9 @@ class InputBridge:
                                     f"Invalid params: requestState {exc}")
             return
         parked = self.parked.get(parked_id)
-        if parked is None or parked.upstream is not upstream or \
+        # The upstream by name: the call may wait on one of its endpoints, or on the
+        # session's own upstream (per_session), not on the one routed to.
+        if parked is None or parked.upstream.name != upstream.name or \
                 (parked.owner and parked.owner != session.identity.key):  # another's: none
             self.gateway.send_error(session, client_id, jsonrpc.INVALID_PARAMS,
                                     "Invalid params: requestState names no waiting request "

@@ -310,6 +310,19 @@ class Requests:
         if not req.session.closed:
             then(own)
 
+    def _choose(self, req: Request, upstream: Upstream, then: Callable[[Upstream], None]
+                ) -> Upstream | None:
+        """Which of ``upstream``'s processes or connections takes ``req``: the
+        session's own (per_session; if it must be started first, ``then`` sends the
+        request once it is, and None is returned), or an endpoint (balancer.py; None
+        when none can, and the client has been told)."""
+        if upstream.pool is not None:
+            own: Upstream | None = upstream.pool.ready_for(req.session)
+            if own is None:
+                self.gw.background(self._own_upstream(req, upstream, then))
+            return own
+        return self._endpoint(req, upstream)
+
     def _endpoint(self, req: Request, upstream: Upstream) -> Upstream | None:
         """The endpoint of ``upstream`` that takes ``req`` (upstream/balancer.py); None
         when none can, and the client has been told so."""
@@ -359,19 +372,14 @@ class Requests:
             return
         if self.checks and not checked and self._refused(req, upstream):
             return
-        if upstream.pool is not None:
-            own = upstream.pool.ready_for(session)
-            if own is None:
-                self.gw.background(self._own_upstream(req, upstream, lambda up: self._forward(
-                    req, up, rename, subscription, uri, checked=True)))
+        if upstream.choose and not picked:
+            chosen = self._choose(req, upstream, lambda up: self._forward(
+                req, up, rename, subscription, uri, checked=True, picked=True))
+            if chosen is None:
                 return
-            upstream = own
-        if upstream.balancer is not None and not picked:
-            endpoint = self._endpoint(req, upstream)
-            if endpoint is None:
-                return
-            upstream = endpoint
-            if req.method in RETRYABLE and not req.retried:
+            upstream = chosen
+            if upstream.balancer is not None and req.method in RETRYABLE and \
+                    not req.retried:
                 req.replay = (env, rename, uri)
         if upstream.era == "modern":
             legacy = upstream.legacy_twin
@@ -584,22 +592,17 @@ class Requests:
             return
         if self.checks and not checked and self._refused(req, upstream):
             return
-        if upstream.pool is not None:
-            own = upstream.pool.ready_for(session)
-            if own is None:
-                self.gw.background(self._own_upstream(req, upstream, lambda up: (
-                    self._forward_modern(req, up, rename, uri, checked=True))))
-                return
-            upstream = own
         if upstream.era != "modern" and "requestState" in params:
             self.mrtr.resume(session, env, params, meta, upstream)
             return
-        if upstream.balancer is not None and not picked:
-            endpoint = self._endpoint(req, upstream)
-            if endpoint is None:
+        if upstream.choose and not picked:
+            chosen = self._choose(req, upstream, lambda up: self._forward_modern(
+                req, up, rename, uri, checked=True, picked=True))
+            if chosen is None:
                 return
-            upstream = endpoint
-            if req.method in RETRYABLE and not req.retried:
+            upstream = chosen
+            if upstream.balancer is not None and req.method in RETRYABLE and \
+                    not req.retried:
                 req.replay = (env, rename, uri, params, meta)
         name = uri if uri is not None else req.name
         params = dict(params)

@@ -165,6 +165,9 @@ class Upstream(Generic[CallT]):
         self.legacy_twin: Any = None
         """The ``LegacyTwin`` that starts and holds that connection, when the gateway
         made one for this upstream (gateway/legacy_twin.py)."""
+        self.choose = False
+        """Whether a request routed here needs a choice first (``pool`` or ``balancer``
+        is set): one test on the data path instead of one per feature."""
         self.pool: Any = None
         """With ``mode = "per_session"``, on the upstream as routed to (the template):
         the ``SessionPool`` of the sessions' own upstreams (gateway/per_session.py)."""

@@ -25,6 +25,7 @@ def new_upstream(name: str, index: int, config: UpstreamConfig,
         balancer = Balancer(members, config)
         for member in members:
             member.balancer = balancer
+            member.choose = True
     return first
 
 
