@@ -71,10 +71,10 @@ def http_fixture() -> Iterator[str]:
         yield f"http://127.0.0.1:{port}/mcp"
     finally:
         # uvicorn's graceful stop waits for open streams, which the gateway (stopped
-        # after this fixture) still holds: a few seconds, then the hard way.
+        # after this fixture) still holds: a second, then the hard way.
         proc.terminate()
         try:
-            proc.wait(5)
+            proc.wait(1)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(20)

@@ -73,7 +73,7 @@ class HttpServer:
             # uvicorn's graceful stop waits for the streams a gateway holds open.
             self.proc.terminate()
             try:
-                self.proc.wait(5)
+                self.proc.wait(1)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(20)
