@@ -20,24 +20,20 @@ import aiohttp
 
 from ..config import UpstreamConfig
 from ..protocol.sse import SseParser
-from .base import CallT, Upstream, UpstreamError, UpstreamEvents
-from .streamable import PostWriter, http_client, shown_url
+from .base import CallT, UpstreamError, UpstreamEvents
+from .streamable import HttpUpstream, PostWriter, http_client, shown_url
 
 
-class SseUpstream(Upstream[CallT]):
+class SseUpstream(HttpUpstream[CallT]):
     kind = "sse"
 
     def __init__(self, name: str, index: int, config: UpstreamConfig,
                  events: UpstreamEvents[CallT]) -> None:
         super().__init__(name, index, config, events)
-        self.address = shown_url(config.url)
         self.endpoint: str | None = None
         """Where messages are posted, as the server's ``endpoint`` event named it."""
-        self._http: aiohttp.ClientSession | None = None
         self._reader: asyncio.Task[None] | None = None
         self._posts: set[asyncio.Task[None]] = set()
-        self._closed: asyncio.Future[None] | None = None
-        self._reason = "not connected"
 
     async def connect(self) -> asyncio.Future[Any]:
         """GET the SSE endpoint and wait for its ``endpoint`` event (within
@@ -101,12 +97,6 @@ class SseUpstream(Upstream[CallT]):
                                 f"({named.scheme}://{named.netloc})")
         return url
 
-    def _end(self, reason: str) -> None:
-        closed = self._closed
-        if closed is not None and not closed.done():
-            self._reason = reason
-            closed.set_result(None)
-
     def post(self, data: bytes) -> None:
         task = asyncio.ensure_future(self._post(data))
         self._posts.add(task)
@@ -127,9 +117,6 @@ class SseUpstream(Upstream[CallT]):
         except (aiohttp.ClientError, OSError) as exc:
             self._end(f"posting to {shown_url(endpoint)} failed: {exc or type(exc).__name__}")
 
-    def ended_because(self) -> str:
-        return self._reason
-
     async def disconnect(self) -> None:
         http = self._http
         if http is None:
@@ -141,8 +128,3 @@ class SseUpstream(Upstream[CallT]):
             if task is not None:
                 task.cancel()
         await http.close()
-
-    def describe(self) -> dict[str, Any]:
-        info = super().describe()
-        info["address"] = self.address
-        return info

@@ -127,20 +127,45 @@ class PostWriter:
         return 0
 
 
-class StreamableHttpUpstream(Upstream[CallT]):
-    kind = "streamable_http"
+class HttpUpstream(Upstream[CallT]):
+    """What the HTTP kinds share: the client, where the server is as shown, and the
+    end of the connection (``_end``: the upstream must be reconnected)."""
 
     def __init__(self, name: str, index: int, config: UpstreamConfig,
                  events: UpstreamEvents[CallT]) -> None:
         super().__init__(name, index, config, events)
         self.address = shown_url(config.url)
-        self.session_id: str | None = None
         self._http: aiohttp.ClientSession | None = None
+        self._closed: asyncio.Future[None] | None = None
+        self._reason = "not connected"
+
+    def _end(self, reason: str) -> None:
+        """The upstream must be reconnected: the supervisor fails what is in flight,
+        waits its backoff, and starts again (with a new session, where there is one)."""
+        closed = self._closed
+        if closed is not None and not closed.done():
+            self._reason = reason
+            closed.set_result(None)
+
+    def ended_because(self) -> str:
+        return self._reason
+
+    def describe(self) -> dict[str, Any]:
+        info = super().describe()
+        info["address"] = self.address
+        return info
+
+
+class StreamableHttpUpstream(HttpUpstream[CallT]):
+    kind = "streamable_http"
+
+    def __init__(self, name: str, index: int, config: UpstreamConfig,
+                 events: UpstreamEvents[CallT]) -> None:
+        super().__init__(name, index, config, events)
+        self.session_id: str | None = None
         self._posts: dict[int | str, asyncio.Task[None]] = {}
         """The POSTs of requests waiting for their response, by the request's id."""
         self._tasks: set[asyncio.Task[None]] = set()
-        self._closed: asyncio.Future[None] | None = None
-        self._reason = "not connected"
         self._annotated: Any = None
         self._annotations: dict[str, dict[str, tuple[tuple[str, ...], str]]] = {}
         """Each tool's ``x-mcp-header`` annotations, from the catalog ``_annotated``."""
@@ -162,9 +187,6 @@ class StreamableHttpUpstream(Upstream[CallT]):
         await super().handshake()
         if self.era == "legacy":
             self._spawn(self._listen())
-
-    def ended_because(self) -> str:
-        return self._reason
 
     async def disconnect(self) -> None:
         http = self._http
@@ -188,17 +210,8 @@ class StreamableHttpUpstream(Upstream[CallT]):
 
     def describe(self) -> dict[str, Any]:
         info = super().describe()
-        info["address"] = self.address
         info["session_id"] = self.session_id is not None
         return info
-
-    def _end(self, reason: str) -> None:
-        """The upstream must be reconnected: the supervisor fails what is in flight,
-        waits its backoff, and starts again with a new session."""
-        closed = self._closed
-        if closed is not None and not closed.done():
-            self._reason = reason
-            closed.set_result(None)
 
     def _spawn(self, work: Any) -> None:
         task: asyncio.Task[None] = asyncio.ensure_future(work)
