@@ -53,6 +53,7 @@ from .chain import Check
 from .log_levels import LOG_LEVEL_NAMES, LogLevels
 from .mrtr import InputBridge
 from .ports import Core, Handler
+from .refusal import Refusal
 from .router import KIND_PROMPT, KIND_TOOL
 from .session import LOG_LEVELS, DownstreamSession
 from .subscriptions import Subscriptions
@@ -69,6 +70,10 @@ ROUTED_METHODS = frozenset({"tools/call", "prompts/get", "resources/read",
                             "resources/subscribe", "resources/unsubscribe",
                             "completion/complete"})
 
+
+RETRY_SOON = {"retryAfterSeconds": 1}
+"""The retry hint of a refusal that a moment may cure (an open circuit, an upstream
+starting)."""
 
 class Requests:
     def __init__(self, gw: Core, catalog: Catalog, subscriptions: Subscriptions,
@@ -220,21 +225,25 @@ class Requests:
         """Run the policy chain (chain.py); the first refusal answers the request, which
         goes no further."""
         now = time.monotonic()
-        session = req.session
         for check in self.checks:
             refusal = check(req, upstream.name, now)
             if refusal is not None:
-                self.send_error(session, req.id, refusal.code, refusal.message,
-                                refusal.data)
-                req.started = now
-                req.error_code = refusal.code
-                req.refused_by = refusal.policy
-                if self.tracing is not None:
-                    self.tracing.refused(req, self._client_meta(req), refusal.code,
-                                         refusal.message)
-                self.gw.ended(upstream, req, REFUSED)
+                self._refuse(req, upstream, refusal, now)
                 return True
         return False
+
+    def _refuse(self, req: Request, upstream: Upstream, refusal: Refusal,
+                now: float | None = None) -> None:
+        """Answer ``req`` with ``refusal`` instead of forwarding it: a policy of the
+        chain, an open circuit, no endpoint, or a session's upstream that cannot start.
+        It ends there, counted under the refusing policy (and traced)."""
+        self.send_error(req.session, req.id, refusal.code, refusal.message, refusal.data)
+        req.started = time.monotonic() if now is None else now
+        req.error_code = refusal.code
+        req.refused_by = refusal.policy
+        if self.tracing is not None:
+            self.tracing.refused(req, self._client_meta(req), refusal.code, refusal.message)
+        self.gw.ended(upstream, req, REFUSED)
 
     @staticmethod
     def _client_meta(req: Request) -> Any:
@@ -299,13 +308,8 @@ class Requests:
             message = str(exc) if isinstance(exc, LookupError) else (
                 f"upstream {template.name!r}: the session's own upstream did not start"
                 f" ({exc or 'init_timeout'})")
-            if not req.session.closed:
-                self.send_error(req.session, req.id, jsonrpc.UPSTREAM_UNAVAILABLE, message,
-                                {"retryAfterSeconds": 1})
-            req.started = time.monotonic()
-            req.error_code = jsonrpc.UPSTREAM_UNAVAILABLE
-            req.refused_by = "per_session"
-            self.gw.ended(template, req, REFUSED)
+            self._refuse(req, template, Refusal(jsonrpc.UPSTREAM_UNAVAILABLE, message,
+                                                RETRY_SOON, "per_session"))
             return
         if not req.session.closed:
             then(own)
@@ -329,14 +333,9 @@ class Requests:
         balancer = upstream.balancer
         picked: Upstream | None = balancer.pick(req.session.id)
         if picked is None:
-            message = balancer.refusal()
-            self.send_error(req.session, req.id, jsonrpc.UPSTREAM_UNAVAILABLE, message,
-                            {"retryAfterSeconds": 1})
-            req.started = time.monotonic()
-            req.error_code = jsonrpc.UPSTREAM_UNAVAILABLE
-            req.refused_by = "circuit_breaker" if "circuit open" in message else \
-                "no_endpoint"
-            self.gw.ended(upstream, req, REFUSED)
+            policy, message = balancer.refusal()
+            self._refuse(req, upstream, Refusal(jsonrpc.UPSTREAM_UNAVAILABLE, message,
+                                                RETRY_SOON, policy))
         return picked
 
     def _refuse_overloaded(self, session: DownstreamSession, request_id: Any) -> None:

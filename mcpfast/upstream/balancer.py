@@ -131,16 +131,19 @@ class Balancer:
         in_flight = sum(len(e.upstream.pending) for e in self.endpoints)
         return self.retrying < max(RETRY_MIN_CONCURRENCY, in_flight * RETRY_BUDGET)
 
-    def refusal(self) -> str:
-        """Why ``pick`` found no endpoint, for the client's -32000."""
+    def refusal(self) -> tuple[str, str]:
+        """Why ``pick`` found no endpoint: the policy to count it under
+        (``circuit_breaker`` or ``no_endpoint``) and the client's -32000 message."""
         now = time.monotonic()
         ready = [e for e in self.endpoints
                  if e.upstream.ready and not e.drained and e.ejected_until <= now]
         if ready and self.max_pending:
-            return (f"upstream {self.name!r}: every endpoint has {self.max_pending} "
-                    "requests in flight (max_pending_requests: circuit open); retry shortly")
+            return "circuit_breaker", (
+                f"upstream {self.name!r}: every endpoint has {self.max_pending} requests "
+                "in flight (max_pending_requests: circuit open); retry shortly")
         states = ", ".join(f"{e.index}: {_state(e, now)}" for e in self.endpoints)
-        return f"upstream {self.name!r} has no endpoint that can take requests ({states})"
+        return "no_endpoint", (f"upstream {self.name!r} has no endpoint that can take "
+                               f"requests ({states})")
 
     # -- passive outlier detection ------------------------------------------------------
     def record(self, member: Any, failed: bool) -> None:
