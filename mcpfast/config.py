@@ -636,10 +636,10 @@ class UpstreamConfig(msgspec.Struct, **KEY):  # type: ignore[call-arg]
         _check(self.session_idle_timeout >= 0, "session_idle_timeout",
                "must be 0 (until the client leaves) or more")
         if self.mode == "per_session":
-            _check(not self.replicas and not self.max_pending_requests and
-                   self.health_check is None and self.outlier_detection is None, "mode",
-                   "per_session does not combine with endpoints, circuit breaking, health "
-                   "checks or outlier detection yet")
+            _check(not self.max_pending_requests and self.health_check is None and
+                   self.outlier_detection is None, "mode",
+                   "per_session does not combine with circuit breaking, health checks or "
+                   "outlier detection yet (its endpoints serve whole sessions)")
         for name, value in self.headers.items():
             _check(_TOKEN.fullmatch(name) is not None, f"headers.{name}",
                    "is not a valid HTTP header name")
@@ -823,9 +823,6 @@ def _upstream(name: str, table: dict[str, Any]) -> UpstreamConfig:
         configs.append(_convert({**shared, **endpoint}, UpstreamConfig,
                                 f".upstreams.{name}.endpoints[{i}]"))
     first = configs[0]
-    if first.mode == "per_session" and len(configs) > 1:
-        raise ConfigError(f"upstreams.{name}.mode: per_session does not combine with "
-                          "several endpoints yet")
     first.replicas = configs[1:]
     return first
 

@@ -43,8 +43,8 @@ class Fleet:
         endpoint of them."""
         members: list[Upstream] = []
         for upstream in (*self.gw.upstreams.values(), *self.retiring, *self.starting):
-            members.extend(upstream.balancer.members if upstream.balancer is not None
-                           else upstream.pool.members if upstream.pool is not None
+            members.extend(upstream.pool.members if upstream.pool is not None
+                           else upstream.balancer.members if upstream.balancer is not None
                            else (upstream,))
             twin = upstream.legacy_twin
             if twin is not None and twin.twin is not None:

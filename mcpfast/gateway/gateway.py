@@ -134,10 +134,16 @@ class Gateway:
         legacy_twin.py) for ``era = "both"``, and for a remote ``era = "auto"`` one."""
         upstream: Upstream = new_upstream(name, index, config, self.relay, interpolated)
         if config.mode == "per_session":
-            upstream.pool = SessionPool(upstream, config, lambda: new_upstream(
-                name, index, config, self.relay, interpolated))
+            # The template (balanced over the endpoints when there are several) gives
+            # the catalog and serves sessionless requests; each session's own upstream
+            # is on one endpoint.
+            endpoints = [msgspec.structs.replace(endpoint, replicas=[])
+                         for endpoint in (config, *config.replicas)]
+            upstream.pool = SessionPool(upstream, config, lambda endpoint: new_upstream(
+                name, index, endpoints[endpoint], self.relay, interpolated))
             upstream.choose = True
-        elif upstream.balancer is None and (config.era == "both" or (
+            return upstream
+        if upstream.balancer is None and (config.era == "both" or (
                 config.era == "auto" and config.transport != "stdio")):
             # A remote server's twin is another session of the same server; a stdio
             # server's is a second process, with state of its own: only when asked.
@@ -266,7 +272,7 @@ class Gateway:
     def ready(self) -> bool:
         ups = self.upstreams.values()
         return (self.listening and not self.draining
-                and all(u.initialized_once.is_set() for u in ups) and any(u.ready for u in ups))
+                and all(u.initialized_once.is_set() for u in ups) and any(u.serving for u in ups))
 
     def in_flight(self) -> int:
         """Requests an upstream is working on for a client; not the parked ones, which

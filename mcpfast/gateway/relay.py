@@ -233,8 +233,10 @@ class Relay:
     def upstream_ready(self, upstream: Upstream) -> None:
         if upstream.balancer is not None and not upstream.primary:
             self._adopt(upstream)
-        if upstream.pool is not None:
-            upstream.pool.replenish()  # the template is up: its spares may start
+        template = upstream if upstream.balancer is None \
+            else upstream.balancer.endpoints[0].upstream
+        if template.pool is not None:
+            template.pool.replenish()  # the template is up: its spares may start
         self.catalog.rebuild()
         if upstream.log_level is not None:
             self.log_levels.sync()

@@ -320,12 +320,13 @@ class Requests:
         session's own (per_session; if it must be started first, ``then`` sends the
         request once it is, and None is returned), or an endpoint (balancer.py; None
         when none can, and the client has been told)."""
-        if upstream.pool is not None:
-            own: Upstream | None = upstream.pool.ready_for(req.session)
+        pool = upstream.pool
+        if pool is not None and not pool.sessionless(req.session):
+            own: Upstream | None = pool.ready_for(req.session)
             if own is None:
                 self.gw.background(self._own_upstream(req, upstream, then))
             return own
-        return self._endpoint(req, upstream)
+        return upstream if upstream.balancer is None else self._endpoint(req, upstream)
 
     def _endpoint(self, req: Request, upstream: Upstream) -> Upstream | None:
         """The endpoint of ``upstream`` that takes ``req`` (upstream/balancer.py); None

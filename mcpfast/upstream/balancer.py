@@ -229,6 +229,12 @@ def _state(endpoint: Endpoint, now: float) -> str:
     return str(endpoint.upstream.state)
 
 
+def rendezvous_order(session_id: str, count: int) -> list[int]:
+    """Endpoint indexes ``0..count-1`` by ``session_id``'s preference, first the one it
+    is bound to; removing an endpoint moves only the sessions that preferred it."""
+    return sorted(range(count), key=lambda index: _weight(session_id, index), reverse=True)
+
+
 def _weight(session_id: str, index: int) -> int:
     """Rendezvous hashing: the endpoint with the highest weight for a session wins."""
     digest = hashlib.blake2b(f"{session_id}\0{index}".encode(), digest_size=8).digest()

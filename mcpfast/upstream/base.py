@@ -387,8 +387,9 @@ class Upstream(Generic[CallT]):
     async def stop_all(self) -> None:
         """Stop the upstream: each of its endpoints, per-session upstreams, and its
         legacy twin."""
-        members = self.balancer.members if self.balancer is not None and self.primary \
-            else self.pool.members if self.pool is not None else [self]
+        members = self.pool.members if self.pool is not None \
+            else self.balancer.members if self.balancer is not None and self.primary \
+            else [self]
         if self.legacy_twin is not None and self.legacy_twin.twin is not None:
             members = [*members, self.legacy_twin.twin]
         await asyncio.gather(*(member.stop() for member in members))
@@ -430,6 +431,13 @@ class Upstream(Generic[CallT]):
         """End the connection or stop the process, if it is still there; a second call
         is a no-op."""
         raise NotImplementedError
+
+    @property
+    def serving(self) -> bool:
+        """Whether the upstream as routed to can take calls: it is ready, or with
+        endpoints, one of them is."""
+        return self.ready or (self.balancer is not None and
+                              any(member.ready for member in self.balancer.members))
 
     @property
     def primary(self) -> bool:

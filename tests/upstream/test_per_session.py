@@ -138,11 +138,69 @@ def test_sampling_reaches_the_client_that_caused_it_among_many(tmp_path: Path) -
         gateway.cleanup()
 
 
+def endpoints_gateway(tmp_path: Path, *commands: list[str], **settings: Any
+                      ) -> GatewayProcess:
+    gateway = GatewayProcess(tmp_path, {"own": {
+        "era": "legacy", "mode": "per_session",
+        "endpoints": [{"command": command} for command in commands], **settings}}, {})
+    gateway.start()
+    return gateway
+
+
+def test_sessions_are_spread_over_endpoints_and_stay_on_theirs(tmp_path: Path) -> None:
+    background = ["python", BACKGROUND]
+    gateway = endpoints_gateway(tmp_path, background, background)
+    try:
+        async def body() -> None:
+            clients = [ws_client(gateway.ws_url) for _ in range(4)]
+            opened = [await c.__aenter__() for c in clients]
+            try:
+                for client in opened:
+                    await client.initialize()
+                    assert await calls_seen(client) == 1
+                assert pool(gateway)["sessions_by_endpoint"] == [2, 2]
+                # Each session keeps its own upstream, on its endpoint.
+                assert [await calls_seen(c) for c in opened] == [2, 2, 2, 2]
+            finally:
+                for c in clients:
+                    await c.__aexit__(None, None, None)
+        run(body())
+        wait_until(lambda: pool(gateway)["sessions"] == 0, 30)
+    finally:
+        gateway.cleanup()
+
+
+def test_a_session_starts_on_the_next_endpoint_when_its_own_cannot(tmp_path: Path) -> None:
+    """Affinity puts some sessions on an endpoint whose server exits at once: theirs
+    start on the other endpoint, long before ``init_timeout``, and the catalog comes
+    from the endpoint that works."""
+    broken = ["python", "-c", "raise SystemExit(3)"]
+    gateway = endpoints_gateway(tmp_path, broken, ["python", BACKGROUND],
+                                balance="session", init_timeout=60, restart_backoff=0.2)
+    try:
+        async def body() -> float:
+            loop = asyncio.get_running_loop()
+            slowest = 0.0
+            for _ in range(4):
+                async with ws_client(gateway.ws_url) as client:
+                    await client.initialize()
+                    started = loop.time()
+                    assert await calls_seen(client) == 1
+                    slowest = max(slowest, loop.time() - started)
+            return slowest
+        slowest = run(body())
+        assert slowest < 30, slowest  # not the 60 s init_timeout of the broken endpoint
+        assert pool(gateway)["sessions_by_endpoint"] in ([0, 0], [0, 1])
+    finally:
+        gateway.cleanup()
+
+
 @pytest.mark.parametrize("table,message", [
-    ('mode = "per_session"\nendpoints = [{command = ["x"]}, {command = ["y"]}]',
-     "upstreams.p.mode: per_session does not combine with several endpoints"),
     ('command = ["x"]\nmode = "per_session"\nmax_pending_requests = 3',
-     "upstreams.p.mode: per_session does not combine with endpoints, circuit breaking"),
+     "upstreams.p.mode: per_session does not combine with circuit breaking"),
+    ('mode = "per_session"\nendpoints = [{command = ["x"]}, {command = ["y"]}]\n'
+     'outlier_detection = {}',
+     "upstreams.p.endpoints[0].mode: per_session does not combine with"),
     ('command = ["x"]\nspares = 5\nmax_sessions = 2', "upstreams.p.spares: must be between"),
     ('command = ["x"]\nmax_sessions = 0', "upstreams.p.max_sessions: must be at least 1"),
     ('command = ["x"]\nmode = "each"', "upstreams.p.mode: Invalid enum value"),
