@@ -53,15 +53,18 @@ WEBSOCKET_AND_UNIX = ("direct", "nginx", "mcpfast-ws", "mcpfast-unix")
 STREAMABLE_HTTP = ("direct-http", "nginx-http", "mcpfast-http")
 AUTHENTICATED_WS = ("mcpfast-ws-apikey", "mcpfast-ws-jwt")
 AUTHENTICATED_HTTP = ("mcpfast-http-apikey", "mcpfast-http-jwt")
+REMOTE_UPSTREAMS = ("mcpfast-ws-to-ws", "mcpfast-ws-to-http")
 
 # Fan-in and idle capacity measure what many open client connections cost a proxy. A
 # Streamable HTTP session holds no connection while it is idle (it is an id: clients
 # connect when they call, usually from a pool), so thousands of held HTTP connections
 # would model no real client. HTTP runs the scenarios whose shape fits it.
 SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
-    Scenario("latency", "Latency", 1, 1, targets=WEBSOCKET_AND_UNIX + STREAMABLE_HTTP),
+    Scenario("latency", "Latency", 1, 1,
+             targets=WEBSOCKET_AND_UNIX + REMOTE_UPSTREAMS + STREAMABLE_HTTP),
     Scenario("throughput", "Throughput", 64, 8,
              targets=(*WEBSOCKET_AND_UNIX, "mcpfast-ws-limited", *AUTHENTICATED_WS,
+                      *REMOTE_UPSTREAMS,
                       *STREAMABLE_HTTP, *AUTHENTICATED_HTTP)),
     Scenario("fan-in", "Fan-in", 1000, 1),
     Scenario("idle", "Idle capacity", 10_000, idle=True, targets=("nginx", "mcpfast-ws")),

@@ -225,14 +225,15 @@ class McpfastTarget(Target):
     proxy_label = "gateway"
 
     def __init__(self, workdir: Path, transport: str, limited: bool = False,
-                 auth: str | None = None) -> None:
+                 auth: str | None = None, upstream: str = "stdio") -> None:
         super().__init__(workdir)
         self.transport = transport
         self.name = {"websocket": "mcpfast-ws", "unix": "mcpfast-unix",
                      "http": "mcpfast-http"}[transport] + ("-limited" if limited else "") \
-            + (f"-{auth}" if auth else "")
+            + (f"-{auth}" if auth else "") + UPSTREAM_SUFFIXES[upstream]
         self.limited = limited
         self.auth = auth
+        self.upstream = upstream
         self.admin = ""
 
     def start(self, connections: int) -> None:
@@ -261,8 +262,7 @@ port = {admin_port}
 [logging]
 level = "warning"
 
-[upstreams.echo]
-command = ["python", {json.dumps(str(ECHO_SERVER))}, "--stdio"]
+{self._upstream_section()}
 {ACTIVE_LIMITS if self.limited else ""}
 {self._auth_section()}""")
         gateway = self._spawn([sys.executable, "-m", "mcpfast", "serve", "--config",
@@ -277,12 +277,24 @@ command = ["python", {json.dumps(str(ECHO_SERVER))}, "--stdio"]
         with urllib.request.urlopen(f"{admin}/status", timeout=5) as response:
             status = json.load(response)
         self.proxy_pid = gateway.pid
-        self.echo_pid = int(status["upstreams"][0]["pid"])
+        if self.upstream == "stdio":
+            self.echo_pid = int(status["upstreams"][0]["pid"])
         self.info = {"mcpfast": str(status.get("version")),
                      "implementation": str(status.get("implementation"))}
         self.address = (f"unix:{unix_path}" if self.transport == "unix"
                         else _url(self.transport, port))
         self.admin = admin
+
+    def _upstream_section(self) -> str:
+        """The echo server as the gateway's upstream: a subprocess it starts (stdio), or
+        one this target starts and the gateway connects to (WebSocket, Streamable HTTP)."""
+        if self.upstream == "stdio":
+            return (f'[upstreams.echo]\ncommand = ["python", '
+                    f'{json.dumps(str(ECHO_SERVER))}, "--stdio"]\n')
+        mode = {"websocket": "ws", "streamable_http": "http"}[self.upstream]
+        url = _url("http" if mode == "http" else "websocket", self._start_echo(mode))
+        return (f'[upstreams.echo]\ntransport = "{self.upstream}"\nurl = "{url}"\n'
+                f'era = "legacy"\n')
 
     def _listen_auth(self) -> str:
         return {None: "", "apikey": 'auth = ["api_key"]', "jwt": 'auth = ["jwt"]'}[self.auth]
@@ -341,11 +353,18 @@ TARGET_TRANSPORTS = {
     "direct": "websocket", "nginx": "websocket", "mcpfast-ws": "websocket",
     "mcpfast-ws-limited": "websocket", "mcpfast-unix": "unix",
     "mcpfast-ws-apikey": "websocket", "mcpfast-ws-jwt": "websocket",
+    "mcpfast-ws-to-ws": "websocket", "mcpfast-ws-to-http": "websocket",
     "direct-http": "http", "nginx-http": "http", "mcpfast-http": "http",
     "mcpfast-http-apikey": "http", "mcpfast-http-jwt": "http",
 }
 TARGET_NAMES = tuple(TARGET_TRANSPORTS)
 NGINX_TARGETS = ("nginx", "nginx-http")
+
+
+UPSTREAM_SUFFIXES = {"stdio": "", "websocket": "-to-ws", "streamable_http": "-to-http"}
+"""The mcpfast targets whose upstream is not the stdio echo server are named by the
+kind of upstream the gateway reaches it over: ``mcpfast-ws-to-http`` takes WebSocket
+clients and calls the echo server over Streamable HTTP."""
 
 
 def baselines(target: str) -> tuple[str, str]:
@@ -366,4 +385,7 @@ def make_target(name: str, workdir: Path, nginx: str | None, nofile: int) -> Tar
         assert nginx is not None
         return NginxTarget(workdir, nginx, nofile, transport)
     auth = name.rpartition("-")[2] if name.endswith(("-apikey", "-jwt")) else None
-    return McpfastTarget(workdir, transport, limited=name.endswith("-limited"), auth=auth)
+    upstream = next((kind for kind, suffix in UPSTREAM_SUFFIXES.items()
+                     if suffix and name.endswith(suffix)), "stdio")
+    return McpfastTarget(workdir, transport, limited=name.endswith("-limited"), auth=auth,
+                         upstream=upstream)
