@@ -51,6 +51,23 @@ def metrics(gateway: GatewayProcess) -> str:
     return body.decode()
 
 
+def test_the_gateway_is_ready_when_any_endpoint_is(tmp_path: Path) -> None:
+    """The first endpoint never comes up: the second's catalog and handshake stand for
+    the upstream, /readiness says ready, and every call goes to the second."""
+    gateway = GatewayProcess(tmp_path, {"pool": {"endpoints": [
+        {"command": ["python", "-c", "raise SystemExit(3)"]}, sdk("b")]}}, {})
+    gateway.start()  # waits for /readiness to answer 200
+    try:
+        async def body() -> list[str]:
+            async with ws_client(gateway.ws_url) as client:
+                await client.initialize()
+                return [await whoami(client) for _ in range(4)]
+        assert run(body()) == ["b"] * 4
+        assert gateway.admin_get("/readiness")[0] == 200
+    finally:
+        gateway.cleanup()
+
+
 def test_round_robin_spreads_calls_and_status_shows_each_endpoint(tmp_path: Path) -> None:
     gateway = start(tmp_path, endpoints=[sdk("a"), sdk("b"), sdk("c")])
     try:
