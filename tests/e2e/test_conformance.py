@@ -13,6 +13,7 @@ with its reason; the suite itself fails a run whose listed failure passes (stale
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -30,6 +31,7 @@ TOOLS = ROOT / ".tools"
 NODE_BIN = TOOLS / "node22" / "node_modules" / ".bin"
 CONFORMANCE = TOOLS / "conformance" / "node_modules" / ".bin" / "conformance"
 FIXTURE = str(ROOT / "tests" / "servers" / "conformance_server.py")
+SOCKET_SERVER = str(ROOT / "tests" / "servers" / "socket_server.py")
 EXPECTED = ROOT / "tests" / "conformance"
 
 
@@ -51,12 +53,21 @@ LEGS = [("2025-11-25", "legacy"), ("2025-11-25", "auto"), ("2025-11-25", "both")
         ("2026-07-28", "auto")]
 
 
+REMOTE_LEGS = [("2025-11-25", "legacy"), ("2026-07-28", "auto")]
+"""The legs over the WebSocket, unix-socket and HTTP+SSE upstream kinds: the fixture's
+legacy era end to end, and the modern era where the kind carries it (SSE is legacy)."""
+
+
 @pytest.fixture
 def http_fixture() -> Iterator[str]:
     """The fixture served over Streamable HTTP (with its replay buffer), for the legs
     where it is a remote upstream; its URL."""
+    yield from _served_fixture("--http", "/mcp")
+
+
+def _served_fixture(flag: str, path: str) -> Iterator[str]:
     port = free_port()
-    proc = subprocess.Popen([sys.executable, FIXTURE, "--http", str(port)],
+    proc = subprocess.Popen([sys.executable, FIXTURE, flag, str(port)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 30
@@ -68,7 +79,7 @@ def http_fixture() -> Iterator[str]:
             except OSError:
                 assert time.monotonic() < deadline, "the conformance fixture never listened"
                 time.sleep(0.05)
-        yield f"http://127.0.0.1:{port}/mcp"
+        yield f"http://127.0.0.1:{port}{path}"
     finally:
         # uvicorn's graceful stop waits for open streams, which the gateway (stopped
         # after this fixture) still holds: a second, then the hard way.
@@ -98,6 +109,56 @@ def test_conformance_suite(gateway_factory: Any, tmp_path: Path, request: Any,
     if upstreams == "two":
         config["other"] = sdk_upstream("other", prefix="other_")
     gw = gateway_factory(config, routing={"prefix": "conditional"})
+    run_suite(gw, tmp_path, spec_version,
+              f"upstreams: {upstreams}, fixture era {era}")
+
+
+@pytest.mark.parametrize(("spec_version", "era"), REMOTE_LEGS)
+@pytest.mark.parametrize("kind", ["websocket", "unix", "sse"])
+def test_conformance_suite_over_remote_kinds(gateway_factory: Any, tmp_path: Path,
+                                              spec_version: str, era: str, kind: str) -> None:
+    """The fixture behind each remaining upstream kind: carried over a WebSocket or a
+    unix socket by tests/servers/socket_server.py (a process per connection), or served
+    by the SDK's own HTTP+SSE transport."""
+    if os.environ.get("MCPFAST_NO_EXTENSIONS") == "1":
+        pytest.skip("the remote-kind legs run in the compiled pass")
+    if kind == "sse" and era != "legacy":
+        pytest.skip("the HTTP+SSE transport (2024-11-05) has no modern era")
+    with contextlib.ExitStack() as stack:
+        if kind == "sse":
+            url = stack.enter_context(contextlib.contextmanager(_served_fixture)(
+                "--sse", "/sse"))
+            where: dict[str, Any] = {"transport": "sse", "url": url}
+        else:
+            socket_path = str(tmp_path / "fixture.sock")
+            port = free_port()
+            args = ["--unix", socket_path] if kind == "unix" else ["--ws", str(port)]
+            server = subprocess.Popen(
+                [sys.executable, SOCKET_SERVER, *args, "--", sys.executable, FIXTURE],
+                stdout=subprocess.PIPE, text=True)
+            stack.callback(_stop, server)
+            assert server.stdout is not None and server.stdout.readline().strip() == "ready"
+            where = {"socket": socket_path} if kind == "unix" else \
+                {"url": f"ws://127.0.0.1:{port}/"}
+        # Server-to-client requests arrive on the one connection, not on a stream of the
+        # call's own: "in_flight" attributes them, as for stdio.
+        config = {"everything": {**where, "init_timeout": 20.0, "era": era,
+                                 "attribution": "in_flight"}}
+        gw = gateway_factory(config, routing={"prefix": "conditional"})
+        run_suite(gw, tmp_path, spec_version, f"upstream kind {kind}, fixture era {era}")
+
+
+def _stop(proc: subprocess.Popen[str]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(5)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(20)
+
+
+def run_suite(gw: Any, tmp_path: Path, spec_version: str, leg: str) -> None:
+    """Run the whole suite against ``gw``; fail with its output and the gateway's log."""
     command = [str(CONFORMANCE), "server", "--url", gw.http_url, "--suite", "all",
                "--spec-version", spec_version, "-o", str(tmp_path / "results")]
     expected = EXPECTED / f"expected-failures.{spec_version}.yml"
@@ -108,7 +169,6 @@ def test_conformance_suite(gateway_factory: Any, tmp_path: Path, request: Any,
                           cwd=tmp_path)
     sys.stdout.write(proc.stdout[-20000:])
     assert proc.returncode == 0, (
-        f"conformance {spec_version} (upstreams: {upstreams}, fixture era {era}) "
-        "failed:\n"
+        f"conformance {spec_version} ({leg}) failed:\n"
         f"{proc.stdout[-15000:]}\n{proc.stderr[-3000:]}\n--- gateway log ---\n"
         f"{gw.log()[-5000:]}")

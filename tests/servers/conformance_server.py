@@ -700,9 +700,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--name", default="conformance", help="the server's name")
     parser.add_argument("--http", type=int, metavar="PORT",
                         help="serve Streamable HTTP on 127.0.0.1:PORT/mcp instead of stdio")
+    parser.add_argument("--sse", type=int, metavar="PORT",
+                        help="serve the HTTP+SSE transport of 2024-11-05 on "
+                        "http://127.0.0.1:PORT/sse instead of stdio")
     args: Any = parser.parse_args(argv)
     server = build_server(args.name)
-    if args.http is None:
+    if args.sse is not None:
+        server.run("sse", host="127.0.0.1", port=args.sse)
+    elif args.http is None:
         server.run("stdio")
     else:
         server.run("streamable-http", host="127.0.0.1", port=args.http,
