@@ -119,7 +119,7 @@ class LoadgenProcess:
     def __init__(self, args: list[str], log: Path) -> None:
         self.log = log
         with open(log, "ab") as err:
-            self.proc = subprocess.Popen([sys.executable, str(LOADGEN), *args],
+            self.proc = subprocess.Popen([sys.executable, str(LOADGEN), *args], bufsize=0,
                                          stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                          stderr=err, start_new_session=True,
                                          preexec_fn=pinned_to(LOADGEN_CPUS))

@@ -27,6 +27,7 @@ the echo server's.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import selectors
@@ -60,7 +61,15 @@ def free_port() -> int:
 
 
 def read_json_line(stream: IO[bytes], timeout: float) -> dict[str, Any] | None:
-    """The next line of ``stream`` as JSON, or None at EOF; TimeoutError past ``timeout``."""
+    """The next line of ``stream`` as JSON, or None at EOF; TimeoutError past ``timeout``.
+
+    ``stream`` must be unbuffered (``Popen(..., bufsize=0)``): the wait is on its file
+    descriptor, and a buffered reader may already hold the next line, read from the
+    pipe with the one before it, while the descriptor has nothing more to say; the
+    wait would then outlast the line's writer (the load generator holding its sessions
+    until told to release them)."""
+    if isinstance(stream, io.BufferedIOBase):
+        raise TypeError("read_json_line needs an unbuffered stream (bufsize=0)")
     with selectors.DefaultSelector() as selector:
         selector.register(stream, selectors.EVENT_READ)
         if not selector.select(timeout):
@@ -143,7 +152,7 @@ class Target:
         log = open(self.workdir / log_name, "ab")
         try:
             proc = subprocess.Popen(
-                argv, cwd=ROOT, stdin=subprocess.DEVNULL,
+                argv, cwd=ROOT, stdin=subprocess.DEVNULL, bufsize=0,
                 stdout=subprocess.PIPE if stdout_pipe else log, stderr=log,
                 start_new_session=True, preexec_fn=pinned_to(PROXY_CPUS))
         finally:

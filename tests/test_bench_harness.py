@@ -28,9 +28,10 @@ from bench.targets import ECHO_SERVER, read_json_line
 ROOT = Path(__file__).resolve().parent.parent
 WEBSOCKET_AND_UNIX = {"direct", "nginx", "mcpfast-ws", "mcpfast-unix"}
 STREAMABLE_HTTP = {"direct-http", "nginx-http", "mcpfast-http"}
+REMOTE_UPSTREAMS = {"mcpfast-ws-to-ws", "mcpfast-ws-to-http"}
 LOAD_SCENARIOS = {
-    "latency": WEBSOCKET_AND_UNIX | STREAMABLE_HTTP,
-    "throughput": WEBSOCKET_AND_UNIX | STREAMABLE_HTTP | {
+    "latency": WEBSOCKET_AND_UNIX | STREAMABLE_HTTP | REMOTE_UPSTREAMS,
+    "throughput": WEBSOCKET_AND_UNIX | STREAMABLE_HTTP | REMOTE_UPSTREAMS | {
         "mcpfast-ws-limited", "mcpfast-ws-apikey", "mcpfast-ws-jwt", "mcpfast-http-apikey",
         "mcpfast-http-jwt"},
     "fan-in": WEBSOCKET_AND_UNIX,
@@ -175,10 +176,35 @@ def test_the_cost_of_active_limits_is_the_difference_in_the_same_run() -> None:
         "per call more." in text
 
 
+def test_lines_written_together_are_each_read() -> None:
+    """The load generator writes "connected" and "holding" back to back, then waits to
+    be released: on a busy machine both are in the pipe before the harness reads. Both
+    must be read; a reader that buffered the second while waiting on the pipe for it
+    timed out (the idle scenario's "overran its time budget")."""
+    writer = ("import sys, time; sys.stdout.write('{\"a\": 1}\\n{\"b\": 2}\\n'); "
+              "sys.stdout.flush(); time.sleep(30)")
+    proc = subprocess.Popen([sys.executable, "-c", writer], stdout=subprocess.PIPE,
+                            bufsize=0)
+    try:
+        assert proc.stdout is not None
+        first = read_json_line(proc.stdout, 30)
+        assert first == {"a": 1}
+        assert read_json_line(proc.stdout, 5) == {"b": 2}
+    finally:
+        proc.kill()
+        proc.wait()
+    buffered = subprocess.Popen([sys.executable, "-c", "pass"], stdout=subprocess.PIPE)
+    try:
+        with pytest.raises(TypeError, match="unbuffered"):
+            read_json_line(buffered.stdout, 1)  # type: ignore[arg-type]
+    finally:
+        buffered.wait()
+
+
 @pytest.fixture
 def echo_http() -> Any:
     proc = subprocess.Popen([sys.executable, str(ECHO_SERVER), "--http", "127.0.0.1:0"],
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, bufsize=0)
     try:
         assert proc.stdout is not None
         ready = read_json_line(proc.stdout, 30)
