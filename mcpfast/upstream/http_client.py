@@ -30,9 +30,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import ssl
 from collections import deque
 from collections.abc import Callable, Generator, Iterable
+from http import HTTPStatus
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -73,16 +75,24 @@ class Response:
     """A response's head. ``headers`` are as received; ``header`` looks one up by name,
     ignoring case."""
 
-    __slots__ = ("content_length", "content_type", "headers", "reason", "status")
+    __slots__ = ("content_length", "content_type", "headers", "status")
 
-    def __init__(self, status: int, reason: str, headers: list[tuple[bytes, bytes]],
-                 content_type: str, content_length: int | None) -> None:
+    def __init__(self, status: int, headers: list[tuple[bytes, bytes]], content_type: str,
+                 content_length: int | None) -> None:
         self.status = status
-        self.reason = reason
         self.headers = headers
         self.content_type = content_type
         """The media type, lower case, without parameters ("application/json")."""
         self.content_length = content_length
+
+    @property
+    def reason(self) -> str:
+        """The status's standard phrase (the server's own is not read: it costs a
+        callback per response, and only error messages show it)."""
+        try:
+            return HTTPStatus(self.status).phrase
+        except ValueError:
+            return ""
 
     def header(self, name: str) -> str | None:
         wanted = name.lower().encode("latin-1")
@@ -216,7 +226,7 @@ class _Connection(asyncio.Protocol):
 
     __slots__ = ("_body", "_chunked", "_chunks", "_close_delimited", "_content_length",
                  "_content_type", "_head_bytes", "_headers", "_interim", "_keep_alive",
-                 "_reason", "_received", "_response", "_size", "_stream", "client", "closing",
+                 "_received", "_response", "_size", "_stream", "client", "closing",
                  "exchange", "idle", "idle_since", "keepalive", "parser", "served",
                  "transport")
 
@@ -234,19 +244,20 @@ class _Connection(asyncio.Protocol):
         self._received = False
         """Whether any byte of the current exchange's response arrived."""
         self._head_bytes = 0
+        self._interim = False
+        self._stream = False
+        """Whether the body goes to ``body_received`` (else it is collected)."""
+        self._close_delimited = False
         self._reset()
 
     def _reset(self) -> None:
+        """Ready for the next response's head (what its end sets is set there)."""
         self._headers: list[tuple[bytes, bytes]] = []
-        self._reason = b""
         self._content_type = b""
         self._content_length: bytes | None = None
         self._chunked = False
         self._keep_alive = b""
-        self._interim = False
         self._response: Response | None = None
-        self._stream = False
-        self._close_delimited = False
         self._body = b""
         self._chunks: list[bytes] | None = None
         self._size = 0
@@ -305,9 +316,6 @@ class _Connection(asyncio.Protocol):
             if self._head_bytes > MAX_HEAD_BYTES:
                 self._break(HttpClientError(f"a response head over {MAX_HEAD_BYTES} bytes"))
 
-    def on_status(self, reason: bytes) -> None:
-        self._reason += reason
-
     def on_header(self, name: bytes, value: bytes) -> None:
         self._headers.append((name, value))
         size = len(name)
@@ -334,9 +342,9 @@ class _Connection(asyncio.Protocol):
             location = next((value for name, value in self._headers
                              if name.lower() == b"location"), b"nowhere")
             raise HttpClientError(
-                f"{client.address} redirects (HTTP {status} {self._reason.decode('latin-1')})"
-                f" to {location.decode('latin-1')}; redirects are not followed: configure "
-                "the URL it points to")
+                f"{client.address} redirects (HTTP {status}) to "
+                f"{location.decode('latin-1')}; redirects are not followed: configure the "
+                "URL it points to")
         length: int | None = None
         if self._content_length is not None:
             length = int(self._content_length)  # llhttp has checked its syntax
@@ -344,12 +352,10 @@ class _Connection(asyncio.Protocol):
             self.keepalive = _keep_alive_timeout(self._keep_alive, client.idle_timeout)
         self._close_delimited = (length is None and not self._chunked
                                  and status != 204 and status != 304)
-        content_type = self._content_type
-        if content_type:
-            content_type = content_type.partition(b";")[0].strip().lower()
-        response = self._response = Response(
-            status, self._reason.decode("latin-1"), self._headers,
-            content_type.decode("latin-1"), length)
+        content_type = _MEDIA_TYPES.get(self._content_type)
+        if content_type is None:
+            content_type = _media_type(self._content_type)
+        response = self._response = Response(status, self._headers, content_type, length)
         stream = exchange.response_received(response)
         if self.exchange is not exchange:
             return  # aborted by the callback
@@ -384,14 +390,13 @@ class _Connection(asyncio.Protocol):
         exchange = self.exchange
         if exchange is None:
             return
-        body = self._collected()
-        keep = self.parser.should_keep_alive()
+        body = self._body if self._chunks is None else b"".join(self._chunks)
         self._reset()
         self.exchange = None
         self.served += 1
         # Back in the pool before the callback, so that a request it makes can reuse
         # this connection.
-        self.client._release(self, keep)
+        self.client._release(self, self.parser.should_keep_alive())
         exchange._complete(body)
 
     def eof_received(self) -> bool | None:
@@ -424,6 +429,18 @@ class _Connection(asyncio.Protocol):
                 reason = f"the connection was lost: {exc}"
             self.client._lost(self, None)
             exchange._fail(HttpClientError(reason))
+
+
+_MEDIA_TYPES: dict[bytes, str] = {}
+"""``Content-Type`` values seen, and their media types: a server sends the same few."""
+
+
+def _media_type(value: bytes) -> str:
+    """The media type of a ``Content-Type`` value, lower case, without parameters."""
+    media_type = value.partition(b";")[0].strip().lower().decode("latin-1")
+    if len(_MEDIA_TYPES) < 64:
+        _MEDIA_TYPES[value] = media_type
+    return media_type
 
 
 def _keep_alive_timeout(value: bytes, default: float) -> float:
@@ -515,7 +532,10 @@ class HttpClient:
             raise HttpClientError("the HTTP client is closed")
         if headers:
             block = "".join([f"{name}: {value}\r\n" for name, value in headers]).encode()
-            head += _checked(block, len(headers), headers)
+            lines = len(headers)
+            if block.count(b"\n") != lines or block.count(b"\r") != lines or b"\0" in block:
+                _checked(block, lines, headers)  # raises, naming the header
+            head += block
         if body is None:
             exchange._data = head + b"\r\n"
         else:
@@ -568,9 +588,7 @@ class HttpClient:
             raise
         except (OSError, TimeoutError, ValueError) as exc:
             self._connecting -= 1
-            reason = (f"no connection within {self.connect_timeout:g} s"
-                      if isinstance(exc, TimeoutError) else str(exc) or type(exc).__name__)
-            self._refused(first, ConnectError(self.address, reason))
+            self._refused(first, ConnectError(self.address, self._why(exc)))
             return
         self._connecting -= 1
         if self.closed:
@@ -581,6 +599,15 @@ class HttpClient:
             connection.send(first)
         else:
             self._release(connection, True)
+
+    def _why(self, exc: Exception) -> str:
+        """A connect error as the OS names it, the same on uvloop and asyncio (whose
+        messages differ)."""
+        if isinstance(exc, TimeoutError):
+            return f"no connection within {self.connect_timeout:g} s"
+        if isinstance(exc, OSError) and not isinstance(exc, ssl.SSLError) and exc.errno:
+            return os.strerror(exc.errno) if exc.errno > 0 else exc.strerror or str(exc)
+        return str(exc) or type(exc).__name__
 
     def _refused(self, first: Exchange | None, error: ConnectError) -> None:
         """A connection could not be made: the request it was for fails, and so does
