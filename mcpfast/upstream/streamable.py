@@ -48,6 +48,7 @@ from .base import CallT, Upstream, UpstreamError, UpstreamEvents
 from .http_client import (
     ConnectError,
     Exchange,
+    HeaderError,
     HttpClient,
     HttpClientError,
     Response,
@@ -496,13 +497,13 @@ class StreamableHttpUpstream(HttpUpstream[CallT]):
                     fetch.end()
                     return
 
-        fetch = http.fetch(self._get_head, headers, stream=lambda response: feed if (
-            response.status == 200 and response.content_type == SSE) else None)
         try:
+            fetch = http.fetch(self._get_head, headers, stream=lambda response: feed if (
+                response.status == 200 and response.content_type == SSE) else None)
             response, _ = await fetch
         except HttpClientError as exc:
             self.log.debug("the GET stream dropped: %s", exc)
-            return fetch.response, answered
+            return None if isinstance(exc, HeaderError) else fetch.response, answered
         return response, answered
 
     async def _listen(self) -> None:
