@@ -30,10 +30,10 @@ The clients, each keeping ``--inflight`` calls outstanding (each answer sends th
 
 The raw client is the least a fair prototype needs: Content-Length bodies, keep-alive
 (closed when the server says so), a pool capped at ``max_connections`` with a queue
-behind it. A production one would add chunked bodies and SSE streaming (httptools already
-de-chunks; the answer would go to an ``SseParser`` as it arrives instead of being
-collected), TLS (``create_connection(ssl=...)``), time-outs, and failing what is queued
-when connecting fails.
+behind it. The production one (``mcpfast``) adds chunked and close-delimited bodies, SSE
+streaming, TLS, time-outs, idle expiry, header checks, the stale keep-alive retry and
+failing what is queued when connecting fails: the difference between ``raw`` and
+``mcpfast`` is what those cost.
 """
 
 from __future__ import annotations
