@@ -48,6 +48,8 @@ IDLE_TIMEOUT = 30.0
 """Seconds an idle keep-alive connection is kept, unless the server says less."""
 MAX_HEAD_BYTES = 64 * 1024
 """The most a response's status line and headers may take."""
+MAX_KEPT_LINES = 1024
+"""Request header lines kept encoded and checked, at most (``HttpClient._line``)."""
 
 _QUEUED, _SENT, _ENDED = 0, 1, 2
 """An exchange's state: waiting for a connection, written on one, or ended."""
@@ -505,6 +507,7 @@ class HttpClient:
         expire)."""
         self._waiting: deque[Exchange] = deque()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._lines: dict[tuple[str, str], bytes] = {}
         self._sweeper: asyncio.TimerHandle | None = None
         self._sweep_at = 0.0
         self.closed = False
@@ -531,11 +534,8 @@ class HttpClient:
         if self.closed:
             raise HttpClientError("the HTTP client is closed")
         if headers:
-            block = "".join([f"{name}: {value}\r\n" for name, value in headers]).encode()
-            lines = len(headers)
-            if block.count(b"\n") != lines or block.count(b"\r") != lines or b"\0" in block:
-                _checked(block, lines, headers)  # raises, naming the header
-            head += block
+            lines = self._lines
+            head += b"".join([lines.get(header) or self._line(header) for header in headers])
         if body is None:
             exchange._data = head + b"\r\n"
         else:
@@ -551,6 +551,18 @@ class HttpClient:
                 return
         self._waiting.append(exchange)
         self._dispatch()
+
+    def _line(self, header: tuple[str, str]) -> bytes:
+        """One header line, checked, and kept for the next message that sends it (most
+        repeat: the protocol version, the method, the session): a dictionary lookup is
+        cheaper than formatting and checking again."""
+        line = f"{header[0]}: {header[1]}\r\n".encode()
+        _checked(line, 1, (header,))
+        lines = self._lines
+        if len(lines) >= MAX_KEPT_LINES:
+            lines.clear()  # values that rarely repeat (Mcp-Param-*) filled it
+        lines[header] = line
+        return line
 
     def fetch(self, head: bytes, headers: list[tuple[str, str]] | None = None,
               body: bytes | None = None,
