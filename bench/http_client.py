@@ -1,7 +1,8 @@
 """The Streamable HTTP upstream's HTTP client, chosen by measurement: aiohttp's
-ClientSession as mcpfast/upstream/streamable.py makes and calls it, against a minimal raw
-client (an asyncio.Protocol per keep-alive connection, httptools for the answers). Both
-POST the same ``tools/call`` to the same echo server (bench/echo_server.py ``--http``).
+ClientSession as mcpfast/upstream/streamable.py made and called it, against a minimal raw
+client (an asyncio.Protocol per keep-alive connection, httptools for the answers), and
+against the client that came of it (mcpfast/upstream/http_client.py). All POST the same
+``tools/call`` to the same echo server (bench/echo_server.py ``--http``).
 
     python -m bench.http_client [--rounds 5] [--duration 3] [--inflight 1 64]
     python -m bench.http_client --profile aiohttp --inflight 64
@@ -16,19 +17,23 @@ round is reported.
 
 The clients, each keeping ``--inflight`` calls outstanding (each answer sends the next):
 
-  aiohttp   mcpfast's use: ``http_client()`` itself, a task per POST kept in a set,
-            ``async with session.post``, the status and content type read, the body by
-            ``content.iter_any()`` under the size limit
+  aiohttp   mcpfast's former use: ``http_client()`` as it was, a task per POST kept in a
+            set, ``async with session.post``, the status and content type read, the body
+            by ``content.iter_any()`` under the size limit
   raw       a callback per answer, no task or Future per request: what a raw client allows
-  raw-task  the raw client behind a task and a Future per POST, as ``_post`` is shaped now:
+  raw-task  the raw client behind a task and a Future per POST, as ``_post`` was shaped:
             how much of the difference is the client and how much the task
+  mcpfast   mcpfast/upstream/http_client.py as streamable.py uses it: an ``Exchange`` per
+            POST with the per-message headers it sends (MCP-Protocol-Version, Mcp-Method,
+            Mcp-Name) checked and added to the precomputed head, the body collected
+            under the size limit, the answer on a callback
 
 The raw client is the least a fair prototype needs: Content-Length bodies, keep-alive
 (closed when the server says so), a pool capped at ``max_connections`` with a queue
-behind it. A production one would add chunked bodies and SSE streaming (httptools already
-de-chunks; the answer would go to an ``SseParser`` as it arrives instead of being
-collected), TLS (``create_connection(ssl=...)``), time-outs, and failing what is queued
-when connecting fails.
+behind it. The production one (``mcpfast``) adds chunked and close-delimited bodies, SSE
+streaming, TLS, time-outs, idle expiry, header checks, the stale keep-alive retry and
+failing what is queued when connecting fails: the difference between ``raw`` and
+``mcpfast`` is what those cost.
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ import json
 import os
 import pstats
 import resource
+import ssl
 import statistics
 import subprocess
 import sys
@@ -48,19 +54,20 @@ from collections import deque
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+import aiohttp
 import httptools
 import msgspec
 import uvloop
 from msgspec import UNSET
 
 from mcpfast.config import UpstreamConfig
-from mcpfast.upstream.streamable import http_client
+from mcpfast.upstream.http_client import Exchange, HttpClient, HttpClientError, Response
 
 from . import procfs
 from .loadgen import REQUEST_HEAD, REQUEST_TAIL
 from .targets import ECHO_SERVER, read_json_line, stop_process
 
-CLIENTS = ("aiohttp", "raw", "raw-task")
+CLIENTS = ("aiohttp", "raw", "raw-task", "mcpfast")
 PROTOCOL_VERSION = "2025-06-18"
 START_TIMEOUT = 30.0
 DRAIN_TIMEOUT = 10.0
@@ -269,6 +276,19 @@ def spawn(tasks: set[asyncio.Task[None]], work: Coroutine[Any, Any, None]) -> No
     task.add_done_callback(tasks.discard)
 
 
+def http_client(config: UpstreamConfig) -> aiohttp.ClientSession:
+    """The aiohttp client mcpfast/upstream/streamable.py made before its own (kept here to
+    measure against): a keep-alive pool of ``max_connections``, the config's headers."""
+    tls: ssl.SSLContext | bool = True
+    if config.ca_file:
+        tls = ssl.create_default_context(cafile=config.ca_file)
+    return aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=config.max_connections, ssl=tls),
+        timeout=aiohttp.ClientTimeout(total=None, sock_connect=config.connect_timeout,
+                                      connect=config.connect_timeout),
+        headers=config.headers)
+
+
 async def drive_aiohttp(load: Load, url: str, config: UpstreamConfig) -> Closer:
     http = http_client(config)
     limit = config.max_message_bytes
@@ -331,7 +351,51 @@ async def drive_raw_task(load: Load, url: str, config: UpstreamConfig) -> Closer
     return pool.close
 
 
-DRIVERS = {"aiohttp": drive_aiohttp, "raw": drive_raw, "raw-task": drive_raw_task}
+class _Answer(Exchange):
+    """One POST of the ``mcpfast`` client, as streamable.py's ``_Post`` reads it."""
+
+    __slots__ = ("kind", "load", "request_id", "status")
+
+    def __init__(self, load: Load, request_id: int) -> None:
+        super().__init__()
+        self.load = load
+        self.request_id = request_id
+        self.status = 0
+        self.kind = ""
+
+    def response_received(self, response: Response) -> bool:
+        self.status = response.status
+        self.kind = response.content_type
+        return False
+
+    def response_complete(self, body: bytes) -> None:
+        self.load.answer(self.request_id, self.status, self.kind, body)
+
+    def request_failed(self, error: HttpClientError) -> None:
+        self.load.answer(self.request_id, 0, b"", b"")
+
+
+async def drive_mcpfast(load: Load, url: str, config: UpstreamConfig) -> Closer:
+    client = HttpClient(url, headers=config.headers, max_connections=config.max_connections,
+                        connect_timeout=config.connect_timeout,
+                        max_body_bytes=config.max_message_bytes)
+    head = client.head("POST", accept="application/json, text/event-stream",
+                       content_type="application/json")
+
+    def send(request_id: int) -> None:
+        client.send(_Answer(load, request_id), head,
+                    [("MCP-Protocol-Version", PROTOCOL_VERSION), ("Mcp-Method", "tools/call"),
+                     ("Mcp-Name", "echo")], request_body(request_id))
+
+    async def close() -> None:
+        client.close()
+
+    load.send = send
+    return close
+
+
+DRIVERS = {"aiohttp": drive_aiohttp, "raw": drive_raw, "raw-task": drive_raw_task,
+           "mcpfast": drive_mcpfast}
 
 
 # -- one measurement, in a process of its own -------------------------------------------------
@@ -408,6 +472,8 @@ def _part(filename: str, name: str) -> str:
             return part
     if "/asyncio/" in filename:
         return "asyncio"
+    if filename.endswith("mcpfast/upstream/http_client.py"):
+        return "mcpfast's client"
     if filename.endswith("http_client.py"):
         return "this driver"
     return "other"

@@ -8,6 +8,9 @@ that one stream. So it is a connection like a socket's: each message written is 
 (answered 202), each ``message`` event read is a message; the stream ending is the
 connection ending, reconnected with the restart backoff (this transport has no
 resumption). Legacy era only: the transport predates the modern one.
+
+Both the stream and the POSTs are exchanges of the upstream's HTTP client
+(http_client.py) read on its callbacks: no task per message.
 """
 
 from __future__ import annotations
@@ -16,12 +19,79 @@ import asyncio
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
-import aiohttp
-
 from ..config import UpstreamConfig
 from ..protocol.sse import SseParser
 from .base import CallT, UpstreamError, UpstreamEvents
-from .streamable import HttpUpstream, PostWriter, http_client, shown_url
+from .http_client import ConnectError, Exchange, HttpClientError, Response
+from .streamable import SSE, HttpUpstream, PostWriter, shown_url
+
+
+class _Stream(Exchange):
+    """The SSE stream: its ``endpoint`` event, then the server's messages."""
+
+    __slots__ = ("endpoint", "parser", "upstream")
+
+    def __init__(self, upstream: SseUpstream[Any]) -> None:
+        super().__init__()
+        self.upstream = upstream
+        self.endpoint: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self.parser = SseParser(upstream.config.max_message_bytes)
+
+    def response_received(self, response: Response) -> bool:
+        if response.status != 200 or response.content_type != SSE:
+            self.abort()
+            self.ended(f"{self.upstream.address} answered HTTP {response.status} "
+                       f"{response.content_type}, not an SSE stream")
+            return False
+        return True
+
+    def body_received(self, data: bytes) -> None:
+        endpoint = self.endpoint
+        for event in self.parser.feed(data):  # an event over the limit fails the stream
+            if event.event == "endpoint" and not endpoint.done():
+                try:
+                    endpoint.set_result(self.upstream._endpoint_url(event.data))
+                except UpstreamError as exc:
+                    self.abort()
+                    self.ended(exc.message)
+                    return
+            elif event.event == "message" and event.data and endpoint.done():
+                self.upstream.on_message(event.data)
+
+    def response_complete(self, body: bytes) -> None:
+        self.ended("the server ended the SSE stream")
+
+    def request_failed(self, error: HttpClientError) -> None:
+        self.ended(f"cannot connect to {self.upstream.address}: {error.reason}"
+                   if isinstance(error, ConnectError) else f"the SSE stream failed: {error}")
+
+    def ended(self, reason: str) -> None:
+        if not self.endpoint.done():
+            self.endpoint.set_exception(UpstreamError(-32000, reason))
+            self.endpoint.exception()  # retrieved: connect() reports it
+        self.upstream._end(reason)
+
+
+class _Post(Exchange):
+    """One message posted: the server answers 202, and the message's answer, if any,
+    comes down the stream."""
+
+    __slots__ = ("upstream",)
+
+    def __init__(self, upstream: SseUpstream[Any]) -> None:
+        super().__init__()
+        self.upstream = upstream
+
+    def response_received(self, response: Response) -> bool:
+        if response.status >= 300:
+            # The answer would come down the stream; without it, the request waits
+            # for its time-out. A refused post means the stream is stale.
+            self.upstream._end(f"posting to {self.upstream.shown_endpoint} answered HTTP "
+                               f"{response.status}")
+        return False
+
+    def request_failed(self, error: HttpClientError) -> None:
+        self.upstream._end(f"posting to {self.upstream.shown_endpoint} failed: {error}")
 
 
 class SseUpstream(HttpUpstream[CallT]):
@@ -32,60 +102,35 @@ class SseUpstream(HttpUpstream[CallT]):
         super().__init__(name, index, config, events)
         self.endpoint: str | None = None
         """Where messages are posted, as the server's ``endpoint`` event named it."""
-        self._reader: asyncio.Task[None] | None = None
-        self._posts: set[asyncio.Task[None]] = set()
+        self.shown_endpoint = ""
+        self._post_head = b""
 
     async def connect(self) -> asyncio.Future[Any]:
         """GET the SSE endpoint and wait for its ``endpoint`` event (within
         ``connect_timeout``); the future is done when the stream ends."""
         loop = asyncio.get_running_loop()
-        self._http = http = http_client(self.config)
+        self._http = http = self.http_client()
         self._closed = loop.create_future()
-        endpoint: asyncio.Future[str] = loop.create_future()
-        self._reader = asyncio.ensure_future(self._read(http, endpoint))
+        stream = _Stream(self)
+        http.send(stream, http.head("GET", accept=SSE))
         try:
-            self.endpoint = await asyncio.wait_for(asyncio.shield(endpoint),
+            self.endpoint = await asyncio.wait_for(asyncio.shield(stream.endpoint),
                                                    self.config.connect_timeout)
+            target = urlsplit(self.endpoint)._replace(scheme="", netloc="", fragment="")
+            self._post_head = http.head("POST", target.geturl() or "/",
+                                        content_type="application/json")
         except TimeoutError:
             await self.disconnect()
             raise UpstreamError(-32000, f"{self.address} sent no endpoint event within "
                                 f"{self.config.connect_timeout:g} s") from None
-        except UpstreamError:
+        except (UpstreamError, HttpClientError) as exc:
             await self.disconnect()
-            raise
+            raise UpstreamError(-32000, str(exc)) from None
+        self.shown_endpoint = shown_url(self.endpoint)
         self.connection.writer = PostWriter(self.post)
         self.starts += 1
-        self.log.info("connected to %s (posting to %s)", self.address,
-                      shown_url(self.endpoint))
+        self.log.info("connected to %s (posting to %s)", self.address, self.shown_endpoint)
         return self._closed
-
-    async def _read(self, http: aiohttp.ClientSession, endpoint: asyncio.Future[str]) -> None:
-        reason = "the server ended the SSE stream"
-        try:
-            async with http.get(self.config.url,
-                                headers={"Accept": "text/event-stream"}) as response:
-                if response.status != 200 or response.content_type != "text/event-stream":
-                    reason = (f"{self.address} answered HTTP {response.status} "
-                              f"{response.content_type}, not an SSE stream")
-                    return
-                parser = SseParser(self.config.max_message_bytes)
-                async for chunk in response.content.iter_any():
-                    for event in parser.feed(chunk):
-                        if event.event == "endpoint" and not endpoint.done():
-                            endpoint.set_result(self._endpoint_url(event.data))
-                        elif event.event == "message" and event.data and endpoint.done():
-                            self.on_message(event.data)
-        except UpstreamError as exc:
-            reason = exc.message
-        except aiohttp.ClientConnectorError as exc:
-            reason = f"cannot connect to {self.address}: {exc.os_error}"
-        except (aiohttp.ClientError, OSError, ValueError) as exc:
-            reason = f"the SSE stream failed: {exc or type(exc).__name__}"
-        finally:
-            if not endpoint.done():
-                endpoint.set_exception(UpstreamError(-32000, reason))
-                endpoint.exception()  # retrieved: connect() reports it
-            self._end(reason)
 
     def _endpoint_url(self, data: bytes) -> str:
         """The POST URL, resolved against the SSE URL; one on another origin is refused
@@ -98,24 +143,10 @@ class SseUpstream(HttpUpstream[CallT]):
         return url
 
     def post(self, data: bytes) -> None:
-        task = asyncio.ensure_future(self._post(data))
-        self._posts.add(task)
-        task.add_done_callback(self._posts.discard)
-
-    async def _post(self, data: bytes) -> None:
-        http, endpoint = self._http, self.endpoint
-        if http is None or endpoint is None:
+        http = self._http
+        if http is None or self.endpoint is None:
             return
-        try:
-            async with http.post(endpoint, data=data,
-                                 headers={"Content-Type": "application/json"}) as response:
-                if response.status >= 300:
-                    # The answer would come down the stream; without it, the request
-                    # waits for its time-out. A refused post means the stream is stale.
-                    self._end(f"posting to {shown_url(endpoint)} answered HTTP "
-                              f"{response.status}")
-        except (aiohttp.ClientError, OSError) as exc:
-            self._end(f"posting to {shown_url(endpoint)} failed: {exc or type(exc).__name__}")
+        http.send(_Post(self), self._post_head, None, data)
 
     async def disconnect(self) -> None:
         http = self._http
@@ -124,7 +155,4 @@ class SseUpstream(HttpUpstream[CallT]):
         self._http = None
         self.connection.writer = None
         self._end(self._reason)
-        for task in (self._reader, *self._posts):
-            if task is not None:
-                task.cancel()
-        await http.close()
+        http.close()

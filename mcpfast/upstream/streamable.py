@@ -17,20 +17,21 @@ ends the session when the gateway disconnects.
 Modern era: stateless POSTs with ``MCP-Protocol-Version``, ``Mcp-Method`` and
 ``Mcp-Name``; closing a request's response stream is how it is cancelled.
 
-The HTTP client is aiohttp's, with a keep-alive pool per upstream (``max_connections``).
-A server that cannot be reached fails the request in flight at once and takes the
-upstream down, to be reconnected with the restart backoff.
+The HTTP client is mcpfast's own (http_client.py), a keep-alive pool per upstream
+(``max_connections``). A message posted is a ``_Post``: its answer, a JSON body or an SSE
+stream, is delivered from the client's callbacks, with no task per message; only the
+rare paths (the GET stream, a resumption, the DELETE) are coroutines. A server that
+cannot be reached fails the request in flight at once and takes the upstream down, to
+be reconnected with the restart backoff.
 """
 
 from __future__ import annotations
 
 import asyncio
-import ssl
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-import aiohttp
 import msgspec
 from msgspec import UNSET, UnsetType
 
@@ -43,7 +44,15 @@ from ..protocol.modern import (
     x_mcp_headers,
 )
 from ..protocol.sse import SseParser
-from .base import CallT, Upstream, UpstreamEvents
+from .base import CallT, Upstream, UpstreamError, UpstreamEvents
+from .http_client import (
+    ConnectError,
+    Exchange,
+    HeaderError,
+    HttpClient,
+    HttpClientError,
+    Response,
+)
 
 RESUME_ATTEMPTS = 3
 """Times a dropped stream is resumed with ``Last-Event-ID`` before giving up."""
@@ -51,6 +60,11 @@ DEFAULT_RETRY = 1.0
 """Seconds before resuming a stream whose server named no ``retry``."""
 NAMED_BY = {"tools/call": "name", "prompts/get": "name", "resources/read": "uri"}
 """The methods whose ``Mcp-Name`` header is a member of ``params``, and which."""
+ANSWERED_STREAM_GRACE = 1.0
+"""Seconds a request's SSE stream may stay open after its response (the server SHOULD
+end it then) before the gateway closes it, so that it does not hold a connection."""
+JSON_AND_SSE = "application/json, text/event-stream"
+SSE = "text/event-stream"
 
 
 class _OutMeta(msgspec.Struct, gc=False):
@@ -85,19 +99,6 @@ _answer_id = msgspec.json.Decoder(_Id)
 _any = msgspec.json.Decoder()
 
 
-def http_client(config: UpstreamConfig) -> aiohttp.ClientSession:
-    """An upstream's HTTP client: a keep-alive pool of ``max_connections``, the config's
-    headers on every request, certificates verified (against ``ca_file`` when set)."""
-    tls: ssl.SSLContext | bool = True
-    if config.ca_file:
-        tls = ssl.create_default_context(cafile=config.ca_file)
-    return aiohttp.ClientSession(
-        connector=aiohttp.TCPConnector(limit=config.max_connections, ssl=tls),
-        timeout=aiohttp.ClientTimeout(total=None, sock_connect=config.connect_timeout,
-                                      connect=config.connect_timeout),
-        headers=config.headers)
-
-
 def shown_url(url: str) -> str:
     """``url`` as /status and the log show it: no query or user part, which may hold a
     credential."""
@@ -108,8 +109,8 @@ def shown_url(url: str) -> str:
 class PostWriter:
     """The connection's writer for an HTTP upstream: each message a POST (``post``, of
     ``StreamableHttpUpstream`` or ``SseUpstream``). The keep-alive pool bounds the POSTs
-    in flight; the rest wait in aiohttp, and the gateway's per-session in-flight cap
-    bounds those."""
+    in flight; the rest wait in the client's queue, and the gateway's per-session
+    in-flight cap bounds those."""
 
     __slots__ = ("_post", "congested")
 
@@ -135,7 +136,7 @@ class HttpUpstream(Upstream[CallT]):
                  events: UpstreamEvents[CallT]) -> None:
         super().__init__(name, index, config, events)
         self.address = shown_url(config.url)
-        self._http: aiohttp.ClientSession | None = None
+        self._http: HttpClient | None = None
         self._closed: asyncio.Future[None] | None = None
         self._reason = "not connected"
 
@@ -147,6 +148,20 @@ class HttpUpstream(Upstream[CallT]):
             self._reason = reason
             closed.set_result(None)
 
+    def http_client(self) -> HttpClient:
+        """The upstream's HTTP client: a keep-alive pool of ``max_connections``, the
+        config's headers on every request, certificates verified (against ``ca_file``
+        when set)."""
+        config = self.config
+        try:
+            return HttpClient(config.url, headers=config.headers,
+                              max_connections=config.max_connections,
+                              connect_timeout=config.connect_timeout, ca_file=config.ca_file,
+                              max_body_bytes=config.max_message_bytes)
+        except (ValueError, OSError) as exc:
+            raise UpstreamError(-32000, f"cannot make the HTTP client of {self.address}: "
+                                f"{exc}") from None
+
     def ended_because(self) -> str:
         return self._reason
 
@@ -156,6 +171,133 @@ class HttpUpstream(Upstream[CallT]):
         return info
 
 
+class _Post(Exchange):
+    """One message posted, on the common path: no task and no future. Its answer, a JSON
+    body or a request's SSE stream, is delivered as it is read."""
+
+    __slots__ = ("answered", "grace", "initialize", "parser", "registered", "request_id",
+                 "response", "upstream")
+
+    def __init__(self, upstream: StreamableHttpUpstream[Any], request_id: Any,
+                 initialize: bool) -> None:
+        super().__init__()
+        self.upstream = upstream
+        self.request_id = request_id
+        """The upstream-side id of the request posted; None for any other message."""
+        self.initialize = initialize
+        self.registered = False
+        self.response: Response | None = None
+        self.parser: SseParser | None = None
+        self.answered = False
+        self.grace: asyncio.TimerHandle | None = None
+
+    def response_received(self, response: Response) -> bool:
+        upstream = self.upstream
+        if upstream._http is not self.client:
+            return False
+        if self.initialize and response.status == 200:
+            upstream.session_id = response.header("mcp-session-id")
+        self.response = response
+        if response.status < 300 and response.content_type == SSE:
+            self.parser = SseParser(upstream.config.max_message_bytes)
+            return True
+        return False
+
+    def body_received(self, data: bytes) -> None:
+        upstream = self.upstream
+        if self.answered or upstream._http is not self.client:
+            return
+        try:
+            events = self.parser.feed(data)  # type: ignore[union-attr]
+        except ValueError as exc:
+            self.abort()
+            self._settle()
+            upstream._fail(self.request_id, f"the request to {upstream.address} failed: {exc}")
+            return
+        request_id = self.request_id
+        for event in events:
+            if event.event != "message" or not event.data:
+                continue
+            upstream._deliver(event.data, request_id)
+            if request_id is not None and upstream._answer_of(event.data) == request_id:
+                self.answered = True
+                self._settle()
+                self.grace = asyncio.get_running_loop().call_later(ANSWERED_STREAM_GRACE,
+                                                                   self.abort)
+                return
+
+    def response_complete(self, body: bytes) -> None:
+        upstream = self.upstream
+        if upstream._http is not self.client:
+            return
+        self._settle()
+        if self.parser is not None:
+            self._stream_ended()
+            return
+        response = self.response
+        assert response is not None
+        status = response.status
+        request_id = self.request_id
+        if status == 404 and upstream.session_id is not None:
+            # The session expired: a new one takes a new initialize (the client's part in
+            # "Session Management").
+            upstream._fail(request_id, "the upstream's session expired")
+            upstream._end("the upstream's session expired (404)")
+            return
+        if status in (202, 204):
+            if request_id is not None:
+                upstream._fail(request_id, f"the upstream answered the request with {status} "
+                               "and no response")
+            return
+        if response.content_type == "application/json" and body:
+            answered = upstream._answer_of(body)
+            if answered is not None:
+                # A JSON-RPC answer, whatever the status (a 400 with -32020, a 404 with
+                # -32601): the client gets the upstream's own error.
+                upstream._deliver(body, None)
+                if request_id is None or answered == request_id:
+                    return
+        if request_id is not None:
+            upstream._fail(request_id, f"the upstream answered HTTP {status} "
+                           f"{response.reason}".rstrip())
+
+    def request_failed(self, error: HttpClientError) -> None:
+        upstream = self.upstream
+        if upstream._http is not self.client:
+            return  # the upstream disconnected: the supervisor fails what is in flight
+        self._settle()
+        if isinstance(error, ConnectError):
+            reason = f"cannot connect to {upstream.address}: {error.reason}"
+            upstream._fail(self.request_id, reason)
+            upstream._end(reason)
+        elif self.parser is not None:
+            self._stream_ended()  # dropped: resumed, or failed
+        else:
+            upstream._fail(self.request_id, f"the request to {upstream.address} failed: "
+                           f"{error}")
+
+    def _stream_ended(self) -> None:
+        """The request's stream ended, or dropped: unless its response came, it is
+        resumed with ``Last-Event-ID`` (legacy), or the request fails."""
+        if self.grace is not None:
+            self.grace.cancel()
+        if self.request_id is None or self.answered:
+            return
+        upstream = self.upstream
+        parser = self.parser
+        assert parser is not None
+        if upstream.era == "legacy" and parser.last_id is not None:
+            upstream._spawn(upstream._resume(parser, self.request_id))
+        else:
+            upstream._fail(self.request_id, "the upstream's stream ended before its response")
+
+    def _settle(self) -> None:
+        """The request needs no cancelling any more."""
+        if self.registered:
+            self.registered = False
+            self.upstream._posts.pop(self.request_id, None)
+
+
 class StreamableHttpUpstream(HttpUpstream[CallT]):
     kind = "streamable_http"
 
@@ -163,19 +305,25 @@ class StreamableHttpUpstream(HttpUpstream[CallT]):
                  events: UpstreamEvents[CallT]) -> None:
         super().__init__(name, index, config, events)
         self.session_id: str | None = None
-        self._posts: dict[int | str, asyncio.Task[None]] = {}
-        """The POSTs of requests waiting for their response, by the request's id."""
+        self._posts: dict[int | str, _Post] = {}
+        """The POSTs of modern requests waiting for their response, by the request's id:
+        a cancel closes its stream."""
         self._tasks: set[asyncio.Task[None]] = set()
         self._annotated: Any = None
         self._annotations: dict[str, dict[str, tuple[tuple[str, ...], str]]] = {}
         """Each tool's ``x-mcp-header`` annotations, from the catalog ``_annotated``."""
+        self._post_head = self._get_head = self._delete_head = b""
 
     # -- the connection's life (Upstream) -------------------------------------------------
     async def connect(self) -> asyncio.Future[Any]:
         """Make the client (nothing is sent yet: the handshake's first POST connects);
         the future is done when the upstream must be reconnected."""
         loop = asyncio.get_running_loop()
-        self._http = http_client(self.config)
+        self._http = http = self.http_client()
+        self._post_head = http.head("POST", accept=JSON_AND_SSE,
+                                    content_type="application/json")
+        self._get_head = http.head("GET", accept=SSE)
+        self._delete_head = http.head("DELETE")
         self.session_id = None
         self._closed = loop.create_future()
         self._reason = "the gateway disconnected"
@@ -197,16 +345,15 @@ class StreamableHttpUpstream(HttpUpstream[CallT]):
         self._end(self._reason)
         for task in list(self._tasks):
             task.cancel()
+        self._posts.clear()
         if self.session_id is not None:
             # Ends the session (basic/transports, "Session Management"); a server that
             # does not allow it answers 405, and one that is gone cannot.
             try:
-                async with http.delete(self.config.url, headers=self._headers(),
-                                       timeout=aiohttp.ClientTimeout(total=2)):
-                    pass
-            except (aiohttp.ClientError, OSError, TimeoutError):
+                await asyncio.wait_for(http.fetch(self._delete_head, self._headers()), 2)
+            except (HttpClientError, TimeoutError):
                 pass
-        await http.close()
+        http.close()
 
     def describe(self) -> dict[str, Any]:
         info = super().describe()
@@ -226,39 +373,47 @@ class StreamableHttpUpstream(HttpUpstream[CallT]):
         if method == "notifications/cancelled" and self.era == "modern" and \
                 not isinstance(params, UnsetType):
             # Modern HTTP has no cancel notification: closing the stream is the cancel.
-            task = self._posts.pop(params.requestId, None)
-            if task is not None:
-                task.cancel()
+            cancelled = self._posts.pop(params.requestId, None)
+            if cancelled is not None:
+                cancelled.abort()
             return
-        request_id = message.id if not isinstance(method, UnsetType) else UNSET
-        task = asyncio.ensure_future(self._post(data, message))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        if not isinstance(request_id, UnsetType) and request_id is not None:
-            self._posts[request_id] = task
-            task.add_done_callback(lambda _: self._posts.pop(request_id, None))  # type: ignore[arg-type]
+        http = self._http
+        if http is None:
+            return
+        request_id = message.id if not isinstance(method, UnsetType) else None
+        if isinstance(request_id, UnsetType):
+            request_id = None
+        exchange = _Post(self, request_id, method == "initialize")
+        try:
+            http.send(exchange, self._post_head, self._headers(message), data)
+        except HttpClientError as exc:
+            self._fail(request_id, f"the request to {self.address} was not sent: {exc}")
+            return
+        if request_id is not None and self.era == "modern":
+            self._posts[request_id] = exchange
+            exchange.registered = True
 
-    def _headers(self, message: _Outgoing | None = None) -> dict[str, str]:
-        headers: dict[str, str] = {}
+    def _headers(self, message: _Outgoing | None = None) -> list[tuple[str, str]]:
+        headers: list[tuple[str, str]] = []
         if self.session_id is not None:
-            headers["Mcp-Session-Id"] = self.session_id
+            headers.append(("Mcp-Session-Id", self.session_id))
         version = self.protocol_version if self.era is not None else None
         if message is not None and not isinstance(message.params, UnsetType) and \
                 not isinstance(message.params.meta, UnsetType) and \
                 isinstance(message.params.meta.version, str):
             version = message.params.meta.version  # a modern request's own
         if version is not None:
-            headers["MCP-Protocol-Version"] = version
+            headers.append(("MCP-Protocol-Version", version))
         if message is not None and self.era != "legacy" and \
                 isinstance(message.method, str) and not isinstance(message.id, UnsetType):
-            headers["Mcp-Method"] = message.method
+            headers.append(("Mcp-Method", message.method))
             member = NAMED_BY.get(message.method)
             if member is not None and not isinstance(message.params, UnsetType):
                 named = getattr(message.params, member)
                 if isinstance(named, str):
-                    headers["Mcp-Name"] = encode_header_value(named)
+                    headers.append(("Mcp-Name", encode_header_value(named)))
                     if message.method == "tools/call":
-                        headers.update(self._param_headers(named, message.params))
+                        headers += self._param_headers(named, message.params)
         return headers
 
     def _param_headers(self, tool: str, params: _OutParams) -> list[tuple[str, str]]:
@@ -281,73 +436,6 @@ class StreamableHttpUpstream(HttpUpstream[CallT]):
             return []
         return param_headers(annotations, arguments)
 
-    async def _post(self, data: bytes, message: _Outgoing) -> None:
-        http = self._http
-        request_id = message.id if isinstance(message.method, str) else UNSET
-        is_request = not isinstance(request_id, UnsetType) and request_id is not None
-        if http is None:
-            return
-        headers = self._headers(message)
-        headers["Content-Type"] = "application/json"
-        headers["Accept"] = "application/json, text/event-stream"
-        try:
-            async with http.post(self.config.url, data=data, headers=headers) as response:
-                if message.method == "initialize" and response.status == 200:
-                    self.session_id = response.headers.get("Mcp-Session-Id")
-                await self._read_answer(response, request_id, is_request)
-        except asyncio.CancelledError:
-            raise
-        except aiohttp.ClientConnectorError as exc:
-            self._fail(request_id, f"cannot connect to {self.address}: {exc.os_error}")
-            self._end(f"cannot connect to {self.address}: {exc.os_error}")
-        except (aiohttp.ClientError, OSError, TimeoutError, ValueError) as exc:
-            self._fail(request_id, f"the request to {self.address} failed: "
-                       f"{exc or type(exc).__name__}")
-
-    async def _read_answer(self, response: aiohttp.ClientResponse, request_id: Any,
-                           is_request: bool) -> None:
-        status = response.status
-        kind = response.content_type
-        if status == 404 and self.session_id is not None:
-            # The session expired: a new one takes a new initialize (the client's part in
-            # "Session Management").
-            self._fail(request_id, "the upstream's session expired")
-            self._end("the upstream's session expired (404)")
-            return
-        if status in (202, 204):
-            if is_request:
-                self._fail(request_id, f"the upstream answered the request with {status} "
-                           "and no response")
-            return
-        if kind == "text/event-stream" and status < 300:
-            await self._read_stream(response, request_id if is_request else None)
-            return
-        body = await self._body(response)
-        if kind == "application/json" and body:
-            answered = self._answer_of(body)
-            if answered is not None:
-                # A JSON-RPC answer, whatever the status (a 400 with -32020, a 404 with
-                # -32601): the client gets the upstream's own error.
-                self._deliver(body, None)
-                if not is_request or answered == request_id:
-                    return
-        if is_request:
-            self._fail(request_id, f"the upstream answered HTTP {status} "
-                       f"{response.reason or ''}".rstrip())
-
-    async def _body(self, response: aiohttp.ClientResponse) -> bytes:
-        limit = self.config.max_message_bytes
-        if (response.content_length or 0) > limit:
-            raise ValueError(f"a response over {limit} bytes")
-        chunks: list[bytes] = []
-        size = 0
-        async for chunk in response.content.iter_any():
-            size += len(chunk)
-            if size > limit:
-                raise ValueError(f"a response over {limit} bytes")
-            chunks.append(chunk)
-        return b"".join(chunks)
-
     @staticmethod
     def _answer_of(body: bytes) -> Any:
         """The id of the response ``body`` is, or None when it is not one."""
@@ -356,50 +444,6 @@ class StreamableHttpUpstream(HttpUpstream[CallT]):
         except msgspec.DecodeError:
             return None
         return None if isinstance(answered.id, UnsetType) else answered.id
-
-    async def _read_stream(self, response: aiohttp.ClientResponse, request_id: Any) -> None:
-        """A request's SSE stream: its messages until its response; resumed with
-        ``Last-Event-ID`` if it drops first (legacy)."""
-        parser = SseParser(self.config.max_message_bytes)
-        answered = await self._events(response, parser, request_id)
-        attempts = 0
-        while request_id is not None and not answered:
-            if self.era != "legacy" or parser.last_id is None or attempts >= RESUME_ATTEMPTS:
-                self._fail(request_id, "the upstream's stream ended before its response")
-                return
-            attempts += 1
-            await asyncio.sleep((parser.retry_ms or DEFAULT_RETRY * 1000) / 1000)
-            answered = await self._resume(parser, request_id)
-
-    async def _resume(self, parser: SseParser, request_id: Any) -> bool:
-        http = self._http
-        if http is None:
-            return False
-        headers = self._headers()
-        headers["Accept"] = "text/event-stream"
-        headers["Last-Event-ID"] = parser.last_id or ""
-        try:
-            async with http.get(self.config.url, headers=headers) as response:
-                if response.status != 200 or response.content_type != "text/event-stream":
-                    return False
-                return await self._events(response, parser, request_id)
-        except (aiohttp.ClientError, OSError, ValueError):
-            return False
-
-    async def _events(self, response: aiohttp.ClientResponse, parser: SseParser,
-                      request_id: Any) -> bool:
-        """Deliver the stream's messages; True once ``request_id``'s response came."""
-        try:
-            async for chunk in response.content.iter_any():
-                for event in parser.feed(chunk):
-                    if event.event != "message" or not event.data:
-                        continue
-                    self._deliver(event.data, request_id)
-                    if request_id is not None and self._answer_of(event.data) == request_id:
-                        return True
-        except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, OSError):
-            pass  # dropped: resumed, or failed, by the caller
-        return False
 
     def _deliver(self, data: bytes, request_id: Any) -> None:
         connection = self.connection
@@ -412,33 +456,69 @@ class StreamableHttpUpstream(HttpUpstream[CallT]):
     def _fail(self, request_id: Any, message: str) -> None:
         """Answer ``request_id`` (the upstream's own id) with an error now, rather than
         let it time out."""
-        if isinstance(request_id, UnsetType) or request_id is None:
+        if request_id is None:
             self.log.warning("%s", message)
             return
         self.on_message(jsonrpc.error_response(request_id, jsonrpc.UPSTREAM_UNAVAILABLE,
                                                message))
 
-    # -- the session's own stream (legacy) --------------------------------------------------
+    # -- the rare paths: GET streams ------------------------------------------------------
+    async def _resume(self, parser: SseParser, request_id: Any) -> None:
+        """A request's stream dropped before its response: resume it with
+        ``Last-Event-ID``, up to RESUME_ATTEMPTS times (legacy)."""
+        for _ in range(RESUME_ATTEMPTS):
+            await asyncio.sleep((parser.retry_ms or DEFAULT_RETRY * 1000) / 1000)
+            if (await self._events(parser, request_id))[1]:
+                return
+        self._fail(request_id, "the upstream's stream ended before its response")
+
+    async def _events(self, parser: SseParser, request_id: Any
+                      ) -> tuple[Response | None, bool]:
+        """GET a stream (the session's, or with ``request_id`` a request's, resumed from
+        ``parser.last_id``) and deliver its messages until it ends, or until
+        ``request_id``'s response. Returns the response (None if none came) and whether
+        that response came."""
+        http = self._http
+        if http is None:
+            return None, False
+        headers = self._headers()
+        if parser.last_id is not None:
+            headers.append(("Last-Event-ID", parser.last_id))
+        answered = False
+
+        def feed(chunk: bytes) -> None:
+            nonlocal answered
+            for event in parser.feed(chunk):
+                if event.event != "message" or not event.data:
+                    continue
+                self._deliver(event.data, request_id)
+                if request_id is not None and self._answer_of(event.data) == request_id:
+                    answered = True
+                    fetch.end()
+                    return
+
+        try:
+            fetch = http.fetch(self._get_head, headers, stream=lambda response: feed if (
+                response.status == 200 and response.content_type == SSE) else None)
+            response, _ = await fetch
+        except HttpClientError as exc:
+            self.log.debug("the GET stream dropped: %s", exc)
+            return None if isinstance(exc, HeaderError) else fetch.response, answered
+        return response, answered
+
     async def _listen(self) -> None:
         """GET the session's server-to-client stream, and keep it open: resumed with
         ``Last-Event-ID`` when it drops, until the server says it has none (405) or the
         session ends."""
         parser = SseParser(self.config.max_message_bytes)
         while self._http is not None:
-            headers = self._headers()
-            headers["Accept"] = "text/event-stream"
-            if parser.last_id is not None:
-                headers["Last-Event-ID"] = parser.last_id
-            try:
-                async with self._http.get(self.config.url, headers=headers) as response:
-                    if response.status == 404 and self.session_id is not None:
-                        self._end("the upstream's session expired (404)")
-                        return
-                    if response.status != 200 or \
-                            response.content_type != "text/event-stream":
-                        self.log.debug("no GET stream (HTTP %d)", response.status)
-                        return
-                    await self._events(response, parser, None)
-            except (aiohttp.ClientError, OSError, ValueError) as exc:
-                self.log.debug("the GET stream dropped: %s", exc)
+            response, _ = await self._events(parser, None)
+            if response is not None and response.status == 404 and \
+                    self.session_id is not None:
+                self._end("the upstream's session expired (404)")
+                return
+            if response is not None and (response.status != 200 or
+                                         response.content_type != SSE):
+                self.log.debug("no GET stream (HTTP %d)", response.status)
+                return
             await asyncio.sleep((parser.retry_ms or DEFAULT_RETRY * 1000) / 1000)

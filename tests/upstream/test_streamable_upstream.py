@@ -8,6 +8,8 @@ does, and a restarted server (whose old session is gone: 404) is joined again by
 
 from __future__ import annotations
 
+import asyncio
+import json
 import socket
 import subprocess
 import sys
@@ -16,12 +18,18 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
+from aiohttp import web
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.types import (
     LoggingMessageNotificationParams,
 )
+from msgspec import UNSET
+
+from mcpfast.config import UpstreamConfig
+from mcpfast.upstream.streamable import StreamableHttpUpstream
 
 from ..conftest import (
     ROOT,
@@ -239,3 +247,126 @@ def test_the_typescript_sdk_server_over_streamable_http(tmp_path: Path, mode: st
         gateway.cleanup()
         server.terminate()
         server.wait(20)
+
+
+class Events:
+    """The gateway's side of an upstream, as far as these tests need it: answers kept."""
+
+    def __init__(self) -> None:
+        self.answers: dict[int, Any] = {}
+        self.ready = asyncio.Event()
+
+    def answered(self, upstream: Any, call: Any, env: Any) -> None:
+        self.answers[call.number] = msgspec.json.decode(
+            env.result if env.error is UNSET else env.error)
+
+    def abandoned(self, upstream: Any, call: Any) -> None:
+        pass
+
+    def timed_out(self, upstream: Any, call: Any) -> None:
+        pass
+
+    def failed(self, upstream: Any, call: Any, message: str) -> None:
+        self.answers[call.number] = {"failed": message}
+
+    def upstream_notification(self, upstream: Any, env: Any) -> None:
+        pass
+
+    def upstream_request(self, upstream: Any, env: Any) -> None:
+        pass
+
+    def upstream_ready(self, upstream: Any) -> None:
+        self.ready.set()
+
+    def upstream_down(self, upstream: Any) -> None:
+        pass
+
+
+class Call:
+    def __init__(self, number: int) -> None:
+        self.number = number
+        self.started = self.deadline = 0.0
+
+
+class Session:
+    flow = None
+
+
+def test_a_modern_upstream_posts_without_tasks_and_a_cancel_closes_the_stream() -> None:
+    """Against a modern server written here (aiohttp.web): calls answered as JSON go
+    through the upstream with no asyncio task made per call; a call answered with an SSE
+    stream is cancelled by closing that stream, which the server sees."""
+    stream_closed = asyncio.Event()
+
+    async def mcp(request: web.Request) -> web.StreamResponse:
+        message = await request.json()
+        method, params = message["method"], message.get("params") or {}
+        assert request.headers["MCP-Protocol-Version"] == "2026-07-28"
+        assert request.headers["Mcp-Method"] == method
+        if method == "server/discover":
+            result: Any = {"supportedVersions": ["2026-07-28"], "capabilities": {"tools": {}},
+                           "_meta": {"io.modelcontextprotocol/serverInfo": {"name": "here"}}}
+        elif method == "tools/list":
+            result = {"tools": [{"name": n, "inputSchema": {"type": "object"}}
+                                for n in ("echo", "slow")]}
+        elif params["name"] == "echo":
+            assert request.headers["Mcp-Name"] == "echo"
+            result = {"content": [{"type": "text", "text": params["arguments"]["text"]}]}
+        else:
+            response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+            await response.prepare(request)
+            try:
+                while True:
+                    await response.write(b": still working\n\n")
+                    await asyncio.sleep(0.05)
+            except (ConnectionError, RuntimeError):
+                stream_closed.set()
+                return response
+        return web.json_response({"jsonrpc": "2.0", "id": message["id"], "result": result})
+
+    async def main() -> None:
+        app = web.Application()
+        app.router.add_post("/mcp", mcp)
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        events = Events()
+        upstream: StreamableHttpUpstream[Any] = StreamableHttpUpstream(
+            "here", 0, UpstreamConfig(url=f"http://127.0.0.1:{port}/mcp", era="modern"),
+            events)
+        await upstream.start()
+        try:
+            await asyncio.wait_for(events.ready.wait(), 10)
+            meta = {"_meta": upstream.modern_meta()}
+            loop = asyncio.get_running_loop()
+            made: list[str] = []
+
+            def counting(loop: Any, coro: Any, **kw: Any) -> asyncio.Task[Any]:
+                if "/mcpfast/" in coro.cr_code.co_filename:  # not the server's own
+                    made.append(coro.__qualname__)
+                return asyncio.Task(coro, loop=loop, **kw)
+
+            for batch in range(2):  # the first opens the connections, the second reuses them
+                loop.set_task_factory(counting if batch else None)
+                for number in range(batch * 20, batch * 20 + 20):
+                    upstream.forward(Call(number), Session(), "tools/call", json.dumps(
+                        {"name": "echo", "arguments": {"text": f"#{number}"}, **meta}
+                    ).encode())
+                while len(events.answers) < batch * 20 + 20:
+                    await asyncio.sleep(0.01)
+            loop.set_task_factory(None)
+            assert made == []
+            assert [events.answers[n]["content"][0]["text"] for n in range(40)] == \
+                [f"#{n}" for n in range(40)]
+            slow = upstream.forward(Call(99), Session(), "tools/call", json.dumps(
+                {"name": "slow", "arguments": {}, **meta}).encode())
+            assert slow is not None
+            await asyncio.sleep(0.2)
+            upstream.cancel(slow, "the client cancelled")
+            await asyncio.wait_for(stream_closed.wait(), 10)
+        finally:
+            await upstream.stop()
+            await runner.cleanup()
+    run(main())
