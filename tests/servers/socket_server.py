@@ -1,9 +1,9 @@
 """A stdio MCP server served over a socket, for the gateway's remote upstream kinds:
 every connection gets its own server process, and its messages are carried both ways.
 
-    python socket_server.py --unix PATH -- COMMAND...
+    python socket_server.py --unix PATH [--warm] -- COMMAND...
     python socket_server.py --ws PORT [--cert FILE --key FILE] [--require NAME=VALUE]
-                            [--subprotocol mcp|none|other] -- COMMAND...
+                            [--subprotocol mcp|none|other] [--warm] -- COMMAND...
 
 ``--unix``: newline-delimited JSON on a unix socket. ``--ws``: a WebSocket server, the
 ``websockets`` library's (an implementation independent of the gateway's), one JSON-RPC
@@ -11,6 +11,12 @@ message per text message; ``--require`` refuses (401) a handshake without that h
 ``--subprotocol`` chooses what the server answers to the ``mcp`` the client offers.
 Prints ``ready`` on stdout once it listens, and each handshake's headers (as a JSON
 line ``{"headers": {...}}``) as it accepts one.
+
+``--warm`` keeps the next connection's server process started ahead (it listens only
+once the first has answered a ping), so that a connection is served at once, as by a
+server that runs all the time: a reconnection's time is then the client's, not the
+server's start-up. SIGUSR1 closes every connection (the server's side, without a closing
+handshake) while calls are in flight, and the server goes on listening.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import signal
 import ssl
 import sys
 from http import HTTPStatus
@@ -26,6 +33,43 @@ from typing import Any
 
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.http11 import Request, Response
+
+
+class Servers:
+    """Where each connection gets its server process: started on demand, or (``warm``)
+    the one started ahead, replaced at once by the next."""
+
+    def __init__(self, command: list[str], warm: bool) -> None:
+        self.command = command
+        self.warm = warm
+        self.spare: asyncio.Task[asyncio.subprocess.Process] | None = None
+        self.connections: set[asyncio.BaseTransport] = set()
+        """Open connections' transports (what SIGUSR1 closes)."""
+
+    async def prepare(self) -> None:
+        """Before it listens: the first spare warm, SIGUSR1 handled."""
+        if self.warm:
+            self.spare = asyncio.ensure_future(self._warmed())
+            await asyncio.shield(self.spare)
+        asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, self.cut)
+
+    async def take(self) -> asyncio.subprocess.Process:
+        if self.spare is None:
+            return await start_server(self.command)
+        spare, self.spare = self.spare, asyncio.ensure_future(self._warmed())
+        return await spare
+
+    async def _warmed(self) -> asyncio.subprocess.Process:
+        """A server process that has answered a ping: started, and reading."""
+        process = await start_server(self.command)
+        assert process.stdin is not None and process.stdout is not None
+        process.stdin.write(b'{"jsonrpc":"2.0","id":"warm","method":"ping"}\n')
+        await process.stdout.readline()
+        return process
+
+    def cut(self) -> None:
+        for transport in list(self.connections):
+            transport.abort()
 
 
 async def start_server(command: list[str]) -> asyncio.subprocess.Process:
@@ -45,9 +89,10 @@ async def stop_server(process: asyncio.subprocess.Process) -> None:
             await process.wait()
 
 
-async def serve_unix(path: str, command: list[str]) -> None:
+async def serve_unix(path: str, servers: Servers) -> None:
     async def connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        process = await start_server(command)
+        servers.connections.add(writer.transport)
+        process = await servers.take()
         assert process.stdin is not None and process.stdout is not None
         stdin, stdout = process.stdin, process.stdout
 
@@ -65,16 +110,18 @@ async def serve_unix(path: str, command: list[str]) -> None:
             await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         for task in tasks:
             task.cancel()
+        servers.connections.discard(writer.transport)
         await stop_server(process)
         writer.close()
 
+    await servers.prepare()
     server = await asyncio.start_unix_server(connection, path, limit=64 * 1024 * 1024)
     print("ready", flush=True)
     async with server:
         await server.serve_forever()
 
 
-async def serve_ws(port: int, command: list[str], tls: ssl.SSLContext | None,
+async def serve_ws(port: int, servers: Servers, tls: ssl.SSLContext | None,
                    require: tuple[str, str] | None, subprotocol: str) -> None:
     def check(connection: ServerConnection, request: Request) -> Response | None:
         print(json.dumps({"headers": dict(request.headers.raw_items())}), flush=True)
@@ -88,7 +135,8 @@ async def serve_ws(port: int, command: list[str], tls: ssl.SSLContext | None,
         return subprotocol if subprotocol != "mcp" or "mcp" in offered else None
 
     async def connection(ws: ServerConnection) -> None:
-        process = await start_server(command)
+        servers.connections.add(ws.transport)
+        process = await servers.take()
         assert process.stdin is not None and process.stdout is not None
         stdin, stdout = process.stdin, process.stdout
 
@@ -107,9 +155,11 @@ async def serve_ws(port: int, command: list[str], tls: ssl.SSLContext | None,
             await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         for task in tasks:
             task.cancel()
+        servers.connections.discard(ws.transport)
         await stop_server(process)
         await ws.close()
 
+    await servers.prepare()
     async with serve(connection, "127.0.0.1", port, ssl=tls, process_request=check,
                      select_subprotocol=choose, max_size=64 * 1024 * 1024,
                      ping_interval=None) as server:
@@ -125,19 +175,21 @@ def main() -> None:
     parser.add_argument("--key")
     parser.add_argument("--require")
     parser.add_argument("--subprotocol", default="mcp")
+    parser.add_argument("--warm", action="store_true")
     parser.add_argument("command", nargs="+")
     args = parser.parse_args()
     command = [sys.executable if args.command[0] == "python" else args.command[0],
                *args.command[1:]]
     if args.unix:
-        asyncio.run(serve_unix(args.unix, command))
+        asyncio.run(serve_unix(args.unix, Servers(command, args.warm)))
         return
     tls = None
     if args.cert:
         tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         tls.load_cert_chain(args.cert, args.key)
     require = tuple(args.require.split("=", 1)) if args.require else None
-    asyncio.run(serve_ws(args.ws, command, tls, require, args.subprotocol))  # type: ignore[arg-type]
+    asyncio.run(serve_ws(args.ws, Servers(command, args.warm), tls, require,  # type: ignore[arg-type]
+                         args.subprotocol))
 
 
 if __name__ == "__main__":
