@@ -667,10 +667,11 @@ class Outcome:
 
     @property
     def reconnect(self) -> float | None:
-        """solo: from the server back to the first call answered with a result."""
+        """solo: from the server back to the first result of a call sent since (one
+        sent before may have been answered before the fault took hold)."""
         if self.topology != "solo" or self.back is None:
             return None
-        after = [c.answered_at for c in self.calls if c.ok and c.answered_at >= self.back]
+        after = [c.answered_at for c in self.calls if c.ok and c.sent >= self.back]
         return min(after) - self.back if after else None
 
     def row(self) -> dict[str, Any]:
