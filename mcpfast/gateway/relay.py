@@ -119,7 +119,11 @@ class Relay:
         self.ended(upstream, pending, TIMED_OUT)
 
     def failed(self, upstream: Upstream, pending: Request, message: str) -> None:
-        pending.session.inflight.pop(pending.id, None)
+        # One request can fail while its upstream stays up (an HTTP upstream's POST):
+        # it releases what it holds, as if the upstream had refused it.
+        self._release(upstream, pending)
+        if pending.subscription is not None:
+            self.subscriptions.refused(pending.session, upstream, pending.subscription)
         if pending.replay is not None and self.gw.retry(upstream, pending):
             return
         self.gw.send_error(pending.session, pending.id, jsonrpc.UPSTREAM_UNAVAILABLE,

@@ -270,6 +270,19 @@ class Connection(Generic[CallT]):
             self.requests_failed += 1
             self.hooks.timed_out(pending)
 
+    def fail(self, upstream_id: int, message: str) -> None:
+        """Fail one request in flight now, as ``fail_all`` fails them all: its own
+        exchange with the server failed (an HTTP upstream's POST), and the server's
+        answer will not come."""
+        pending = self.pending.pop(upstream_id, None)
+        if pending is not None:
+            self.requests_failed += 1
+            self.hooks.failed(pending, message)
+            return
+        future = self._calls.pop(upstream_id, None)
+        if future is not None and not future.done():
+            future.set_exception(UpstreamError(jsonrpc.UPSTREAM_UNAVAILABLE, message))
+
     def fail_all(self, message: str) -> None:
         """Answer every request in flight with an error, now."""
         pending = dict(self.pending)

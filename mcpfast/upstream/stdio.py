@@ -196,7 +196,19 @@ class _PipeProtocol(asyncio.SubprocessProtocol):
         self.upstream = upstream
         self.stdout = LineFramer(upstream.config.max_message_bytes)
         self.stderr = LineFramer(STDERR_LINE_LIMIT)
-        self.exited: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        self.exited: asyncio.Future[int] = loop.create_future()
+        self.ended: asyncio.Future[None] = loop.create_future()
+        """Done when the process exits or closes its stdout: either way nothing more
+        can be answered, so the connection is over (a server that closed its stdout and
+        runs on would otherwise leave every request to time out, for ever)."""
+        self.stdout_closed = False
+
+    def pipe_connection_lost(self, fd: int, exc: Exception | None) -> None:
+        if fd == 1:
+            self.stdout_closed = True
+            if not self.ended.done():
+                self.ended.set_result(None)
 
     def pipe_data_received(self, fd: int, data: bytes) -> None:
         upstream = self.upstream
@@ -216,6 +228,8 @@ class _PipeProtocol(asyncio.SubprocessProtocol):
     def process_exited(self) -> None:
         if not self.exited.done():
             self.exited.set_result(0)
+        if not self.ended.done():
+            self.ended.set_result(None)
 
 
 class StdioUpstream(Upstream[CallT]):
@@ -236,7 +250,7 @@ class StdioUpstream(Upstream[CallT]):
         self.shown_command = shown_command(self.name, self.config, interpolated)
 
     async def connect(self) -> asyncio.Future[Any]:
-        """Start the process; the future is done when it exits."""
+        """Start the process; the future is done when it exits or closes its stdout."""
         env, withheld = upstream_environment(
             self.config, self.interpolated.names, os.environ)
         if withheld and self.starts == 0:
@@ -268,12 +282,31 @@ class StdioUpstream(Upstream[CallT]):
         self.pid = transport.get_pid()
         self.starts += 1
         self.log.info("started pid %d: %s", self.pid, " ".join(self.shown_command))
-        return protocol.exited
+        return protocol.ended
 
     def ended_because(self) -> str:
         code = self._transport.get_returncode() if self._transport is not None else \
             self.returncode
+        if code is None and self._protocol is not None and self._protocol.stdout_closed:
+            code = self._exit_code()
+            if code is None:
+                return "the process closed its stdout"
         return f"process exited with code {code}"
+
+    def _exit_code(self) -> int | None:
+        """The code of a process that has exited but is not reaped yet (its stdout's
+        end is most often read first), as the event loop will report it; None while it
+        runs. Peeked at (WNOWAIT): the event loop's child watcher still reaps it."""
+        if self.pid is None:
+            return None
+        try:
+            info = os.waitid(os.P_PID, self.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+        except ChildProcessError:
+            return None
+        if info is None:
+            return None
+        killed = info.si_code in (os.CLD_KILLED, os.CLD_DUMPED)
+        return -info.si_status if killed else info.si_status
 
     async def disconnect(self) -> None:
         """Stop the process if it still runs, and always clear its whole process group."""

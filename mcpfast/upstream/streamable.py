@@ -36,7 +36,6 @@ import msgspec
 from msgspec import UNSET, UnsetType
 
 from ..config import UpstreamConfig
-from ..protocol import jsonrpc
 from ..protocol.modern import (
     META_PROTOCOL_VERSION,
     encode_header_value,
@@ -454,13 +453,13 @@ class StreamableHttpUpstream(HttpUpstream[CallT]):
             connection.stream_of = None
 
     def _fail(self, request_id: Any, message: str) -> None:
-        """Answer ``request_id`` (the upstream's own id) with an error now, rather than
-        let it time out."""
-        if request_id is None:
+        """Fail ``request_id`` (the upstream's own id) now, rather than let it time out:
+        as a lost connection fails what is in flight (not as the server's answer), so
+        that the gateway may send a safe request to another endpoint."""
+        if not isinstance(request_id, int):
             self.log.warning("%s", message)
             return
-        self.on_message(jsonrpc.error_response(request_id, jsonrpc.UPSTREAM_UNAVAILABLE,
-                                               message))
+        self.connection.fail(request_id, message)
 
     # -- the rare paths: GET streams ------------------------------------------------------
     async def _resume(self, parser: SseParser, request_id: Any) -> None:

@@ -16,12 +16,20 @@ Prompt ``greet``; resource ``test://static``; template
 
 ``MCPServer`` serves both protocol eras: a client that sends ``initialize`` gets a legacy
 session, one that probes ``server/discover`` gets 2026-07-28.
+
+SIGUSR1 cuts the server's side of every connection while it keeps running (a fault the
+fault-injection tests make): over stdio its stdout is closed (pointed at /dev/null, so
+that what it still writes goes nowhere), over HTTP every accepted connection is shut
+down, streams in the middle of a response included.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import signal
+import socket
 import warnings
 from typing import Annotated, Any
 
@@ -144,6 +152,30 @@ def build_server(name: str, prefix: str = "") -> MCPServer:
     return server
 
 
+def cut_connections(stdout: os.stat_result | None) -> None:
+    """Close the server's side of every connection (SIGUSR1), and go on running: over
+    stdio, every fd on what fd 1 was at the start (``stdout``: the SDK moves it to
+    another fd) is pointed at /dev/null; over HTTP, every accepted socket is shut down."""
+    for fd in map(int, os.listdir("/proc/self/fd")):
+        with contextlib.suppress(OSError):  # closed since it was listed, or not a socket
+            if stdout is not None:
+                if os.path.samestat(os.fstat(fd), stdout):
+                    devnull = os.open(os.devnull, os.O_WRONLY)
+                    os.dup2(devnull, fd)
+                    os.close(devnull)
+                continue
+            copy = os.dup(fd)
+            try:
+                sock = socket.socket(fileno=copy)
+            except OSError:
+                os.close(copy)
+                raise
+            with sock:
+                if sock.family in (socket.AF_INET, socket.AF_INET6) and \
+                        not sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN):
+                    sock.shutdown(socket.SHUT_RDWR)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--name", default="sdk", help="server name, also returned by whoami")
@@ -156,6 +188,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="with --http: answer requests with JSON bodies, not SSE")
     args: Any = parser.parse_args(argv)
     server = build_server(args.name, os.environ.get("SDK_SERVER_TOOL_PREFIX", ""))
+    stdout = None if args.sse or args.http else os.fstat(1)
+    signal.signal(signal.SIGUSR1, lambda *_: cut_connections(stdout))
     if args.sse:
         server.run("sse", host="127.0.0.1", port=args.sse)
     elif args.http:
