@@ -276,7 +276,8 @@ def _serve_worker(config: Config, reread: Callable[[], Config],
 
     end_with_supervisor(args.supervisor_pid)
     place = WorkerPlace(args.worker, os.path.join(args.worker_dir, f"worker-{args.worker}.sock"),
-                        args.worker_unix_fd, args.worker_since, args.worker_restarted)
+                        args.worker_unix_fd, args.worker_since, args.worker_restarted,
+                        args.supervisor_pid)
     return _serve(config, reread, place)
 
 

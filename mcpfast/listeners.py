@@ -134,6 +134,24 @@ class UnixListener(Listener):
             pass
 
 
+def check_port_free(host: str, port: int) -> None:
+    """Raise OSError if ``host:port`` is taken. Workers bind it with SO_REUSEPORT, which
+    would let them join, without an error, the listening socket of another process of
+    the same user that set it too (a second gateway started on the same port): a bind
+    without it fails there."""
+    for family, kind, proto, _, address in socket.getaddrinfo(
+            host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE):
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            try:
+                probe.bind(address)
+            except OSError as exc:
+                raise OSError(exc.errno, f"cannot listen on {host}:{port}: "
+                              f"{exc.strerror}") from None
+
+
 def bind_unix(path: str, mode: int, backlog: int) -> socket.socket:
     """The unix socket bound and listening at ``path`` with file mode ``mode``, for
     workers to inherit and accept on, each in its own process."""

@@ -27,6 +27,7 @@ reload that moves the unix socket waits for a restart (the supervisor binds it).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
 import logging
 import os
@@ -71,6 +72,15 @@ class WorkerPlace:
     worker started or restarted."""
     restarted: bool
     """Started again after a crash: it listens once its upstreams are initialized."""
+    supervisor: int
+
+    def leave(self) -> None:
+        """Remove the admin socket; and its directory, if the supervisor that would
+        have is gone (killed) and no other worker's socket is left in it."""
+        with contextlib.suppress(OSError):
+            os.unlink(self.admin_socket)
+            if os.getppid() != self.supervisor:
+                os.rmdir(os.path.dirname(self.admin_socket))
 
 
 async def serve(config: Config, reread: Callable[[], Config] | None = None,
@@ -173,6 +183,8 @@ async def serve(config: Config, reread: Callable[[], Config] | None = None,
                 await _closed(listener.server)
         if admin_runner is not None:
             await admin_runner.cleanup()
+        if worker is not None:
+            worker.leave()
         log.info("stopped")
 
 

@@ -63,7 +63,7 @@ from .config import (
     private_directory,
     user_socket_path,
 )
-from .listeners import bind_unix
+from .listeners import bind_unix, check_port_free
 from .logs import configure
 from .upstream.stdio import become_subreaper, reap_orphans
 
@@ -150,6 +150,7 @@ class Supervisor:
         runner: web.AppRunner | None = None
         keepers: list[asyncio.Task[None]] = []
         try:
+            check_port_free(self.config.listen.host, self.config.listen.port)
             self._bind_unix()
             if self.config.admin.enabled:
                 runner = web.AppRunner(create_supervisor_app(self), access_log=None,

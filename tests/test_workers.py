@@ -76,6 +76,23 @@ def worker_pids(gw: GatewayProcess) -> dict[int, int]:
     return {w["index"]: w["pid"] for w in gw.status()["workers"]}
 
 
+def alive(pid: int) -> bool:
+    """Whether process ``pid`` runs (a zombie does not); ``group_alive`` for the
+    upstreams, which lead process groups of their own."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+
+
+def private_directory(gw: GatewayProcess) -> str:
+    """Where the workers' admin sockets are (from a worker's command line)."""
+    pid = next(iter(worker_pids(gw).values()))
+    argv = open(f"/proc/{pid}/cmdline").read().split("\0")
+    return argv[argv.index("--worker-dir") + 1]
+
+
 def upstream_pids(gw: GatewayProcess) -> dict[int, list[int]]:
     return {w["index"]: [u["pid"] for u in w["status"]["upstreams"]]
             for w in gw.status()["workers"]}
@@ -339,6 +356,8 @@ def test_sigterm_drains_every_worker_then_exits_0(gateway_factory: Any) -> None:
     gw = start_workers(gateway_factory, shutdown={"drain_timeout": 10.0})
     pids = list(worker_pids(gw).values())
     upstreams = [pid for each in upstream_pids(gw).values() for pid in each]
+    directory = private_directory(gw)
+    assert os.stat(directory).st_mode & 0o777 == 0o700
 
     async def body() -> None:
         managers, clients, _ = await spread(gw, 8)
@@ -359,9 +378,11 @@ def test_sigterm_drains_every_worker_then_exits_0(gateway_factory: Any) -> None:
             await close_all(managers)
     run(body(), 120)
     assert gw.proc is not None and gw.proc.wait(30) == 0
-    for pid in pids + upstreams:
+    for pid in pids:
+        assert not alive(pid), pid
+    for pid in upstreams:
         assert not group_alive(pid), pid
-    assert not os.path.exists(gw.unix_path)
+    assert not os.path.exists(gw.unix_path) and not os.path.exists(directory)
     log = gw.log()
     assert "worker 0 mcpfast: stopped" in log and "worker 1 mcpfast: stopped" in log
     assert log.rstrip().endswith("mcpfast.supervisor: stopped")
@@ -427,3 +448,20 @@ def test_admin_writes_reach_every_worker_and_a_restarted_one(gateway_factory: An
     # The dashboard is worker 0's, passed through.
     status, page = gw.admin_get("/dashboard/")
     assert status == 200 and b"<html" in page.lower()
+
+
+def test_workers_end_with_a_killed_supervisor(gateway_factory: Any) -> None:
+    """However the supervisor dies, its workers drain and end, with their upstreams, and
+    leave no socket behind."""
+    gw = start_workers(gateway_factory)
+    pids = list(worker_pids(gw).values())
+    upstreams = [pid for each in upstream_pids(gw).values() for pid in each]
+    directory = private_directory(gw)
+    assert gw.proc is not None
+    gw.proc.kill()
+    for pid in pids:
+        wait_until(lambda pid=pid: not alive(pid), 30)
+    for pid in upstreams:
+        wait_until(lambda pid=pid: not group_alive(pid), 30)
+    assert not os.path.exists(directory)
+    assert "worker 0 mcpfast: stopped" in gw.log() and "worker 1 mcpfast: stopped" in gw.log()
