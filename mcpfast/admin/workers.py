@@ -361,8 +361,8 @@ async def close_session(request: web.Request) -> web.Response:
 
 async def first_worker(request: web.Request) -> web.StreamResponse:
     """Worker 0's answer, streamed through (the dashboard's page and its stream)."""
-    members = list(_workers(request).members)
-    admin = members[0].admin
+    admin = _workers(request).members[0].admin
+    response: web.StreamResponse | None = None
     try:
         async with admin.session.get(f"http://worker{request.path_qs}",
                                      allow_redirects=False,
@@ -376,7 +376,9 @@ async def first_worker(request: web.Request) -> web.StreamResponse:
             async for chunk in answer.content.iter_any():
                 await response.write(chunk)
             await response.write_eof()
-            return response
     except (aiohttp.ClientError, OSError) as exc:
-        return web.json_response({"error": f"worker 0 does not answer: {exc}"},
-                                 status=503)
+        # Once the answer has begun, a worker or a browser that went away ends it.
+        if response is None:
+            return web.json_response({"error": f"worker 0 does not answer: {exc}"},
+                                     status=503)
+    return response
