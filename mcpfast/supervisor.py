@@ -92,6 +92,9 @@ class Worker:
         stopped."""
         self.restarts = 0
         self.listening = asyncio.Event()
+        self.reread = False
+        """A reload came while it was starting: SIGHUP once it listens (before its
+        handler is installed, SIGHUP would end it)."""
 
 
 class Supervisor:
@@ -133,6 +136,8 @@ class Supervisor:
                         self.config.workers, fresh.workers)
         # The admin port and its tokens are held, as a single gateway holds them.
         self.config = msgspec.structs.replace(self.config, shutdown=fresh.shutdown)
+        for worker in self.workers:
+            worker.reread = worker.state != "running"
         return held
 
     def remember(self, path: str) -> None:
@@ -287,6 +292,9 @@ class Supervisor:
             if code == 200 or (code == 503 and body.get("reason") != "not listening yet"):
                 worker.state = "running"
                 worker.listening.set()
+                if worker.reread:
+                    worker.reread = False
+                    self._signal(worker, signal.SIGHUP)
                 return
             await asyncio.sleep(POLL)
 
@@ -338,9 +346,12 @@ class Supervisor:
             self.reload()
         except ConfigError:
             return  # logged; the workers keep the config in force
-        for worker in self.workers:
+        running = [worker for worker in self.workers if worker.state == "running"]
+        for worker in running:
             self._signal(worker, signal.SIGHUP)
-        log.info("reload: SIGHUP sent to %d workers", len(self.workers))
+        log.info("reload: SIGHUP sent to %d workers%s", len(running),
+                 "" if len(running) == len(self.workers) else
+                 " (the others when they listen)")
 
 
 def _exit(code: int) -> str:
