@@ -258,7 +258,7 @@ class Supervisor:
             if not worker.listening.is_set() and worker.restarts == 0:
                 log.error("worker %d (pid %d) could not start (exit status %d); stopping",
                           worker.index, process.pid, code)
-                self.failed = code or 1
+                self.failed = code if code > 0 else 1
                 self.stop.set()
                 break
             if time.monotonic() - started >= STEADY:

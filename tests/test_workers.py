@@ -465,3 +465,18 @@ def test_workers_end_with_a_killed_supervisor(gateway_factory: Any) -> None:
         wait_until(lambda pid=pid: not group_alive(pid), 30)
     assert not os.path.exists(directory)
     assert "worker 0 mcpfast: stopped" in gw.log() and "worker 1 mcpfast: stopped" in gw.log()
+
+
+def test_a_reload_while_workers_start_waits_for_them(gateway_factory: Any) -> None:
+    """SIGHUP before a worker has its handler would end it: the supervisor sends it once
+    the worker listens."""
+    gw: GatewayProcess = gateway_factory({"bg": background()}, start=False)
+    gw.config_path.write_text("workers = 2\n" + gw.config_path.read_text())
+    gw.start(wait_ready=False)
+    wait_until(lambda: "worker 1 started" in gw.log())
+    assert gw.proc is not None
+    gw.proc.send_signal(signal.SIGHUP)
+    gw.wait_ready()
+    wait_until(lambda: all(f"worker {i} mcpfast: reloaded" in gw.log() for i in (0, 1)))
+    assert [(w["state"], w["restarts"]) for w in gw.status()["workers"]] == \
+        [("running", 0), ("running", 0)]
