@@ -4,6 +4,12 @@ figures rather than how the scheduler shares the cores with its load. The echo s
 counts as the proxy's upstream (and as the server itself for ``direct``); a process
 started by a pinned one (mcpfast's stdio upstream, nginx's worker) inherits its CPUs.
 With a single CPU there is nothing to split and nothing is pinned.
+
+A proxy of several busy processes (mcpfast with ``workers`` > 1) is pinned to the proxy
+half only when that half has a CPU for each (``proxy_cpus``): pinned to fewer, it could
+show no more than those CPUs' worth. On 2 CPUs a 2-worker gateway therefore runs
+unpinned and shares the load generator's CPU: the machine, not one half of it, is then
+the ceiling, and the load generator's share of it counts against the gateway.
 """
 
 from __future__ import annotations
@@ -25,6 +31,14 @@ PROXY_CPUS: frozenset[int] | None = SPLIT[0] if SPLIT else None
 """The proxy and its upstream (the first half of the CPUs this process may use)."""
 LOADGEN_CPUS: frozenset[int] | None = SPLIT[1] if SPLIT else None
 """The load generator (the other half)."""
+
+
+def proxy_cpus(processes: int = 1) -> frozenset[int] | None:
+    """Where a proxy of ``processes`` busy processes runs: the proxy half when it has a
+    CPU for each of them, else anywhere (None)."""
+    if PROXY_CPUS is None or len(PROXY_CPUS) < processes:
+        return None
+    return PROXY_CPUS
 
 
 def pinned_to(cpus: frozenset[int] | None) -> Callable[[], None] | None:

@@ -230,6 +230,7 @@ def load_tables(scenario: Scenario, rows: list[LoadResult]) -> list[str]:
                               "÷nginx-http / ÷direct-http:", http, base)
     lines += _transport_table(base)
     lines += _limit_cost(base)
+    lines += _workers_gain(base)
     lines += _auth_cost(base)
     lines += _notes(rows)
     return lines
@@ -248,6 +249,18 @@ def _limit_cost(base: dict[str, LoadResult]) -> list[str]:
             "bucket, never refusing), `mcpfast-ws-limited` against `mcpfast-ws`: "
             f"throughput {_relative(limited, plain, _throughput)}, proxy CPU "
             f"{_num(cpu, 2)} µs per call more."]
+
+
+def _workers_gain(base: dict[str, LoadResult]) -> list[str]:
+    """Two workers against one, in the same run: throughput, and CPU per call (the
+    gateway's processes summed, and their echo servers')."""
+    two, one = base.get("mcpfast-ws-2w"), base.get("mcpfast-ws")
+    if two is None or one is None:
+        return []
+    return ["", "Two workers (`workers = 2`), `mcpfast-ws-2w` against `mcpfast-ws`: "
+            f"throughput {_relative(two, one, _throughput)}, proxy CPU per call "
+            f"{_relative(two, one, _proxy_cpu)} (supervisor and workers summed), echo CPU "
+            f"per call {_relative(two, one, lambda row: row.echo_cpu_us_per_call)}."]
 
 
 AUTHENTICATED = (("mcpfast-ws-apikey", "mcpfast-ws", "API key over WebSocket (once per "

@@ -63,7 +63,8 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
     Scenario("latency", "Latency", 1, 1,
              targets=WEBSOCKET_AND_UNIX + REMOTE_UPSTREAMS + STREAMABLE_HTTP),
     Scenario("throughput", "Throughput", 64, 8,
-             targets=(*WEBSOCKET_AND_UNIX, "mcpfast-ws-limited", *AUTHENTICATED_WS,
+             targets=(*WEBSOCKET_AND_UNIX, "mcpfast-ws-2w", "mcpfast-ws-limited",
+                      *AUTHENTICATED_WS,
                       *REMOTE_UPSTREAMS,
                       *STREAMABLE_HTTP, *AUTHENTICATED_HTTP)),
     Scenario("fan-in", "Fan-in", 1000, 1),
@@ -168,7 +169,8 @@ def measure_load(target: Target, scenario: Scenario, warmup: float, duration: fl
         *target.loadgen_args,
     ], log)
     deadline = time.monotonic() + connect_budget(scenario.connections) + warmup + duration + 30
-    meter = [pid for pid in (target.proxy_pid, target.echo_pid) if pid]
+    proxy, echo = target.proxy_pids(), target.echo_pids()
+    meter = proxy + echo
     before: dict[int, float] = {}
     after: dict[int, float] = {}
     try:
@@ -179,8 +181,8 @@ def measure_load(target: Target, scenario: Scenario, warmup: float, duration: fl
                 before = {pid: procfs.cpu_seconds(pid) for pid in meter}
             elif kind == "measure_end":
                 after = {pid: procfs.cpu_seconds(pid) for pid in meter}
-                if target.proxy_pid:
-                    result.proxy_rss_bytes = procfs.rss_bytes(target.proxy_pid)
+                if proxy:
+                    result.proxy_rss_bytes = sum(procfs.rss_bytes(pid) for pid in proxy)
             elif kind == "result":
                 break
     finally:
@@ -196,8 +198,10 @@ def measure_load(target: Target, scenario: Scenario, warmup: float, duration: fl
     result.loadgen_cpu_utilization = event.get("loadgen_cpu_utilization")
     if result.calls and before and after:
         cpu = {pid: (after[pid] - before[pid]) / result.calls * 1e6 for pid in meter}
-        result.proxy_cpu_us_per_call = cpu.get(target.proxy_pid or 0)
-        result.echo_cpu_us_per_call = cpu.get(target.echo_pid)
+        # With workers, every process of the proxy (and every echo server) counts.
+        result.proxy_cpu_us_per_call = sum(cpu[pid] for pid in proxy) if proxy else None
+        result.echo_cpu_us_per_call = sum(cpu[pid] for pid in echo) if echo else None
+    result.notes.extend(target.notes)
     for key, label in (("connect_errors", "connections that failed"),
                        ("disconnects", "connections dropped during the run"),
                        ("unanswered_after_drain", "calls unanswered after the drain")):

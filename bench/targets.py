@@ -4,6 +4,8 @@
   nginx         loadgen -> nginx (one worker) -> echo server (WebSocket): the proxy floor
   mcpfast-ws    loadgen -> mcpfast (WebSocket) -> echo server (stdio upstream)
   mcpfast-unix  loadgen -> mcpfast (unix socket) -> echo server (stdio upstream)
+  mcpfast-ws-2w loadgen -> mcpfast with workers = 2 (a supervisor and two gateway
+                processes sharing the port, each with its own echo server over stdio)
   mcpfast-ws-limited  mcpfast-ws with two rate limits that apply to every call (one per
                 client identity, one per tool) and never refuse: their cost per call
   mcpfast-ws-apikey, mcpfast-ws-jwt  mcpfast-ws requiring an API key or a JWT (RS256),
@@ -20,8 +22,8 @@ differs. A target is compared with the ceiling and the floor of its own client t
 (``baselines()``): an HTTP call makes a proxy parse a request head and write a response
 head where WebSocket has a few bytes of frame header, so mcpfast-http over nginx
 (WebSocket) would mix the transport's cost with the gateway's. A target knows the pids to
-meter: the proxy's (the nginx worker, or the gateway process alone, not its upstream) and
-the echo server's.
+meter: the proxy's (the nginx worker, or the gateway process alone, not its upstream; with
+workers, the supervisor and every worker) and the echo server's (one per worker).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import selectors
 import signal
 import socket
@@ -42,7 +45,7 @@ from typing import IO, Any
 
 from . import procfs
 from .nginx import nginx_version, render_config
-from .pinning import PROXY_CPUS, pinned_to
+from .pinning import pinned_to, proxy_cpus
 
 ROOT = Path(__file__).resolve().parent.parent
 ECHO_SERVER = Path(__file__).resolve().with_name("echo_server.py")
@@ -127,7 +130,16 @@ class Target:
         self.workdir = workdir
         self.address = ""
         self.proxy_pid: int | None = None
+        """The proxy's process whose memory is reported (the one that starts the rest)."""
         self.echo_pid = 0
+        self.more_proxy_pids: list[int] = []
+        """The proxy's other processes, metered with it (a supervisor's workers)."""
+        self.more_echo_pids: list[int] = []
+        """More echo servers, metered with the first (one per worker)."""
+        self.cpus = proxy_cpus()
+        """Where the proxy and its upstreams run (pinning.py)."""
+        self.notes: list[str] = []
+        """What the report should say about how this target was measured."""
         self.info: dict[str, str] = {}
         self.loadgen_args: list[str] = []
         """More arguments for the load generator (a credential to send)."""
@@ -142,6 +154,13 @@ class Target:
         """How many client sessions the target itself counts, where it says."""
         return None
 
+    def proxy_pids(self) -> list[int]:
+        """Every process of the proxy, whose CPU time is summed."""
+        return ([self.proxy_pid] if self.proxy_pid else []) + self.more_proxy_pids
+
+    def echo_pids(self) -> list[int]:
+        return ([self.echo_pid] if self.echo_pid else []) + self.more_echo_pids
+
     def stop(self) -> None:
         for proc in reversed(self._processes):
             stop_process(proc)
@@ -154,7 +173,7 @@ class Target:
             proc = subprocess.Popen(
                 argv, cwd=ROOT, stdin=subprocess.DEVNULL, bufsize=0,
                 stdout=subprocess.PIPE if stdout_pipe else log, stderr=log,
-                start_new_session=True, preexec_fn=pinned_to(PROXY_CPUS))
+                start_new_session=True, preexec_fn=pinned_to(self.cpus))
         finally:
             log.close()
         self._processes.append(proc)
@@ -234,22 +253,33 @@ class McpfastTarget(Target):
     proxy_label = "gateway"
 
     def __init__(self, workdir: Path, transport: str, limited: bool = False,
-                 auth: str | None = None, upstream: str = "stdio") -> None:
+                 auth: str | None = None, upstream: str = "stdio", workers: int = 1) -> None:
         super().__init__(workdir)
         self.transport = transport
         self.name = {"websocket": "mcpfast-ws", "unix": "mcpfast-unix",
                      "http": "mcpfast-http"}[transport] + ("-limited" if limited else "") \
-            + (f"-{auth}" if auth else "") + UPSTREAM_SUFFIXES[upstream]
+            + (f"-{auth}" if auth else "") + UPSTREAM_SUFFIXES[upstream] \
+            + (f"-{workers}w" if workers > 1 else "")
         self.limited = limited
         self.auth = auth
         self.upstream = upstream
+        self.workers = workers
         self.admin = ""
+        if workers > 1:
+            # Each worker and its echo server are busy: two processes per worker.
+            self.cpus = proxy_cpus(2 * workers)
+            if self.cpus is None:
+                self.notes.append(
+                    f"not pinned: {workers} workers and their echo servers share every CPU "
+                    "with the load generator (the proxy half of the CPUs has too few)")
 
     def start(self, connections: int) -> None:
         port, admin_port = free_port(), free_port()
         unix_path = self.workdir / "mcpfast.sock"
         config = self.workdir / "mcpfast.toml"
         config.write_text(f"""\
+workers = {self.workers}
+
 [listen]
 host = "127.0.0.1"
 port = {port}
@@ -286,6 +316,14 @@ level = "warning"
         with urllib.request.urlopen(f"{admin}/status", timeout=5) as response:
             status = json.load(response)
         self.proxy_pid = gateway.pid
+        if self.workers > 1:
+            # The supervisor, then each worker and the echo server it started.
+            workers = [worker["status"] for worker in status["workers"]]
+            self.more_proxy_pids = [int(worker["pid"]) for worker in status["workers"]]
+            status = workers[0]
+            if self.upstream == "stdio":
+                self.more_echo_pids = [int(worker["upstreams"][0]["pid"])
+                                       for worker in workers[1:]]
         if self.upstream == "stdio":
             self.echo_pid = int(status["upstreams"][0]["pid"])
         self.info = {"mcpfast": str(status.get("version")),
@@ -360,7 +398,7 @@ identity, and a per-tool bucket matched by pattern), too generous ever to refuse
 
 TARGET_TRANSPORTS = {
     "direct": "websocket", "nginx": "websocket", "mcpfast-ws": "websocket",
-    "mcpfast-ws-limited": "websocket", "mcpfast-unix": "unix",
+    "mcpfast-ws-2w": "websocket", "mcpfast-ws-limited": "websocket", "mcpfast-unix": "unix",
     "mcpfast-ws-apikey": "websocket", "mcpfast-ws-jwt": "websocket",
     "mcpfast-ws-to-ws": "websocket", "mcpfast-ws-to-http": "websocket",
     "direct-http": "http", "nginx-http": "http", "mcpfast-http": "http",
@@ -396,5 +434,7 @@ def make_target(name: str, workdir: Path, nginx: str | None, nofile: int) -> Tar
     auth = name.rpartition("-")[2] if name.endswith(("-apikey", "-jwt")) else None
     upstream = next((kind for kind, suffix in UPSTREAM_SUFFIXES.items()
                      if suffix and name.endswith(suffix)), "stdio")
+    several = re.search(r"-(\d+)w$", name)
+    workers = int(several[1]) if several else 1
     return McpfastTarget(workdir, transport, limited=name.endswith("-limited"), auth=auth,
-                         upstream=upstream)
+                         upstream=upstream, workers=workers)

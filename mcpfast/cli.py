@@ -8,12 +8,14 @@ import re
 import shlex
 import sys
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from mcpfast_ext import IMPLEMENTATION, PURE_REASON
 
 from . import __version__
 from .config import (
     UPSTREAM_NAME,
+    WORKER_SECRET_VARIABLE,
     Config,
     ConfigError,
     UpstreamConfig,
@@ -21,6 +23,9 @@ from .config import (
     private_directory,
     user_socket_path,
 )
+
+if TYPE_CHECKING:
+    from .server import WorkerPlace
 
 STDIO_HELP = """front this stdio MCP server instead of the config's upstreams, for example
 "npx -y @modelcontextprotocol/server-everything"; "NAME=command args" names it (default:
@@ -45,6 +50,13 @@ def main(argv: list[str] | None = None) -> int:
                        help="serve newline-delimited JSON on this unix socket "
                             "(listen.unix_socket)")
     serve.add_argument("--stdio", action="append", metavar="COMMAND", help=STDIO_HELP)
+    # How a supervisor (workers > 1) starts each worker: never typed by hand.
+    serve.add_argument("--worker", type=int, help=argparse.SUPPRESS)
+    serve.add_argument("--worker-dir", help=argparse.SUPPRESS)
+    serve.add_argument("--worker-unix-fd", type=int, help=argparse.SUPPRESS)
+    serve.add_argument("--worker-since", type=int, help=argparse.SUPPRESS)
+    serve.add_argument("--supervisor-pid", type=int, help=argparse.SUPPRESS)
+    serve.add_argument("--worker-restarted", action="store_true", help=argparse.SUPPRESS)
     check = commands.add_parser("check-config", help="validate a config file and exit")
     check.add_argument("file")
     probe = commands.add_parser(
@@ -68,6 +80,8 @@ def main(argv: list[str] | None = None) -> int:
                          help="the gateway's unix socket (listen.unix_socket; default: "
                               f"{user_socket_path()}, where the bundled config listens)")
     args = parser.parse_args(argv)
+    secret = os.environ.pop(WORKER_SECRET_VARIABLE, "") \
+        if getattr(args, "worker", None) is not None else ""
 
     if args.command == "version":
         print(_version())
@@ -92,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "probe":
             return _probe(config, args.path, args.timeout)
         if args.command == "serve":
-            _apply_flags(config, args)
+            _apply_flags(config, args, secret)
     except ConfigError as exc:
         print(f"mcpfast: config error: {exc}", file=sys.stderr)
         return 2
@@ -108,9 +122,15 @@ def main(argv: list[str] | None = None) -> int:
     def reread() -> Config:
         """The config file as it is now, with the same flags on top (SIGHUP)."""
         fresh = load(args.config)
-        _apply_flags(fresh, args)
+        _apply_flags(fresh, args, secret)
         return fresh
 
+    if args.worker is not None:
+        return _serve_worker(config, reread, args)
+    if config.workers > 1:
+        from .supervisor import supervise
+
+        return supervise(config, reread, sys.argv[1:] if argv is None else argv)
     return _serve(config, reread)
 
 
@@ -179,8 +199,12 @@ def _port(text: str) -> int:
     return port
 
 
-def _apply_flags(config: Config, args: argparse.Namespace) -> None:
-    """Command-line flags win over the config file (validated as the file would be)."""
+def _apply_flags(config: Config, args: argparse.Namespace, secret: str = "") -> None:
+    """Command-line flags win over the config file (validated as the file would be).
+    ``secret``: the session secret a supervisor gave its workers, for a config that
+    sets none."""
+    if secret and not config.listen.http.session_secret:
+        config.listen.http.session_secret = secret
     if args.host is not None:
         config.listen.host = args.host
     if args.port is not None:
@@ -246,15 +270,28 @@ def _unstartable(config: Config) -> list[str]:
     return problems
 
 
-def _serve(config: Config, reread: Callable[[], Config] | None = None) -> int:
+def _serve_worker(config: Config, reread: Callable[[], Config],
+                  args: argparse.Namespace) -> int:
+    from .server import WorkerPlace, end_with_supervisor
+
+    end_with_supervisor(args.supervisor_pid)
+    place = WorkerPlace(args.worker, os.path.join(args.worker_dir, f"worker-{args.worker}.sock"),
+                        args.worker_unix_fd, args.worker_since, args.worker_restarted,
+                        args.supervisor_pid)
+    return _serve(config, reread, place)
+
+
+def _serve(config: Config, reread: Callable[[], Config] | None = None,
+           worker: WorkerPlace | None = None) -> int:
     import uvloop
 
     from .logs import configure
     from .server import serve
 
-    configure(config.logging.level, config.logging.format)
+    configure(config.logging.level, config.logging.format,
+              None if worker is None else worker.index)
     try:
-        uvloop.run(serve(config, reread))
+        uvloop.run(serve(config, reread, worker))
     except OSError as exc:
         print(f"mcpfast: {exc}", file=sys.stderr)
         return 1

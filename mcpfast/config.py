@@ -678,7 +678,18 @@ class RateLimitConfig(msgspec.Struct, **KEY):  # type: ignore[call-arg]
             self.name = f"{self.per}:{self.upstream or '*'}:{self.tool or '*'}"
 
 
+MAX_WORKERS = 256
+WORKER_SECRET_VARIABLE = "MCPFAST_WORKER_SESSION_SECRET"
+"""The environment variable a supervisor gives its workers their shared Streamable HTTP
+session secret in, when the config sets none (never argv, which any user can read in
+/proc). A worker takes it out of its environment first thing, so that no upstream
+inherits it."""
+
+
 class Config(msgspec.Struct, **KEY):  # type: ignore[call-arg]
+    workers: int = 1
+    """Gateway processes sharing the listeners (supervisor.py); 1: one process, no
+    supervisor."""
     listen: ListenConfig = msgspec.field(default_factory=ListenConfig)
     admin: AdminConfig = msgspec.field(default_factory=AdminConfig)
     logging: LoggingConfig = msgspec.field(default_factory=LoggingConfig)
@@ -693,6 +704,14 @@ class Config(msgspec.Struct, **KEY):  # type: ignore[call-arg]
     upstreams: dict[str, UpstreamConfig] = {}
     source: str = ""
     interpolated: Interpolated = msgspec.field(default_factory=lambda: Interpolated())
+
+    def __post_init__(self) -> None:
+        _check(1 <= self.workers <= MAX_WORKERS, "workers",
+               f"must be between 1 and {MAX_WORKERS}")
+        # Each worker binds listen.port itself (SO_REUSEPORT): "any free port" would give
+        # each a port of its own.
+        _check(self.workers == 1 or self.listen.port != 0, "listen.port",
+               "must be a port number, not 0 (any free port), when workers > 1")
 
 
 class _KeyError(ValueError):

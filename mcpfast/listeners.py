@@ -1,4 +1,9 @@
-"""Listeners: the bound sockets. Each owns its connections and stops accepting on drain."""
+"""Listeners: the bound sockets. Each owns its connections and stops accepting on drain.
+
+With ``workers`` > 1 (supervisor.py) every worker binds the TCP port itself with
+SO_REUSEPORT, and the kernel spreads new connections over them; the unix socket, to
+which SO_REUSEPORT does not apply, is bound once by the supervisor (``bind_unix``) and
+each worker accepts on the descriptor it inherited."""
 
 from __future__ import annotations
 
@@ -71,7 +76,8 @@ class TcpListener(Listener):
                                   f"CAs do not load: {exc}") from None
         self.server = await loop.create_server(
             lambda: TcpConnection(self.gateway, self), host, port, backlog=cfg.backlog,
-            reuse_address=True, ssl=self.tls.context if self.tls is not None else None,
+            reuse_address=True, reuse_port=self.gateway.config.workers > 1,
+            ssl=self.tls.context if self.tls is not None else None,
             ssl_handshake_timeout=self.gateway.config.limits.header_timeout
             if self.tls is not None else None)
         if self.tls is not None:
@@ -93,11 +99,25 @@ class TcpListener(Listener):
 
 
 class UnixListener(Listener):
+    def __init__(self, gateway: Gateway, kind: str, address: str,
+                 inherited: socket.socket | None = None) -> None:
+        """``inherited``: the listening socket a supervisor bound at ``address``
+        (``bind_unix``); the supervisor, not this listener, removes its file."""
+        super().__init__(gateway, kind, address)
+        self.inherited = inherited
+
     async def start(self) -> None:
         cfg = self.gateway.config.listen
         path = self.address
-        _remove_stale_socket(path)
         loop = asyncio.get_running_loop()
+        if self.inherited is not None:
+            self.server = await loop.create_unix_server(
+                lambda: UnixConnection(self.gateway, self), sock=self.inherited,
+                backlog=cfg.backlog)
+            log.info("accepting newline-delimited JSON on unix:%s (bound by the "
+                     "supervisor)", path)
+            return
+        _remove_stale_socket(path)
         self.server = await loop.create_unix_server(
             lambda: UnixConnection(self.gateway, self), path, backlog=cfg.backlog)
         os.chmod(path, cfg.unix_mode)
@@ -106,10 +126,45 @@ class UnixListener(Listener):
 
     def stop_accepting(self) -> None:
         super().stop_accepting()
+        if self.inherited is not None:
+            return
         try:
             os.unlink(self.address)
         except FileNotFoundError:
             pass
+
+
+def check_port_free(host: str, port: int) -> None:
+    """Raise OSError if ``host:port`` is taken. Workers bind it with SO_REUSEPORT, which
+    would let them join, without an error, the listening socket of another process of
+    the same user that set it too (a second gateway started on the same port): a bind
+    without it fails there."""
+    for family, kind, proto, _, address in socket.getaddrinfo(
+            host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE):
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            try:
+                probe.bind(address)
+            except OSError as exc:
+                raise OSError(exc.errno, f"cannot listen on {host}:{port}: "
+                              f"{exc.strerror}") from None
+
+
+def bind_unix(path: str, mode: int, backlog: int) -> socket.socket:
+    """The unix socket bound and listening at ``path`` with file mode ``mode``, for
+    workers to inherit and accept on, each in its own process."""
+    _remove_stale_socket(path)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.bind(path)
+        os.chmod(path, mode)
+        sock.listen(backlog)
+    except OSError:
+        sock.close()
+        raise
+    return sock
 
 
 def _remove_stale_socket(path: str) -> None:

@@ -17,15 +17,25 @@ Shutdown order: readiness goes false, listeners stop accepting, requests in flig
 until ``shutdown.drain_timeout`` to finish, WebSocket clients get close 1001, upstream
 processes are stopped and anything they left behind is reaped, the admin app last (so
 that it reports the drain).
+
+A worker of a supervisor (``workers`` > 1, supervisor.py) runs the same way with three
+differences (``WorkerPlace``): its admin app answers the supervisor on a private unix
+socket, its unix-socket listener accepts on the socket the supervisor bound, and a
+reload that moves the unix socket waits for a restart (the supervisor binds it).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import ctypes
 import logging
 import os
 import signal
+import socket
+import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
@@ -47,7 +57,34 @@ ZOMBIE_SWEEP = 30.0
 (they are the gateway's children once it is a subreaper, and would stay zombies)."""
 
 
-async def serve(config: Config, reread: Callable[[], Config] | None = None) -> None:
+@dataclass(frozen=True)
+class WorkerPlace:
+    """Where a worker process of a supervisor serves (supervisor.py)."""
+
+    index: int
+    admin_socket: str
+    """The private unix socket its admin app answers the supervisor on."""
+    unix_fd: int | None
+    """The listening unix socket the supervisor bound (listen.unix_socket), inherited."""
+    not_before: int
+    """When the supervisor started: a Streamable HTTP session id another worker signed
+    since then is served here (``Endpoint.not_before``), even one issued before this
+    worker started or restarted."""
+    restarted: bool
+    """Started again after a crash: it listens once its upstreams are initialized."""
+    supervisor: int
+
+    def leave(self) -> None:
+        """Remove the admin socket; and its directory, if the supervisor that would
+        have is gone (killed) and no other worker's socket is left in it."""
+        with contextlib.suppress(OSError):
+            os.unlink(self.admin_socket)
+            if os.getppid() != self.supervisor:
+                os.rmdir(os.path.dirname(self.admin_socket))
+
+
+async def serve(config: Config, reread: Callable[[], Config] | None = None,
+                worker: WorkerPlace | None = None) -> None:
     """Run until SIGTERM or SIGINT; ``reread`` loads the config again on SIGHUP."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -57,8 +94,10 @@ async def serve(config: Config, reread: Callable[[], Config] | None = None) -> N
     gateway = Gateway(config)
     reloader: Callable[[], list[str]] | None = None
     if reread is not None:
+        rebinds = LISTENER_ADDRESSES if worker is None else WORKER_REBINDS
+
         def reloader() -> list[str]:
-            return reload(gateway, reread)
+            return reload(gateway, reread, rebinds)
 
         loop.add_signal_handler(signal.SIGHUP, _reload_on_signal, reloader)
     log.info("mcpfast %s starting (%s hot path) with %s", __version__, IMPLEMENTATION,
@@ -68,7 +107,13 @@ async def serve(config: Config, reread: Callable[[], Config] | None = None) -> N
         log.warning("running the pure-Python hot path: %s", PURE_REASON)
 
     admin_runner: web.AppRunner | None = None
-    if config.admin.enabled:
+    if worker is not None:
+        # The supervisor checks the admin token; this socket's directory is private.
+        admin_runner = web.AppRunner(create_app(gateway, reloader, guarded=False),
+                                     access_log=None, handle_signals=False)
+        await admin_runner.setup()
+        await web.UnixSite(admin_runner, worker.admin_socket).start()
+    elif config.admin.enabled:
         admin_runner = web.AppRunner(create_app(gateway, reloader), access_log=None,
                                      handle_signals=False)
         await admin_runner.setup()
@@ -77,8 +122,16 @@ async def serve(config: Config, reread: Callable[[], Config] | None = None) -> N
                  " (bearer token required but for the health probes)"
                  if config.admin.guarded else "")
 
-    listeners: list[Listener] = [TcpListener(gateway, "websocket", "")]
-    if config.listen.unix_socket:
+    tcp = TcpListener(gateway, "websocket", "")
+    listeners: list[Listener] = [tcp]
+    if worker is not None:
+        tcp.endpoint.not_before = worker.not_before
+        if worker.unix_fd is not None and config.listen.unix_socket:
+            inherited = socket.socket(fileno=worker.unix_fd)
+            inherited.setblocking(False)
+            listeners.append(UnixListener(gateway, "unix", config.listen.unix_socket,
+                                          inherited))
+    elif config.listen.unix_socket:
         if config.listen.unix_socket == user_socket_path():
             private_directory(os.path.dirname(config.listen.unix_socket), create=True)
         listeners.append(UnixListener(gateway, "unix", config.listen.unix_socket))
@@ -86,13 +139,19 @@ async def serve(config: Config, reread: Callable[[], Config] | None = None) -> N
     background: list[asyncio.Task[Any]] = []
     try:
         await gateway.authenticator.start()  # keys first: the first request verifies
+        starting: asyncio.Task[None] | None = None
+        if worker is not None and worker.restarted:
+            # Its siblings serve meanwhile: bound only once its upstreams are in, it
+            # gives none of the connections the kernel hands it "not ready yet".
+            starting = _start_upstreams(gateway, background)
+            background.append(loop.create_task(stop.wait(), name="stop-while-starting"))
+            await asyncio.wait({starting, background[-1]},
+                               return_when=asyncio.FIRST_COMPLETED)
         for listener in listeners:
             await listener.start()
         gateway.listening = True
-        log.info("initializing %d upstream(s): %s", len(gateway.upstreams),
-                 ", ".join(gateway.upstreams))
-        starting = loop.create_task(gateway.start_upstreams(), name="start-upstreams")
-        background.append(starting)
+        if starting is None:
+            starting = _start_upstreams(gateway, background)
         stopping = loop.create_task(stop.wait(), name="stop")
         background.append(stopping)
         await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
@@ -124,23 +183,38 @@ async def serve(config: Config, reread: Callable[[], Config] | None = None) -> N
                 await _closed(listener.server)
         if admin_runner is not None:
             await admin_runner.cleanup()
+        if worker is not None:
+            worker.leave()
         log.info("stopped")
 
 
-def reload(gateway: Gateway, reread: Callable[[], Config]) -> list[str]:
+def _start_upstreams(gateway: Gateway, background: list[asyncio.Task[Any]]
+                     ) -> asyncio.Task[None]:
+    log.info("initializing %d upstream(s): %s", len(gateway.upstreams),
+             ", ".join(gateway.upstreams))
+    starting = asyncio.get_running_loop().create_task(gateway.start_upstreams(),
+                                                      name="start-upstreams")
+    background.append(starting)
+    return starting
+
+
+def reload(gateway: Gateway, reread: Callable[[], Config],
+           rebinds: tuple[str, ...] | None = None) -> list[str]:
     """Read the config again and put it in force whole (SIGHUP, POST /api/v1/reload);
     returns the key paths that wait for a restart. A config that does not load raises
-    ConfigError, and the one in force stays."""
+    ConfigError, and the one in force stays. ``rebinds``: the listener addresses a
+    reload binds anew (default: all of them)."""
+    rebinds = LISTENER_ADDRESSES if rebinds is None else rebinds
     try:
         config = reread()
         held = gateway.use(config)
     except ConfigError as exc:
         log.error("reload refused, the config in force stays: %s", exc)
         raise
-    moved = [path for path in held if path in LISTENER_ADDRESSES]
+    moved = [path for path in held if path in rebinds]
     if moved:
-        held = [path for path in held if path not in LISTENER_ADDRESSES]
-        gateway.background(_rebind(gateway, config))
+        held = [path for path in held if path not in rebinds]
+        gateway.background(_rebind(gateway, config, moved))
     log.info("reloaded %s", config.source)
     if held:
         log.warning("config: %s changed and will apply after a restart", ", ".join(held))
@@ -149,9 +223,28 @@ def reload(gateway: Gateway, reread: Callable[[], Config]) -> list[str]:
 
 LISTENER_ADDRESSES = ("listen.host", "listen.port", "listen.unix_socket")
 """What a reload applies by binding anew (``_rebind``), not by a restart."""
+WORKER_REBINDS = ("listen.host", "listen.port")
+"""What a worker's reload binds anew: each worker binds the TCP port itself, while the
+unix socket is the supervisor's."""
+
+PR_SET_PDEATHSIG = 1
 
 
-async def _rebind(gateway: Gateway, config: Config) -> None:
+def end_with_supervisor(supervisor: int) -> None:
+    """Have the kernel send this worker SIGTERM (a graceful drain) when its supervisor
+    dies, however it dies (Linux prctl; elsewhere a no-op); exit at once if it is gone
+    already."""
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM,
+                                                    0, 0, 0)
+        except (OSError, AttributeError):
+            pass
+    if os.getppid() != supervisor:
+        raise SystemExit("mcpfast: the supervisor that started this worker is gone")
+
+
+async def _rebind(gateway: Gateway, config: Config, rebinding: list[str]) -> None:
     """Listen where ``config`` says, if that moved: the new socket is bound first, then
     the old one stops accepting; connections open on it stay until they end, and the
     HTTP sessions go on (the endpoint is shared). A bind that fails is logged, and the
@@ -174,7 +267,7 @@ async def _rebind(gateway: Gateway, config: Config) -> None:
                 gateway.listening_on(host=new.host, port=new.port)
                 log.info("listener moved from %s to %s; connections open there stay",
                          current.address, moved.address)
-    if new.unix_socket != old.unix_socket:
+    if "listen.unix_socket" in rebinding and new.unix_socket != old.unix_socket:
         current_unix = next((listener for listener in gateway.listeners
                              if isinstance(listener, UnixListener)
                              and listener.server is not None

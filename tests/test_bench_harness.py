@@ -32,8 +32,8 @@ REMOTE_UPSTREAMS = {"mcpfast-ws-to-ws", "mcpfast-ws-to-http"}
 LOAD_SCENARIOS = {
     "latency": WEBSOCKET_AND_UNIX | STREAMABLE_HTTP | REMOTE_UPSTREAMS,
     "throughput": WEBSOCKET_AND_UNIX | STREAMABLE_HTTP | REMOTE_UPSTREAMS | {
-        "mcpfast-ws-limited", "mcpfast-ws-apikey", "mcpfast-ws-jwt", "mcpfast-http-apikey",
-        "mcpfast-http-jwt"},
+        "mcpfast-ws-2w", "mcpfast-ws-limited", "mcpfast-ws-apikey", "mcpfast-ws-jwt",
+        "mcpfast-http-apikey", "mcpfast-http-jwt"},
     "fan-in": WEBSOCKET_AND_UNIX,
 }
 PERCENTILES = ("p50", "p90", "p99", "p99.9")

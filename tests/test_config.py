@@ -43,11 +43,21 @@ def test_bundled_default_fronts_the_demo() -> None:
     ("[tracing]\nschedule_delay = 0\n" + UP, "tracing.schedule_delay: must be positive"),
     ("[tracing]\nenable = true\n" + UP, "tracing.enable: unknown key"),
     ("listen = [", "not valid TOML"),
+    ("workers = 0\n" + UP, "workers: must be between 1 and 256"),
+    ("workers = 257\n" + UP, "workers: must be between 1 and 256"),
+    ('workers = "2"\n' + UP, "workers: expected int, got str"),
+    ("workers = 2\n[listen]\nport = 0\n" + UP,
+     "listen.port: must be a port number, not 0 (any free port), when workers > 1"),
 ])
 def test_errors_name_the_key_path(text: str, message: str) -> None:
     with pytest.raises(ConfigError) as error:
         parse(text)
     assert message in str(error.value)
+
+
+def test_one_worker_by_default() -> None:
+    assert parse(UP).workers == 1
+    assert parse("workers = 256\n" + UP).workers == 256
 
 
 def test_tracing_is_off_by_default() -> None:

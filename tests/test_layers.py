@@ -25,8 +25,9 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("transport and upstream", ("mcpfast.transport", "mcpfast.upstream")),
     ("core records", ("mcpfast.gateway.call", "mcpfast.gateway.session")),
     ("gateway", ("mcpfast.gateway",)),
-    ("edge", ("mcpfast.listeners", "mcpfast.admin", "mcpfast.server", "mcpfast.metrics",
-              "mcpfast.cli", "mcpfast.bridge", "mcpfast.demo", "mcpfast.__main__")),
+    ("edge", ("mcpfast.listeners", "mcpfast.admin", "mcpfast.server", "mcpfast.supervisor",
+              "mcpfast.metrics", "mcpfast.cli", "mcpfast.bridge", "mcpfast.demo",
+              "mcpfast.__main__")),
 ]
 
 def modules() -> dict[str, Path]:

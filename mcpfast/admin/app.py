@@ -80,11 +80,13 @@ def bearer_tokens(config: AdminConfig) -> Middleware | None:
     return require_token
 
 
-def create_app(gateway: Gateway, reload: Callable[[], list[str]] | None = None
-               ) -> web.Application:
+def create_app(gateway: Gateway, reload: Callable[[], list[str]] | None = None,
+               guarded: bool = True) -> web.Application:
     """``reload`` rereads the config and puts it in force (server.reload), for
-    POST /api/v1/reload."""
-    guard = bearer_tokens(gateway.config.admin)
+    POST /api/v1/reload. ``guarded`` False: no token is asked for (a worker's app, which
+    only its supervisor reaches, on a socket in a private directory; the supervisor's
+    own admin port checks the tokens, admin/workers.py)."""
+    guard = bearer_tokens(gateway.config.admin) if guarded else None
     app = web.Application(middlewares=[guard] if guard is not None else [])
     registry = CollectorRegistry(auto_describe=True)
     registry.register(GatewayCollector(gateway))

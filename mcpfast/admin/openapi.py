@@ -80,9 +80,11 @@ OPENAPI: dict[str, Any] = {
                           {"status": "ok", "ready": True, "upstreams": {"demo": "ready"}}),
         "/liveness": _probe("The process answers.", {"status": "alive"}),
         "/readiness": _probe("Ready for traffic: listening, upstreams initialized, not "
-                             "draining.", {"ready": True}),
+                             "draining (with workers > 1: every worker).", {"ready": True}),
         "/status": _read("Version, listeners, connections, in flight, upstreams, routes, "
-                         "what the operator switched."),
+                         "what the operator switched. With workers > 1: a `workers` list "
+                         "(index, pid, state, restarts, and each one's own status) and "
+                         "totals summed over them."),
         "/metrics": {"get": {"summary": "Prometheus metrics.", "responses": {
             "200": {"description": "The text exposition format.",
                     "content": {"text/plain": {"schema": {"type": "string"}}}},

@@ -163,13 +163,14 @@ class Gateway:
         chain and its rate limits) switches at once; a limit whose table did not change
         keeps its buckets; authentication and authorization switch too. Upstreams are
         added, drained and replaced to match (fleet.py). What the running process was
-        built from (listener and admin addresses, TLS, routing, logging, metrics,
-        tracing, the session secret) keeps its old value, and its key paths are
-        returned: the listener addresses are for the server to bind anew
+        built from (the worker count, listener and admin addresses, TLS, routing,
+        logging, metrics, tracing, the session secret) keeps its old value, and its key
+        paths are returned: the listener addresses are for the server to bind anew
         (``listening_on`` then records them), the rest wait for a restart."""
         old = self.config
         listen, http = config.listen, config.listen.http
         held = [path for path, before, after in (
+            ("workers", old.workers, config.workers),
             ("admin", old.admin, config.admin),
             ("routing", old.routing, config.routing),
             ("logging", old.logging, config.logging),
@@ -186,7 +187,7 @@ class Gateway:
              http.session_secret),
         ) if before != after]
         snapshot = msgspec.structs.replace(
-            config, admin=old.admin, routing=old.routing, metrics=old.metrics,
+            config, workers=old.workers, admin=old.admin, routing=old.routing, metrics=old.metrics,
             tracing=old.tracing, logging=old.logging, listen=msgspec.structs.replace(
                 listen, host=old.listen.host, port=old.listen.port, path=old.listen.path,
                 unix_socket=old.listen.unix_socket, tls=old.listen.tls,

@@ -157,14 +157,15 @@ def _signal_orphan(pid: int, sig: signal.Signals) -> None:
         pass
 
 
-async def reap_orphans(grace: float = 1.0) -> list[int]:
+async def reap_orphans(grace: float = 1.0, keep: Collection[int] = ()) -> list[int]:
     """End the processes that upstreams left behind and that were reparented to the
-    gateway (its only children once every upstream has stopped): SIGTERM, then SIGKILL
-    after ``grace`` seconds. Returns their pids."""
+    gateway (its only children once every upstream has stopped; a supervisor's, but
+    for its workers in ``keep``): SIGTERM, then SIGKILL after ``grace`` seconds.
+    Returns their pids."""
     ended: list[int] = []
     # Each round may orphan the next generation, which comes to the gateway in turn.
     for _ in range(8):
-        orphans = _children()
+        orphans = _children(keep)
         if not orphans:
             break
         ended.extend(orphans)
