@@ -110,9 +110,12 @@ class Exchange:
     ``body_received`` fails the exchange (a ValueError's message is the reason: say, an
     event over the size limit) and closes its connection."""
 
-    __slots__ = ("_connection", "_data", "_retried", "_state", "client")
+    __slots__ = ("_connection", "_data", "_retried", "_state", "client", "replayable")
 
-    def __init__(self) -> None:
+    def __init__(self, replayable: bool = False) -> None:
+        self.replayable = replayable
+        """Whether the request may be sent twice (idempotent, RFC 9110 9.2.2): only such
+        a request is sent again when a reused connection closes before answering."""
         self.client: HttpClient | None = None
         self._connection: _Connection | None = None
         self._data = b""
@@ -309,8 +312,9 @@ class _Connection(asyncio.Protocol):
                 log.error("an HTTP exchange's callback failed", exc_info=cause)
                 self._break(HttpClientError(f"the response could not be handled: {cause!r}"))
             return
-        except httptools.HttpParserError as exc:
-            self._break(HttpClientError(f"the server's response cannot be parsed: {exc}"))
+        except (httptools.HttpParserError, httptools.HttpParserUpgrade) as exc:
+            # An upgrade (101) is no answer to an MCP request either.
+            self._break(HttpClientError(f"the server's response cannot be parsed: {exc!r}"))
             return
         if self.exchange is exchange and self._response is None:
             # The whole read went into a head still incomplete.
@@ -411,12 +415,15 @@ class _Connection(asyncio.Protocol):
         self.closing = True
         if exchange is None:
             self.client._lost(self, None)
-        elif not self._received and self.served and not exchange._retried:
+        elif not self._received and self.served and not exchange._retried and \
+                exchange.replayable:
             # A reused keep-alive connection that the server closed before any byte of
             # the response: most likely it closed the connection as idle while the
             # request was on its way (the race every HTTP/1.1 client meets, RFC 9112
-            # 9.3.1). The request is sent once more, on a fresh connection, as aiohttp,
-            # urllib3 and Go's net/http do; a second such close is reported.
+            # 9.3.1). An idempotent request is sent once more, on a fresh connection, as
+            # aiohttp, urllib3 and Go's net/http do; a second such close is reported.
+            # Any other (a tools/call's POST) may have been acted on: it fails, and the
+            # caller decides (RFC 9112 9.3.1.1).
             self.client._lost(self, exchange)
         elif self._response is not None and self._close_delimited and exc is None:
             body = b"" if self._stream else self._collected()
@@ -568,8 +575,10 @@ class HttpClient:
               body: bytes | None = None,
               stream: Callable[[Response], Callable[[bytes], None] | None] | None = None
               ) -> Fetch:
-        """``send`` with a ``Fetch``: await it for the response."""
+        """``send`` with a ``Fetch``: await it for the response. A GET, HEAD or DELETE
+        is idempotent, and so replayable."""
         exchange = Fetch(stream)
+        exchange.replayable = head.startswith((b"GET ", b"HEAD ", b"DELETE "))
         self.send(exchange, head, headers, body)
         return exchange
 

@@ -19,11 +19,21 @@ import asyncio
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
+import msgspec
+from msgspec import UNSET, UnsetType
+
 from ..config import UpstreamConfig
 from ..protocol.sse import SseParser
 from .base import CallT, UpstreamError, UpstreamEvents
 from .http_client import ConnectError, Exchange, HttpClientError, Response
-from .streamable import SSE, HttpUpstream, PostWriter, shown_url
+from .streamable import SSE, HttpUpstream, PostWriter, repeatable, shown_url
+
+
+class _Method(msgspec.Struct, gc=False):
+    method: str | UnsetType = UNSET
+
+
+_method = msgspec.json.Decoder(_Method)
 
 
 class _Stream(Exchange):
@@ -146,7 +156,12 @@ class SseUpstream(HttpUpstream[CallT]):
         http = self._http
         if http is None or self.endpoint is None:
             return
-        http.send(_Post(self), self._post_head, None, data)
+        exchange = _Post(self)
+        try:
+            exchange.replayable = repeatable(_method.decode(data).method)
+        except msgspec.DecodeError:
+            pass
+        http.send(exchange, self._post_head, None, data)
 
     async def disconnect(self) -> None:
         http = self._http

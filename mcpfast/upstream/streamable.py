@@ -43,6 +43,7 @@ from ..protocol.modern import (
     x_mcp_headers,
 )
 from ..protocol.sse import SseParser
+from .balancer import RETRYABLE
 from .base import CallT, Upstream, UpstreamError, UpstreamEvents
 from .http_client import (
     ConnectError,
@@ -168,6 +169,19 @@ class HttpUpstream(Upstream[CallT]):
         info = super().describe()
         info["address"] = self.address
         return info
+
+
+REPEATABLE = RETRYABLE | {"ping", "server/discover", "tools/list", "prompts/list",
+                          "resources/list", "resources/templates/list"}
+"""Requests that only read: posted again when a reused connection closes before any
+answer (HttpClient), where a tools/call, which may have acted, fails instead."""
+
+
+def repeatable(method: Any) -> bool:
+    """Whether posting the message of ``method`` twice does no harm: a reading request,
+    a notification, or a response (no method)."""
+    return not isinstance(method, str) or method in REPEATABLE or \
+        method.startswith("notifications/")
 
 
 class _Post(Exchange):
@@ -383,6 +397,7 @@ class StreamableHttpUpstream(HttpUpstream[CallT]):
         if isinstance(request_id, UnsetType):
             request_id = None
         exchange = _Post(self, request_id, method == "initialize")
+        exchange.replayable = repeatable(method)
         try:
             http.send(exchange, self._post_head, self._headers(message), data)
         except HttpClientError as exc:

@@ -86,8 +86,9 @@ class Recorder(Exchange):
 
 async def exchange(client: HttpClient, method: str = "POST", body: bytes | None = b"{}",
                    headers: list[tuple[str, str]] | None = None,
-                   stream: bool = False) -> Recorder:
+                   stream: bool = False, replayable: bool = False) -> Recorder:
     recorder = Recorder(stream)
+    recorder.replayable = replayable
     client.send(recorder, client.head(method, accept=JSON, content_type=JSON), headers, body)
     await recorder.ended
     return recorder
@@ -468,9 +469,23 @@ def test_a_stale_keep_alive_connection_is_retried_once_on_a_fresh_one(run: Any) 
         async with raw_server(stale_after_first(always=False)) as (url, accepted):
             client = HttpClient(url)
             assert (await exchange(client)).body == b'{"connection":0}'
-            answer = await exchange(client)
+            answer = await exchange(client, replayable=True)
             assert answer.error is None and answer.body == b'{"connection":1}'
             assert accepted == [0, 1]
+            client.close()
+    run(main())
+
+
+def test_a_request_not_safe_to_repeat_is_not_sent_again(run: Any) -> None:
+    """A POST that may have been acted on (a tools/call) is failed, not sent twice, when
+    its reused connection closes unanswered (RFC 9112 9.3.1.1)."""
+    async def main() -> None:
+        async with raw_server(stale_after_first(always=False)) as (url, accepted):
+            client = HttpClient(url)
+            await exchange(client)
+            answer = await exchange(client)
+            assert str(answer.error) == "the server closed the connection before answering"
+            assert accepted == [0]
             client.close()
     run(main())
 
@@ -480,7 +495,7 @@ def test_a_second_close_after_the_retry_is_reported(run: Any) -> None:
         async with raw_server(stale_after_first(always=True)) as (url, accepted):
             client = HttpClient(url)
             await exchange(client)
-            answer = await exchange(client)
+            answer = await exchange(client, replayable=True)
             assert str(answer.error) == "the server closed the connection before answering"
             assert len(accepted) == 2  # the retry, once
             client.close()
@@ -705,3 +720,13 @@ def test_an_ipv6_literal_host(run: Any) -> None:
             assert json.loads(answer.body) == {"host": url.removeprefix("http://")}
             client.close()
     run(main())
+
+
+def test_only_messages_safe_to_repeat_are_replayable() -> None:
+    from msgspec import UNSET
+
+    from mcpfast.upstream.streamable import repeatable
+    assert not repeatable("tools/call") and not repeatable("initialize")
+    assert not repeatable("resources/subscribe")
+    assert repeatable("resources/read") and repeatable("tools/list") and repeatable("ping")
+    assert repeatable("notifications/cancelled") and repeatable(UNSET)  # a response
