@@ -79,6 +79,8 @@ class SessionPool:
         upstream = self.assigned.get(session.id)
         if upstream is not None:
             return upstream
+        if session.id in self._starting:
+            return None  # its own is on its way: the call waits for it (``starting``)
         wanted = self._order(session.id)[0] if self.affinity else None
         for spare in self.spares:
             if spare.ready and wanted in (None, self.endpoint_of[spare]):
@@ -149,6 +151,12 @@ class SessionPool:
                 if not upstream.ready and last:  # it keeps trying, as the only one left
                     await asyncio.wait_for(upstream.initialized_once.wait(),
                                            max(0.0, deadline - time.monotonic()))
+            except TimeoutError:
+                if last:
+                    self._stop(upstream)
+                    raise
+                # Connected but never through its handshake: the next endpoint.
+                upstream.last_error = upstream.last_error or "no handshake within init_timeout"
             except BaseException:
                 self._stop(upstream)
                 raise
@@ -176,7 +184,14 @@ class SessionPool:
             sessions[self.endpoint_of[upstream]] += 1
         self._turn += 1
         turned = [(self._turn + i) % self.endpoint_count for i in range(self.endpoint_count)]
-        return sorted(turned, key=lambda e: sessions[e])  # ties go round
+        # An endpoint whose template is down comes last, whatever its count (it has no
+        # sessions because it cannot start them); ties go round.
+        return sorted(turned, key=lambda e: (not self._template_up(e), sessions[e]))
+
+    def _template_up(self, endpoint: int) -> bool:
+        balancer = self.template.balancer
+        member = balancer.members[endpoint] if balancer is not None else self.template
+        return bool(member.ready)
 
     def replenish(self) -> None:
         """Start spares until ``spares`` are there, within ``max_sessions``: the

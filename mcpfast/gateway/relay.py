@@ -247,12 +247,13 @@ class Relay:
         self.subscriptions.resubscribe(upstream)
 
     @staticmethod
-    def _adopt(replica: Upstream) -> None:
+    def _adopt(replica: Upstream, first_failed: bool = False) -> None:
         """A replica is ready while the upstream's first endpoint has never been: the
         upstream is routed by the replica's catalog and handshake until it is."""
         first = replica.balancer.endpoints[0].upstream
-        # Not while its own handshake runs: what it learns there is the upstream's.
-        if first.catalog is None and first.state != "initializing":
+        # Not while its own handshake runs (what it learns there is the upstream's),
+        # unless that handshake has just failed.
+        if first.catalog is None and (first_failed or first.state != "initializing"):
             for key in ("catalog", "era", "protocol_version", "capabilities", "server_info",
                         "instructions"):
                 setattr(first, key, getattr(replica, key))
@@ -262,6 +263,15 @@ class Relay:
         """An upstream died. Its catalog stays routed so that calls fail at once with a
         clear error while it restarts, instead of 'unknown tool'."""
         upstream.subscriptions.clear()
+        balancer = upstream.balancer
+        if balancer is not None and upstream.primary and upstream.catalog is None:
+            # The first endpoint failed its first handshake: a replica that came up
+            # meanwhile (and was not adopted while that handshake ran) stands for it.
+            for member in balancer.members[1:]:
+                if member.ready:
+                    self._adopt(member, first_failed=True)
+                    self.catalog.rebuild()
+                    break
 
     def owner_of(self, upstream: Upstream) -> DownstreamSession | None:
         """The session that a message naming no client request (a server-to-client

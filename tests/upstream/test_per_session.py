@@ -47,6 +47,7 @@ def start(tmp_path: Path, command: str = BACKGROUND, **settings: Any) -> Gateway
 async def calls_seen(client: McpClient) -> int:
     """How many ``count`` calls the upstream behind this session has served."""
     answer = await client.call_tool("count")
+    assert "result" in answer, answer
     return int(json.loads(answer["result"]["content"][0]["text"])["count"])
 
 
@@ -191,6 +192,27 @@ def test_a_session_starts_on_the_next_endpoint_when_its_own_cannot(tmp_path: Pat
         slowest = run(body())
         assert slowest < 30, slowest  # not the 60 s init_timeout of the broken endpoint
         assert pool(gateway)["sessions_by_endpoint"] in ([0, 0], [0, 1])
+    finally:
+        gateway.cleanup()
+
+
+def test_a_session_whose_endpoint_never_answers_starts_on_the_next(tmp_path: Path) -> None:
+    """An endpoint that accepts and never answers the handshake: a session bound to it
+    by affinity starts on the other one after ``init_timeout``, instead of failing."""
+    hung = ["python", "-c", "import time; time.sleep(600)"]
+    gateway = GatewayProcess(tmp_path, {"own": {
+        "era": "legacy", "mode": "per_session", "balance": "session", "init_timeout": 2,
+        "endpoints": [{"command": hung}, {"command": ["python", BACKGROUND]}]}}, {})
+    gateway.start()
+    try:
+        async def body() -> list[int]:
+            seen = []
+            for _ in range(4):  # some of them bound to the hung endpoint
+                async with ws_client(gateway.ws_url) as client:
+                    await client.initialize()
+                    seen.append(await calls_seen(client))
+            return seen
+        assert run(body(), timeout=120) == [1, 1, 1, 1]
     finally:
         gateway.cleanup()
 
