@@ -102,9 +102,16 @@ class SseParser:
     """The client's side of an event stream, without I/O: ``feed(bytes)`` returns the
     events completed so far. Lines end in CRLF, LF or CR; ``data`` lines join with LF;
     an ``id`` with a NUL is ignored, as the standard says; ``retry`` is kept for the
-    reconnection delay. An event larger than ``max_event_bytes`` raises ValueError."""
+    reconnection delay. An event larger than ``max_event_bytes`` raises ValueError, and
+    leaves the parser as ``reset()`` does.
 
-    __slots__ = ("_buf", "_data", "_event", "_max", "_pending_cr", "last_id", "retry_ms")
+    ``last_id`` is the id of the last event dispatched (HTML 9.2.6: the "last event ID
+    string" is set from the "last event ID buffer" only at dispatch), so that an event
+    cut off after its ``id`` line is not taken as received when resuming with
+    ``Last-Event-ID``; an empty ``id`` sets it back to None."""
+
+    __slots__ = ("_buf", "_data", "_event", "_id", "_max", "_pending_cr", "last_id",
+                 "retry_ms")
 
     def __init__(self, max_event_bytes: int) -> None:
         self._buf = bytearray()
@@ -112,8 +119,19 @@ class SseParser:
         self._event = ""
         self._max = max_event_bytes
         self._pending_cr = False
+        self._id: str | None = None
         self.last_id: str | None = None
         self.retry_ms: int | None = None
+
+    def reset(self) -> None:
+        """Drop the partial event, before reading a new connection: a resumed stream
+        starts at an event boundary, and must not be glued onto the dropped one's tail.
+        ``last_id`` and ``retry_ms`` are kept for the resumption."""
+        self._buf.clear()
+        self._data = []
+        self._event = ""
+        self._pending_cr = False
+        self._id = self.last_id
 
     def feed(self, chunk: bytes) -> list[SseEvent]:
         if self._pending_cr and chunk.startswith(b"\n"):
@@ -141,14 +159,16 @@ class SseParser:
             start = after
         del buf[:start]
         if len(buf) + sum(map(len, self._data)) > self._max:
+            self.reset()
             raise ValueError(f"an event over {self._max} bytes")
         return events
 
     def _line(self, line: bytes, events: list[SseEvent]) -> None:
         if not line:
+            self.last_id = self._id
             if self._data:
                 events.append(SseEvent(b"\n".join(self._data), self._event or "message",
-                                       self.last_id))
+                                       self._id))
             self._data = []
             self._event = ""
             return
@@ -163,6 +183,6 @@ class SseParser:
             self._event = value.decode("utf-8", "replace")
         elif name == b"id":
             if b"\0" not in value:
-                self.last_id = value.decode("utf-8", "replace")
+                self._id = value.decode("utf-8", "replace") or None
         elif name == b"retry" and value.isdigit():
             self.retry_ms = int(value)

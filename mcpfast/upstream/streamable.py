@@ -495,6 +495,7 @@ class StreamableHttpUpstream(HttpUpstream[CallT]):
         http = self._http
         if http is None:
             return None, False
+        parser.reset()  # what the dropped stream left half read is replayed whole
         headers = self._headers()
         if parser.last_id is not None:
             headers.append(("Last-Event-ID", parser.last_id))

@@ -235,3 +235,43 @@ def test_sse_parser_bounds_an_event() -> None:
     parser = SseParser(16)
     with pytest.raises(ValueError, match="over 16 bytes"):
         parser.feed(b"data: " + b"x" * 20)
+
+
+def test_sse_parser_last_id_is_the_last_dispatched_event() -> None:
+    """A stream cut after an event's ``id`` line, before its blank line: resuming from
+    that id would skip the event that never came (HTML 9.2.6, "last event ID string")."""
+    from mcpfast.protocol.sse import SseEvent, SseParser
+
+    parser = SseParser(1000)
+    assert parser.feed(b"id: s_1\ndata: 1\n\nid: s_2\ndata: {\"id\":2,\"res") == [
+        SseEvent(b"1", "message", "s_1")]
+    assert parser.last_id == "s_1"
+    assert parser.feed(b"ult\":{}}\n\n") == [
+        SseEvent(b'{"id":2,"result":{}}', "message", "s_2")]
+    assert parser.last_id == "s_2"
+    parser.feed(b"id\ndata: 3\n\n")  # an empty id: no Last-Event-ID any more
+    assert parser.last_id is None
+
+
+def test_sse_parser_reset_drops_the_partial_event() -> None:
+    """A resumed stream's first event is not glued onto the dropped stream's tail."""
+    from mcpfast.protocol.sse import SseEvent, SseParser
+
+    parser = SseParser(1000)
+    parser.feed(b"retry: 250\nid: s_1\ndata: {\"id\":1}\n\nid: s_2\nevent: other\n"
+                b"data: {\"id\":2,\"res\r")
+    parser.reset()
+    assert (parser.last_id, parser.retry_ms) == ("s_1", 250)
+    assert parser.feed(b"\ndata: {\"id\":2}\n\n") == [SseEvent(b'{"id":2}', "message", "s_1")]
+    assert parser.last_id == "s_1"
+
+
+def test_sse_parser_recovers_from_an_event_over_the_limit() -> None:
+    """The event over the limit is dropped with its stream; the parser read from the
+    next connection is not still over the limit."""
+    from mcpfast.protocol.sse import SseEvent, SseParser
+
+    parser = SseParser(16)
+    with pytest.raises(ValueError, match="over 16 bytes"):
+        parser.feed(b"id: s_1\ndata: " + b"x" * 20)
+    assert parser.feed(b"id: s_2\ndata: ok\n\n") == [SseEvent(b"ok", "message", "s_2")]

@@ -370,3 +370,90 @@ def test_a_modern_upstream_posts_without_tasks_and_a_cancel_closes_the_stream() 
             await upstream.stop()
             await runner.cleanup()
     run(main())
+
+
+def test_a_stream_cut_inside_the_response_is_resumed_from_the_last_whole_event() -> None:
+    """Against a legacy server written here (aiohttp.web) whose POST stream drops in the
+    middle of the response's event, after its ``id`` line: the upstream resumes with the
+    id of the last event it received whole, and the call gets the replayed response,
+    once."""
+    replayed: dict[str, list[tuple[str, bytes]]] = {}
+    resumed_from: list[str] = []
+
+    def sse(event_id: str, data: bytes) -> bytes:
+        return b"id: %b\ndata: %b\n\n" % (event_id.encode(), data)
+
+    async def post(request: web.Request) -> web.StreamResponse:
+        message = await request.json()
+        if "id" not in message:
+            return web.Response(status=202)
+        if message["method"] == "initialize":
+            return web.json_response({"jsonrpc": "2.0", "id": message["id"], "result": {
+                "protocolVersion": "2025-06-18", "capabilities": {"tools": {}},
+                "serverInfo": {"name": "here"}}}, headers={"Mcp-Session-Id": "s"})
+        if message["method"] != "tools/call":
+            return web.json_response({"jsonrpc": "2.0", "id": message["id"], "result": {}})
+        stream = f"r{message['id']}"
+        answer = json.dumps({"jsonrpc": "2.0", "id": message["id"], "result": {
+            "content": [{"type": "text", "text": "x" * 5000}]}}).encode()
+        replayed[stream] = [(f"{stream}_1", b""), (f"{stream}_2", answer)]
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        await response.write(b"retry: 50\n" + sse(f"{stream}_1", b"")
+                             + sse(f"{stream}_2", answer)[:2000])
+        await asyncio.sleep(0.1)
+        assert request.transport is not None
+        request.transport.close()  # dropped inside the response's event
+        return response
+
+    async def get(request: web.Request) -> web.StreamResponse:
+        last = request.headers.get("Last-Event-ID")
+        if last is None:
+            return web.Response(status=405)  # no session stream
+        resumed_from.append(last)
+        stream = last.rpartition("_")[0]
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        ids = [event_id for event_id, _ in replayed[stream]]
+        for event_id, data in replayed[stream][ids.index(last) + 1:]:
+            await response.write(sse(event_id, data))
+        return response
+
+    async def main() -> None:
+        app = web.Application()
+        app.router.add_post("/mcp", post)
+        app.router.add_get("/mcp", get)
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        answers: list[tuple[int, Any]] = []
+
+        class EveryAnswer(Events):
+            def answered(self, upstream: Any, call: Any, env: Any) -> None:
+                answers.append((call.number, msgspec.json.decode(env.result)))
+
+            def failed(self, upstream: Any, call: Any, message: str) -> None:
+                answers.append((call.number, message))
+
+        events = EveryAnswer()
+        upstream: StreamableHttpUpstream[Any] = StreamableHttpUpstream(
+            "here", 0, UpstreamConfig(url=f"http://127.0.0.1:{port}/mcp", era="legacy"),
+            events)
+        await upstream.start()
+        try:
+            await asyncio.wait_for(events.ready.wait(), 10)
+            upstream.forward(Call(1), Session(), "tools/call", json.dumps(
+                {"name": "big", "arguments": {}}).encode())
+            for _ in range(200):
+                if answers:
+                    break
+                await asyncio.sleep(0.05)
+            await asyncio.sleep(0.3)  # and nothing more comes
+            assert answers == [(1, {"content": [{"type": "text", "text": "x" * 5000}]})]
+            assert resumed_from[0].endswith("_1")
+        finally:
+            await upstream.stop()
+            await runner.cleanup()
+    run(main())
