@@ -630,13 +630,20 @@ class HttpClient:
             return os.strerror(exc.errno) if exc.errno > 0 else exc.strerror or str(exc)
         return str(exc) or type(exc).__name__
 
+    @property
+    def connected(self) -> bool:
+        """Whether a connection to the server is open (busy or idle)."""
+        return bool(self._connections)
+
     def _refused(self, first: Exchange | None, error: ConnectError) -> None:
         """A connection could not be made: the request it was for fails, and so does
-        every request queued behind it (they would wait for a server that is not
-        there)."""
-        waiting, self._waiting = self._waiting, deque()
+        every request queued, unless a connection is still open to take them (one
+        failed connect, say at a burst, is not the server gone)."""
         if first is not None:
             first._fail(error)
+        if self._connections:
+            return
+        waiting, self._waiting = self._waiting, deque()
         for exchange in waiting:
             exchange._fail(error)
 

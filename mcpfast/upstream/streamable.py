@@ -276,13 +276,15 @@ class _Post(Exchange):
 
     def request_failed(self, error: HttpClientError) -> None:
         upstream = self.upstream
-        if upstream._http is not self.client:
+        http = upstream._http
+        if http is None or http is not self.client:
             return  # the upstream disconnected: the supervisor fails what is in flight
         self._settle()
         if isinstance(error, ConnectError):
             reason = f"cannot connect to {upstream.address}: {error.reason}"
             upstream._fail(self.request_id, reason)
-            upstream._end(reason)
+            if not http.connected:  # the server is gone, not one connect lost
+                upstream._end(reason)
         elif self.parser is not None:
             self._stream_ended()  # dropped: resumed, or failed
         else:

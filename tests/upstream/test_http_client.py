@@ -730,3 +730,39 @@ def test_only_messages_safe_to_repeat_are_replayable() -> None:
     assert not repeatable("resources/subscribe")
     assert repeatable("resources/read") and repeatable("tools/list") and repeatable("ping")
     assert repeatable("notifications/cancelled") and repeatable(UNSET)  # a response
+
+
+def test_one_failed_connect_leaves_the_queue_to_the_open_connection(run: Any) -> None:
+    """A connect refused while a connection is open and busy (a burst, a full backlog)
+    is not the server gone: the requests queued wait for the open one, and are served."""
+    async def main() -> None:
+        release, busy = asyncio.Event(), asyncio.Event()
+
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            while request := await read_request(reader):
+                if b"slow" in request:
+                    busy.set()
+                    await release.wait()
+                writer.write(ok(b'{"ok":1}'))
+                await writer.drain()
+            writer.close()
+
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        client = HttpClient(f"http://127.0.0.1:{port}/mcp", max_connections=2)
+        head = client.head("POST", accept=JSON, content_type=JSON)
+        slow = Recorder()
+        client.send(slow, head, None, b'"slow"')
+        await busy.wait()
+        server.close()  # no new connections; the open one stays
+        queued = [Recorder(), Recorder()]
+        for recorder in queued:
+            client.send(recorder, head, None, b"{}")
+        while client._connecting:  # until the refused connect has come back
+            await asyncio.sleep(0.01)
+        release.set()
+        for recorder in (slow, *queued):
+            await asyncio.wait_for(recorder.ended, 10)
+            assert recorder.error is None and recorder.body == b'{"ok":1}'
+        client.close()
+    run(main())
