@@ -628,6 +628,12 @@ class UpstreamConfig(msgspec.Struct, **KEY):  # type: ignore[call-arg]
         _check(not self.ca_file or self.url.startswith(("wss://", "https://")), "ca_file",
                "applies only to an https:// or wss:// url")
         _check(self.max_connections >= 1, "max_connections", "must be at least 1")
+        # The server's own event stream (the legacy GET stream, the SSE transport's
+        # stream) holds a connection for as long as it is open: with one, every
+        # message posted would wait behind it for ever.
+        _check(self.max_connections >= 2 or self.transport not in ("streamable_http", "sse"),
+               "max_connections", "must be at least 2 for an HTTP upstream (its event "
+               "stream holds one connection)")
         _check(self.max_pending_requests >= 0, "max_pending_requests",
                "must be 0 (no bound) or more")
         _check(self.max_sessions >= 1, "max_sessions", "must be at least 1")

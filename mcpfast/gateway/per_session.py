@@ -19,7 +19,7 @@ endpoints; a session bound by affinity takes only a spare on its own endpoint. T
 session stays on its endpoint for the life of its upstream.
 
 A modern client over Streamable HTTP has no session (each request stands alone): its
-requests go to the template, the first endpoint's.
+requests go to the template, balanced over the endpoints when there are several.
 """
 
 from __future__ import annotations

@@ -301,9 +301,11 @@ class Connection(Generic[CallT]):
         """Write one of the gateway's own requests now, so that it reaches the upstream
         before anything written after it; its answer settles the future."""
         upstream_id = self.allocate_id()
-        self.write(jsonrpc.request(upstream_id, method, params))
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        # Registered before the write: a writer that fails it at once (an HTTP header
+        # that cannot be sent) settles it, instead of leaving it to wait.
         self._calls[upstream_id] = future
+        self.write(jsonrpc.request(upstream_id, method, params))
         return upstream_id, future
 
     def send_call(self, method: str, params: Any = UNSET) -> None:

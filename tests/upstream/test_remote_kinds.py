@@ -247,6 +247,8 @@ def test_nothing_listening_is_a_clear_error(tmp_path: Path, short_dir: Path) -> 
     ('transport = "sse"\nurl = "http://h/sse"\nera = "modern"',
      "upstreams.a.era: the sse transport (2024-11-05) is legacy only"),
     ('socket = "/s"\nconnect_timeout = 0', "upstreams.a.connect_timeout: must be positive"),
+    ('url = "http://h/mcp"\nmax_connections = 1',
+     "upstreams.a.max_connections: must be at least 2 for an HTTP upstream"),
 ])
 def test_config_errors_name_the_key(table: str, message: str) -> None:
     with pytest.raises(ConfigError) as error:
