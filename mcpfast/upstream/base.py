@@ -334,12 +334,23 @@ class Upstream(Generic[CallT]):
             self.listen_acknowledged.set()  # settled: nobody waits for an ack that won't come
         exc = future.exception()
         if isinstance(exc, UpstreamError) and exc.code == jsonrpc.UPSTREAM_UNAVAILABLE:
+            if self.ready and self.listen_id is None:
+                # The stream was cut while the upstream stays up (an HTTP proxy's idle
+                # time-out, say): opened again after the restart backoff. (When the
+                # upstream itself went down, its next handshake opens a new one.)
+                asyncio.get_running_loop().call_later(self.config.restart_backoff,
+                                                      self._listen_again)
             return
         if exc is not None:
             self.log.warning("subscriptions/listen failed: %s; list changes and resource "
                              "updates from this upstream are not relayed", exc)
         else:
             self.log.info("the upstream ended the gateway's subscriptions/listen")
+
+    def _listen_again(self) -> None:
+        if self.ready and self.listen_id is None and self.era == "modern":
+            self.log.info("subscriptions/listen was cut; opening it again")
+            self.listen(self.subscriptions)
 
     async def fetch_catalog(self, kinds: tuple[str, ...] = tuple(LIST_METHODS)) -> None:
         """Read the upstream's lists, every page, into ``catalog``."""

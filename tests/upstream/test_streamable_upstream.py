@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
 import socket
 import subprocess
 import sys
@@ -457,3 +459,34 @@ def test_a_stream_cut_inside_the_response_is_resumed_from_the_last_whole_event()
             await upstream.stop()
             await runner.cleanup()
     run(main())
+
+
+def test_a_cut_listen_stream_is_opened_again(tmp_path: Path, servers: list[HttpServer]
+                                             ) -> None:
+    """A modern upstream that stays up while its side of every connection is cut (a
+    proxy's idle time-out, say): the gateway opens its subscriptions/listen again, so a
+    tool the server adds afterwards is still announced and listed."""
+    server = HttpServer(free_port())
+    servers.append(server.start())
+    gateway = GatewayProcess(tmp_path, {"remote": {"url": server.url, "era": "modern",
+                                                   "restart_backoff": 0.2}}, {})
+    try:
+        gateway.start()
+        assert server.proc is not None
+        os.kill(server.proc.pid, signal.SIGUSR1)
+        wait_until(lambda: "subscriptions/listen was cut; opening it again" in gateway.log(),
+                   30)
+
+        async def body() -> set[str]:
+            async with Client(streamable_http_client(gateway.http_url),
+                              mode="legacy") as client:
+                await client.call_tool("grow", {"tool_name": "grown"})
+                for _ in range(200):  # 10 s at most for the announcement and refetch
+                    names = {tool.name for tool in (await client.list_tools()).tools}
+                    if "grown" in names:
+                        return names
+                    await asyncio.sleep(0.05)
+                return names
+        assert "grown" in run(body())
+    finally:
+        gateway.cleanup()
