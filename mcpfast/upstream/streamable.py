@@ -168,6 +168,8 @@ class HttpUpstream(Upstream[CallT]):
     def describe(self) -> dict[str, Any]:
         info = super().describe()
         info["address"] = self.address
+        if self._http is not None:
+            info["http"] = self._http.describe()  # the keep-alive pool
         return info
 
 
@@ -321,8 +323,8 @@ class StreamableHttpUpstream(HttpUpstream[CallT]):
         super().__init__(name, index, config, events)
         self.session_id: str | None = None
         self._posts: dict[int | str, _Post] = {}
-        """The POSTs of modern requests waiting for their response, by the request's id:
-        a cancel closes its stream."""
+        """The POSTs of requests waiting for their response, by the request's id: a
+        cancel (the client's, or the gateway's at a time-out) closes its stream."""
         self._tasks: set[asyncio.Task[None]] = set()
         self._annotated: Any = None
         self._annotations: dict[str, dict[str, tuple[tuple[str, ...], str]]] = {}
@@ -385,13 +387,15 @@ class StreamableHttpUpstream(HttpUpstream[CallT]):
         message = _outgoing.decode(data)
         method = message.method
         params = message.params
-        if method == "notifications/cancelled" and self.era == "modern" and \
-                not isinstance(params, UnsetType):
-            # Modern HTTP has no cancel notification: closing the stream is the cancel.
+        if method == "notifications/cancelled" and not isinstance(params, UnsetType):
+            # The request's stream is closed: it holds a pool connection, and nothing on
+            # it is wanted any more. Modern HTTP has no cancel notification: closing the
+            # stream is the cancel; a legacy server is told as well.
             cancelled = self._posts.pop(params.requestId, None)
             if cancelled is not None:
                 cancelled.abort()
-            return
+            if self.era == "modern":
+                return
         http = self._http
         if http is None:
             return
@@ -405,7 +409,7 @@ class StreamableHttpUpstream(HttpUpstream[CallT]):
         except HttpClientError as exc:
             self._fail(request_id, f"the request to {self.address} was not sent: {exc}")
             return
-        if request_id is not None and self.era == "modern":
+        if request_id is not None:
             self._posts[request_id] = exchange
             exchange.registered = True
 
@@ -484,6 +488,8 @@ class StreamableHttpUpstream(HttpUpstream[CallT]):
         ``Last-Event-ID``, up to RESUME_ATTEMPTS times (legacy)."""
         for _ in range(RESUME_ATTEMPTS):
             await asyncio.sleep((parser.retry_ms or DEFAULT_RETRY * 1000) / 1000)
+            if request_id not in self.pending:
+                return  # ended meanwhile (timed out, cancelled): nothing to resume for
             if (await self._events(parser, request_id))[1]:
                 return
         self._fail(request_id, "the upstream's stream ended before its response")

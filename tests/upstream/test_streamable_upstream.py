@@ -490,3 +490,66 @@ def test_a_cut_listen_stream_is_opened_again(tmp_path: Path, servers: list[HttpS
         assert "grown" in run(body())
     finally:
         gateway.cleanup()
+
+
+
+def test_a_cancelled_legacy_call_gives_its_connection_back() -> None:
+    """Against a legacy server written here that ignores cancels and keeps a call's SSE
+    stream open: once the gateway gives the call up (a time-out or the client's cancel,
+    both a notifications/cancelled), the call's stream is closed, not left holding a
+    pool connection for as long as the server keeps it open."""
+    closed = asyncio.Event()
+    cancels: list[Any] = []
+
+    async def post(request: web.Request) -> web.StreamResponse:
+        message = await request.json()
+        if "id" not in message:
+            if message.get("method") == "notifications/cancelled":
+                cancels.append(message["params"]["requestId"])
+            return web.Response(status=202)
+        if message["method"] == "initialize":
+            return web.json_response({"jsonrpc": "2.0", "id": message["id"], "result": {
+                "protocolVersion": "2025-06-18", "capabilities": {"tools": {}},
+                "serverInfo": {"name": "here"}}}, headers={"Mcp-Session-Id": "s"})
+        if message["method"] != "tools/call":
+            return web.json_response({"jsonrpc": "2.0", "id": message["id"], "result": {}})
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        try:
+            while True:  # works on for ever, cancelled or not
+                await response.write(b": still working\n\n")
+                await asyncio.sleep(0.1)
+        except (ConnectionError, asyncio.CancelledError):
+            closed.set()
+            raise
+
+    async def get(request: web.Request) -> web.Response:
+        return web.Response(status=405)  # no session stream
+
+    async def main() -> None:
+        app = web.Application()
+        app.router.add_post("/mcp", post)
+        app.router.add_get("/mcp", get)
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        events = Events()
+        upstream: StreamableHttpUpstream[Any] = StreamableHttpUpstream(
+            "here", 0, UpstreamConfig(url=f"http://127.0.0.1:{port}/mcp", era="legacy"),
+            events)
+        await upstream.start()
+        try:
+            await asyncio.wait_for(events.ready.wait(), 10)
+            upstream.forward(Call(1), Session(), "tools/call", json.dumps(
+                {"name": "slow", "arguments": {}}).encode())
+            (upstream_id,) = upstream.pending
+            await asyncio.sleep(0.3)  # the stream is open and flowing
+            upstream.connection.cancel(upstream_id, "timed out")
+            await asyncio.wait_for(closed.wait(), 5)
+            assert cancels == [upstream_id]  # and the server was told
+        finally:
+            await upstream.stop()
+            await runner.cleanup()
+    run(main())
