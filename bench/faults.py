@@ -391,9 +391,12 @@ class Endpoint:
         return bool(status["ready"]) and status.get("healthy", True)
 
     async def restarted(self, starts: int) -> bool:
-        """Ready on a connection (or process) after the ``starts``-th."""
+        """Ready on a connection (or process) after the ``starts``-th. A stateless
+        (modern) HTTP upstream may have nothing to restart: a server back before any
+        post found it gone is used on as it is, so ready is back."""
         status = await self.status()
-        return bool(status["ready"]) and status["starts"] > starts
+        return bool(status["ready"]) and (status["starts"] > starts
+                                          or self.rig.kind == "http-modern")
 
     # What a fault does to it. Each returns the moment it did it, taken just before the
     # signal (after whatever it had to look up first).
