@@ -28,6 +28,7 @@ from typing import Any
 import pytest
 import websockets
 
+from bench.faults import toml
 from bench.micro.fakes import RecordingTransport
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -184,17 +185,8 @@ class Record:
 
 
 def toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return repr(value)
-    if isinstance(value, str):
-        return json.dumps(value)
-    if isinstance(value, list):
-        return "[" + ", ".join(toml_value(v) for v in value) + "]"
-    if isinstance(value, dict):
-        return "{" + ", ".join(f"{json.dumps(k)} = {toml_value(v)}" for k, v in value.items()) + "}"
-    raise TypeError(value)
+    """``value`` written as TOML (the same writer bench.faults uses for its configs)."""
+    return toml(value)
 
 
 BIND_ATTEMPTS = 3

@@ -284,6 +284,20 @@ class Events:
         pass
 
 
+async def serve_here(post: Any, get: Any = None) -> tuple[web.AppRunner, int]:
+    """An aiohttp.web server written in a test, on a free loopback port: POST (and GET)
+    /mcp; its runner (to clean up) and its port."""
+    app = web.Application()
+    app.router.add_post("/mcp", post)
+    if get is not None:
+        app.router.add_get("/mcp", get)
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    return runner, site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+
+
 class Call:
     def __init__(self, number: int) -> None:
         self.number = number
@@ -327,13 +341,7 @@ def test_a_modern_upstream_posts_without_tasks_and_a_cancel_closes_the_stream() 
         return web.json_response({"jsonrpc": "2.0", "id": message["id"], "result": result})
 
     async def main() -> None:
-        app = web.Application()
-        app.router.add_post("/mcp", mcp)
-        runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        runner, port = await serve_here(mcp)
         events = Events()
         upstream: StreamableHttpUpstream[Any] = StreamableHttpUpstream(
             "here", 0, UpstreamConfig(url=f"http://127.0.0.1:{port}/mcp", era="modern"),
@@ -422,14 +430,7 @@ def test_a_stream_cut_inside_the_response_is_resumed_from_the_last_whole_event()
         return response
 
     async def main() -> None:
-        app = web.Application()
-        app.router.add_post("/mcp", post)
-        app.router.add_get("/mcp", get)
-        runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        runner, port = await serve_here(post, get)
         answers: list[tuple[int, Any]] = []
 
         class EveryAnswer(Events):
@@ -527,14 +528,7 @@ def test_a_cancelled_legacy_call_gives_its_connection_back() -> None:
         return web.Response(status=405)  # no session stream
 
     async def main() -> None:
-        app = web.Application()
-        app.router.add_post("/mcp", post)
-        app.router.add_get("/mcp", get)
-        runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        runner, port = await serve_here(post, get)
         events = Events()
         upstream: StreamableHttpUpstream[Any] = StreamableHttpUpstream(
             "here", 0, UpstreamConfig(url=f"http://127.0.0.1:{port}/mcp", era="legacy"),
