@@ -317,6 +317,10 @@ def test_the_dashboard_in_a_browser(gateway_factory: Any, tmp_path: Path) -> Non
         async with ws_client(gw.ws_url) as client:
             await client.initialize(clientInfo={"name": "browser-test", "version": "1"})
             await wait(f"() => ({METRIC})('sessions-open') === 1")
+            # The session is shown from its connection on; its client's name from the
+            # first update after its initialize (a tick may fall between the two).
+            await wait("() => [...document.querySelectorAll('#sessions tbody tr[data-id]')]"
+                       ".some(r => r.querySelectorAll('td')[4].textContent === 'browser-test')")
             (row,) = await page.query_selector_all("#sessions tbody tr[data-id]")
             cells = [await c.inner_text() for c in await row.query_selector_all("td")]
             assert cells[1:3] == ["websocket", "ip:127.0.0.1"] and cells[4] == "browser-test"
