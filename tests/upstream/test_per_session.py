@@ -217,6 +217,31 @@ def test_a_session_whose_endpoint_never_answers_starts_on_the_next(tmp_path: Pat
         gateway.cleanup()
 
 
+def test_without_affinity_a_hung_endpoint_is_tried_last(tmp_path: Path) -> None:
+    """Round robin by sessions would pick the hung endpoint first (it has none): an
+    endpoint whose template is not up comes last, so no session waits ``init_timeout``
+    on it."""
+    hung = ["python", "-c", "import time; time.sleep(600)"]
+    gateway = GatewayProcess(tmp_path, {"own": {
+        "era": "legacy", "mode": "per_session", "init_timeout": 8,
+        "endpoints": [{"command": hung}, {"command": ["python", BACKGROUND]}]}}, {})
+    gateway.start(timeout=60)  # ready once the hung handshake has failed: 8 s
+    try:
+        async def body() -> float:
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            async with ws_client(gateway.ws_url) as a, ws_client(gateway.ws_url) as b:
+                for client in (a, b):
+                    await client.initialize()
+                    assert await calls_seen(client) == 1
+            return loop.time() - started
+        # The second session would have gone to the hung endpoint (it has fewer).
+        assert run(body(), timeout=120) < 7  # not one init_timeout (8 s)
+        assert pool(gateway)["sessions_by_endpoint"][0] == 0
+    finally:
+        gateway.cleanup()
+
+
 @pytest.mark.parametrize("table,message", [
     ('command = ["x"]\nmode = "per_session"\nmax_pending_requests = 3',
      "upstreams.p.mode: per_session does not combine with circuit breaking"),
