@@ -58,7 +58,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Container
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -110,15 +110,17 @@ INIT = {"protocolVersion": "2025-11-25", "capabilities": {},
         "clientInfo": {"name": "bench-faults", "version": "0"}}
 
 
-def free_port() -> int:
+def free_port(avoid: Container[int] = ()) -> int:
     """A free port below the ephemeral range, which no outgoing connection can take
-    while a faulted server is down."""
+    while a faulted server is down; none of ``avoid``."""
     try:
         low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
     except (OSError, ValueError, IndexError):
         low = 32768
     for _ in range(100):
         port = random.randrange(10000, max(10001, low))
+        if port in avoid:
+            continue
         with socket.socket() as s:
             try:
                 s.bind(("127.0.0.1", port))

@@ -7,8 +7,8 @@ import os
 import re
 import shlex
 import sys
-from collections.abc import Callable
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Coroutine
+from typing import TYPE_CHECKING, Any
 
 from mcpfast_ext import IMPLEMENTATION, PURE_REASON
 
@@ -128,9 +128,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.worker is not None:
         return _serve_worker(config, reread, args)
     if config.workers > 1:
-        from .supervisor import supervise
+        from .supervisor import Supervisor
 
-        return supervise(config, reread, sys.argv[1:] if argv is None else argv)
+        workers_argv = sys.argv[1:] if argv is None else argv
+        return _run(config, lambda: Supervisor(config, reread, workers_argv).run())
     return _serve(config, reread)
 
 
@@ -283,15 +284,23 @@ def _serve_worker(config: Config, reread: Callable[[], Config],
 
 def _serve(config: Config, reread: Callable[[], Config] | None = None,
            worker: WorkerPlace | None = None) -> int:
+    from .server import serve
+
+    return _run(config, lambda: serve(config, reread, worker),
+                None if worker is None else worker.index)
+
+
+def _run(config: Config, main: Callable[[], Coroutine[Any, Any, int | None]],
+         worker: int | None = None) -> int:
+    """Run ``main`` (a gateway, a worker, or the supervisor of workers) on uvloop until
+    it ends; its exit status, or the one of the error that ended it."""
     import uvloop
 
     from .logs import configure
-    from .server import serve
 
-    configure(config.logging.level, config.logging.format,
-              None if worker is None else worker.index)
+    configure(config.logging.level, config.logging.format, worker)
     try:
-        uvloop.run(serve(config, reread, worker))
+        return uvloop.run(main()) or 0
     except OSError as exc:
         print(f"mcpfast: {exc}", file=sys.stderr)
         return 1
@@ -299,8 +308,7 @@ def _serve(config: Config, reread: Callable[[], Config] | None = None,
         print(f"mcpfast: config error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        pass
-    return 0
+        return 0
 
 
 if __name__ == "__main__":

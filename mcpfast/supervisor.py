@@ -52,7 +52,6 @@ import time
 from collections.abc import Callable, Sequence
 
 import msgspec
-import uvloop
 from aiohttp import web
 
 from .admin.workers import WorkerAdmin, create_supervisor_app
@@ -64,7 +63,6 @@ from .config import (
     user_socket_path,
 )
 from .listeners import bind_unix, check_port_free
-from .logs import configure
 from .upstream.stdio import become_subreaper, reap_orphans
 
 log = logging.getLogger("mcpfast.supervisor")
@@ -359,20 +357,4 @@ def _exit(code: int) -> str:
         with contextlib.suppress(ValueError):
             return f"signal {signal.Signals(-code).name}"
     return f"status {code}"
-
-
-def supervise(config: Config, reread: Callable[[], Config], argv: Sequence[str]) -> int:
-    """Run the supervisor until SIGTERM or SIGINT; ``argv``: the ``mcpfast`` arguments it
-    was started with, which each worker is started with too."""
-    configure(config.logging.level, config.logging.format)
-    try:
-        return uvloop.run(Supervisor(config, reread, argv).run())
-    except OSError as exc:
-        print(f"mcpfast: {exc}", file=sys.stderr)
-        return 1
-    except ConfigError as exc:
-        print(f"mcpfast: config error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        return 0
 

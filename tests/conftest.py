@@ -11,10 +11,8 @@ import importlib.machinery
 import itertools
 import json
 import os
-import random
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -28,6 +26,7 @@ from typing import Any
 import pytest
 import websockets
 
+from bench.faults import free_port as faults_free_port
 from bench.faults import toml
 from bench.micro.fakes import RecordingTransport
 
@@ -98,25 +97,14 @@ def source_tree_lock() -> Iterator[None]:
 
 def free_port() -> int:
     """A free port below the kernel's ephemeral range, so that the source port of a
-    client's connection cannot take it between this check and the gateway's bind. Two
-    processes (the two passes of make test) can still pick the same one: a gateway that
-    loses its port that way is started again on others (``GatewayProcess.start``)."""
-    try:
-        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        low = 32768
-    for _ in range(100):
-        port = random.randrange(10000, max(10001, low))
-        if port in _GIVEN:
-            continue  # free now, but handed out for a bind that may not have happened yet
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            _GIVEN.append(port)
-            return port
-    raise AssertionError("no free port found below the ephemeral range")
+    client's connection cannot take it between this check and the gateway's bind
+    (bench.faults.free_port), and not one handed out lately, which is free now but
+    may be about to be bound. Two processes (the two passes of make test) can still
+    pick the same one: a gateway that loses its port that way is started again on
+    others (``GatewayProcess.start``)."""
+    port = faults_free_port(avoid=_GIVEN)
+    _GIVEN.append(port)
+    return port
 
 
 _GIVEN: collections.deque[int] = collections.deque(maxlen=2000)

@@ -298,6 +298,21 @@ async def serve_here(post: Any, get: Any = None) -> tuple[web.AppRunner, int]:
     return runner, site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
 
 
+async def ready_upstream(port: int, era: str, events: Events
+                         ) -> StreamableHttpUpstream[Any]:
+    """A StreamableHttpUpstream of the server written here on ``port``, through its
+    handshake (``events.ready``)."""
+    upstream: StreamableHttpUpstream[Any] = StreamableHttpUpstream(
+        "here", 0, UpstreamConfig(url=f"http://127.0.0.1:{port}/mcp", era=era), events)
+    await upstream.start()
+    try:
+        await asyncio.wait_for(events.ready.wait(), 10)
+    except BaseException:
+        await upstream.stop()
+        raise
+    return upstream
+
+
 class Call:
     def __init__(self, number: int) -> None:
         self.number = number
@@ -343,12 +358,8 @@ def test_a_modern_upstream_posts_without_tasks_and_a_cancel_closes_the_stream() 
     async def main() -> None:
         runner, port = await serve_here(mcp)
         events = Events()
-        upstream: StreamableHttpUpstream[Any] = StreamableHttpUpstream(
-            "here", 0, UpstreamConfig(url=f"http://127.0.0.1:{port}/mcp", era="modern"),
-            events)
-        await upstream.start()
+        upstream = await ready_upstream(port, "modern", events)
         try:
-            await asyncio.wait_for(events.ready.wait(), 10)
             meta = {"_meta": upstream.modern_meta()}
             loop = asyncio.get_running_loop()
             made: list[str] = []
@@ -441,12 +452,8 @@ def test_a_stream_cut_inside_the_response_is_resumed_from_the_last_whole_event()
                 answers.append((call.number, message))
 
         events = EveryAnswer()
-        upstream: StreamableHttpUpstream[Any] = StreamableHttpUpstream(
-            "here", 0, UpstreamConfig(url=f"http://127.0.0.1:{port}/mcp", era="legacy"),
-            events)
-        await upstream.start()
+        upstream = await ready_upstream(port, "legacy", events)
         try:
-            await asyncio.wait_for(events.ready.wait(), 10)
             upstream.forward(Call(1), Session(), "tools/call", json.dumps(
                 {"name": "big", "arguments": {}}).encode())
             for _ in range(200):
@@ -530,12 +537,8 @@ def test_a_cancelled_legacy_call_gives_its_connection_back() -> None:
     async def main() -> None:
         runner, port = await serve_here(post, get)
         events = Events()
-        upstream: StreamableHttpUpstream[Any] = StreamableHttpUpstream(
-            "here", 0, UpstreamConfig(url=f"http://127.0.0.1:{port}/mcp", era="legacy"),
-            events)
-        await upstream.start()
+        upstream = await ready_upstream(port, "legacy", events)
         try:
-            await asyncio.wait_for(events.ready.wait(), 10)
             upstream.forward(Call(1), Session(), "tools/call", json.dumps(
                 {"name": "slow", "arguments": {}}).encode())
             (upstream_id,) = upstream.pending
