@@ -21,7 +21,7 @@ from setuptools import Extension, setup
 from setuptools.command.build import build
 from setuptools.command.build_ext import build_ext
 
-MODULES = ["websocket_codec", "routing_table", "token_bucket", "http_reader"]
+MODULES = ["websocket_codec", "routing_table", "token_bucket", "http_reader", "message_scan"]
 MODE = os.environ.get("MCPFAST_BUILD_EXTENSION", "auto").strip().lower()
 if MODE not in {"yes", "no", "auto"}:
     sys.exit(f"MCPFAST_BUILD_EXTENSION must be yes, no or auto, not {MODE!r}")

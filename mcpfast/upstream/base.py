@@ -73,8 +73,11 @@ STATES = ("stopped", "starting", "initializing", "ready", "restarting", "stoppin
 class UpstreamEvents(Protocol[CallT]):
     """What an upstream hands up: the gateway core implements it."""
 
-    def answered(self, upstream: Upstream[CallT], call: CallT, env: Envelope) -> None:
-        """The upstream answered ``call`` (``env`` is its response, id unchanged)."""
+    def answered(self, upstream: Upstream[CallT], call: CallT, env: Envelope,
+                 line: bytes) -> None:
+        """The upstream answered ``call`` (``env`` is its response, id unchanged;
+        ``line`` the message as the upstream wrote it, or empty when the gateway made
+        ``env`` in its place)."""
         ...
 
     def abandoned(self, upstream: Upstream[CallT], call: CallT) -> None:

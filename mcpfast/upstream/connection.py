@@ -72,7 +72,7 @@ CallT = TypeVar("CallT", bound=InFlight)
 class Hooks(NamedTuple, Generic[CallT]):
     """How a connection reports to its owner (each bound to the upstream that owns it)."""
 
-    answered: Callable[[CallT, Envelope], None]
+    answered: Callable[[CallT, Envelope, bytes], None]
     abandoned: Callable[[CallT], None]
     timed_out: Callable[[CallT], None]
     failed: Callable[[CallT, str], None]
@@ -140,6 +140,13 @@ class Connection(Generic[CallT]):
         """One message from the upstream. One that cannot be read is logged and dropped,
         and the messages after it are read as usual; if it was recognisably a response,
         the request it answers gets an error now rather than a time-out later."""
+        if not self.delimiter and b"\n" in line:
+            # JSON allows a raw newline only between tokens, where a space does as well;
+            # forwarded as it came, it would split the message for a client that reads
+            # a message a line (the unix socket, stdio). A stdio server's has none.
+            line = line.replace(b"\n", b" ")
+        wire = line
+        """The message as written, for a response spliced rather than re-encoded."""
         try:
             # Nested as deep as the server likes, within the parser's recursion guard:
             # results are forwarded unread.
@@ -148,13 +155,20 @@ class Connection(Generic[CallT]):
             self.log.warning("dropped an invalid message from the upstream: %s", exc.message)
             if exc.response_id is None:
                 return
+            wire = b""
             env = Envelope(jsonrpc="2.0", id=exc.response_id, error=Raw(jsonrpc.encode(
                 jsonrpc.ErrorObject(jsonrpc.INTERNAL_ERROR,
                                     f"upstream {self.name!r} sent an invalid response: "
                                     f"{exc.message}"))))
         try:
             if env.method is UNSET:
-                self._on_response(env)
+                upstream_id = env.id
+                pending = self.pending.pop(upstream_id, None) \
+                    if type(upstream_id) is int else None
+                if pending is not None:
+                    self._answered(pending, env, wire)
+                else:
+                    self._on_response(env)
             elif env.id is UNSET:
                 self.hooks.notification(env)
             else:
@@ -163,11 +177,8 @@ class Connection(Generic[CallT]):
             self.log.exception("could not handle a message from the upstream: %.200r", line)
 
     def _on_response(self, env: Envelope) -> None:
+        """A response to none of the clients' requests in flight: the gateway's own."""
         upstream_id = env.id
-        pending = self.pending.pop(upstream_id, None) if type(upstream_id) is int else None
-        if pending is not None:
-            self._answered(pending, env)
-            return
         future = self._calls.pop(upstream_id, None) if type(upstream_id) is int else None
         if future is not None:
             if future.done():

@@ -189,5 +189,5 @@ def test_selector_picks_the_token_bucket_with_the_rest() -> None:
     assert mcpfast_ext.token_bucket.__name__.endswith("_py") is codec_is_pure
     compiled = mcpfast_ext.compiled_modules()
     if compiled is not None:
-        assert set(compiled) == {"http_reader", "routing_table", "token_bucket",
-                                 "websocket_codec"}
+        assert set(compiled) == {"http_reader", "message_scan", "routing_table",
+                                 "token_bucket", "websocket_codec"}

@@ -48,8 +48,9 @@ class Writer:
 def connection() -> tuple[Connection[Call], Writer, list[tuple[str, Any]]]:
     seen: list[tuple[str, Any]] = []
     hooks: Hooks[Call] = Hooks(
-        lambda call, env: seen.append(("answered", (
-            call.name, json.loads(bytes(env.result if env.error is UNSET else env.error))))),
+        lambda call, env, line: seen.append(("answered", (
+            call.name, json.loads(bytes(env.result if env.error is UNSET else env.error)))))
+        or setattr(call, "line", line),
         lambda call: seen.append(("abandoned", call.name)),
         lambda call: seen.append(("timed_out", call.name)),
         lambda call, message: seen.append(("failed", (call.name, message))),
@@ -79,7 +80,23 @@ def test_requests_are_numbered_sent_framed_and_answered_by_their_own_id() -> Non
     conn.on_message(b'{"jsonrpc":"2.0","id":"s1","method":"sampling/createMessage"}')
     assert seen == [("answered", ("b", {"v": 2})), ("notification", "notifications/message"),
                     ("request", "sampling/createMessage")]
+    # The answer as the server wrote it goes along, for the gateway to splice.
+    assert second.line == b'{"jsonrpc":"2.0","id":2,"result":{"v":2}}'  # type: ignore[attr-defined]
     assert list(conn.pending) == [1] and conn.requests_forwarded == 2
+
+
+def test_a_message_spread_over_lines_reaches_the_gateway_on_one() -> None:
+    """A server over WebSocket or HTTP may pretty-print: what the gateway forwards to a
+    client must still fit on one line (the unix socket and stdio clients read a message
+    a line), so the newlines between its tokens become spaces."""
+    conn, _, seen = connection()
+    conn.delimiter = b""  # not stdio
+    call = Call("a")
+    conn.forward(call, Session(), "tools/call", b"{}")
+    conn.on_message(b'{\n  "jsonrpc": "2.0",\n  "id": 1,\n'
+                    b'  "result": {\n    "v": [1,\n2]\n  }\n}\n')
+    assert seen == [("answered", ("a", {"v": [1, 2]}))]
+    assert b"\n" not in call.line  # type: ignore[attr-defined]
 
 
 def test_a_cancel_withdraws_and_tells_the_server() -> None:
@@ -135,11 +152,14 @@ def test_not_ready_forwards_nothing_and_a_closed_wire_refuses_writes() -> None:
 def test_an_unreadable_answer_fails_its_request_now() -> None:
     """Not a time-out later: the request it answers gets an error at once."""
     conn, _, seen = connection()
-    conn.forward(Call("a"), Session(), "tools/call", b"{}")
+    call = Call("a")
+    conn.forward(call, Session(), "tools/call", b"{}")
     conn.on_message(b'{"jsonrpc":"2.0","id":1,"result":{"text":"\xff"}}')  # not UTF-8
     ((what, (name, error)),) = seen
     assert (what, name, error["code"]) == ("answered", "a", -32603)
     assert "sent an invalid response" in error["message"] and not conn.pending
+    # The error is the gateway's, not the server's bytes: nothing of them is spliced on.
+    assert call.line == b""  # type: ignore[attr-defined]
 
 
 def test_the_gateways_own_call_settles_with_its_answer() -> None:

@@ -258,7 +258,7 @@ class Events:
         self.answers: dict[int, Any] = {}
         self.ready = asyncio.Event()
 
-    def answered(self, upstream: Any, call: Any, env: Any) -> None:
+    def answered(self, upstream: Any, call: Any, env: Any, line: bytes) -> None:
         self.answers[call.number] = msgspec.json.decode(
             env.result if env.error is UNSET else env.error)
 
@@ -445,7 +445,7 @@ def test_a_stream_cut_inside_the_response_is_resumed_from_the_last_whole_event()
         answers: list[tuple[int, Any]] = []
 
         class EveryAnswer(Events):
-            def answered(self, upstream: Any, call: Any, env: Any) -> None:
+            def answered(self, upstream: Any, call: Any, env: Any, line: bytes) -> None:
                 answers.append((call.number, msgspec.json.decode(env.result)))
 
             def failed(self, upstream: Any, call: Any, message: str) -> None:

@@ -1,0 +1,49 @@
+"""What the gateway reads of a JSON-RPC message before (or instead of) parsing it.
+
+Pure-Python twin of ``message_scan.pyx``; both return the same values for every input
+(``tests/ext/test_message_scan.py`` compares them on random messages).
+
+``survey`` is the one pass over a client's message that decides which of the rare
+checks it needs: a raw newline (replaced before it can reach a stdio upstream), more
+brackets than the depth limit (then the exact count runs), bytes beyond ASCII (then
+UTF-8 is validated). ``splice_response`` writes an upstream's response for the client
+by replacing the id at its head, without reading or re-encoding the rest.
+"""
+
+from __future__ import annotations
+
+NEWLINE = 1
+"""``survey``: the message holds a raw newline."""
+NOT_ASCII = 2
+"""``survey``: the message holds a byte beyond ASCII."""
+BRACKETS_SHIFT = 2
+"""``survey``: its count of ``{`` and ``[`` bytes (in strings too) above this bit."""
+
+_U64 = 2**64 - 1
+_I64 = 2**63
+RESPONSE_HEAD = b'{"jsonrpc":"2.0","id":'
+"""How a response written by msgspec, the Python SDK, and most servers begins."""
+
+
+def survey(data: bytes) -> int:
+    """``NEWLINE`` | ``NOT_ASCII`` | the bracket count << ``BRACKETS_SHIFT``."""
+    brackets = data.count(b"{") + data.count(b"[")
+    return (brackets << BRACKETS_SHIFT) | (NEWLINE if b"\n" in data else 0) \
+        | (0 if data.isascii() else NOT_ASCII)
+
+
+def splice_response(line: bytes, upstream_id: object, client_id: object) -> bytes | None:
+    """``line``, a response the parser read whole with the id ``upstream_id``, with the
+    client's integer id ``client_id`` in its place; None when it cannot be spliced (a
+    string id, an id beyond 64 bits, members in another order or spaced, anything after
+    the closing brace), and the caller re-encodes it instead.
+
+    The line must begin ``{"jsonrpc":"2.0","id":`` then ``upstream_id`` and a comma, and
+    end with ``}``: the id so read is the first ``id`` member, and being the one the
+    parser kept (the last), it is the only one. What follows it goes on byte for byte.
+    """
+    if type(client_id) is int and type(upstream_id) is int and line[-1:] == b"}":
+        head = b'{"jsonrpc":"2.0","id":%d,' % upstream_id
+        if line.startswith(head) and 0 <= upstream_id <= _U64 and -_I64 <= client_id < _I64:
+            return b'{"jsonrpc":"2.0","id":%d,' % client_id + line[len(head):]
+    return None

@@ -1,0 +1,120 @@
+"""The message scanner, compiled and pure-Python.
+
+Every test taking the ``ms`` fixture runs once per implementation ("c" fails when the
+extension was not built; MCPFAST_NO_EXTENSIONS=1 skips it). The random tests hold the
+two to the same answer on the same bytes, and both to what a parser reads.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+from types import ModuleType
+
+import msgspec
+import pytest
+
+from ..conftest import compiled, twin
+
+HEAD = b'{"jsonrpc":"2.0","id":'
+
+
+@pytest.fixture(params=["py", "c"])
+def ms(request: pytest.FixtureRequest) -> ModuleType:
+    return twin(request, "message_scan")
+
+
+def test_survey_counts_brackets_and_flags_newlines_and_high_bytes(ms: ModuleType) -> None:
+    flags = ms.NEWLINE | ms.NOT_ASCII
+    assert ms.survey(b"") == 0
+    assert ms.survey(b'{"a":[1,{"b":"[x"}]}') == 4 << ms.BRACKETS_SHIFT
+    assert ms.survey(b'{"a":\n1}') == (1 << ms.BRACKETS_SHIFT) | ms.NEWLINE
+    assert ms.survey('{"a":"é"}'.encode()) == (1 << ms.BRACKETS_SHIFT) | ms.NOT_ASCII
+    assert ms.survey(b"\xff\n") & flags == flags
+    assert ms.survey(b"\x7f\r\t") == 0
+
+
+def test_survey_matches_counting_on_random_bytes(ms: ModuleType) -> None:
+    rng = random.Random(7)
+    alphabet = b'{}[]"\\\n\r\t :,ab01\x7f\x80\xc3\xa9\xff'
+    for _ in range(3000):
+        data = bytes(rng.choice(alphabet) for _ in range(rng.randrange(0, 80)))
+        expected = ((data.count(b"{") + data.count(b"[")) << ms.BRACKETS_SHIFT) \
+            | (ms.NEWLINE if b"\n" in data else 0) | (0 if data.isascii() else ms.NOT_ASCII)
+        assert ms.survey(data) == expected, data
+
+
+def test_survey_refuses_what_is_not_bytes(ms: ModuleType) -> None:
+    with pytest.raises((TypeError, AttributeError)):
+        ms.survey("{}")
+
+
+def test_splice_puts_the_client_id_in_the_upstream_id_place(ms: ModuleType) -> None:
+    line = HEAD + b'17,"result":{"content":[],"id":17}}'
+    assert ms.splice_response(line, 17, 42) == HEAD + b'42,"result":{"content":[],"id":17}}'
+    assert ms.splice_response(line, 17, -3) == HEAD + b'-3,"result":{"content":[],"id":17}}'
+    assert ms.splice_response(line, 17, 0) == HEAD + b'0,"result":{"content":[],"id":17}}'
+    error = HEAD + b'0,"error":{"code":-32601,"message":"no"}}'
+    assert ms.splice_response(error, 0, 2**63 - 1) == \
+        HEAD + b'9223372036854775807,"error":{"code":-32601,"message":"no"}}'
+    assert ms.splice_response(line, 17, -(2**63)) == HEAD + b'-9223372036854775808' \
+        + b',"result":{"content":[],"id":17}}'
+
+
+@pytest.mark.parametrize("line,upstream_id,client_id", [
+    (HEAD + b'17,"result":{}}', 17, "abc"),  # a string id is re-encoded
+    (HEAD + b'17,"result":{}}', 17, True),
+    (HEAD + b'17,"result":{}}', 17, 2**63),  # beyond 64 bits
+    (HEAD + b'17,"result":{}}', 17, -(2**63) - 1),
+    (HEAD + b'17,"result":{}}', 1, 42),  # not the id the parser read
+    (HEAD + b'17,"result":{}}', 171, 42),
+    (HEAD + b'171,"result":{}}', 17, 42),  # a longer number with the same start
+    (HEAD + b'17 ,"result":{}}', 17, 42),  # spaced
+    (HEAD + b'17,"result":{}}\n', 17, 42),  # anything after the brace
+    (HEAD + b'17,"result":{}} ', 17, 42),
+    (b'{"id":17,"jsonrpc":"2.0","result":{}}', 17, 42),  # another order
+    (b'{"result":{},"jsonrpc":"2.0","id":17}', 17, 42),
+    (b'{ "jsonrpc":"2.0","id":17,"result":{}}', 17, 42),
+    (HEAD + b'17,', 17, 42),
+    (HEAD + b'17', 17, 42),
+    (HEAD, 17, 42),
+    (b"", 17, 42),
+    (HEAD + b'17,"result":{}}', -17, 42),
+    (HEAD + b'17,"result":{}}', 2**64, 42),
+    (HEAD + b'17,"result":{}}', "17", 42),
+])
+def test_splice_declines_what_it_cannot_splice(ms: ModuleType, line: bytes,
+                                               upstream_id: object, client_id: object) -> None:
+    assert ms.splice_response(line, upstream_id, client_id) is None
+
+
+def test_splice_agrees_with_the_parser_and_the_other_twin() -> None:
+    """On random responses, whenever either twin splices, both give the same bytes, and
+    the client reads exactly the upstream's response with its own id."""
+    import mcpfast_ext.message_scan_py as pure
+    implementations = [pure]
+    if os.environ.get("MCPFAST_NO_EXTENSIONS") != "1":
+        implementations.append(compiled("message_scan"))
+    rng = random.Random(11)
+    spliced = 0
+    for _ in range(2000):
+        upstream_id = rng.choice([0, 1, 9, 10, 99, 12345, 2**32, 2**64 - 1])
+        client_id = rng.choice([0, 1, -1, 7, 10**18, -(2**63), 2**63 - 1, "x", "\u00e9"])
+        member = rng.choice(['"result":{"a":[1,2,{"b":"}"}]}', '"error":{"code":-1,'
+                             '"message":"m","data":null}', '"result":{}'])
+        layout = rng.choice([
+            '{"jsonrpc":"2.0","id":%d,%s}', '{"id":%d,"jsonrpc":"2.0",%s}',
+            '{"jsonrpc": "2.0", "id": %d, %s}', '{"jsonrpc":"2.0","id":%d,%s}\n'])
+        line = (layout % (upstream_id, member)).encode()
+        results = {impl.__name__: impl.splice_response(line, upstream_id, client_id)
+                   for impl in implementations}
+        assert len(set(results.values())) == 1, (line, client_id, results)
+        out = next(iter(results.values()))
+        if out is None:
+            continue
+        spliced += 1
+        expected = json.loads(line)
+        expected["id"] = client_id
+        assert msgspec.json.decode(out) == expected
+    assert spliced > 300
