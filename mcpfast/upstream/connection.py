@@ -213,18 +213,23 @@ class Connection(Generic[CallT]):
             self.requests_failed += 1
             return None
         if upstream_id is None:
-            upstream_id = self.allocate_id()
-        if self.sole_user is not session:
+            self._next_id = upstream_id = self._next_id + 1
+        if self.sole_user is not session and not self.shared:
             self._note_user(session)
         call.started = now = time.monotonic()
         call.deadline = now + self._timeout
         self.pending[upstream_id] = call
         self.requests_forwarded += 1
         raw = params if not isinstance(params, bytes) else Raw(params)
-        self.write(jsonrpc.reencode(Envelope(jsonrpc="2.0", id=upstream_id, method=method,
-                                             params=raw)))
+        # ``write``, inlined: this is every forwarded request's path.
         writer = self.writer
-        if writer is not None and writer.congested and session.flow is not None \
+        if writer is None:
+            raise UpstreamError(-32000, f"upstream {self.name!r} is not running")
+        writer.write(jsonrpc.reencode(Envelope(jsonrpc="2.0", id=upstream_id, method=method,
+                                               params=raw)))
+        if self.delimiter:
+            writer.write(self.delimiter)
+        if writer.congested and session.flow is not None \
                 and session not in self.held:
             self.held.add(session)
             session.flow.pause(PAUSED_BY_UPSTREAM)
