@@ -6,15 +6,53 @@ body against each, and compare them on random requests cut at random places). Th
 twin's docstrings describe the contract. llhttp parses and validates either way; here
 the callbacks it makes for every request, which are most of a request's cost in the
 twin, run as C with the reader's state in C fields.
+
+Before llhttp, a request that arrived whole and is written the plain way (an origin-form
+target without a query, ``HTTP/1.1``, token header names, visible-ASCII values, a
+``Content-Length`` or no body) is read here in one pass with no callback
+(``_plain``). Whatever it does not recognise as such, down to a single byte, it leaves
+to llhttp from the request's first byte, so everything llhttp would refuse or read
+differently still goes to llhttp: this path only ever accepts a subset of what llhttp
+accepts, and reads it alike (the tests compare both twins on random and mutated
+requests).
 """
 
 import httptools
+
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
+from cpython.unicode cimport PyUnicode_DecodeLatin1
+from libc.string cimport memcmp
+
 
 from mcpfast_ext.http_types import BODY, HEAD, IDLE, HttpError, HttpRequest
 
 cdef int _IDLE = IDLE
 cdef int _HEAD = HEAD
 cdef int _BODY = BODY
+
+# tchar (RFC 9110 5.6.2): the bytes of a header name.
+cdef bint _TCHAR[256]
+# The bytes of a target this path reads itself: unreserved, sub-delims, ":", "@", "/"
+# and "%" (RFC 3986 pchar); "?" and "#", and all the rest, are left to llhttp.
+cdef bint _PCHAR[256]
+cdef int _i
+for _i in range(256):
+    _TCHAR[_i] = (48 <= _i <= 57) or (65 <= _i <= 90) or (97 <= _i <= 122) \
+        or _i in b"!#$%&'*+-.^_`|~"
+    _PCHAR[_i] = (48 <= _i <= 57) or (65 <= _i <= 90) or (97 <= _i <= 122) \
+        or _i in b"-._~!$&'()*+,;=:@/%"
+_METHODS = (b"GET", b"POST", b"DELETE", b"PUT", b"HEAD", b"OPTIONS", b"PATCH")
+
+
+cdef inline str _lowered(const unsigned char* p, Py_ssize_t start, Py_ssize_t end,
+                         str key):
+    """``key`` (the ASCII bytes from ``start`` to ``end``) in lower case: itself when it
+    has no upper-case letter, as most clients send their header names."""
+    cdef Py_ssize_t i
+    for i in range(start, end):
+        if 65 <= p[i] <= 90:
+            return key.lower()
+    return key
 
 
 cdef class HttpRequestReader:
@@ -49,6 +87,21 @@ cdef class HttpRequestReader:
         oversized request."""
         if self.upgraded_data is not None:
             raise RuntimeError("connection was upgraded; feed the new protocol instead")
+        cdef Py_ssize_t start = 0
+        cdef Py_ssize_t end
+        cdef list requests
+        if self.phase == _IDLE and type(data) is bytes:
+            while start < PyBytes_GET_SIZE(data):
+                end = self._plain(data, start)
+                if end < 0:
+                    break
+                start = end
+            if start:
+                if start == PyBytes_GET_SIZE(data):
+                    requests = self._requests
+                    self._requests = []
+                    return requests
+                data = data[start:]
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade as upgrade:
@@ -58,10 +111,113 @@ cdef class HttpRequestReader:
             if isinstance(exc.__context__, HttpError):
                 raise exc.__context__ from None
             raise HttpError(400, f"malformed HTTP request: {exc}") from None
-        cdef list requests = self._requests
+        requests = self._requests
         if requests:
             self._requests = []
         return requests
+
+    cdef Py_ssize_t _plain(self, bytes data, Py_ssize_t start) except -2:
+        """Read the request at ``start`` of ``data`` when it is whole and plain (see the
+        module's docstring): append it and return the offset after it; -1 leaves it to
+        llhttp."""
+        cdef const unsigned char* p = <const unsigned char*>PyBytes_AS_STRING(data)
+        cdef Py_ssize_t n = PyBytes_GET_SIZE(data)
+        cdef Py_ssize_t i = start
+        cdef Py_ssize_t method_end, target_start, target_end, name_start, name_end
+        cdef Py_ssize_t value_start, value_end, head_bytes, length = 0, end
+        cdef bint has_length = False
+        cdef unsigned char c
+        # The request line: METHOD SP origin-form SP HTTP/1.1 CRLF.
+        while i < n and 65 <= p[i] <= 90:
+            i += 1
+        if i == start or i >= n or p[i] != 32:
+            return -1
+        method_end = i
+        i += 1
+        target_start = i
+        if i + 1 >= n or p[i] != 47 or p[i + 1] == 47:
+            return -1  # not "/", or "//" (which llhttp reads as an authority)
+        while i < n and _PCHAR[p[i]]:
+            i += 1
+        target_end = i
+        if n - i < 11 or memcmp(p + i, b" HTTP/1.1\r\n", 11) != 0:
+            return -1
+        i += 11
+        method = data[start:method_end]
+        if method not in _METHODS:
+            return -1
+        head_bytes = target_end - target_start
+        if head_bytes > self._max_head:
+            return -1
+        headers = []
+        index = {}
+        repeated = None
+        # Header lines: token ":" OWS value CRLF, the value visible ASCII with single
+        # inner spaces or tabs allowed and none at its end, then the empty line.
+        while True:
+            if i + 1 >= n:
+                return -1
+            if p[i] == 13:
+                if p[i + 1] != 10:
+                    return -1
+                i += 2
+                break
+            name_start = i
+            while i < n and _TCHAR[p[i]]:
+                i += 1
+            name_end = i
+            if name_end == name_start or i >= n or p[i] != 58:
+                return -1
+            i += 1
+            while i < n and (p[i] == 32 or p[i] == 9):
+                i += 1
+            value_start = i
+            while i < n:
+                c = p[i]
+                if 33 <= c <= 126 or ((c == 32 or c == 9) and i > value_start):
+                    i += 1
+                else:
+                    break
+            value_end = i
+            if value_end == value_start or p[value_end - 1] == 32 or p[value_end - 1] == 9 \
+                    or i + 1 >= n or p[i] != 13 or p[i + 1] != 10:
+                return -1
+            i += 2
+            head_bytes += (name_end - name_start) + (value_end - value_start)
+            if head_bytes > self._max_head:
+                return -1
+            key = PyUnicode_DecodeLatin1(<const char*>p + name_start,
+                                         name_end - name_start, NULL)
+            text = PyUnicode_DecodeLatin1(<const char*>p + value_start,
+                                          value_end - value_start, NULL)
+            lowered = _lowered(p, name_start, name_end, key)
+            if lowered == "content-length":
+                if has_length or value_end - value_start > 15:
+                    return -1
+                for end in range(value_start, value_end):
+                    if not 48 <= p[end] <= 57:
+                        return -1
+                    length = length * 10 + (p[end] - 48)
+                has_length = True
+            elif lowered == "transfer-encoding" or lowered == "upgrade" \
+                    or (lowered == "connection" and text.lower() != "keep-alive"):
+                return -1
+            headers.append((key, text))
+            if lowered in index:
+                index[lowered] = f"{index[lowered]}, {text}"
+                if repeated is None:
+                    repeated = set()
+                repeated.add(lowered)
+            else:
+                index[lowered] = text
+        if length > self._max_body or n - i < length:
+            return -1
+        end = i + length
+        target = data[target_start:target_end].decode("latin-1")
+        self._requests.append(HttpRequest(
+            method.decode("ascii"), target, target, "1.1", headers, data[i:end], True,
+            False, index, repeated))
+        return end
 
     @property
     def buffered(self):
