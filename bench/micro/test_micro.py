@@ -220,6 +220,15 @@ def _credential(auth: str) -> tuple[str, str]:
             token)
 
 
+class DroppingWriter:
+    """An upstream's writer that keeps nothing, never congested."""
+
+    congested = False
+
+    def write(self, data: bytes) -> None:
+        pass
+
+
 def _gateway(tmp_path: Any, settings: str = "") -> tuple[Any, Any]:
     """A gateway in process with two upstreams that look ready (so that names are
     prefixed as in tools_call(), "docs__search"); what it writes to "docs" is dropped.
@@ -232,7 +241,7 @@ def _gateway(tmp_path: Any, settings: str = "") -> tuple[Any, Any]:
                            '[upstreams.other]\ncommand = ["python", "-c", "pass"]\n')
     gateway = Gateway(load(str(config_path)))
     upstream = gateway.upstreams["docs"]
-    upstream.connection.write = [].append  # type: ignore[method-assign]
+    upstream.connection.writer = DroppingWriter()  # type: ignore[assignment]
     upstream.ready, upstream.state, upstream.era = True, "ready", "legacy"
     upstream.capabilities = {"tools": {}}
     upstream.catalog = {"tools": [{"name": "search", "inputSchema": {"type": "object"}}],
