@@ -527,12 +527,12 @@ class Requests:
         if upstream.era == "modern":
             # A modern upstream has no resources/subscribe: the URI joins the gateway's
             # listen stream to it.
-            session.subscriptions.add(uri)
+            session.subscriptions[uri] = None
             self.subscriptions.hold(upstream, uri)
             self.gw.respond(session, env.id, {})  # type: ignore[arg-type]
             return
         count = upstream.subscriptions.get(uri, 0)
-        session.subscriptions.add(uri)
+        session.subscriptions[uri] = None
         upstream.subscriptions[uri] = count + 1
         if count == 0:
             self._forward(req, upstream, subscription=uri, checked=True)
@@ -542,7 +542,7 @@ class Requests:
     def _unsubscribe(self, req: Request) -> None:
         uri = req.uri
         if uri is not None and uri in req.session.subscriptions:
-            req.session.subscriptions.discard(uri)
+            del req.session.subscriptions[uri]
             self.subscriptions.release(uri)
         self.gw.respond(req.session, req.id, {})
 

@@ -30,7 +30,7 @@ class Subscriptions:
                 uri: str) -> None:
         """The upstream answered a forwarded subscribe with an error: undo the
         bookkeeping, so that the next subscriber asks the upstream again."""
-        session.subscriptions.discard(uri)
+        session.subscriptions.pop(uri, None)
         count = upstream.subscriptions.get(uri, 0) - 1
         if count > 0:
             upstream.subscriptions[uri] = count

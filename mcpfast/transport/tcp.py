@@ -342,6 +342,12 @@ class TcpConnection(ClientProtocol):
             return
         self.writer.write(response)
         self._set_deadline(None)
+        if self._timer is not None:
+            # The head's deadline is over for good: its timer (some 600 bytes with the
+            # event loop's handle) goes now rather than when it would lapse, so that an
+            # idle session holds none.
+            self._timer.cancel()
+            self._timer = None
         self.ws = WebSocketConnection(max_message_bytes=self.config.max_message_bytes)
         self.session = self.core.open_session("websocket", self.peer, self.send, self.close,
                                               self, identity.with_peer(self.address))
