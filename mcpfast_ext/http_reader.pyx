@@ -74,13 +74,22 @@ cdef class HttpRequestReader:
 
     def __init__(self, *, Py_ssize_t max_head_bytes=16384,
                  Py_ssize_t max_body_bytes=4 * 1024 * 1024):
-        self._parser = httptools.HttpRequestParser(self)
+        # llhttp's parser, and the per-request state its callbacks fill, are made when a
+        # request first needs them (``_llhttp``): a connection whose requests are all
+        # plain never does, and an idle keep-alive connection holds neither.
+        self._parser = None
         self._max_head = max_head_bytes
         self._max_body = max_body_bytes
         self._requests = []
         self.upgraded_data = None
-        self.on_message_begin()  # the per-request state, empty
         self.phase = _IDLE
+
+    cdef object _llhttp(self):
+        if self._parser is None:
+            self._parser = httptools.HttpRequestParser(self)
+            self.on_message_begin()  # the per-request state, empty
+            self.phase = _IDLE
+        return self._parser
 
     def feed(self, data):
         """Return the requests completed by ``data``; raise HttpError for a malformed or
@@ -103,7 +112,7 @@ cdef class HttpRequestReader:
                     return requests
                 data = data[start:]
         try:
-            self._parser.feed_data(data)
+            self._llhttp().feed_data(data)
         except httptools.HttpParserUpgrade as upgrade:
             offset = upgrade.args[0] if upgrade.args else len(data)
             self.upgraded_data = bytes(data[offset:])
