@@ -520,6 +520,14 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     gc.disable()  # no collector pauses inside the measured window
 
     if args.hold:
+        if args.drop_connections:
+            # Streamable HTTP: the sessions stay, their connections go, as an idle
+            # client's pooled connections would.
+            recorder.closing = True
+            for session in sessions:
+                session.close()
+            await asyncio.sleep(0.5)
+            recorder.closing = False
         emit({"event": "holding", "sessions": len(sessions), "connect_errors": connect_errors})
         loop = asyncio.get_running_loop()
         try:
@@ -593,6 +601,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--hold", action="store_true",
                         help="open and initialize the sessions, then hold them idle")
     parser.add_argument("--hold-timeout", type=float, default=120.0)
+    parser.add_argument("--drop-connections", action="store_true",
+                        help="with --hold over HTTP: close each session's connections once "
+                             "it is initialized, and hold the sessions alone")
     parser.add_argument("--header", action="append", default=[], metavar="'NAME: VALUE'",
                         help="a header for every HTTP request and WebSocket upgrade "
                              "(a credential); repeatable")

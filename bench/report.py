@@ -354,7 +354,10 @@ def idle_tables(scenario: Scenario, rows: list[IdleResult]) -> list[str]:
     lines += ["", "Each session is a WebSocket connection that completed `initialize` and "
               "`notifications/initialized` and then stays open without traffic. For nginx "
               "only the worker's memory counts (the echo server behind it holds a second "
-              "connection per session, as mcpfast's upstream does not)."]
+              "connection per session, as mcpfast's upstream does not). `mcpfast-http`'s "
+              "are legacy Streamable HTTP sessions, initialized the same way, whose client "
+              "then closed its connection (`--drop-connections`): what the gateway keeps "
+              "for a session between a client's calls."]
     lines += _notes(rows)
     return lines
 

@@ -58,7 +58,8 @@ REMOTE_UPSTREAMS = ("mcpfast-ws-to-ws", "mcpfast-ws-to-http")
 # Fan-in and idle capacity measure what many open client connections cost a proxy. A
 # Streamable HTTP session holds no connection while it is idle (it is an id: clients
 # connect when they call, usually from a pool), so thousands of held HTTP connections
-# would model no real client. HTTP runs the scenarios whose shape fits it.
+# would model no real client: fan-in runs over WebSocket only, and the idle scenario
+# holds mcpfast-http's legacy sessions with their connections closed.
 SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
     Scenario("latency", "Latency", 1, 1,
              targets=WEBSOCKET_AND_UNIX + REMOTE_UPSTREAMS + STREAMABLE_HTTP),
@@ -68,7 +69,8 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
                       *REMOTE_UPSTREAMS,
                       *STREAMABLE_HTTP, *AUTHENTICATED_HTTP)),
     Scenario("fan-in", "Fan-in", 1000, 1),
-    Scenario("idle", "Idle capacity", 10_000, idle=True, targets=("nginx", "mcpfast-ws")),
+    Scenario("idle", "Idle capacity", 10_000, idle=True,
+             targets=("nginx", "mcpfast-ws", "mcpfast-http")),
 )}
 
 # --quick: the same code path with a tiny load, for the harness test.
@@ -244,8 +246,10 @@ def measure_idle(target: Target, scenario: Scenario, nofile: int, log: Path) -> 
         result.notes.append(note)
     time.sleep(0.5)
     result.rss_before_bytes = procfs.rss_bytes(target.proxy_pid)
+    http = target.address.startswith("http://")
     loadgen = LoadgenProcess([target.address, "--hold", "--connections", str(sessions),
-                              "--connect-concurrency", "200", "--hold-timeout", "120"], log)
+                              "--connect-concurrency", "200", "--hold-timeout", "120",
+                              *(["--drop-connections"] if http else [])], log)
     deadline = time.monotonic() + connect_budget(sessions) + 60
     try:
         while (event := loadgen.next_event(deadline)).get("event") != "holding":

@@ -294,6 +294,11 @@ idle_timeout = 3600.0
 # would refuse the last of the idle scenario's 10,000.
 max_connections_per_peer = 1000000
 
+[listen.http]
+# Likewise for the idle scenario's legacy HTTP sessions.
+max_sessions = 1000000
+max_sessions_per_peer = 1000000
+
 [admin]
 host = "127.0.0.1"
 port = {admin_port}

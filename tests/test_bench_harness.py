@@ -85,9 +85,11 @@ def test_every_load_scenario_measures_every_target(quick_run: Results) -> None:
 
 @pytest.mark.slow
 def test_idle_scenario_holds_sessions_on_both_proxies(quick_run: Results) -> None:
+    """nginx and mcpfast over WebSocket, and mcpfast's legacy HTTP sessions held with
+    their connections closed."""
     _, suite = quick_run
     rows = {row["target"]: row for row in suite["results"]["idle"]}
-    assert set(rows) == {"nginx", "mcpfast-ws"}
+    assert set(rows) == {"nginx", "mcpfast-ws", "mcpfast-http"}
     for target, row in rows.items():
         assert row["sessions"] == row["requested"] > 0, target
         assert row["errors"] == 0, (target, row["notes"])
