@@ -29,7 +29,7 @@ from typing import Any
 
 from ..config import Interpolated, UpstreamConfig
 from ..protocol.ndjson import OVERSIZED, LineFramer
-from ..transport.writer import UPSTREAM_HIGH_WATER, CoalescingWriter
+from ..transport.writer import UPSTREAM_HIGH_WATER, CoalescingWriter, begin_batch, end_batch
 from .base import CallT, Upstream, UpstreamError, UpstreamEvents
 
 STDERR_LINE_LIMIT = 8192
@@ -214,12 +214,16 @@ class _PipeProtocol(asyncio.SubprocessProtocol):
     def pipe_data_received(self, fd: int, data: bytes) -> None:
         upstream = self.upstream
         if fd == 1:
-            for line in self.stdout.feed(data):
-                if line is OVERSIZED:
-                    upstream.log.warning("dropped a message from the upstream over %d bytes",
-                                         self.stdout.limit)
-                else:
-                    upstream.on_message(line)
+            outer = begin_batch()
+            try:
+                for line in self.stdout.feed(data):
+                    if line is OVERSIZED:
+                        upstream.log.warning("dropped a message from the upstream over %d "
+                                             "bytes", self.stdout.limit)
+                    else:
+                        upstream.on_message(line)
+            finally:
+                end_batch(outer)
         else:
             for line in self.stderr.feed(data):
                 text = "(line too long, dropped)" if line is OVERSIZED else \

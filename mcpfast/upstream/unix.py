@@ -7,6 +7,7 @@ import asyncio
 
 from ..config import UpstreamConfig
 from ..protocol.ndjson import OVERSIZED, LineFramer
+from ..transport.writer import begin_batch, end_batch
 from .base import CallT, UpstreamEvents
 from .remote import RemoteUpstream, StreamProtocol
 
@@ -22,12 +23,16 @@ class _LineProtocol(StreamProtocol):
 
     def data_received(self, data: bytes) -> None:
         upstream = self.upstream
-        for line in self.framer.feed(data):
-            if line is OVERSIZED:
-                upstream.log.warning("dropped a message from the upstream over %d bytes",
-                                     upstream.config.max_message_bytes)
-            else:
-                upstream.on_message(line)
+        outer = begin_batch()
+        try:
+            for line in self.framer.feed(data):
+                if line is OVERSIZED:
+                    upstream.log.warning("dropped a message from the upstream over %d "
+                                         "bytes", upstream.config.max_message_bytes)
+                else:
+                    upstream.on_message(line)
+        finally:
+            end_batch(outer)
 
 
 class UnixUpstream(RemoteUpstream[CallT]):

@@ -27,7 +27,7 @@ from ..protocol.websocket import (
     client_request,
     new_client_key,
 )
-from ..transport.writer import UPSTREAM_HIGH_WATER, CoalescingWriter
+from ..transport.writer import UPSTREAM_HIGH_WATER, CoalescingWriter, begin_batch, end_batch
 from .base import CallT, UpstreamError, UpstreamEvents
 from .remote import RemoteUpstream, StreamProtocol
 
@@ -95,6 +95,13 @@ class _WebSocketProtocol(StreamProtocol):
                 return
         ws = self.ws
         ws.receive_data(data)
+        outer = begin_batch()
+        try:
+            self._deliver(ws)
+        finally:
+            end_batch(outer)
+
+    def _deliver(self, ws: WebSocketConnection) -> None:
         upstream = self.upstream
         for event in ws.events_received():
             if type(event) is TextMessage:
