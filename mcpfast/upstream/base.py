@@ -44,6 +44,8 @@ from ..protocol.modern import (
     MODERN_VERSIONS,
     UNSUPPORTED_PROTOCOL_VERSION,
 )
+from ..protocol.ndjson import OVERSIZED, LineFramer
+from ..transport.writer import begin_batch, end_batch
 from .connection import CallT, Connection, Hooks, InFlight, Requester, UpstreamError
 
 __all__ = ["CLIENT_INFO", "CallT", "Connection", "InFlight", "Requester", "Upstream",
@@ -69,6 +71,22 @@ CLIENT_INFO = {"name": "mcpfast", "version": __version__}
 
 STATES = ("stopped", "starting", "initializing", "ready", "restarting", "stopping")
 """What ``Upstream.state`` can be (shown in /status and mcpfast_upstream_state)."""
+
+
+def deliver_lines(upstream: Any, framer: LineFramer, data: bytes) -> None:
+    """The messages of a newline-delimited upstream's read (stdio, a unix socket) to
+    ``upstream.on_message``, in one write batch: the answers they carry go out to their
+    clients when the read ends (``transport.writer.begin_batch``)."""
+    outer = begin_batch()
+    try:
+        for line in framer.feed(data):
+            if line is OVERSIZED:
+                upstream.log.warning("dropped a message from the upstream over %d bytes",
+                                     framer.limit)
+            else:
+                upstream.on_message(line)
+    finally:
+        end_batch(outer)
 
 class UpstreamEvents(Protocol[CallT]):
     """What an upstream hands up: the gateway core implements it."""

@@ -29,8 +29,8 @@ from typing import Any
 
 from ..config import Interpolated, UpstreamConfig
 from ..protocol.ndjson import OVERSIZED, LineFramer
-from ..transport.writer import UPSTREAM_HIGH_WATER, CoalescingWriter, begin_batch, end_batch
-from .base import CallT, Upstream, UpstreamError, UpstreamEvents
+from ..transport.writer import UPSTREAM_HIGH_WATER, CoalescingWriter
+from .base import CallT, Upstream, UpstreamError, UpstreamEvents, deliver_lines
 
 STDERR_LINE_LIMIT = 8192
 INHERITED_ENV = ("PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "LANGUAGE", "LC_*",
@@ -214,16 +214,7 @@ class _PipeProtocol(asyncio.SubprocessProtocol):
     def pipe_data_received(self, fd: int, data: bytes) -> None:
         upstream = self.upstream
         if fd == 1:
-            outer = begin_batch()
-            try:
-                for line in self.stdout.feed(data):
-                    if line is OVERSIZED:
-                        upstream.log.warning("dropped a message from the upstream over %d "
-                                             "bytes", self.stdout.limit)
-                    else:
-                        upstream.on_message(line)
-            finally:
-                end_batch(outer)
+            deliver_lines(upstream, self.stdout, data)
         else:
             for line in self.stderr.feed(data):
                 text = "(line too long, dropped)" if line is OVERSIZED else \

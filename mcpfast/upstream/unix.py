@@ -6,9 +6,8 @@ from __future__ import annotations
 import asyncio
 
 from ..config import UpstreamConfig
-from ..protocol.ndjson import OVERSIZED, LineFramer
-from ..transport.writer import begin_batch, end_batch
-from .base import CallT, UpstreamEvents
+from ..protocol.ndjson import LineFramer
+from .base import CallT, UpstreamEvents, deliver_lines
 from .remote import RemoteUpstream, StreamProtocol
 
 
@@ -22,17 +21,7 @@ class _LineProtocol(StreamProtocol):
         self.opened.set_result(None)
 
     def data_received(self, data: bytes) -> None:
-        upstream = self.upstream
-        outer = begin_batch()
-        try:
-            for line in self.framer.feed(data):
-                if line is OVERSIZED:
-                    upstream.log.warning("dropped a message from the upstream over %d "
-                                         "bytes", upstream.config.max_message_bytes)
-                else:
-                    upstream.on_message(line)
-        finally:
-            end_batch(outer)
+        deliver_lines(self.upstream, self.framer, data)
 
 
 class UnixUpstream(RemoteUpstream[CallT]):

@@ -10,6 +10,14 @@ from mcpfast.transport.writer import CoalescingWriter, begin_batch, end_batch
 from ..conftest import Socket
 
 
+def two_writers() -> tuple[Socket, Socket, CoalescingWriter, CoalescingWriter]:
+    """Two clients' sockets and their writers, on the running loop."""
+    loop = asyncio.get_running_loop()
+    one, two = Socket(), Socket()
+    return (one, two, CoalescingWriter(one, loop),  # type: ignore[arg-type]
+            CoalescingWriter(two, loop))  # type: ignore[arg-type]
+
+
 def test_writes_of_one_turn_go_out_as_one_on_the_next() -> None:
     async def main() -> None:
         socket = Socket()
@@ -26,10 +34,7 @@ def test_a_batch_writes_at_its_end_and_schedules_nothing() -> None:
     """Two clients answered in one upstream read: each gets its answers in one write
     when the read ends, before the loop turns, and nothing is left for a later turn."""
     async def main() -> None:
-        loop = asyncio.get_running_loop()
-        one, two = Socket(), Socket()
-        first = CoalescingWriter(one, loop)  # type: ignore[arg-type]
-        second = CoalescingWriter(two, loop)  # type: ignore[arg-type]
+        one, two, first, second = two_writers()
         outer = begin_batch()
         first.write(b"1")
         second.write(b"2")
@@ -47,10 +52,7 @@ def test_a_batch_writes_at_its_end_and_schedules_nothing() -> None:
 
 def test_a_batch_inside_another_restores_it() -> None:
     async def main() -> None:
-        loop = asyncio.get_running_loop()
-        one, two = Socket(), Socket()
-        first = CoalescingWriter(one, loop)  # type: ignore[arg-type]
-        second = CoalescingWriter(two, loop)  # type: ignore[arg-type]
+        one, two, first, second = two_writers()
         outer = begin_batch()
         first.write(b"outer")
         inner = begin_batch()
