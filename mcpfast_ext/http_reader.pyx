@@ -71,6 +71,9 @@ cdef class HttpRequestReader:
     cdef list _requests
     cdef public object upgraded_data
     cdef public int phase
+    cdef bint _ended
+    """llhttp read a request that ends the connection (HTTP/1.0, ``Connection:
+    close``): llhttp refuses whatever follows, so this path must not read it."""
 
     def __init__(self, *, Py_ssize_t max_head_bytes=16384,
                  Py_ssize_t max_body_bytes=4 * 1024 * 1024):
@@ -99,7 +102,7 @@ cdef class HttpRequestReader:
         cdef Py_ssize_t start = 0
         cdef Py_ssize_t end
         cdef list requests
-        if self.phase == _IDLE and type(data) is bytes:
+        if self.phase == _IDLE and not self._ended and type(data) is bytes:
             while start < PyBytes_GET_SIZE(data):
                 end = self._plain(data, start)
                 if end < 0:
@@ -209,8 +212,9 @@ cdef class HttpRequestReader:
                     length = length * 10 + (p[end] - 48)
                 has_length = True
             elif lowered == "transfer-encoding" or lowered == "upgrade" \
+                    or lowered == "proxy-connection" \
                     or (lowered == "connection" and text.lower() != "keep-alive"):
-                return -1
+                return -1  # llhttp reads Proxy-Connection as Connection
             headers.append((key, text))
             if lowered in index:
                 index[lowered] = f"{index[lowered]}, {text}"
@@ -286,6 +290,8 @@ cdef class HttpRequestReader:
         cdef object path
         parser = self._parser
         self.phase = _IDLE
+        if not parser.should_keep_alive():
+            self._ended = True
         if url[:1] == b"/" and url[1:2] != b"/" and b"?" not in url and b"#" not in url:
             path = target  # origin-form with no query: nothing to split off
         else:

@@ -53,12 +53,19 @@ cdef Py_ssize_t _digits(unsigned long long value, char* out) noexcept:
     return n
 
 
-def splice_response(bytes line not None, upstream_id, client_id):
+cdef const char* _RESULT = b'"result":'
+cdef const char* _ERROR = b'"error":'
+
+
+def splice_response(bytes line not None, upstream_id, client_id, bint error,
+                    Py_ssize_t value_size):
     if type(client_id) is not int or type(upstream_id) is not int or upstream_id < 0:
         return None
     cdef char up[24]
     cdef char cl[24]
     cdef Py_ssize_t up_len, cl_len, n, end, tail_len
+    cdef const char* member = _ERROR if error else _RESULT
+    cdef Py_ssize_t member_len = 8 if error else 9
     cdef long long cid
     cdef int negative = 0
     try:
@@ -75,8 +82,11 @@ def splice_response(bytes line not None, upstream_id, client_id):
     cdef const char* p = PyBytes_AS_STRING(line)
     n = PyBytes_GET_SIZE(line)
     end = _HEAD_LEN + up_len
-    if n < end + 2 or memcmp(p, _HEAD, _HEAD_LEN) != 0 \
-            or memcmp(p + _HEAD_LEN, up, up_len) != 0 or p[end] != 44 or p[n - 1] != 125:
+    # Exactly the head, the id, a comma, the member's name, its value and the brace:
+    # room for no other member (see the twin).
+    if n != end + 1 + member_len + value_size + 1 or memcmp(p, _HEAD, _HEAD_LEN) != 0 \
+            or memcmp(p + _HEAD_LEN, up, up_len) != 0 or p[end] != 44 \
+            or memcmp(p + end + 1, member, member_len) != 0 or p[n - 1] != 125:
         return None
     tail_len = n - end
     cdef bytes out = PyBytes_FromStringAndSize(NULL, _HEAD_LEN + cl_len + tail_len)

@@ -22,6 +22,8 @@ BRACKETS_SHIFT = 2
 _U64 = 2**64 - 1
 _I64 = 2**63
 RESPONSE_HEAD = b'{"jsonrpc":"2.0","id":'
+_RESULT = b'"result":'
+_ERROR = b'"error":'
 """How a response written by msgspec, the Python SDK, and most servers begins."""
 
 
@@ -32,18 +34,23 @@ def survey(data: bytes) -> int:
         | (0 if data.isascii() else NOT_ASCII)
 
 
-def splice_response(line: bytes, upstream_id: object, client_id: object) -> bytes | None:
-    """``line``, a response the parser read whole with the id ``upstream_id``, with the
-    client's integer id ``client_id`` in its place; None when it cannot be spliced (a
-    string id, an id beyond 64 bits, members in another order or spaced, anything after
-    the closing brace), and the caller re-encodes it instead.
+def splice_response(line: bytes, upstream_id: object, client_id: object, error: bool,
+                    value_size: int) -> bytes | None:
+    """``line``, a response the parser read whole with the id ``upstream_id`` and a
+    ``result`` (``error`` False) or ``error`` member of ``value_size`` bytes, with the
+    client's integer id ``client_id`` in its place; None when it cannot be spliced, and
+    the caller re-encodes it instead.
 
-    The line must begin ``{"jsonrpc":"2.0","id":`` then ``upstream_id`` and a comma, and
-    end with ``}``: the id so read is the first ``id`` member, and being the one the
-    parser kept (the last), it is the only one. What follows it goes on byte for byte.
+    The line must be exactly ``{"jsonrpc":"2.0","id":`` ``upstream_id`` ``,"result":``
+    (or ``"error":``), the value, and ``}``: sizes that leave room for no other member,
+    so no second ``id`` (which a parser would read instead of the first) can hide in it.
+    Anything else is declined: a string id, an id beyond 64 bits, another order, spaces.
     """
     if type(client_id) is int and type(upstream_id) is int and line[-1:] == b"}":
         head = b'{"jsonrpc":"2.0","id":%d,' % upstream_id
-        if line.startswith(head) and 0 <= upstream_id <= _U64 and -_I64 <= client_id < _I64:
+        member = _ERROR if error else _RESULT
+        if len(line) == len(head) + len(member) + value_size + 1 \
+                and line.startswith(head) and line.startswith(member, len(head)) \
+                and 0 <= upstream_id <= _U64 and -_I64 <= client_id < _I64:
             return b'{"jsonrpc":"2.0","id":%d,' % client_id + line[len(head):]
     return None

@@ -101,7 +101,11 @@ class Relay:
             else:
                 # The client's id spliced into the upstream's bytes when they are laid
                 # out as most servers write them; re-encoded otherwise.
-                data = _splice(line, env.id, pending.id) if line and _splice else None
+                data = None
+                if line and _splice is not None:
+                    value = env.result if error is UNSET else error
+                    data = _splice(line, env.id, pending.id, error is not UNSET,
+                                   len(value))  # type: ignore[arg-type]
                 if data is None:
                     data = jsonrpc.reencode(Envelope(
                         jsonrpc="2.0", id=pending.id, result=env.result, error=error))

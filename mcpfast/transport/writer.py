@@ -13,8 +13,11 @@ flush, not per message.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
 from typing import Protocol
+
+log = logging.getLogger("mcpfast.transport")
 
 
 class _Writable(Protocol):
@@ -82,12 +85,17 @@ def begin_batch() -> list[CoalescingWriter] | None:
 
 
 def end_batch(outer: list[CoalescingWriter] | None) -> None:
-    """Flush what the batch wrote, and restore the batch it interrupted."""
+    """Flush what the batch wrote, and restore the batch it interrupted. A writer whose
+    flush fails (its overflow or congestion callback raised) is logged and the others
+    are flushed all the same, as separate callbacks would have been."""
     writers = _batch[0]
     _batch[0] = outer
     if writers:
         for writer in writers:
-            writer.flush()
+            try:
+                writer.flush()
+            except Exception:
+                log.exception("flushing a connection's writes failed")
 
 
 class CoalescingWriter:

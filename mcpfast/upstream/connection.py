@@ -140,17 +140,19 @@ class Connection(Generic[CallT]):
         """One message from the upstream. One that cannot be read is logged and dropped,
         and the messages after it are read as usual; if it was recognisably a response,
         the request it answers gets an error now rather than a time-out later."""
-        if not self.delimiter and b"\n" in line:
-            # JSON allows a raw newline only between tokens, where a space does as well;
-            # forwarded as it came, it would split the message for a client that reads
-            # a message a line (the unix socket, stdio). A stdio server's has none.
-            line = line.replace(b"\n", b" ")
         wire = line
         """The message as written, for a response spliced rather than re-encoded."""
         try:
             # Nested as deep as the server likes, within the parser's recursion guard:
             # results are forwarded unread.
             env = jsonrpc.decode(line, None)
+            if not self.delimiter and (b"\n" in line or b"\r" in line):
+                # Read whole, JSON holds a raw line break only between tokens, where a
+                # space does as well. Forwarded as it came, it would split the message
+                # for a client that reads a message a line (the unix socket, stdio, an
+                # SSE event). A stdio server's message has none.
+                wire = line.replace(b"\n", b" ").replace(b"\r", b" ")
+                env = jsonrpc.decode(wire, None)
         except jsonrpc.MessageError as exc:
             self.log.warning("dropped an invalid message from the upstream: %s", exc.message)
             if exc.response_id is None:

@@ -237,3 +237,21 @@ def test_the_twins_read_plain_requests_alike() -> None:
             for head, body in ((400, 30), (120, 30), (400, 16), (60, 17)):
                 assert _trace(pure, data, cuts, head, body) == \
                     _trace(built, data, cuts, head, body), (data, cuts, head, body)
+
+
+@pytest.mark.parametrize("first", [
+    b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n",
+    b"GET / HTTP/1.0\r\n\r\n",
+    b"GET / HTTP/1.1\r\nProxy-Connection: close\r\n\r\n",
+])
+def test_nothing_is_read_after_a_request_that_ends_the_connection(first: bytes) -> None:
+    """llhttp refuses what follows a request that ends the connection, and reads
+    Proxy-Connection as Connection; the compiled path for plain requests must not read
+    what llhttp would refuse (found by review: it did, in a later read)."""
+    pure = importlib.import_module("mcpfast_ext.http_reader_py")
+    built = compiled("http_reader")
+    plain = b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n"
+    for cuts in ([], [len(first)]):
+        traces = [_trace(module, first + plain, cuts, 400, 30) for module in (pure, built)]
+        assert traces[0] == traces[1], (first, cuts, traces)
+        assert traces[0][-1] == ("error", 400)

@@ -11,9 +11,13 @@ import json
 import os
 import random
 from types import ModuleType
+from typing import Any
 
 import msgspec
 import pytest
+from msgspec import UNSET
+
+from mcpfast.protocol import jsonrpc
 
 from ..conftest import compiled, twin
 
@@ -50,15 +54,28 @@ def test_survey_refuses_what_is_not_bytes(ms: ModuleType) -> None:
         ms.survey("{}")
 
 
+def splice(ms: ModuleType, line: bytes, upstream_id: object, client_id: object) -> Any:
+    """``splice_response`` as the relay calls it: with what the gateway's parser read of
+    ``line`` (its result or error, and that value's size)."""
+    try:
+        env = jsonrpc.decode(line, None)
+    except jsonrpc.MessageError:
+        return ms.splice_response(line, upstream_id, client_id, False, 2)
+    error = env.error is not UNSET
+    value = env.error if error else env.result
+    return ms.splice_response(line, upstream_id, client_id, error,
+                              len(value) if value is not UNSET else 0)  # type: ignore[arg-type]
+
+
 def test_splice_puts_the_client_id_in_the_upstream_id_place(ms: ModuleType) -> None:
     line = HEAD + b'17,"result":{"content":[],"id":17}}'
-    assert ms.splice_response(line, 17, 42) == HEAD + b'42,"result":{"content":[],"id":17}}'
-    assert ms.splice_response(line, 17, -3) == HEAD + b'-3,"result":{"content":[],"id":17}}'
-    assert ms.splice_response(line, 17, 0) == HEAD + b'0,"result":{"content":[],"id":17}}'
+    assert splice(ms, line, 17, 42) == HEAD + b'42,"result":{"content":[],"id":17}}'
+    assert splice(ms, line, 17, -3) == HEAD + b'-3,"result":{"content":[],"id":17}}'
+    assert splice(ms, line, 17, 0) == HEAD + b'0,"result":{"content":[],"id":17}}'
     error = HEAD + b'0,"error":{"code":-32601,"message":"no"}}'
-    assert ms.splice_response(error, 0, 2**63 - 1) == \
+    assert splice(ms, error, 0, 2**63 - 1) == \
         HEAD + b'9223372036854775807,"error":{"code":-32601,"message":"no"}}'
-    assert ms.splice_response(line, 17, -(2**63)) == HEAD + b'-9223372036854775808' \
+    assert splice(ms, line, 17, -(2**63)) == HEAD + b'-9223372036854775808' \
         + b',"result":{"content":[],"id":17}}'
 
 
@@ -71,8 +88,17 @@ def test_splice_puts_the_client_id_in_the_upstream_id_place(ms: ModuleType) -> N
     (HEAD + b'17,"result":{}}', 171, 42),
     (HEAD + b'171,"result":{}}', 17, 42),  # a longer number with the same start
     (HEAD + b'17 ,"result":{}}', 17, 42),  # spaced
+    (HEAD + b'17,"result": {}}', 17, 42),
     (HEAD + b'17,"result":{}}\n', 17, 42),  # anything after the brace
     (HEAD + b'17,"result":{}} ', 17, 42),
+    # A second id, which a parser reads instead of the first (found by review), or any
+    # other member after the value: no room is left for one.
+    (HEAD + b'17,"result":{},"id":17}', 17, 42),
+    (HEAD + b'17,"result":{},"\\u0069d":17}', 17, 42),
+    (HEAD + b'17,"result":{"a":1},"result":{}}', 17, 42),
+    (HEAD + b'17,"error":{"code":1,"message":"m"},"id":17}', 17, 42),
+    (HEAD + b'17,"id":17,"result":{}}', 17, 42),
+    (HEAD + b'17,"\\u0072esult":{}}', 17, 42),
     (b'{"id":17,"jsonrpc":"2.0","result":{}}', 17, 42),  # another order
     (b'{"result":{},"jsonrpc":"2.0","id":17}', 17, 42),
     (b'{ "jsonrpc":"2.0","id":17,"result":{}}', 17, 42),
@@ -86,7 +112,15 @@ def test_splice_puts_the_client_id_in_the_upstream_id_place(ms: ModuleType) -> N
 ])
 def test_splice_declines_what_it_cannot_splice(ms: ModuleType, line: bytes,
                                                upstream_id: object, client_id: object) -> None:
-    assert ms.splice_response(line, upstream_id, client_id) is None
+    assert splice(ms, line, upstream_id, client_id) is None
+
+
+def test_splice_needs_the_values_exact_size(ms: ModuleType) -> None:
+    line = HEAD + b'17,"result":{"a":1}}'
+    assert ms.splice_response(line, 17, 42, False, 7) == HEAD + b'42,"result":{"a":1}}'
+    for size in (0, 6, 8, 100, -1):
+        assert ms.splice_response(line, 17, 42, False, size) is None
+    assert ms.splice_response(line, 17, 42, True, 7) is None  # not an error member
 
 
 def test_splice_agrees_with_the_parser_and_the_other_twin() -> None:
@@ -107,7 +141,7 @@ def test_splice_agrees_with_the_parser_and_the_other_twin() -> None:
             '{"jsonrpc":"2.0","id":%d,%s}', '{"id":%d,"jsonrpc":"2.0",%s}',
             '{"jsonrpc": "2.0", "id": %d, %s}', '{"jsonrpc":"2.0","id":%d,%s}\n'])
         line = (layout % (upstream_id, member)).encode()
-        results = {impl.__name__: impl.splice_response(line, upstream_id, client_id)
+        results = {impl.__name__: splice(impl, line, upstream_id, client_id)
                    for impl in implementations}
         assert len(set(results.values())) == 1, (line, client_id, results)
         out = next(iter(results.values()))

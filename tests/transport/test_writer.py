@@ -86,3 +86,32 @@ def test_an_upstreams_read_reaches_the_clients_before_the_loop_turns() -> None:
         _LineProtocol(upstream).data_received(b"three\n")  # type: ignore[arg-type]
         assert socket.written == [b"onetwo", b"three"]
     asyncio.run(main())
+
+
+def test_a_writer_whose_flush_fails_does_not_strand_the_others() -> None:
+    """A client's overflow callback that raises (closing it failed) is logged; the other
+    writers of the batch are flushed all the same (found by review: they were left
+    scheduled, their answers never written)."""
+    class Full(Socket):
+        def get_write_buffer_size(self) -> int:
+            return 1 << 30
+
+    def overflow(pending: int) -> None:
+        raise RuntimeError("closing the client failed")
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        full, fine = Full(), Socket()
+        failing = CoalescingWriter(full, loop, limit=1024,  # type: ignore[arg-type]
+                                   on_overflow=overflow)
+        writer = CoalescingWriter(fine, loop)  # type: ignore[arg-type]
+        outer = begin_batch()
+        failing.write(b"lost")
+        writer.write(b"B1")
+        writer.write(b"B2")
+        end_batch(outer)
+        assert fine.written == [b"B1B2"] and full.written == []
+        writer.write(b"B3")
+        await asyncio.sleep(0)
+        assert fine.written == [b"B1B2", b"B3"]
+    asyncio.run(main())

@@ -97,6 +97,18 @@ def test_a_message_spread_over_lines_reaches_the_gateway_on_one() -> None:
                     b'  "result": {\n    "v": [1,\n2]\n  }\n}\n')
     assert seen == [("answered", ("a", {"v": [1, 2]}))]
     assert b"\n" not in call.line  # type: ignore[attr-defined]
+    # Carriage returns too (an SSE client reads one line an event), and only between
+    # tokens: a raw line break inside a string is invalid JSON, refused as before rather
+    # than read as a space (found by review).
+    second, third = Call("b"), Call("c")
+    conn.forward(second, Session(), "tools/call", b"{}")
+    conn.forward(third, Session(), "tools/call", b"{}")
+    conn.on_message(b'{"jsonrpc": "2.0",\r\n"id": 2,\r"result": {"v": "a b"}}')
+    assert seen[-1] == ("answered", ("b", {"v": "a b"}))
+    assert b"\r" not in second.line and b"\n" not in second.line  # type: ignore[attr-defined]
+    answered = len(seen)
+    conn.on_message(b'{"jsonrpc":"2.0","id":3,"result":{"v":"a\nb"}}')
+    assert len(seen) == answered and 3 in conn.pending  # dropped, not answered "a b"
 
 
 def test_a_cancel_withdraws_and_tells_the_server() -> None:

@@ -1,0 +1,45 @@
+"""An upstream's response reaches its client with the client's id spliced in, not
+decoded and encoded again, when the extension is compiled (mcpfast_ext.message_scan);
+the pure twin costs more than re-encoding, so without it responses are re-encoded."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import pytest
+from msgspec import UNSET
+
+import mcpfast_ext
+from bench.micro.test_micro import _gateway, tools_call, tools_result
+from mcpfast.gateway import relay
+
+
+@pytest.mark.parametrize("layout", ["canonical", "spaced"])
+def test_a_response_is_spliced_only_when_compiled_and_laid_out_plainly(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, layout: str) -> None:
+    encoded: list[object] = []
+    reencode = relay.jsonrpc.reencode
+    monkeypatch.setattr(relay.jsonrpc, "reencode",
+                        lambda env: encoded.append(env) or reencode(env))
+
+    async def main() -> tuple[list[bytes], bytes]:
+        gateway, upstream = _gateway(tmp_path)
+        to_client: list[bytes] = []
+        session = gateway.open_session("unix", "test", to_client.append, lambda c, r: None)
+        gateway.handle(session, json.dumps({
+            "jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+                "protocolVersion": "2025-11-25", "capabilities": {},
+                "clientInfo": {"name": "test", "version": "0"}}}).encode())
+        gateway.handle(session, tools_call(request_id=42))
+        answer = tools_result(request_id=upstream.connection._next_id)
+        if layout == "spaced":
+            answer = answer.replace(b'"result":', b'"result": ')
+        upstream.on_message(answer)
+        return to_client, answer
+    to_client, answer = asyncio.run(main())
+    assert json.loads(to_client[-1]) == {**json.loads(answer), "id": 42}
+    spliced = mcpfast_ext.IMPLEMENTATION == "compiled" and layout == "canonical"
+    responses = [env for env in encoded if env.method is UNSET]  # type: ignore[attr-defined]
+    assert len(responses) == (0 if spliced else 1), (layout, mcpfast_ext.IMPLEMENTATION)
