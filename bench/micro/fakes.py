@@ -26,3 +26,33 @@ class RecordingTransport:
     def close(self) -> None: ...
     def pause_reading(self) -> None: ...
     def resume_reading(self) -> None: ...
+
+
+class DroppingWriter:
+    """An upstream's writer that keeps nothing, never congested."""
+
+    congested = False
+
+    def write(self, data: bytes) -> None:
+        pass
+
+
+def gateway_in_process(tmp_path: Any, settings: str = "") -> tuple[Any, Any]:
+    """A gateway in process with two upstreams that look ready (so that names are
+    prefixed as in tools_call(), "docs__search"); what it writes to "docs" is dropped.
+    ``settings``: more config (TOML) before the upstreams."""
+    from mcpfast.config import load
+    from mcpfast.gateway.gateway import Gateway
+
+    config_path = tmp_path / "bench.toml"
+    config_path.write_text(settings + '[upstreams.docs]\ncommand = ["python", "-c", "pass"]\n\n'
+                           '[upstreams.other]\ncommand = ["python", "-c", "pass"]\n')
+    gateway = Gateway(load(str(config_path)))
+    upstream = gateway.upstreams["docs"]
+    upstream.connection.writer = DroppingWriter()  # type: ignore[assignment]
+    upstream.ready, upstream.state, upstream.era = True, "ready", "legacy"
+    upstream.capabilities = {"tools": {}}
+    upstream.catalog = {"tools": [{"name": "search", "inputSchema": {"type": "object"}}],
+                        "prompts": [], "resources": [], "resourceTemplates": []}
+    gateway.router.rebuild()
+    return gateway, upstream

@@ -23,7 +23,7 @@ import mcpfast_ext
 from mcpfast.protocol import jsonrpc
 from mcpfast.protocol.ndjson import LineFramer
 
-from .fakes import RecordingTransport
+from .fakes import RecordingTransport, gateway_in_process
 
 CALLS = 1000
 MESSAGE_SIZE = 300
@@ -222,36 +222,6 @@ def _credential(auth: str) -> tuple[str, str]:
             token)
 
 
-class DroppingWriter:
-    """An upstream's writer that keeps nothing, never congested."""
-
-    congested = False
-
-    def write(self, data: bytes) -> None:
-        pass
-
-
-def _gateway(tmp_path: Any, settings: str = "") -> tuple[Any, Any]:
-    """A gateway in process with two upstreams that look ready (so that names are
-    prefixed as in tools_call(), "docs__search"); what it writes to "docs" is dropped.
-    ``settings``: more config (TOML) before the upstreams."""
-    from mcpfast.config import load
-    from mcpfast.gateway.gateway import Gateway
-
-    config_path = tmp_path / "bench.toml"
-    config_path.write_text(settings + '[upstreams.docs]\ncommand = ["python", "-c", "pass"]\n\n'
-                           '[upstreams.other]\ncommand = ["python", "-c", "pass"]\n')
-    gateway = Gateway(load(str(config_path)))
-    upstream = gateway.upstreams["docs"]
-    upstream.connection.writer = DroppingWriter()  # type: ignore[assignment]
-    upstream.ready, upstream.state, upstream.era = True, "ready", "legacy"
-    upstream.capabilities = {"tools": {}}
-    upstream.catalog = {"tools": [{"name": "search", "inputSchema": {"type": "object"}}],
-                        "prompts": [], "resources": [], "resourceTemplates": []}
-    gateway.router.rebuild()
-    return gateway, upstream
-
-
 @pytest.mark.benchmark(group="Gateway round trip, 300 B tools/call with a progress token, "
                              "routed by prefix")
 @pytest.mark.parametrize("implementation", [mcpfast_ext.IMPLEMENTATION])
@@ -264,7 +234,7 @@ def test_gateway_round_trip(benchmark: Any, tmp_path: Any, implementation: str) 
     import asyncio
 
 
-    gateway, upstream = _gateway(tmp_path)
+    gateway, upstream = gateway_in_process(tmp_path)
     to_client: list[bytes] = []
     session = gateway.open_session("unix", "bench", to_client.append, lambda c, r: None)
     gateway.handle(session, json.dumps({
@@ -304,7 +274,7 @@ def test_http_round_trip(benchmark: Any, tmp_path: Any, implementation: str,
 
     settings, credential = _credential(auth) if auth != "none" else ("", "")
     authorization = f"Authorization: Bearer {credential}\r\n" if credential else ""
-    gateway, upstream = _gateway(tmp_path, settings)
+    gateway, upstream = gateway_in_process(tmp_path, settings)
     answer = tools_result(request_id=999_999_999)
     head, tail = answer.split(b"999999999", 1)
 

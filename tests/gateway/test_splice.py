@@ -12,7 +12,7 @@ import pytest
 from msgspec import UNSET
 
 import mcpfast_ext
-from bench.micro.test_micro import _gateway, tools_call, tools_result
+from bench.micro.fakes import gateway_in_process
 from mcpfast.gateway import relay
 
 
@@ -25,15 +25,20 @@ def test_a_response_is_spliced_only_when_compiled_and_laid_out_plainly(
                         lambda env: encoded.append(env) or reencode(env))
 
     async def main() -> tuple[list[bytes], bytes]:
-        gateway, upstream = _gateway(tmp_path)
+        gateway, upstream = gateway_in_process(tmp_path)
         to_client: list[bytes] = []
         session = gateway.open_session("unix", "test", to_client.append, lambda c, r: None)
         gateway.handle(session, json.dumps({
             "jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
                 "protocolVersion": "2025-11-25", "capabilities": {},
                 "clientInfo": {"name": "test", "version": "0"}}}).encode())
-        gateway.handle(session, tools_call(request_id=42))
-        answer = tools_result(request_id=upstream.connection._next_id)
+        gateway.handle(session, json.dumps({
+            "jsonrpc": "2.0", "id": 42, "method": "tools/call",
+            "params": {"name": "docs__search", "arguments": {"q": "x" * 200}}}).encode())
+        answer = json.dumps({
+            "jsonrpc": "2.0", "id": upstream.connection._next_id,
+            "result": {"content": [{"type": "text", "text": "y" * 200}], "isError": False}},
+            separators=(",", ":")).encode()
         if layout == "spaced":
             answer = answer.replace(b'"result":', b'"result": ')
         upstream.on_message(answer)
