@@ -55,6 +55,19 @@ cdef inline str _lowered(const unsigned char* p, Py_ssize_t start, Py_ssize_t en
     return key
 
 
+cdef inline object _index(dict index, object repeated, str lowered, str text):
+    """One header into the request's index, a repeated one joined with ", " (as
+    ``http_types._index``); returns the set of repeated names, made at the first."""
+    if lowered in index:
+        index[lowered] = f"{index[lowered]}, {text}"
+        if repeated is None:
+            repeated = set()
+        repeated.add(lowered)
+    else:
+        index[lowered] = text
+    return repeated
+
+
 cdef class HttpRequestReader:
     """Feed bytes; collect complete requests (see the twin)."""
 
@@ -216,13 +229,7 @@ cdef class HttpRequestReader:
                     or (lowered == "connection" and text.lower() != "keep-alive"):
                 return -1  # llhttp reads Proxy-Connection as Connection
             headers.append((key, text))
-            if lowered in index:
-                index[lowered] = f"{index[lowered]}, {text}"
-                if repeated is None:
-                    repeated = set()
-                repeated.add(lowered)
-            else:
-                index[lowered] = text
+            repeated = _index(index, repeated, lowered, text)
         if length > self._max_body or n - i < length:
             return -1
         end = i + length
@@ -266,14 +273,7 @@ cdef class HttpRequestReader:
         key = name.decode("latin-1")
         text = value.decode("latin-1")
         self._headers.append((key, text))
-        lowered = key.lower()
-        if lowered in index:
-            index[lowered] = f"{index[lowered]}, {text}"
-            if self._repeated is None:
-                self._repeated = set()
-            self._repeated.add(lowered)
-        else:
-            index[lowered] = text
+        self._repeated = _index(index, self._repeated, key.lower(), text)
 
     def on_headers_complete(self):
         self.phase = _BODY

@@ -393,6 +393,16 @@ def test_a_modern_upstream_posts_without_tasks_and_a_cancel_closes_the_stream() 
     run(main())
 
 
+
+def not_a_call(message: dict[str, Any]) -> web.Response:
+    """The test servers' answer to a request other than tools/call: initialize gets a
+    session, anything else an empty result."""
+    if message["method"] == "initialize":
+        return web.json_response({"jsonrpc": "2.0", "id": message["id"], "result": {
+            "protocolVersion": "2025-06-18", "capabilities": {"tools": {}},
+            "serverInfo": {"name": "here"}}}, headers={"Mcp-Session-Id": "s"})
+    return web.json_response({"jsonrpc": "2.0", "id": message["id"], "result": {}})
+
 def test_a_stream_cut_inside_the_response_is_resumed_from_the_last_whole_event() -> None:
     """Against a legacy server written here (aiohttp.web) whose POST stream drops in the
     middle of the response's event, after its ``id`` line: the upstream resumes with the
@@ -408,12 +418,8 @@ def test_a_stream_cut_inside_the_response_is_resumed_from_the_last_whole_event()
         message = await request.json()
         if "id" not in message:
             return web.Response(status=202)
-        if message["method"] == "initialize":
-            return web.json_response({"jsonrpc": "2.0", "id": message["id"], "result": {
-                "protocolVersion": "2025-06-18", "capabilities": {"tools": {}},
-                "serverInfo": {"name": "here"}}}, headers={"Mcp-Session-Id": "s"})
         if message["method"] != "tools/call":
-            return web.json_response({"jsonrpc": "2.0", "id": message["id"], "result": {}})
+            return not_a_call(message)
         stream = f"r{message['id']}"
         answer = json.dumps({"jsonrpc": "2.0", "id": message["id"], "result": {
             "content": [{"type": "text", "text": "x" * 5000}]}}).encode()
@@ -515,12 +521,8 @@ def test_a_cancelled_legacy_call_gives_its_connection_back() -> None:
             if message.get("method") == "notifications/cancelled":
                 cancels.append(message["params"]["requestId"])
             return web.Response(status=202)
-        if message["method"] == "initialize":
-            return web.json_response({"jsonrpc": "2.0", "id": message["id"], "result": {
-                "protocolVersion": "2025-06-18", "capabilities": {"tools": {}},
-                "serverInfo": {"name": "here"}}}, headers={"Mcp-Session-Id": "s"})
         if message["method"] != "tools/call":
-            return web.json_response({"jsonrpc": "2.0", "id": message["id"], "result": {}})
+            return not_a_call(message)
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await response.prepare(request)
         try:
