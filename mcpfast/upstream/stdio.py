@@ -31,8 +31,17 @@ from ..config import Interpolated, UpstreamConfig
 from ..protocol.ndjson import OVERSIZED, LineFramer
 from ..transport.writer import UPSTREAM_HIGH_WATER, CoalescingWriter
 from .base import CallT, Upstream, UpstreamError, UpstreamEvents, deliver_lines
+from .process import ChildProcess
 
 STDERR_LINE_LIMIT = 8192
+STDOUT_EXIT_GRACE = 2.0
+"""Seconds a process on its way out (its stdout closed by its exit) has to be seen to
+exit before the connection ends without its exit code."""
+UNKNOWN_GRACE = 0.1
+"""The same, where it cannot be told whether the process is on its way out (no /proc)."""
+EXIT_STDOUT_GRACE = 0.25
+"""Seconds the stdout of a process that has exited has to end (what is left in the pipe
+is read first) before the connection ends: a child of the process may hold it open."""
 INHERITED_ENV = ("PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "LANGUAGE", "LC_*",
                  "TZ", "TMPDIR", "TEMP", "TMP", "TERM", "COLORTERM", "XDG_RUNTIME_DIR",
                  "XDG_CONFIG_HOME", "XDG_CACHE_HOME", "XDG_DATA_HOME", "SSL_CERT_FILE",
@@ -192,7 +201,7 @@ def reap_exited_orphans(running: Collection[int | None]) -> list[int]:
     return [pid for pid, state in _children(running).items() if state == "Z" and _waited(pid)]
 
 
-class _PipeProtocol(asyncio.SubprocessProtocol):
+class _PipeProtocol:
     def __init__(self, upstream: StdioUpstream[Any]) -> None:
         self.upstream = upstream
         self.stdout = LineFramer(upstream.config.max_message_bytes)
@@ -200,16 +209,24 @@ class _PipeProtocol(asyncio.SubprocessProtocol):
         loop = asyncio.get_running_loop()
         self.exited: asyncio.Future[int] = loop.create_future()
         self.ended: asyncio.Future[None] = loop.create_future()
-        """Done when the process exits or closes its stdout: either way nothing more
-        can be answered, so the connection is over (a server that closed its stdout and
-        runs on would otherwise leave every request to time out, for ever)."""
+        """Done when the process has exited and its stdout has ended: then nothing more
+        can be answered, and what it wrote before it exited has been read. Either alone
+        ends it after a grace: a process that closed its stdout and runs on would leave
+        every request to time out, for ever; one whose stdout a child of its own keeps
+        open has still exited."""
         self.stdout_closed = False
+        self._grace: asyncio.TimerHandle | None = None
+        self.process: ChildProcess
 
     def pipe_connection_lost(self, fd: int, exc: Exception | None) -> None:
         if fd == 1:
             self.stdout_closed = True
-            if not self.ended.done():
-                self.ended.set_result(None)
+            # A process that exits closes its stdout a moment before its exit is seen:
+            # wait that moment, so that the exit code is what is reported. One that
+            # closed it and runs on is over now.
+            exiting = True if self.exited.done() else self.process.exiting()
+            self._end_after(0 if self.exited.done() or exiting is False else
+                            STDOUT_EXIT_GRACE if exiting else UNKNOWN_GRACE)
 
     def pipe_data_received(self, fd: int, data: bytes) -> None:
         upstream = self.upstream
@@ -224,6 +241,17 @@ class _PipeProtocol(asyncio.SubprocessProtocol):
     def process_exited(self) -> None:
         if not self.exited.done():
             self.exited.set_result(0)
+        self._end_after(0 if self.stdout_closed else EXIT_STDOUT_GRACE)
+
+    def _end_after(self, delay: float) -> None:
+        if delay == 0:
+            if self._grace is not None:
+                self._grace.cancel()
+            self._end()
+        elif self._grace is None:
+            self._grace = asyncio.get_running_loop().call_later(delay, self._end)
+
+    def _end(self) -> None:
         if not self.ended.done():
             self.ended.set_result(None)
 
@@ -240,13 +268,13 @@ class StdioUpstream(Upstream[CallT]):
         self.stderr_log = self.log.getChild("stderr")
         self.pid: int | None = None
         self.returncode: int | None = None
-        self._transport: asyncio.SubprocessTransport | None = None
+        self._process: ChildProcess | None = None
         self._protocol: _PipeProtocol | None = None
         self.connection.delimiter = b"\n"
         self.shown_command = shown_command(self.name, self.config, interpolated)
 
     async def connect(self) -> asyncio.Future[Any]:
-        """Start the process; the future is done when it exits or closes its stdout."""
+        """Start the process; the future is done when it has ended (``_PipeProtocol.ended``)."""
         env, withheld = upstream_environment(
             self.config, self.interpolated.names, os.environ)
         if withheld and self.starts == 0:
@@ -257,66 +285,47 @@ class StdioUpstream(Upstream[CallT]):
                                    env)
         except CannotStartError as exc:
             raise UpstreamError(-32000, str(exc)) from None
-        loop = asyncio.get_running_loop()
+        protocol = _PipeProtocol(self)
         try:
-            transport, protocol = await loop.subprocess_exec(
-                lambda: _PipeProtocol(self), *argv,
-                stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE, cwd=self.config.cwd, env=env,
-                start_new_session=True)
+            process = ChildProcess(argv, protocol, cwd=self.config.cwd, env=env)
         except OSError as exc:
             # The OS message would name the resolved path, which may be a secret.
             raise UpstreamError(-32000, f"cannot start {self.shown_command[0]!r}: "
                                 f"{exc.strerror or type(exc).__name__}") from None
-        self._transport = transport
+        # Known before the first await: the gateway's collection of exited children
+        # leaves alone the upstreams' own.
+        protocol.process = process
+        self.pid = process.pid
+        await process.connect()
+        self._process = process
         self._protocol = protocol
-        stdin = transport.get_pipe_transport(0)
-        assert stdin is not None
-        self.connection.writer = CoalescingWriter(stdin, loop,  # type: ignore[arg-type]
+        assert process.stdin is not None
+        self.connection.writer = CoalescingWriter(process.stdin, asyncio.get_running_loop(),
                                                   high_water=UPSTREAM_HIGH_WATER,
                                                   on_congested=self.congested)
-        self.pid = transport.get_pid()
         self.starts += 1
         self.log.info("started pid %d: %s", self.pid, " ".join(self.shown_command))
         return protocol.ended
 
     def ended_because(self) -> str:
-        code = self._transport.get_returncode() if self._transport is not None else \
-            self.returncode
-        if code is None and self._protocol is not None and self._protocol.stdout_closed:
-            code = self._exit_code()
-            if code is None:
-                return "the process closed its stdout"
+        process = self._process
+        if process is not None and not process.exited:
+            return "the process closed its stdout"
+        code = process.returncode if process is not None else self.returncode
         return f"process exited with code {code}"
-
-    def _exit_code(self) -> int | None:
-        """The code of a process that has exited but is not reaped yet (its stdout's
-        end is most often read first), as the event loop will report it; None while it
-        runs. Peeked at (WNOWAIT): the event loop's child watcher still reaps it."""
-        if self.pid is None:
-            return None
-        try:
-            info = os.waitid(os.P_PID, self.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
-        except ChildProcessError:
-            return None
-        if info is None:
-            return None
-        killed = info.si_code in (os.CLD_KILLED, os.CLD_DUMPED)
-        return -info.si_status if killed else info.si_status
 
     async def disconnect(self) -> None:
         """Stop the process if it still runs, and always clear its whole process group."""
-        transport, protocol = self._transport, self._protocol
-        if transport is None or protocol is None:
+        process, protocol = self._process, self._protocol
+        if process is None or protocol is None:
             return
         # Cleared first so that a second caller (stop() racing the supervisor) is a no-op.
-        self._transport = None
+        self._process = None
         self._protocol = None
         self.connection.writer = None
-        if transport.get_returncode() is None:
-            stdin = transport.get_pipe_transport(0)
-            if stdin is not None:
-                stdin.close()
+        if not process.exited:
+            if process.stdin is not None:
+                process.stdin.close()
             if not await self._wait_exit(protocol, self.config.stop_timeout):
                 self._signal_group(signal.SIGTERM)
                 if not await self._wait_exit(protocol, self.config.stop_timeout):
@@ -324,9 +333,9 @@ class StdioUpstream(Upstream[CallT]):
                     await self._wait_exit(protocol, self.config.stop_timeout)
         # Children the server left behind share its group; they die with it.
         self._signal_group(signal.SIGKILL)
-        self.returncode = transport.get_returncode()
+        self.returncode = process.returncode
         self.log.info("pid %s ended with code %s", self.pid, self.returncode)
-        transport.close()
+        process.close()
 
     @staticmethod
     async def _wait_exit(protocol: _PipeProtocol, timeout: float) -> bool:
@@ -346,6 +355,6 @@ class StdioUpstream(Upstream[CallT]):
 
     def describe(self) -> dict[str, Any]:
         info = super().describe()
-        info.update({"pid": self.pid if self._transport is not None else None,
+        info.update({"pid": self.pid if self._process is not None else None,
                      "command": self.shown_command})
         return info

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -13,13 +14,17 @@ from typing import Any
 import pytest
 
 from mcpfast.config import parse
+from mcpfast.upstream.process import PF_EXITING, process_exiting, stat_says_exiting
 
 from ..conftest import SDK_SERVER, GatewayProcess, wait_until
 
 # Records its environment and argv in the file named by its first argument, then becomes
 # the SDK test server: a real upstream that reports what it was started with.
 REPORTER = ("import json, os, sys; "
-            "json.dump({'env': dict(os.environ), 'argv': sys.argv}, open(sys.argv[1], 'w')); "
+            "fds = [fd for fd in os.listdir('/proc/self/fd') "
+            "if os.path.exists('/proc/self/fd/' + fd)]; "
+            "json.dump({'env': dict(os.environ), 'argv': sys.argv, 'fds': fds}, "
+            "open(sys.argv[1], 'w')); "
             f"os.execv(sys.executable, [sys.executable, {SDK_SERVER!r}])")
 SECRET = "s3cret-value-that-must-not-leak"
 SESSION_SECRET = "session-secret-0123456789abcdef"
@@ -78,6 +83,9 @@ def test_upstreams_inherit_an_allow_list_and_never_the_gateways_secrets(
     # inherit_env = false: nothing but a default PATH and env.
     assert set(none) - {"PATH", "ONLY", "PWD", "SHLVL", "_", "LC_CTYPE"} == set()
     assert none["ONLY"] == "this"
+    # Nor any descriptor but its stdin, stdout and stderr: not the gateway's, not its
+    # pipes a second time (which would keep its stdout open after it closed fd 1).
+    assert sorted(reported(out["allow"])["fds"]) == ["0", "1", "2"]
 
 
 def test_upstream_environment_rules() -> None:
@@ -150,3 +158,22 @@ def alive(pid: int) -> bool:
     except (OSError, IndexError):
         return False
     return state != "Z"
+
+
+def test_a_process_on_its_way_out_is_told_from_one_that_runs() -> None:
+    # Its stdout closes before its exit is seen: on its way out (PF_EXITING) the gateway
+    # waits for the exit code; running on, the connection ends at once.
+    running = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    exited = subprocess.Popen([sys.executable, "-c", "import sys; sys.exit(3)"])
+    try:
+        assert process_exiting(running.pid) is False
+        wait_until(lambda: process_exiting(exited.pid) is True)  # a zombie, not reaped
+        assert exited.poll() == 3
+    finally:
+        running.kill()
+        running.wait()
+    line = b"42 (odd) name) R 1 42 42 0 -1 %d 0 0" % (0x400000 | PF_EXITING)
+    assert stat_says_exiting(line) is True
+    assert stat_says_exiting(line.replace(b"%d" % (0x400000 | PF_EXITING),
+                                          b"%d" % 0x400000)) is False
+    assert process_exiting(2 ** 22 + 1) is None  # past pid_max: no such process

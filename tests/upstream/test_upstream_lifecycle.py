@@ -127,3 +127,58 @@ def test_restart_backoff_doubles_up_to_its_maximum(gateway_factory: Any) -> None
     wait_until(lambda: len(delays()) >= 5, 15)
     assert delays()[:5] == ["0.1 s", "0.2 s", "0.4 s", "0.4 s", "0.4 s"]
     assert "process exited with code 5" in gw.log()
+
+
+def test_closing_stdout_and_running_on_ends_the_connection(gateway_factory: Any) -> None:
+    # Nothing more can be answered: the connection ends, the process is stopped and the
+    # reason names the pipe, not a time-out.
+    script = "import os, time; os.close(1); time.sleep(300)"
+    gw: GatewayProcess = gateway_factory(
+        {"mute": {"command": [sys.executable, "-c", script],
+                  "init_timeout": 60.0, "restart_backoff": 30.0, "stop_timeout": 0.5}},
+        start=False)
+    gw.start(wait_ready=False)
+    wait_until(lambda: gw.admin_get("/status", starting=True)[0] == 200
+               and gw.upstream("mute")["last_error"] is not None, 20)
+    assert gw.upstream("mute")["last_error"] == \
+        "the process closed its stdout during initialization"
+
+
+# Answers the handshake and lists one tool; answers the first call to it, then exits at
+# once (an answer and the exit reach the gateway together).
+LAST_WORDS = """
+import json, sys
+for line in sys.stdin:
+    msg = json.loads(line)
+    if "id" not in msg:
+        continue
+    method, reply = msg["method"], None
+    if method == "initialize":
+        reply = {"protocolVersion": msg["params"]["protocolVersion"], "capabilities":
+                 {"tools": {}}, "serverInfo": {"name": "last", "version": "1"}}
+    elif method == "tools/list":
+        reply = {"tools": [{"name": "last", "inputSchema": {"type": "object"}}]}
+    elif method == "tools/call":
+        reply = {"content": [{"type": "text", "text": "goodbye"}]}
+    sys.stdout.write(json.dumps({"jsonrpc": "2.0", "id": msg["id"], "result": reply or {}})
+                     + "\\n")
+    sys.stdout.flush()
+    if method == "tools/call":
+        sys.exit(0)
+"""
+
+
+def test_an_answer_written_just_before_the_exit_is_delivered(gateway_factory: Any) -> None:
+    gw: GatewayProcess = gateway_factory({"last": {
+        "command": [sys.executable, "-c", LAST_WORDS], "restart_backoff": 0.2}})
+
+    async def body() -> None:
+        async with ws_client(gw.ws_url) as c:
+            await c.initialize()
+            for start in range(1, 4):
+                wait_until(lambda: gw.upstream("last")["ready"]
+                           and gw.upstream("last")["starts"] == start)  # noqa: B023
+                answer = await c.call_tool("last")
+                assert answer.get("result", {}).get("content") == \
+                    [{"type": "text", "text": "goodbye"}], answer
+    run(body())
