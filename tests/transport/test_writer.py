@@ -68,12 +68,13 @@ def test_a_batch_inside_another_restores_it() -> None:
 
 
 def test_an_upstreams_read_reaches_the_clients_before_the_loop_turns() -> None:
-    """The stdio, WebSocket and unix upstreams deliver each read in a batch: the answers
+    """The stdio, unix and WebSocket upstreams deliver each read in a batch: the answers
     it carries are written to their clients when the read ends."""
     from types import SimpleNamespace
 
     from mcpfast.upstream.stdio import _PipeProtocol
     from mcpfast.upstream.unix import _LineProtocol
+    from mcpfast.upstream.websocket import _WebSocketProtocol
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
@@ -85,6 +86,10 @@ def test_an_upstreams_read_reaches_the_clients_before_the_loop_turns() -> None:
         assert socket.written == [b"onetwo"]
         _LineProtocol(upstream).data_received(b"three\n")  # type: ignore[arg-type]
         assert socket.written == [b"onetwo", b"three"]
+        ws = _WebSocketProtocol(upstream)  # type: ignore[arg-type]
+        ws.handshaking = False  # two text frames from the server, unmasked, in one read
+        ws.data_received(b"\x81\x04four\x81\x04five")
+        assert socket.written == [b"onetwo", b"three", b"fourfive"]
     asyncio.run(main())
 
 
