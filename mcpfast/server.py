@@ -100,6 +100,9 @@ async def serve(config: Config, reread: Callable[[], Config] | None = None,
         loop.add_signal_handler(sig, stop.set)
     subreaper = become_subreaper()
     tune_collector()
+    if signal.getsignal(signal.SIGCHLD) == signal.SIG_IGN:
+        # Inherited: the kernel would collect every upstream's exit, and its code with it.
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     gateway = Gateway(config)
     reloader: Callable[[], list[str]] | None = None
     if reread is not None:

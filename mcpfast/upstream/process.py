@@ -1,5 +1,5 @@
-"""ChildProcess: a started upstream process, its three pipes as event-loop transports,
-and its exit, watched through a pidfd.
+"""ChildProcess: a started upstream process, its pipes, and its exit, watched through a
+pidfd.
 
 Not the event loop's ``subprocess_exec``: uvloop's gives the child its ends of the pipes
 twice, as 0-2 and again as inheritable descriptors past 2. The child then never closes
@@ -7,8 +7,10 @@ its stdout for good, so a server that closes it and runs on is never seen to, an
 server starts with descriptors it did not ask for. ``subprocess.Popen`` closes every
 descriptor past 2 (``close_fds``) and reports a failed ``exec`` at once.
 
-The events reach a ``PipeEvents`` in the order the loop sees them; a process's exit and
-the end of its stdout come in either order.
+Its pipes are read and written here (``loop.add_reader``, ``add_writer``), so that this
+class alone owns and closes their descriptors, whatever the loop. The events reach a
+``PipeEvents`` in the order the loop sees them; a process's exit and the end of its
+stdout come in either order.
 """
 
 from __future__ import annotations
@@ -18,12 +20,18 @@ import os
 import signal
 import subprocess
 from collections.abc import Mapping, Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 PF_EXITING = 0x4  # <linux/sched.h>, in /proc/PID/stat's flags
 EXIT_POLL = 0.05
-"""Seconds between checks for the exit where there is no pidfd (not Linux, or before
-Linux 5.3)."""
+"""Seconds between checks for the exit where there is no pidfd (not Linux, before Linux
+5.3), or where the pidfd says it has exited but it cannot be collected yet (a tracer
+holds it)."""
+READ_SIZE = 256 * 1024
+"""Bytes read from a pipe at once (the kernel's pipe buffer is 64 KiB by default)."""
+WATCHED: set[int] = set()
+"""The pids whose exit a ChildProcess collects: the gateway's sweep of exited orphans
+leaves them alone (``stdio.reap_exited_orphans``)."""
 
 
 def process_exiting(pid: int) -> bool | None:
@@ -48,18 +56,65 @@ class PipeEvents(Protocol):
     def process_exited(self) -> None: ...
 
 
-class _Pipe(asyncio.Protocol):
-    """One pipe's transport events, passed on with the pipe's descriptor number."""
+class PipeWriter:
+    """The process's stdin, as much of a write transport as ``CoalescingWriter`` uses:
+    written at once while the pipe takes it, the rest buffered and written as it drains."""
 
-    def __init__(self, events: PipeEvents, fd: int) -> None:
-        self.events = events
+    def __init__(self, fd: int, events: PipeEvents, loop: asyncio.AbstractEventLoop) -> None:
         self.fd = fd
+        self.events = events
+        self.loop = loop
+        self.buffer = bytearray()
+        self.closing = False
 
-    def data_received(self, data: bytes) -> None:
-        self.events.pipe_data_received(self.fd, data)
+    def is_closing(self) -> bool:
+        return self.closing
 
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.events.pipe_connection_lost(self.fd, exc)
+    def get_write_buffer_size(self) -> int:
+        return len(self.buffer)
+
+    def write(self, data: bytes) -> None:
+        if self.closing or not data:
+            return
+        if self.buffer:
+            self.buffer += data
+            return
+        try:
+            sent = os.write(self.fd, data)
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        except OSError as exc:
+            self._lost(exc)
+            return
+        if sent < len(data):
+            self.buffer += data[sent:]
+            self.loop.add_writer(self.fd, self._drain)
+
+    def _drain(self) -> None:
+        try:
+            sent = os.write(self.fd, self.buffer)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            self._lost(exc)
+            return
+        del self.buffer[:sent]
+        if not self.buffer:
+            self.loop.remove_writer(self.fd)
+
+    def _lost(self, exc: Exception | None) -> None:
+        self.close()
+        self.events.pipe_connection_lost(0, exc)
+
+    def close(self) -> None:
+        """Close the pipe now; what is still buffered is dropped (the server is being
+        stopped, or has stopped reading for good)."""
+        if self.closing:
+            return
+        self.closing = True
+        self.buffer.clear()
+        self.loop.remove_writer(self.fd)
+        os.close(self.fd)
 
 
 class ChildProcess:
@@ -73,62 +128,92 @@ class ChildProcess:
             argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             cwd=cwd, env=env, start_new_session=True, close_fds=True, bufsize=0)
         self.pid = self.popen.pid
+        WATCHED.add(self.pid)
         self.events = events
         self.returncode: int | None = None
         self.exited = False
         """True once the process has exited and been collected (its code may be
         unknown: None, if something else collected it)."""
-        self.stdin: asyncio.WriteTransport | None = None
-        self._pipes: list[asyncio.BaseTransport] = []
+        self.stdin: PipeWriter | None = None
+        self._reading: dict[int, int] = {}
+        """Pipe number (1, 2) → descriptor, while it is read."""
         self._pidfd = -1
         self._poll: asyncio.TimerHandle | None = None
+        self._loop = asyncio.get_running_loop()
 
-    async def connect(self) -> None:
-        """Watch for the exit and read the pipes; if that fails, the process is killed."""
-        try:
-            await self._connect()
-        except BaseException:
-            self.kill()
-            self.close()
-            raise
-
-    async def _connect(self) -> None:
-        loop = asyncio.get_running_loop()
+    def connect(self) -> None:
+        """Watch for the exit, read the stdout and stderr, and make the stdin's writer.
+        The descriptors are this object's own, not file objects' or a loop transport's
+        (uvloop closes a pipe transport's descriptor, then has its file object close it
+        again), and closed by ``close``."""
         popen = self.popen
         assert popen.stdin is not None and popen.stdout is not None
         assert popen.stderr is not None
-        self._watch_exit(loop)
-        stdin, _ = await loop.connect_write_pipe(lambda: _Pipe(self.events, 0), popen.stdin)
-        self._pipes.append(stdin)
-        self.stdin = stdin  # type: ignore[assignment]
-        for fd, pipe in ((1, popen.stdout), (2, popen.stderr)):
-            transport, _ = await loop.connect_read_pipe(
-                lambda fd=fd: _Pipe(self.events, fd), pipe)  # type: ignore[misc]
-            self._pipes.append(transport)
+        self._watch_exit()
+        for number, pipe in ((1, popen.stdout), (2, popen.stderr)):
+            fd = self._take(pipe)
+            self._reading[number] = fd
+            self._loop.add_reader(fd, self._read, number)
+        self.stdin = PipeWriter(self._take(popen.stdin), self.events, self._loop)
+
+    @staticmethod
+    def _take(pipe: Any) -> int:
+        """The pipe's descriptor, owned by this object from now on, non-blocking."""
+        fd = os.dup(pipe.fileno())
+        pipe.close()
+        os.set_blocking(fd, False)
+        return fd
 
     def exiting(self) -> bool | None:
         """Whether it has exited or is on its way out; None where that cannot be told."""
         return True if self.exited else process_exiting(self.pid)
 
-    def _watch_exit(self, loop: asyncio.AbstractEventLoop) -> None:
+    def _read(self, number: int) -> None:
+        fd = self._reading.get(number)
+        if fd is None:
+            return
+        try:
+            data = os.read(fd, READ_SIZE)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            self._stop_reading(number)
+            self.events.pipe_connection_lost(number, exc)
+            return
+        if data:
+            self.events.pipe_data_received(number, data)
+        else:
+            self._stop_reading(number)
+            self.events.pipe_connection_lost(number, None)
+
+    def _stop_reading(self, number: int) -> None:
+        fd = self._reading.pop(number, None)
+        if fd is not None:
+            self._loop.remove_reader(fd)
+            os.close(fd)
+
+    def _watch_exit(self) -> None:
         try:
             self._pidfd = os.pidfd_open(self.pid)
         except (AttributeError, OSError):
-            self._poll = loop.call_later(EXIT_POLL, self._check_exit)
+            self._poll = self._loop.call_later(EXIT_POLL, self._check_exit)
             return
-        loop.add_reader(self._pidfd, self._check_exit)
+        self._loop.add_reader(self._pidfd, self._check_exit)
 
     def _check_exit(self) -> None:
+        self._poll = None
         try:
             pid, status = os.waitpid(self.pid, os.WNOHANG)
         except ChildProcessError:
             pid, status = self.pid, -1
         if pid == 0:
-            if self._pidfd < 0:
-                self._poll = asyncio.get_running_loop().call_later(
-                    EXIT_POLL, self._check_exit)
+            # Not collectable yet: with no pidfd, look again soon; with one, it said the
+            # process had exited (a tracer holds it), and would say so in a busy loop.
+            self._stop_watching()
+            self._poll = self._loop.call_later(EXIT_POLL, self._check_exit)
             return
         self._stop_watching()
+        WATCHED.discard(self.pid)
         self.exited = True
         self.returncode = os.waitstatus_to_exitcode(status) if status >= 0 else None
         # Popen must not try to collect it again.
@@ -137,7 +222,7 @@ class ChildProcess:
 
     def _stop_watching(self) -> None:
         if self._pidfd >= 0:
-            asyncio.get_running_loop().remove_reader(self._pidfd)
+            self._loop.remove_reader(self._pidfd)
             os.close(self._pidfd)
             self._pidfd = -1
         if self._poll is not None:
@@ -145,15 +230,20 @@ class ChildProcess:
             self._poll = None
 
     def kill(self) -> None:
-        if not self.exited:
-            try:
+        if self.exited:
+            return
+        try:
+            if self._pidfd >= 0:
+                signal.pidfd_send_signal(self._pidfd, signal.SIGKILL)
+            else:
                 os.kill(self.pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
+        except (ProcessLookupError, PermissionError):
+            pass
 
     def close(self) -> None:
         """Close the pipes. A process that has not exited yet (the caller has signalled
         it) is still watched, so that its exit is collected when it comes."""
-        for pipe in self._pipes:
-            pipe.close()
-        self._pipes.clear()
+        if self.stdin is not None:
+            self.stdin.close()
+        for number in list(self._reading):
+            self._stop_reading(number)

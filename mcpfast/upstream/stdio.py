@@ -31,7 +31,7 @@ from ..config import Interpolated, UpstreamConfig
 from ..protocol.ndjson import OVERSIZED, LineFramer
 from ..transport.writer import UPSTREAM_HIGH_WATER, CoalescingWriter
 from .base import CallT, Upstream, UpstreamError, UpstreamEvents, deliver_lines
-from .process import ChildProcess
+from .process import WATCHED, ChildProcess
 
 STDERR_LINE_LIMIT = 8192
 STDOUT_EXIT_GRACE = 2.0
@@ -197,8 +197,10 @@ async def reap_orphans(grace: float = 1.0, keep: Collection[int] = ()) -> list[i
 
 def reap_exited_orphans(running: Collection[int | None]) -> list[int]:
     """Collect orphans that have already exited (zombies), leaving alone the upstream
-    processes in ``running``, whose exit the event loop collects itself."""
-    return [pid for pid, state in _children(running).items() if state == "Z" and _waited(pid)]
+    processes in ``running`` and those a ChildProcess watches, which collect their
+    own exit."""
+    return [pid for pid, state in _children({*running, *WATCHED}).items()
+            if state == "Z" and _waited(pid)]
 
 
 class _PipeProtocol:
@@ -269,6 +271,7 @@ class StdioUpstream(Upstream[CallT]):
         self.pid: int | None = None
         self.returncode: int | None = None
         self._process: ChildProcess | None = None
+        self._started: ChildProcess | None = None
         self._protocol: _PipeProtocol | None = None
         self.connection.delimiter = b"\n"
         self.shown_command = shown_command(self.name, self.config, interpolated)
@@ -296,8 +299,13 @@ class StdioUpstream(Upstream[CallT]):
         # leaves alone the upstreams' own.
         protocol.process = process
         self.pid = process.pid
-        await process.connect()
-        self._process = process
+        try:
+            process.connect()
+        except BaseException:
+            process.kill()
+            process.close()
+            raise
+        self._process = self._started = process
         self._protocol = protocol
         assert process.stdin is not None
         self.connection.writer = CoalescingWriter(process.stdin, asyncio.get_running_loop(),
@@ -308,11 +316,14 @@ class StdioUpstream(Upstream[CallT]):
         return protocol.ended
 
     def ended_because(self) -> str:
-        process = self._process
-        if process is not None and not process.exited:
+        # The last process started, even once ``disconnect`` has let it go: a stop
+        # clears ``_process`` before the process has ended.
+        process = self._started
+        if process is None:
+            return f"process exited with code {self.returncode}"
+        if not process.exited:
             return "the process closed its stdout"
-        code = process.returncode if process is not None else self.returncode
-        return f"process exited with code {code}"
+        return f"process exited with code {process.returncode}"
 
     async def disconnect(self) -> None:
         """Stop the process if it still runs, and always clear its whole process group."""

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -14,7 +13,6 @@ from typing import Any
 import pytest
 
 from mcpfast.config import parse
-from mcpfast.upstream.process import PF_EXITING, process_exiting, stat_says_exiting
 
 from ..conftest import SDK_SERVER, GatewayProcess, wait_until
 
@@ -159,21 +157,3 @@ def alive(pid: int) -> bool:
         return False
     return state != "Z"
 
-
-def test_a_process_on_its_way_out_is_told_from_one_that_runs() -> None:
-    # Its stdout closes before its exit is seen: on its way out (PF_EXITING) the gateway
-    # waits for the exit code; running on, the connection ends at once.
-    running = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
-    exited = subprocess.Popen([sys.executable, "-c", "import sys; sys.exit(3)"])
-    try:
-        assert process_exiting(running.pid) is False
-        wait_until(lambda: process_exiting(exited.pid) is True)  # a zombie, not reaped
-        assert exited.poll() == 3
-    finally:
-        running.kill()
-        running.wait()
-    line = b"42 (odd) name) R 1 42 42 0 -1 %d 0 0" % (0x400000 | PF_EXITING)
-    assert stat_says_exiting(line) is True
-    assert stat_says_exiting(line.replace(b"%d" % (0x400000 | PF_EXITING),
-                                          b"%d" % 0x400000)) is False
-    assert process_exiting(2 ** 22 + 1) is None  # past pid_max: no such process

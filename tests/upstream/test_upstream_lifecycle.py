@@ -140,8 +140,10 @@ def test_closing_stdout_and_running_on_ends_the_connection(gateway_factory: Any)
     gw.start(wait_ready=False)
     wait_until(lambda: gw.admin_get("/status", starting=True)[0] == 200
                and gw.upstream("mute")["last_error"] is not None, 20)
-    assert gw.upstream("mute")["last_error"] == \
-        "the process closed its stdout during initialization"
+    status = gw.upstream("mute")
+    assert status["last_error"] == "the process closed its stdout during initialization"
+    # Stopped, not left running: the log names its end.
+    wait_until(lambda: "ended with code -15" in gw.log() or "ended with code -9" in gw.log())
 
 
 # Answers the handshake and lists one tool; answers the first call to it, then exits at

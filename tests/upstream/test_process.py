@@ -1,0 +1,141 @@
+"""ChildProcess (mcpfast/upstream/process.py): a stdio upstream's process, its pipes and
+its exit, owned by the gateway whatever the event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+import pytest
+import uvloop
+
+from mcpfast.upstream.process import (
+    PF_EXITING,
+    WATCHED,
+    ChildProcess,
+    PipeWriter,
+    process_exiting,
+    stat_says_exiting,
+)
+
+from ..conftest import run, wait_until
+
+
+class Events:
+    def __init__(self) -> None:
+        self.data: dict[int, bytes] = {1: b"", 2: b""}
+        self.lost: list[tuple[int, Exception | None]] = []
+        self.exited = asyncio.Event()
+
+    def pipe_data_received(self, fd: int, data: bytes) -> None:
+        self.data[fd] += data
+
+    def pipe_connection_lost(self, fd: int, exc: Exception | None) -> None:
+        self.lost.append((fd, exc))
+
+    def process_exited(self) -> None:
+        self.exited.set()
+
+
+@pytest.fixture(params=["asyncio", "uvloop"])
+def loop_run(request: pytest.FixtureRequest) -> Callable[..., None]:
+    """Runs a test's body on asyncio's loop and on uvloop's (the gateway's)."""
+    def runner(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        if request.param == "uvloop":
+            uvloop.run(asyncio.wait_for(main(), 60))
+        else:
+            run(main())
+    return runner
+
+
+async def until(predicate: object, timeout: float = 15.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not predicate():  # type: ignore[operator]
+            await asyncio.sleep(0.01)
+
+
+def test_a_process_is_spoken_to_and_collected(loop_run: Any) -> None:
+    script = ("import sys; line = sys.stdin.readline(); sys.stdout.write(line.upper()); "
+              "sys.stderr.write('note'); sys.exit(7)")
+
+    async def main() -> None:
+        events = Events()
+        child = ChildProcess([sys.executable, "-c", script], events, cwd=None,
+                             env=dict(os.environ))
+        assert child.pid in WATCHED
+        child.connect()
+        assert child.stdin is not None
+        child.stdin.write(b"hello\n")
+        await asyncio.wait_for(events.exited.wait(), 15)
+        await until(lambda: {fd for fd, _ in events.lost} >= {1, 2})
+        assert child.exited and child.returncode == 7 and child.pid not in WATCHED
+        assert events.data == {1: b"HELLO\n", 2: b"note"}
+        fds = [fd for fd in (*child._reading.values(), child.stdin.fd)]
+        child.close()
+        for fd in fds:  # every descriptor it held is closed, once
+            try:
+                os.fstat(fd)
+            except OSError:
+                continue
+            raise AssertionError(f"fd {fd} is still open")
+    loop_run(main)
+
+
+def test_the_stdin_writer_buffers_what_the_pipe_does_not_take(loop_run: Any) -> None:
+    async def main() -> None:
+        read_end, write_end = os.pipe()
+        os.set_blocking(write_end, False)
+        events = Events()
+        writer = PipeWriter(write_end, events, asyncio.get_running_loop())
+        chunk = b"x" * 200_000  # more than a pipe holds (64 KiB)
+        writer.write(chunk)
+        writer.write(b"end")
+        assert writer.get_write_buffer_size() > 0
+        got = bytearray()
+        os.set_blocking(read_end, False)
+        while len(got) < len(chunk) + 3:
+            try:
+                got += os.read(read_end, 65536)
+            except BlockingIOError:
+                await asyncio.sleep(0.001)
+        assert bytes(got) == chunk + b"end" and writer.get_write_buffer_size() == 0
+        # The reader gone: the next write finds the pipe broken, and says so once.
+        os.close(read_end)
+        writer.write(b"more")
+        assert writer.is_closing() and [fd for fd, _ in events.lost] == [0]
+        assert isinstance(events.lost[0][1], BrokenPipeError)
+        writer.write(b"ignored")
+        writer.close()
+        assert len(events.lost) == 1
+    loop_run(main)
+
+
+def test_a_process_that_cannot_start_raises_at_once() -> None:
+    try:
+        ChildProcess(["/nonexistent/server"], Events(), cwd=None, env={})
+    except FileNotFoundError:
+        return
+    raise AssertionError("no error")
+
+
+def test_a_process_on_its_way_out_is_told_from_one_that_runs() -> None:
+    # Its stdout closes before its exit is seen: on its way out (PF_EXITING) the gateway
+    # waits for the exit code; running on, the connection ends at once.
+    running = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    exited = subprocess.Popen([sys.executable, "-c", "import sys; sys.exit(3)"])
+    try:
+        assert process_exiting(running.pid) is False
+        wait_until(lambda: process_exiting(exited.pid) is True)  # a zombie, not reaped
+        assert exited.poll() == 3
+    finally:
+        running.kill()
+        running.wait()
+    line = b"42 (odd) name) R 1 42 42 0 -1 %d 0 0" % (0x400000 | PF_EXITING)
+    assert stat_says_exiting(line) is True
+    assert stat_says_exiting(line.replace(b"%d" % (0x400000 | PF_EXITING),
+                                          b"%d" % 0x400000)) is False
+    assert process_exiting(2 ** 22 + 1) is None  # past pid_max: no such process
