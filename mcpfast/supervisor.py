@@ -111,6 +111,10 @@ class Supervisor:
         """The operator's switches every worker took, by what they switch (an upstream,
         an endpoint, a tool) → the last path posted; replayed to a restarted worker."""
         self.stop = asyncio.Event()
+        self.children = asyncio.Lock()
+        """Held while a worker is started and while orphans are ended: a worker being
+        started is a child whose pid ``workers`` does not hold yet, which the ending of
+        another worker's orphans would take for one of them."""
         self.failed = 0
         """The exit status of a worker that could not start the first time."""
 
@@ -242,7 +246,8 @@ class Supervisor:
         while not self.stop.is_set():
             started = time.monotonic()
             try:
-                process = await self._spawn(worker)
+                async with self.children:
+                    process = await self._spawn(worker)
             except OSError as exc:
                 log.error("worker %d could not be started: %s", worker.index, exc)
                 self.failed = 1
@@ -266,8 +271,9 @@ class Supervisor:
             log.error("worker %d (pid %d) exited unasked with %s; starting it again in "
                       "%g s (restart %d)", worker.index, process.pid, _exit(code), backoff,
                       worker.restarts)
-            orphans = await reap_orphans(keep=[w.pid for w in self.workers
-                                               if w.pid is not None and w is not worker])
+            async with self.children:
+                orphans = await reap_orphans(keep=[w.pid for w in self.workers
+                                                   if w.pid is not None and w is not worker])
             if orphans:
                 log.info("ended %d upstream process(es) worker %d left behind: %s",
                          len(orphans), worker.index, " ".join(map(str, orphans)))
