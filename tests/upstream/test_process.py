@@ -139,3 +139,24 @@ def test_a_process_on_its_way_out_is_told_from_one_that_runs() -> None:
     assert stat_says_exiting(line.replace(b"%d" % (0x400000 | PF_EXITING),
                                           b"%d" % 0x400000)) is False
     assert process_exiting(2 ** 22 + 1) is None  # past pid_max: no such process
+
+
+def test_the_sweep_of_exited_orphans_leaves_a_watched_process_alone() -> None:
+    # The gateway's sweep (server._collect_zombies) knows only the upstreams' own pids; a
+    # per-session or replica process is known by WATCHED, or its exit code is lost.
+    from mcpfast.upstream.stdio import _children, reap_exited_orphans
+
+    async def main() -> None:
+        events = Events()
+        child = ChildProcess([sys.executable, "-c", "import sys; sys.exit(9)"], events,
+                             cwd=None, env=dict(os.environ))
+        child.connect()
+        wait_until(lambda: process_exiting(child.pid) is True)  # a zombie, not collected
+        # Only this test's child is offered: the suite's other children are not to be
+        # collected here.
+        others = [pid for pid in _children() if pid != child.pid]
+        assert child.pid not in reap_exited_orphans(others)
+        await asyncio.wait_for(events.exited.wait(), 15)
+        assert child.returncode == 9
+        child.close()
+    run(main())
