@@ -184,3 +184,17 @@ def test_an_answer_written_just_before_the_exit_is_delivered(gateway_factory: An
                 assert answer.get("result", {}).get("content") == \
                     [{"type": "text", "text": "goodbye"}], answer
     run(body())
+
+
+def test_an_inherited_ignored_sigchld_still_reports_exit_codes(gateway_factory: Any) -> None:
+    # Started with SIGCHLD ignored (some init systems and shells leave it so), the
+    # kernel would collect every child's exit and its code: the gateway resets it.
+    gw: GatewayProcess = gateway_factory(
+        {"broken": {"command": ["python", "-c", "import sys; sys.exit(5)"],
+                    "init_timeout": 5.0, "restart_backoff": 30.0}}, start=False)
+    gw.command = [sys.executable, "-c", "import os, signal, sys; "
+                  "signal.signal(signal.SIGCHLD, signal.SIG_IGN); "
+                  "os.execv(sys.executable, [sys.executable, '-m', 'mcpfast', *sys.argv[1:]])"]
+    gw.start(wait_ready=False)
+    wait_until(lambda: "is down" in gw.log(), 20)
+    assert "process exited with code 5" in gw.log(), gw.log()[-2000:]
