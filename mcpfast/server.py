@@ -171,7 +171,7 @@ async def serve(config: Config, reread: Callable[[], Config] | None = None,
             starting.result()
             background.append(loop.create_task(_log_when_ready(gateway), name="readiness"))
             if subreaper:
-                background.append(loop.create_task(_collect_zombies(gateway), name="zombies"))
+                background.append(loop.create_task(_collect_zombies(), name="zombies"))
         await stopping
         log.info("shutting down: draining for up to %g s", config.shutdown.drain_timeout)
         for listener in listeners:
@@ -204,6 +204,7 @@ def tune_collector() -> None:
     """Collect young garbage cycles less often (``GC_YOUNG_THRESHOLD``)."""
     _, middle, old = gc.get_threshold()
     gc.set_threshold(GC_YOUNG_THRESHOLD, middle, old)
+    log.debug("cyclic garbage collector thresholds: %s", gc.get_threshold())
 
 
 def _start_upstreams(gateway: Gateway, background: list[asyncio.Task[Any]]
@@ -325,14 +326,10 @@ async def _log_when_ready(gateway: Gateway) -> None:
     log.info("ready")
 
 
-async def _collect_zombies(gateway: Gateway) -> None:
+async def _collect_zombies() -> None:
     while True:
         await asyncio.sleep(ZOMBIE_SWEEP)
-        # A process being started is a child whose pid its upstream may not know yet:
-        # collecting it would steal its exit from the event loop.
-        if any(u.state == "starting" for u in gateway.upstreams.values()):
-            continue
-        reap_exited_orphans([getattr(u, "pid", None) for u in gateway.upstreams.values()])
+        reap_exited_orphans()
 
 
 async def _closed(server: asyncio.AbstractServer) -> None:

@@ -8,7 +8,7 @@ four; ``splice_response`` builds its answer with one allocation.
 """
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
-from libc.string cimport memcmp, memcpy
+from libc.string cimport memcmp, memcpy, strlen
 
 NEWLINE = 1
 NOT_ASCII = 2
@@ -65,7 +65,7 @@ def splice_response(bytes line not None, upstream_id, client_id, bint error,
     cdef char cl[24]
     cdef Py_ssize_t up_len, cl_len, n, end, tail_len
     cdef const char* member = _ERROR if error else _RESULT
-    cdef Py_ssize_t member_len = 8 if error else 9
+    cdef Py_ssize_t member_len = strlen(member)
     cdef long long cid
     cdef int negative = 0
     try:

@@ -22,9 +22,9 @@ BRACKETS_SHIFT = 2
 _U64 = 2**64 - 1
 _I64 = 2**63
 RESPONSE_HEAD = b'{"jsonrpc":"2.0","id":'
+"""How a response written by msgspec, the Python SDK, and most servers begins."""
 _RESULT = b'"result":'
 _ERROR = b'"error":'
-"""How a response written by msgspec, the Python SDK, and most servers begins."""
 
 
 def survey(data: bytes) -> int:

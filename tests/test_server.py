@@ -6,6 +6,8 @@ import gc
 
 from mcpfast.server import GC_YOUNG_THRESHOLD, tune_collector
 
+from .conftest import GatewayProcess
+
 
 def test_the_collector_runs_young_collections_less_often() -> None:
     before = gc.get_threshold()
@@ -15,3 +17,9 @@ def test_the_collector_runs_young_collections_less_often() -> None:
         assert GC_YOUNG_THRESHOLD > 700  # CPython's default, which cost 1.7 µs a call
     finally:
         gc.set_threshold(*before)
+
+
+def test_a_serving_gateway_has_tuned_its_collector(gateway: GatewayProcess) -> None:
+    default = gc.get_threshold()
+    assert f"collector thresholds: ({GC_YOUNG_THRESHOLD}, {default[1]}, {default[2]})" \
+        in gateway.log()

@@ -56,3 +56,16 @@ def gateway_in_process(tmp_path: Any, settings: str = "") -> tuple[Any, Any]:
                         "prompts": [], "resources": [], "resourceTemplates": []}
     gateway.router.rebuild()
     return gateway, upstream
+
+
+def initialized_session(gateway: Any, to_client: list[bytes]) -> Any:
+    """A session of ``gateway`` (as from the unix socket) that has initialized; what the
+    gateway sends it is appended to ``to_client``."""
+    import json
+
+    session = gateway.open_session("unix", "bench", to_client.append, lambda c, r: None)
+    gateway.handle(session, json.dumps({
+        "jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+            "protocolVersion": "2025-11-25", "capabilities": {},
+            "clientInfo": {"name": "bench", "version": "0"}}}).encode())
+    return session

@@ -23,7 +23,7 @@ import mcpfast_ext
 from mcpfast.protocol import jsonrpc
 from mcpfast.protocol.ndjson import LineFramer
 
-from .fakes import RecordingTransport, gateway_in_process
+from .fakes import RecordingTransport, gateway_in_process, initialized_session
 
 CALLS = 1000
 MESSAGE_SIZE = 300
@@ -233,14 +233,9 @@ def test_gateway_round_trip(benchmark: Any, tmp_path: Any, implementation: str) 
     that the core adds, with whichever mcpfast_ext implementation is active."""
     import asyncio
 
-
     gateway, upstream = gateway_in_process(tmp_path)
     to_client: list[bytes] = []
-    session = gateway.open_session("unix", "bench", to_client.append, lambda c, r: None)
-    gateway.handle(session, json.dumps({
-        "jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
-            "protocolVersion": "2025-11-25", "capabilities": {},
-            "clientInfo": {"name": "bench", "version": "0"}}}).encode())
+    session = initialized_session(gateway, to_client)
     request = tools_call()
     answer = tools_result(request_id=999_999_999)
     head, tail = answer.split(b"999999999", 1)

@@ -195,11 +195,11 @@ async def reap_orphans(grace: float = 1.0, keep: Collection[int] = ()) -> list[i
     return ended
 
 
-def reap_exited_orphans(running: Collection[int | None]) -> list[int]:
+def reap_exited_orphans(keep: Collection[int] = ()) -> list[int]:
     """Collect orphans that have already exited (zombies), leaving alone the upstream
-    processes in ``running`` and those a ChildProcess watches, which collect their
-    own exit."""
-    return [pid for pid, state in _children({*running, *WATCHED}).items()
+    processes (a ChildProcess collects its own exit, ``WATCHED`` from the moment it is
+    started) and those in ``keep``."""
+    return [pid for pid, state in _children({*keep, *WATCHED}).items()
             if state == "Z" and _waited(pid)]
 
 
@@ -226,8 +226,8 @@ class _PipeProtocol:
             # A process that exits closes its stdout a moment before its exit is seen:
             # wait that moment, so that the exit code is what is reported. One that
             # closed it and runs on is over now.
-            exiting = True if self.exited.done() else self.process.exiting()
-            self._end_after(0 if self.exited.done() or exiting is False else
+            exiting = self.process.exiting()
+            self._end_after(0 if exiting is False or self.process.exited else
                             STDOUT_EXIT_GRACE if exiting else UNKNOWN_GRACE)
 
     def pipe_data_received(self, fd: int, data: bytes) -> None:
@@ -269,7 +269,6 @@ class StdioUpstream(Upstream[CallT]):
         and the command shown with it masked."""
         self.stderr_log = self.log.getChild("stderr")
         self.pid: int | None = None
-        self.returncode: int | None = None
         self._process: ChildProcess | None = None
         self._started: ChildProcess | None = None
         self._protocol: _PipeProtocol | None = None
@@ -319,11 +318,9 @@ class StdioUpstream(Upstream[CallT]):
         # The last process started, even once ``disconnect`` has let it go: a stop
         # clears ``_process`` before the process has ended.
         process = self._started
-        if process is None:
-            return f"process exited with code {self.returncode}"
-        if not process.exited:
+        if process is not None and not process.exited:
             return "the process closed its stdout"
-        return f"process exited with code {process.returncode}"
+        return f"process exited with code {process.returncode if process else None}"
 
     async def disconnect(self) -> None:
         """Stop the process if it still runs, and always clear its whole process group."""
@@ -344,8 +341,7 @@ class StdioUpstream(Upstream[CallT]):
                     await self._wait_exit(protocol, self.config.stop_timeout)
         # Children the server left behind share its group; they die with it.
         self._signal_group(signal.SIGKILL)
-        self.returncode = process.returncode
-        self.log.info("pid %s ended with code %s", self.pid, self.returncode)
+        self.log.info("pid %s ended with code %s", self.pid, process.returncode)
         process.close()
 
     @staticmethod

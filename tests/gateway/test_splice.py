@@ -12,7 +12,7 @@ import pytest
 from msgspec import UNSET
 
 import mcpfast_ext
-from bench.micro.fakes import gateway_in_process
+from bench.micro.fakes import gateway_in_process, initialized_session
 from mcpfast.gateway import relay
 
 
@@ -27,11 +27,7 @@ def test_a_response_is_spliced_only_when_compiled_and_laid_out_plainly(
     async def main() -> tuple[list[bytes], bytes]:
         gateway, upstream = gateway_in_process(tmp_path)
         to_client: list[bytes] = []
-        session = gateway.open_session("unix", "test", to_client.append, lambda c, r: None)
-        gateway.handle(session, json.dumps({
-            "jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
-                "protocolVersion": "2025-11-25", "capabilities": {},
-                "clientInfo": {"name": "test", "version": "0"}}}).encode())
+        session = initialized_session(gateway, to_client)
         gateway.handle(session, json.dumps({
             "jsonrpc": "2.0", "id": 42, "method": "tools/call",
             "params": {"name": "docs__search", "arguments": {"q": "x" * 200}}}).encode())
