@@ -103,6 +103,9 @@ def test_the_stdin_writer_buffers_what_the_pipe_does_not_take(loop_run: Any) -> 
             except BlockingIOError:
                 await asyncio.sleep(0.001)
         assert bytes(got) == chunk + b"end" and writer.get_write_buffer_size() == 0
+        # Drained, it no longer watches the pipe (a writer left registered would be
+        # called on every turn of the loop while the pipe has room: a busy loop).
+        assert not asyncio.get_running_loop().remove_writer(write_end)
         # The reader gone: the next write finds the pipe broken, and says so once.
         os.close(read_end)
         writer.write(b"more")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import sys
 import time
 from typing import Any
@@ -198,3 +199,18 @@ def test_an_inherited_ignored_sigchld_still_reports_exit_codes(gateway_factory: 
     gw.start(wait_ready=False)
     wait_until(lambda: "is down" in gw.log(), 20)
     assert "process exited with code 5" in gw.log(), gw.log()[-2000:]
+
+
+def test_an_exit_while_a_child_holds_stdout_is_seen_with_its_code(gateway_factory: Any) -> None:
+    # The shell exits at once; the sleep it leaves behind keeps the stdout open. The
+    # upstream is down with the shell's code, not after init_timeout, and the process
+    # group (the sleep) is stopped with it.
+    gw: GatewayProcess = gateway_factory(
+        {"gone": {"command": ["sh", "-c", "sleep 300 & exit 4"],
+                  "init_timeout": 60.0, "restart_backoff": 30.0}}, start=False)
+    gw.start(wait_ready=False)
+    wait_until(lambda: "process exited with code 4" in gw.log(), 20)
+    started = re.search(r"started pid (\d+)", gw.log())
+    assert started is not None, gw.log()[-2000:]
+    pid = int(started[1])
+    wait_until(lambda: not group_alive(pid), 10)
