@@ -1,0 +1,129 @@
+"""The express path of a common ``tools/call`` (``Requests._express``) does what the
+general path does: for every message and every state of the gateway, the same bytes
+reach the upstream and the client, and the same records wait for the answers. It
+takes the common call, and leaves everything else to the general path."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pytest
+
+from bench.micro.fakes import gateway_in_process, initialized_session
+from mcpfast.gateway.requests import Requests
+
+
+class RecordingWriter:
+    congested = False
+
+    def __init__(self) -> None:
+        self.written: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        self.written.append(data)
+
+
+def call(request_id: Any, params: Any = msgspec.UNSET) -> bytes:
+    message: dict[str, Any] = {"jsonrpc": "2.0", "id": request_id, "method": "tools/call"}
+    if params is not msgspec.UNSET:
+        message["params"] = params
+    return json.dumps(message).encode()
+
+
+ARGUMENTS = {"text": "hello", "n": [1, 2.5, None]}
+MESSAGES = [
+    call(1, {"name": "search", "arguments": ARGUMENTS}),
+    call("two", {"arguments": ARGUMENTS, "name": "search"}),
+    call(1, {"name": "search"}),  # its id is in flight
+    call(3, {"name": "search", "_meta": {"progressToken": "p"}}),
+    call(4, {"name": "search", "_meta": {}}),
+    call(5, {"name": "docs__search", "arguments": {}}),
+    call(6, {"name": "nope"}),
+    call(7, {"name": 7}),
+    call(8),
+    call(9, [1, 2]),
+    call(10, {"name": "search", "uri": "file:///x"}),
+    b'{"jsonrpc":"2.0","id":11,"method":"tools/call","params":{"name":"search"},"x":1}',
+]
+"""Calls the express path takes, and calls it must leave to the general path."""
+STATES = ["ready", "prefixed", "not initialized", "draining", "overloaded",
+          "upstream down", "rate limited", "two in flight at most", "traced"]
+
+
+def exchange(tmp_path: Path, state: str, express: bool) -> dict[str, Any]:
+    """What the gateway wrote and holds after MESSAGES in ``state``."""
+    settings = {
+        "ready": '[routing]\nprefix = "conditional"\n',
+        "prefixed": "",
+        "rate limited": '[routing]\nprefix = "conditional"\n'
+                        '[[rate_limits]]\nrate = 0.001\nburst = 2\n',
+        "two in flight at most": '[routing]\nprefix = "conditional"\n'
+                                 '[limits]\nmax_in_flight = 2\n',
+        "traced": '[routing]\nprefix = "conditional"\n'
+                  '[tracing]\nenabled = true\nschedule_delay = 3600.0\n'
+                  'endpoint = "http://127.0.0.1:9/v1/traces"\n',
+    }.get(state, '[routing]\nprefix = "conditional"\n')
+
+    tmp_path.mkdir(exist_ok=True)
+
+    async def main() -> dict[str, Any]:
+        gateway, upstream = gateway_in_process(tmp_path, settings)
+        writer = upstream.connection.writer = RecordingWriter()
+        to_client: list[bytes] = []
+        if state == "not initialized":
+            session = gateway.open_session("unix", "test", to_client.append,
+                                           lambda c, r: None)
+        else:
+            session = initialized_session(gateway, to_client)
+        to_client.clear()
+        if state == "draining":
+            gateway.draining = True
+        elif state == "overloaded":
+            gateway.overloaded = True
+        elif state == "upstream down":
+            upstream.connection.ready = False
+        for message in MESSAGES:
+            gateway.handle(session, message)
+        records = []
+        for upstream_id, request in upstream.pending.items():
+            fields = msgspec.structs.asdict(request)
+            assert fields.pop("session") is session
+            assert fields.pop("started") > 0 and fields.pop("deadline") > 0
+            fields.pop("trace")  # a span of its own each time
+            records.append((upstream_id, fields))
+        # Spans have ids of their own each time.
+        sent = [re.sub(rb'"traceparent":"[^"]*"', b'"traceparent":"?"', data)
+                for data in writer.written]
+        return {"upstream": sent, "client": to_client, "pending": records,
+                "inflight": {k: (u.name, i) for k, (u, i) in session.inflight.items()},
+                "counters": (gateway.counters.requests, gateway.counters.errors,
+                             list(gateway.counters.ended))}
+    if not express:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(Requests, "_express", lambda *args: False)
+            return asyncio.run(main())
+    return asyncio.run(main())
+
+
+@pytest.mark.parametrize("state", STATES)
+def test_the_express_path_does_what_the_general_path_does(tmp_path: Path, state: str) -> None:
+    general = exchange(tmp_path / "general", state, express=False)
+    express = exchange(tmp_path / "express", state, express=True)
+    assert express == general
+
+
+def test_the_express_path_takes_the_common_call(tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    # Otherwise the comparison above would hold with the express path never taken.
+    general: list[Any] = []
+    dispatch = Requests._dispatch
+    monkeypatch.setattr(Requests, "_dispatch",
+                        lambda self, session, method, env: general.append(env.id)
+                        or dispatch(self, session, method, env))
+    exchange(tmp_path, "ready", express=True)
+    assert general == [0, 1, 3, 4, 5, 6, 7, 8, 9]  # 0: the initialize
