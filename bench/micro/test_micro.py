@@ -250,6 +250,35 @@ def test_gateway_round_trip(benchmark: Any, tmp_path: Any, implementation: str) 
     assert not session.inflight and not upstream.pending
 
 
+@pytest.mark.benchmark(group="Gateway round trip, 300 B tools/call routed as named "
+                             "(the express path)")
+@pytest.mark.parametrize("implementation", [mcpfast_ext.IMPLEMENTATION])
+def test_gateway_round_trip_express(benchmark: Any, tmp_path: Any, implementation: str) -> None:
+    """As ``test_gateway_round_trip``, for the call most clients make: no ``_meta``, and
+    a tool name the gateway does not rename (``routing.prefix = "conditional"``), which
+    takes ``Requests._express``."""
+    import asyncio
+
+    gateway, upstream = gateway_in_process(tmp_path, '[routing]\nprefix = "conditional"\n')
+    to_client: list[bytes] = []
+    session = initialized_session(gateway, to_client)
+    message = json.loads(tools_call())
+    message["params"]["name"] = "search"
+    del message["params"]["_meta"]
+    request = json.dumps(message, separators=(",", ":")).encode()
+    answer = tools_result(request_id=999_999_999)
+    head, tail = answer.split(b"999999999", 1)
+
+    def round_trip(_: object) -> None:
+        gateway.handle(session, request)
+        upstream.on_message(head + str(upstream.connection._next_id).encode() + tail)
+
+    benchmark.extra_info["calls"] = CALLS
+    asyncio.run(_in_loop(benchmark, round_trip))
+    assert to_client[-1].startswith(b'{"jsonrpc":"2.0","id":42,"result":'), to_client[-1][:80]
+    assert not session.inflight and not upstream.pending
+
+
 @pytest.mark.benchmark(group="Gateway round trip over Streamable HTTP, 300 B tools/call "
                              "with a progress token, legacy session")
 @pytest.mark.parametrize("implementation", [mcpfast_ext.IMPLEMENTATION])
