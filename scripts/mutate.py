@@ -65,7 +65,8 @@ LOG_NAMES = {"log", "logger", "logging", "_log"}
 TOPICS: dict[str, dict[str, list[str]]] = {
     "routing": {
         "mcpfast/gateway/router.py": ["*"],
-        "mcpfast/gateway/requests.py": ["Requests._by_name", "Requests._routed_uri",
+        "mcpfast/gateway/requests.py": ["Requests._express", "Requests._by_name",
+                                        "Requests._routed_uri",
                                         "Requests._read", "Requests._complete",
                                         "Requests._rename"],
         "mcpfast/gateway/call.py": ["Request.ref", "Request.of_modern"],
@@ -113,7 +114,8 @@ TOPICS: dict[str, dict[str, list[str]]] = {
     },
 }
 TOPIC_TESTS: dict[str, list[str]] = {
-    "routing": ["tests/ext/test_routing.py", "tests/gateway/test_guard_routing.py",
+    "routing": ["tests/ext/test_routing.py", "tests/gateway/test_express.py",
+                "tests/gateway/test_guard_routing.py",
                 "tests/gateway/test_multi_upstream.py", "tests/gateway/test_guard_ids.py"],
     "ids": ["tests/protocol/test_units.py", *[f"tests/transport/test_fuzz.py::{name}" for name in (
                 # jsonrpc.decode's own tests (nesting, UTF-8, the id of what is unread)

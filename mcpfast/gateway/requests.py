@@ -157,11 +157,12 @@ class Requests:
     def _express(self, session: DownstreamSession, env: Envelope) -> bool:
         """The common ``tools/call``, forwarded in one step: a legacy session's call,
         with no ``_meta``, to a tool routed as it is named, on an upstream of the same
-        era with one connection, while no policy, no tracing and no state of the
-        gateway's asks for more. It is what the general path (``_dispatch`` to
-        ``_forward``) would do, without its calls. False, having done nothing, for any
-        other call: the general path then takes it, errors included."""
-        if self.checks or self.tracing is not None or session.era == "modern" \
+        era with one connection, while neither tracing nor the gateway's state (drain,
+        overload) asks for more; the policy chain runs as on the general path. It is
+        what the general path (``_dispatch`` to ``_forward``) would do, without its
+        calls. False, having done nothing, for any other call: the general path then
+        takes it, errors included."""
+        if self.tracing is not None or session.era == "modern" \
                 or not session.initialized or env.params is UNSET:
             return False
         gw = self.gw
@@ -187,6 +188,8 @@ class Requests:
         uri = head.uri
         req = Request(session, NO_ENVELOPE, client_id, "tools/call", name,  # type: ignore[arg-type]
                       None if uri is UNSET else uri, False, head)  # type: ignore[arg-type]
+        if self.checks and self._refused(req, upstream):
+            return True
         sent = upstream.forward(req, session, "tools/call", env.params)
         if sent is None:
             self.upstream_unavailable(upstream, req)

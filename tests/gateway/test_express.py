@@ -52,7 +52,7 @@ MESSAGES = [
 ]
 """Calls the express path takes, and calls it must leave to the general path."""
 STATES = ["ready", "prefixed", "not initialized", "draining", "overloaded",
-          "upstream down", "rate limited", "two in flight at most", "traced"]
+          "upstream down", "rate limited", "denied", "two in flight at most", "traced"]
 
 
 def exchange(tmp_path: Path, state: str, express: bool) -> dict[str, Any]:
@@ -62,6 +62,8 @@ def exchange(tmp_path: Path, state: str, express: bool) -> dict[str, Any]:
         "prefixed": "",
         "rate limited": '[routing]\nprefix = "conditional"\n'
                         '[[rate_limits]]\nrate = 0.001\nburst = 2\n',
+        "denied": '[routing]\nprefix = "conditional"\n[authorization]\n'
+                  '[[authorization.rules]]\ndeny_tools = ["search"]\n',
         "two in flight at most": '[routing]\nprefix = "conditional"\n'
                                  '[limits]\nmax_in_flight = 2\n',
         "traced": '[routing]\nprefix = "conditional"\n'
