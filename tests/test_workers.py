@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import signal
 import urllib.request
 from collections import Counter
@@ -488,3 +489,69 @@ def test_a_reload_while_workers_start_waits_for_them(gateway_factory: Any) -> No
     wait_until(lambda: all(f"worker {i} mcpfast: reloaded" in gw.log() for i in (0, 1)))
     assert [(w["state"], w["restarts"]) for w in gw.status()["workers"]] == \
         [("running", 0), ("running", 0)]
+
+
+def test_orphans_are_not_ended_while_a_worker_is_being_started(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A worker being started is a child of the supervisor that ``workers`` does not
+    list yet: the ending of a crashed worker's orphans waits until it is listed, so that
+    it is not taken for one of them (``Supervisor.children``)."""
+    from mcpfast import supervisor as supervisor_module
+    from mcpfast.config import parse
+
+    config = parse('workers = 2\n[upstreams.x]\ncommand = ["true"]\n')
+    sweeps: list[list[int]] = []
+
+    class Process:
+        def __init__(self, pid: int, ends: asyncio.Event) -> None:
+            self.pid, self.ends, self.returncode = pid, ends, None
+
+        async def wait(self) -> int:
+            await self.ends.wait()
+            self.returncode = 1
+            return 1
+
+    async def main() -> None:
+        sup = supervisor_module.Supervisor(config, lambda: config, ["serve"])
+        first, second = sup.workers
+        second.restarts = 1  # it ran before: its exit restarts it
+        crash, never, spawning, spawned = (asyncio.Event() for _ in range(4))
+
+        async def create_subprocess_exec(*argv: str, **_: Any) -> Process:
+            if argv[argv.index("--worker") + 1] == "0":
+                spawning.set()
+                await spawned.wait()  # a child already, not listed yet
+                return Process(1000, never)
+            return Process(1001, crash)
+
+        async def reap_orphans(grace: float = 1.0, keep: Any = ()) -> list[int]:
+            sweeps.append(sorted(keep))
+            return []
+
+        monkeypatch.setattr(supervisor_module.asyncio, "create_subprocess_exec",
+                            create_subprocess_exec)
+        monkeypatch.setattr(supervisor_module, "reap_orphans", reap_orphans)
+        try:
+            keeps = [asyncio.create_task(sup._keep(second))]
+            while second.pid is None:
+                await asyncio.sleep(0)
+            keeps.append(asyncio.create_task(sup._keep(first)))
+            await spawning.wait()
+            crash.set()  # the second worker crashes while the first is being started
+            for _ in range(100):
+                await asyncio.sleep(0)
+            assert sweeps == [], "orphans ended while a worker was being started"
+            spawned.set()
+            async with asyncio.timeout(10):
+                while not sweeps:
+                    await asyncio.sleep(0.01)
+            assert sweeps == [[1000]]
+        finally:
+            sup.stop.set()
+            for task in keeps:
+                task.cancel()
+            await asyncio.gather(*keeps, return_exceptions=True)
+            for worker in sup.workers:
+                await worker.admin.close()
+            shutil.rmtree(sup.directory, ignore_errors=True)
+    asyncio.run(main())
