@@ -56,7 +56,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
 COPY_IGNORE = shutil.ignore_patterns(
     ".venv", ".git", ".tools", "build", "dist", "*.egg-info", "__pycache__", ".mypy_cache",
-    ".ruff_cache", ".benchmarks", ".pytest_cache", ".build.lock", "*.html")
+    ".ruff_cache", ".benchmarks", ".pytest_cache", ".build.lock", "htmlcov")
 LOG_NAMES = {"log", "logger", "logging", "_log"}
 
 # The default selection: the code the issue names (routing, id mapping, cancellation,
