@@ -1,4 +1,4 @@
-"""When a stdio upstream's connection ends (``stdio._PipeProtocol``): once its process
+"""When a stdio upstream's connection ends (``stdio._PipeProtocol``), and why: once its process
 has exited and its stdout has ended, and after a grace when only one of the two has
 happened, sized by what the process is doing."""
 
@@ -103,3 +103,15 @@ def test_an_exit_then_the_end_of_stdout_ends_it_at_once() -> None:
         pipes.pipe_connection_lost(1, None)
         assert pipes.ended.done()
     run(main())
+
+
+def test_the_reason_names_the_last_process_started_even_once_let_go() -> None:
+    # A stop lets the process go (``disconnect`` clears it first, so that a second
+    # caller does nothing) before it has ended: the reason still reads its exit.
+    process = Process(exiting=False)
+    process.exited = True
+    process.returncode = 3  # type: ignore[attr-defined]
+    let_go: Any = SimpleNamespace(_started=process, _process=None)
+    assert stdio.StdioUpstream.ended_because(let_go) == "process exited with code 3"
+    process.exited = False
+    assert stdio.StdioUpstream.ended_because(let_go) == "the process closed its stdout"
