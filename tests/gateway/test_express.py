@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 import re
 from pathlib import Path
 from typing import Any
@@ -55,8 +56,38 @@ STATES = ["ready", "prefixed", "not initialized", "draining", "overloaded",
           "upstream down", "rate limited", "denied", "two in flight at most", "traced"]
 
 
-def exchange(tmp_path: Path, state: str, express: bool) -> dict[str, Any]:
-    """What the gateway wrote and holds after MESSAGES in ``state``."""
+def random_messages(seed: int, count: int = 300) -> list[bytes | None]:
+    """Calls of every shape the express path must tell apart, ids that collide, and
+    (None) the upstream's answer to the oldest call in flight."""
+    rng = random.Random(seed)
+    messages: list[bytes | None] = []
+    for _ in range(count):
+        if rng.random() < 0.3:
+            messages.append(None)
+            continue
+        params: dict[str, Any] = {}
+        name = rng.choice(["search", "search", "docs__search", "nope", 5, None, ""])
+        if name is not None:
+            params["name"] = name
+        if rng.random() < 0.5:
+            params["arguments"] = {"q": "x" * rng.randrange(5), "n": rng.random()}
+        meta = rng.choice([None, None, {}, {"progressToken": rng.randrange(3)},
+                           {"progressToken": "t"}, {"other": 1}])
+        if meta is not None:
+            params["_meta"] = meta
+        if rng.random() < 0.1:
+            params["uri"] = "file:///r"
+        shape = rng.random()
+        request_id = rng.choice([rng.randrange(12), str(rng.randrange(4)), -1, 2**53])
+        messages.append(call(request_id, params if shape < 0.9 else
+                             msgspec.UNSET if shape < 0.95 else [params]))
+    return messages
+
+
+def exchange(tmp_path: Path, state: str, express: bool,
+             messages: list[bytes | None] = MESSAGES) -> dict[str, Any]:  # type: ignore[assignment]
+    """What the gateway wrote and holds after ``messages`` in ``state`` (None: the
+    upstream answers the oldest call in flight)."""
     settings = {
         "ready": '[routing]\nprefix = "conditional"\n',
         "prefixed": "",
@@ -68,7 +99,7 @@ def exchange(tmp_path: Path, state: str, express: bool) -> dict[str, Any]:
                                  '[limits]\nmax_in_flight = 2\n',
         "traced": '[routing]\nprefix = "conditional"\n'
                   '[tracing]\nenabled = true\nschedule_delay = 3600.0\n'
-                  'endpoint = "http://127.0.0.1:9/v1/traces"\n',
+                  'sample_ratio = 0.0\nendpoint = "http://127.0.0.1:9/v1/traces"\n',
     }.get(state, '[routing]\nprefix = "conditional"\n')
 
     tmp_path.mkdir(exist_ok=True)
@@ -89,8 +120,13 @@ def exchange(tmp_path: Path, state: str, express: bool) -> dict[str, Any]:
             gateway.overloaded = True
         elif state == "upstream down":
             upstream.connection.ready = False
-        for message in MESSAGES:
-            gateway.handle(session, message)
+        for message in messages:
+            if message is not None:
+                gateway.handle(session, message)
+            elif upstream.pending:
+                upstream.on_message(json.dumps({
+                    "jsonrpc": "2.0", "id": min(upstream.pending),
+                    "result": {"content": []}}).encode())
         records = []
         for upstream_id, request in upstream.pending.items():
             fields = msgspec.structs.asdict(request)
@@ -101,7 +137,12 @@ def exchange(tmp_path: Path, state: str, express: bool) -> dict[str, Any]:
         # Spans have ids of their own each time.
         sent = [re.sub(rb'"traceparent":"[^"]*"', b'"traceparent":"?"', data)
                 for data in writer.written]
-        return {"upstream": sent, "client": to_client, "pending": records,
+        # A refusal's retry hint counts down with the clock: to the second here.
+        answered = [re.sub(rb'"retryAfterSeconds":([0-9.e+-]+)', lambda hint: b'"retryAfter'
+                           b'Seconds":%d' % round(float(hint[1])), data) for data in to_client]
+        if gateway.tracing is not None:
+            gateway.tracing.shutdown()
+        return {"upstream": sent, "client": answered, "pending": records,
                 "inflight": {k: (u.name, i) for k, (u, i) in session.inflight.items()},
                 "counters": (gateway.counters.requests, gateway.counters.errors,
                              list(gateway.counters.ended))}
@@ -117,6 +158,15 @@ def test_the_express_path_does_what_the_general_path_does(tmp_path: Path, state:
     general = exchange(tmp_path / "general", state, express=False)
     express = exchange(tmp_path / "express", state, express=True)
     assert express == general
+
+
+@pytest.mark.parametrize("state", STATES)
+def test_both_paths_agree_on_random_calls_and_answers(tmp_path: Path, state: str) -> None:
+    for seed in range(3):
+        messages = random_messages(seed)
+        general = exchange(tmp_path / f"general{seed}", state, False, messages)
+        express = exchange(tmp_path / f"express{seed}", state, True, messages)
+        assert express == general, seed
 
 
 def test_the_express_path_takes_the_common_call(tmp_path: Path,
