@@ -146,34 +146,26 @@ class Requests:
             return
         self.counters.requests += 1
         try:
-            if method == "tools/call" and self._express(session, env):
-                return
             self._dispatch(session, method, env)
         except Exception:
             log.exception("internal error handling %s from session %s", method, session.id)
             if env.id not in session.inflight and env.id not in session.listens:
                 self.send_error(session, env.id, jsonrpc.INTERNAL_ERROR, "Internal error")
 
-    def _express(self, session: DownstreamSession, env: Envelope) -> bool:
-        """The common ``tools/call``, forwarded in one step: a legacy session's call,
-        with no ``_meta``, to a tool routed as it is named, on an upstream of the same
-        era with one connection, while neither tracing nor the gateway's state (drain,
-        overload) asks for more; the policy chain runs as on the general path. It is
-        what the general path (``_dispatch`` to ``_forward``) would do, without its
-        calls. False, having done nothing, for any other call: the general path then
-        takes it, errors included."""
-        if self.tracing is not None or session.era == "modern" \
-                or not session.initialized or env.params is UNSET:
+    def _express(self, session: DownstreamSession, env: Envelope, head: RouteParams) -> bool:
+        """The common ``tools/call`` (``head``: the routing part of its params, which
+        has no ``_meta``), forwarded in one step: a legacy session's call to a tool
+        routed as it is named, on an upstream of the same era with one connection,
+        while neither tracing nor the gateway's state (drain, overload) asks for more;
+        the policy chain runs as on the general path. It is what the general path
+        (``_dispatch_legacy`` to ``_forward``) would do, without its calls. False,
+        having done nothing, for any other call: the general path then takes it, errors
+        included."""
+        name = head.name
+        if type(name) is not str or self.tracing is not None or not session.initialized:
             return False
         gw = self.gw
         if gw.draining or gw.overloaded:
-            return False
-        try:
-            head = route_params.decode(env.params)  # type: ignore[arg-type]
-        except msgspec.DecodeError:
-            return False
-        name = head.name
-        if head.meta is not UNSET or type(name) is not str:
             return False
         route = self.router.route(KIND_TOOL, name)
         if route is None:
@@ -213,8 +205,12 @@ class Requests:
                 else:
                     self._dispatch_legacy(session, method, env, f"Invalid params: {exc}")
                 return
-            if head.meta is not UNSET and head.meta.protocolVersion is not UNSET:
-                self._dispatch_modern(session, method, env)
+            meta = head.meta
+            if meta is not UNSET:
+                if meta.protocolVersion is not UNSET:
+                    self._dispatch_modern(session, method, env)
+                    return
+            elif method == "tools/call" and self._express(session, env, head):
                 return
         self._dispatch_legacy(session, method, env, head)
 

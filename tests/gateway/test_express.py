@@ -173,9 +173,9 @@ def test_the_express_path_takes_the_common_call(tmp_path: Path,
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     # Otherwise the comparison above would hold with the express path never taken.
     general: list[Any] = []
-    dispatch = Requests._dispatch
-    monkeypatch.setattr(Requests, "_dispatch",
-                        lambda self, session, method, env: general.append(env.id)
-                        or dispatch(self, session, method, env))
+    dispatch = Requests._dispatch_legacy
+    monkeypatch.setattr(Requests, "_dispatch_legacy",
+                        lambda self, session, method, env, head: general.append(env.id)
+                        or dispatch(self, session, method, env, head))
     exchange(tmp_path, "ready", express=True)
     assert general == [0, 1, 3, 4, 5, 6, 7, 8, 9]  # 0: the initialize
