@@ -71,6 +71,12 @@ def test_envelope_and_version_errors(legacy_gateway: GatewayProcess) -> None:
             assert old["error"]["code"] == -32022
             assert old["error"]["data"] == {"supported": ["2026-07-28"],
                                             "requested": "v999.0.0"}
+            # A modern request whose params the routing fields cannot hold (a name that
+            # is not a string) is still read as modern: its own -32602, not the
+            # legacy "before initialize" (-32600).
+            nameless = await c.request("tools/call", modern({"name": 5}), request_id="n")
+            assert nameless["error"]["code"] == -32602, nameless
+            assert "params.name" in nameless["error"]["message"], nameless
             # Without the envelope the same connection is still a legacy one.
             before = await c.request("tools/list")
             assert before["error"]["code"] == -32600
