@@ -231,23 +231,7 @@ def test_gateway_round_trip(benchmark: Any, tmp_path: Any, implementation: str) 
     answer correlated and written back to the client. Sockets and framing are left out
     (the upstream's write and the client's send append to lists), so this is the cost
     that the core adds, with whichever mcpfast_ext implementation is active."""
-    import asyncio
-
-    gateway, upstream = gateway_in_process(tmp_path)
-    to_client: list[bytes] = []
-    session = initialized_session(gateway, to_client)
-    request = tools_call()
-    answer = tools_result(request_id=999_999_999)
-    head, tail = answer.split(b"999999999", 1)
-
-    def round_trip(_: object) -> None:
-        gateway.handle(session, request)
-        upstream.on_message(head + str(upstream.connection._next_id).encode() + tail)
-
-    benchmark.extra_info["calls"] = CALLS
-    asyncio.run(_in_loop(benchmark, round_trip))
-    assert to_client[-1].startswith(b'{"jsonrpc":"2.0","id":42,"result":'), to_client[-1][:80]
-    assert not session.inflight and not upstream.pending
+    _core_round_trip(benchmark, *gateway_in_process(tmp_path), tools_call())
 
 
 @pytest.mark.benchmark(group="Gateway round trip, 300 B tools/call routed as named "
@@ -257,15 +241,21 @@ def test_gateway_round_trip_express(benchmark: Any, tmp_path: Any, implementatio
     """As ``test_gateway_round_trip``, for the call most clients make: no ``_meta``, and
     a tool name the gateway does not rename (``routing.prefix = "conditional"``), which
     takes ``Requests._express``."""
-    import asyncio
-
-    gateway, upstream = gateway_in_process(tmp_path, '[routing]\nprefix = "conditional"\n')
-    to_client: list[bytes] = []
-    session = initialized_session(gateway, to_client)
     message = json.loads(tools_call())
     message["params"]["name"] = "search"
     del message["params"]["_meta"]
-    request = json.dumps(message, separators=(",", ":")).encode()
+    _core_round_trip(benchmark,
+                     *gateway_in_process(tmp_path, '[routing]\nprefix = "conditional"\n'),
+                     json.dumps(message, separators=(",", ":")).encode())
+
+
+def _core_round_trip(benchmark: Any, gateway: Any, upstream: Any, request: bytes) -> None:
+    """``request`` (id 42) through ``gateway`` to ``upstream`` and its answer back, in
+    process, once per call measured."""
+    import asyncio
+
+    to_client: list[bytes] = []
+    session = initialized_session(gateway, to_client)
     answer = tools_result(request_id=999_999_999)
     head, tail = answer.split(b"999999999", 1)
 

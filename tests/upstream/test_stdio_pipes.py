@@ -61,23 +61,15 @@ def test_stdout_ending_as_the_process_exits_waits_for_its_exit() -> None:
     run(main())
 
 
-def test_stdout_ending_as_the_process_exits_ends_after_the_grace_at_most(
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    # An exit that is never seen (something else collected it) does not hold the
-    # connection for ever.
+@pytest.mark.parametrize("exiting", [True, None], ids=["exiting", "unreadable"])
+def test_stdout_ending_while_the_exit_is_not_seen_ends_it_after_a_grace(
+        monkeypatch: pytest.MonkeyPatch, exiting: bool | None) -> None:
+    # An exit that is never seen (something else collected it), or a process whose
+    # state cannot be read, does not hold the connection for ever.
     monkeypatch.setattr(stdio, "STDOUT_EXIT_GRACE", 0.3)
 
     async def main() -> None:
-        pipes = protocol(exiting=True)
-        pipes.pipe_connection_lost(1, None)
-        assert not pipes.ended.done()
-        await ends_within(pipes, 10)
-    run(main())
-
-
-def test_stdout_ending_when_the_process_cannot_be_read_waits_briefly() -> None:
-    async def main() -> None:
-        pipes = protocol(exiting=None)
+        pipes = protocol(exiting=exiting)
         pipes.pipe_connection_lost(1, None)
         assert not pipes.ended.done()
         await ends_within(pipes, 10)
