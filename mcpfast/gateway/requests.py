@@ -178,10 +178,11 @@ class Requests:
                 or len(inflight) >= gw.max_in_flight:
             return False
         uri = head.uri
-        req = Request(session, NO_ENVELOPE, client_id, "tools/call", name,  # type: ignore[arg-type]
+        req = Request(session, env, client_id, "tools/call", name,  # type: ignore[arg-type]
                       None if uri is UNSET else uri, False, head)  # type: ignore[arg-type]
         if self.checks and self._refused(req, upstream):
             return True
+        req.env = NO_ENVELOPE
         sent = upstream.forward(req, session, "tools/call", env.params)
         if sent is None:
             self.upstream_unavailable(upstream, req)

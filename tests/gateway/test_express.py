@@ -120,6 +120,18 @@ def exchange(tmp_path: Path, state: str, express: bool,
             gateway.overloaded = True
         elif state == "upstream down":
             upstream.connection.ready = False
+
+        def record(request: Any) -> dict[str, Any]:
+            fields = msgspec.structs.asdict(request)
+            assert fields.pop("session") is session
+            fields.pop("started"), fields.pop("deadline")  # times of their own
+            fields.pop("trace")  # a span of its own each time
+            return fields
+        ended: list[tuple[str, int, dict[str, Any]]] = []
+
+        def observe(upstream: Any, request: Any, outcome: int) -> None:
+            ended.append((upstream.name, outcome, record(request)))
+        gateway.observers = (*gateway.observers, observe)
         for message in messages:
             if message is not None:
                 gateway.handle(session, message)
@@ -127,13 +139,13 @@ def exchange(tmp_path: Path, state: str, express: bool,
                 upstream.on_message(json.dumps({
                     "jsonrpc": "2.0", "id": min(upstream.pending),
                     "result": {"content": []}}).encode())
-        records = []
-        for upstream_id, request in upstream.pending.items():
-            fields = msgspec.structs.asdict(request)
-            assert fields.pop("session") is session
-            assert fields.pop("started") > 0 and fields.pop("deadline") > 0
-            fields.pop("trace")  # a span of its own each time
-            records.append((upstream_id, fields))
+        # Nothing failed inside the gateway on either path (an error there would be
+        # answered alike by both, and prove nothing).
+        assert not any(b'"code":-32603' in data for data in to_client), to_client
+        records = [(upstream_id, record(request))
+                   for upstream_id, request in upstream.pending.items()]
+        counters = gateway.counters
+        connection = upstream.connection
         # Spans have ids of their own each time.
         sent = [re.sub(rb'"traceparent":"[^"]*"', b'"traceparent":"?"', data)
                 for data in writer.written]
@@ -144,8 +156,12 @@ def exchange(tmp_path: Path, state: str, express: bool,
             gateway.tracing.shutdown()
         return {"upstream": sent, "client": answered, "pending": records,
                 "inflight": {k: (u.name, i) for k, (u, i) in session.inflight.items()},
-                "counters": (gateway.counters.requests, gateway.counters.errors,
-                             list(gateway.counters.ended))}
+                "ended": ended,
+                "counters": {name: getattr(counters, name) for name in counters.__slots__},
+                "connection": (connection.requests_forwarded, connection.requests_failed,
+                               connection.sole_user is session, connection.shared),
+                "tools": {name: stats[:6] for name, stats in  # outcome counts only
+                          gateway.tool_stats.by_upstream.get("docs", {}).items()}}
     if not express:
         with pytest.MonkeyPatch.context() as patch:
             patch.setattr(Requests, "_express", lambda *args: False)
@@ -169,13 +185,19 @@ def test_both_paths_agree_on_random_calls_and_answers(tmp_path: Path, state: str
         assert express == general, seed
 
 
-def test_the_express_path_takes_the_common_call(tmp_path: Path,
+@pytest.mark.parametrize("state", ["ready", "upstream down", "rate limited", "denied",
+                                   "two in flight at most"])
+def test_the_express_path_takes_the_common_call(tmp_path: Path, state: str,
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
-    # Otherwise the comparison above would hold with the express path never taken.
+    # Otherwise the comparisons above would hold with the express path never taken.
     general: list[Any] = []
     dispatch = Requests._dispatch_legacy
     monkeypatch.setattr(Requests, "_dispatch_legacy",
                         lambda self, session, method, env, head: general.append(env.id)
                         or dispatch(self, session, method, env, head))
-    exchange(tmp_path, "ready", express=True)
-    assert general == [0, 1, 3, 4, 5, 6, 7, 8, 9]  # 0: the initialize
+    exchange(tmp_path, state, express=True)
+    # The first two calls (ids 1 and "two"), forwarded, refused by a policy or failed
+    # with the upstream (then the third, id 1 again, is no duplicate and is taken too).
+    assert 0 in general and "two" not in general and general.count(1) <= 1
+    if state == "ready":
+        assert general == [0, 1, 3, 4, 5, 6, 7, 8, 9]  # 0: the initialize
