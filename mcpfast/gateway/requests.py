@@ -154,10 +154,12 @@ class Requests:
 
     def _express(self, session: DownstreamSession, env: Envelope, head: RouteParams) -> bool:
         """The common ``tools/call`` (``head``: the routing part of its params, which
-        has no ``_meta``), forwarded in one step: a legacy session's call to a tool
-        routed as it is named, on an upstream of the same era with one connection,
-        while neither tracing nor the gateway's state (drain, overload) asks for more;
-        the policy chain runs as on the general path. It is what the general path
+        has no ``_meta``), forwarded in one step: a legacy session's call to a tool on
+        an upstream of the same era with one connection, while neither tracing nor the
+        gateway's state (drain, overload) asks for more; the policy chain runs as on
+        the general path. A tool the router renamed (a prefixed name) reaches the
+        upstream under its own name, its params encoded again as on the general path;
+        any other call's params go on byte for byte. It is what the general path
         (``_dispatch_legacy`` to ``_forward``) would do, without its calls. False,
         having done nothing, for any other call: the general path then takes it, errors
         included."""
@@ -173,9 +175,8 @@ class Requests:
         upstream, upstream_name = route
         client_id: Any = env.id
         inflight = session.inflight
-        if upstream_name != name or upstream.choose or upstream.era == "modern" \
-                or client_id in inflight or client_id in session.listens \
-                or len(inflight) >= gw.max_in_flight:
+        if upstream.choose or upstream.era == "modern" or client_id in inflight \
+                or client_id in session.listens or len(inflight) >= gw.max_in_flight:
             return False
         uri = head.uri
         req = Request(session, env, client_id, "tools/call", name,  # type: ignore[arg-type]
@@ -183,7 +184,12 @@ class Requests:
         if self.checks and self._refused(req, upstream):
             return True
         req.env = NO_ENVELOPE
-        sent = upstream.forward(req, session, "tools/call", env.params)
+        params: Raw | bytes | UnsetType = env.params
+        if upstream_name != name:
+            full = _any.decode(params)  # type: ignore[arg-type]
+            full["name"] = upstream_name
+            params = jsonrpc.encode(full)
+        sent = upstream.forward(req, session, "tools/call", params)
         if sent is None:
             self.upstream_unavailable(upstream, req)
         else:
