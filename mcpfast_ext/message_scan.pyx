@@ -55,6 +55,8 @@ cdef Py_ssize_t _digits(unsigned long long value, char* out) noexcept:
 
 cdef const char* _RESULT = b'"result":'
 cdef const char* _ERROR = b'"error":'
+cdef Py_ssize_t _RESULT_LEN = strlen(_RESULT)
+cdef Py_ssize_t _ERROR_LEN = strlen(_ERROR)
 
 
 def splice_response(bytes line not None, upstream_id, client_id, bint error,
@@ -65,7 +67,7 @@ def splice_response(bytes line not None, upstream_id, client_id, bint error,
     cdef char cl[24]
     cdef Py_ssize_t up_len, cl_len, n, end, tail_len
     cdef const char* member = _ERROR if error else _RESULT
-    cdef Py_ssize_t member_len = strlen(member)
+    cdef Py_ssize_t member_len = _ERROR_LEN if error else _RESULT_LEN
     cdef long long cid
     cdef int negative = 0
     try:

@@ -33,8 +33,6 @@ class Core(Protocol):
     draining: bool
     overloaded: bool
     tracing: Tracing | None
-    max_in_flight: int
-    """``limits.max_in_flight``: a session's requests in flight at most."""
 
     def send(self, session: DownstreamSession, data: bytes) -> None:
         """A message to the client that is not a response (notifications, requests)."""

@@ -174,9 +174,9 @@ class Requests:
             return False
         upstream, upstream_name = route
         client_id: Any = env.id
-        inflight = session.inflight
-        if upstream.choose or upstream.era == "modern" or client_id in inflight \
-                or client_id in session.listens or len(inflight) >= gw.max_in_flight:
+        if self.id_taken(session, client_id):
+            return True  # answered, as ``_forward`` would have answered it
+        if upstream.choose or upstream.era == "modern":
             return False
         uri = head.uri
         req = Request(session, env, client_id, "tools/call", name,  # type: ignore[arg-type]
@@ -187,13 +187,13 @@ class Requests:
         params: Raw | bytes | UnsetType = env.params
         if upstream_name != name:
             full = _any.decode(params)  # type: ignore[arg-type]
-            full["name"] = upstream_name
+            self._rename(full, ("name", upstream_name))
             params = jsonrpc.encode(full)
         sent = upstream.forward(req, session, "tools/call", params)
         if sent is None:
             self.upstream_unavailable(upstream, req)
         else:
-            inflight[client_id] = (upstream, sent)
+            session.inflight[client_id] = (upstream, sent)
         return True
 
     def _dispatch(self, session: DownstreamSession, method: str, env: Envelope) -> None:

@@ -69,12 +69,12 @@ def test_a_process_is_spoken_to_and_collected(loop_run: Any) -> None:
         assert child.pid in WATCHED
         child.connect()
         assert child.stdin is not None
+        fds = [*child._reading.values(), child.stdin.fd]
         child.stdin.write(b"hello\n")
         await asyncio.wait_for(events.exited.wait(), 15)
         await until(lambda: {fd for fd, _ in events.lost} >= {1, 2})
         assert child.exited and child.returncode == 7 and child.pid not in WATCHED
         assert events.data == {1: b"HELLO\n", 2: b"note"}
-        fds = [fd for fd in (*child._reading.values(), child.stdin.fd)]
         child.close()
         for fd in fds:  # every descriptor it held is closed, once
             try:
@@ -82,6 +82,21 @@ def test_a_process_is_spoken_to_and_collected(loop_run: Any) -> None:
             except OSError:
                 continue
             raise AssertionError(f"fd {fd} is still open")
+    loop_run(main)
+
+
+def test_a_killed_process_is_collected_with_its_signal(loop_run: Any) -> None:
+    # What a start that fails after the process began does (StdioUpstream.connect).
+    async def main() -> None:
+        events = Events()
+        child = ChildProcess([sys.executable, "-c", "import time; time.sleep(60)"], events,
+                             cwd=None, env=dict(os.environ))
+        child.connect()
+        child.kill()
+        await asyncio.wait_for(events.exited.wait(), 15)
+        assert child.exited and child.returncode == -9
+        child.kill()  # collected: nothing to signal, no error
+        child.close()
     loop_run(main)
 
 
