@@ -14,7 +14,9 @@ target without a query, ``HTTP/1.1``, token header names, visible-ASCII values, 
 to llhttp from the request's first byte, so everything llhttp would refuse or read
 differently still goes to llhttp: this path only ever accepts a subset of what llhttp
 accepts, and reads it alike (the tests compare both twins on random and mutated
-requests).
+requests). A keep-alive client sends the same header lines with every request: a line
+byte for byte equal to the one at its place in the previous plain request is taken from
+it (its name, value and lower-cased name), not decoded again.
 """
 
 import httptools
@@ -41,7 +43,7 @@ for _i in range(256):
         or _i in b"!#$%&'*+-.^_`|~"
     _PCHAR[_i] = (48 <= _i <= 57) or (65 <= _i <= 90) or (97 <= _i <= 122) \
         or _i in b"-._~!$&'()*+,;=:@/%"
-_METHODS = (b"GET", b"POST", b"DELETE", b"PUT", b"HEAD", b"OPTIONS", b"PATCH")
+_METHODS = ("POST", "GET", "DELETE", "PUT", "HEAD", "OPTIONS", "PATCH")
 
 
 cdef inline str _lowered(const unsigned char* p, Py_ssize_t start, Py_ssize_t end,
@@ -53,6 +55,37 @@ cdef inline str _lowered(const unsigned char* p, Py_ssize_t start, Py_ssize_t en
         if 65 <= p[i] <= 90:
             return key.lower()
     return key
+
+
+cdef extern from "Python.h":
+    Py_ssize_t PyUnicode_GET_LENGTH(object)
+    int PyUnicode_KIND(object)
+    void* PyUnicode_DATA(object)
+
+
+cdef inline bint _spells(str text, const unsigned char* p, Py_ssize_t start,
+                         Py_ssize_t end):
+    """Whether ``text`` is the latin-1 reading of the bytes from ``start`` to ``end``:
+    a latin-1 string is stored one byte a character, those very bytes."""
+    return PyUnicode_GET_LENGTH(text) == end - start and PyUnicode_KIND(text) == 1 \
+        and memcmp(PyUnicode_DATA(text), p + start, end - start) == 0
+
+
+cdef int _ORDINARY = 0
+cdef int _LENGTH = 1
+cdef int _REFUSED = 2
+
+
+cdef inline int _kind(str lowered, str text):
+    """What a header line is to this path: Content-Length, one it leaves to llhttp
+    (framing and connection headers llhttp reads its own way), or any other."""
+    if lowered == "content-length":
+        return _LENGTH
+    if lowered == "transfer-encoding" or lowered == "upgrade" \
+            or lowered == "proxy-connection" \
+            or (lowered == "connection" and text.lower() != "keep-alive"):
+        return _REFUSED  # llhttp reads Proxy-Connection as Connection
+    return _ORDINARY
 
 
 cdef inline object _index(dict index, object repeated, str lowered, str text):
@@ -82,6 +115,11 @@ cdef class HttpRequestReader:
     cdef object _repeated
     cdef list _body
     cdef list _requests
+    cdef list _lines
+    cdef str _target
+    """The header lines of the last plain request, in order, each as ``((name, value),
+    lowered name, kind)`` (``_kind``): a keep-alive client sends the same lines with every request, and
+    a line equal to the one at its place is taken from here, not decoded again."""
     cdef public object upgraded_data
     cdef public int phase
     cdef bint _ended
@@ -97,6 +135,8 @@ cdef class HttpRequestReader:
         self._max_head = max_head_bytes
         self._max_body = max_body_bytes
         self._requests = []
+        self._lines = []
+        self._target = ""
         self.upgraded_data = None
         self.phase = _IDLE
 
@@ -168,8 +208,10 @@ cdef class HttpRequestReader:
         if n - i < 11 or memcmp(p + i, b" HTTP/1.1\r\n", 11) != 0:
             return -1
         i += 11
-        method = data[start:method_end]
-        if method not in _METHODS:
+        for method in _METHODS:
+            if _spells(method, p, start, method_end):
+                break
+        else:
             return -1
         head_bytes = target_end - target_start
         if head_bytes > self._max_head:
@@ -177,6 +219,10 @@ cdef class HttpRequestReader:
         headers = []
         index = {}
         repeated = None
+        cdef list lines = self._lines
+        cdef Py_ssize_t count = 0
+        cdef tuple line, pair
+        cdef int kind
         # Header lines: token ":" OWS value CRLF, the value visible ASCII with single
         # inner spaces or tabs allowed and none at its end, then the empty line.
         while True:
@@ -211,12 +257,25 @@ cdef class HttpRequestReader:
             head_bytes += (name_end - name_start) + (value_end - value_start)
             if head_bytes > self._max_head:
                 return -1
-            key = PyUnicode_DecodeLatin1(<const char*>p + name_start,
-                                         name_end - name_start, NULL)
-            text = PyUnicode_DecodeLatin1(<const char*>p + value_start,
-                                          value_end - value_start, NULL)
-            lowered = _lowered(p, name_start, name_end, key)
-            if lowered == "content-length":
+            line = lines[count] if count < len(lines) else None
+            if line is not None and _spells(line[0][0], p, name_start, name_end) \
+                    and _spells(line[0][1], p, value_start, value_end):
+                pair, lowered, kind = line
+                text = pair[1]
+            else:
+                key = PyUnicode_DecodeLatin1(<const char*>p + name_start,
+                                             name_end - name_start, NULL)
+                text = PyUnicode_DecodeLatin1(<const char*>p + value_start,
+                                              value_end - value_start, NULL)
+                lowered = _lowered(p, name_start, name_end, key)
+                kind = _kind(lowered, text)
+                pair = (key, text)
+                if line is None:
+                    lines.append((pair, lowered, kind))
+                else:
+                    lines[count] = (pair, lowered, kind)
+            count += 1
+            if kind == _LENGTH:
                 if has_length or value_end - value_start > 15:
                     return -1
                 for end in range(value_start, value_end):
@@ -224,19 +283,21 @@ cdef class HttpRequestReader:
                         return -1
                     length = length * 10 + (p[end] - 48)
                 has_length = True
-            elif lowered == "transfer-encoding" or lowered == "upgrade" \
-                    or lowered == "proxy-connection" \
-                    or (lowered == "connection" and text.lower() != "keep-alive"):
-                return -1  # llhttp reads Proxy-Connection as Connection
-            headers.append((key, text))
+            elif kind == _REFUSED:
+                return -1
+            headers.append(pair)
             repeated = _index(index, repeated, lowered, text)
+        del lines[count:]
         if length > self._max_body or n - i < length:
             return -1
         end = i + length
-        target = data[target_start:target_end].decode("latin-1")
+        target = self._target
+        if not _spells(target, p, target_start, target_end):
+            target = self._target = PyUnicode_DecodeLatin1(
+                <const char*>p + target_start, target_end - target_start, NULL)
         self._requests.append(HttpRequest(
-            method.decode("ascii"), target, target, "1.1", headers, data[i:end], True,
-            False, index, repeated))
+            method, target, target, "1.1", headers, data[i:end], True, False, index,
+            repeated))
         return end
 
     @property

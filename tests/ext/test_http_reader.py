@@ -255,3 +255,87 @@ def test_nothing_is_read_after_a_request_that_ends_the_connection(first: bytes) 
         traces = [_trace(module, first + plain, cuts, 400, 30) for module in (pure, built)]
         assert traces[0] == traces[1], (first, cuts, traces)
         assert traces[0][-1] == ("error", 400)
+
+
+_LINES = [("Host", "127.0.0.1:8080"), ("Accept", "application/json, text/event-stream"),
+          ("Content-Type", "application/json"), ("Mcp-Session-Id", "4f2a9c"),
+          ("MCP-Protocol-Version", "2025-11-25"), ("Authorization", "Bearer tok.en.xyz")]
+
+
+def _changed(rng: random.Random, lines: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """``lines`` with one change a keep-alive client's next request might make, most
+    of them keeping each line's length: a byte of a value, the case of a name, a
+    latin-1 byte, an order, a line more or less, a repeated name, a framing header."""
+    lines = list(lines)
+    at = rng.randrange(len(lines)) if lines else 0
+    what = rng.randrange(10)
+    if what == 0 and lines:
+        name, value = lines[at]
+        i = rng.randrange(len(value))
+        lines[at] = (name, value[:i] + rng.choice("0aZ,é\xff") + value[i + 1:])
+    elif what == 1 and lines:
+        name, value = lines[at]
+        i = rng.randrange(len(name))
+        lines[at] = (name[:i] + name[i].swapcase() + name[i + 1:], value)
+    elif what == 2 and len(lines) > 1:
+        other = rng.randrange(len(lines))
+        lines[at], lines[other] = lines[other], lines[at]
+    elif what == 3 and lines:
+        del lines[at]
+    elif what == 4:
+        lines.insert(at, rng.choice(_LINES))
+    elif what == 5 and lines:
+        lines.insert(at, (lines[at][0].lower(), "again"))
+    elif what == 6:
+        lines.insert(at, rng.choice([("Connection", "keep-alive"), ("Upgrade", "x"),
+                                     ("Transfer-Encoding", "chunked"),
+                                     ("Connection", "close"), ("Content-Length", "3")]))
+    elif what == 7:
+        return list(_LINES)
+    return lines
+
+
+def test_a_long_lived_reader_reads_every_changed_line_afresh() -> None:
+    """The compiled reader takes a header line equal to the previous request's line at
+    its place from that request instead of decoding it again. One reader of each twin,
+    kept across thousands of requests that each change the last one a little (most of
+    the changes keep a line's length, so only its bytes tell it apart), must read every
+    request alike; a reader that fails or ends the connection is replaced by a new
+    one, on both sides."""
+    pure = importlib.import_module("mcpfast_ext.http_reader_py")
+    built = compiled("http_reader")
+    rng = random.Random(20261203)
+    readers = [module.HttpRequestReader() for module in (pure, built)]
+    lines = list(_LINES)
+    for _ in range(4000):
+        lines = _changed(rng, lines)
+        body = b"x" * rng.choice([0, 9, 10, 100])
+        head = [f"{rng.choice(['POST', 'GET'])} {rng.choice(['/mcp', '/mcq', '/mcp'])} HTTP/1.1",
+                *(f"{name}: {value}" for name, value in lines),
+                f"Content-Length: {len(body)}"]
+        data = ("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body
+        if rng.random() < 0.1:
+            data *= 2
+        traces = []
+        for reader in readers:
+            try:
+                got = reader.feed(data)
+            except (HttpError, RuntimeError) as exc:
+                traces.append(("error", getattr(exc, "status", None)))
+                continue
+            traces.append([(r.method, r.target, r.path, r.headers, r.body, r.keep_alive,
+                            r.upgrade, r.fields, r.repeated) for r in got] + [reader.phase])
+        assert traces[0] == traces[1], (data, traces)
+        if traces[0][0] == "error" or any(not r[5] or r[6] for r in traces[0][:-1]):
+            readers = [module.HttpRequestReader() for module in (pure, built)]
+
+
+def test_the_compiled_reader_takes_a_repeated_line_from_the_request_before() -> None:
+    """What the test above keeps honest: a keep-alive client's unchanged lines are the
+    very objects of its previous request, a changed one is not."""
+    reader = compiled("http_reader").HttpRequestReader()
+    (first,) = reader.feed(PLAIN)
+    (second,) = reader.feed(PLAIN.replace(b"4f2a", b"4f2b"))
+    assert [a is b for a, b in zip(first.headers, second.headers, strict=True)] == \
+        [True, True, True, False, True]
+    assert second.header("mcp-session-id") == "4f2b"
