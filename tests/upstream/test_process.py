@@ -178,3 +178,41 @@ def test_the_sweep_of_exited_orphans_leaves_a_watched_process_alone() -> None:
         assert child.returncode == 9
         child.close()
     run(main())
+
+
+def test_an_exit_that_cannot_be_collected_yet_is_polled_not_spun(
+        loop_run: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The pidfd says the process exited but ``waitpid`` cannot collect it yet (a tracer
+    holds it): the pidfd, which would keep saying so, is let go and the exit is polled
+    every EXIT_POLL until it is collected, with its code."""
+    from mcpfast.upstream import process as module
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        events = Events()
+        child = ChildProcess([sys.executable, "-c", "import sys; sys.exit(7)"], events,
+                             cwd=None, env=dict(os.environ))
+        child.connect()
+        assert child._pidfd >= 0
+        waited: list[float] = []
+        held_until: list[float] = []
+        real_waitpid = os.waitpid
+
+        def held(pid: int, options: int) -> tuple[int, int]:
+            if pid != child.pid:
+                return real_waitpid(pid, options)
+            waited.append(loop.time())
+            if not held_until:
+                held_until.append(loop.time() + 0.5)  # held from the first look on
+            return (0, 0) if loop.time() < held_until[0] else real_waitpid(pid, options)
+
+        monkeypatch.setattr(module.os, "waitpid", held)
+        await asyncio.wait_for(events.exited.wait(), 15)
+        assert child.exited and child.returncode == 7
+        assert child._pidfd == -1 and child._poll is None
+        # Looked at every EXIT_POLL (0.05 s) while held: about 11 times in 0.5 s, a
+        # few more on a slow machine; spinning on the pidfd would be thousands.
+        assert 3 <= len(waited) <= 15, len(waited)
+        assert all(b - a >= module.EXIT_POLL * 0.9 for a, b in zip(waited, waited[1:], strict=False))
+        child.close()
+    loop_run(main)
