@@ -16,8 +16,8 @@ from .targets import TARGET_NAMES
 DURATION = 6.0
 WARMUP = 1.5
 ROUNDS = 3
-QUICK_WARMUP = 0.3
-QUICK_DURATION = 1.0
+QUICK_WARMUP = 0.1
+QUICK_DURATION = 0.4
 
 
 def main(argv: list[str] | None = None) -> int:
