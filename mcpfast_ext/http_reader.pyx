@@ -71,6 +71,16 @@ cdef inline bint _spells(str text, const unsigned char* p, Py_ssize_t start,
         and memcmp(PyUnicode_DATA(text), p + start, end - start) == 0
 
 
+MAX_NAMES = 512
+MAX_NAME_BYTES = 64
+cdef dict _NAMES = {}
+"""Header names as decoded, each with its lower-cased form, shared by every connection
+of the process: the few names clients send are held once, not once a connection
+(``HttpRequestReader._lines`` keeps a keep-alive connection's lines). Bounded: past
+``MAX_NAMES`` names, or longer than ``MAX_NAME_BYTES``, a name is decoded and lowered
+for itself."""
+
+
 cdef int _ORDINARY = 0
 cdef int _LENGTH = 1
 cdef int _REFUSED = 2
@@ -116,10 +126,12 @@ cdef class HttpRequestReader:
     cdef list _body
     cdef list _requests
     cdef list _lines
+    """The header lines of the last plain request, in order, three items a line:
+    ``(name, value)``, the lower-cased name and its ``_kind``. A keep-alive client sends
+    the same lines with every request, and a line equal to the one at its place is
+    taken from here, not decoded again."""
     cdef str _target
-    """The header lines of the last plain request, in order, each as ``((name, value),
-    lowered name, kind)`` (``_kind``): a keep-alive client sends the same lines with every request, and
-    a line equal to the one at its place is taken from here, not decoded again."""
+    """The last plain request's target, taken again when the next one has the same."""
     cdef public object upgraded_data
     cdef public int phase
     cdef bint _ended
@@ -221,8 +233,10 @@ cdef class HttpRequestReader:
         repeated = None
         cdef list lines = self._lines
         cdef Py_ssize_t count = 0
-        cdef tuple line, pair
+        cdef tuple pair
         cdef int kind
+        cdef Py_ssize_t at
+        cdef bint hit
         # Header lines: token ":" OWS value CRLF, the value visible ASCII with single
         # inner spaces or tabs allowed and none at its end, then the empty line.
         while True:
@@ -257,23 +271,37 @@ cdef class HttpRequestReader:
             head_bytes += (name_end - name_start) + (value_end - value_start)
             if head_bytes > self._max_head:
                 return -1
-            line = lines[count] if count < len(lines) else None
-            if line is not None and _spells(line[0][0], p, name_start, name_end) \
-                    and _spells(line[0][1], p, value_start, value_end):
-                pair, lowered, kind = line
+            at = 3 * count
+            if at < len(lines):
+                pair = <tuple>lines[at]
+                hit = _spells(<str>pair[0], p, name_start, name_end) \
+                    and _spells(<str>pair[1], p, value_start, value_end)
+            else:
+                hit = False
+            if hit:
                 text = pair[1]
+                lowered = lines[at + 1]
+                kind = lines[at + 2]
             else:
                 key = PyUnicode_DecodeLatin1(<const char*>p + name_start,
                                              name_end - name_start, NULL)
                 text = PyUnicode_DecodeLatin1(<const char*>p + value_start,
                                               value_end - value_start, NULL)
-                lowered = _lowered(p, name_start, name_end, key)
+                name = _NAMES.get(key)
+                if name is None:
+                    lowered = _lowered(p, name_start, name_end, key)
+                    if len(_NAMES) < MAX_NAMES and name_end - name_start <= MAX_NAME_BYTES:
+                        _NAMES[key] = (key, lowered)
+                else:
+                    key, lowered = <tuple>name
                 kind = _kind(lowered, text)
                 pair = (key, text)
-                if line is None:
-                    lines.append((pair, lowered, kind))
+                if at < len(lines):
+                    lines[at] = pair
+                    lines[at + 1] = lowered
+                    lines[at + 2] = kind
                 else:
-                    lines[count] = (pair, lowered, kind)
+                    lines += (pair, lowered, kind)
             count += 1
             if kind == _LENGTH:
                 if has_length or value_end - value_start > 15:
@@ -287,7 +315,7 @@ cdef class HttpRequestReader:
                 return -1
             headers.append(pair)
             repeated = _index(index, repeated, lowered, text)
-        del lines[count:]
+        del lines[3 * count:]
         if length > self._max_body or n - i < length:
             return -1
         end = i + length
