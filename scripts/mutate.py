@@ -94,7 +94,7 @@ TOPICS: dict[str, dict[str, list[str]]] = {
     },
     "timeout": {
         "mcpfast/upstream/connection.py": ["Connection.sweep", "Connection.deadline"],
-        "mcpfast/gateway/gateway.py": ["Gateway._sweep"],
+        "mcpfast/gateway/sweeper.py": ["sweep_forever"],
         "mcpfast/gateway/relay.py": ["Relay.timed_out"],
     },
     "session-ids": {

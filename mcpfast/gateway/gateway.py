@@ -1,5 +1,5 @@
 """Gateway: wires the listeners' sessions, the router, the upstreams and the parts that
-serve them; starts, sweeps, drains and stops.
+serve them; starts, sweeps (``sweeper.py``), drains and stops.
 
 The parts, one file each: ``requests.py`` (the data path from clients: dispatch in
 either era, routing, the policy chain, forwarding), ``relay.py`` (what upstreams say,
@@ -54,15 +54,11 @@ from .requests import Requests
 from .router import Router
 from .session import DownstreamSession
 from .subscriptions import Subscriptions
+from .sweeper import sweep_forever
 from .tool_stats import ToolStats
 from .tracing import Tracing
 
 log = logging.getLogger("mcpfast.gateway")
-
-SWEEP_INTERVAL = 0.5
-EVICT_EVERY = 10
-"""Sweeps between evictions of rate-limit buckets that have refilled (5 s)."""
-
 
 class Gateway:
     def __init__(self, config: Config) -> None:
@@ -86,7 +82,6 @@ class Gateway:
         self.listening = False
         self.listeners: list[Any] = []
         self._session_ids = itertools.count(1)
-        self._sweeps = 0
         self._sweeper: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         secret = config.listen.http.session_secret
@@ -290,7 +285,7 @@ class Gateway:
         out (a late one joins the catalog when it becomes ready). Clients may already be
         connected (the listeners open first), so time-outs and limits run from now."""
         if self._sweeper is None:
-            self._sweeper = asyncio.get_running_loop().create_task(self._sweep(),
+            self._sweeper = asyncio.get_running_loop().create_task(sweep_forever(self),
                                                                    name="sweeper")
         for upstream in self.upstreams.values():
             await upstream.start()
@@ -333,45 +328,6 @@ class Gateway:
         if self.tracing is not None:
             # After the drain: the requests it failed have their spans too.
             await asyncio.to_thread(self.tracing.shutdown)
-
-    def _measure_buffers(self) -> None:
-        """Envoy's overload manager, sampled: the bytes queued everywhere decide
-        whether new work is taken. Off the data path, once per sweep."""
-        total = sum(u.buffered() for u in self.upstreams.values())
-        for listener in self.listeners:
-            for connection in listener.connections:
-                total += connection.buffered()
-        self.buffered = total
-        limit = self.config.limits.process_buffer_bytes
-        if not self.overloaded and total > limit:
-            self.overloaded = True
-            log.warning("%d bytes are buffered (limits.process_buffer_bytes is %d): "
-                        "refusing new requests until they drain", total, limit)
-        elif self.overloaded and total < limit // 2:
-            self.overloaded = False
-            log.warning("buffers drained to %d bytes: taking new requests again", total)
-
-    async def _sweep(self) -> None:
-        idle = self.config.listen.idle_timeout
-        while True:
-            await asyncio.sleep(SWEEP_INTERVAL)
-            self._measure_buffers()
-            now = time.monotonic()
-            for upstream in self.fleet.all():
-                if upstream.pending:
-                    upstream.sweep(now)
-            self.mrtr.sweep(now)
-            for pool in self.pools():
-                pool.reap(now)
-            self._sweeps += 1
-            if self.rate_limits and self._sweeps % EVICT_EVERY == 0:
-                for limit in self.rate_limits:
-                    limit.evict_full(now)
-            for session in list(self.sessions.values()):
-                if session.idle_for(now) > idle and not session.inflight and \
-                        not session.listens:
-                    log.info("closing idle session %s (%s)", session.id, session.peer)
-                    session.close(1001, "idle timeout")
 
     # -- sessions --------------------------------------------------------------------
     def open_session(self, transport: str, peer: str, send: Callable[[bytes], None],

@@ -8,17 +8,15 @@ legacy ones makes a modern, stateless request; anything else is the legacy trans
 The gateway core sees neither: a legacy session is a core session whose ``send`` routes
 each message to the right SSE stream, and a modern request is a core session of its own
 that lives as long as its HTTP response (``http_sessions.py``). This module is the
-endpoint that owns them: it checks each request's headers, finds or creates its session,
-and hands its body to the core, reached only through ``ports.Dispatcher``. One request
-and its response is an ``Exchange`` (``exchange.py``).
+endpoint that owns them: it checks each request's headers (against ``http_checks.py``),
+finds or creates its session, and hands its body to the core, reached only through
+``ports.Dispatcher``. One request and its response is an ``Exchange`` (``exchange.py``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
-import re
 import time
 from collections import OrderedDict
 from http import HTTPStatus
@@ -34,7 +32,14 @@ from ..protocol import jsonrpc, modern, sse
 from ..protocol.http import HttpRequest, format_response
 from ..protocol.mcp import LEGACY_VERSIONS
 from ..protocol.session_ids import SessionSigner
-from .exchange import Exchange, _accepts, _media_types
+from .exchange import Exchange, _accepts
+from .http_checks import (
+    AllowList,
+    HeaderAnnotations,
+    binding,
+    progress_token,
+    unacceptable,
+)
 from .http_sessions import SESSION_FIELD, SESSION_HEADER, HttpSession, ModernRequest, Stream
 from .ports import ClientSession, Dispatcher
 
@@ -46,27 +51,6 @@ DEFAULT_LEGACY_VERSION = "2025-03-26"  # no header and no other way to know (tra
 MAX_ENDED = 100_000
 LEGACY_ALLOW = "GET, POST, DELETE"
 _any = msgspec.json.Decoder()
-
-
-class _AllowList:
-    """Glob patterns (``*`` matches anything) with the verdicts for values already seen:
-    each request is checked against a dict, not a list of patterns."""
-
-    def __init__(self, patterns: list[str]) -> None:
-        # Only ``*`` is a wildcard: fnmatch would read the brackets of ``[::1]`` as a
-        # character class and let ``:`` or ``1`` through.
-        self._regex = re.compile("|".join(
-            f"(?:{re.escape(p).replace(re.escape('*'), '.*')})\\Z" for p in patterns)
-            or r"(?!)", re.S)
-        self._seen: dict[str, bool] = {}
-
-    def __contains__(self, value: str) -> bool:
-        verdict = self._seen.get(value)
-        if verdict is None:
-            verdict = self._regex.match(value) is not None
-            if len(self._seen) < 1024:
-                self._seen[value] = verdict
-        return verdict
 
 
 class Endpoint:
@@ -85,11 +69,10 @@ class Endpoint:
         self.live_modern: set[ModernRequest] = set()
         self._snapshot: Config | None = None
         self.config: HttpConfig
-        self._origins: _AllowList
-        self._hosts: _AllowList | None
+        self._origins: AllowList
+        self._hosts: AllowList | None
         self._read_config()
-        self._annotations: tuple[object, dict[Any, dict[str, tuple[tuple[str, ...], str]]]] = \
-            (None, {})
+        self._annotations = HeaderAnnotations()
         self._timer: asyncio.TimerHandle | None = None
         self._ticks = 0
 
@@ -104,19 +87,19 @@ class Endpoint:
         self.config = listen.http
         self.traced = config.tracing.enabled
         """Whether requests take their HTTP ``traceparent`` to the core (read only then)."""
-        self._origins = _AllowList(self.config.allowed_origins)
+        self._origins = AllowList(self.config.allowed_origins)
         hosts = self.config.allowed_hosts
         if hosts is None and is_loopback(listen.host):
             bound = f"[{listen.host}]" if ":" in listen.host else listen.host
             hosts = ["127.0.0.1", "127.0.0.1:*", "localhost", "localhost:*", "[::1]",
                      "[::1]:*", bound, f"{bound}:*"]
-        self._hosts = _AllowList([h.lower() for h in hosts]) if hosts is not None else None
+        self._hosts = AllowList([h.lower() for h in hosts]) if hosts is not None else None
 
     # -- bookkeeping ---------------------------------------------------------------------
     def register(self, session: HttpSession) -> str:
         token = self.signer.issue(session.ds.protocol_version or DEFAULT_LEGACY_VERSION,
                                   session.ds.client_capabilities,
-                                  _binding(session.ds.identity))
+                                  binding(session.ds.identity))
         session.token = token
         session.issued_at = int(time.time())
         self._add(session)
@@ -256,7 +239,7 @@ class Endpoint:
         """Content negotiation and parsing common to both eras' POST."""
         request = exchange.request
         fields = request.fields
-        refused = _unacceptable(fields.get("accept"), fields.get("content-type"), modern_era)
+        refused = unacceptable(fields.get("accept"), fields.get("content-type"), modern_era)
         if refused is not None:
             exchange.error(refused[0], None, jsonrpc.INVALID_REQUEST, refused[1])
             return None
@@ -320,7 +303,7 @@ class Endpoint:
             claims = None
         else:
             claims = None if token in self.ended else self.signer.verify(token,
-                                                                         _binding(identity))
+                                                                         binding(identity))
         if claims is None or not self._adoptable(claims.issued_at):
             exchange.error(404, None, jsonrpc.INVALID_REQUEST,
                            "Session not found: it ended or expired; initialize again")
@@ -397,7 +380,7 @@ class Endpoint:
                            f"request id {env.id!r} is already in flight on this session")
             return
         session.new_stream(env.id, exchange,
-                           _progress_token(env) if b"progressToken" in body else None)
+                           progress_token(env) if b"progressToken" in body else None)
         if self.traced:
             self._handle_traced(session.ds, exchange, body, env)
             return
@@ -486,7 +469,7 @@ class Endpoint:
             modern.check_headers(request.headers, method, params)
             modern.check_version(meta)
             if method == "tools/call":
-                annotations = self._header_annotations(params.get("name"))
+                annotations = self._annotations.of(self.core.tools, params.get("name"))
                 if annotations:
                     modern.check_param_values(request.headers, annotations,
                                               params.get("arguments"))
@@ -505,55 +488,6 @@ class Endpoint:
             return
         self.core.handle(modern_request.ds, request.body, env)
 
-    def _header_annotations(self, name: object) -> dict[str, tuple[tuple[str, ...], str]]:
-        """Tool ``name``'s x-mcp-header annotations (``modern.x_mcp_headers``), read once
-        per tool list rather than from its inputSchema on every call."""
-        tools = self.core.tools
-        if self._annotations[0] is not tools:
-            self._annotations = (tools, {t.get("name"): modern.x_mcp_headers(t.get("inputSchema"))
-                                         for t in tools})
-        return self._annotations[1].get(name) or {}
 
 
-@functools.lru_cache(maxsize=256)
-def _unacceptable(accept: str | None, content_type: str | None, modern_era: bool
-                  ) -> tuple[int, str] | None:
-    """Why a POST with these Accept and Content-Type values is refused (status and
-    reason), or None. Cached: clients send the same few values on every request."""
-    if not _accepts(accept, "application/json") or (
-            not modern_era and not _accepts(accept, "text/event-stream")):
-        wanted = ("application/json" if modern_era
-                  else "both application/json and text/event-stream")
-        return 406, f"Not Acceptable: the client must accept {wanted}"
-    if "application/json" not in _media_types(content_type):
-        return 415, "Unsupported Media Type: the body must be application/json"
-    return None
 
-
-class _TokenMeta(msgspec.Struct, gc=False):
-    progressToken: Any = None  # noqa: N815 - the wire name
-
-
-class _TokenParams(msgspec.Struct, gc=False):
-    meta: _TokenMeta | None = msgspec.field(default=None, name="_meta")
-
-
-_token_params = msgspec.json.Decoder(_TokenParams)
-
-
-def _progress_token(env: jsonrpc.Envelope) -> Any:
-    """The request's progress token, reading nothing else of its params."""
-    if env.params is UNSET:
-        return None
-    try:
-        meta = _token_params.decode(env.params).meta  # type: ignore[arg-type]
-    except msgspec.DecodeError:
-        return None
-    token = meta.progressToken if meta is not None else None
-    return token if isinstance(token, (int, str)) and not isinstance(token, bool) else None
-
-
-def _binding(identity: Identity | None) -> str:
-    """What a session id is bound to: the verified identity's key (so that another
-    replica sharing the key binds it too); nothing for a client known by address."""
-    return identity.key if identity is not None and identity.authenticated else ""

@@ -36,7 +36,7 @@ from ..conftest import (
 
 REQUEST_TIMEOUT = 2.0
 SWEEP_PERIOD = 0.5
-"""How often the gateway looks for expired requests (gateway.SWEEP_INTERVAL): an
+"""How often the gateway looks for expired requests (sweeper.SWEEP_INTERVAL): an
 expired request is answered at most this late."""
 SLACK = 1.4
 """For a busy machine. Below REQUEST_TIMEOUT - SWEEP_PERIOD, so that a deadline of

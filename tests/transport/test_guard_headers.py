@@ -12,7 +12,7 @@ import pytest
 from mcpfast.config import is_loopback
 from mcpfast.protocol import modern
 from mcpfast.protocol.modern import HEADER_MISMATCH, RequestError
-from mcpfast.transport.streamable import _AllowList
+from mcpfast.transport.http_checks import AllowList
 
 VERSION = "2026-07-28"
 
@@ -105,7 +105,7 @@ def test_a_schema_that_is_not_an_object_checks_nothing(schema: object) -> None:
 def test_allow_list_verdicts_are_cached_up_to_a_bound() -> None:
     """Each request checks a dict, not the patterns; a client sending ever new values
     cannot grow that dict past 1024 entries, and verdicts stay right past it."""
-    allow = _AllowList(["http://ok.example", "http://*.ok.example"])
+    allow = AllowList(["http://ok.example", "http://*.ok.example"])
     for n in range(3000):
         assert (f"http://{n}.ok.example" in allow) is True
         assert (f"http://{n}.bad.example" in allow) is False

@@ -17,7 +17,7 @@ from ..conftest import GatewayProcess, modern, recording_upstream, run, running_
 IDLE = 1.0
 SWEEP_PERIOD = 0.5
 """The sweeper notices activity and idleness each period, so a close comes up to two
-periods after the idle time (gateway.SWEEP_INTERVAL)."""
+periods after the idle time (sweeper.SWEEP_INTERVAL)."""
 SLACK = 1.0
 
 

@@ -1,0 +1,102 @@
+"""What the Streamable HTTP endpoint checks a request's headers and body against, before
+its session is found: allowed Origin and Host values, acceptable media types, the
+session binding, a POST's progress token, and a tool's ``x-mcp-header`` annotations for
+the modern era. Pure, and cached where clients repeat themselves (``streamable.py``
+applies them)."""
+
+from __future__ import annotations
+
+import functools
+import re
+from typing import Any
+
+import msgspec
+from msgspec import UNSET
+
+from ..auth.identity import Identity
+from ..protocol import jsonrpc, modern
+from .exchange import _accepts, _media_types
+
+Annotations = dict[str, tuple[tuple[str, ...], str]]
+
+
+class AllowList:
+    """Glob patterns (``*`` matches anything) with the verdicts for values already seen:
+    each request is checked against a dict, not a list of patterns."""
+
+    def __init__(self, patterns: list[str]) -> None:
+        # Only ``*`` is a wildcard: fnmatch would read the brackets of ``[::1]`` as a
+        # character class and let ``:`` or ``1`` through.
+        self._regex = re.compile("|".join(
+            f"(?:{re.escape(p).replace(re.escape('*'), '.*')})\\Z" for p in patterns)
+            or r"(?!)", re.S)
+        self._seen: dict[str, bool] = {}
+
+    def __contains__(self, value: str) -> bool:
+        verdict = self._seen.get(value)
+        if verdict is None:
+            verdict = self._regex.match(value) is not None
+            if len(self._seen) < 1024:
+                self._seen[value] = verdict
+        return verdict
+
+
+@functools.lru_cache(maxsize=256)
+def unacceptable(accept: str | None, content_type: str | None, modern_era: bool
+                 ) -> tuple[int, str] | None:
+    """Why a POST with these Accept and Content-Type values is refused (status and
+    reason), or None. Cached: clients send the same few values on every request."""
+    if not _accepts(accept, "application/json") or (
+            not modern_era and not _accepts(accept, "text/event-stream")):
+        wanted = ("application/json" if modern_era
+                  else "both application/json and text/event-stream")
+        return 406, f"Not Acceptable: the client must accept {wanted}"
+    if "application/json" not in _media_types(content_type):
+        return 415, "Unsupported Media Type: the body must be application/json"
+    return None
+
+
+class _TokenMeta(msgspec.Struct, gc=False):
+    progressToken: Any = None  # noqa: N815 - the wire name
+
+
+class _TokenParams(msgspec.Struct, gc=False):
+    meta: _TokenMeta | None = msgspec.field(default=None, name="_meta")
+
+
+_token_params = msgspec.json.Decoder(_TokenParams)
+
+
+def progress_token(env: jsonrpc.Envelope) -> Any:
+    """The request's progress token, reading nothing else of its params."""
+    if env.params is UNSET:
+        return None
+    try:
+        meta = _token_params.decode(env.params).meta  # type: ignore[arg-type]
+    except msgspec.DecodeError:
+        return None
+    token = meta.progressToken if meta is not None else None
+    return token if isinstance(token, (int, str)) and not isinstance(token, bool) else None
+
+
+def binding(identity: Identity | None) -> str:
+    """What a session id is bound to: the verified identity's key (so that another
+    replica sharing the key binds it too); nothing for a client known by address."""
+    return identity.key if identity is not None and identity.authenticated else ""
+
+
+class HeaderAnnotations:
+    """Each tool's ``x-mcp-header`` annotations (``modern.x_mcp_headers``), read once
+    per tool list rather than from its inputSchema on every call."""
+
+    def __init__(self) -> None:
+        self._tools: object = None
+        self._by_name: dict[Any, Annotations] = {}
+
+    def of(self, tools: list[dict[str, Any]], name: object) -> Annotations:
+        """Tool ``name``'s annotations in ``tools`` (the gateway's current list)."""
+        if self._tools is not tools:
+            self._tools = tools
+            self._by_name = {t.get("name"): modern.x_mcp_headers(t.get("inputSchema"))
+                             for t in tools}
+        return self._by_name.get(name) or {}
