@@ -33,6 +33,7 @@ from ..protocol.modern import (
     read_meta,
     strip_modern_meta,
 )
+from ..transport.ports import Checked
 from ..upstream.balancer import RETRYABLE
 from ..upstream.base import CLIENT_INFO, UpstreamError
 from .call import (
@@ -121,7 +122,7 @@ class Requests:
         self.checks = checks
 
     def handle(self, session: DownstreamSession, data: bytes,
-               env: Envelope | None = None) -> None:
+               env: Envelope | None = None, checked: Checked | None = None) -> None:
         """One message from a client; ``env`` is its envelope when the transport has
         decoded it already (``ports.Dispatcher.handle``)."""
         session.messages_in += 1
@@ -146,7 +147,7 @@ class Requests:
             return
         self.counters.requests += 1
         try:
-            self._dispatch(session, method, env)
+            self._dispatch(session, method, env, checked)
         except Exception:
             log.exception("internal error handling %s from session %s", method, session.id)
             if env.id not in session.inflight and env.id not in session.listens:
@@ -196,9 +197,10 @@ class Requests:
             session.inflight[client_id] = (upstream, sent)
         return True
 
-    def _dispatch(self, session: DownstreamSession, method: str, env: Envelope) -> None:
+    def _dispatch(self, session: DownstreamSession, method: str, env: Envelope,
+                  checked: Checked | None = None) -> None:
         if session.era == "modern":
-            self._dispatch_modern(session, method, env)
+            self._dispatch_modern(session, method, env, checked)
             return
         # Routing decodes the few params it needs once, here; the same decode tells a
         # modern request (its _meta names a protocol version) from a legacy one.
@@ -247,16 +249,21 @@ class Requests:
             entry[0](Request(session, env, env.id, method, None, None, False,  # type: ignore[arg-type]
                              NO_PARAMS))
 
-    def _dispatch_modern(self, session: DownstreamSession, method: str, env: Envelope) -> None:
+    def _dispatch_modern(self, session: DownstreamSession, method: str, env: Envelope,
+                         checked: Checked | None = None) -> None:
         """A 2026-07-28 request: ``_meta`` (-32602) and version (-32022) rungs, then the
-        method (basic/index "Per-request protocol fields"; notes §2.3)."""
-        params = _any.decode(env.params) if env.params is not UNSET else {}  # type: ignore[arg-type]
-        try:
-            meta = read_meta(params)
-            check_version(meta)
-        except RequestError as exc:
-            self.send_error(session, env.id, exc.code, exc.message, exc.data)
-            return
+        method (basic/index "Per-request protocol fields"; notes §2.3). ``checked``: its
+        params and ``_meta``, when its transport has read and checked them already."""
+        if checked is not None:
+            params, meta = checked
+        else:
+            params = _any.decode(env.params) if env.params is not UNSET else {}  # type: ignore[arg-type]
+            try:
+                meta = read_meta(params)
+                check_version(meta)
+            except RequestError as exc:
+                self.send_error(session, env.id, exc.code, exc.message, exc.data)
+                return
         entry = self._methods.get(method)
         if entry is None or not entry[1] & MODERN:
             self.send_error(session, env.id, jsonrpc.METHOD_NOT_FOUND,

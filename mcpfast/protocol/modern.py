@@ -6,7 +6,9 @@ in the order of docs/design/streamable-http-notes.md §2.3::
 
     check_unrepeated_headers         rung 8    -32020
     read_meta                        rung 9    -32602
-    check_headers                    rung 10   -32020 (repeats rung 8, which is cheap)
+    check_headers                    rung 10   -32020 (with rung 8 again; the HTTP
+                                               transport, which has checked rung 8,
+                                               runs check_routing_headers on its index)
     check_version                    rung 11   -32022
     check_param_headers (tools/call) rung 12   -32020
 
@@ -19,7 +21,7 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import msgspec
@@ -252,7 +254,13 @@ def check_headers(headers: Sequence[tuple[str, str]], method: str,
     body ("Server Validation"). Runs before ``check_version`` so that a client whose
     header and body disagree is told so, not that its body version is unsupported.
     """
-    found = check_unrepeated_headers(headers)
+    check_routing_headers(check_unrepeated_headers(headers), method, params)
+
+
+def check_routing_headers(found: Mapping[str, str], method: str,
+                          params: dict[str, Any]) -> None:
+    """Rung 10 alone: ``found`` maps folded header names to their values, none of the
+    routing headers repeated (rung 8 passed), such as a request's header index."""
     meta = params.get("_meta") if isinstance(params, dict) else None
     body_version = meta.get(META_PROTOCOL_VERSION) if isinstance(meta, dict) else None
     _compare(PROTOCOL_VERSION_HEADER, found.get(_VERSION_KEY), body_version, decode=False)

@@ -17,9 +17,11 @@ from ..auth.identity import Identity
 from ..config import Config
 from ..counters import Counters
 from ..protocol.jsonrpc import Envelope
+from ..protocol.modern import ModernMeta
 from .admission import Admission
 
-__all__ = ["Answer", "ClientSession", "ConnectionOwner", "Dispatcher", "FlowControl", "Identity"]
+__all__ = ["Answer", "Checked", "ClientSession", "ConnectionOwner", "Dispatcher", "FlowControl",
+           "Identity"]
 
 
 class FlowControl(Protocol):
@@ -32,6 +34,9 @@ class FlowControl(Protocol):
 Answer = Callable[[Any, bytes, "bool | None"], None]
 """A response to a client's request, with the request's id and whether it is an error
 (None: not known without reading it)."""
+
+Checked = tuple[dict[str, Any], ModernMeta]
+"""A modern request's ``params`` and its ``_meta`` as ``modern.read_meta`` read it."""
 
 
 class ClientSession(Protocol):
@@ -78,10 +83,13 @@ class Dispatcher(Protocol):
 
     def close_session(self, session: Any) -> None: ...
 
-    def handle(self, session: Any, data: bytes, env: Envelope | None = None) -> None:
+    def handle(self, session: Any, data: bytes, env: Envelope | None = None,
+               checked: Checked | None = None) -> None:
         """One complete message from the client: JSON text, and its envelope when the
         transport already decoded it (with ``jsonrpc.decode`` and the configured depth),
-        so that it is not decoded twice."""
+        so that it is not decoded twice. ``checked``: a modern request's params and
+        ``_meta``, when the transport read them for its own checks and checked them
+        as the core would (``modern.read_meta`` and ``check_version``)."""
         ...
 
     def send_error(self, session: Any, request_id: Any, code: int, message: str,

@@ -41,7 +41,7 @@ from .http_checks import (
     unacceptable,
 )
 from .http_sessions import SESSION_FIELD, SESSION_HEADER, HttpSession, ModernRequest, Stream
-from .ports import ClientSession, Dispatcher
+from .ports import Checked, ClientSession, Dispatcher
 
 log = logging.getLogger("mcpfast.http")
 
@@ -387,7 +387,7 @@ class Endpoint:
         self.core.handle(session.ds, body, env)
 
     def _handle_traced(self, ds: ClientSession, exchange: Exchange, body: bytes,
-                       env: jsonrpc.Envelope) -> None:
+                       env: jsonrpc.Envelope, checked: Checked | None = None) -> None:
         """``core.handle`` with the POST's trace context headers on the session while
         the request is dispatched (and forwarded: that is synchronous)."""
         fields = exchange.request.fields
@@ -395,7 +395,7 @@ class Endpoint:
         ds.trace_headers = (traceparent, fields.get("tracestate")) \
             if traceparent is not None else None
         try:
-            self.core.handle(ds, body, env)
+            self.core.handle(ds, body, env, checked)
         finally:
             ds.trace_headers = None
 
@@ -466,7 +466,7 @@ class Endpoint:
                 # Rung 8 before rung 9; without a repeated header it cannot fail.
                 modern.check_unrepeated_headers(request.headers)
             meta = modern.read_meta(params)
-            modern.check_headers(request.headers, method, params)
+            modern.check_routing_headers(request.fields, method, params)
             modern.check_version(meta)
             if method == "tools/call":
                 annotations = self._annotations.of(self.core.tools, params.get("name"))
@@ -483,10 +483,12 @@ class Endpoint:
                            "text/event-stream")
             return
         modern_request = ModernRequest(self, exchange, env.id, peer, address, identity)
+        # Its params and _meta as read and checked here: the core reads them no more.
         if self.traced:
-            self._handle_traced(modern_request.ds, exchange, request.body, env)
+            self._handle_traced(modern_request.ds, exchange, request.body, env,
+                                (params, meta))
             return
-        self.core.handle(modern_request.ds, request.body, env)
+        self.core.handle(modern_request.ds, request.body, env, (params, meta))
 
 
 

@@ -100,3 +100,63 @@ def test_a_request_is_decoded_once_and_its_answer_not_at_all(
         finally:
             await gw.stop()
     run(main())
+
+
+def test_a_modern_request_has_its_params_read_once(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A 2026-07-28 POST: the endpoint reads its params and ``_meta`` for the header
+    checks, and the core takes them as read rather than decoding the params and reading
+    the ``_meta`` again."""
+    from mcpfast.gateway import requests
+    from mcpfast.protocol import modern
+    from mcpfast.transport import streamable
+
+    config = tmp_path / "gw.toml"
+    config.write_text(f"[upstreams.bg]\ncommand = {toml_value(BACKGROUND)}\n"
+                      'era = "legacy"\n')
+    meta = {modern.META_PROTOCOL_VERSION: modern.LATEST_MODERN,
+            modern.META_CLIENT_CAPABILITIES: {}}
+
+    def call(request_id: int, name: str) -> bytes:
+        return http_post({"jsonrpc": "2.0", "id": request_id, "method": "tools/call",
+                          "params": {"name": name, "arguments": {"size": 3}, "_meta": meta}},
+                         **{"MCP-Protocol-Version": modern.LATEST_MODERN,
+                            "Mcp-Method": "tools/call", "Mcp-Name": name})
+
+    async def main() -> None:
+        gw = Gateway(load(str(config)))
+        await gw.start_upstreams()
+        try:
+            connection = TcpConnection(gw, InProcessListener(gw))  # type: ignore[arg-type]
+            socket = Socket()
+            connection.connection_made(socket)  # type: ignore[arg-type]
+            endpoint_reads = Counting(streamable._any)
+            core_reads = Counting(requests._any)
+            monkeypatch.setattr(streamable, "_any", endpoint_reads)
+            monkeypatch.setattr(requests, "_any", core_reads)
+            metas = 0
+            read_meta = modern.read_meta
+
+            def counting_read_meta(params: object) -> modern.ModernMeta:
+                nonlocal metas
+                metas += 1
+                return read_meta(params)
+
+            monkeypatch.setattr(modern, "read_meta", counting_read_meta)
+            monkeypatch.setattr(requests, "read_meta", counting_read_meta)
+            connection.data_received(call(1, "big"))
+            head, body = await next_response(socket)
+            assert head.startswith("HTTP/1.1 200 OK\r\n"), head
+            answer = json.loads(body)
+            assert answer["id"] == 1
+            assert answer["result"]["content"] == [{"type": "text", "text": "xxx"}]
+            assert (endpoint_reads.calls, core_reads.calls, metas) == (1, 0, 1)
+
+            # An unknown tool, refused by the core from the params it was handed.
+            connection.data_received(call(2, "nope"))
+            head, body = await next_response(socket)
+            assert json.loads(body)["error"]["code"] == jsonrpc.INVALID_PARAMS, body
+            assert (endpoint_reads.calls, core_reads.calls, metas) == (2, 0, 2)
+        finally:
+            await gw.stop()
+    run(main())
