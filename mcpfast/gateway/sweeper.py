@@ -42,10 +42,12 @@ class Swept(Protocol):
 
 
 async def sweep_forever(gw: Swept) -> None:
-    idle = gw.config.listen.idle_timeout
     sweeps = 0
+    idle_closed: set[str] = set()
     while True:
         await asyncio.sleep(SWEEP_INTERVAL)
+        # Read each time: a reload may have changed it (the config snapshot).
+        idle = gw.config.listen.idle_timeout
         measure_buffers(gw)
         now = time.monotonic()
         for upstream in gw.fleet.all():
@@ -58,10 +60,16 @@ async def sweep_forever(gw: Swept) -> None:
         if gw.rate_limits and sweeps % EVICT_EVERY == 0:
             for limit in gw.rate_limits:
                 limit.evict_full(now)
+        # A session closed for idleness stays until the client answers the close, or
+        # its connection is aborted: it is not closed (and logged) again meanwhile.
+        idle_closed.intersection_update(gw.sessions)
         for session in list(gw.sessions.values()):
+            if session.id in idle_closed:
+                continue
             if session.idle_for(now) > idle and not session.inflight and \
                     not session.listens:
                 log.info("closing idle session %s (%s)", session.id, session.peer)
+                idle_closed.add(session.id)
                 session.close(1001, "idle timeout")
 
 

@@ -230,3 +230,35 @@ def test_a_reload_that_changes_what_a_client_may_see_tells_it(gateway_factory: A
             listed = await client.request("tools/list", {})
             assert "count" not in {t["name"] for t in listed["result"]["tools"]}
     run(main())
+
+
+def test_a_reload_changes_the_idle_timeout(gateway_factory: Any) -> None:
+    """``listen.idle_timeout`` is read at every sweep, so a reload's new value applies
+    to the sessions open and to come; a client that does not answer the close frame is
+    closed once (logged once), not again at every sweep until its connection ends."""
+    gw: GatewayProcess = gateway_factory({"bg": {"command": BACKGROUND, "era": "legacy"}},
+                                         listen={"idle_timeout": 600})
+    base = gw.config_path.read_text()
+    assert "idle_timeout = 600" in base
+
+    async def main() -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
+        try:
+            writer.write(b"GET /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+                         b"Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+                         b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                         b"Sec-WebSocket-Protocol: mcp\r\n\r\n")
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 30)
+            assert head.startswith(b"HTTP/1.1 101 "), head
+            reload(gw, base.replace("idle_timeout = 600", "idle_timeout = 1"))
+            await logged(gw, "reloaded")
+            # Silent from here on, and deaf to the close frame: the gateway closes the
+            # connection itself once CLOSE_TIMEOUT (5 s) has passed.
+            await logged(gw, "closing idle session")
+            frame = await asyncio.wait_for(reader.read(2 + 2 + len("idle timeout")), 30)
+            assert frame[:1] == b"\x88" and b"idle timeout" in frame, frame
+            assert await asyncio.wait_for(reader.read(), 30) == b""
+            assert gw.log().count("closing idle session") == 1, gw.log()[-3000:]
+        finally:
+            writer.close()
+    run(main())
