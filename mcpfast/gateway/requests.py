@@ -66,6 +66,9 @@ LEGACY = 1
 MODERN = 2
 """A method of 2026-07-28."""
 BOTH = LEGACY | MODERN
+NOT_AN_OBJECT = "Invalid params: params must be an object"
+"""Why a request whose params are not an object (nor null) is refused, whatever its
+method (-32602)."""
 # Methods whose params the legacy handlers route by (a bad params.name is their -32602).
 ROUTED_METHODS = frozenset({"tools/call", "prompts/get", "resources/read",
                             "resources/subscribe", "resources/unsubscribe",
@@ -209,8 +212,13 @@ class Requests:
             try:
                 head = route_params.decode(env.params)  # type: ignore[arg-type]
             except msgspec.DecodeError as exc:
-                if is_modern(_any.decode(env.params)):  # type: ignore[arg-type]
+                params = _any.decode(env.params)  # type: ignore[arg-type]
+                if is_modern(params):
                     self._dispatch_modern(session, method, env)
+                elif params is not None and not isinstance(params, dict):
+                    # MCP's params are an object, for every method (a null is taken
+                    # for none, as JSON-RPC clients write it).
+                    self._dispatch_legacy(session, method, env, NOT_AN_OBJECT)
                 else:
                     self._dispatch_legacy(session, method, env, f"Invalid params: {exc}")
                 return
@@ -243,7 +251,7 @@ class Requests:
             entry[0](Request(session, env, env.id, method,  # type: ignore[arg-type]
                              None if name is UNSET else name,  # type: ignore[arg-type]
                              None if uri is UNSET else uri, False, head))  # type: ignore[arg-type]
-        elif method in ROUTED_METHODS:
+        elif method in ROUTED_METHODS or head is NOT_AN_OBJECT:
             self.send_error(session, env.id, jsonrpc.INVALID_PARAMS, head)
         else:
             entry[0](Request(session, env, env.id, method, None, None, False,  # type: ignore[arg-type]

@@ -448,6 +448,12 @@ def test_hostile_shapes_never_break_the_session(gateway: GatewayProcess) -> None
         {"method": "logging/setLevel", "params": {"level": "verbose"}},
         {"method": "logging/setLevel", "params": []},
         {"method": "prompts/get", "params": {"name": "greet", "_meta": None}},
+        # Params that are not an object, for methods that route by none of them.
+        {"method": "tools/list", "params": "x"},
+        {"method": "tools/list", "params": 5},
+        {"method": "prompts/list", "params": []},
+        {"method": "resources/list", "params": True},
+        {"method": "ping", "params": [1]},
     ]
     silent = [
         {"jsonrpc": "2.0", "method": "notifications/cancelled", "params": []},
@@ -467,6 +473,9 @@ def test_hostile_shapes_never_break_the_session(gateway: GatewayProcess) -> None
                                            request_id=f"h{i}")
                 # Each is a request whose params routing cannot use.
                 assert response["error"]["code"] == -32602, (message, response)
+            # A null is taken for no params, as JSON-RPC clients write it.
+            await c.send({"jsonrpc": "2.0", "id": "null", "method": "ping", "params": None})
+            assert (await c.wait_for("null"))["result"] == {}
             assert c.errors == []
             assert text_of(await c.call_tool("echo", {"text": "alive"})) == "alive"
     run(body())
