@@ -61,6 +61,13 @@ class _Out(msgspec.Struct, gc=False):
 
 
 _out = msgspec.json.Decoder(_Out)
+
+
+class _CancelParams(msgspec.Struct, gc=False):
+    requestId: Any = None  # noqa: N815 - the wire name
+
+
+_cancel_params = msgspec.json.Decoder(_CancelParams)
 _any = msgspec.json.Decoder()
 
 
@@ -175,6 +182,26 @@ class Stream:
             exchange.end()
             self.session.forget(self)
         return True
+
+    def withdraw(self) -> None:
+        """The client cancelled the request: its stream ends without a response (the
+        receiver of a cancellation does not answer the request, basic/utilities/
+        cancellation), as an event stream if nothing was sent on it yet."""
+        if self.done:
+            return
+        exchange = self.exchange
+        if exchange is not None and not self.committed:
+            # No priming event: there is nothing to resume.
+            self.committed = True
+            exchange.start_stream(self.session.headers(), self.lost)
+        self.done = True
+        if exchange is not None:
+            self.exchange = None
+            exchange.end()
+            self.session.endpoint.live.discard(self)
+            self.session.forget(self)
+        else:
+            self.detached_at = time.monotonic()  # a resumption gets what was sent, then the end
 
     def lost(self) -> None:
         self.exchange = None
@@ -307,6 +334,22 @@ class HttpSession:
                 log.warning("session %s: no GET stream reads %s; dropped", self.token, method)
                 return
         target.push(data)
+
+    def cancelled_stream(self, env: jsonrpc.Envelope) -> Stream | None:
+        """The open stream of the request a ``notifications/cancelled`` names, while
+        that request is in flight (``Stream.withdraw`` ends it once the core has let the
+        request go)."""
+        if env.params is UNSET:
+            return None
+        try:
+            request_id = _cancel_params.decode(env.params).requestId  # type: ignore[arg-type]
+        except msgspec.DecodeError:
+            return None
+        if not isinstance(request_id, (int, str)) or isinstance(request_id, bool) or \
+                request_id not in self.ds.inflight:
+            return None
+        stream = self.by_request.get(request_id)
+        return stream if stream is not None and not stream.done else None
 
     def cancel(self, request_id: Any, reason: str) -> None:
         if request_id in self.ds.inflight:

@@ -370,7 +370,11 @@ class Endpoint:
         body = exchange.request.body
         if env.method is UNSET or env.id is UNSET:
             # A notification, or the client's answer to a request the gateway relayed.
+            cancelled = session.cancelled_stream(env) \
+                if env.method == "notifications/cancelled" else None
             self.core.handle(session.ds, body, env)
+            if cancelled is not None and cancelled.request_id not in session.ds.inflight:
+                cancelled.withdraw()  # the cancel took: the request's POST ends
             exchange.respond(format_response(202, session.headers(),
                                              keep_alive=exchange.keep_alive))
             return

@@ -395,6 +395,53 @@ def test_a_post_abandoned_before_its_answer_is_cancelled_and_its_id_freed(
     run(main())
 
 
+def test_a_cancelled_post_ends_without_an_answer(gateway: GatewayProcess) -> None:
+    """``notifications/cancelled`` for a POST's request (basic/utilities/cancellation):
+    the call is cancelled upstream, and the POST's response ends, as an event stream
+    with no response in it, whether it had begun one (with progress) or not; it does not
+    stay open for ever. The request id is free again."""
+    url = gateway.http_url
+    slow = {"jsonrpc": "2.0", "id": 7, "method": "tools/call",
+            "params": {"name": "slow", "arguments": {"seconds": 30}}}
+    steps = {"jsonrpc": "2.0", "id": 8, "method": "tools/call",
+             "params": {"name": "progress", "arguments": {"steps": 600},
+                        "_meta": {"progressToken": "p"}}}
+
+    def cancel(request_id: int) -> dict[str, Any]:
+        return {"jsonrpc": "2.0", "method": "notifications/cancelled",
+                "params": {"requestId": request_id, "reason": "changed my mind"}}
+
+    async def main() -> None:
+        async with aiohttp.ClientSession() as http:
+            sid = await initialize(http, url)
+            # Nothing comes for the first until its answer: its head waits too.
+            plain_task = asyncio.create_task(http.post(url, json=slow, headers=headers(sid)))
+            streamed = await http.post(url, json=steps, headers=headers(sid))
+            assert streamed.headers["Content-Type"] == "text/event-stream"
+            begun = [event for _, event in await read_events(streamed, 2)]
+            assert begun[0] is None  # the priming event
+            assert begun[1]["method"] == "notifications/progress"
+            await until(lambda: gateway.status()["in_flight"] == 2, "both calls")
+            started = time.monotonic()
+            for request_id in (7, 8):
+                async with http.post(url, json=cancel(request_id),
+                                     headers=headers(sid)) as resp:
+                    assert resp.status == 202
+            plain = await asyncio.wait_for(plain_task, 10)
+            assert plain.status == 200
+            assert plain.headers["Content-Type"] == "text/event-stream"
+            assert await read_events(plain, 100) == []
+            rest = await read_events(streamed, 10_000)
+            assert {event["method"] for _, event in rest} <= {"notifications/progress"}
+            assert time.monotonic() - started < 10  # not the 30 s the calls would take
+            await until(lambda: gateway.status()["in_flight"] == 0, "the cancellations")
+            echo = {"jsonrpc": "2.0", "id": 7, "method": "tools/call",
+                    "params": {"name": "echo", "arguments": {"text": "again"}}}
+            async with http.post(url, json=echo, headers=headers(sid)) as resp:
+                assert (await resp.json())["result"]["content"][0]["text"] == "again"
+    run(main())
+
+
 def test_a_closed_get_stream_is_no_longer_counted_open(gateway: GatewayProcess) -> None:
     url = gateway.http_url
 
