@@ -302,6 +302,10 @@ class AdminConfig(msgspec.Struct, **KEY):  # type: ignore[call-arg]
     """Tokens that may read /metrics and nothing else (for a scraper)."""
     public_metrics: bool = False
     """/metrics without any token (for a scraper on a trusted network)."""
+    allowed_hosts: list[str] | None = None
+    """``Host`` values the admin port serves, against DNS rebinding (421 otherwise; the
+    health probes answer whatever the Host). Unset: loopback names when ``host`` is a
+    loopback address, anything otherwise (a token is required then)."""
 
     def __post_init__(self) -> None:
         _check(0 <= self.port <= 65535, "port", "must be between 0 and 65535")

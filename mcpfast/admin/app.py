@@ -30,6 +30,7 @@ from mcpfast_ext import IMPLEMENTATION
 
 from ..config import AdminConfig, ConfigError
 from ..metrics import GatewayCollector
+from ..transport.http_checks import host_allow_list
 from . import dashboard
 from .openapi import OPENAPI
 
@@ -45,6 +46,32 @@ OPEN = PROBES | dashboard.PAGE_PATHS
 
 def _digests(hashes: list[str]) -> frozenset[bytes]:
     return frozenset(bytes.fromhex(h.removeprefix("sha256:")) for h in hashes)
+
+
+def served_hosts(config: AdminConfig) -> Middleware | None:
+    """The admin port's ``Host`` check (421), against DNS rebinding: a web page that
+    has its name resolve to 127.0.0.1 must not read /status or the connections list
+    through the visitor's browser. None when any Host is served."""
+    hosts = host_allow_list(config.allowed_hosts, config.host)
+    if hosts is None:
+        return None
+
+    @web.middleware
+    async def check_host(request: web.Request, handler: Handler) -> web.StreamResponse:
+        host = request.headers.get("Host", "").strip().lower()
+        if host not in hosts and request.path not in PROBES:
+            return web.json_response({"error": f"Host {host!r} is not served here "
+                                               "(admin.allowed_hosts)"}, status=421)
+        return await handler(request)
+
+    return check_host
+
+
+def guards(config: AdminConfig) -> list[Middleware]:
+    """What every request to the admin port passes first: the Host check, then the
+    tokens."""
+    return [guard for guard in (served_hosts(config), bearer_tokens(config))
+            if guard is not None]
 
 
 def bearer_tokens(config: AdminConfig) -> Middleware | None:
@@ -83,11 +110,10 @@ def bearer_tokens(config: AdminConfig) -> Middleware | None:
 def create_app(gateway: Gateway, reload: Callable[[], list[str]] | None = None,
                guarded: bool = True) -> web.Application:
     """``reload`` rereads the config and puts it in force (server.reload), for
-    POST /api/v1/reload. ``guarded`` False: no token is asked for (a worker's app, which
+    POST /api/v1/reload. ``guarded`` False: no Host or token is checked (a worker's app, which
     only its supervisor reaches, on a socket in a private directory; the supervisor's
     own admin port checks the tokens, admin/workers.py)."""
-    guard = bearer_tokens(gateway.config.admin) if guarded else None
-    app = web.Application(middlewares=[guard] if guard is not None else [])
+    app = web.Application(middlewares=guards(gateway.config.admin) if guarded else [])
     registry = CollectorRegistry(auto_describe=True)
     registry.register(GatewayCollector(gateway))
     registry.register(PROCESS_COLLECTOR)

@@ -19,8 +19,8 @@ worker and combining what they say:
   window of samples is kept per process, and merging windows second by second is left
   for later.
 
-The admin tokens are checked here exactly as a single gateway checks them
-(``bearer_tokens``); the workers' own apps ask for none.
+The Host and the admin tokens are checked here exactly as a single gateway checks them
+(``guards``); the workers' own apps check neither.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ from mcpfast_ext import IMPLEMENTATION
 from .. import __version__
 from ..config import Config, ConfigError
 from . import dashboard
-from .app import bearer_tokens
+from .app import guards
 from .openapi import OPENAPI
 
 READ_TIMEOUT = 10.0
@@ -126,8 +126,7 @@ WORKERS = web.AppKey("workers", object)
 
 
 def create_supervisor_app(workers: Workers) -> web.Application:
-    guard = bearer_tokens(workers.config.admin)
-    app = web.Application(middlewares=[guard] if guard is not None else [])
+    app = web.Application(middlewares=guards(workers.config.admin))
     app[WORKERS] = workers
     app.router.add_get("/health", health)
     app.router.add_get("/liveness", liveness)

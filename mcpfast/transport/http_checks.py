@@ -14,6 +14,7 @@ import msgspec
 from msgspec import UNSET
 
 from ..auth.identity import Identity
+from ..config import is_loopback
 from ..protocol import jsonrpc, modern
 from .exchange import _accepts, _media_types
 
@@ -39,6 +40,17 @@ class AllowList:
             if len(self._seen) < 1024:
                 self._seen[value] = verdict
         return verdict
+
+
+def host_allow_list(hosts: list[str] | None, bound: str) -> AllowList | None:
+    """The ``Host`` values a listener bound to ``bound`` serves, against DNS rebinding:
+    ``hosts`` as configured; unset, the loopback names when ``bound`` is a loopback
+    address, and any Host (None) otherwise."""
+    if hosts is None and is_loopback(bound):
+        name = f"[{bound}]" if ":" in bound else bound
+        hosts = ["127.0.0.1", "127.0.0.1:*", "localhost", "localhost:*", "[::1]",
+                 "[::1]:*", name, f"{name}:*"]
+    return AllowList([h.lower() for h in hosts]) if hosts is not None else None
 
 
 @functools.lru_cache(maxsize=256)

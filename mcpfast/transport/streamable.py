@@ -27,7 +27,7 @@ from msgspec import UNSET
 
 from ..auth.identity import Identity
 from ..auth.tokens import AuthFailure
-from ..config import Config, HttpConfig, is_loopback
+from ..config import Config, HttpConfig
 from ..protocol import jsonrpc, modern, sse
 from ..protocol.http import HttpRequest, format_response
 from ..protocol.mcp import LEGACY_VERSIONS
@@ -37,6 +37,7 @@ from .http_checks import (
     AllowList,
     HeaderAnnotations,
     binding,
+    host_allow_list,
     progress_token,
     unacceptable,
 )
@@ -88,12 +89,7 @@ class Endpoint:
         self.traced = config.tracing.enabled
         """Whether requests take their HTTP ``traceparent`` to the core (read only then)."""
         self._origins = AllowList(self.config.allowed_origins)
-        hosts = self.config.allowed_hosts
-        if hosts is None and is_loopback(listen.host):
-            bound = f"[{listen.host}]" if ":" in listen.host else listen.host
-            hosts = ["127.0.0.1", "127.0.0.1:*", "localhost", "localhost:*", "[::1]",
-                     "[::1]:*", bound, f"{bound}:*"]
-        self._hosts = AllowList([h.lower() for h in hosts]) if hosts is not None else None
+        self._hosts = host_allow_list(self.config.allowed_hosts, listen.host)
 
     # -- bookkeeping ---------------------------------------------------------------------
     def register(self, session: HttpSession) -> str:

@@ -85,11 +85,13 @@ def test_connections_and_metrics_count_traffic(gateway: GatewayProcess) -> None:
 TOKEN = "admin-token-0123456789abcdef"
 
 
-def admin_request(gw: GatewayProcess, path: str, authorization: str | None = None
-                  ) -> tuple[int, dict[str, str], bytes]:
+def admin_request(gw: GatewayProcess, path: str, authorization: str | None = None,
+                  host: str | None = None) -> tuple[int, dict[str, str], bytes]:
     request = urllib.request.Request(gw.admin_url + path)
     if authorization is not None:
         request.add_header("Authorization", authorization)
+    if host is not None:
+        request.add_header("Host", host)
     try:
         with urllib.request.urlopen(request, timeout=5) as response:
             return response.status, dict(response.headers), response.read()
@@ -119,6 +121,29 @@ def test_admin_token_guards_everything_but_the_probes(gateway_factory: Any,
     assert admin_request(gw, "/metrics", f"Bearer {TOKEN}")[0] == 200
     gw.terminate()
     assert TOKEN not in gw.log()
+
+
+def test_the_admin_port_serves_only_its_own_host_names(gateway_factory: Any) -> None:
+    """DNS rebinding: a page whose name resolves to 127.0.0.1 must not read /status,
+    the connections (peers, identities) or the dashboard through a browser. Bound to
+    loopback, the admin port serves only loopback names (421 otherwise), the health
+    probes excepted; ``admin.allowed_hosts`` names others."""
+    gw: GatewayProcess = gateway_factory()
+    port = gw.admin_url.rsplit(":", 1)[1]
+    for host in ("evil.example", f"evil.example:{port}", "127.0.0.1.evil.example", ""):
+        for path in ("/status", "/api/v1/connections", "/metrics", "/dashboard"):
+            code, _, body = admin_request(gw, path, host=host)
+            assert code == 421, (host, path, code)
+            assert b"not served here" in body
+        assert admin_request(gw, "/health", host=host)[0] == 200
+    for host in (f"127.0.0.1:{port}", f"localhost:{port}", "LOCALHOST", f"[::1]:{port}"):
+        assert admin_request(gw, "/status", host=host)[0] == 200, host
+
+    named: GatewayProcess = gateway_factory(
+        admin={"allowed_hosts": ["admin.internal", "admin.internal:*"]})
+    named_port = named.admin_url.rsplit(":", 1)[1]
+    assert admin_request(named, "/status", host=f"admin.internal:{named_port}")[0] == 200
+    assert admin_request(named, "/status", host=f"127.0.0.1:{named_port}")[0] == 421
 
 
 def test_hashed_admin_and_scraper_tokens(gateway_factory: Any) -> None:
