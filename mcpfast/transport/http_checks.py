@@ -77,6 +77,7 @@ class _TokenParams(msgspec.Struct, gc=False):
 
 
 _token_params = msgspec.json.Decoder(_TokenParams)
+_any = msgspec.json.Decoder()
 
 
 def progress_token(env: jsonrpc.Envelope) -> Any:
@@ -89,6 +90,27 @@ def progress_token(env: jsonrpc.Envelope) -> Any:
         return None
     token = meta.progressToken if meta is not None else None
     return token if isinstance(token, (int, str)) and not isinstance(token, bool) else None
+
+
+def modern_without_header(fields: dict[str, str], env: jsonrpc.Envelope
+                          ) -> modern.RequestError | None:
+    """Why a sessionless POST is refused as the modern era refuses it, when its body is
+    of that era (its ``_meta`` names a protocol version) but its
+    ``MCP-Protocol-Version`` header is missing or legacy, so that it reached the legacy
+    transport: the header mismatch (-32020), not a missing session."""
+    if env.params is UNSET or not isinstance(env.method, str):
+        return None
+    try:
+        params = _any.decode(env.params)  # type: ignore[arg-type]
+    except msgspec.DecodeError:
+        return None
+    if not modern.is_modern(params):
+        return None
+    try:
+        modern.check_routing_headers(fields, env.method, params)
+    except modern.RequestError as exc:
+        return exc
+    return None
 
 
 def binding(identity: Identity | None) -> str:

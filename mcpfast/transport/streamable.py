@@ -38,6 +38,7 @@ from .http_checks import (
     HeaderAnnotations,
     binding,
     host_allow_list,
+    modern_without_header,
     progress_token,
     unacceptable,
 )
@@ -94,8 +95,7 @@ class Endpoint:
     # -- bookkeeping ---------------------------------------------------------------------
     def register(self, session: HttpSession) -> str:
         token = self.signer.issue(session.ds.protocol_version or DEFAULT_LEGACY_VERSION,
-                                  session.ds.client_capabilities,
-                                  binding(session.ds.identity))
+                                  session.ds.client_capabilities, binding(session.ds.identity))
         session.token = token
         session.issued_at = int(time.time())
         self._add(session)
@@ -265,6 +265,10 @@ class Endpoint:
                 return
             if env.method == "initialize" and env.id is not UNSET:
                 self._initialize(exchange, peer, address, env, identity)
+                return
+            if SESSION_FIELD not in request.fields and \
+                    (mismatch := modern_without_header(request.fields, env)) is not None:
+                exchange.error(mismatch.http_status, env.id, mismatch.code, mismatch.message)
                 return
         elif method == "GET" and not _accepts(request.fields.get("accept"), "text/event-stream"):
             exchange.error(406, None, jsonrpc.INVALID_REQUEST,

@@ -96,6 +96,15 @@ def test_validation_ladder_statuses(gateway: GatewayProcess) -> None:
             assert (status, reply["error"]["code"], reply["id"]) == (400, -32020, 1)
             status, reply = await post(http, url, call, headers("tools/list"))
             assert (status, reply["error"]["code"]) == (400, -32020)
+            # A modern body with no MCP-Protocol-Version header, or a legacy one, reaches
+            # the legacy transport (no session id): still the header mismatch.
+            lost = headers("tools/call", "echo")
+            del lost["MCP-Protocol-Version"]
+            for version in (None, "2025-11-25"):
+                sent = lost if version is None else {**lost, "MCP-Protocol-Version": version}
+                status, reply = await post(http, url, call, sent)
+                assert (status, reply["error"]["code"], reply["id"]) == (400, -32020, 1), reply
+                assert "MCP-Protocol-Version" in reply["error"]["message"]
             # _meta without its required keys: 400 with -32602.
             bare = {"jsonrpc": "2.0", "id": 2, "method": "tools/list", "params": {}}
             status, reply = await post(http, url, bare, headers("tools/list"))
