@@ -26,7 +26,7 @@ from cpython.unicode cimport PyUnicode_DecodeLatin1
 from libc.string cimport memcmp
 
 
-from mcpfast_ext.http_types import BODY, HEAD, IDLE, HttpError, HttpRequest
+from mcpfast_ext.http_types import BODY, HEAD, IDLE, HttpError, HttpRequest, head_complete
 
 cdef int _IDLE = IDLE
 cdef int _HEAD = HEAD
@@ -133,6 +133,7 @@ cdef class HttpRequestReader:
     cdef str _target
     """The last plain request's target, taken again when the next one has the same."""
     cdef public object upgraded_data
+    cdef public bint continue_expected
     cdef public int phase
     cdef bint _ended
     """llhttp read a request that ends the connection (HTTP/1.0, ``Connection:
@@ -366,6 +367,8 @@ cdef class HttpRequestReader:
 
     def on_headers_complete(self):
         self.phase = _BODY
+        self.continue_expected = head_complete(self._index, self._max_body,
+                                               self._parser.get_http_version())
 
     def on_body(self, bytes body):
         self._body_bytes += len(body)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import httptools
 
-from .http_types import BODY, HEAD, IDLE, HttpError, HttpRequest
+from .http_types import BODY, HEAD, IDLE, HttpError, HttpRequest, head_complete
 
 __all__ = ["BODY", "HEAD", "IDLE", "HttpError", "HttpRequest", "HttpRequestReader"]
 
@@ -25,7 +25,7 @@ class HttpRequestReader:
 
     __slots__ = ("_body", "_body_bytes", "_head_bytes", "_headers", "_index",
                  "_max_body", "_max_head", "_parser", "_repeated", "_requests",
-                 "_url", "phase", "upgraded_data")
+                 "_url", "continue_expected", "phase", "upgraded_data")
 
     def __init__(self, *, max_head_bytes: int = 16384, max_body_bytes: int = 4 * 1024 * 1024):
         self._parser = httptools.HttpRequestParser(self)
@@ -33,6 +33,9 @@ class HttpRequestReader:
         self._max_body = max_body_bytes
         self._requests: list[HttpRequest] = []
         self.upgraded_data: bytes | None = None
+        self.continue_expected = False
+        """Set when a head that asks for ``100 Continue`` is read and its body is still
+        to come (``head_complete``); the connection answers and clears it."""
         self.on_message_begin()  # the per-request state, empty
         self.phase = IDLE
 
@@ -94,6 +97,8 @@ class HttpRequestReader:
 
     def on_headers_complete(self) -> None:
         self.phase = BODY
+        self.continue_expected = head_complete(self._index, self._max_body,
+                                               self._parser.get_http_version())
 
     def on_body(self, body: bytes) -> None:
         self._body_bytes += len(body)

@@ -58,6 +58,7 @@ TCP close to the server, but a peer that never answers must not hold the socket)
 ANSWER_TIMEOUT = 10.0
 """After a WebSocket protocol error, how long the requests received before it have to
 be answered before the close frame goes anyway (they are then answered -32001)."""
+CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 METADATA_HEADERS = [("Cache-Control", "max-age=300"), ("Access-Control-Allow-Origin", "*")]
 """The protected-resource metadata is public, and browser-based clients read it."""
 
@@ -201,6 +202,22 @@ class TcpConnection(ClientProtocol):
             # Every request of this read was answered at once: wait for the next one.
             self._set_deadline(asyncio.get_running_loop().time()
                                + self.limits.keepalive_timeout)
+        if reader.continue_expected:
+            self._continue_if_due()
+
+    def _continue_if_due(self) -> None:
+        """A client that asked for ``100 Continue`` sends its body only after it (RFC
+        9110 10.1.1): sent once every earlier request is answered, as an interim
+        response belongs to the request answered next. A body that came anyway needs
+        none."""
+        reader = self.reader
+        if reader is None or not reader.continue_expected:
+            return
+        if reader.phase != BODY:
+            reader.continue_expected = False
+        elif self.exchange is None and not self.queue and self.writer is not None:
+            reader.continue_expected = False
+            self.writer.write_now(CONTINUE)
 
     def buffered(self) -> int:
         """Bytes held for this client: to send, and of a message not yet complete."""
@@ -384,6 +401,7 @@ class TcpConnection(ClientProtocol):
         if self.exchange is None and self.ws is None and self._phase == IDLE:
             self._set_deadline(asyncio.get_running_loop().time()
                                + self.limits.keepalive_timeout)
+        self._continue_if_due()
 
     def _http_error(self, request: HttpRequest, status: int, detail: str,
                     headers: list[tuple[str, str]] | None = None) -> None:

@@ -107,11 +107,44 @@ def test_an_upgrade_hands_over_the_bytes_after_its_head(hr: ModuleType) -> None:
     (b"GET / HTTP/1.1\r\nX: " + b"a" * 20000 + b"\r\n\r\n", 431),
     (b"GET /" + b"a" * 20000 + b" HTTP/1.1\r\n\r\n", 431),
     (b"POST / HTTP/1.1\r\nContent-Length: 10\r\n\r\n0123456789", 413),
+    # Refused as the head ends, the body not waited for.
+    (b"POST / HTTP/1.1\r\nContent-Length: 10\r\n\r\n", 413),
+    (b"POST / HTTP/1.1\r\nContent-Length: 999999999999\r\n\r\n", 413),
+    (b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", 501),
+    (b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n",
+     501),
 ])
 def test_bad_requests_raise_their_status(hr: ModuleType, data: bytes, status: int) -> None:
     with pytest.raises(HttpError) as error:
         hr.HttpRequestReader(max_body_bytes=5).feed(data)
     assert error.value.status == status
+
+
+@pytest.mark.parametrize("head,expected", [
+    (b"POST / HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n", True),
+    (b"POST / HTTP/1.1\r\nExpect: 100-Continue \r\nContent-Length: 5\r\n\r\n", True),
+    (b"POST / HTTP/1.1\r\nExpect: 100-continue\r\nTransfer-Encoding: chunked\r\n\r\n",
+     True),
+    # No body to wait for; HTTP/1.0 (no interim responses); no such expectation.
+    (b"POST / HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 0\r\n\r\n", False),
+    (b"POST / HTTP/1.0\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n", False),
+    (b"POST / HTTP/1.1\r\nContent-Length: 5\r\n\r\n", False),
+])
+def test_a_head_expecting_100_continue_says_so(hr: ModuleType, head: bytes,
+                                              expected: bool) -> None:
+    """RFC 9110 10.1.1: the client sends the body once the server has answered 100
+    (Continue); the reader tells the connection when to, as the head ends."""
+    reader = hr.HttpRequestReader()
+    requests = reader.feed(head)
+    if head.endswith(b"Content-Length: 0\r\n\r\n"):
+        assert len(requests) == 1 and reader.phase == IDLE
+    else:
+        assert requests == [] and reader.phase == BODY
+    assert reader.continue_expected is expected
+    if reader.phase == BODY:
+        body = b"5\r\nhello\r\n0\r\n\r\n" if b"chunked" in head else b"hello"
+        (request,) = reader.feed(body)
+        assert request.body == b"hello"
 
 
 def test_the_head_limit_counts_the_whole_head(hr: ModuleType) -> None:

@@ -561,6 +561,44 @@ def test_an_oversized_body_gets_its_413_before_the_connection_closes(
     assert b"<ConnectionResetError>" not in received
 
 
+def test_a_client_expecting_100_continue_gets_it_then_its_answer(gateway_factory: Any) -> None:
+    """RFC 9110 10.1.1: a client that sends ``Expect: 100-continue`` (curl does, for
+    bodies over 1 MiB) waits for 100 (Continue) before its body: it comes at once, and a
+    head refused for what it declares (a body over the limit, a transfer coding the
+    gateway cannot read: 501) gets its final status instead, without waiting for a
+    body."""
+    gw: GatewayProcess = gateway_factory(BG, listen={"max_message_bytes": 65536})
+
+    async def head_then_body(declared: str, body: bytes) -> tuple[bytes, bytes]:
+        reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
+        try:
+            writer.write(f"POST /mcp HTTP/1.1\r\nHost: 127.0.0.1:{gw.port}\r\n"
+                         f"Accept: {JSON_AND_SSE}\r\nContent-Type: application/json\r\n"
+                         f"Expect: 100-continue\r\n{declared}\r\n\r\n".encode())
+            first = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 20)
+            if not first.startswith(b"HTTP/1.1 100 "):
+                return first, b""
+            writer.write(body)
+            return first, await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 20)
+        finally:
+            writer.close()
+
+    async def main() -> None:
+        payload = json.dumps(INIT).encode()
+        interim, final = await head_then_body(f"Content-Length: {len(payload)}", payload)
+        assert interim == b"HTTP/1.1 100 Continue\r\n\r\n"
+        assert final.startswith(b"HTTP/1.1 200 "), final
+        chunked = b"%x\r\n%s\r\n0\r\n\r\n" % (len(payload), payload)
+        interim, final = await head_then_body("Transfer-Encoding: chunked", chunked)
+        assert interim == b"HTTP/1.1 100 Continue\r\n\r\n"
+        assert final.startswith(b"HTTP/1.1 200 "), final
+        refused, _ = await head_then_body("Content-Length: 4000000", b"")
+        assert refused.startswith(b"HTTP/1.1 413 "), refused
+        refused, _ = await head_then_body("Transfer-Encoding: gzip, chunked", b"")
+        assert refused.startswith(b"HTTP/1.1 501 "), refused
+    run(main())
+
+
 def test_a_congested_upstream_stops_the_gateway_reading_its_clients(
         gateway_factory: Any) -> None:
     """The root cause behind clients that 'never read' yet made the gateway grow: their
