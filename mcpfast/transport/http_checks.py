@@ -16,6 +16,7 @@ from msgspec import UNSET
 from ..auth.identity import Identity
 from ..config import is_loopback
 from ..protocol import jsonrpc, modern
+from ..protocol.http import HttpRequest
 from .exchange import _accepts, _media_types
 
 Annotations = dict[str, tuple[tuple[str, ...], str]]
@@ -51,6 +52,25 @@ def host_allow_list(hosts: list[str] | None, bound: str) -> AllowList | None:
         hosts = ["127.0.0.1", "127.0.0.1:*", "localhost", "localhost:*", "[::1]",
                  "[::1]:*", name, f"{name}:*"]
     return AllowList([h.lower() for h in hosts]) if hosts is not None else None
+
+
+def origin_or_host_refused(request: HttpRequest, origins: AllowList, hosts: AllowList | None
+                           ) -> tuple[int, str] | None:
+    """Why a request is refused for its Host or Origin, with the status: an HTTP/1.1
+    request without exactly one Host (400, RFC 9112 3.2), an Origin not allowed (403),
+    a Host not served (421, against DNS rebinding); None when neither."""
+    fields = request.fields
+    if request.version == "1.1" and ("host" not in fields or (
+            request.repeated is not None and "host" in request.repeated)):
+        return 400, "Bad Request: an HTTP/1.1 request has exactly one Host header"
+    origin = fields.get("origin")
+    if origin is not None and origin.strip() not in origins:
+        return 403, f"Origin {origin.strip()!r} is not allowed"
+    if hosts is not None:
+        host = (fields.get("host") or "").strip().lower()
+        if host not in hosts:
+            return 421, f"Host {host!r} is not served here"
+    return None
 
 
 @functools.lru_cache(maxsize=256)

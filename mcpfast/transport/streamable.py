@@ -39,6 +39,7 @@ from .http_checks import (
     binding,
     host_allow_list,
     modern_without_header,
+    origin_or_host_refused,
     progress_token,
     unacceptable,
 )
@@ -157,14 +158,7 @@ class Endpoint:
         The first check of every request, so it also takes a new config snapshot."""
         if self.core.config is not self._snapshot:
             self._read_config()
-        origin = request.fields.get("origin")
-        if origin is not None and origin.strip() not in self._origins:
-            return 403, f"Origin {origin.strip()!r} is not allowed"
-        if self._hosts is not None:
-            host = (request.fields.get("host") or "").strip().lower()
-            if host not in self._hosts:
-                return 421, f"Host {host!r} is not served here"
-        return None
+        return origin_or_host_refused(request, self._origins, self._hosts)
 
     def identify(self, request: HttpRequest, address: str | None,
                  certified: Identity | None = None) -> Identity | AuthFailure:

@@ -320,6 +320,10 @@ class TcpConnection(ClientProtocol):
     # -- HTTP --------------------------------------------------------------------------
     def _http_request(self, request: HttpRequest) -> None:
         assert self.transport is not None and self.writer is not None
+        if request.version != "1.1" and request.version != "1.0":
+            self._reply_and_close(error_response(
+                505, f"HTTP Version Not Supported: HTTP/{request.version}; speak HTTP/1.1"))
+            return
         if request.path != self.config.path:
             authenticator = self.core.authenticator
             if request.method == "GET" and authenticator.serves_metadata(request.path):

@@ -599,6 +599,36 @@ def test_a_client_expecting_100_continue_gets_it_then_its_answer(gateway_factory
     run(main())
 
 
+def test_a_request_without_one_host_or_in_another_version_is_refused(
+        gateway_factory: Any) -> None:
+    """RFC 9112 3.2: an HTTP/1.1 request without a Host, or with two, is 400 (not the
+    421 of a Host not served); a version other than HTTP/1.0 and 1.1 is 505 (RFC 9110
+    15.6.6), not answered as HTTP/1.1."""
+    gw: GatewayProcess = gateway_factory(BG)
+
+    async def status_of(head: bytes) -> bytes:
+        reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
+        try:
+            writer.write(head + b"\r\n")
+            return (await asyncio.wait_for(reader.readuntil(b"\r\n"), 20))[:12]
+        finally:
+            writer.close()
+
+    async def main() -> None:
+        post = b"POST /mcp HTTP/1.1\r\nContent-Length: 0\r\n"
+        assert await status_of(post) == b"HTTP/1.1 400"
+        assert await status_of(post + b"Host: 127.0.0.1\r\nHost: 127.0.0.1\r\n") \
+            == b"HTTP/1.1 400"
+        assert await status_of(b"GET /mcp HTTP/1.1\r\nUpgrade: websocket\r\n"
+                               b"Connection: Upgrade\r\n") == b"HTTP/1.1 400"
+        assert await status_of(b"POST /mcp HTTP/2.0\r\nHost: 127.0.0.1\r\n"
+                               b"Content-Length: 0\r\n") == b"HTTP/1.1 505"
+        # HTTP/1.0 needs no Host; a foreign one is still not served.
+        assert await status_of(b"POST /mcp HTTP/1.0\r\nHost: evil.example\r\n"
+                               b"Content-Length: 0\r\n") == b"HTTP/1.1 421"
+    run(main())
+
+
 def test_a_congested_upstream_stops_the_gateway_reading_its_clients(
         gateway_factory: Any) -> None:
     """The root cause behind clients that 'never read' yet made the gateway grow: their
