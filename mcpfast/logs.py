@@ -32,6 +32,27 @@ class JsonFormatter(logging.Formatter):
         return msgspec.json.encode(entry).decode()
 
 
+class _ClientErrorsInOneLine(logging.Filter):
+    """aiohttp logs a malformed request to the admin port as an error with its
+    traceback: the client's fault, not the gateway's, and a client could fill the log
+    with them. Such a record becomes one INFO line naming what was wrong."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if exc is None:
+            return True
+        # Imported here: the record comes from aiohttp, loaded by then; the bridge and
+        # the CLI, which log too, do not load it.
+        from aiohttp.http_exceptions import HttpProcessingError
+        if isinstance(exc, HttpProcessingError):
+            record.msg = f"{record.getMessage()}: {type(exc).__name__}: {exc.message}"
+            record.args = ()
+            record.exc_info = None
+            record.exc_text = None
+            record.levelno, record.levelname = logging.INFO, "INFO"
+        return True
+
+
 def configure(level: str, fmt: str, worker: int | None = None) -> None:
     """``worker``: the index of a worker process (supervisor.py), which every line then
     names; the workers share the supervisor's standard error."""
@@ -46,3 +67,6 @@ def configure(level: str, fmt: str, worker: int | None = None) -> None:
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    server = logging.getLogger("aiohttp.server")
+    if not any(isinstance(f, _ClientErrorsInOneLine) for f in server.filters):
+        server.addFilter(_ClientErrorsInOneLine())

@@ -146,6 +146,23 @@ def test_the_admin_port_serves_only_its_own_host_names(gateway_factory: Any) -> 
     assert admin_request(named, "/status", host=f"127.0.0.1:{named_port}")[0] == 421
 
 
+def test_a_malformed_request_to_the_admin_port_is_logged_in_one_line(
+        gateway: GatewayProcess) -> None:
+    """A client's bad request is its fault, not the gateway's: one INFO line, not an
+    error with aiohttp's traceback that a client could repeat to fill the log."""
+    import socket
+
+    port = int(gateway.admin_url.rsplit(":", 1)[1])
+    for _ in range(3):
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            sock.sendall(b"GET /status HTTP/1.1\r\nHost: 127.0.0.1\r\nno colon here\r\n\r\n")
+            assert sock.recv(100).split(b" ")[1] == b"400"
+    wait_until(lambda: gateway.log().count("Error handling request") == 3, timeout=20)
+    lines = [line for line in gateway.log().splitlines() if "Error handling request" in line]
+    assert all(" INFO " in line and "BadHttpMessage" in line for line in lines), lines
+    assert "Traceback" not in gateway.log()
+
+
 def test_hashed_admin_and_scraper_tokens(gateway_factory: Any) -> None:
     """Tokens kept as hashes in the config: an admin's admits to everything, a
     scraper's to /metrics only."""
