@@ -165,7 +165,9 @@ def _safe_id(request_id: object) -> RequestId | None:
 
 def _shape_error(data: bytes, exc: msgspec.ValidationError) -> str:
     if data.lstrip().startswith(b"["):
-        return "Invalid Request: JSON-RPC batches are not supported by this protocol version"
+        # Only MCP 2025-03-26 had batches, and mcpfast does not take them in any version.
+        return ("Invalid Request: mcpfast does not accept JSON-RPC batches (MCP allowed "
+                "them in 2025-03-26 only); send one message at a time")
     return f"Invalid Request: {exc}"
 
 
