@@ -207,6 +207,12 @@ class Endpoint:
         version = request.fields.get(VERSION_FIELD)
         version = version.strip() if version is not None else None
         if version is not None and version not in LEGACY_VERSIONS:
+            if version not in modern.MODERN_VERSIONS and SESSION_FIELD in request.fields:
+                # A legacy session's request with a version of neither era (transports
+                # "Protocol Version Header": 400), not a modern request missing its _meta.
+                exchange.error(400, None, jsonrpc.INVALID_REQUEST, f"Bad Request: "
+                               f"unsupported {VERSION_HEADER} {version!r}")
+                return
             self._modern(exchange, peer, address, version, identity)
         else:
             self._legacy(exchange, peer, address, identity)

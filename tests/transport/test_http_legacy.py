@@ -100,6 +100,8 @@ def test_session_lifecycle_and_errors(gateway: GatewayProcess) -> None:
             h["MCP-Protocol-Version"] = "1999-01-01"
             async with http.post(url, json=call, headers=h) as resp:
                 assert resp.status == 400
+                error = (await resp.json())["error"]
+                assert error["code"] == -32600 and "1999-01-01" in error["message"], error
             # A notification or a response gets 202 and no body.
             async with http.post(url, json={"jsonrpc": "2.0", "method": "notifications/x"},
                                  headers=headers(sid)) as resp:
