@@ -58,10 +58,11 @@ def served_hosts(config: AdminConfig) -> Middleware | None:
 
     @web.middleware
     async def check_host(request: web.Request, handler: Handler) -> web.StreamResponse:
-        host = request.headers.get("Host", "").strip().lower()
+        host = request.headers.get("Host", "")
         if host not in hosts and request.path not in PROBES:
-            return web.json_response({"error": f"Host {host!r} is not served here "
-                                               "(admin.allowed_hosts)"}, status=421)
+            return web.json_response({"error": f"Host {host.strip().lower()!r} is not "
+                                               "served here (admin.allowed_hosts)"},
+                                     status=421)
         return await handler(request)
 
     return check_host

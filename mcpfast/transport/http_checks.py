@@ -24,20 +24,24 @@ Annotations = dict[str, tuple[tuple[str, ...], str]]
 
 class AllowList:
     """Glob patterns (``*`` matches anything) with the verdicts for values already seen:
-    each request is checked against a dict, not a list of patterns."""
+    each request is checked against a dict, not a list of patterns. A value is matched
+    without its surrounding whitespace (RFC 9110 OWS), and lower-cased when ``fold``
+    (the patterns are then lower-case); the verdict is kept for the value as sent."""
 
-    def __init__(self, patterns: list[str]) -> None:
+    def __init__(self, patterns: list[str], fold: bool = False) -> None:
         # Only ``*`` is a wildcard: fnmatch would read the brackets of ``[::1]`` as a
         # character class and let ``:`` or ``1`` through.
         self._regex = re.compile("|".join(
             f"(?:{re.escape(p).replace(re.escape('*'), '.*')})\\Z" for p in patterns)
             or r"(?!)", re.S)
+        self._fold = fold
         self._seen: dict[str, bool] = {}
 
     def __contains__(self, value: str) -> bool:
         verdict = self._seen.get(value)
         if verdict is None:
-            verdict = self._regex.match(value) is not None
+            seen = value.strip()
+            verdict = self._regex.match(seen.lower() if self._fold else seen) is not None
             if len(self._seen) < 1024:
                 self._seen[value] = verdict
         return verdict
@@ -51,7 +55,7 @@ def host_allow_list(hosts: list[str] | None, bound: str) -> AllowList | None:
         name = f"[{bound}]" if ":" in bound else bound
         hosts = ["127.0.0.1", "127.0.0.1:*", "localhost", "localhost:*", "[::1]",
                  "[::1]:*", name, f"{name}:*"]
-    return AllowList([h.lower() for h in hosts]) if hosts is not None else None
+    return AllowList([h.lower() for h in hosts], fold=True) if hosts is not None else None
 
 
 def origin_or_host_refused(request: HttpRequest, origins: AllowList, hosts: AllowList | None
@@ -60,16 +64,15 @@ def origin_or_host_refused(request: HttpRequest, origins: AllowList, hosts: Allo
     request without exactly one Host (400, RFC 9112 3.2), an Origin not allowed (403),
     a Host not served (421, against DNS rebinding); None when neither."""
     fields = request.fields
-    if request.version == "1.1" and ("host" not in fields or (
-            request.repeated is not None and "host" in request.repeated)):
+    host = fields.get("host")
+    if (host is None and request.version == "1.1") or (
+            request.repeated is not None and "host" in request.repeated):
         return 400, "Bad Request: an HTTP/1.1 request has exactly one Host header"
     origin = fields.get("origin")
-    if origin is not None and origin.strip() not in origins:
+    if origin is not None and origin not in origins:
         return 403, f"Origin {origin.strip()!r} is not allowed"
-    if hosts is not None:
-        host = (fields.get("host") or "").strip().lower()
-        if host not in hosts:
-            return 421, f"Host {host!r} is not served here"
+    if hosts is not None and (host or "") not in hosts:
+        return 421, f"Host {(host or '').strip().lower()!r} is not served here"
     return None
 
 
@@ -100,16 +103,37 @@ _token_params = msgspec.json.Decoder(_TokenParams)
 _any = msgspec.json.Decoder()
 
 
-def progress_token(env: jsonrpc.Envelope) -> Any:
-    """The request's progress token, reading nothing else of its params."""
+class _CancelParams(msgspec.Struct, gc=False):
+    requestId: Any = None  # noqa: N815 - the wire name
+
+
+_cancel_params = msgspec.json.Decoder(_CancelParams)
+
+
+def _read(decoder: msgspec.json.Decoder[Any], env: jsonrpc.Envelope) -> Any:
+    """The params read with ``decoder``; None when there are none or of another shape."""
     if env.params is UNSET:
         return None
     try:
-        meta = _token_params.decode(env.params).meta  # type: ignore[arg-type]
+        return decoder.decode(env.params)  # type: ignore[arg-type]
     except msgspec.DecodeError:
         return None
-    token = meta.progressToken if meta is not None else None
-    return token if isinstance(token, (int, str)) and not isinstance(token, bool) else None
+
+
+def _an_id(value: Any) -> int | str | None:
+    return value if isinstance(value, (int, str)) and not isinstance(value, bool) else None
+
+
+def progress_token(env: jsonrpc.Envelope) -> int | str | None:
+    """The request's progress token, reading nothing else of its params."""
+    params = _read(_token_params, env)
+    return _an_id(params.meta.progressToken) if params and params.meta else None
+
+
+def cancelled_id(env: jsonrpc.Envelope) -> int | str | None:
+    """The request a ``notifications/cancelled`` names, reading nothing else."""
+    params = _read(_cancel_params, env)
+    return _an_id(params.requestId) if params else None
 
 
 def modern_without_header(fields: dict[str, str], env: jsonrpc.Envelope

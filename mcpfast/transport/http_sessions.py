@@ -22,6 +22,7 @@ from msgspec import UNSET, UnsetType
 from ..config import HttpConfig
 from ..protocol import jsonrpc, modern, sse
 from .exchange import Exchange, _prefers_sse
+from .http_checks import cancelled_id
 from .ports import ClientSession, Dispatcher, Identity
 
 log = logging.getLogger("mcpfast.http")
@@ -61,13 +62,6 @@ class _Out(msgspec.Struct, gc=False):
 
 
 _out = msgspec.json.Decoder(_Out)
-
-
-class _CancelParams(msgspec.Struct, gc=False):
-    requestId: Any = None  # noqa: N815 - the wire name
-
-
-_cancel_params = msgspec.json.Decoder(_CancelParams)
 _any = msgspec.json.Decoder()
 
 
@@ -339,14 +333,8 @@ class HttpSession:
         """The open stream of the request a ``notifications/cancelled`` names, while
         that request is in flight (``Stream.withdraw`` ends it once the core has let the
         request go)."""
-        if env.params is UNSET:
-            return None
-        try:
-            request_id = _cancel_params.decode(env.params).requestId  # type: ignore[arg-type]
-        except msgspec.DecodeError:
-            return None
-        if not isinstance(request_id, (int, str)) or isinstance(request_id, bool) or \
-                request_id not in self.ds.inflight:
+        request_id = cancelled_id(env)
+        if request_id is None or request_id not in self.ds.inflight:
             return None
         stream = self.by_request.get(request_id)
         return stream if stream is not None and not stream.done else None

@@ -27,7 +27,7 @@ from msgspec import UNSET
 
 from ..auth.identity import Identity
 from ..auth.tokens import AuthFailure
-from ..config import Config, HttpConfig
+from ..config import Config
 from ..protocol import jsonrpc, modern, sse
 from ..protocol.http import HttpRequest, format_response
 from ..protocol.mcp import LEGACY_VERSIONS
@@ -71,10 +71,7 @@ class Endpoint:
         self.live: set[Stream] = set()
         self.live_modern: set[ModernRequest] = set()
         self._snapshot: Config | None = None
-        self.config: HttpConfig
-        self._origins: AllowList
-        self._hosts: AllowList | None
-        self._read_config()
+        self._read_config()  # config, traced, the origins and hosts allowed
         self._annotations = HeaderAnnotations()
         self._timer: asyncio.TimerHandle | None = None
         self._ticks = 0
@@ -187,7 +184,9 @@ class Endpoint:
                 certified: Identity | None) -> None:
         """``certified``: who the connection's client certificate names (mutual TLS)."""
         request = exchange.request
-        refused = self.refuse(request)
+        if self.core.config is not self._snapshot:
+            self._read_config()
+        refused = origin_or_host_refused(request, self._origins, self._hosts)
         if refused is not None:
             exchange.error(refused[0], None, jsonrpc.INVALID_REQUEST, refused[1])
             return
@@ -257,6 +256,7 @@ class Endpoint:
             exchange.error(405, None, jsonrpc.INVALID_REQUEST,
                            f"Method Not Allowed: {method}", [("Allow", LEGACY_ALLOW)])
             return
+        env = None
         if method == "POST":
             if self._draining(exchange):
                 return
@@ -266,15 +266,11 @@ class Endpoint:
             if env.method == "initialize" and env.id is not UNSET:
                 self._initialize(exchange, peer, address, env, identity)
                 return
-            if SESSION_FIELD not in request.fields and \
-                    (mismatch := modern_without_header(request.fields, env)) is not None:
-                exchange.error(mismatch.http_status, env.id, mismatch.code, mismatch.message)
-                return
         elif method == "GET" and not _accepts(request.fields.get("accept"), "text/event-stream"):
             exchange.error(406, None, jsonrpc.INVALID_REQUEST,
                            "Not Acceptable: the client must accept text/event-stream")
             return
-        session = self._session(exchange, peer, address, identity)
+        session = self._session(exchange, peer, address, identity, env)
         if session is None:
             return
         if method == "DELETE":
@@ -285,12 +281,16 @@ class Endpoint:
         else:
             self._post(exchange, session, env)
 
-    def _session(self, exchange: Exchange, peer: str, address: str,
-                 identity: Identity | None) -> HttpSession | None:
+    def _session(self, exchange: Exchange, peer: str, address: str, identity: Identity | None,
+                 env: jsonrpc.Envelope | None = None) -> HttpSession | None:
         """The session the request names. A session is bound to the identity that
-        created it: presented by another, it does not exist (404)."""
+        created it: presented by another, it does not exist (404). ``env``: a POST's."""
         token = exchange.request.fields.get(SESSION_FIELD)
         if token is None:
+            if env is not None and (  # a modern body that lost its version header
+                    bad := modern_without_header(exchange.request.fields, env)) is not None:
+                exchange.error(bad.http_status, env.id, bad.code, bad.message)
+                return None
             exchange.error(400, None, jsonrpc.INVALID_REQUEST,
                            f"Bad Request: the {SESSION_HEADER} header is required "
                            "(initialize first)")

@@ -202,7 +202,7 @@ class TcpConnection(ClientProtocol):
             # Every request of this read was answered at once: wait for the next one.
             self._set_deadline(asyncio.get_running_loop().time()
                                + self.limits.keepalive_timeout)
-        if reader.continue_expected:
+        if self._phase == BODY and reader.continue_expected:
             self._continue_if_due()
 
     def _continue_if_due(self) -> None:
@@ -405,7 +405,8 @@ class TcpConnection(ClientProtocol):
         if self.exchange is None and self.ws is None and self._phase == IDLE:
             self._set_deadline(asyncio.get_running_loop().time()
                                + self.limits.keepalive_timeout)
-        self._continue_if_due()
+        if self._phase == BODY:
+            self._continue_if_due()  # asked for while this exchange was answered
 
     def _http_error(self, request: HttpRequest, status: int, detail: str,
                     headers: list[tuple[str, str]] | None = None) -> None:

@@ -45,6 +45,14 @@ class Counting:
         return self.decoder.decode(data)
 
 
+def connected(gw: Gateway) -> tuple[TcpConnection, Socket]:
+    """A client connection to ``gw``, its socket replaced by a list."""
+    connection = TcpConnection(gw, InProcessListener(gw))  # type: ignore[arg-type]
+    socket = Socket()
+    connection.connection_made(socket)  # type: ignore[arg-type]
+    return connection, socket
+
+
 def test_a_request_is_decoded_once_and_its_answer_not_at_all(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     config = tmp_path / "gw.toml"
@@ -55,9 +63,7 @@ def test_a_request_is_decoded_once_and_its_answer_not_at_all(
         gw = Gateway(load(str(config)))
         await gw.start_upstreams()
         try:
-            connection = TcpConnection(gw, InProcessListener(gw))  # type: ignore[arg-type]
-            socket = Socket()
-            connection.connection_made(socket)  # type: ignore[arg-type]
+            connection, socket = connected(gw)
             connection.data_received(http_post({
                 "jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
                     "protocolVersion": "2025-11-25", "capabilities": {},
@@ -127,9 +133,7 @@ def test_a_modern_request_has_its_params_read_once(
         gw = Gateway(load(str(config)))
         await gw.start_upstreams()
         try:
-            connection = TcpConnection(gw, InProcessListener(gw))  # type: ignore[arg-type]
-            socket = Socket()
-            connection.connection_made(socket)  # type: ignore[arg-type]
+            connection, socket = connected(gw)
             endpoint_reads = Counting(streamable._any)
             core_reads = Counting(requests._any)
             monkeypatch.setattr(streamable, "_any", endpoint_reads)
