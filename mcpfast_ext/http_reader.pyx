@@ -368,7 +368,7 @@ cdef class HttpRequestReader:
     def on_headers_complete(self):
         self.phase = _BODY
         self.continue_expected = head_complete(self._index, self._max_body,
-                                               self._parser.get_http_version())
+                                               self._parser.get_http_version)
 
     def on_body(self, bytes body):
         self._body_bytes += len(body)

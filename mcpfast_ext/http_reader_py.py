@@ -98,7 +98,7 @@ class HttpRequestReader:
     def on_headers_complete(self) -> None:
         self.phase = BODY
         self.continue_expected = head_complete(self._index, self._max_body,
-                                               self._parser.get_http_version())
+                                               self._parser.get_http_version)
 
     def on_body(self, body: bytes) -> None:
         self._body_bytes += len(body)

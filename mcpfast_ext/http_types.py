@@ -8,6 +8,7 @@ picked; ``mcpfast.protocol.http`` re-exports them.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 
@@ -76,13 +77,14 @@ BODY = 2
 """A request's head is complete and its body is not."""
 
 
-def head_complete(index: dict[str, str], max_body: int, version: str) -> bool:
+def head_complete(index: dict[str, str], max_body: int, version: Callable[[], str]) -> bool:
     """What a reader checks once a request's head is read, before its body: a transfer
     coding other than chunked is 501 (RFC 9112 6.1: one the server does not implement,
     whose body it could not read), and a declared body over ``max_body`` is 413 at once
     rather than once that much has been read. Returns whether the client waits for
     ``100 Continue`` before it sends the body (RFC 9110 10.1.1: an HTTP/1.1 request
-    with ``Expect: 100-continue`` and a body)."""
+    with ``Expect: 100-continue`` and a body); ``version`` gives the request's HTTP
+    version, asked only then."""
     coding = index.get("transfer-encoding")
     if coding is not None:
         for part in coding.split(","):
@@ -90,10 +92,15 @@ def head_complete(index: dict[str, str], max_body: int, version: str) -> bool:
             if part and part != "chunked":
                 raise HttpError(501, f"Transfer-Encoding {coding.strip()!r} is not "
                                      "implemented: only chunked is")
-    length = (index.get("content-length") or "").strip()
-    declared = int(length) if length.isascii() and length.isdigit() else 0
-    if declared > max_body:
-        raise HttpError(413, f"request body exceeds {max_body} bytes")
+    length = index.get("content-length")
+    declared = 0
+    if length is not None:
+        try:
+            declared = int(length)  # llhttp has checked its digits
+        except ValueError:
+            pass
+        if declared > max_body:
+            raise HttpError(413, f"request body exceeds {max_body} bytes")
     expect = index.get("expect")
-    return expect is not None and version == "1.1" and \
-        expect.strip().lower() == "100-continue" and (declared > 0 or coding is not None)
+    return expect is not None and expect.strip().lower() == "100-continue" and \
+        (declared > 0 or coding is not None) and version() == "1.1"
