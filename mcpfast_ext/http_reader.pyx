@@ -26,7 +26,10 @@ from cpython.unicode cimport PyUnicode_DecodeLatin1
 from libc.string cimport memcmp
 
 
-from mcpfast_ext.http_types import BODY, HEAD, IDLE, HttpError, HttpRequest, head_complete
+from mcpfast_ext.http_types import (
+    BODY, HEAD, IDLE, HttpError, HttpRequest, asks_websocket, declined_head,
+    head_complete,
+)
 
 cdef int _IDLE = IDLE
 cdef int _HEAD = HEAD
@@ -180,15 +183,24 @@ cdef class HttpRequestReader:
                     self._requests = []
                     return requests
                 data = data[start:]
-        try:
-            self._llhttp().feed_data(data)
-        except httptools.HttpParserUpgrade as upgrade:
-            offset = upgrade.args[0] if upgrade.args else len(data)
-            self.upgraded_data = bytes(data[offset:])
-        except httptools.HttpParserError as exc:
-            if isinstance(exc.__context__, HttpError):
-                raise exc.__context__ from None
-            raise HttpError(400, f"malformed HTTP request: {exc}") from None
+        while True:
+            try:
+                self._llhttp().feed_data(data)
+            except httptools.HttpParserUpgrade as upgrade:
+                offset = upgrade.args[0] if upgrade.args else len(data)
+                if self._requests and not asks_websocket(
+                        self._requests[len(self._requests) - 1].fields.get("upgrade")):
+                    # Declined: a new parser reads the request again (``declined_head``).
+                    self._parser = None
+                    data = declined_head(self._requests.pop()) + data[offset:]
+                    continue
+                else:
+                    self.upgraded_data = bytes(data[offset:])
+            except httptools.HttpParserError as exc:
+                if isinstance(exc.__context__, HttpError):
+                    raise exc.__context__ from None
+                raise HttpError(400, f"malformed HTTP request: {exc}") from None
+            break
         requests = self._requests
         if requests:
             self._requests = []

@@ -9,7 +9,16 @@ from __future__ import annotations
 
 import httptools
 
-from .http_types import BODY, HEAD, IDLE, HttpError, HttpRequest, head_complete
+from .http_types import (
+    BODY,
+    HEAD,
+    IDLE,
+    HttpError,
+    HttpRequest,
+    asks_websocket,
+    declined_head,
+    head_complete,
+)
 
 __all__ = ["BODY", "HEAD", "IDLE", "HttpError", "HttpRequest", "HttpRequestReader"]
 
@@ -44,15 +53,24 @@ class HttpRequestReader:
         oversized request; the connection should then be answered and closed."""
         if self.upgraded_data is not None:
             raise RuntimeError("connection was upgraded; feed the new protocol instead")
-        try:
-            self._parser.feed_data(data)
-        except httptools.HttpParserUpgrade as upgrade:
-            offset = upgrade.args[0] if upgrade.args else len(data)
-            self.upgraded_data = bytes(data[offset:])
-        except httptools.HttpParserError as exc:
-            if isinstance(exc.__context__, HttpError):
-                raise exc.__context__ from None
-            raise HttpError(400, f"malformed HTTP request: {exc}") from None
+        while True:
+            try:
+                self._parser.feed_data(data)
+            except httptools.HttpParserUpgrade as upgrade:
+                offset = upgrade.args[0] if upgrade.args else len(data)
+                if self._requests and not asks_websocket(
+                        self._requests[-1].fields.get("upgrade")):
+                    # Declined: a new parser reads the request again (``declined_head``).
+                    self._parser = httptools.HttpRequestParser(self)
+                    data = declined_head(self._requests.pop()) + data[offset:]
+                    continue
+                else:
+                    self.upgraded_data = bytes(data[offset:])
+            except httptools.HttpParserError as exc:
+                if isinstance(exc.__context__, HttpError):
+                    raise exc.__context__ from None
+                raise HttpError(400, f"malformed HTTP request: {exc}") from None
+            break
         requests = self._requests
         if requests:
             self._requests = []

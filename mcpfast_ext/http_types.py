@@ -104,3 +104,23 @@ def head_complete(index: dict[str, str], max_body: int, version: Callable[[], st
     expect = index.get("expect")
     return expect is not None and expect.strip().lower() == "100-continue" and \
         (declared > 0 or coding is not None) and version() == "1.1"
+
+
+def asks_websocket(upgrade: str | None) -> bool:
+    """Whether a request's ``Upgrade`` header (its value, or None) names WebSocket, the
+    one protocol the listener switches to. Any other (``h2c``: ``curl --http2`` asks
+    for HTTP/2 so on every cleartext request) is declined by ignoring it, as RFC 9110
+    7.8 allows: the request is answered over HTTP/1.1, and the connection reads on."""
+    return upgrade is not None and any(
+        token.strip().lower() == "websocket" for token in upgrade.split(","))
+
+
+def declined_head(request: HttpRequest) -> bytes:
+    """The head of ``request``, an upgrade that ``asks_websocket`` declines, written
+    again without its ``Upgrade`` header. llhttp ends an upgrade request at its head
+    and leaves the bytes after it to the new protocol; read again from this head, they
+    are the request's body and the requests after it, as HTTP/1.1."""
+    lines = [f"{request.method} {request.target} HTTP/{request.version}"]
+    lines += [f"{name}: {value}" for name, value in request.headers
+              if name.lower() != "upgrade"]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")

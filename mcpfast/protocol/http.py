@@ -11,13 +11,13 @@ from __future__ import annotations
 from http import HTTPStatus
 
 from mcpfast_ext import http_reader
-from mcpfast_ext.http_types import BODY, HEAD, IDLE, HttpError, HttpRequest
+from mcpfast_ext.http_types import BODY, HEAD, IDLE, HttpError, HttpRequest, asks_websocket
 
 HttpRequestReader = http_reader.HttpRequestReader
 """Feed bytes, collect whole requests: compiled, or its pure-Python twin (mcpfast_ext)."""
 
 __all__ = ["BODY", "HEAD", "IDLE", "HttpError", "HttpRequest", "HttpRequestReader",
-           "error_response", "format_response"]
+           "asks_websocket", "error_response", "format_response"]
 
 
 _STATUS_LINES = {int(s): f"HTTP/1.1 {int(s)} {s.phrase}" for s in HTTPStatus}

@@ -22,6 +22,7 @@ from ..protocol.http import (
     HttpError,
     HttpRequest,
     HttpRequestReader,
+    asks_websocket,
     error_response,
     format_response,
 )
@@ -335,7 +336,10 @@ class TcpConnection(ClientProtocol):
             self._http_error(request, 404, f"no MCP endpoint at {request.path}; "
                              f"MCP clients use {self.config.path}")
             return
-        if "upgrade" not in request.fields:
+        upgrade = request.fields.get("upgrade")
+        if upgrade is None or not asks_websocket(upgrade):
+            # Streamable HTTP; an upgrade to anything but WebSocket is declined by
+            # answering over HTTP/1.1 (``asks_websocket``).
             exchange = self.endpoint.handle(self, request)
             if not exchange.done:
                 self.exchange = exchange

@@ -101,6 +101,26 @@ def test_an_upgrade_hands_over_the_bytes_after_its_head(hr: ModuleType) -> None:
         reader.feed(b"more")
 
 
+H2C_POST = (b"POST /mcp HTTP/1.1\r\nHost: h\r\nConnection: Upgrade, HTTP2-Settings\r\n"
+            b"Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQCAAAAAAIAAAAA\r\n"
+            b"Content-Length: 17\r\n\r\n" b'{"jsonrpc":"2.0"}')
+
+
+@pytest.mark.parametrize("pieces", [1, 7, 10_000])
+def test_an_upgrade_to_another_protocol_is_read_as_http(hr: ModuleType, pieces: int) -> None:
+    """``curl --http2`` asks each request to switch to h2c: declined, the request is
+    read with its body, and so are the requests after it."""
+    reader = hr.HttpRequestReader()
+    data = H2C_POST + b"GET /mcp HTTP/1.1\r\nHost: h\r\n\r\n" + H2C_POST
+    got = [r for i in range(0, len(data), pieces) for r in reader.feed(data[i:i + pieces])]
+    assert [(r.method, r.body, r.keep_alive, r.upgrade) for r in got] == [
+        ("POST", b'{"jsonrpc":"2.0"}', True, False), ("GET", b"", True, False),
+        ("POST", b'{"jsonrpc":"2.0"}', True, False)]
+    assert got[0].header("HTTP2-Settings") == "AAMAAABkAAQCAAAAAAIAAAAA"
+    assert got[0].header("Upgrade") is None and reader.upgraded_data is None
+    assert reader.phase == IDLE and reader.feed(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+
+
 @pytest.mark.parametrize("data,status", [
     (b"BREW / HTTP/1.1\r\n\r\n", 400),
     (b"GET / HTTP/1.1\r\nHost: h\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n", 400),
@@ -161,8 +181,10 @@ def _random_request(rng: random.Random) -> bytes:
     target = rng.choice(["/mcp", "/mcp?x=1", "/a/b", "//x", "/é".encode().decode("latin-1")])
     lines = [f"{method} {target} HTTP/1.{rng.choice('01')}", "Host: 127.0.0.1"]
     for _ in range(rng.randrange(6)):
-        name = rng.choice(["Accept", "X-Y", "x-y", "Mcp-Session-Id", "Origin", "Connection"])
-        value = rng.choice(["a", "b, c", "keep-alive", "close", " spaced ", "ünï"])
+        name = rng.choice(["Accept", "X-Y", "x-y", "Mcp-Session-Id", "Origin", "Connection",
+                           "Upgrade"])
+        value = rng.choice(["a", "b, c", "keep-alive", "close", " spaced ", "ünï", "upgrade",
+                            "h2c", "websocket", "h2c, WebSocket"])
         lines.append(f"{name}: {value}")
     body = bytes(rng.randrange(32, 127) for _ in range(rng.randrange(40)))
     if rng.random() < 0.2:

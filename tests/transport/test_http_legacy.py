@@ -485,3 +485,68 @@ def test_a_replica_adopts_a_session_only_if_it_has_room(gateway_factory: Any) ->
             async with http.post(full.http_url, json=ping, headers=headers(theirs)) as resp:
                 assert resp.status == 200  # room again: adopted
     run(main())
+
+
+H2C = ("Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\n"
+       "HTTP2-Settings: AAMAAABkAAQCAAAAAAIAAAAA\r\n")
+"""What ``curl --http2`` adds to every request over cleartext: a request to switch to
+HTTP/2, which a server that does not may ignore (RFC 9110 7.8)."""
+
+
+def h2c_post(port: int, message: dict[str, Any], session_id: str = "") -> bytes:
+    body = json.dumps(message).encode()
+    return (f"POST /mcp HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{H2C}"
+            "Content-Type: application/json\r\nAccept: application/json, text/event-stream\r\n"
+            + (f"Mcp-Session-Id: {session_id}\r\n" if session_id else "")
+            + f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+
+
+async def read_response(reader: asyncio.StreamReader) -> tuple[str, dict[str, str], bytes]:
+    """One HTTP/1.1 response with a Content-Length: its status line, headers, body."""
+    head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1")
+    status, *lines = head.rstrip("\r\n").split("\r\n")
+    fields = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines)}
+    return status, fields, await reader.readexactly(int(fields.get("content-length", "0")))
+
+
+def test_an_upgrade_to_http2_is_declined_and_answered_over_http_1_1(
+        gateway: GatewayProcess) -> None:
+    """``curl --http2`` against the gateway: each request asks for h2c; the gateway
+    answers it over HTTP/1.1 and reads the next on the same connection, bodies whole."""
+    async def main() -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", gateway.port)
+        try:
+            writer.write(h2c_post(gateway.port, INIT))
+            status, fields, body = await read_response(reader)
+            assert status == "HTTP/1.1 200 OK", (status, body)
+            assert json.loads(body)["result"]["protocolVersion"] == "2025-11-25"
+            session_id = fields["mcp-session-id"]
+            # Two more in one write: the second must not be taken for HTTP/2 bytes.
+            writer.write(
+                h2c_post(gateway.port, {"jsonrpc": "2.0", "method": "notifications/initialized"},
+                         session_id)
+                + h2c_post(gateway.port, {"jsonrpc": "2.0", "id": 2, "method": "tools/call",
+                                          "params": {"name": "echo",
+                                                     "arguments": {"text": "over h2c"}}},
+                           session_id))
+            status, _, body = await read_response(reader)
+            assert status == "HTTP/1.1 202 Accepted", (status, body)
+            status, fields, body = await read_response(reader)
+            assert status == "HTTP/1.1 200 OK", (status, body)
+            assert json.loads(body)["result"]["content"][0]["text"] == "over h2c"
+            # An Upgrade header without the "upgrade" connection option: ignored too.
+            writer.write(h2c_post(gateway.port, {"jsonrpc": "2.0", "id": 3,
+                                                 "method": "tools/list"}, session_id)
+                         .replace(b"Connection: Upgrade, HTTP2-Settings\r\n", b""))
+            status, fields, body = await read_response(reader)
+            assert status == "HTTP/1.1 200 OK", (status, body)
+            assert json.loads(body)["result"]["tools"]
+            # A WebSocket upgrade is still one (refused here for the POST it is).
+            writer.write(f"POST /mcp HTTP/1.1\r\nHost: 127.0.0.1:{gateway.port}\r\n"
+                         "Connection: Upgrade\r\nUpgrade: websocket\r\nContent-Length: 0\r\n"
+                         "\r\n".encode())
+            status, _, body = await read_response(reader)
+            assert status.startswith("HTTP/1.1 405"), (status, body)
+        finally:
+            writer.close()
+    run(main())
