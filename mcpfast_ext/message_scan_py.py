@@ -7,10 +7,14 @@ Pure-Python twin of ``message_scan.pyx``; both return the same values for every 
 checks it needs: a raw newline (replaced before it can reach a stdio upstream), more
 brackets than the depth limit (then the exact count runs), bytes beyond ASCII (then
 UTF-8 is validated). ``splice_response`` writes an upstream's response for the client
-by replacing the id at its head, without reading or re-encoding the rest.
+by replacing the id at its head, without reading or re-encoding the rest;
+``request_line`` writes a client's request for an upstream, its params as they came.
 """
 
 from __future__ import annotations
+
+import msgspec
+from msgspec import UNSET, UnsetType
 
 NEWLINE = 1
 """``survey``: the message holds a raw newline."""
@@ -54,3 +58,37 @@ def splice_response(line: bytes, upstream_id: object, client_id: object, error: 
                 and 0 <= upstream_id <= _U64 and -_I64 <= client_id < _I64:
             return b'{"jsonrpc":"2.0","id":%d,' % client_id + line[len(head):]
     return None
+
+
+class _Request(msgspec.Struct, omit_defaults=True, gc=False):
+    jsonrpc: str
+    id: int
+    method: str
+    params: msgspec.Raw | UnsetType = UNSET
+
+
+_encode = msgspec.json.Encoder().encode
+_plain_methods: dict[str, bool] = {}
+"""Whether each method seen needs no escape in JSON: the gateway forwards a few
+methods, all its own names; at most 256 are kept."""
+
+
+def request_line(upstream_id: int, method: str, params: msgspec.Raw | bytes | UnsetType,
+                 delimiter: bytes) -> bytes | None:
+    """The request an upstream is sent: ``{"jsonrpc":"2.0","id":`` ``upstream_id``
+    (0 to 2**64 - 1) ``,"method":`` ``method`` ``,"params":`` ``params`` ``}``, then
+    ``delimiter``, the bytes the JSON encoder writes for that envelope. ``params``
+    (``Raw`` or ``bytes``, JSON already read) goes in as it is; ``UNSET`` leaves the
+    member out. None when ``method`` would need an escape (a quote, a backslash, a
+    character outside printable ASCII): the caller encodes the envelope itself."""
+    plain = _plain_methods.get(method)
+    if plain is None:
+        plain = method.isascii() and method.isprintable() and '"' not in method \
+            and "\\" not in method
+        if len(_plain_methods) < 256:
+            _plain_methods[method] = plain
+    if not plain:
+        return None
+    data = _encode(_Request("2.0", upstream_id, method, msgspec.Raw(params)
+                            if isinstance(params, bytes) else params))
+    return data + delimiter if delimiter else data

@@ -155,6 +155,18 @@ def test_response_splice(benchmark: Any, hot_path: dict[str, ModuleType]) -> Non
         {**json.loads(line), "id": 42}
 
 
+@pytest.mark.benchmark(group="Upstream request line, 300 B tools/call")
+def test_request_line(benchmark: Any, hot_path: dict[str, ModuleType]) -> None:
+    """A client's request written for a stdio upstream under the gateway's id, its
+    params as they came (``Connection.forward``; the gateway uses the compiled one and,
+    pure, the encoder as ``test_jsonrpc_rewrite`` measures it)."""
+    ms = hot_path["message_scan"]
+    params = jsonrpc.decode(tools_call()).params
+    benchmark_calls(benchmark, ms.request_line, 1_000_001, "tools/call", params, b"\n")
+    line = ms.request_line(1_000_001, "tools/call", params, b"\n")
+    assert json.loads(line) == {**json.loads(tools_call()), "id": 1_000_001}
+
+
 @pytest.mark.benchmark(group="Routing lookup, tool in a 200-tool table")
 def test_routing_lookup(benchmark: Any, hot_path: dict[str, ModuleType]) -> None:
     rt = hot_path["routing_table"]

@@ -288,6 +288,12 @@ def notification(method: str, params: Any = UNSET) -> bytes:
     return encode({"jsonrpc": "2.0", "method": method, "params": params})
 
 
+request_line = message_scan.request_line
+"""A request for an upstream in one piece (``message_scan.request_line``): the bytes
+``reencode`` writes for its envelope, then the transport's delimiter; None for a method
+that needs an escape, which ``reencode`` takes instead."""
+
+
 def reencode(env: Envelope) -> bytes:
     """Encode an envelope, with its Raw parts copied through byte for byte."""
     return _encoder.encode(env)

@@ -26,10 +26,14 @@ from typing import Any, Generic, NamedTuple, Protocol, TypeVar
 import msgspec
 from msgspec import UNSET, Raw, UnsetType
 
+import mcpfast_ext
+
 from ..protocol import jsonrpc
 from ..protocol.jsonrpc import Envelope
 from ..transport.ports import FlowControl
 from ..transport.writer import PAUSED_BY_UPSTREAM, UPSTREAM_LOW_WATER
+
+_request_line = jsonrpc.request_line if mcpfast_ext.IMPLEMENTATION == "compiled" else None
 
 
 class UpstreamError(Exception):
@@ -222,15 +226,21 @@ class Connection(Generic[CallT]):
         call.deadline = now + self._timeout
         self.pending[upstream_id] = call
         self.requests_forwarded += 1
-        raw = params if not isinstance(params, bytes) else Raw(params)
-        # ``write``, inlined: this is every forwarded request's path.
         writer = self.writer
         if writer is None:
             raise UpstreamError(-32000, f"upstream {self.name!r} is not running")
-        writer.write(jsonrpc.reencode(Envelope(jsonrpc="2.0", id=upstream_id, method=method,
-                                               params=raw)))
-        if self.delimiter:
-            writer.write(self.delimiter)
+        # This is every forwarded request's path: compiled, the message and its
+        # delimiter are written in one piece (the twin is slower than the encoder).
+        line = _request_line(upstream_id, method, params, self.delimiter) \
+            if _request_line is not None else None
+        if line is not None:
+            writer.write(line)
+        else:
+            writer.write(jsonrpc.reencode(Envelope(
+                jsonrpc="2.0", id=upstream_id, method=method,
+                params=Raw(params) if isinstance(params, bytes) else params)))
+            if self.delimiter:
+                writer.write(self.delimiter)
         if writer.congested and session.flow is not None \
                 and session not in self.held:
             self.held.add(session)

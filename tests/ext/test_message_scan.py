@@ -152,3 +152,54 @@ def test_splice_agrees_with_the_parser_and_the_other_twin() -> None:
         expected["id"] = client_id
         assert msgspec.json.decode(out) == expected
     assert spliced > 300
+
+
+def test_request_line_is_the_encoders_envelope_and_the_delimiter(ms: ModuleType) -> None:
+    raw = msgspec.Raw(b'{"name":"search","arguments":{"q":"\\u00e9 \\"x\\""}}')
+    for upstream_id in (0, 7, 10, 2**32, 2**64 - 1):
+        for params in (raw, bytes(raw), b"[]", UNSET):
+            for delimiter in (b"", b"\n"):
+                expected = jsonrpc.reencode(jsonrpc.Envelope(
+                    jsonrpc="2.0", id=upstream_id, method="tools/call",
+                    params=msgspec.Raw(params) if type(params) is bytes else params))
+                assert ms.request_line(upstream_id, "tools/call", params, delimiter) == \
+                    expected + delimiter
+
+
+@pytest.mark.parametrize("method", ['a"b', "a\\b", "tab\t", "nl\n", "del\x7f", "é", "\u2028",
+                                    "\x00"])
+def test_request_line_leaves_a_method_needing_an_escape_to_the_encoder(
+        ms: ModuleType, method: str) -> None:
+    assert ms.request_line(1, method, b"{}", b"\n") is None
+    assert ms.request_line(1, method, UNSET, b"") is None
+
+
+def test_request_line_agrees_with_the_encoder_and_the_other_twin() -> None:
+    """Random methods and params: where either twin writes the line, both write the
+    encoder's bytes; where one declines, so does the other."""
+    import mcpfast_ext.message_scan_py as pure
+    implementations = [pure]
+    if os.environ.get("MCPFAST_NO_EXTENSIONS") != "1":
+        implementations.append(compiled("message_scan"))
+    rng = random.Random(13)
+    alphabet = 'az/_-. 09"\\\t\x7f\x1féZ~{}'
+    written = 0
+    for _ in range(3000):
+        method = "".join(rng.choice(alphabet) for _ in range(rng.randrange(12)))
+        params = rng.choice([UNSET, b"{}", msgspec.Raw(b'{"a":[1,"\\n"]}'), b"null",
+                             msgspec.json.encode({"k": "v" * rng.randrange(300)})])
+        upstream_id = rng.randrange(2**64)
+        delimiter = rng.choice([b"", b"\n"])
+        results = {impl.__name__: impl.request_line(upstream_id, method, params, delimiter)
+                   for impl in implementations}
+        assert len(set(results.values())) == 1, (method, results)
+        line = next(iter(results.values()))
+        if line is None:
+            assert not (method.isascii() and method.isprintable()) or '"' in method \
+                or "\\" in method
+            continue
+        written += 1
+        assert line == jsonrpc.reencode(jsonrpc.Envelope(
+            jsonrpc="2.0", id=upstream_id, method=method,
+            params=msgspec.Raw(params) if type(params) is bytes else params)) + delimiter
+    assert written > 300

@@ -31,18 +31,22 @@ class Session:
 
 
 class Writer:
-    """The transport's writer: what is written is kept."""
+    """The transport's writer: what is written is kept, and read back as the upstream
+    reads it, a message a line."""
 
     congested = False
 
     def __init__(self) -> None:
-        self.messages: list[dict[str, Any]] = []
         self.chunks: list[bytes] = []
 
     def write(self, data: bytes) -> None:
         self.chunks.append(data)
-        if data != b"\n":
-            self.messages.append(json.loads(data))
+
+    @property
+    def messages(self) -> list[dict[str, Any]]:
+        stream = b"".join(self.chunks)
+        assert stream.endswith(b"\n") or not stream, stream  # every message framed
+        return [json.loads(line) for line in stream.split(b"\n")[:-1]]
 
 
 def connection() -> tuple[Connection[Call], Writer, list[tuple[str, Any]]]:
@@ -72,7 +76,10 @@ def test_requests_are_numbered_sent_framed_and_answered_by_their_own_id() -> Non
     assert writer.messages == [
         {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "x"}},
         {"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "y"}}]
-    assert writer.chunks[1] == b"\n"
+    # Each line as the encoder writes the envelope, the params as they came.
+    assert b"".join(writer.chunks) == (
+        b'{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"x"}}\n'
+        b'{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"y"}}\n')
     assert 4.9 < first.deadline - first.started <= 5.0
     conn.on_message(b'{"jsonrpc":"2.0","id":2,"result":{"v":2}}')
     conn.on_message(b'{"jsonrpc":"2.0","id":2,"result":{"v":"again"}}')  # dropped
