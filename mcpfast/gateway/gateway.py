@@ -52,7 +52,7 @@ from .rate_limit import build as build_rate_limits
 from .relay import Relay
 from .requests import Requests
 from .router import Router
-from .session import DownstreamSession
+from .session import NOTHING_YET, DownstreamSession
 from .subscriptions import Subscriptions
 from .sweeper import sweep_forever
 from .tool_stats import ToolStats
@@ -315,7 +315,7 @@ class Gateway:
         for session in list(self.sessions.values()):
             # subscriptions/listen "Graceful Closure": the answer tells the client the
             # stream ended on purpose.
-            listens, session.listens = session.listens, {}
+            listens, session.listens = session.listens, NOTHING_YET
             for listen_id in listens:
                 self.answer(session, listen_id, listen_result(listen_id), False)
             session.close(1001, "gateway shutting down")

@@ -243,7 +243,7 @@ class InputBridge:
             # Only requestState (mrtr "Client Requirements" 1): retry at once.
             self._retry(session, relay)
             return None
-        session.relays[client_id] = relay
+        session.table("relays")[client_id] = relay
         # Held through the client's rounds so that a cancel, a half-closed unix socket or
         # an HTTP stream sees the request as in flight.
         session.inflight[client_id] = (upstream, NO_UPSTREAM_REQUEST)
@@ -251,7 +251,7 @@ class InputBridge:
         for key, request in requests.items():
             out_id = session.next_out_id()
             relay.waiting[out_id] = key
-            session.relayed[out_id] = relay
+            session.table("relayed")[out_id] = relay
             self.gateway.send(session, jsonrpc.request(out_id, request["method"],
                                                        request.get("params", UNSET)))
         return None

@@ -245,7 +245,7 @@ class Relay:
                                    f"the client does not support {method}")
             return
         out_id = session.next_out_id()
-        session.outgoing[out_id] = (upstream, request_id)
+        session.table("outgoing")[out_id] = (upstream, request_id)
         self.send(session, jsonrpc.reencode(Envelope(jsonrpc="2.0", id=out_id, method=method,
                                                      params=env.params)))
 

@@ -590,12 +590,12 @@ class Requests:
         if upstream.era == "modern":
             # A modern upstream has no resources/subscribe: the URI joins the gateway's
             # listen stream to it.
-            session.subscriptions[uri] = None
+            session.table("subscriptions")[uri] = None
             self.subscriptions.hold(upstream, uri)
             self.gw.respond(session, env.id, {})  # type: ignore[arg-type]
             return
         count = upstream.subscriptions.get(uri, 0)
-        session.subscriptions[uri] = None
+        session.table("subscriptions")[uri] = None
         upstream.subscriptions[uri] = count + 1
         if count == 0:
             self._forward(req, upstream, subscription=uri, checked=True)

@@ -20,6 +20,29 @@ LOG_LEVELS = {"debug": 0, "info": 1, "notice": 2, "warning": 3, "error": 4, "cri
               "alert": 6, "emergency": 7}
 
 
+class _NothingYet(dict):  # type: ignore[type-arg]
+    """An empty table shared by every session that has put nothing in it yet."""
+
+    __slots__ = ()
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        raise TypeError("a session's shared empty table: write to session.table(name)")
+
+    def setdefault(self, key: Any, default: Any = None) -> Any:
+        raise TypeError("a session's shared empty table: write to session.table(name)")
+
+    def update(self, *args: Any, **kwargs: Any) -> None:
+        raise TypeError("a session's shared empty table: write to session.table(name)")
+
+
+NOTHING_YET: dict[Any, Any] = _NothingYet()
+"""What a session's rarely used tables (``outgoing``, ``relays``, ``relayed``,
+``subscriptions``, ``listens``) are until something goes in: most sessions never use
+them, and an empty dict of its own is 64 bytes a session, five times over. Reads see an
+empty dict; a write goes through ``DownstreamSession.table``, and one that does not is
+refused, never shared."""
+
+
 class DownstreamSession:
     """What the gateway knows of one connected client.
 
@@ -100,13 +123,12 @@ class DownstreamSession:
         self.client_capabilities: dict[str, Any] = {}
         self.log_level: int | None = None
         self.inflight: dict[RequestId, tuple[BaseUpstream[Any], int]] = {}
-        self.outgoing: dict[int, tuple[BaseUpstream[Any], int | str]] = {}
-        self.relays: dict[RequestId, InputRelay] = {}
-        self.relayed: dict[int, InputRelay] = {}
-        self.subscriptions: dict[str, None] = {}
-        """The resource URIs subscribed to (a dict as a set: an empty one is a third
-        of the size, and every idle session holds one)."""
-        self.listens: dict[RequestId, Listen] = {}
+        self.outgoing: dict[int, tuple[BaseUpstream[Any], int | str]] = NOTHING_YET
+        self.relays: dict[RequestId, InputRelay] = NOTHING_YET
+        self.relayed: dict[int, InputRelay] = NOTHING_YET
+        self.subscriptions: dict[str, None] = NOTHING_YET
+        """The resource URIs subscribed to (a dict as a set)."""
+        self.listens: dict[RequestId, Listen] = NOTHING_YET
         self.created = time.time()
         self.last_activity = time.monotonic()
         self.messages_in = 0
@@ -120,6 +142,15 @@ class DownstreamSession:
         self.trace_headers: tuple[str | None, str | None] | None = None
         """The ``traceparent`` and ``tracestate`` headers of the Streamable HTTP POST
         being dispatched, while tracing is on (gateway/tracing.py)."""
+
+    def table(self, name: str) -> dict[Any, Any]:
+        """The session's own ``name`` table, to write to: made at the first write
+        (until then the shared ``NOTHING_YET``)."""
+        table = getattr(self, name)
+        if table is NOTHING_YET:
+            table = {}
+            setattr(self, name, table)
+        return table  # type: ignore[no-any-return]
 
     def next_out_id(self) -> int:
         self._next_out_id += 1

@@ -14,7 +14,7 @@ from ..protocol.modern import META_SUBSCRIPTION_ID, tagged
 from .call import Request, Upstream
 from .catalog import Catalog
 from .ports import Core
-from .session import DownstreamSession, Listen
+from .session import NOTHING_YET, DownstreamSession, Listen
 
 
 class Subscriptions:
@@ -133,7 +133,7 @@ class Subscriptions:
                 and all(view(session, upstream.name, "resources", uri) for view in views)]
         if held:
             honoured["resourceSubscriptions"] = [uri for uri, _ in held]
-        session.listens[listen_id] = Listen(
+        session.table("listens")[listen_id] = Listen(
             listen_id, "toolsListChanged" in honoured, "promptsListChanged" in honoured,
             "resourcesListChanged" in honoured, tuple(uri for uri, _ in held))
         self.gw.send(session, jsonrpc.notification(SUBSCRIPTIONS_ACKNOWLEDGED, {
@@ -149,6 +149,6 @@ class Subscriptions:
         for uri in session.subscriptions:
             self.release(uri)
         session.subscriptions.clear()
-        listens, session.listens = session.listens, {}
+        listens, session.listens = session.listens, NOTHING_YET
         for listen in listens.values():
             self.end_listen(listen)
