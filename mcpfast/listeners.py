@@ -105,6 +105,10 @@ class UnixListener(Listener):
         (``bind_unix``); the supervisor, not this listener, removes its file."""
         super().__init__(gateway, kind, address)
         self.inherited = inherited
+        self.bound: tuple[int, int] | None = None
+        """The socket file this listener made (``file_identity``), the one it removes:
+        none while it has not bound (another process's socket, or a file that is no
+        socket, stays where it is)."""
 
     async def start(self) -> None:
         cfg = self.gateway.config.listen
@@ -120,18 +124,16 @@ class UnixListener(Listener):
         _remove_stale_socket(path)
         self.server = await loop.create_unix_server(
             lambda: UnixConnection(self.gateway, self), path, backlog=cfg.backlog)
+        self.bound = file_identity(path)
         os.chmod(path, cfg.unix_mode)
         log.info("listening for newline-delimited JSON on unix:%s (mode %s)", path,
                  cfg.unix_socket_mode)
 
     def stop_accepting(self) -> None:
         super().stop_accepting()
-        if self.inherited is not None:
-            return
-        try:
-            os.unlink(self.address)
-        except FileNotFoundError:
-            pass
+        if self.bound is not None:
+            remove_if_same(self.address, self.bound)
+            self.bound = None
 
 
 def check_port_free(host: str, port: int) -> None:
@@ -165,6 +167,22 @@ def bind_unix(path: str, mode: int, backlog: int) -> socket.socket:
         sock.close()
         raise
     return sock
+
+
+def file_identity(path: str) -> tuple[int, int]:
+    """What tells the file at ``path`` from one put there later: device and inode."""
+    st = os.stat(path)
+    return st.st_dev, st.st_ino
+
+
+def remove_if_same(path: str, identity: tuple[int, int]) -> None:
+    """Remove the file at ``path`` if it is still the one ``file_identity`` saw: not a
+    socket another gateway has bound there since."""
+    try:
+        if file_identity(path) == identity:
+            os.unlink(path)
+    except FileNotFoundError:
+        pass
 
 
 def _remove_stale_socket(path: str) -> None:

@@ -62,7 +62,7 @@ from .config import (
     private_directory,
     user_socket_path,
 )
-from .listeners import bind_unix, check_port_free
+from .listeners import bind_unix, check_port_free, file_identity, remove_if_same
 from .upstream.stdio import become_subreaper, reap_orphans
 
 log = logging.getLogger("mcpfast.supervisor")
@@ -106,6 +106,8 @@ class Supervisor:
         self.directory = tempfile.mkdtemp(prefix="mcpfast-workers-")  # mode 0700
         self.workers = [Worker(index, self.directory) for index in range(config.workers)]
         self.unix: socket.socket | None = None
+        self.unix_file: tuple[str, tuple[int, int]] | None = None
+        """The socket file it bound, to remove when it goes (``remove_if_same``)."""
         self.secret = "" if config.listen.http.session_secret else secrets.token_urlsafe(32)
         self.switches: dict[str, str] = {}
         """The operator's switches every worker took, by what they switch (an upstream,
@@ -203,6 +205,7 @@ class Supervisor:
         if listen.unix_socket == user_socket_path():
             private_directory(os.path.dirname(listen.unix_socket), create=True)
         self.unix = bind_unix(listen.unix_socket, listen.unix_mode, listen.backlog)
+        self.unix_file = (listen.unix_socket, file_identity(listen.unix_socket))
         log.info("listening for newline-delimited JSON on unix:%s (mode %s), accepted by "
                  "every worker", listen.unix_socket, listen.unix_socket_mode)
 
@@ -213,8 +216,9 @@ class Supervisor:
             return
         self.unix.close()
         self.unix = None
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.config.listen.unix_socket or "")
+        if self.unix_file is not None:
+            remove_if_same(*self.unix_file)
+            self.unix_file = None
 
     async def _spawn(self, worker: Worker) -> asyncio.subprocess.Process:
         argv = [sys.executable, "-m", "mcpfast", *self.argv, "--worker", str(worker.index),

@@ -122,3 +122,25 @@ def test_a_client_that_stops_reading_is_paused_not_buffered(gateway: GatewayProc
     rss = [line for line in open(f"/proc/{gateway.proc.pid}/status") if line.startswith("VmRSS")]
     assert int(rss[0].split()[1]) < 400_000, rss  # KiB; not gigabytes of queued answers
     flood.close()
+
+
+def test_a_gateway_that_cannot_have_the_socket_path_leaves_the_file_there(
+        gateway_factory: Any, tmp_path: Any) -> None:
+    """A second gateway told to listen on a running one's socket, or on a file that is
+    no socket, refuses to start, and removes neither on its way out."""
+    first = gateway_factory()
+    plain = tmp_path / "notes.txt"
+    plain.write_text("keep me")
+    for path, why in ((first.unix_path, "in use by another process"),
+                      (str(plain), "exists and is not a socket")):
+        second = gateway_factory(listen={"unix_socket": path}, start=False)
+        second.start(wait_ready=False)
+        assert second.proc is not None and second.proc.wait(timeout=30) != 0
+        assert why in second.log(), second.log()
+    assert plain.read_text() == "keep me"
+    assert stat.S_ISSOCK(os.stat(first.unix_path).st_mode)
+
+    async def body() -> None:
+        async with unix_client(first.unix_path) as c:
+            assert (await c.initialize())["result"]["serverInfo"]["name"] == "mcpfast"
+    run(body())
