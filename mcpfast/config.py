@@ -240,6 +240,13 @@ class TlsConfig(msgspec.Struct, **KEY):  # type: ignore[call-arg]
         return "required" if self.client_ca_file else "none"
 
 
+MIN_MESSAGE_BYTES = 1024
+MAX_MESSAGE_BYTES = 1 << 30
+"""A message the gateway holds whole: at most 1 GiB (readers size their buffers with
+it; beyond a machine word it would fail every connection, not the config)."""
+MESSAGE_BYTES_RANGE = f"must be between {MIN_MESSAGE_BYTES} and {MAX_MESSAGE_BYTES} (1 GiB)"
+
+
 class ListenConfig(msgspec.Struct, **KEY):  # type: ignore[call-arg]
     host: str = "127.0.0.1"
     port: int = 8080
@@ -265,9 +272,11 @@ class ListenConfig(msgspec.Struct, **KEY):  # type: ignore[call-arg]
     list admitting). Unset: anyone the socket's file mode lets in."""
 
     def __post_init__(self) -> None:
+        _check(host_problem(self.host) is None, "host", str(host_problem(self.host)))
         _check(0 <= self.port <= 65535, "port", "must be between 0 and 65535")
         _check(self.path.startswith("/"), "path", "must start with '/'")
-        _check(self.max_message_bytes >= 1024, "max_message_bytes", "must be at least 1024")
+        _check(MIN_MESSAGE_BYTES <= self.max_message_bytes <= MAX_MESSAGE_BYTES,
+               "max_message_bytes", MESSAGE_BYTES_RANGE)
         # The gateway's own decoders recurse once per level, within Python's recursion
         # limit (1000 frames, some of them in use when a message is decoded).
         _check(3 <= self.max_json_depth <= 512, "max_json_depth",
@@ -308,6 +317,7 @@ class AdminConfig(msgspec.Struct, **KEY):  # type: ignore[call-arg]
     loopback address, anything otherwise (a token is required then)."""
 
     def __post_init__(self) -> None:
+        _check(host_problem(self.host) is None, "host", str(host_problem(self.host)))
         _check(0 <= self.port <= 65535, "port", "must be between 0 and 65535")
         _check(not self.token or len(self.token) >= 16, "token",
                "must be at least 16 characters")
@@ -326,6 +336,22 @@ class AdminConfig(msgspec.Struct, **KEY):  # type: ignore[call-arg]
     def guarded(self) -> bool:
         """Whether admin tokens are set (the admin API then needs one)."""
         return bool(self.token or self.token_hashes)
+
+
+_HOST_NAME = re.compile(r"(?!.{254})[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+                        r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?")
+
+
+def host_problem(host: str) -> str | None:
+    """Why ``host`` cannot be a listening address (None: it can): an IP address, a
+    host name (RFC 1123 labels), or empty for every interface."""
+    if not host or _HOST_NAME.fullmatch(host):
+        return None
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return f"{host!r} is neither an IP address nor a host name"
+    return None
 
 
 def is_loopback(host: str) -> bool:
@@ -594,7 +620,8 @@ class UpstreamConfig(msgspec.Struct, **KEY):  # type: ignore[call-arg]
     max_message_bytes: int = 64 * 1024 * 1024
 
     def __post_init__(self) -> None:
-        _check(self.max_message_bytes >= 1024, "max_message_bytes", "must be at least 1024")
+        _check(MIN_MESSAGE_BYTES <= self.max_message_bytes <= MAX_MESSAGE_BYTES,
+               "max_message_bytes", MESSAGE_BYTES_RANGE)
         given = [key for key, unset in (("command", None), ("url", ""), ("socket", ""))
                  if getattr(self, key) != unset]
         _check(len(given) <= 1, given[-1] if given else "", "set one of command, url and "
@@ -957,4 +984,8 @@ def load(path: str | os.PathLike[str] | None = None) -> Config:
         text = Path(path).read_text("utf-8")
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: cannot read: not UTF-8 text (byte "
+                          f"0x{exc.object[exc.start]:02x} at offset {exc.start}); TOML "
+                          "files are UTF-8") from None
     return parse(text, str(path))

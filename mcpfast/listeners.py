@@ -74,12 +74,16 @@ class TcpListener(Listener):
             except (OSError, ssl.SSLError) as exc:
                 raise ConfigError(f"listen.tls.cert_file: the certificate, key or client "
                                   f"CAs do not load: {exc}") from None
-        self.server = await loop.create_server(
-            lambda: TcpConnection(self.gateway, self), host, port, backlog=cfg.backlog,
-            reuse_address=True, reuse_port=self.gateway.config.workers > 1,
-            ssl=self.tls.context if self.tls is not None else None,
-            ssl_handshake_timeout=self.gateway.config.limits.header_timeout
-            if self.tls is not None else None)
+        try:
+            self.server = await loop.create_server(
+                lambda: TcpConnection(self.gateway, self), host, port, backlog=cfg.backlog,
+                reuse_address=True, reuse_port=self.gateway.config.workers > 1,
+                ssl=self.tls.context if self.tls is not None else None,
+                ssl_handshake_timeout=self.gateway.config.limits.header_timeout
+                if self.tls is not None else None)
+        except socket.gaierror as exc:
+            raise ConfigError(f"listen.host: cannot listen on {host!r}: "
+                              f"{exc.strerror}") from None
         if self.tls is not None:
             self._watch = loop.create_task(self.tls.watch(), name="tls-renewal")
         sock = self.server.sockets[0]
@@ -141,8 +145,12 @@ def check_port_free(host: str, port: int) -> None:
     would let them join, without an error, the listening socket of another process of
     the same user that set it too (a second gateway started on the same port): a bind
     without it fails there."""
-    for family, kind, proto, _, address in socket.getaddrinfo(
-            host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE):
+    try:
+        addresses = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM,
+                                       flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise ConfigError(f"listen.host: cannot listen on {host!r}: {exc.strerror}") from None
+    for family, kind, proto, _, address in addresses:
         with socket.socket(family, kind, proto) as probe:
             probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             if family == socket.AF_INET6:

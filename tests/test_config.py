@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from mcpfast.config import ConfigError, load, parse
@@ -46,6 +48,14 @@ def test_bundled_default_fronts_the_demo() -> None:
     ("workers = 0\n" + UP, "workers: must be between 1 and 256"),
     ("workers = 257\n" + UP, "workers: must be between 1 and 256"),
     ('workers = "2"\n' + UP, "workers: expected int, got str"),
+    ("[listen]\nmax_message_bytes = 9223372036854775808\n" + UP,
+     "listen.max_message_bytes: must be between 1024 and 1073741824"),
+    ("[listen]\nmax_message_bytes = 1023\n" + UP, "listen.max_message_bytes: must be between"),
+    ('[upstreams.a]\ncommand = ["x"]\nmax_message_bytes = 2147483648\n',
+     "upstreams.a.max_message_bytes: must be between 1024 and 1073741824"),
+    ('[listen]\nhost = "not a host!!"\n' + UP,
+     "listen.host: 'not a host!!' is neither an IP address nor a host name"),
+    ('[admin]\nhost = "a_b"\n' + UP, "admin.host: 'a_b' is neither"),
     ("workers = 2\n[listen]\nport = 0\n" + UP,
      "listen.port: must be a port number, not 0 (any free port), when workers > 1"),
 ])
@@ -83,6 +93,20 @@ def test_env_interpolation_errors() -> None:
 def test_missing_file() -> None:
     with pytest.raises(ConfigError, match="cannot read"):
         load("/nonexistent/mcpfast.toml")
+
+
+def test_a_file_that_is_not_utf8_is_a_config_error(tmp_path: Path) -> None:
+    path = tmp_path / "latin1.toml"
+    path.write_bytes(b'# caf\xe9\n[upstreams.a]\ncommand = ["srv"]\n')
+    with pytest.raises(ConfigError, match=r"cannot read: not UTF-8 text \(byte 0xe9 at "
+                                          r"offset 5\)"):
+        load(path)
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "::1", "0.0.0.0", "", "localhost",
+                                  "gw-1.internal.example.", "fe80::1%eth0"])
+def test_listening_hosts_that_are_addresses_or_names(host: str) -> None:
+    assert parse(f'[listen]\nhost = "{host}"\n' + UP).listen.host == host
 
 
 def test_interpolation_is_recorded_for_redaction() -> None:

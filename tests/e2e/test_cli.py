@@ -73,6 +73,17 @@ def test_serve_refuses_a_bad_config(tmp_path: Path) -> None:
     assert out.returncode == 2 and "upstreams: at least one upstream" in out.stderr
 
 
+def test_serve_names_a_listening_host_that_does_not_resolve(tmp_path: Path) -> None:
+    path = tmp_path / "host.toml"
+    path.write_text(f'[listen]\nhost = "no-such-host.invalid"\nport = {free_port()}\n'
+                    f'[admin]\nport = {free_port()}\n'
+                    f'[upstreams.a]\ncommand = ["{sys.executable}", "-c", "pass"]\n')
+    out = mcpfast("serve", "--config", str(path))
+    assert out.returncode == 2, out.stderr
+    assert "listen.host: cannot listen on 'no-such-host.invalid'" in out.stderr
+    assert "Traceback" not in out.stderr
+
+
 def test_json_logs(gateway_factory: Any) -> None:
     gw = gateway_factory({"demo": {"command": ["python", "-m", "mcpfast.demo"]}},
                          logging={"level": "info", "format": "json"})
