@@ -66,8 +66,12 @@ async def sweep_forever(gw: Swept) -> None:
         for session in list(gw.sessions.values()):
             if session.id in idle_closed:
                 continue
-            if session.idle_for(now) > idle and not session.inflight and \
-                    not session.listens:
+            if session.inflight or session.listens:
+                # Waiting for an answer, or holding a stream, is not idleness: the
+                # idle time starts again when the last request ends (to a sweep).
+                session.last_activity = now
+                continue
+            if session.idle_for(now) > idle:
                 log.info("closing idle session %s (%s)", session.id, session.peer)
                 idle_closed.add(session.id)
                 session.close(1001, "idle timeout")

@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 import websockets
@@ -57,13 +59,22 @@ def test_traffic_keeps_a_client_open(gw: GatewayProcess) -> None:
     run(body())
 
 
-def test_a_client_waiting_for_an_answer_is_not_idle(gw: GatewayProcess) -> None:
+def test_a_client_waiting_for_an_answer_is_not_idle(gateway_factory: Any,
+                                                    tmp_path: Path) -> None:
+    """Nor is it idle at once when the answer comes: its idle time starts then (to a
+    sweep), not when it sent its request."""
+    idle = 2.0  # apart from a close at the next sweep (0.5 s) by more than the slack
+    gw = gateway_factory({"rec": recording_upstream(tmp_path / "record.jsonl")},
+                         listen={"idle_timeout": idle})
+
     async def body() -> None:
         async with ws_client(gw.ws_url) as c:
             await c.initialize()
-            response = await c.call_tool("slow", {"seconds": IDLE * 3}, timeout=10)
+            response = await c.call_tool("slow", {"seconds": idle * 1.5}, timeout=10)
+            answered = time.monotonic()
             assert response["result"]["content"][0]["text"] == "slow done"
-            await closed_after(c.ws, time.monotonic())
+            after = await closed_after(c.ws, answered)
+            assert idle - SWEEP_PERIOD <= after < idle + 2 * SWEEP_PERIOD + SLACK, after
     run(body())
 
 
