@@ -75,6 +75,19 @@ ROUTED_METHODS = frozenset({"tools/call", "prompts/get", "resources/read",
                             "completion/complete"})
 
 
+def may_repeat_a_name(params: Raw | bytes | UnsetType) -> bool:
+    """Whether ``params`` may hold a member the gateway routes or checks by (``name``,
+    ``uri``, ``ref``) twice, or spelled with escapes, where this cannot tell. JSON
+    leaves repeated names to the parser (RFC 8259 4): the gateway reads the last, an
+    upstream may read the first, and would run what a policy refused. Such params go on
+    as the gateway read them, encoded again, rather than as they came."""
+    if params is UNSET:
+        return False
+    data = bytes(params)  # type: ignore[arg-type]
+    return b"\\u" in data or data.count(b'"name"') > 1 or data.count(b'"uri"') > 1 \
+        or data.count(b'"ref"') > 1
+
+
 RETRY_SOON = {"retryAfterSeconds": 1}
 """The retry hint of a refusal that a moment may cure (an open circuit, an upstream
 starting)."""
@@ -185,11 +198,12 @@ class Requests:
         uri = head.uri
         req = Request(session, env, client_id, "tools/call", name,  # type: ignore[arg-type]
                       None if uri is UNSET else uri, False, head)  # type: ignore[arg-type]
-        if self.checks and self._refused(req, upstream):
+        checks = self.checks
+        if checks and self._refused(req, upstream):
             return True
         req.env = NO_ENVELOPE
         params: Raw | bytes | UnsetType = env.params
-        if upstream_name != name:
+        if upstream_name != name or (checks and may_repeat_a_name(params)):
             full = _any.decode(params)  # type: ignore[arg-type]
             self._rename(full, ("name", upstream_name))
             params = jsonrpc.encode(full)
@@ -460,7 +474,8 @@ class Requests:
         head = req.head or NO_PARAMS
         token = head.meta.progressToken if head.meta is not UNSET else UNSET
         tracing = self.tracing
-        if rename is not None or token is not UNSET or tracing is not None:
+        if rename is not None or token is not UNSET or tracing is not None or (
+                self.checks and may_repeat_a_name(params)):
             # Otherwise the client's params go on as they came, byte for byte.
             full = _any.decode(env.params) if env.params is not UNSET else {}  # type: ignore[arg-type]
             self._rename(full, rename)
@@ -739,7 +754,11 @@ class Requests:
                 # basic/patterns/subscriptions "Cancellation" on stream transports.
                 self.subscriptions.end_listen(session.listens.pop(request_id))
         elif method == "notifications/initialized":
-            session.initialized = True
+            # Nothing to do: ``initialize`` made the session ready (requests may follow
+            # its answer at once). Sent before it, the notification initializes nothing.
+            if not session.initialized:
+                log.debug("session %s: notifications/initialized before initialize",
+                          session.id)
         elif method == "notifications/progress":
             log.debug("ignoring client progress notification")
         # Other notifications (roots/list_changed, unknown ones) need no answer.

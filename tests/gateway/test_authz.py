@@ -4,6 +4,8 @@ unknown name, never reaches the upstream, and is written to the audit log."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -154,4 +156,69 @@ era = "legacy"
         allowed = await client.request("tools/call", {"name": "big", "arguments": {"size": 1}})
         assert "result" in allowed, allowed
         assert gw.authorization.denied["tools"] == 1
+    in_gateway(config, body)
+
+
+def test_a_name_given_twice_reaches_the_upstream_as_the_policy_read_it(
+        tmp_path: Path) -> None:
+    """JSON leaves a repeated member name to the parser: the gateway reads the last one,
+    an upstream may read the first. A call that names an allowed tool last and a denied
+    one first reaches the upstream with the allowed name only; spelled with escapes,
+    too. (Without a policy, the params go on as they came.)"""
+    config = tmp_path / "gw.toml"
+    config.write_text(f"""
+[authorization]
+default = "allow"
+[[authorization.rules]]
+deny_tools = ["count"]
+[upstreams.bg]
+command = {toml_value(["python", str(BACKGROUND)])}
+era = "legacy"
+""")
+
+    def unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        names = [name for name, _ in pairs]
+        assert len(names) == len(set(names)), names
+        return dict(pairs)
+
+    async def body(gw: Any, client: InProcessClient) -> None:
+        sent: list[bytes] = []
+        real = gw.upstreams["bg"].connection.writer
+
+        class Spy:
+            def __getattr__(self, name: str) -> Any:
+                return getattr(real, name)
+
+            def write(self, data: bytes) -> None:
+                sent.append(data)
+                real.write(data)
+
+        gw.upstreams["bg"].connection.writer = Spy()
+        for number, params in enumerate([
+                b'{"name":"count","name":"big","arguments":{"size":1}}',
+                b'{"name":"count","na\\u006de":"big","arguments":{"size":1}}',
+                b'{"arguments":{"size":1},"name":"count", "name" : "big"}']):
+            sent.clear()
+            request_id = f"twice-{number}"
+            gw.handle(client.session, b'{"jsonrpc":"2.0","id":"%s","method":"tools/call",'
+                      b'"params":%s}' % (request_id.encode(), params))
+            for _ in range(3000):
+                answer = next((m for m in client.received if m.get("id") == request_id), None)
+                if answer is not None:
+                    break
+                await asyncio.sleep(0.01)
+            assert answer is not None and "result" in answer, answer
+            (line,) = [json.loads(chunk, object_pairs_hook=unique)
+                       for chunk in b"".join(sent).splitlines()]
+            assert line["params"] == {"name": "big", "arguments": {"size": 1}}, line
+        # Named last, the denied tool is what the gateway reads: refused, never sent.
+        sent.clear()
+        gw.handle(client.session, b'{"jsonrpc":"2.0","id":"last","method":"tools/call",'
+                  b'"params":{"name":"big","name":"count","arguments":{}}}')
+        for _ in range(300):
+            if any(m.get("id") == "last" for m in client.received):
+                break
+            await asyncio.sleep(0.01)
+        denied = next(m for m in client.received if m.get("id") == "last")
+        assert denied["error"]["message"] == "Unknown tool: count" and not sent
     in_gateway(config, body)

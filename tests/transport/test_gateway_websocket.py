@@ -202,6 +202,15 @@ def test_errors_for_bad_messages_leave_the_connection_usable(gateway: GatewayPro
             await c.send_raw(json.dumps({"jsonrpc": "2.0", "id": 6, "method": "tools/list"}))
             err = await c.receive()
             assert err["id"] == 6 and err["error"]["code"] == -32600  # before initialize
+            # The notification that follows initialize's answer does not stand in for it.
+            await c.send_raw(json.dumps({"jsonrpc": "2.0",
+                                         "method": "notifications/initialized"}))
+            for method in ("tools/list", "tools/call", "resources/read"):
+                await c.send_raw(json.dumps({"jsonrpc": "2.0", "id": method, "method": method,
+                                             "params": {"name": "echo", "uri": "x://y"}}))
+                err = await c.receive()
+                assert err["id"] == method and err["error"]["code"] == -32600, err
+                assert "before initialize" in err["error"]["message"]
             await c.initialize()
             assert (await c.request("no/such/method"))["error"]["code"] == -32601
             unknown = await c.call_tool("nope")
