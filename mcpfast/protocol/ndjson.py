@@ -23,8 +23,9 @@ class LineFramer:
         self._skipping = False
 
     def feed(self, data: bytes) -> list[bytes | None]:
-        """Return the complete lines in ``data`` (without the newline; blank lines and a
-        trailing CR are dropped), with ``OVERSIZED`` where a line exceeded the limit."""
+        """Return the complete lines in ``data`` (without the newline and the blanks
+        around it; a line of blanks only is dropped), with ``OVERSIZED`` where a line
+        exceeded the limit."""
         buf = self._buf
         if not buf and not self._skipping and data.endswith(b"\n") and len(data) <= self._max:
             # Fast path: the common case of whole lines arriving in one read.
@@ -54,11 +55,20 @@ class LineFramer:
                 if len(line) > self._max:
                     out.append(OVERSIZED)
                 else:
-                    line = line.rstrip(b"\r")
+                    line = line.strip(BLANK)
                     if line:
                         out.append(line)
             start = nl + 1
         return out
+
+    def rest(self) -> bytes:
+        """What was read after the last newline, taken: at the end of the input, a last
+        message its writer did not end with one (empty when there is none, or it was
+        oversized)."""
+        rest = b"" if self._skipping else bytes(self._buf).strip(BLANK)
+        self._buf.clear()
+        self._skipping = False
+        return rest
 
     @property
     def limit(self) -> int:
@@ -70,4 +80,9 @@ class LineFramer:
 
 
 def _strip(lines: list[bytes]) -> list[bytes | None]:
-    return [line.rstrip(b"\r") for line in lines if line and line != b"\r"]
+    return [stripped for line in lines if (stripped := line.strip(BLANK))]
+
+
+BLANK = b" \t\r"
+"""What is stripped from both ends of a line: JSON's whitespace (a line that is only
+that holds no message, as an empty one does)."""

@@ -159,8 +159,15 @@ class UnixConnection(ClientProtocol):
             self.watch_partial(bool(lines))
 
     def eof_received(self) -> bool:
-        """The client half-closed: answer what it already asked, then close."""
+        """The client half-closed: answer what it already asked (a last message it did
+        not end with a newline too), then close."""
         self.eof = True
+        if self._timer is not None:  # the partial line's deadline: it ends here
+            self._timer.cancel()
+            self._timer = None
+        last = self.framer.rest()
+        if last and self.session is not None:
+            self.core.handle(self.session, last)
         if self.session is None or not self.session.inflight:
             self.close(1000, "end of input")
         return True

@@ -54,6 +54,15 @@ def test_line_framer() -> None:
     assert f.feed(b"still the long line\nok\n") == [b"ok"]
     assert f.feed(b"0123456789AB\nq\n") == [OVERSIZED, b"q"]
     assert f.buffered == 0
+    # JSON's blanks around a line go; a line of blanks only is none (both paths).
+    assert f.feed(b" \t{}\r\n \t \r\n\t\n") == [b"{}"]
+    assert f.feed(b" \t") == [] and f.feed(b"\r\n {} \n") == [b"{}"]
+    assert f.feed(b"\x0c{}\n") == [b"\x0c{}"]  # not JSON whitespace: left to the parser
+    # What follows the last newline, at the end of the input.
+    assert f.feed(b"{}\n {\"a\":1} ") == [b"{}"] and f.rest() == b'{"a":1}'
+    assert f.rest() == b"" and f.buffered == 0
+    assert f.feed(b"x" * 11) == [OVERSIZED] and f.rest() == b""
+    assert f.feed(b"ok\n") == [b"ok"]
 
 
 def test_http_reader_pipelined_and_upgrade() -> None:

@@ -144,3 +144,21 @@ def test_a_gateway_that_cannot_have_the_socket_path_leaves_the_file_there(
         async with unix_client(first.unix_path) as c:
             assert (await c.initialize())["result"]["serverInfo"]["name"] == "mcpfast"
     run(body())
+
+
+def test_blank_lines_are_no_messages_and_a_last_unended_one_is_answered(
+        gateway: GatewayProcess) -> None:
+    """Lines of JSON whitespace only are skipped as empty ones are (no -32700); at the
+    end of the input, a last message without its newline is still answered."""
+    async def body() -> None:
+        reader, writer = await asyncio.open_unix_connection(gateway.unix_path)
+        writer.write(b"   \t \n\r\n\n" b' {"jsonrpc":"2.0","id":1,"method":"ping"} \r\n'
+                     b'\t{"jsonrpc":"2.0","id":2,"method":"ping"}')
+        await writer.drain()
+        writer.write_eof()
+        lines = [json.loads(line) for line in
+                 (await asyncio.wait_for(reader.read(-1), 20)).splitlines()]
+        assert lines == [{"jsonrpc": "2.0", "id": 1, "result": {}},
+                         {"jsonrpc": "2.0", "id": 2, "result": {}}], lines
+        writer.close()
+    run(body())
