@@ -249,7 +249,11 @@ class Requests:
                          head: RouteParams | str) -> None:
         """``head`` is the routing part of params, or why it could not be read."""
         entry = self._methods.get(method)
-        if entry is None or not entry[1] & LEGACY:
+        if entry is not None and not entry[1] & LEGACY and not isinstance(head, str):
+            # A 2026-07-28 method (server/discover) whose _meta names no version: the
+            # modern rungs say what it lacks (-32602), as over Streamable HTTP.
+            self._dispatch_modern(session, method, env)
+        elif entry is None or not entry[1] & LEGACY:
             self.send_error(session, env.id, jsonrpc.METHOD_NOT_FOUND,
                             f"Method not found: {method}")
         elif not session.initialized and method not in PRE_INIT_METHODS:

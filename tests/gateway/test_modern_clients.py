@@ -80,6 +80,11 @@ def test_envelope_and_version_errors(legacy_gateway: GatewayProcess) -> None:
             # Without the envelope the same connection is still a legacy one.
             before = await c.request("tools/list")
             assert before["error"]["code"] == -32600
+            # A modern-only method without its envelope: what it lacks, as over HTTP.
+            for params in (None, {}, {"_meta": {}}, {"_meta": {CAPS: {}}}):
+                lacking = await c.request("server/discover", params, request_id="sd")
+                assert lacking["id"] == "sd" and lacking["error"]["code"] == -32602, lacking
+                assert "_meta" in lacking["error"]["message"], lacking
     run(body())
 
 
