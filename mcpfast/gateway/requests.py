@@ -264,6 +264,10 @@ class Requests:
                             "the gateway is shutting down")
         elif self.gw.overloaded and method not in PRE_INIT_METHODS:
             self._refuse_overloaded(session, env.id)
+        elif env.id in session.inflight or env.id in session.listens:
+            # Answered by the gateway or forwarded, a reused id would get a second
+            # answer under it (basic/index: an id is not reused in a session).
+            self.id_taken(session, env.id)  # type: ignore[arg-type]
         elif not isinstance(head, str):
             name, uri = head.name, head.uri
             entry[0](Request(session, env, env.id, method,  # type: ignore[arg-type]
@@ -299,6 +303,8 @@ class Requests:
                             "the gateway is shutting down")
         elif self.gw.overloaded:
             self._refuse_overloaded(session, env.id)
+        elif env.id in session.inflight or env.id in session.listens:
+            self.id_taken(session, env.id)  # type: ignore[arg-type]  # answers it
         else:
             entry[0](Request.of_modern(session, env, method, params, meta))
 

@@ -224,6 +224,12 @@ def test_an_id_in_flight_is_not_taken_twice(rec: tuple[GatewayProcess, Record]) 
             refused = await c.receive()
             assert same(refused["id"], 7) and refused["error"]["code"] == -32600, refused
             assert "already in flight" in refused["error"]["message"]
+            # A request the gateway answers itself is no different.
+            for method in ("ping", "tools/list"):
+                await c.send({"jsonrpc": "2.0", "id": 7, "method": method})
+                refused = await c.receive()
+                assert same(refused["id"], 7) and refused["error"]["code"] == -32600, \
+                    (method, refused)
             other = await c.call_tool("echo", {"text": "a string 7"}, request_id="7")
             assert same(other["id"], "7")
             assert other["result"]["content"][0]["text"] == "a string 7"
