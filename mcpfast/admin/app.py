@@ -58,7 +58,9 @@ def served_hosts(config: AdminConfig) -> Middleware | None:
 
     @web.middleware
     async def check_host(request: web.Request, handler: Handler) -> web.StreamResponse:
-        host = request.headers.get("Host", "")
+        target = request.message.url
+        # An absolute-form target's authority is the host asked for (RFC 9112 3.2.2).
+        host = target.raw_authority if target.absolute else request.headers.get("Host", "")
         if host not in hosts and request.path not in PROBES:
             return web.json_response({"error": f"Host {host.strip().lower()!r} is not "
                                                "served here (admin.allowed_hosts)"},
@@ -68,10 +70,21 @@ def served_hosts(config: AdminConfig) -> Middleware | None:
     return check_host
 
 
+@web.middleware
+async def http_1_only(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """HTTP/1.0 and 1.1 only: aiohttp answers any version on the request line as if it
+    were one of them (505 otherwise, as on the MCP port)."""
+    if request.version.major != 1:
+        return web.json_response({"error": f"HTTP Version Not Supported: HTTP/"
+                                           f"{request.version.major}."
+                                           f"{request.version.minor}"}, status=505)
+    return await handler(request)
+
+
 def guards(config: AdminConfig) -> list[Middleware]:
-    """What every request to the admin port passes first: the Host check, then the
-    tokens."""
-    return [guard for guard in (served_hosts(config), bearer_tokens(config))
+    """What every request to the admin port passes first: its HTTP version, the Host
+    check, then the tokens."""
+    return [guard for guard in (http_1_only, served_hosts(config), bearer_tokens(config))
             if guard is not None]
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import urllib.error
@@ -138,6 +139,20 @@ def test_the_admin_port_serves_only_its_own_host_names(gateway_factory: Any) -> 
         assert admin_request(gw, "/health", host=host)[0] == 200
     for host in (f"127.0.0.1:{port}", f"localhost:{port}", "LOCALHOST", f"[::1]:{port}"):
         assert admin_request(gw, "/status", host=host)[0] == 200, host
+    # An absolute-form target names the host asked for, whatever the Host header says
+    # (RFC 9112 3.2.2); and HTTP/1 is all the port speaks.
+    address = gw.admin_url.removeprefix("http://")
+    for request_line, status in (("GET http://evil.example/status HTTP/1.1", 421),
+                                 (f"GET http://{address}/status HTTP/1.1", 200),
+                                 ("GET /status HTTP/2.0", 505)):
+        with socket.create_connection(("127.0.0.1", int(port)), timeout=10) as raw:
+            raw.sendall(f"{request_line}\r\nHost: {address}\r\nConnection: close\r\n\r\n"
+                        .encode())
+            reply = b""
+            while chunk := raw.recv(65536):
+                reply += chunk
+        # (aiohttp writes the request's version back on the status line)
+        assert reply.split(b" ", 2)[1] == str(status).encode(), (request_line, reply[:200])
 
     named: GatewayProcess = gateway_factory(
         admin={"allowed_hosts": ["admin.internal", "admin.internal:*"]})
