@@ -120,21 +120,26 @@ def test_no_authorization_config_compiles_to_nothing() -> None:
     assert compile_chain(build([]), None) == ((), ())
 
 
-def test_a_denied_call_never_reaches_the_upstream_and_lists_hide_it(
-        tmp_path: Path, caplog: Any) -> None:
+def allowing_but(tmp_path: Path, rules: str) -> Path:
+    """A gateway config fronting the background server, allowing all but what the
+    ``[[authorization.rules]]`` given deny."""
     config = tmp_path / "gw.toml"
     config.write_text(f"""
 [authorization]
 default = "allow"
 [[authorization.rules]]
-names = ["*"]
-deny_tools = ["big"]
-[[authorization.rules]]
-deny_tools = ["count"]
+{rules}
 [upstreams.bg]
 command = {toml_value(["python", str(BACKGROUND)])}
 era = "legacy"
 """)
+    return config
+
+
+def test_a_denied_call_never_reaches_the_upstream_and_lists_hide_it(
+        tmp_path: Path, caplog: Any) -> None:
+    config = allowing_but(tmp_path, 'names = ["*"]\ndeny_tools = ["big"]\n'
+                                    '[[authorization.rules]]\ndeny_tools = ["count"]')
 
     async def body(gw: Any, client: InProcessClient) -> None:
         # The in-process client is "uid:1000", not authenticated: only the rule without
@@ -164,17 +169,8 @@ def test_a_name_given_twice_reaches_the_upstream_as_the_policy_read_it(
     """JSON leaves a repeated member name to the parser: the gateway reads the last one,
     an upstream may read the first. A call that names an allowed tool last and a denied
     one first reaches the upstream with the allowed name only; spelled with escapes,
-    too. (Without a policy, the params go on as they came.)"""
-    config = tmp_path / "gw.toml"
-    config.write_text(f"""
-[authorization]
-default = "allow"
-[[authorization.rules]]
-deny_tools = ["count"]
-[upstreams.bg]
-command = {toml_value(["python", str(BACKGROUND)])}
-era = "legacy"
-""")
+    too."""
+    config = allowing_but(tmp_path, 'deny_tools = ["count"]')
 
     def unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
         names = [name for name, _ in pairs]
