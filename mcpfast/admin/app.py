@@ -58,9 +58,9 @@ def served_hosts(config: AdminConfig) -> Middleware | None:
 
     @web.middleware
     async def check_host(request: web.Request, handler: Handler) -> web.StreamResponse:
-        target = request.message.url
         # An absolute-form target's authority is the host asked for (RFC 9112 3.2.2).
-        host = target.raw_authority if target.absolute else request.headers.get("Host", "")
+        host = request.headers.get("Host", "") if request.raw_path.startswith("/") \
+            else request.url.raw_authority
         if host not in hosts and request.path not in PROBES:
             return web.json_response({"error": f"Host {host.strip().lower()!r} is not "
                                                "served here (admin.allowed_hosts)"},

@@ -832,8 +832,8 @@ class Cases:
             data = self._malformed()
             if not self.newlines:
                 data = data.replace(b"\n", b" ").rstrip(b"\r")
-                if not data:
-                    continue
+                if not data.strip(b" \t\r"):
+                    continue  # a line of JSON whitespace only is no message there
             if self.utf8_only:
                 try:
                     data.decode("utf-8")
