@@ -264,10 +264,8 @@ class Requests:
                             "the gateway is shutting down")
         elif self.gw.overloaded and method not in PRE_INIT_METHODS:
             self._refuse_overloaded(session, env.id)
-        elif env.id in session.inflight or env.id in session.listens:
-            # Answered by the gateway or forwarded, a reused id would get a second
-            # answer under it (basic/index: an id is not reused in a session).
-            self.id_taken(session, env.id)  # type: ignore[arg-type]
+        elif self._reused(session, env.id):
+            pass
         elif not isinstance(head, str):
             name, uri = head.name, head.uri
             entry[0](Request(session, env, env.id, method,  # type: ignore[arg-type]
@@ -303,10 +301,17 @@ class Requests:
                             "the gateway is shutting down")
         elif self.gw.overloaded:
             self._refuse_overloaded(session, env.id)
-        elif env.id in session.inflight or env.id in session.listens:
-            self.id_taken(session, env.id)  # type: ignore[arg-type]  # answers it
+        elif self._reused(session, env.id):
+            pass
         else:
             entry[0](Request.of_modern(session, env, method, params, meta))
+
+    def _reused(self, session: DownstreamSession, client_id: Any) -> bool:
+        """Whether ``client_id`` is in flight on the session (answered, by ``id_taken``,
+        if so): answered by the gateway or forwarded, a reused id would get a second
+        answer under it (basic/index: an id is not reused in a session)."""
+        return (client_id in session.inflight or client_id in session.listens) and \
+            self.id_taken(session, client_id)
 
     def _refused(self, req: Request, upstream: Upstream) -> bool:
         """Run the policy chain (chain.py); the first refusal answers the request, which
