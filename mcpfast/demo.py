@@ -419,8 +419,10 @@ class DemoServer:
         tool = self._tools.get(name) if isinstance(name, str) else None
         if tool is None:
             raise RpcError(INVALID_PARAMS, f"Unknown tool: {name}")
-        arguments = params.get("arguments") or {}
-        if not isinstance(arguments, dict):
+        arguments = params.get("arguments")
+        if arguments is None:
+            arguments = {}
+        elif not isinstance(arguments, dict):
             raise RpcError(INVALID_PARAMS, "arguments must be an object")
         try:
             return await tool(arguments, request)

@@ -551,7 +551,7 @@ class Requests:
             name = req.name
             if name is None:
                 self.send_error(req.session, req.id, jsonrpc.INVALID_PARAMS,
-                                f"{req.method} requires params.name")
+                                _missing(req, "name"))
                 return
             route = self.router.route(kind, name)
             if route is None:
@@ -581,7 +581,7 @@ class Requests:
         uri = req.uri
         if uri is None:
             self.send_error(req.session, req.id, jsonrpc.INVALID_PARAMS,
-                            f"{req.method} requires params.uri")
+                            _missing(req, "uri"))
             return None
         upstream = self.router.route_uri(uri)
         if upstream is None:
@@ -789,3 +789,11 @@ class Requests:
         if upstream.ready:
             upstream.write(jsonrpc.reencode(Envelope(
                 jsonrpc="2.0", id=upstream_request_id, result=env.result, error=env.error)))
+
+
+def _missing(req: Request, member: str) -> str:
+    """Why ``params.<member>`` routes nowhere: absent, or (a modern request's params are
+    read whole; a legacy one's fail to decode earlier) present but not a string."""
+    if req.params is not None and req.params.get(member) is not None:
+        return f"params.{member} must be a string"
+    return f"{req.method} requires params.{member}"

@@ -279,6 +279,15 @@ async def test_unknown_tool_is_invalid_params() -> None:
         assert reply["error"]["code"] == -32602
 
 
+@pytest.mark.parametrize("arguments", [[], "", 0, False, ["text"]])
+async def test_arguments_that_are_no_object_are_invalid_params(arguments: Any) -> None:
+    async with raw_demo() as peer:
+        reply = await peer.request(1, "tools/call", {"name": "echo", "arguments": arguments})
+        assert reply["error"] == {"code": -32602, "message": "arguments must be an object"}
+        reply = await peer.request(2, "tools/call", {"name": "utc_now", "arguments": None})
+        assert "result" in reply, reply
+
+
 async def test_cancelled_countdown_gets_no_response() -> None:
     async with raw_demo() as peer:
         await peer.send(

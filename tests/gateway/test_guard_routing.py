@@ -75,10 +75,13 @@ def test_legacy_requests_that_route_nowhere(two: tuple[GatewayProcess, Record, R
 
 
 @pytest.mark.parametrize("method,params,message", [
-    ("tools/call", {"name": 7}, "tools/call requires params.name"),
+    ("tools/call", {"name": 7}, "params.name must be a string"),
+    ("tools/call", {"arguments": {}}, "tools/call requires params.name"),
     ("prompts/get", {}, "prompts/get requires params.name"),
+    ("prompts/get", {"name": None}, "prompts/get requires params.name"),
     ("tools/call", {"name": "whoami"}, "Unknown tool: whoami"),
-    ("resources/read", {"uri": ["x"]}, "resources/read requires params.uri"),
+    ("resources/read", {"uri": ["x"]}, "params.uri must be a string"),
+    ("resources/read", {}, "resources/read requires params.uri"),
     ("completion/complete", {"ref": {"type": "ref/resource", "uri": "v://{z}"},
                              "argument": {"name": "z", "value": ""}},
      "Unknown resource template: v://{z}"),
