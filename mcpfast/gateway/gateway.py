@@ -108,6 +108,7 @@ class Gateway:
         """What the admin API switched at run time (operator.py)."""
         self.chain = self._compile(config)
         self.handle = self.requests.handle
+        self.batch = self.requests.batch
         """One message from a client (``transport.ports.Dispatcher``): the data path."""
         self.tool_stats = ToolStats(config.metrics.max_tools) \
             if config.metrics.per_tool else None

@@ -36,6 +36,7 @@ from ..protocol.modern import (
 from ..transport.ports import Checked
 from ..upstream.balancer import RETRYABLE
 from ..upstream.base import CLIENT_INFO, UpstreamError
+from .batch import BATCH_VERSIONS, Batches, Deliver, run_batch
 from .call import (
     NO_ENVELOPE,
     NO_PARAMS,
@@ -148,6 +149,8 @@ class Requests:
             try:
                 env = jsonrpc.decode(data, self.max_json_depth)
             except jsonrpc.MessageError as exc:
+                if exc.batch and self.batch(session, data):
+                    return
                 self.counters.parse_errors += 1
                 self.send_error(session, exc.request_id, exc.code, exc.message)
                 return
@@ -168,6 +171,40 @@ class Requests:
             log.exception("internal error handling %s from session %s", method, session.id)
             if env.id not in session.inflight and env.id not in session.listens:
                 self.send_error(session, env.id, jsonrpc.INTERNAL_ERROR, "Internal error")
+
+    def batch(self, session: DownstreamSession, data: bytes,
+              deliver: Deliver | None = None) -> bool:
+        """A JSON-RPC batch (``data``, which ``jsonrpc.decode`` found to be one), taken
+        as its messages where the session's protocol version has batches (batch.py);
+        its answer goes to ``deliver``, by default sent as one message. False, having
+        done nothing, where the session may not send one."""
+        if not session.initialized or session.protocol_version not in BATCH_VERSIONS:
+            return False
+        if deliver is None:
+            send = session.send
+
+            def deliver(array: bytes | None) -> None:
+                if array is not None and not session.closed:
+                    send(array)
+        batches = session.answer
+        if type(batches) is Batches and batches.current is not None:
+            # An item of a batch that is an array: answered in its place in the batch.
+            self.send_error(session, None, jsonrpc.INVALID_REQUEST,
+                            "Invalid Request: a batch's items are messages (objects), "
+                            "not arrays")
+            return True
+        items = jsonrpc.split_batch(data)
+        if not items:
+            self.counters.errors += 1
+            deliver(jsonrpc.error_response(None, jsonrpc.INVALID_REQUEST,
+                                           "Invalid Request: an empty batch"))
+            return True
+        # A batch counts as the messages it carries, each as handle() takes it.
+        session.messages_in -= 1
+        session.bytes_in -= len(data)
+        self.counters.messages_in -= 1
+        run_batch(session, items, deliver, lambda item: self.handle(session, item))
+        return True
 
     def _express(self, session: DownstreamSession, env: Envelope, head: RouteParams) -> bool:
         """The common ``tools/call`` (``head``: the routing part of its params, which
@@ -765,6 +802,8 @@ class Requests:
                 upstream.cancel(upstream_id, reason if isinstance(reason, str)
                                 else "cancelled by the client")
                 self.mrtr.client_cancelled(session, request_id)
+                if type(session.answer) is Batches:
+                    session.answer.forget(request_id)
             elif request_id in session.listens:
                 # basic/patterns/subscriptions "Cancellation" on stream transports.
                 self.subscriptions.end_listen(session.listens.pop(request_id))

@@ -84,12 +84,15 @@ class MessageError(Exception):
     """
 
     def __init__(self, code: int, message: str, request_id: RequestId | None = None,
-                 response_id: RequestId | None = None) -> None:
+                 response_id: RequestId | None = None, batch: bool = False) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
         self.request_id = request_id
         self.response_id = response_id
+        self.batch = batch
+        """The message is a JSON array: a JSON-RPC batch (section 6), whose items the
+        receiver may take one by one where batches are allowed (``split_batch``)."""
 
 
 def decode(data: bytes, max_depth: int | None = DEFAULT_MAX_DEPTH) -> Envelope:
@@ -135,7 +138,9 @@ def decode(data: bytes, max_depth: int | None = DEFAULT_MAX_DEPTH) -> Envelope:
             raise MessageError(PARSE_ERROR, f"Parse error: {parse_exc}") from None
         except RecursionError:
             raise _unread(data, "Parse error: JSON nested too deeply") from None
-        raise MessageError(INVALID_REQUEST, _shape_error(data, exc)) from None
+        if data.lstrip().startswith(b"["):
+            raise MessageError(INVALID_REQUEST, BATCH_REFUSED, batch=True) from None
+        raise MessageError(INVALID_REQUEST, f"Invalid Request: {exc}") from None
     except msgspec.DecodeError as exc:
         raise MessageError(PARSE_ERROR, f"Parse error: {exc}") from None
     except RecursionError:
@@ -163,12 +168,16 @@ def _safe_id(request_id: object) -> RequestId | None:
     return request_id if isinstance(request_id, (int, str)) else None
 
 
-def _shape_error(data: bytes, exc: msgspec.ValidationError) -> str:
-    if data.lstrip().startswith(b"["):
-        # Only MCP 2025-03-26 had batches, and mcpfast does not take them in any version.
-        return ("Invalid Request: mcpfast does not accept JSON-RPC batches (MCP allowed "
-                "them in 2025-03-26 only); send one message at a time")
-    return f"Invalid Request: {exc}"
+BATCH_REFUSED = ("Invalid Request: JSON-RPC batches are taken only on a session at MCP "
+                 "2025-03-26 or 2024-11-05 (MCP has had none since 2025-06-18); send one "
+                 "message at a time")
+_batch_items = msgspec.json.Decoder(list[Raw])
+
+
+def split_batch(data: bytes) -> list[bytes]:
+    """The items of a batch (a message ``decode`` refused with ``batch`` set: JSON that
+    parses, an array), each as its bytes."""
+    return [bytes(item) for item in _batch_items.decode(data)]
 
 
 # -- messages that are not read: too deep, or not UTF-8 ----------------------------------

@@ -21,6 +21,7 @@ from msgspec import UNSET, UnsetType
 
 from ..config import HttpConfig
 from ..protocol import jsonrpc, modern, sse
+from ..protocol.http import format_response
 from .exchange import Exchange, _prefers_sse
 from .http_checks import cancelled_id
 from .ports import ClientSession, Dispatcher, Identity
@@ -296,6 +297,24 @@ class HttpSession:
             log.debug("session %s: no stream waits for response %r", self.token, request_id)
             return
         stream.push(data, True, error)
+
+    def batch(self, exchange: Exchange) -> None:
+        """A JSON-RPC batch POSTed (MCP 2025-03-26 basic/transports "Sending Messages
+        to the Server"): answered as plain JSON with the array of its answers once the
+        last has come, 202 when nothing in it is answered, and 400 when it is empty or
+        the session's version has no batches. What the server says meanwhile goes to
+        the GET stream, as it would for a request answered as plain JSON."""
+        def deliver(answer: bytes | None) -> None:
+            if answer is None:
+                exchange.respond(format_response(202, self.headers(),
+                                                 keep_alive=exchange.keep_alive))
+            elif answer.startswith(b"["):
+                exchange.ok(answer, self.head())
+            else:  # the batch itself was refused (an empty one)
+                exchange.json(400, answer, self.headers())
+        if not self.endpoint.core.batch(self.ds, exchange.request.body, deliver):
+            exchange.error(400, None, jsonrpc.INVALID_REQUEST, jsonrpc.BATCH_REFUSED,
+                           self.headers())
 
     def send(self, data: bytes) -> None:
         """Route one message from the gateway to the stream it belongs on (responses

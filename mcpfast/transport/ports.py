@@ -92,6 +92,14 @@ class Dispatcher(Protocol):
         as the core would (``modern.read_meta`` and ``check_version``)."""
         ...
 
+    def batch(self, session: Any, data: bytes,
+              deliver: Callable[[bytes | None], None] | None = None) -> bool:
+        """A JSON-RPC batch from the client (``data``, which ``jsonrpc.decode`` refused
+        as one), taken where the session's protocol version has batches: its answer
+        (an array, or None when nothing in it is answered) goes to ``deliver``. False,
+        having done nothing, where batches are not taken."""
+        ...
+
     def send_error(self, session: Any, request_id: Any, code: int, message: str,
                    data: Any = None) -> None: ...
 

@@ -54,6 +54,7 @@ DEFAULT_LEGACY_VERSION = "2025-03-26"  # no header and no other way to know (tra
 MAX_ENDED = 100_000
 LEGACY_ALLOW = "GET, POST, DELETE"
 _any = msgspec.json.Decoder()
+BATCH = jsonrpc.Envelope()  # a JSON-RPC batch as _body reads it (HttpSession.batch decides)
 
 
 class Endpoint:
@@ -184,9 +185,7 @@ class Endpoint:
                 certified: Identity | None) -> None:
         """``certified``: who the connection's client certificate names (mutual TLS)."""
         request = exchange.request
-        if self.core.config is not self._snapshot:
-            self._read_config()
-        refused = origin_or_host_refused(request, self._origins, self._hosts)
+        refused = self.refuse(request)
         if refused is not None:
             exchange.error(refused[0], None, jsonrpc.INVALID_REQUEST, refused[1])
             return
@@ -241,6 +240,8 @@ class Endpoint:
         try:
             return jsonrpc.decode(request.body, self._snapshot.listen.max_json_depth)  # type: ignore[union-attr]
         except jsonrpc.MessageError as exc:
+            if exc.batch and not modern_era:
+                return BATCH  # a legacy session's to take or refuse (HttpSession.batch)
             self.core.counters.parse_errors += 1
             exchange.error(400, exc.request_id, exc.code, exc.message)
             return None
@@ -367,6 +368,9 @@ class Endpoint:
     def _post(self, exchange: Exchange, session: HttpSession,
               env: jsonrpc.Envelope | None) -> None:
         assert env is not None
+        if env is BATCH:
+            session.batch(exchange)
+            return
         body = exchange.request.body
         if env.method is UNSET or env.id is UNSET:
             # A notification, or the client's answer to a request the gateway relayed.
@@ -493,7 +497,3 @@ class Endpoint:
                                 (params, meta))
             return
         self.core.handle(modern_request.ds, request.body, env, (params, meta))
-
-
-
-

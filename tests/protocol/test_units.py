@@ -138,8 +138,7 @@ def test_an_invalid_request_is_answered_with_its_id(data: bytes, request_id: obj
 
 def test_the_invalid_request_message_names_the_problem() -> None:
     batch = decode_error(b'  [{"jsonrpc":"2.0","id":1,"method":"ping"}]')
-    assert batch.message == ("Invalid Request: mcpfast does not accept JSON-RPC batches (MCP "
-                             "allowed them in 2025-03-26 only); send one message at a time")
+    assert batch.message == jsonrpc.BATCH_REFUSED and batch.batch
     shape = decode_error(b'{"jsonrpc":"2.0","id":1,"method":7}')
     assert shape.message.startswith("Invalid Request: ") and "batch" not in shape.message
     assert "str" in shape.message  # msgspec's account of the wrong type

@@ -1,0 +1,290 @@
+"""JSON-RPC batches (JSON-RPC 2.0 section 6) through the real gateway: taken on a
+session at MCP 2025-03-26 or 2024-11-05 over the unix socket, WebSocket and legacy
+Streamable HTTP, refused on later versions. Each item is answered as it would be alone,
+and the batch's answers come back as one array, in the order of the items, once the
+last has come; nothing else waits for it."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import aiohttp
+import pytest
+
+from ..conftest import (
+    INIT_PARAMS,
+    GatewayProcess,
+    McpClient,
+    Record,
+    http_headers,
+    recording_upstream,
+    run,
+    running_gateway,
+    unix_client,
+    ws_client,
+)
+
+REFUSED = ("Invalid Request: JSON-RPC batches are taken only on a session at MCP "
+           "2025-03-26 or 2024-11-05 (MCP has had none since 2025-06-18); send one "
+           "message at a time")
+
+
+@pytest.fixture(scope="module")
+def one(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[GatewayProcess, Record]]:
+    workdir = tmp_path_factory.mktemp("batch")
+    record = Record(workdir / "one.jsonl")
+    with running_gateway(workdir, {"one": recording_upstream(record.path, "one")}) as gw:
+        yield gw, record
+
+
+def request(request_id: Any, method: str, params: Any = None) -> dict[str, Any]:
+    message: dict[str, Any] = {"jsonrpc": "2.0", "id": request_id, "method": method}
+    if params is not None:
+        message["params"] = params
+    return message
+
+
+def call(request_id: Any, tool: str, **arguments: Any) -> dict[str, Any]:
+    return request(request_id, "tools/call", {"name": tool, "arguments": arguments})
+
+
+def cancel(request_id: Any) -> dict[str, Any]:
+    return {"jsonrpc": "2.0", "method": "notifications/cancelled",
+            "params": {"requestId": request_id, "reason": "test"}}
+
+
+def text(answer: dict[str, Any]) -> str:
+    assert "result" in answer, answer
+    return str(answer["result"]["content"][0]["text"])
+
+
+class client:  # noqa: N801 - a context manager, like unix_client
+    def __init__(self, gw: GatewayProcess, transport: str, version: str) -> None:
+        self.opened = unix_client(gw.unix_path) if transport == "unix" \
+            else ws_client(gw.ws_url)
+        self.version = version
+
+    async def __aenter__(self) -> McpClient:
+        c = await self.opened.__aenter__()
+        reply = await c.initialize(protocolVersion=self.version)
+        assert reply["result"]["protocolVersion"] == self.version, reply
+        return c
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.opened.__aexit__(*exc)
+
+
+@pytest.mark.parametrize("transport", ["unix", "ws"])
+@pytest.mark.parametrize("version", ["2025-03-26", "2024-11-05"])
+def test_a_batch_is_answered_as_one_array_in_the_order_of_its_items(
+        one: tuple[GatewayProcess, Record], transport: str, version: str) -> None:
+    gw, record = one
+
+    async def body() -> None:
+        async with client(gw, transport, version) as c:
+            items: list[Any] = [
+                call("slow", "slow", seconds=0.4),
+                call(1, "echo", text=f"{transport} {version}"),
+                {"jsonrpc": "2.0", "method": "notifications/roots/list_changed"},
+                request(3, "ping"),
+                request(4, "no/such/method"),
+                call(5, "nothing-of-that-name"),
+                7,
+                [request(8, "ping")],
+                call("fail", "fail"),
+            ]
+            started = time.monotonic()
+            await c.send_raw(json.dumps(items))
+            reply = await c.receive()
+            assert isinstance(reply, list), reply
+            assert time.monotonic() - started >= 0.4  # it waited for the slow call
+            assert [answer["id"] for answer in reply] == ["slow", 1, 3, 4, 5, None, None,
+                                                          "fail"]
+            assert text(reply[0]) == "slow done"
+            assert text(reply[1]) == f"{transport} {version}"
+            assert reply[2]["result"] == {}
+            assert reply[3]["error"]["code"] == -32601
+            assert reply[4]["error"] == {"code": -32602,
+                                         "message": "Unknown tool: nothing-of-that-name"}
+            assert reply[5]["error"]["code"] == -32600
+            assert reply[6]["error"] == {
+                "code": -32600,
+                "message": "Invalid Request: a batch's items are messages (objects), not "
+                           "arrays"}
+            assert reply[7]["error"] == {"code": -32603, "message": "failed on purpose"}
+            # The upstream saw each call as a message of its own.
+            assert record.call("echo", text=f"{transport} {version}") is not None
+            # The session goes on as before: single messages get single answers.
+            assert (await c.request("ping", request_id="after"))["result"] == {}
+    run(body())
+
+
+@pytest.mark.parametrize("transport", ["unix", "ws"])
+def test_what_answers_nothing_gets_nothing_and_an_empty_batch_one_error(
+        one: tuple[GatewayProcess, Record], transport: str) -> None:
+    gw, _ = one
+
+    async def body() -> None:
+        async with client(gw, transport, "2025-03-26") as c:
+            await c.send_raw(json.dumps([
+                {"jsonrpc": "2.0", "method": "notifications/roots/list_changed"},
+                {"jsonrpc": "2.0", "id": 999, "result": {}}]))  # answers nothing asked
+            await c.send_raw("[]")
+            assert await c.receive() == {"jsonrpc": "2.0", "id": None, "error": {
+                "code": -32600, "message": "Invalid Request: an empty batch"}}
+            await c.send_raw(" [ ] ")
+            assert (await c.receive())["error"]["code"] == -32600
+            await c.send_raw("[1,2]")
+            assert [e["error"]["code"] for e in await c.receive()] == [-32600, -32600]
+    run(body())
+
+
+@pytest.mark.parametrize("transport", ["unix", "ws"])
+def test_a_batch_waits_for_nothing_but_its_own(one: tuple[GatewayProcess, Record],
+                                               transport: str) -> None:
+    """A single request sent after a batch is answered alone and first; the same id in
+    one batch twice is refused for the second, as on its own; a call the client
+    cancels (in the batch or after it) is not waited for."""
+    gw, record = one
+    cancels = len(record.received("notifications/cancelled"))
+
+    async def body() -> None:
+        async with client(gw, transport, "2025-03-26") as c:
+            await c.send_raw(json.dumps([call("b", "slow", seconds=0.5)]))
+            alone = await c.request("tools/call", {"name": "echo", "arguments": {
+                "text": "alone"}}, request_id="x")
+            assert text(alone) == "alone"
+            assert [text(answer) for answer in await c.receive()] == ["slow done"]
+
+            await c.send_raw(json.dumps([call(9, "slow", seconds=0.3), call(9, "echo")]))
+            twice = await c.receive()
+            assert [answer["id"] for answer in twice] == [9, 9]
+            assert text(twice[0]) == "slow done"
+            assert twice[1]["error"] == {
+                "code": -32600, "message": "request id 9 is already in flight on this session"}
+
+            started = time.monotonic()
+            await c.send_raw(json.dumps([call("c", "slow", seconds=30), cancel("c"),
+                                         request("p", "ping")]))
+            assert await c.receive() == [{"jsonrpc": "2.0", "id": "p", "result": {}}]
+            await c.send_raw(json.dumps([call("d", "slow", seconds=30),
+                                         request("q", "ping")]))
+            await asyncio.sleep(0.2)
+            await c.send(cancel("d"))
+            assert await c.receive() == [{"jsonrpc": "2.0", "id": "q", "result": {}}]
+            assert time.monotonic() - started < 10
+            record.wait(lambda r: len(r.received("notifications/cancelled")) >= cancels + 2,
+                        what="the upstream told of both cancels")
+    run(body())
+
+
+@pytest.mark.parametrize("transport", ["unix", "ws"])
+def test_a_batch_is_refused_on_later_versions_and_before_initialize(
+        one: tuple[GatewayProcess, Record], transport: str) -> None:
+    gw, record = one
+
+    async def body() -> None:
+        async with client(gw, transport, "2025-11-25") as c:
+            await c.send_raw(json.dumps([call(1, "echo", text="refused")]))
+            assert await c.receive() == {"jsonrpc": "2.0", "id": None, "error": {
+                "code": -32600, "message": REFUSED}}
+        opened = unix_client(gw.unix_path) if transport == "unix" else ws_client(gw.ws_url)
+        async with opened as c:
+            # 2025-03-26 itself: initialize MUST NOT be part of a batch.
+            await c.send_raw(json.dumps([request(1, "initialize", {
+                **INIT_PARAMS, "protocolVersion": "2025-03-26"})]))
+            assert (await c.receive())["error"]["message"] == REFUSED
+        assert record.call("echo", text="refused") is None
+    run(body())
+
+
+def test_a_batch_over_streamable_http(one: tuple[GatewayProcess, Record]) -> None:
+    gw, _ = one
+    url = gw.http_url
+
+    async def session(http: aiohttp.ClientSession, version: str) -> dict[str, str]:
+        init = request(0, "initialize", {**INIT_PARAMS, "protocolVersion": version})
+        async with http.post(url, json=init, headers=http_headers()) as resp:
+            assert resp.status == 200, await resp.text()
+            headers = http_headers(resp.headers["Mcp-Session-Id"])
+        headers["MCP-Protocol-Version"] = version
+        async with http.post(url, json={"jsonrpc": "2.0", "method":
+                                        "notifications/initialized"}, headers=headers) as resp:
+            assert resp.status == 202
+        return headers
+
+    async def body() -> None:
+        async with aiohttp.ClientSession() as http:
+            headers = await session(http, "2025-03-26")
+            async with http.post(url, json=[call(1, "echo", text="over http"),
+                                            call(2, "slow", seconds=0.2),
+                                            request(3, "no/such/method")],
+                                 headers=headers) as resp:
+                assert resp.status == 200, await resp.text()
+                assert resp.headers["Content-Type"] == "application/json"
+                assert resp.headers["Mcp-Session-Id"] == headers["Mcp-Session-Id"]
+                answers = await resp.json()
+            assert [answer["id"] for answer in answers] == [1, 2, 3]
+            assert [text(answers[0]), text(answers[1])] == ["over http", "slow done"]
+            assert answers[2]["error"]["code"] == -32601
+            async with http.post(url, json=[{"jsonrpc": "2.0", "method":
+                                             "notifications/roots/list_changed"}],
+                                 headers=headers) as resp:
+                assert resp.status == 202 and await resp.read() == b""
+            async with http.post(url, data=b"[]", headers=headers) as resp:
+                assert resp.status == 400
+                assert (await resp.json())["error"]["message"] == \
+                    "Invalid Request: an empty batch"
+            # A single request on the same session is answered as before.
+            async with http.post(url, json=request(4, "ping"), headers=headers) as resp:
+                assert (await resp.json()) == {"jsonrpc": "2.0", "id": 4, "result": {}}
+
+            later = await session(http, "2025-11-25")
+            async with http.post(url, json=[request(5, "ping")], headers=later) as resp:
+                assert resp.status == 400
+                assert (await resp.json())["error"] == {"code": -32600, "message": REFUSED}
+    run(body())
+
+
+class FakeSession:
+    def __init__(self) -> None:
+        self.sent: list[bytes] = []
+        self.answer: Any = None
+        self.closed = False
+
+    def send(self, data: bytes) -> None:
+        self.sent.append(data)
+
+
+def test_an_answer_goes_to_the_batch_that_awaits_its_id_and_no_other() -> None:
+    """While an item is dispatched, only an answer with its id (or none) is its own: an
+    answer to another request that the dispatch causes goes where that request's
+    answer belongs (an earlier batch, or the session as before)."""
+    from mcpfast.gateway.batch import Batches, run_batch
+
+    session = FakeSession()
+    delivered: list[bytes | None] = []
+
+    def forward(item: bytes) -> None:
+        pass  # forwarded: answered later
+
+    run_batch(session, [json.dumps(call(1, "slow")).encode()], delivered.append, forward)
+    batches = session.answer
+    assert type(batches) is Batches and not delivered
+
+    def dispatch(item: bytes) -> None:
+        message = json.loads(item)
+        if message["id"] == 2:
+            batches(1, b'{"id":1}', False)  # the earlier batch's request ends meanwhile
+            batches("other", b'{"id":"other"}', False)  # a single request's answer
+            batches(2, b'{"id":2}', False)  # its own answer
+
+    run_batch(session, [json.dumps(request(2, "ping")).encode()], delivered.append,
+              dispatch)
+    assert delivered == [b'[{"id":1}]', b'[{"id":2}]']
+    assert session.sent == [b'{"id":"other"}']
+    assert session.answer is None  # no batch runs: the session's own answer again
