@@ -158,6 +158,9 @@ class Connection(Generic[CallT]):
                 wire = line.replace(b"\n", b" ").replace(b"\r", b" ")
                 env = jsonrpc.decode(wire, None)
         except jsonrpc.MessageError as exc:
+            if exc.batch:
+                self._batch(wire)
+                return
             self.log.warning("dropped an invalid message from the upstream: %s", exc.message)
             if exc.response_id is None:
                 return
@@ -181,6 +184,15 @@ class Connection(Generic[CallT]):
                 self.hooks.request(env)
         except Exception:
             self.log.exception("could not handle a message from the upstream: %.200r", line)
+
+    def _batch(self, line: bytes) -> None:
+        """A JSON-RPC batch: a 2025-03-26 server may send one (and its client MUST take
+        it), of responses, requests and notifications, each read as if it came alone."""
+        for item in jsonrpc.split_batch(line):
+            if item.lstrip().startswith(b"["):
+                self.log.warning("dropped an item of a batch from the upstream: an array")
+            else:
+                self.on_message(item)
 
     def _on_response(self, env: Envelope) -> None:
         """A response to none of the clients' requests in flight: the gateway's own."""

@@ -93,9 +93,11 @@ _outgoing = msgspec.json.Decoder(_Outgoing)
 
 class _Id(msgspec.Struct, gc=False):
     id: Any = UNSET
+    method: Any = UNSET
 
 
 _answer_id = msgspec.json.Decoder(_Id)
+_answer_ids = msgspec.json.Decoder(list[_Id])
 _any = msgspec.json.Decoder()
 
 
@@ -234,7 +236,7 @@ class _Post(Exchange):
             if event.event != "message" or not event.data:
                 continue
             upstream._deliver(event.data, request_id)
-            if request_id is not None and upstream._answer_of(event.data) == request_id:
+            if request_id is not None and request_id in upstream._answers_in(event.data):
                 self.answered = True
                 self._settle()
                 self.grace = asyncio.get_running_loop().call_later(ANSWERED_STREAM_GRACE,
@@ -265,12 +267,12 @@ class _Post(Exchange):
                                "and no response")
             return
         if response.content_type == "application/json" and body:
-            answered = upstream._answer_of(body)
-            if answered is not None:
+            answered = upstream._answers_in(body)
+            if answered:
                 # A JSON-RPC answer, whatever the status (a 400 with -32020, a 404 with
                 # -32601): the client gets the upstream's own error.
                 upstream._deliver(body, None)
-                if request_id is None or answered == request_id:
+                if request_id is None or request_id in answered:
                     return
         if request_id is not None:
             upstream._fail(request_id, f"the upstream answered HTTP {status} "
@@ -457,13 +459,18 @@ class StreamableHttpUpstream(HttpUpstream[CallT]):
         return param_headers(annotations, arguments)
 
     @staticmethod
-    def _answer_of(body: bytes) -> Any:
-        """The id of the response ``body`` is, or None when it is not one."""
+    def _answers_in(body: bytes) -> tuple[Any, ...]:
+        """The ids of the responses ``body`` is or holds: none, one, or (a JSON-RPC
+        batch, which a 2025-03-26 server may send) several."""
         try:
-            answered = _answer_id.decode(body)
+            answered = [_answer_id.decode(body)]
         except msgspec.DecodeError:
-            return None
-        return None if isinstance(answered.id, UnsetType) else answered.id
+            try:
+                answered = _answer_ids.decode(body)
+            except msgspec.DecodeError:
+                return ()
+        return tuple(each.id for each in answered
+                     if not isinstance(each.id, UnsetType) and isinstance(each.method, UnsetType))
 
     def _deliver(self, data: bytes, request_id: Any) -> None:
         connection = self.connection
@@ -515,7 +522,7 @@ class StreamableHttpUpstream(HttpUpstream[CallT]):
                 if event.event != "message" or not event.data:
                     continue
                 self._deliver(event.data, request_id)
-                if request_id is not None and self._answer_of(event.data) == request_id:
+                if request_id is not None and request_id in self._answers_in(event.data):
                     answered = True
                     fetch.end()
                     return

@@ -288,3 +288,26 @@ def test_an_answer_goes_to_the_batch_that_awaits_its_id_and_no_other() -> None:
     assert delivered == [b'[{"id":1}]', b'[{"id":2}]']
     assert session.sent == [b'{"id":"other"}']
     assert session.answer is None  # no batch runs: the session's own answer again
+
+
+def test_an_upstream_that_sends_batches_is_read_item_by_item(
+        tmp_path_factory: pytest.TempPathFactory) -> None:
+    """A 2025-03-26 server may batch what it sends (its client MUST take it): here each
+    answer, its handshake's included, comes as a batch with a log message before it."""
+    workdir = tmp_path_factory.mktemp("batching-upstream")
+    record = Record(workdir / "b.jsonl")
+    upstream = recording_upstream(record.path, "b", "--batch-answers")
+
+    async def body(gw: GatewayProcess) -> None:
+        async with unix_client(gw.unix_path) as c:
+            await c.initialize()
+            tools = await c.request("tools/list")
+            assert "echo" in [tool["name"] for tool in tools["result"]["tools"]]
+            await c.send_raw(json.dumps(call(1, "echo", text="one")) + "\n"
+                             + json.dumps(call(2, "echo", text="two")))
+            assert [text(await c.wait_for(1)), text(await c.wait_for(2))] == ["one", "two"]
+            assert (await c.call_tool("fail"))["error"]["message"] == "failed on purpose"
+
+    with running_gateway(workdir, {"b": upstream}) as gw:
+        run(body(gw))
+        assert "dropped" not in gw.log()

@@ -78,6 +78,7 @@ class Server:
         self.name: str = args.name
         self.silent_discover: bool = args.silent_discover
         self.modern: bool = args.modern
+        self.batch_answers: bool = args.batch_answers
         self.fail: set[str] = set(args.fail)
         self.record = record
         self._out = threading.Lock()
@@ -88,7 +89,13 @@ class Server:
         when it is a resources/read)."""
 
     def write(self, message: dict[str, Any]) -> None:
-        data = json.dumps(message) + "\n"
+        if self.batch_answers and "method" not in message:
+            # A 2025-03-26 server may batch what it sends: each answer, with a log
+            # message before it, as one JSON-RPC batch.
+            data = json.dumps([{"jsonrpc": "2.0", "method": "notifications/message", "params": {
+                "level": "info", "logger": self.name, "data": "batched"}}, message]) + "\n"
+        else:
+            data = json.dumps(message) + "\n"
         with self._out:
             sys.stdout.write(data)
             sys.stdout.flush()
@@ -270,6 +277,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--silent-discover", action="store_true",
                         help="never answer server/discover (a legacy server that ignores "
                              "what it does not know)")
+    parser.add_argument("--batch-answers", action="store_true",
+                        help="send each answer in a JSON-RPC batch, after a log message")
     args = parser.parse_args(argv)
     record = Recorder(args.record)
     record("start", env=dict(os.environ), cwd=os.getcwd(), argv=sys.argv,

@@ -31,7 +31,7 @@ from mcp.types import (
 from msgspec import UNSET
 
 from mcpfast.config import UpstreamConfig
-from mcpfast.upstream.streamable import StreamableHttpUpstream
+from mcpfast.upstream.streamable import ANSWERED_STREAM_GRACE, StreamableHttpUpstream
 
 from ..conftest import (
     ROOT,
@@ -548,6 +548,70 @@ def test_a_cancelled_legacy_call_gives_its_connection_back() -> None:
             upstream.connection.cancel(upstream_id, "timed out")
             await asyncio.wait_for(closed.wait(), 5)
             assert cancels == [upstream_id]  # and the server was told
+        finally:
+            await upstream.stop()
+            await runner.cleanup()
+    run(main())
+
+
+@pytest.mark.parametrize("form", ["json", "sse"])
+def test_answers_in_a_batch_are_taken(form: str) -> None:
+    """Against a 2025-03-26 server written here that sends each answer in a JSON-RPC
+    batch (its client MUST take one), after a log message and a request of its own that
+    happens to carry the call's id: as a JSON body, or as one SSE event. Each call gets
+    its answer, once, and the server's request is not taken for it."""
+    async def post(request: web.Request) -> web.StreamResponse:
+        message = await request.json()
+        if "id" not in message or "method" not in message:
+            return web.Response(status=202)
+        if message["method"] != "tools/call":
+            return not_a_call(message)
+        text = message["params"]["arguments"]["text"]
+        before = [{"jsonrpc": "2.0", "method": "notifications/message",
+                   "params": {"level": "info", "data": "batched"}},
+                  {"jsonrpc": "2.0", "id": message["id"], "method": "roots/list"}]
+        answer = {"jsonrpc": "2.0", "id": message["id"], "result": {
+            "content": [{"type": "text", "text": text}]}}
+        if form == "json":
+            return web.Response(body=json.dumps([*before, answer]).encode(),
+                                content_type="application/json")
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        await response.write(b"data: " + json.dumps(before).encode() + b"\n\n")
+        # Longer than the gateway keeps a stream open once it has its answer: had it
+        # taken the server's request for one, the answer would never come.
+        await asyncio.sleep(ANSWERED_STREAM_GRACE + 0.3)
+        await response.write(b"data: " + json.dumps([answer]).encode() + b"\n\n")
+        await asyncio.sleep(30)  # the stream stays open: the answer in it ends the call
+        return response
+
+    async def get(request: web.Request) -> web.Response:
+        return web.Response(status=405)
+
+    async def main() -> None:
+        runner, port = await serve_here(post, get)
+        answers: list[tuple[int, Any]] = []
+
+        class EveryAnswer(Events):
+            def answered(self, upstream: Any, call: Any, env: Any, line: bytes) -> None:
+                answers.append((call.number, msgspec.json.decode(env.result)))
+
+            def failed(self, upstream: Any, call: Any, message: str) -> None:
+                answers.append((call.number, message))
+
+        events = EveryAnswer()
+        upstream = await ready_upstream(port, "legacy", events)
+        try:
+            for number in range(3):
+                upstream.forward(Call(number), Session(), "tools/call", json.dumps(
+                    {"name": "echo", "arguments": {"text": f"#{number}"}}).encode())
+            for _ in range(400):
+                if len(answers) == 3:
+                    break
+                await asyncio.sleep(0.05)
+            await asyncio.sleep(0.2)  # and nothing more comes
+            assert sorted(answers) == [(n, {"content": [{"type": "text", "text": f"#{n}"}]})
+                                       for n in range(3)]
         finally:
             await upstream.stop()
             await runner.cleanup()
