@@ -394,6 +394,9 @@ class LimitsConfig(msgspec.Struct, **KEY):  # type: ignore[call-arg]
     requests are refused (-32000, HTTP 503) until the buffers drain below half."""
     max_in_flight: int = 256
     """Requests one session may have in flight; more are refused with -32000."""
+    max_batch: int = 256
+    """Messages one JSON-RPC batch may carry (sessions at 2025-03-26 and 2024-11-05); a
+    longer batch is refused whole with -32600."""
     max_connections: int = 0
     """Client connections open at once (WebSocket, HTTP and unix together); more are
     closed at once (HTTP 503). 0: the descriptor limit less ``reserved_descriptors``."""
@@ -418,6 +421,7 @@ class LimitsConfig(msgspec.Struct, **KEY):  # type: ignore[call-arg]
         _check(self.process_buffer_bytes >= self.client_buffer_bytes, "process_buffer_bytes",
                "must be at least client_buffer_bytes")
         _check(self.max_in_flight > 0, "max_in_flight", "must be positive")
+        _check(self.max_batch > 0, "max_batch", "must be positive")
         for key in ("max_connections", "max_connections_per_peer", "reserved_descriptors"):
             _check(getattr(self, key) >= 0, key, "must not be negative")
         for key in ("header_timeout", "body_timeout", "keepalive_timeout"):

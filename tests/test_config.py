@@ -44,6 +44,7 @@ def test_bundled_default_fronts_the_demo() -> None:
      "tracing.max_queue: must be at least max_batch"),
     ("[tracing]\nschedule_delay = 0\n" + UP, "tracing.schedule_delay: must be positive"),
     ("[tracing]\nenable = true\n" + UP, "tracing.enable: unknown key"),
+    ("[limits]\nmax_batch = 0\n" + UP, "limits.max_batch: must be positive"),
     ("listen = [", "not valid TOML"),
     ("workers = 0\n" + UP, "workers: must be between 1 and 256"),
     ("workers = 257\n" + UP, "workers: must be between 1 and 256"),

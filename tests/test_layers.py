@@ -1,12 +1,13 @@
 """The package's layers import one way only (DESIGN.md, package layout).
 
 Lowest first: the foundation (``protocol/``, ``mcpfast_ext``, the config model, the
-counters), then the transports and the upstream code, then the gateway core's
-records (the session, the forwarded call), then the rest of the gateway, then what faces the world
-(listeners, admin, server, CLI). A lower layer talks upward only through the small
-``Protocol`` classes it declares (``transport/ports.py``, ``upstream/base.py``'s
-``UpstreamEvents``, ``gateway/mrtr.py``'s ``Core``), never by importing the layer
-above, not even under ``TYPE_CHECKING``; and no modules import each other in a cycle.
+counters), then the transports and the upstream code, then the gateway core's records
+(the session, the forwarded call, a batch's answers), then the rest of the gateway, then
+what faces the world (listeners, admin, server, CLI). A lower layer talks upward only
+through the small ``Protocol`` classes it declares (``transport/ports.py``,
+``upstream/base.py``'s ``UpstreamEvents``, ``gateway/mrtr.py``'s ``Core``), never by
+importing the layer above, not even under ``TYPE_CHECKING``; and no modules import each
+other in a cycle.
 
 Every import is read from the source (``ast``), wherever it is: at the top, in a
 function, or under ``TYPE_CHECKING``.
@@ -23,7 +24,8 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("foundation", ("mcpfast", "mcpfast.config", "mcpfast.counters", "mcpfast.logs",
                     "mcpfast.protocol", "mcpfast_ext")),
     ("transport and upstream", ("mcpfast.transport", "mcpfast.upstream")),
-    ("core records", ("mcpfast.gateway.call", "mcpfast.gateway.session")),
+    ("core records", ("mcpfast.gateway.call", "mcpfast.gateway.session",
+                      "mcpfast.gateway.batch")),
     ("gateway", ("mcpfast.gateway",)),
     ("edge", ("mcpfast.listeners", "mcpfast.admin", "mcpfast.server", "mcpfast.supervisor",
               "mcpfast.metrics", "mcpfast.cli", "mcpfast.bridge", "mcpfast.demo",

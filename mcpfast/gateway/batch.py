@@ -7,10 +7,11 @@ session at a later version, or a modern request, is refused as before.
 The items are dispatched as single messages are, so each is checked, routed, limited
 and answered exactly as it would be alone; only where its answer goes differs. While a
 session has a batch running, its ``answer`` is a ``Batches``, which takes the answers
-that belong to one and passes every other on as before. An item answered while it is
-dispatched (an error, or the gateway's own result) is the batch's whatever its id
-says; one forwarded is awaited by its id. No per-message cost falls on a session
-without a batch: it is not asked.
+that belong to one and passes every other on as before. A request item answered while
+it is dispatched (an error, or the gateway's own result) is answered there, under its
+id; one forwarded is awaited by its id; an item that is no request owes no answer (but
+an error with no id, for what is no message). A 2026-07-28 request is refused in a
+batch. No per-message cost falls on a session without a batch: it is not asked.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from typing import Any
 import msgspec
 from msgspec import UNSET
 
+from ..protocol import jsonrpc
+from ..protocol.modern import META_PROTOCOL_VERSION
 from ..transport.ports import Answer
 
 BATCH_VERSIONS = frozenset(("2024-11-05", "2025-03-26"))
@@ -34,23 +37,33 @@ Deliver = Callable[[bytes | None], None]
 class _Item(msgspec.Struct, gc=False):
     id: Any = UNSET
     method: Any = UNSET
+    params: Any = UNSET
 
 
 _item = msgspec.json.Decoder(_Item)
+NOT_A_REQUEST = object()
+"""The id of an item that is no request: no answer is its own but one with no id."""
+MODERN_REFUSED = ("Invalid Request: a 2026-07-28 request is not part of a JSON-RPC batch "
+                  "(that version has none); send it alone")
 
 
 def read_item(item: bytes) -> tuple[Any, bool]:
-    """An item's id as its answer would carry it (None when it has none that can be
-    read), and whether a forwarded answer is to be awaited for it: a request's (a valid
-    id and a method), not a notification's, a response's or what is no message's."""
+    """The id an item's answer carries, and whether it is a modern request (refused in
+    a batch). A request's id is its own (int or str); any other item's is
+    ``NOT_A_REQUEST``, so that an answer the gateway gives while it takes the item
+    (to an earlier request, say, that the client's response to an input request
+    settles) is not taken for the item's. An item that is no message at all is answered
+    with no id."""
     try:
         head = _item.decode(item)
     except msgspec.DecodeError:
-        return None, False
+        return NOT_A_REQUEST, False
     request_id = head.id
-    if type(request_id) not in (int, str):
-        return None, False
-    return request_id, type(head.method) is str
+    if type(head.method) is not str or type(request_id) not in (int, str):
+        return NOT_A_REQUEST, False
+    params = head.params
+    meta = params.get("_meta") if type(params) is dict else None
+    return request_id, type(meta) is dict and META_PROTOCOL_VERSION in meta
 
 
 class Batch:
@@ -82,23 +95,27 @@ class Batches:
         self.session = session
         self.prior: Answer | None = session.answer
         self.running: list[Batch] = []
-        self.current: tuple[Batch, int, Any] | None = None
+        self.current: tuple[Batch | None, int, Any] | None = None
         """While an item is dispatched: its batch, its place and its id. An answer
-        with that id (or with none, for what could not be read) is its answer."""
+        with that id (or with none, for what could not be read) is its answer. With no
+        batch (``aside``): the answer to a message outside every batch."""
 
     def __call__(self, request_id: Any, data: bytes, error: bool | None) -> None:
         current = self.current
         if current is not None and (request_id is None or request_id == current[2]):
-            current[0].answers[current[1]] = data
-            return
-        for batch in self.running:
-            places = batch.waiting.get(request_id)
-            if places:
-                batch.answers[places.pop(0)] = data
-                if not places:
-                    del batch.waiting[request_id]
-                self.settle(batch)
+            batch = current[0]
+            if batch is not None:
+                batch.answers[current[1]] = data
                 return
+        else:
+            for batch in self.running:
+                places = batch.waiting.get(request_id)
+                if places:
+                    batch.answers[places.pop(0)] = data
+                    if not places:
+                        del batch.waiting[request_id]
+                    self.settle(batch)
+                    return
         if self.prior is not None:
             self.prior(request_id, data, error)
         else:
@@ -115,6 +132,15 @@ class Batches:
                     del batch.waiting[request_id]
                 self.settle(batch)
                 return
+
+    def aside(self, request_id: Any, answer: Callable[[], None]) -> None:
+        """Run ``answer``, which answers ``request_id`` now, for a message outside every
+        batch (a request that reuses an id a batch waits for is refused as its own)."""
+        outer, self.current = self.current, (None, -1, request_id)
+        try:
+            answer()
+        finally:
+            self.current = outer
 
     def settle(self, batch: Batch) -> None:
         """Deliver ``batch`` if nothing of it is awaited; the session's ``answer`` is
@@ -138,15 +164,30 @@ def run_batch(session: Any, items: list[bytes], deliver: Deliver,
     batches.running.append(batch)
     try:
         for place, item in enumerate(items):
-            request_id, awaited = read_item(item)
+            request_id, modern = read_item(item)
+            if modern:
+                batch.answers.append(jsonrpc.error_response(
+                    request_id, jsonrpc.INVALID_REQUEST, MODERN_REFUSED))
+                continue
             batch.answers.append(None)
             batches.current = (batch, place, request_id)
             try:
                 dispatch(item)
             finally:
                 batches.current = None
-            if awaited and batch.answers[place] is None and not session.closed:
+            if request_id is not NOT_A_REQUEST and batch.answers[place] is None \
+                    and not session.closed:
                 batch.waiting.setdefault(request_id, []).append(place)
     finally:
         batch.sealed = True
         batches.settle(batch)
+
+
+def outside_batches(session: Any, request_id: Any, answer: Callable[[], None]) -> None:
+    """Run ``answer``, which answers a message that is no batch's (a request that
+    reuses an id a batch waits for is refused as itself, not in the batch's place)."""
+    batches = session.answer
+    if type(batches) is Batches and batches.current is None:
+        batches.aside(request_id, answer)
+    else:
+        answer()

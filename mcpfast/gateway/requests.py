@@ -102,6 +102,7 @@ class Requests:
         self.send_error = gw.send_error
         self.id_taken = gw.id_taken
         self.max_json_depth = gw.config.listen.max_json_depth
+        self.max_batch = gw.config.limits.max_batch
         self.catalog = catalog
         self.subscriptions = subscriptions
         self.log_levels = log_levels
@@ -136,6 +137,7 @@ class Requests:
     def use(self, config: Config, checks: tuple[Check, ...]) -> None:
         """A new config snapshot and the policy chain compiled from it (Gateway.use)."""
         self.max_json_depth = config.listen.max_json_depth
+        self.max_batch = config.limits.max_batch
         self.checks = checks
 
     def handle(self, session: DownstreamSession, data: bytes,
@@ -194,10 +196,12 @@ class Requests:
                             "not arrays")
             return True
         items = jsonrpc.split_batch(data)
-        if not items:
+        if not items or len(items) > self.max_batch:
             self.counters.errors += 1
-            deliver(jsonrpc.error_response(None, jsonrpc.INVALID_REQUEST,
-                                           "Invalid Request: an empty batch"))
+            deliver(jsonrpc.error_response(None, jsonrpc.INVALID_REQUEST, (
+                "Invalid Request: an empty batch" if not items else
+                f"Invalid Request: a batch of {len(items)} messages is more than "
+                f"limits.max_batch ({self.max_batch}); send fewer at a time")))
             return True
         # A batch counts as the messages it carries, each as handle() takes it.
         session.messages_in -= 1

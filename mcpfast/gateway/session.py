@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ..transport.ports import Answer, FlowControl, Identity
+from .batch import Batches
 
 if TYPE_CHECKING:
     from ..upstream.base import Upstream as BaseUpstream
@@ -151,6 +152,12 @@ class DownstreamSession:
             table = {}
             setattr(self, name, table)
         return table  # type: ignore[no-any-return]
+
+    @property
+    def owes_answers(self) -> bool:
+        """Whether requests of the client are unanswered: in flight, or in a JSON-RPC
+        batch whose array is not complete yet (what a closing transport waits for)."""
+        return bool(self.inflight) or type(self.answer) is Batches
 
     def next_out_id(self) -> int:
         self._next_out_id += 1

@@ -21,7 +21,6 @@ from msgspec import UNSET, UnsetType
 
 from ..config import HttpConfig
 from ..protocol import jsonrpc, modern, sse
-from ..protocol.http import format_response
 from .exchange import Exchange, _prefers_sse
 from .http_checks import cancelled_id
 from .ports import ClientSession, Dispatcher, Identity
@@ -219,6 +218,9 @@ class Stream:
 class HttpSession:
     """A legacy Streamable HTTP session: one MCP session across many HTTP requests."""
 
+    batches: set[Exchange] | None = None
+    """The POSTs of JSON-RPC batches waiting for their answers (made at the first)."""
+
     def __init__(self, endpoint: EndpointSide, peer: str, address: str,
                  identity: Identity | None = None) -> None:
         self.endpoint = endpoint
@@ -298,24 +300,6 @@ class HttpSession:
             return
         stream.push(data, True, error)
 
-    def batch(self, exchange: Exchange) -> None:
-        """A JSON-RPC batch POSTed (MCP 2025-03-26 basic/transports "Sending Messages
-        to the Server"): answered as plain JSON with the array of its answers once the
-        last has come, 202 when nothing in it is answered, and 400 when it is empty or
-        the session's version has no batches. What the server says meanwhile goes to
-        the GET stream, as it would for a request answered as plain JSON."""
-        def deliver(answer: bytes | None) -> None:
-            if answer is None:
-                exchange.respond(format_response(202, self.headers(),
-                                                 keep_alive=exchange.keep_alive))
-            elif answer.startswith(b"["):
-                exchange.ok(answer, self.head())
-            else:  # the batch itself was refused (an empty one)
-                exchange.json(400, answer, self.headers())
-        if not self.endpoint.core.batch(self.ds, exchange.request.body, deliver):
-            exchange.error(400, None, jsonrpc.INVALID_REQUEST, jsonrpc.BATCH_REFUSED,
-                           self.headers())
-
     def send(self, data: bytes) -> None:
         """Route one message from the gateway to the stream it belongs on (responses
         come to ``answer``)."""
@@ -371,6 +355,10 @@ class HttpSession:
         self.closed = True
         for stream in self._every_stream():
             stream.close()
+        for exchange in list(self.batches or ()):
+            exchange.error(404, None, jsonrpc.INVALID_REQUEST,
+                           f"Session not found: it ended ({reason or 'closed'}) before "
+                           "the batch was answered")
         self.streams.clear()
         self.by_request.clear()
         self.by_token.clear()
@@ -538,3 +526,4 @@ def _error_status(response: bytes, status_for: Callable[[int], int]
         return status, []
     wait = head.data.retryAfterSeconds if head.data is not None else None
     return status, [("Retry-After", str(max(1, math.ceil(wait or 1))))]
+

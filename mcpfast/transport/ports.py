@@ -57,6 +57,12 @@ class ClientSession(Protocol):
         """The client's request ids still unanswered."""
         ...
 
+    @property
+    def owes_answers(self) -> bool:
+        """Whether any request of the client is unanswered (in flight, or in a batch
+        whose answer is not complete)."""
+        ...
+
 
 class Dispatcher(Protocol):
     """The gateway core, as a transport sees it. ``config`` is the snapshot in force:

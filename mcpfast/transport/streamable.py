@@ -33,6 +33,7 @@ from ..protocol.http import HttpRequest, format_response
 from ..protocol.mcp import LEGACY_VERSIONS
 from ..protocol.session_ids import SessionSigner
 from .exchange import Exchange, _accepts
+from .http_batch import post_batch
 from .http_checks import (
     AllowList,
     HeaderAnnotations,
@@ -54,7 +55,7 @@ DEFAULT_LEGACY_VERSION = "2025-03-26"  # no header and no other way to know (tra
 MAX_ENDED = 100_000
 LEGACY_ALLOW = "GET, POST, DELETE"
 _any = msgspec.json.Decoder()
-BATCH = jsonrpc.Envelope()  # a JSON-RPC batch as _body reads it (HttpSession.batch decides)
+BATCH = jsonrpc.Envelope()  # a JSON-RPC batch as _body reads it (post_batch decides)
 
 
 class Endpoint:
@@ -241,7 +242,7 @@ class Endpoint:
             return jsonrpc.decode(request.body, self._snapshot.listen.max_json_depth)  # type: ignore[union-attr]
         except jsonrpc.MessageError as exc:
             if exc.batch and not modern_era:
-                return BATCH  # a legacy session's to take or refuse (HttpSession.batch)
+                return BATCH  # a legacy session's to take or refuse (post_batch)
             self.core.counters.parse_errors += 1
             exchange.error(400, exc.request_id, exc.code, exc.message)
             return None
@@ -369,7 +370,7 @@ class Endpoint:
               env: jsonrpc.Envelope | None) -> None:
         assert env is not None
         if env is BATCH:
-            session.batch(exchange)
+            post_batch(session, exchange)
             return
         body = exchange.request.body
         if env.method is UNSET or env.id is UNSET:

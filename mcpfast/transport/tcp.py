@@ -463,7 +463,7 @@ class TcpConnection(ClientProtocol):
                 # 7.1.7; _flush_frames sends the close frame once nothing is in flight).
                 if type(event) is BinaryMessage:
                     ws.fail(1003, "MCP messages are JSON text; binary frames are not accepted")
-                if session is not None and session.inflight:
+                if session is not None and session.owes_answers:
                     self.pause(PAUSED_BY_FAILURE)
                     asyncio.get_running_loop().call_later(ANSWER_TIMEOUT,
                                                           self._answers_overdue)
@@ -479,7 +479,7 @@ class TcpConnection(ClientProtocol):
         ws = self.ws
         writer = self.writer
         assert ws is not None and writer is not None
-        if ws.state is FAILING and (self.session is None or not self.session.inflight):
+        if ws.state is FAILING and (self.session is None or not self.session.owes_answers):
             ws.close()  # every answer owed is written: now the close frame
         for frame in ws.data_to_send():
             writer.write(frame)

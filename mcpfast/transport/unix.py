@@ -168,7 +168,7 @@ class UnixConnection(ClientProtocol):
         last = self.framer.rest()
         if last and self.session is not None:
             self.core.handle(self.session, last)
-        if self.session is None or not self.session.inflight:
+        if self.session is None or not self.session.owes_answers:
             self.close(1000, "end of input")
         return True
 
@@ -177,7 +177,7 @@ class UnixConnection(ClientProtocol):
         if writer is not None:
             writer.write(data)
             writer.write(b"\n")
-            if self.eof and self.session is not None and not self.session.inflight:
+            if self.eof and self.session is not None and not self.session.owes_answers:
                 self.close(1000, "end of input")
 
     def close(self, code: int, reason: str) -> None:

@@ -188,11 +188,15 @@ class Connection(Generic[CallT]):
     def _batch(self, line: bytes) -> None:
         """A JSON-RPC batch: a 2025-03-26 server may send one (and its client MUST take
         it), of responses, requests and notifications, each read as if it came alone."""
+        arrays = 0
         for item in jsonrpc.split_batch(line):
             if item.lstrip().startswith(b"["):
-                self.log.warning("dropped an item of a batch from the upstream: an array")
+                arrays += 1
             else:
                 self.on_message(item)
+        if arrays:
+            self.log.warning("dropped %d item(s) of a batch from the upstream: arrays, "
+                             "where messages (objects) belong", arrays)
 
     def _on_response(self, env: Envelope) -> None:
         """A response to none of the clients' requests in flight: the gateway's own."""

@@ -97,7 +97,7 @@ class _Id(msgspec.Struct, gc=False):
 
 
 _answer_id = msgspec.json.Decoder(_Id)
-_answer_ids = msgspec.json.Decoder(list[_Id])
+_batch = msgspec.json.Decoder(list[msgspec.Raw])
 _any = msgspec.json.Decoder()
 
 
@@ -459,18 +459,24 @@ class StreamableHttpUpstream(HttpUpstream[CallT]):
         return param_headers(annotations, arguments)
 
     @staticmethod
-    def _answers_in(body: bytes) -> tuple[Any, ...]:
-        """The ids of the responses ``body`` is or holds: none, one, or (a JSON-RPC
-        batch, which a 2025-03-26 server may send) several."""
+    def _answers_in(body: bytes) -> tuple[int, ...]:
+        """The ids of the responses to the gateway's requests that ``body`` is or
+        holds: none, one, or (a JSON-RPC batch, which a 2025-03-26 server may send)
+        several, each item read on its own."""
         try:
-            answered = [_answer_id.decode(body)]
+            items = [_answer_id.decode(body)]
         except msgspec.DecodeError:
             try:
-                answered = _answer_ids.decode(body)
+                items = []
+                for raw in _batch.decode(body):
+                    try:
+                        items.append(_answer_id.decode(raw))
+                    except msgspec.DecodeError:
+                        continue  # an item that is no message: on_message drops it
             except msgspec.DecodeError:
                 return ()
-        return tuple(each.id for each in answered
-                     if not isinstance(each.id, UnsetType) and isinstance(each.method, UnsetType))
+        return tuple(each.id for each in items
+                     if type(each.id) is int and isinstance(each.method, UnsetType))
 
     def _deliver(self, data: bytes, request_id: Any) -> None:
         connection = self.connection

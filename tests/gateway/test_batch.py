@@ -28,6 +28,9 @@ from ..conftest import (
     ws_client,
 )
 
+MODERN_META = {"io.modelcontextprotocol/protocolVersion": "2026-07-28",
+               "io.modelcontextprotocol/clientCapabilities": {},
+               "io.modelcontextprotocol/clientInfo": {"name": "t", "version": "0"}}
 REFUSED = ("Invalid Request: JSON-RPC batches are taken only on a session at MCP "
            "2025-03-26 or 2024-11-05 (MCP has had none since 2025-06-18); send one "
            "message at a time")
@@ -140,6 +143,25 @@ def test_what_answers_nothing_gets_nothing_and_an_empty_batch_one_error(
             assert (await c.receive())["error"]["code"] == -32600
             await c.send_raw("[1,2]")
             assert [e["error"]["code"] for e in await c.receive()] == [-32600, -32600]
+            # A 2026-07-28 request has no batches: refused in its place, the rest taken.
+            await c.send_raw(json.dumps([
+                request("m", "subscriptions/listen", {"notifications": {"toolsListChanged": True},
+                                                      "_meta": MODERN_META}),
+                request("p", "ping")]))
+            assert await c.receive() == [
+                {"jsonrpc": "2.0", "id": "m", "error": {"code": -32600, "message": (
+                    "Invalid Request: a 2026-07-28 request is not part of a JSON-RPC "
+                    "batch (that version has none); send it alone")}},
+                {"jsonrpc": "2.0", "id": "p", "result": {}}]
+            # limits.max_batch (256 by default) bounds what one message may ask.
+            await c.send_raw(json.dumps([request(n, "ping") for n in range(257)]))
+            assert await c.receive() == {"jsonrpc": "2.0", "id": None, "error": {
+                "code": -32600, "message": "Invalid Request: a batch of 257 messages is more "
+                "than limits.max_batch (256); send fewer at a time"}}
+            everything = await asyncio.wait_for(c.send_raw(json.dumps(
+                [request(n, "ping") for n in range(256)])), 10)
+            assert everything is None
+            assert [answer["id"] for answer in await c.receive()] == list(range(256))
     run(body())
 
 
@@ -166,6 +188,13 @@ def test_a_batch_waits_for_nothing_but_its_own(one: tuple[GatewayProcess, Record
             assert text(twice[0]) == "slow done"
             assert twice[1]["error"] == {
                 "code": -32600, "message": "request id 9 is already in flight on this session"}
+
+            # A single request reusing an id the batch waits for is refused as itself.
+            await c.send_raw(json.dumps([call(7, "slow", seconds=0.3)]))
+            reused = await c.request("ping", request_id=7)
+            assert reused["error"] == {
+                "code": -32600, "message": "request id 7 is already in flight on this session"}
+            assert [text(answer) for answer in await c.receive()] == ["slow done"]
 
             started = time.monotonic()
             await c.send_raw(json.dumps([call("c", "slow", seconds=30), cancel("c"),
@@ -289,6 +318,22 @@ def test_an_answer_goes_to_the_batch_that_awaits_its_id_and_no_other() -> None:
     assert session.sent == [b'{"id":"other"}']
     assert session.answer is None  # no batch runs: the session's own answer again
 
+    # A response in a batch (the client's answer to an input request, say) owes no
+    # answer: what its dispatch settles is an earlier request's, under the same id.
+    run_batch(session, [json.dumps(call(1, "slow")).encode()], delivered.append, forward)
+    batches = session.answer
+
+    def settles(item: bytes) -> None:
+        if json.loads(item)["id"] == 1:
+            batches(1, b'{"id":1,"late":true}', True)  # the earlier batch's request
+            batches(3, b'{"id":3}', True)  # a single request's
+
+    run_batch(session, [b'{"jsonrpc":"2.0","id":1,"result":{}}',
+                        b'{"jsonrpc":"2.0","id":3,"error":{"code":1,"message":"no"}}'],
+              delivered.append, settles)
+    assert delivered[2:] == [b'[{"id":1,"late":true}]', None]
+    assert session.sent[1:] == [b'{"id":3}']
+
 
 def test_an_upstream_that_sends_batches_is_read_item_by_item(
         tmp_path_factory: pytest.TempPathFactory) -> None:
@@ -311,3 +356,90 @@ def test_an_upstream_that_sends_batches_is_read_item_by_item(
     with running_gateway(workdir, {"b": upstream}) as gw:
         run(body(gw))
         assert "dropped" not in gw.log()
+
+
+async def http_session(http: aiohttp.ClientSession, url: str, version: str) -> dict[str, str]:
+    init = request(0, "initialize", {**INIT_PARAMS, "protocolVersion": version})
+    async with http.post(url, json=init, headers=http_headers()) as resp:
+        assert resp.status == 200, await resp.text()
+        headers = http_headers(resp.headers["Mcp-Session-Id"])
+    headers["MCP-Protocol-Version"] = version
+    async with http.post(url, json={"jsonrpc": "2.0", "method": "notifications/initialized"},
+                         headers=headers) as resp:
+        assert resp.status == 202
+    return headers
+
+
+async def until(condition: Any, timeout: float = 15.0) -> None:
+    """Wait for ``condition()``, the event loop running meanwhile (the client's own
+    sockets close and send only while it does)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "the condition did not come true in time"
+        await asyncio.sleep(0.02)
+
+
+def test_an_http_batch_ends_with_its_client_and_its_session(
+        one: tuple[GatewayProcess, Record]) -> None:
+    """A client that leaves while its batch runs cancels the batch's calls upstream; a
+    session deleted meanwhile answers the batch's POST with 404; a cancel in a batch
+    ends the POST of the request it cancels."""
+    gw, record = one
+    url = gw.http_url
+
+    async def body() -> None:
+        async with aiohttp.ClientSession() as http:
+            headers = await http_session(http, url, "2025-03-26")
+            cancels = len(record.received("notifications/cancelled"))
+            with pytest.raises(asyncio.TimeoutError):
+                async with http.post(url, json=[call("gone", "slow", seconds=30)],
+                                     headers=headers,
+                                     timeout=aiohttp.ClientTimeout(total=0.5)):
+                    pass
+            await until(lambda: len(record.received("notifications/cancelled")) > cancels)
+            calls = len(record.received("tools/call"))
+            single = asyncio.ensure_future(http.post(
+                url, json=call("single", "slow", seconds=30), headers=headers))
+            await until(lambda: len(record.received("tools/call")) > calls)
+            async with http.post(url, json=[cancel("single"), request("p", "ping")],
+                                 headers=headers) as resp:
+                assert await resp.json() == [{"jsonrpc": "2.0", "id": "p", "result": {}}]
+            ended = await asyncio.wait_for(single, 10)
+            assert ended.status == 200
+            assert await asyncio.wait_for(ended.read(), 10) == b""  # withdrawn: no answer
+            ended.release()
+
+            pending = asyncio.ensure_future(http.post(
+                url, json=[call("held", "slow", seconds=30)], headers=headers))
+            await asyncio.sleep(0.3)
+            async with http.delete(url, headers=headers) as resp:
+                assert resp.status == 200
+            held = await asyncio.wait_for(pending, 10)
+            assert held.status == 404
+            assert "before the batch was answered" in (await held.json())["error"]["message"]
+    run(body())
+
+
+@pytest.mark.parametrize("mode", ["shared", "per_session"])
+def test_a_batch_is_answered_before_a_half_closed_unix_socket_closes(
+        tmp_path_factory: pytest.TempPathFactory, mode: str) -> None:
+    """Also while a call of it waits for the session's own upstream to start
+    (``per_session``), when it is not yet in flight anywhere."""
+    workdir = tmp_path_factory.mktemp(f"half-closed-{mode}")
+    upstream = recording_upstream(workdir / "r.jsonl", "r", mode=mode, spares=0)
+
+    async def body(gw: GatewayProcess) -> None:
+        reader, writer = await asyncio.open_unix_connection(gw.unix_path)
+        init = request(0, "initialize", {**INIT_PARAMS, "protocolVersion": "2025-03-26"})
+        writer.write(json.dumps(init).encode() + b"\n")
+        assert json.loads(await reader.readline())["id"] == 0
+        writer.write(json.dumps([call("s", "slow", seconds=0.3), request("p", "ping")]).encode()
+                     + b"\n")
+        writer.write_eof()
+        answer = json.loads(await asyncio.wait_for(reader.readline(), 10))
+        assert [each["id"] for each in answer] == ["s", "p"]
+        assert await asyncio.wait_for(reader.read(), 10) == b""  # then it closes
+        writer.close()
+
+    with running_gateway(workdir, {"r": upstream}) as gw:
+        run(body(gw))

@@ -557,9 +557,10 @@ def test_a_cancelled_legacy_call_gives_its_connection_back() -> None:
 @pytest.mark.parametrize("form", ["json", "sse"])
 def test_answers_in_a_batch_are_taken(form: str) -> None:
     """Against a 2025-03-26 server written here that sends each answer in a JSON-RPC
-    batch (its client MUST take one), after a log message and a request of its own that
-    happens to carry the call's id: as a JSON body, or as one SSE event. Each call gets
-    its answer, once, and the server's request is not taken for it."""
+    batch (its client MUST take one), after a log message, a request of its own that
+    happens to carry the call's id, an item that is no message and a response whose id
+    is the call's as a float: as a JSON body, or as SSE events. Each call gets its
+    answer, once, and none of the others is taken for it."""
     async def post(request: web.Request) -> web.StreamResponse:
         message = await request.json()
         if "id" not in message or "method" not in message:
@@ -569,7 +570,9 @@ def test_answers_in_a_batch_are_taken(form: str) -> None:
         text = message["params"]["arguments"]["text"]
         before = [{"jsonrpc": "2.0", "method": "notifications/message",
                    "params": {"level": "info", "data": "batched"}},
-                  {"jsonrpc": "2.0", "id": message["id"], "method": "roots/list"}]
+                  {"jsonrpc": "2.0", "id": message["id"], "method": "roots/list"},
+                  7,  # no message: dropped, the rest read
+                  {"jsonrpc": "2.0", "id": float(message["id"]), "result": {}}]  # no id of ours
         answer = {"jsonrpc": "2.0", "id": message["id"], "result": {
             "content": [{"type": "text", "text": text}]}}
         if form == "json":

@@ -1,0 +1,80 @@
+"""JSON-RPC batches POSTed to a legacy Streamable HTTP session (MCP 2025-03-26): the
+core takes the items (gateway/batch.py); this is the POST's side of it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from ..protocol import jsonrpc
+from ..protocol.http import format_response
+from .exchange import Exchange
+from .http_sessions import HttpSession
+
+_any = msgspec.json.Decoder()
+
+
+def post_batch(session: HttpSession, exchange: Exchange) -> None:
+    """A JSON-RPC batch POSTed (MCP 2025-03-26 basic/transports "Sending Messages
+    to the Server"): answered as plain JSON with the array of its answers once the
+    last has come, 202 when nothing in it is answered, and 400 when it is empty,
+    too long or the session's version has no batches. What the server says
+    meanwhile goes to the GET stream, as for a request answered as plain JSON. A
+    client that leaves cancels the batch's requests, as it would a single POST's;
+    the session's end answers the POST with 404."""
+    body = exchange.request.body
+    requests, cancels = _batch_ids(body)
+    cancelled = [stream for request_id in cancels
+                 if (stream := session.by_request.get(request_id)) is not None
+                 and not stream.done and request_id in session.ds.inflight]
+    pending = session.batches
+    if pending is None:
+        pending = session.batches = set()
+
+    def deliver(answer: bytes | None) -> None:
+        pending.discard(exchange)
+        if answer is None:
+            exchange.respond(format_response(202, session.headers(),
+                                             keep_alive=exchange.keep_alive))
+        elif answer.startswith(b"["):
+            exchange.ok(answer, session.head())
+        else:  # the batch itself was refused (empty, or too long)
+            exchange.json(400, answer, session.headers())
+
+    def lost() -> None:
+        pending.discard(exchange)
+        for request_id in requests:
+            if request_id not in session.by_request:  # not another POST's request
+                session.cancel(request_id, "the HTTP client disconnected")
+
+    pending.add(exchange)
+    exchange.watch(lost)
+    if not session.endpoint.core.batch(session.ds, body, deliver):
+        pending.discard(exchange)
+        exchange.error(400, None, jsonrpc.INVALID_REQUEST, jsonrpc.BATCH_REFUSED,
+                       session.headers())
+    for stream in cancelled:
+        if stream.request_id not in session.ds.inflight:
+            stream.withdraw()  # the cancel took: that request's POST ends
+
+
+def _batch_ids(body: bytes) -> tuple[list[Any], list[Any]]:
+    """A batch's request ids, and the ids its ``notifications/cancelled`` name."""
+    requests: list[Any] = []
+    cancels: list[Any] = []
+    try:
+        items = _any.decode(body)
+    except msgspec.DecodeError:
+        return requests, cancels
+    for item in items if isinstance(items, list) else ():
+        if not isinstance(item, dict) or not isinstance(item.get("method"), str):
+            continue
+        if "id" in item:
+            requests.append(item["id"])
+        elif item["method"] == "notifications/cancelled":
+            params = item.get("params")
+            cancelled = params.get("requestId") if isinstance(params, dict) else None
+            if isinstance(cancelled, (int, str)) and not isinstance(cancelled, bool):
+                cancels.append(cancelled)
+    return requests, cancels
