@@ -284,6 +284,21 @@ class Events:
         pass
 
 
+class EveryAnswer(Events):
+    """Every end of a call, in order: (its number, the result) or (its number, why it
+    failed)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.every: list[tuple[int, Any]] = []
+
+    def answered(self, upstream: Any, call: Any, env: Any, line: bytes) -> None:
+        self.every.append((call.number, msgspec.json.decode(env.result)))
+
+    def failed(self, upstream: Any, call: Any, message: str) -> None:
+        self.every.append((call.number, message))
+
+
 async def serve_here(post: Any, get: Any = None) -> tuple[web.AppRunner, int]:
     """An aiohttp.web server written in a test, on a free loopback port: POST (and GET)
     /mcp; its runner (to clean up) and its port."""
@@ -448,16 +463,8 @@ def test_a_stream_cut_inside_the_response_is_resumed_from_the_last_whole_event()
 
     async def main() -> None:
         runner, port = await serve_here(post, get)
-        answers: list[tuple[int, Any]] = []
-
-        class EveryAnswer(Events):
-            def answered(self, upstream: Any, call: Any, env: Any, line: bytes) -> None:
-                answers.append((call.number, msgspec.json.decode(env.result)))
-
-            def failed(self, upstream: Any, call: Any, message: str) -> None:
-                answers.append((call.number, message))
-
         events = EveryAnswer()
+        answers = events.every
         upstream = await ready_upstream(port, "legacy", events)
         try:
             upstream.forward(Call(1), Session(), "tools/call", json.dumps(
@@ -593,16 +600,8 @@ def test_answers_in_a_batch_are_taken(form: str) -> None:
 
     async def main() -> None:
         runner, port = await serve_here(post, get)
-        answers: list[tuple[int, Any]] = []
-
-        class EveryAnswer(Events):
-            def answered(self, upstream: Any, call: Any, env: Any, line: bytes) -> None:
-                answers.append((call.number, msgspec.json.decode(env.result)))
-
-            def failed(self, upstream: Any, call: Any, message: str) -> None:
-                answers.append((call.number, message))
-
         events = EveryAnswer()
+        answers = events.every
         upstream = await ready_upstream(port, "legacy", events)
         try:
             for number in range(3):
