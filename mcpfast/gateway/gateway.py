@@ -83,6 +83,7 @@ class Gateway:
         self.listening = False
         self.listeners: list[Any] = []
         self._session_ids = itertools.count(1)
+        self._session_prefix = f"{os.getpid():x}-"  # each worker builds its own gateway
         self._sweeper: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         secret = config.listen.http.session_secret
@@ -336,7 +337,7 @@ class Gateway:
                      close: Callable[[int, str], None], flow: FlowControl | None = None,
                      identity: Identity | None = None, answer: Answer | None = None
                      ) -> DownstreamSession:
-        session_id = f"{os.getpid():x}-{next(self._session_ids)}"
+        session_id = self._session_prefix + str(next(self._session_ids))
         session = DownstreamSession(session_id, transport, peer, send, close, flow,
                                     identity, answer)
         self.sessions[session_id] = session
@@ -350,9 +351,10 @@ class Gateway:
         session.closed = True
         self.sessions.pop(session.id, None)
         self.counters.closed(session.transport, session.bytes_in, session.bytes_out)
-        for upstream, upstream_id in list(session.inflight.values()):
-            upstream.cancel(upstream_id, "client disconnected")
-        session.inflight.clear()
+        if session.inflight:
+            for upstream, upstream_id in list(session.inflight.values()):
+                upstream.cancel(upstream_id, "client disconnected")
+            session.inflight.clear()
         for upstream, request_id in session.outgoing.values():
             if upstream.ready:
                 upstream.respond_error(request_id, jsonrpc.INTERNAL_ERROR,

@@ -146,6 +146,8 @@ class Subscriptions:
             self.release(uri)
 
     def session_closed(self, session: DownstreamSession) -> None:
+        if session.subscriptions is NOTHING_YET and session.listens is NOTHING_YET:
+            return  # it never subscribed nor listened (most sessions)
         for uri in session.subscriptions:
             self.release(uri)
         session.subscriptions.clear()
