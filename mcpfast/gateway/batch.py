@@ -35,44 +35,63 @@ Deliver = Callable[[bytes | None], None]
 
 
 class _Item(msgspec.Struct, gc=False):
+    jsonrpc: Any = UNSET
     id: Any = UNSET
     method: Any = UNSET
     params: Any = UNSET
+    result: Any = UNSET
+    error: Any = UNSET
 
 
-_item = msgspec.json.Decoder(_Item)
+# Numbers beyond a float's range are JSON too: read as nothing here, where no value is.
+_item = msgspec.json.Decoder(_Item, float_hook=lambda text: None)
 NOT_A_REQUEST = object()
-"""The id of an item that is no request: no answer is its own but one with no id."""
+"""The id of a valid response or notification: no answer is its own but one with no id."""
 MODERN_REFUSED = ("Invalid Request: a 2026-07-28 request is not part of a JSON-RPC batch "
                   "(that version has none); send it alone")
 
 
-def read_item(item: bytes) -> tuple[Any, bool]:
-    """The id an item's answer carries, and whether it is a modern request (refused in
-    a batch). A request's id is its own (int or str); any other item's is
-    ``NOT_A_REQUEST``, so that an answer the gateway gives while it takes the item
-    (to an earlier request, say, that the client's response to an input request
-    settles) is not taken for the item's. An item that is no message at all is answered
-    with no id."""
+def read_item(item: bytes) -> tuple[Any, bool, bool]:
+    """The id an item's answer would carry, whether a forwarded answer is awaited for
+    it (a request's), and whether it is a modern request (refused in a batch).
+
+    A request's id is its own (int or str), and so is that of what is no valid message
+    but names one (the gateway answers it with that id at once); a valid response's or
+    notification's is ``NOT_A_REQUEST``, so that an answer the gateway gives while it
+    takes the item (to an earlier request, say, that the client's response to an input
+    request settles) is not taken for the item's. What is no object is answered with
+    no id."""
     try:
         head = _item.decode(item)
     except msgspec.DecodeError:
-        return NOT_A_REQUEST, False
+        return NOT_A_REQUEST, False, False
     request_id = head.id
-    if type(head.method) is not str or type(request_id) not in (int, str):
-        return NOT_A_REQUEST, False
-    params = head.params
-    meta = params.get("_meta") if type(params) is dict else None
-    return request_id, type(meta) is dict and META_PROTOCOL_VERSION in meta
+    named = type(request_id) in (int, str)
+    if type(head.method) is str:
+        if not named:
+            return NOT_A_REQUEST, False, False
+        params = head.params
+        meta = params.get("_meta") if type(params) is dict else None
+        return request_id, True, type(meta) is dict and META_PROTOCOL_VERSION in meta
+    if named and head.jsonrpc == "2.0" and head.method is UNSET \
+            and (head.result is UNSET) != (head.error is UNSET):
+        return NOT_A_REQUEST, False, False  # a response: it owes no answer
+    return (request_id if named else NOT_A_REQUEST), False, False
 
 
 class Batch:
     """One batch while its answers are collected, in the order of its items."""
 
-    __slots__ = ("answers", "deliver", "sealed", "waiting")
+    __slots__ = ("answers", "deliver", "held", "limit", "overflowed", "sealed", "waiting")
 
-    def __init__(self, deliver: Deliver) -> None:
+    def __init__(self, deliver: Deliver, limit: int) -> None:
         self.deliver = deliver
+        self.limit = limit
+        """Bytes of answers it may hold (``limits.client_buffer_bytes``)."""
+        self.held = 0
+        self.overflowed = False
+        """Its answers passed ``limit``: it was answered with an error, and what comes
+        for it now is dropped."""
         self.sealed = False
         """Every item has been dispatched: what is awaited now is all there will be."""
         self.answers: list[bytes | None] = []
@@ -105,13 +124,13 @@ class Batches:
         if current is not None and (request_id is None or request_id == current[2]):
             batch = current[0]
             if batch is not None:
-                batch.answers[current[1]] = data
+                self._take(batch, current[1], data)
                 return
         else:
             for batch in self.running:
                 places = batch.waiting.get(request_id)
                 if places:
-                    batch.answers[places.pop(0)] = data
+                    self._take(batch, places.pop(0), data)
                     if not places:
                         del batch.waiting[request_id]
                     self.settle(batch)
@@ -120,6 +139,22 @@ class Batches:
             self.prior(request_id, data, error)
         else:
             self.session.send(data)
+
+    def _take(self, batch: Batch, place: int, data: bytes) -> None:
+        """Hold ``data`` for ``batch``: what waits for a client counts against
+        ``limits.client_buffer_bytes`` here as in its connection's buffer, and a batch
+        whose answers pass it gets one error now instead of the array."""
+        if batch.overflowed:
+            return
+        batch.held += len(data)
+        if batch.held <= batch.limit:
+            batch.answers[place] = data
+            return
+        batch.overflowed = True
+        batch.answers = []
+        batch.deliver(jsonrpc.error_response(None, jsonrpc.UPSTREAM_UNAVAILABLE, (
+            f"the batch's answers passed limits.client_buffer_bytes ({batch.limit} bytes) "
+            "and were dropped; send fewer or smaller requests at a time")))
 
     def forget(self, request_id: Any) -> None:
         """The client cancelled ``request_id``: a cancelled request is not answered
@@ -150,21 +185,25 @@ class Batches:
         self.running.remove(batch)
         if not self.running and self.session.answer is self:
             self.session.answer = self.prior
-        batch.deliver(batch.array())
+        if not batch.overflowed:
+            batch.deliver(batch.array())
 
 
 def run_batch(session: Any, items: list[bytes], deliver: Deliver,
-              dispatch: Callable[[bytes], None]) -> None:
+              dispatch: Callable[[bytes], None], limit: int) -> Batch:
     """Dispatch ``items`` on ``session`` (``dispatch`` takes one message), collecting
-    their answers for ``deliver``."""
+    their answers for ``deliver``; the batch, whose ``waiting`` are its requests still
+    in flight."""
     batches = session.answer
     if type(batches) is not Batches:
         batches = session.answer = Batches(session)
-    batch = Batch(deliver)
+    batch = Batch(deliver, limit)
     batches.running.append(batch)
     try:
         for place, item in enumerate(items):
-            request_id, modern = read_item(item)
+            if batch.overflowed:
+                break  # answered already: the rest is not taken
+            request_id, awaited, modern = read_item(item)
             if modern:
                 batch.answers.append(jsonrpc.error_response(
                     request_id, jsonrpc.INVALID_REQUEST, MODERN_REFUSED))
@@ -175,12 +214,12 @@ def run_batch(session: Any, items: list[bytes], deliver: Deliver,
                 dispatch(item)
             finally:
                 batches.current = None
-            if request_id is not NOT_A_REQUEST and batch.answers[place] is None \
-                    and not session.closed:
+            if awaited and batch.answers[place] is None and not session.closed:
                 batch.waiting.setdefault(request_id, []).append(place)
     finally:
         batch.sealed = True
         batches.settle(batch)
+    return batch
 
 
 def outside_batches(session: Any, request_id: Any, answer: Callable[[], None]) -> None:

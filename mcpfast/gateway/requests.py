@@ -36,7 +36,7 @@ from ..protocol.modern import (
 from ..transport.ports import Checked
 from ..upstream.balancer import RETRYABLE
 from ..upstream.base import CLIENT_INFO, UpstreamError
-from .batch import BATCH_VERSIONS, Batches, Deliver, run_batch
+from .batch import BATCH_VERSIONS, Batch, Batches, Deliver, outside_batches, run_batch
 from .call import (
     NO_ENVELOPE,
     NO_PARAMS,
@@ -154,7 +154,9 @@ class Requests:
                 if exc.batch and self.batch(session, data):
                     return
                 self.counters.parse_errors += 1
-                self.send_error(session, exc.request_id, exc.code, exc.message)
+                error = exc
+                outside_batches(session, error.request_id, lambda: self.send_error(
+                    session, error.request_id, error.code, error.message))
                 return
         method = env.method
         if method is UNSET:
@@ -169,17 +171,23 @@ class Requests:
         self.counters.requests += 1
         try:
             self._dispatch(session, method, env, checked)
+        except msgspec.ValidationError as exc:
+            # Params the gateway had to read hold what msgspec cannot (a number beyond
+            # a float's range, which JSON allows): refused, as unreadable params are.
+            if env.id not in session.inflight and env.id not in session.listens:
+                self.send_error(session, env.id, jsonrpc.INVALID_PARAMS, f"Invalid params: {exc}")
         except Exception:
             log.exception("internal error handling %s from session %s", method, session.id)
             if env.id not in session.inflight and env.id not in session.listens:
                 self.send_error(session, env.id, jsonrpc.INTERNAL_ERROR, "Internal error")
 
     def batch(self, session: DownstreamSession, data: bytes,
-              deliver: Deliver | None = None) -> bool:
+              deliver: Deliver | None = None) -> Batch | bool:
         """A JSON-RPC batch (``data``, which ``jsonrpc.decode`` found to be one), taken
         as its messages where the session's protocol version has batches (batch.py);
-        its answer goes to ``deliver``, by default sent as one message. False, having
-        done nothing, where the session may not send one."""
+        its answer goes to ``deliver``, by default sent as one message. The batch once
+        its items are dispatched; True when it was answered with an error at once;
+        False, having done nothing, where the session may not send one."""
         if not session.initialized or session.protocol_version not in BATCH_VERSIONS:
             return False
         if deliver is None:
@@ -207,8 +215,8 @@ class Requests:
         session.messages_in -= 1
         session.bytes_in -= len(data)
         self.counters.messages_in -= 1
-        run_batch(session, items, deliver, lambda item: self.handle(session, item))
-        return True
+        return run_batch(session, items, deliver, lambda item: self.handle(session, item),
+                         self.gw.config.limits.client_buffer_bytes)
 
     def _express(self, session: DownstreamSession, env: Envelope, head: RouteParams) -> bool:
         """The common ``tools/call`` (``head``: the routing part of its params, which
@@ -294,6 +302,8 @@ class Requests:
             # A 2026-07-28 method (server/discover) whose _meta names no version: the
             # modern rungs say what it lacks (-32602), as over Streamable HTTP.
             self._dispatch_modern(session, method, env)
+        elif self._reused(session, env.id):
+            pass  # an id in flight is answered under once (basic/index), whatever else
         elif entry is None or not entry[1] & LEGACY:
             self.send_error(session, env.id, jsonrpc.METHOD_NOT_FOUND,
                             f"Method not found: {method}")
@@ -305,8 +315,6 @@ class Requests:
                             "the gateway is shutting down")
         elif self.gw.overloaded and method not in PRE_INIT_METHODS:
             self._refuse_overloaded(session, env.id)
-        elif self._reused(session, env.id):
-            pass
         elif not isinstance(head, str):
             name, uri = head.name, head.uri
             entry[0](Request(session, env, env.id, method,  # type: ignore[arg-type]
@@ -334,7 +342,9 @@ class Requests:
                 self.send_error(session, env.id, exc.code, exc.message, exc.data)
                 return
         entry = self._methods.get(method)
-        if entry is None or not entry[1] & MODERN:
+        if self._reused(session, env.id):
+            pass
+        elif entry is None or not entry[1] & MODERN:
             self.send_error(session, env.id, jsonrpc.METHOD_NOT_FOUND,
                             f"Method not found: {method}")
         elif self.gw.draining:
@@ -342,8 +352,6 @@ class Requests:
                             "the gateway is shutting down")
         elif self.gw.overloaded:
             self._refuse_overloaded(session, env.id)
-        elif self._reused(session, env.id):
-            pass
         else:
             entry[0](Request.of_modern(session, env, method, params, meta))
 
@@ -797,8 +805,8 @@ class Requests:
                 request_id = params.get("requestId")
             except (msgspec.DecodeError, AttributeError):
                 return
-            if not isinstance(request_id, (int, str)):
-                return
+            if not isinstance(request_id, (int, str)) or isinstance(request_id, bool):
+                return  # true is no id (nor is it 1)
             hit = session.inflight.get(request_id)
             if hit is not None:
                 upstream, upstream_id = hit

@@ -117,7 +117,9 @@ def decode(data: bytes, max_depth: int | None = DEFAULT_MAX_DEPTH) -> Envelope:
         survey = _survey(data)
         if survey & _NEWLINE:
             data = data.replace(b"\n", b"\t")
-        if survey >> _BRACKETS_SHIFT > max_depth and _too_deep(data, max_depth):
+        if survey >> _BRACKETS_SHIFT > max_depth and _too_deep(data, max_depth) and not (
+                data.lstrip().startswith(b"[") and not _too_deep(data, max_depth + 1)):
+            # A batch's array is a level of its own: its items are checked one by one.
             raise _unread(data, f"Parse error: JSON nested deeper than {max_depth} levels")
         not_ascii = survey & _NOT_ASCII
     else:

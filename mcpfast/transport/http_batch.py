@@ -24,7 +24,8 @@ def post_batch(session: HttpSession, exchange: Exchange) -> None:
     client that leaves cancels the batch's requests, as it would a single POST's;
     the session's end answers the POST with 404."""
     body = exchange.request.body
-    requests, cancels = _batch_ids(body)
+    cancels = _cancelled_ids(body)
+    taken: Any = None
     cancelled = [stream for request_id in cancels
                  if (stream := session.by_request.get(request_id)) is not None
                  and not stream.done and request_id in session.ds.inflight]
@@ -44,13 +45,14 @@ def post_batch(session: HttpSession, exchange: Exchange) -> None:
 
     def lost() -> None:
         pending.discard(exchange)
-        for request_id in requests:
-            if request_id not in session.by_request:  # not another POST's request
-                session.cancel(request_id, "the HTTP client disconnected")
+        # The batch's own requests still in flight, and no other POST's.
+        for request_id in list(getattr(taken, "waiting", ())):
+            session.cancel(request_id, "the HTTP client disconnected")
 
     pending.add(exchange)
     exchange.watch(lost)
-    if not session.endpoint.core.batch(session.ds, body, deliver):
+    taken = session.endpoint.core.batch(session.ds, body, deliver)
+    if not taken:
         pending.discard(exchange)
         exchange.error(400, None, jsonrpc.INVALID_REQUEST, jsonrpc.BATCH_REFUSED,
                        session.headers())
@@ -59,22 +61,20 @@ def post_batch(session: HttpSession, exchange: Exchange) -> None:
             stream.withdraw()  # the cancel took: that request's POST ends
 
 
-def _batch_ids(body: bytes) -> tuple[list[Any], list[Any]]:
-    """A batch's request ids, and the ids its ``notifications/cancelled`` name."""
-    requests: list[Any] = []
-    cancels: list[Any] = []
+def _cancelled_ids(body: bytes) -> list[Any]:
+    """The ids a batch's ``notifications/cancelled`` name (a bool is no id)."""
+    if b"notifications/cancelled" not in body:
+        return []
     try:
         items = _any.decode(body)
     except msgspec.DecodeError:
-        return requests, cancels
+        return []
+    cancels = []
     for item in items if isinstance(items, list) else ():
-        if not isinstance(item, dict) or not isinstance(item.get("method"), str):
-            continue
-        if "id" in item:
-            requests.append(item["id"])
-        elif item["method"] == "notifications/cancelled":
+        if isinstance(item, dict) and item.get("method") == "notifications/cancelled" \
+                and "id" not in item:
             params = item.get("params")
             cancelled = params.get("requestId") if isinstance(params, dict) else None
             if isinstance(cancelled, (int, str)) and not isinstance(cancelled, bool):
                 cancels.append(cancelled)
-    return requests, cancels
+    return cancels

@@ -99,11 +99,13 @@ class Dispatcher(Protocol):
         ...
 
     def batch(self, session: Any, data: bytes,
-              deliver: Callable[[bytes | None], None] | None = None) -> bool:
+              deliver: Callable[[bytes | None], None] | None = None) -> Any:
         """A JSON-RPC batch from the client (``data``, which ``jsonrpc.decode`` refused
         as one), taken where the session's protocol version has batches: its answer
         (an array, or None when nothing in it is answered) goes to ``deliver``. False,
-        having done nothing, where batches are not taken."""
+        having done nothing, where batches are not taken; otherwise truthy: the batch,
+        whose ``waiting`` holds the ids of its requests still in flight, or True when
+        it was answered at once with an error."""
         ...
 
     def send_error(self, session: Any, request_id: Any, code: int, message: str,

@@ -279,6 +279,9 @@ def test_a_batch_over_streamable_http(one: tuple[GatewayProcess, Record]) -> Non
     run(body())
 
 
+LIMIT = 1 << 20
+
+
 class FakeSession:
     def __init__(self) -> None:
         self.sent: list[bytes] = []
@@ -301,7 +304,7 @@ def test_an_answer_goes_to_the_batch_that_awaits_its_id_and_no_other() -> None:
     def forward(item: bytes) -> None:
         pass  # forwarded: answered later
 
-    run_batch(session, [json.dumps(call(1, "slow")).encode()], delivered.append, forward)
+    run_batch(session, [json.dumps(call(1, "slow")).encode()], delivered.append, forward, LIMIT)
     batches = session.answer
     assert type(batches) is Batches and not delivered
 
@@ -313,14 +316,14 @@ def test_an_answer_goes_to_the_batch_that_awaits_its_id_and_no_other() -> None:
             batches(2, b'{"id":2}', False)  # its own answer
 
     run_batch(session, [json.dumps(request(2, "ping")).encode()], delivered.append,
-              dispatch)
+              dispatch, LIMIT)
     assert delivered == [b'[{"id":1}]', b'[{"id":2}]']
     assert session.sent == [b'{"id":"other"}']
     assert session.answer is None  # no batch runs: the session's own answer again
 
     # A response in a batch (the client's answer to an input request, say) owes no
     # answer: what its dispatch settles is an earlier request's, under the same id.
-    run_batch(session, [json.dumps(call(1, "slow")).encode()], delivered.append, forward)
+    run_batch(session, [json.dumps(call(1, "slow")).encode()], delivered.append, forward, LIMIT)
     batches = session.answer
 
     def settles(item: bytes) -> None:
@@ -330,7 +333,7 @@ def test_an_answer_goes_to_the_batch_that_awaits_its_id_and_no_other() -> None:
 
     run_batch(session, [b'{"jsonrpc":"2.0","id":1,"result":{}}',
                         b'{"jsonrpc":"2.0","id":3,"error":{"code":1,"message":"no"}}'],
-              delivered.append, settles)
+              delivered.append, settles, LIMIT)
     assert delivered[2:] == [b'[{"id":1,"late":true}]', None]
     assert session.sent[1:] == [b'{"id":3}']
 
@@ -390,13 +393,23 @@ def test_an_http_batch_ends_with_its_client_and_its_session(
     async def body() -> None:
         async with aiohttp.ClientSession() as http:
             headers = await http_session(http, url, "2025-03-26")
+            calls = len(record.received("tools/call"))
+            pending = asyncio.ensure_future(http.post(
+                url, json=[call(1, "slow", seconds=30)], headers=headers))
+            await until(lambda: len(record.received("tools/call")) > calls)
             cancels = len(record.received("notifications/cancelled"))
+            # Its own call is cancelled, and not the other POST's (``true`` is not 1,
+            # and an id refused as in flight is not this batch's).
             with pytest.raises(asyncio.TimeoutError):
-                async with http.post(url, json=[call("gone", "slow", seconds=30)],
+                async with http.post(url, json=[request(True, "ping"), call(1, "echo"),
+                                                call("gone", "slow", seconds=30)],
                                      headers=headers,
                                      timeout=aiohttp.ClientTimeout(total=0.5)):
                     pass
             await until(lambda: len(record.received("notifications/cancelled")) > cancels)
+            await asyncio.sleep(0.3)
+            assert len(record.received("notifications/cancelled")) == cancels + 1
+            assert not pending.done()
             calls = len(record.received("tools/call"))
             single = asyncio.ensure_future(http.post(
                 url, json=call("single", "slow", seconds=30), headers=headers))
@@ -409,9 +422,6 @@ def test_an_http_batch_ends_with_its_client_and_its_session(
             assert await asyncio.wait_for(ended.read(), 10) == b""  # withdrawn: no answer
             ended.release()
 
-            pending = asyncio.ensure_future(http.post(
-                url, json=[call("held", "slow", seconds=30)], headers=headers))
-            await asyncio.sleep(0.3)
             async with http.delete(url, headers=headers) as resp:
                 assert resp.status == 200
             held = await asyncio.wait_for(pending, 10)
@@ -442,4 +452,82 @@ def test_a_batch_is_answered_before_a_half_closed_unix_socket_closes(
         writer.close()
 
     with running_gateway(workdir, {"r": upstream}) as gw:
+        run(body(gw))
+
+
+def test_what_an_outside_sweep_found(one: tuple[GatewayProcess, Record]) -> None:
+    """Each answer where it belongs: a number beyond a float's range in an item, an
+    invalid item that names a forwarded item's id, a single message reusing an id the
+    batch waits for, a cancel naming ``true``; and the batch's array is no level of
+    nesting its items count."""
+    gw, _ = one
+
+    async def body() -> None:
+        async with client(gw, "unix", "2025-03-26") as c:
+            huge = request(1, "tools/call", {"name": "echo", "arguments": {"text": "big"}})
+            raw = json.dumps(huge)[:-2] + ',"n":1e400}}'
+            await c.send_raw("[" + raw + "," + json.dumps(request(2, "ping")) + "]")
+            answer = await c.receive()
+            assert [each["id"] for each in answer] == [1, 2] and text(answer[0]) == "big"
+            # A modern request, whose params the gateway reads whole: refused as
+            # unreadable params, not an internal error.
+            modern_call = request("m", "tools/call", {"name": "echo", "arguments": {},
+                                                      "_meta": MODERN_META})
+            await c.send_raw(json.dumps(modern_call)[:-2] + ',"n":1e400}}')
+            refused = await c.wait_for("m")
+            assert refused["error"]["code"] == -32602, refused
+
+            await c.send_raw(json.dumps([call(5, "echo", text="real"),
+                                         {"jsonrpc": "2.0", "id": 5}]))
+            answer = await c.receive()
+            assert [each["id"] for each in answer] == [5, 5]
+            assert text(answer[0]) == "real" and answer[1]["error"]["code"] == -32600
+            await c.send_raw(json.dumps([{"jsonrpc": "2.0", "id": 6}]))
+            assert [each["error"]["code"] for each in await c.receive()] == [-32600]
+
+            await c.send_raw(json.dumps([call(1, "slow", seconds=0.5)]))
+            await c.send(request(1, "bogus"))
+            alone = await c.receive()
+            assert alone["id"] == 1 and alone["error"]["message"] == \
+                "request id 1 is already in flight on this session", alone
+            await c.send_raw(json.dumps({"jsonrpc": "1.0", "id": 1, "method": "ping"}))
+            alone = await c.receive()
+            assert alone["id"] == 1 and alone["error"]["code"] == -32600, alone
+            await c.send({"jsonrpc": "2.0", "method": "notifications/cancelled",
+                          "params": {"requestId": True}})
+            assert [text(each) for each in await c.receive()] == ["slow done"]
+
+            deep: Any = "x"
+            for _ in range(61):  # envelope, params, arguments and 61 arrays: 64 levels
+                deep = [deep]
+            alone = await c.request("tools/call", {"name": "echo", "arguments": {
+                "text": "deep", "x": deep}}, request_id="alone")
+            assert text(alone) == "deep"
+            await c.send_raw(json.dumps([call("inside", "echo", text="deep", x=deep)]))
+            assert [text(each) for each in await c.receive()] == ["deep"]
+    run(body())
+    assert "Traceback" not in gw.log()
+
+
+def test_a_batch_holds_no_more_than_a_client_buffer(
+        tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Answers a batch holds count against limits.client_buffer_bytes, as those in the
+    client's connection buffer: past it, the batch gets one error and the session goes
+    on."""
+    workdir = tmp_path_factory.mktemp("batch-limit")
+    upstream = recording_upstream(workdir / "r.jsonl", "r")
+
+    async def body(gw: GatewayProcess) -> None:
+        async with client(gw, "unix", "2025-03-26") as c:
+            await c.send_raw(json.dumps([call(n, "big", size=30_000) for n in range(4)]))
+            assert await c.receive() == {"jsonrpc": "2.0", "id": None, "error": {
+                "code": -32000, "message": "the batch's answers passed limits."
+                "client_buffer_bytes (65536 bytes) and were dropped; send fewer or "
+                "smaller requests at a time"}}
+            await c.send_raw(json.dumps([call(n, "big", size=10_000) for n in range(4)]))
+            assert [len(text(each)) for each in await c.receive()] == [10_000] * 4
+            assert (await c.request("ping", request_id="after"))["result"] == {}
+
+    with running_gateway(workdir, {"r": upstream},
+                         limits={"client_buffer_bytes": 65536}) as gw:
         run(body(gw))
