@@ -49,8 +49,10 @@ class AuthorizationServer:
         self.log_path = workdir / "authorization-server.log"
         self._log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(
-            [str(NODE), str(AUTHORIZATION_SERVER), "--client-id", CLIENT_ID,
-             "--client-secret", self.secret, "--scope", SCOPE],
+            # Each value joined to its option: a secret may begin with "-", which
+            # node's parseArgs takes for an option when it stands alone (1 run in 64).
+            [str(NODE), str(AUTHORIZATION_SERVER), f"--client-id={CLIENT_ID}",
+             f"--client-secret={self.secret}", f"--scope={SCOPE}"],
             stdout=subprocess.PIPE, stderr=self._log, cwd=ROOT)
         try:
             self.issuer = self._announced()["issuer"]
