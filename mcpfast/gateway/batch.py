@@ -168,12 +168,13 @@ class Batches:
                 self.settle(batch)
                 return
 
-    def aside(self, request_id: Any, answer: Callable[[], None]) -> None:
-        """Run ``answer``, which answers ``request_id`` now, for a message outside every
-        batch (a request that reuses an id a batch waits for is refused as its own)."""
+    def aside(self, request_id: Any, answer: Callable[..., None], *args: Any) -> None:
+        """Call ``answer(*args)``, which answers ``request_id`` now, for a message
+        outside every batch (a request that reuses an id a batch waits for is refused
+        as its own)."""
         outer, self.current = self.current, (None, -1, request_id)
         try:
-            answer()
+            answer(*args)
         finally:
             self.current = outer
 
@@ -222,11 +223,13 @@ def run_batch(session: Any, items: list[bytes], deliver: Deliver,
     return batch
 
 
-def outside_batches(session: Any, request_id: Any, answer: Callable[[], None]) -> None:
-    """Run ``answer``, which answers a message that is no batch's (a request that
-    reuses an id a batch waits for is refused as itself, not in the batch's place)."""
+def outside_batches(session: Any, request_id: Any, answer: Callable[..., None],
+                    *args: Any) -> None:
+    """Call ``answer(*args)``, which answers a message that is no batch's (a request
+    that reuses an id a batch waits for is refused as itself, not in the batch's
+    place)."""
     batches = session.answer
     if type(batches) is Batches and batches.current is None:
-        batches.aside(request_id, answer)
+        batches.aside(request_id, answer, *args)
     else:
-        answer()
+        answer(*args)

@@ -419,9 +419,9 @@ class Gateway:
     def id_taken(self, session: DownstreamSession, client_id: int | str) -> bool:
         """Whether ``client_id`` cannot be taken now (answered with an error if so)."""
         if client_id in session.inflight or client_id in session.listens:
-            outside_batches(session, client_id, lambda: self.send_error(
-                session, client_id, jsonrpc.INVALID_REQUEST,
-                f"request id {client_id!r} is already in flight on this session"))
+            outside_batches(session, client_id, self.send_error, session, client_id,
+                            jsonrpc.INVALID_REQUEST,
+                            f"request id {client_id!r} is already in flight on this session")
             return True
         if len(session.inflight) >= self.max_in_flight:
             self.counters.refused_in_flight += 1

@@ -102,7 +102,6 @@ class Requests:
         self.send_error = gw.send_error
         self.id_taken = gw.id_taken
         self.max_json_depth = gw.config.listen.max_json_depth
-        self.max_batch = gw.config.limits.max_batch
         self.catalog = catalog
         self.subscriptions = subscriptions
         self.log_levels = log_levels
@@ -137,7 +136,6 @@ class Requests:
     def use(self, config: Config, checks: tuple[Check, ...]) -> None:
         """A new config snapshot and the policy chain compiled from it (Gateway.use)."""
         self.max_json_depth = config.listen.max_json_depth
-        self.max_batch = config.limits.max_batch
         self.checks = checks
 
     def handle(self, session: DownstreamSession, data: bytes,
@@ -154,9 +152,8 @@ class Requests:
                 if exc.batch and self.batch(session, data):
                     return
                 self.counters.parse_errors += 1
-                error = exc
-                outside_batches(session, error.request_id, lambda: self.send_error(
-                    session, error.request_id, error.code, error.message))
+                outside_batches(session, exc.request_id, self.send_error, session,
+                                exc.request_id, exc.code, exc.message)
                 return
         method = env.method
         if method is UNSET:
@@ -204,19 +201,20 @@ class Requests:
                             "not arrays")
             return True
         items = jsonrpc.split_batch(data)
-        if not items or len(items) > self.max_batch:
+        limits = self.gw.config.limits
+        if not items or len(items) > limits.max_batch:
             self.counters.errors += 1
             deliver(jsonrpc.error_response(None, jsonrpc.INVALID_REQUEST, (
                 "Invalid Request: an empty batch" if not items else
                 f"Invalid Request: a batch of {len(items)} messages is more than "
-                f"limits.max_batch ({self.max_batch}); send fewer at a time")))
+                f"limits.max_batch ({limits.max_batch}); send fewer at a time")))
             return True
         # A batch counts as the messages it carries, each as handle() takes it.
         session.messages_in -= 1
         session.bytes_in -= len(data)
         self.counters.messages_in -= 1
         return run_batch(session, items, deliver, lambda item: self.handle(session, item),
-                         self.gw.config.limits.client_buffer_bytes)
+                         limits.client_buffer_bytes)
 
     def _express(self, session: DownstreamSession, env: Envelope, head: RouteParams) -> bool:
         """The common ``tools/call`` (``head``: the routing part of its params, which

@@ -10,6 +10,7 @@ import msgspec
 from ..protocol import jsonrpc
 from ..protocol.http import format_response
 from .exchange import Exchange
+from .http_checks import an_id
 from .http_sessions import HttpSession
 
 _any = msgspec.json.Decoder()
@@ -24,11 +25,9 @@ def post_batch(session: HttpSession, exchange: Exchange) -> None:
     client that leaves cancels the batch's requests, as it would a single POST's;
     the session's end answers the POST with 404."""
     body = exchange.request.body
-    cancels = _cancelled_ids(body)
+    cancelled = [stream for request_id in _cancelled_ids(body)
+                 if (stream := session.stream_in_flight(request_id)) is not None]
     taken: Any = None
-    cancelled = [stream for request_id in cancels
-                 if (stream := session.by_request.get(request_id)) is not None
-                 and not stream.done and request_id in session.ds.inflight]
     pending = session.batches
     if pending is None:
         pending = session.batches = set()
@@ -74,7 +73,7 @@ def _cancelled_ids(body: bytes) -> list[Any]:
         if isinstance(item, dict) and item.get("method") == "notifications/cancelled" \
                 and "id" not in item:
             params = item.get("params")
-            cancelled = params.get("requestId") if isinstance(params, dict) else None
-            if isinstance(cancelled, (int, str)) and not isinstance(cancelled, bool):
+            cancelled = an_id(params.get("requestId")) if isinstance(params, dict) else None
+            if cancelled is not None:
                 cancels.append(cancelled)
     return cancels

@@ -120,20 +120,21 @@ def _read(decoder: msgspec.json.Decoder[Any], env: jsonrpc.Envelope) -> Any:
         return None
 
 
-def _an_id(value: Any) -> int | str | None:
+def an_id(value: Any) -> int | str | None:
+    """``value`` when it can be a request id (an int or a string, not a bool)."""
     return value if isinstance(value, (int, str)) and not isinstance(value, bool) else None
 
 
 def progress_token(env: jsonrpc.Envelope) -> int | str | None:
     """The request's progress token, reading nothing else of its params."""
     params = _read(_token_params, env)
-    return _an_id(params.meta.progressToken) if params and params.meta else None
+    return an_id(params.meta.progressToken) if params and params.meta else None
 
 
 def cancelled_id(env: jsonrpc.Envelope) -> int | str | None:
     """The request a ``notifications/cancelled`` names, reading nothing else."""
     params = _read(_cancel_params, env)
-    return _an_id(params.requestId) if params else None
+    return an_id(params.requestId) if params else None
 
 
 def modern_without_header(fields: dict[str, str], env: jsonrpc.Envelope

@@ -336,7 +336,10 @@ class HttpSession:
         """The open stream of the request a ``notifications/cancelled`` names, while
         that request is in flight (``Stream.withdraw`` ends it once the core has let the
         request go)."""
-        request_id = cancelled_id(env)
+        return self.stream_in_flight(cancelled_id(env))
+
+    def stream_in_flight(self, request_id: Any) -> Stream | None:
+        """The open POST stream of ``request_id``, while that request is in flight."""
         if request_id is None or request_id not in self.ds.inflight:
             return None
         stream = self.by_request.get(request_id)

@@ -36,6 +36,7 @@ import msgspec
 from msgspec import UNSET, UnsetType
 
 from ..config import UpstreamConfig
+from ..protocol import jsonrpc
 from ..protocol.modern import (
     META_PROTOCOL_VERSION,
     encode_header_value,
@@ -97,7 +98,11 @@ class _Id(msgspec.Struct, gc=False):
 
 
 _answer_id = msgspec.json.Decoder(_Id)
-_batch = msgspec.json.Decoder(list[msgspec.Raw])
+
+
+def _our_answer(message: _Id) -> tuple[int, ...]:
+    """The id of ``message`` when it is a response to one of the gateway's requests."""
+    return (message.id,) if type(message.id) is int and message.method is UNSET else ()
 _any = msgspec.json.Decoder()
 
 
@@ -464,19 +469,20 @@ class StreamableHttpUpstream(HttpUpstream[CallT]):
         holds: none, one, or (a JSON-RPC batch, which a 2025-03-26 server may send)
         several, each item read on its own."""
         try:
-            items = [_answer_id.decode(body)]
+            return _our_answer(_answer_id.decode(body))
         except msgspec.DecodeError:
+            pass
+        try:
+            items = jsonrpc.split_batch(body)
+        except msgspec.DecodeError:
+            return ()
+        answered: tuple[int, ...] = ()
+        for item in items:
             try:
-                items = []
-                for raw in _batch.decode(body):
-                    try:
-                        items.append(_answer_id.decode(raw))
-                    except msgspec.DecodeError:
-                        continue  # an item that is no message: on_message drops it
+                answered += _our_answer(_answer_id.decode(item))
             except msgspec.DecodeError:
-                return ()
-        return tuple(each.id for each in items
-                     if type(each.id) is int and isinstance(each.method, UnsetType))
+                continue  # an item that is no message: on_message drops it
+        return answered
 
     def _deliver(self, data: bytes, request_id: Any) -> None:
         connection = self.connection

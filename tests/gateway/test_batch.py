@@ -14,6 +14,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+import websockets
 
 from ..conftest import (
     INIT_PARAMS,
@@ -431,10 +432,12 @@ def test_an_http_batch_ends_with_its_client_and_its_session(
 
 
 @pytest.mark.parametrize("mode", ["shared", "per_session"])
-def test_a_batch_is_answered_before_a_half_closed_unix_socket_closes(
+def test_a_batch_is_answered_before_a_closing_connection_closes(
         tmp_path_factory: pytest.TempPathFactory, mode: str) -> None:
-    """Also while a call of it waits for the session's own upstream to start
-    (``per_session``), when it is not yet in flight anywhere."""
+    """A unix socket the client half-closed, and a WebSocket that failed (a binary
+    frame), close once the batch sent before is answered; also while a call of it
+    waits for the session's own upstream to start (``per_session``), when it is not
+    yet in flight anywhere."""
     workdir = tmp_path_factory.mktemp(f"half-closed-{mode}")
     upstream = recording_upstream(workdir / "r.jsonl", "r", mode=mode, spares=0)
 
@@ -450,6 +453,15 @@ def test_a_batch_is_answered_before_a_half_closed_unix_socket_closes(
         assert [each["id"] for each in answer] == ["s", "p"]
         assert await asyncio.wait_for(reader.read(), 10) == b""  # then it closes
         writer.close()
+
+        async with client(gw, "ws", "2025-03-26") as c:
+            await c.send_raw(json.dumps([call("s", "slow", seconds=0.3),
+                                         request("p", "ping")]))
+            await c.send_raw(b"MCP is text")  # a binary frame: the connection fails
+            assert [each["id"] for each in await c.receive()] == ["s", "p"]
+            with pytest.raises(websockets.ConnectionClosed) as closed:
+                await c.receive()
+            assert closed.value.rcvd is not None and closed.value.rcvd.code == 1003
 
     with running_gateway(workdir, {"r": upstream}) as gw:
         run(body(gw))
