@@ -90,8 +90,8 @@ class Batch:
         """Bytes of answers it may hold (``limits.client_buffer_bytes``)."""
         self.held = 0
         self.overflowed = False
-        """Its answers passed ``limit``: it was answered with an error, and what comes
-        for it now is dropped."""
+        """Its answers passed ``limit``: they are dropped, what comes for it now too,
+        and it is answered with an error once nothing of it is awaited."""
         self.sealed = False
         """Every item has been dispatched: what is awaited now is all there will be."""
         self.answers: list[bytes | None] = []
@@ -143,7 +143,9 @@ class Batches:
     def _take(self, batch: Batch, place: int, data: bytes) -> None:
         """Hold ``data`` for ``batch``: what waits for a client counts against
         ``limits.client_buffer_bytes`` here as in its connection's buffer, and a batch
-        whose answers pass it gets one error now instead of the array."""
+        whose answers pass it drops them all and gets one error instead of the array,
+        when its last request is answered (so that none of its ids is still in flight
+        when the client reads it)."""
         if batch.overflowed:
             return
         batch.held += len(data)
@@ -152,9 +154,6 @@ class Batches:
             return
         batch.overflowed = True
         batch.answers = []
-        batch.deliver(jsonrpc.error_response(None, jsonrpc.UPSTREAM_UNAVAILABLE, (
-            f"the batch's answers passed limits.client_buffer_bytes ({batch.limit} bytes) "
-            "and were dropped; send fewer or smaller requests at a time")))
 
     def forget(self, request_id: Any) -> None:
         """The client cancelled ``request_id``: a cancelled request is not answered
@@ -186,7 +185,11 @@ class Batches:
         self.running.remove(batch)
         if not self.running and self.session.answer is self:
             self.session.answer = self.prior
-        if not batch.overflowed:
+        if batch.overflowed:
+            batch.deliver(jsonrpc.error_response(None, jsonrpc.UPSTREAM_UNAVAILABLE, (
+                f"the batch's answers passed limits.client_buffer_bytes ({batch.limit} "
+                "bytes) and were dropped; send fewer or smaller requests at a time")))
+        else:
             batch.deliver(batch.array())
 
 
@@ -215,7 +218,8 @@ def run_batch(session: Any, items: list[bytes], deliver: Deliver,
                 dispatch(item)
             finally:
                 batches.current = None
-            if awaited and batch.answers[place] is None and not session.closed:
+            if awaited and not batch.overflowed and batch.answers[place] is None \
+                    and not session.closed:
                 batch.waiting.setdefault(request_id, []).append(place)
     finally:
         batch.sealed = True

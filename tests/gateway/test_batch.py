@@ -525,13 +525,15 @@ def test_a_batch_holds_no_more_than_a_client_buffer(
         tmp_path_factory: pytest.TempPathFactory) -> None:
     """Answers a batch holds count against limits.client_buffer_bytes, as those in the
     client's connection buffer: past it, the batch gets one error and the session goes
-    on."""
+    on. The error comes once the batch's last request is answered, so that none of its
+    ids is still in flight when the client may use them again."""
     workdir = tmp_path_factory.mktemp("batch-limit")
     upstream = recording_upstream(workdir / "r.jsonl", "r")
 
     async def body(gw: GatewayProcess) -> None:
         async with client(gw, "unix", "2025-03-26") as c:
-            await c.send_raw(json.dumps([call(n, "big", size=30_000) for n in range(4)]))
+            await c.send_raw(json.dumps([call(n, "big", size=30_000) for n in range(3)]
+                                        + [call(3, "slow", seconds=0.5)]))
             assert await c.receive() == {"jsonrpc": "2.0", "id": None, "error": {
                 "code": -32000, "message": "the batch's answers passed limits."
                 "client_buffer_bytes (65536 bytes) and were dropped; send fewer or "
