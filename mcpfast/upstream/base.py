@@ -505,15 +505,18 @@ class Upstream(Generic[CallT]):
                 await ended
                 self.last_error = self.ended_because()
             except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # noqa: BLE001 - any failure means restart
-                self.last_error = str(exc) or type(exc).__name__
-            finally:
                 self.ready = False
                 self.attempted.set()
                 await self.disconnect()
+                raise
+            except Exception as exc:  # noqa: BLE001 - any failure means restart
+                self.last_error = str(exc) or type(exc).__name__
+            self.ready = False
+            self.attempted.set()
             if self._stopping:
+                await self.disconnect()
                 break
+            # The calls it had fail now, not once the old process has exited.
             message = f"upstream {self.name!r} is down: {self.last_error}"
             self.fail_all(message)
             self.events.upstream_down(self)
@@ -521,9 +524,21 @@ class Upstream(Generic[CallT]):
                 backoff = self.config.restart_backoff
             self.state = "restarting"
             self.log.warning("%s; restarting in %.1f s", message, backoff)
-            await asyncio.sleep(backoff)
+            await self._end_and_wait(backoff)
             backoff = min(backoff * 2, self.config.restart_backoff_max)
         self.state = "stopped"
+
+    async def _end_and_wait(self, backoff: float) -> None:
+        """End the old connection (a process has ``stop_timeout`` to exit, then is
+        signalled) while the restart backoff runs: the next starts after both, so a
+        slow exit is not added to the backoff, and no two processes of one endpoint
+        ever run at once. Cancelled (by ``stop``), it still lets the old one end."""
+        ending = asyncio.ensure_future(self.disconnect())
+        try:
+            await asyncio.sleep(backoff)
+        finally:
+            await asyncio.wait((ending,))
+        ending.result()
 
     async def _initialize(self, ended: asyncio.Future[Any]) -> None:
         work: asyncio.Future[Any] = asyncio.ensure_future(self._handshake_and_catalog())
