@@ -119,6 +119,11 @@ class Batches:
         with that id (or with none, for what could not be read) is its answer. With no
         batch (``aside``): the answer to a message outside every batch."""
 
+    def held(self) -> int:
+        """Bytes of answers the session's batches hold (``limits.process_buffer_bytes``
+        counts them with the connections' buffers)."""
+        return sum(batch.held for batch in self.running if not batch.overflowed)
+
     def __call__(self, request_id: Any, data: bytes, error: bool | None) -> None:
         current = self.current
         if current is not None and (request_id is None or request_id == current[2]):

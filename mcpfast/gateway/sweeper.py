@@ -11,6 +11,7 @@ import time
 from typing import Any, Protocol
 
 from ..config import Config
+from .batch import Batches
 from .call import Upstream
 from .fleet import Fleet
 from .mrtr import InputBridge
@@ -78,12 +79,17 @@ async def sweep_forever(gw: Swept) -> None:
 
 
 def measure_buffers(gw: Swept) -> None:
-    """Envoy's overload manager, sampled: the bytes queued everywhere decide whether new
-    work is taken (``gw.overloaded``, until they fall below half the limit)."""
+    """Envoy's overload manager, sampled: the bytes queued everywhere (the answers
+    batches hold included) decide whether new work is taken (``gw.overloaded``, until
+    they fall below half the limit)."""
     total = sum(u.buffered() for u in gw.upstreams.values())
     for listener in gw.listeners:
         for connection in listener.connections:
             total += connection.buffered()
+    for session in gw.sessions.values():
+        batches = session.answer
+        if type(batches) is Batches:  # the answers its batches hold
+            total += batches.held()
     gw.buffered = total
     limit = gw.config.limits.process_buffer_bytes
     if not gw.overloaded and total > limit:

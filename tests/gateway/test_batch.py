@@ -545,3 +545,39 @@ def test_a_batch_holds_no_more_than_a_client_buffer(
     with running_gateway(workdir, {"r": upstream},
                          limits={"client_buffer_bytes": 65536}) as gw:
         run(body(gw))
+
+
+def test_what_batches_hold_counts_toward_the_process_buffer_limit(
+        tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Two batches, each holding an answer under its client's limit while a slow item
+    runs, pass limits.process_buffer_bytes together: new requests are refused as
+    overloaded until the batches are answered, and then served again."""
+    workdir = tmp_path_factory.mktemp("batch-process-limit")
+    upstream = recording_upstream(workdir / "r.jsonl", "r")
+    slow = 6.0
+
+    async def refused(c: McpClient) -> bool:
+        answer = await c.request("tools/call", {"name": "echo", "arguments": {"text": "x"}})
+        return "error" in answer and "overloaded" in answer["error"]["message"]
+
+    async def body(gw: GatewayProcess) -> None:
+        async with client(gw, "unix", "2025-03-26") as a, \
+                client(gw, "unix", "2025-03-26") as b, client(gw, "ws", "2025-11-25") as c:
+            sent = time.monotonic()
+            for each in (a, b):
+                await each.send_raw(json.dumps([call(1, "big", size=40_000),
+                                                call(2, "slow", seconds=slow)]))
+            while not await refused(c):
+                assert time.monotonic() - sent < slow - 1, "never refused as overloaded"
+                await asyncio.sleep(0.1)
+            for each in (a, b):
+                assert [len(text(answer)) for answer in await each.receive()] == \
+                    [40_000, len("slow done")]
+            deadline = time.monotonic() + 15
+            while await refused(c):
+                assert time.monotonic() < deadline, "still refused after the batches"
+                await asyncio.sleep(0.1)
+
+    with running_gateway(workdir, {"r": upstream}, limits={
+            "client_buffer_bytes": 65536, "process_buffer_bytes": 65536}) as gw:
+        run(body(gw), timeout=60)
