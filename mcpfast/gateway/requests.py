@@ -38,6 +38,7 @@ from ..upstream.balancer import RETRYABLE
 from ..upstream.base import CLIENT_INFO, UpstreamError
 from .batch import BATCH_VERSIONS, Batch, Batches, Deliver, outside_batches, run_batch
 from .call import (
+    CANCELLED,
     NO_ENVELOPE,
     NO_PARAMS,
     REFUSED,
@@ -53,7 +54,7 @@ from .call import (
 from .catalog import Catalog
 from .chain import Check
 from .log_levels import LOG_LEVEL_NAMES, LogLevels
-from .mrtr import InputBridge
+from .mrtr import NO_UPSTREAM_REQUEST, InputBridge
 from .ports import Core, Handler
 from .refusal import Refusal
 from .router import KIND_PROMPT, KIND_TOOL
@@ -432,9 +433,30 @@ class Requests:
         start it and send the call there, or through the modern connection if it does
         not come up (gateway/legacy_twin.py)."""
         twin = await upstream.legacy_twin.starting()
-        if not req.session.closed:
+        if self._still_waiting(req, upstream):
             self._forward(req, twin or upstream, rename, None, uri, checked=True,
                           twin=False)
+
+    def _wait(self, req: Request, upstream: Upstream, start: Any) -> None:
+        """Run ``start`` (a coroutine that sends ``req`` once what it needs of
+        ``upstream`` has started) in the background; meanwhile ``req``'s id is in
+        flight on its session, so that a request reusing it is refused and a cancel
+        takes ``req`` back (``_still_waiting``)."""
+        req.session.inflight[req.id] = (upstream, NO_UPSTREAM_REQUEST)
+        self.gw.background(start)
+
+    def _still_waiting(self, req: Request, upstream: Upstream) -> bool:
+        """After ``_wait``: whether ``req`` is still to be sent (its id is then off the
+        session's in-flight table, for the forward to put it back). One the client
+        cancelled meanwhile, or whose session ended, ends here, cancelled."""
+        session = req.session
+        if session.inflight.get(req.id) == (upstream, NO_UPSTREAM_REQUEST):
+            del session.inflight[req.id]
+            if not session.closed:
+                return True
+        req.started = time.monotonic()
+        self.gw.ended(upstream, req, CANCELLED)
+        return False
 
     async def _own_upstream(self, req: Request, template: Upstream,
                             then: Callable[[Upstream], None]) -> None:
@@ -444,13 +466,14 @@ class Requests:
         try:
             own = await pool.starting(req.session)
         except (LookupError, TimeoutError, UpstreamError) as exc:
-            message = str(exc) if isinstance(exc, LookupError) else (
-                f"upstream {template.name!r}: the session's own upstream did not start"
-                f" ({exc or 'init_timeout'})")
-            self._refuse(req, template, Refusal(jsonrpc.UPSTREAM_UNAVAILABLE, message,
-                                                RETRY_SOON, "per_session"))
+            if self._still_waiting(req, template):
+                message = str(exc) if isinstance(exc, LookupError) else (
+                    f"upstream {template.name!r}: the session's own upstream did not "
+                    f"start ({exc or 'init_timeout'})")
+                self._refuse(req, template, Refusal(jsonrpc.UPSTREAM_UNAVAILABLE, message,
+                                                    RETRY_SOON, "per_session"))
             return
-        if not req.session.closed:
+        if self._still_waiting(req, template):
             then(own)
 
     def _choose(self, req: Request, upstream: Upstream, then: Callable[[Upstream], None]
@@ -463,7 +486,7 @@ class Requests:
         if pool is not None and not pool.sessionless(req.session):
             own: Upstream | None = pool.ready_for(req.session)
             if own is None:
-                self.gw.background(self._own_upstream(req, upstream, then))
+                self._wait(req, upstream, self._own_upstream(req, upstream, then))
             return own
         return upstream if upstream.balancer is None else self._endpoint(req, upstream)
 
@@ -525,7 +548,8 @@ class Requests:
             if twin and legacy is not None and subscription is None and legacy.wanted():
                 ready = legacy.ready()
                 if ready is None:
-                    self.gw.background(self._through_twin(req, upstream, rename, uri))
+                    self._wait(req, upstream, self._through_twin(req, upstream, rename,
+                                                                 uri))
                     return
                 upstream = ready
             else:
@@ -812,6 +836,10 @@ class Requests:
                 upstream.cancel(upstream_id, reason if isinstance(reason, str)
                                 else "cancelled by the client")
                 self.mrtr.client_cancelled(session, request_id)
+                if upstream_id == NO_UPSTREAM_REQUEST:
+                    # Not sent yet: waiting for the client's answers (mrtr), or for
+                    # its upstream to start (``_wait``), which then sends nothing.
+                    session.inflight.pop(request_id, None)
                 if type(session.answer) is Batches:
                     session.answer.forget(request_id)
             elif request_id in session.listens:

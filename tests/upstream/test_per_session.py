@@ -256,3 +256,42 @@ def test_config_errors_name_the_key(table: str, message: str) -> None:
     with pytest.raises(ConfigError) as error:
         parse(f"[upstreams.p]\n{table}\n")
     assert message in str(error.value)
+
+
+def test_a_call_waiting_for_its_session_upstream_is_in_flight(tmp_path: Path) -> None:
+    """While a session's own upstream starts, its first calls wait for it, in flight
+    as any other: an id reused meanwhile is refused, and a call cancelled meanwhile is
+    never sent (the server's count shows it) nor answered."""
+    gateway = GatewayProcess(tmp_path, {"own": {
+        "command": ["sh", "-c", f"sleep 1.5; exec python {BACKGROUND}"], "era": "legacy",
+        "mode": "per_session"}}, {})
+    gateway.start(timeout=30)
+    try:
+        async def body() -> None:
+            async with ws_client(gateway.ws_url) as client:
+                await client.initialize()
+                count = {"name": "count", "arguments": {}}
+                await client.send({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+                                   "params": count})
+                await client.send({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+                                   "params": count})
+                refused = await client.receive()
+                assert refused["id"] == 1 and refused["error"]["message"] == \
+                    "request id 1 is already in flight on this session", refused
+                for message in ({"jsonrpc": "2.0", "id": 2, "method": "tools/call",
+                                 "params": count},
+                                {"jsonrpc": "2.0", "method": "notifications/cancelled",
+                                 "params": {"requestId": 2}},
+                                {"jsonrpc": "2.0", "id": 3, "method": "tools/call",
+                                 "params": count}):
+                    await client.send(message)
+                answers = {}
+                for _ in range(2):
+                    answer = await client.receive()
+                    answers[answer["id"]] = json.loads(
+                        answer["result"]["content"][0]["text"])["count"]
+                assert answers == {1: 1, 3: 2}, answers  # 2 never reached the server
+                assert (await client.request("ping", request_id="after"))["result"] == {}
+        run(body())
+    finally:
+        gateway.cleanup()
