@@ -203,3 +203,267 @@ def test_request_line_agrees_with_the_encoder_and_the_other_twin() -> None:
             jsonrpc="2.0", id=upstream_id, method=method,
             params=msgspec.Raw(params) if type(params) is bytes else params)) + delimiter
     assert written > 300
+
+
+# -- read_call ----------------------------------------------------------------------------
+CALL = b'{"jsonrpc":"2.0","id":%s,"method":"tools/call","params":%s}'
+
+
+@pytest.mark.parametrize(("message", "expected"), [
+    (CALL % (b"7", b'{"name":"echo","arguments":{"text":"hi"}}'),
+     (7, "echo", b'{"name":"echo","arguments":{"text":"hi"}}')),
+    # How other encoders write it: spaces, another order, escapes and UTF-8 in values.
+    (b'{"jsonrpc": "2.0", "method": "tools/call", "params": {"arguments": {"q": "\\u00e9'
+     b'\\n\\"", "n": [1, -2.5e-3, 0, true, false, null, {}]}, "name": "s"}, "id": "r-1"}',
+     ("r-1", "s", b'{"arguments": {"q": "\\u00e9\\n\\"", "n": [1, -2.5e-3, 0, true, false, '
+                  b'null, {}]}, "name": "s"}')),
+    ('{"params":{"name":"é→"},"id":-12,"jsonrpc":"2.0","method":"tools/call"}'.encode(),
+     (-12, "é→", '{"name":"é→"}'.encode())),
+    (b'\t {"jsonrpc":"2.0","id":"","method":"tools/call","params":{"name":""}} \t',
+     ("", "", b'{"name":""}')),
+    (CALL % (b"999999999999999999", b'{"name":"x"}'), (10**18 - 1, "x", b'{"name":"x"}')),
+    (CALL % (b"-0", b'{"name":"x"}'), (0, "x", b'{"name":"x"}')),
+])
+def test_read_call_reads_a_common_tools_call(ms: ModuleType, message: bytes,
+                                             expected: tuple[Any, ...]) -> None:
+    read = ms.read_call(message, 64)
+    assert read == expected
+    assert type(read[0]) is type(expected[0])
+
+
+@pytest.mark.parametrize("message", [
+    CALL % (b"1", b'{"name":"x","name":"y"}'),  # a name twice
+    CALL % (b"1", b'{"na\\u006de":"x"}'),  # a key with an escape
+    CALL % (b"1", b'{"name":"\\u0078"}'),  # a name with one
+    CALL % (b"1", b'{"name":"x","_meta":{"progressToken":1}}'),
+    CALL % (b"1", b'{"name":"x","uri":"u"}'),
+    CALL % (b"1", b'{"name":"x","ref":{}}'),
+    CALL % (b"1", b'{"name":"x","cursor":"c"}'),
+    CALL % (b"1", b'{"arguments":{}}'),  # no name
+    CALL % (b"1", b'{"name":7}'),
+    CALL % (b"1", b'{}'),
+    CALL % (b"1", b'[]'),
+    CALL % (b"1", b"null"),
+    CALL % (b"01", b'{"name":"x"}'),
+    CALL % (b"1.0", b'{"name":"x"}'),
+    CALL % (b"1e3", b'{"name":"x"}'),
+    CALL % (b"1000000000000000000", b'{"name":"x"}'),  # 19 digits
+    CALL % (b"null", b'{"name":"x"}'),
+    CALL % (b"true", b'{"name":"x"}'),
+    CALL % (b'"a\\"b"', b'{"name":"x"}'),
+    CALL % (b"1", b'{"name":"x","a":"\\ud800"}'),  # an escaped surrogate
+    CALL % (b"1", b'{"name":"x","a":"\xed\xa0\x80"}'),  # an encoded one
+    CALL % (b"1", b'{"name":"x","a":"\xc0\xaf"}'),  # an overlong encoding
+    CALL % (b"1", b'{"name":"x","a":"\xff"}'),
+    CALL % (b"1", b'{"name":"x","a":"tab\tin a string"}'),
+    CALL % (b"1", b'{"name":"x","a":"\\x"}'),
+    CALL % (b"1", b'{"name":"x","a":01}'),
+    CALL % (b"1", b'{"name":"x","a":1.}'),
+    CALL % (b"1", b'{"name":"x","a":-}'),
+    CALL % (b"1", b'{"name":"x","a":tru}'),
+    CALL % (b"1", b'{"name":"x","a":[1,]}'),
+    CALL % (b"1", b'{"name":"x","a":{"b":1,}}'),
+    CALL % (b"1", b'{"name":"x","a":{"b"}}'),
+    CALL % (b"1", b'{"name":"x",\n"a":1}'),  # a raw newline between tokens
+    CALL % (b"1", b'{"name":"x",\r"a":1}'),
+    CALL % (b"1", b'{"name":"x","a":[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[['
+               b'[[[[[[[[[[1]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]}'),
+    b'{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{"name":"x"}}',
+    b'{"jsonrpc":"2.0","id":1,"method":"tools/callx","params":{"name":"x"}}',
+    b'{"jsonrpc":"2.0 ","id":1,"method":"tools/call","params":{"name":"x"}}',
+    b'{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"x"},"extra":1}',
+    b'{"jsonrpc":"2.0","id":1,"id":2,"method":"tools/call","params":{"name":"x"}}',
+    b'{"jsonrpc":"2.0","method":"tools/call","params":{"name":"x"}}',  # a notification
+    b'{"jsonrpc":"2.0","id":1,"method":"tools/call"}',
+    b'{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"x"}} {}',
+    b'{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"x"}',
+    b'[{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"x"}}]',
+    b"", b"{", b"{}", b" ", b'{"',
+])
+def test_read_call_declines_what_it_does_not_read_the_common_way(
+        ms: ModuleType, message: bytes) -> None:
+    assert ms.read_call(message, 64) is None
+
+
+def test_read_call_counts_levels_as_the_depth_limit_does(ms: ModuleType) -> None:
+    message = CALL % (b"1", b'{"name":"x","arguments":{"a":[{}]}}')  # 5 levels
+    assert ms.read_call(message, 5) is not None
+    assert ms.read_call(message, 4) is None
+    assert ms.read_call(CALL % (b"1", b'{"name":"x"}'), 2) is not None
+    assert ms.read_call(CALL % (b"1", b'{"name":"x"}'), 1) is None
+
+
+def test_read_call_refuses_what_is_not_bytes(ms: ModuleType) -> None:
+    with pytest.raises(TypeError):
+        ms.read_call(CALL.decode(), 64)
+
+
+def _random_json(rng: random.Random, depth: int) -> bytes:
+    pick = rng.randrange(9 if depth < 6 else 6)
+    if pick == 0:
+        return rng.choice([b"0", b"-1", b"12.5", b"1e9", b"-0.0E+1", b"123456789012345678901"])
+    if pick == 1:
+        return rng.choice([b"true", b"false", b"null"])
+    if pick in (2, 3, 4, 5):
+        return rng.choice([b'"plain"', b'""', b'"\\u00e9\\t\\"\\\\\\/"', '"é中😀"'.encode(),
+                           b'"name"', b'"\\ud83d\\ude00"', b'"' + b"x" * rng.randrange(40)
+                           + b'"'])
+    if pick == 6:
+        return b"[" + b",".join(_random_json(rng, depth + 1)
+                                for _ in range(rng.randrange(4))) + b"]"
+    keys = [b'"a"', b'"name"', b'"arguments"', b'"_meta"', b'"uri"', b'"k\\u0065y"', b'"b"']
+    return b"{" + b",".join(rng.choice(keys) + b":" + _random_json(rng, depth + 1)
+                            for _ in range(rng.randrange(4))) + b"}"
+
+
+def _random_call(rng: random.Random) -> bytes:
+    members = [(b'"jsonrpc"', rng.choice([b'"2.0"'] * 8 + [b'"1.0"', b"2"])),
+               (b'"id"', rng.choice([b"1", b"-7", b'"s"', b"0", b"1.5", b"null",
+                                     b"99999999999999999999", b'"\\u0041"'])),
+               (b'"method"', rng.choice([b'"tools/call"'] * 8 + [b'"ping"'])),
+               (b'"params"', b'{"name":' + rng.choice([b'"echo"'] * 6 + [b'"\xc3\xa9"', b"1"])
+                + b"".join(b"," + rng.choice([b'"arguments"', b'"a"', b'"name"', b'"_meta"'])
+                           + b":" + _random_json(rng, 3) for _ in range(rng.randrange(3)))
+                + b"}")]
+    rng.shuffle(members)
+    if rng.random() < 0.1:
+        members.append(rng.choice(members))
+    if rng.random() < 0.05:
+        members.pop()
+    space = rng.choice([b"", b"", b" ", b"\t"])
+    message = b"{" + space + (b"," + space).join(
+        key + space + b":" + space + value for key, value in members) + space + b"}"
+    if rng.random() < 0.3:  # a byte changed, removed or added
+        at = rng.randrange(len(message))
+        change = bytes([rng.choice(b'{}[]",:\\ \n0a\xc3\x00\xff')])
+        message = rng.choice([message[:at] + change + message[at + 1:],
+                              message[:at] + message[at + 1:],
+                              message[:at] + change + message[at:]])
+    return message
+
+
+def test_read_call_agrees_with_the_parser_and_the_other_twin() -> None:
+    """On random calls and mutations of them, both twins read the same; and what they
+    read is what the parser reads: the message is valid (decoded at the same depth
+    limit), its id, method and params are those, and routing reads the same name and
+    nothing else it routes by."""
+    import mcpfast_ext.message_scan_py as pure
+
+    from mcpfast.gateway.call import route_params
+    implementations = [pure]
+    if os.environ.get("MCPFAST_NO_EXTENSIONS") != "1":
+        implementations.append(compiled("message_scan"))
+    rng = random.Random(17)
+    read = 0
+    for _ in range(6000):
+        message = _random_call(rng)
+        max_depth = rng.choice([64, 64, 5, 4, 3])
+        results = [impl.read_call(message, max_depth) for impl in implementations]
+        assert all(result == results[0] for result in results), (message, results)
+        result = results[0]
+        if result is None:
+            continue
+        read += 1
+        env = jsonrpc.decode(message, max_depth)
+        assert (env.jsonrpc, env.method) == ("2.0", "tools/call")
+        assert env.id == result[0] and type(env.id) is type(result[0])
+        assert bytes(env.params) == result[2]
+        head = route_params.decode(result[2])
+        assert head.name == result[1]
+        assert (head.uri, head.ref, head.cursor, head.meta) == (UNSET,) * 4
+        assert b"\n" not in message and b"\r" not in message
+        message.decode()  # UTF-8
+    assert read > 400, read
+
+
+# -- read_result and respond_as -----------------------------------------------------------
+@pytest.mark.parametrize(("line", "expected"), [
+    (HEAD + b'17,"result":{"content":[{"type":"text","text":"a \\"b\\" \\u00e9"}]}}', 17),
+    (HEAD + b'0,"result":{}}', 0),
+    (HEAD + b'999999999999999999,"result":[1, 2.5e-1, true, null, "x"]}', 10**18 - 1),
+    (HEAD + b'3,"result":"text"}', 3),
+    (HEAD + b'3,"result":null}', 3),
+    (HEAD + '3,"result":{"t":"é中"}}'.encode(), 3),
+])
+def test_read_result_reads_a_result_written_the_common_way(ms: ModuleType, line: bytes,
+                                                           expected: int) -> None:
+    assert ms.read_result(line) == expected
+
+
+@pytest.mark.parametrize("line", [
+    HEAD + b'01,"result":{}}', HEAD + b'-1,"result":{}}', HEAD + b'"a","result":{}}',
+    HEAD + b'1.0,"result":{}}', HEAD + b'1000000000000000000,"result":{}}',
+    HEAD + b'1,"error":{"code":1,"message":"m"}}', HEAD + b'1, "result":{}}',
+    HEAD + b'1,"result": {}}', HEAD + b'1,"result":{}} ', HEAD + b'1,"result":{}}\n',
+    HEAD + b'1,"result":{},"id":2}', HEAD + b'1,"result":{}', HEAD + b'1,"result":}',
+    HEAD + b'1,"result":{"a":"\\ud800"}}', HEAD + b'1,"result":{"a":"\xff"}}',
+    HEAD + b'1,"result":{"a":\n1}}', HEAD + b'1,"result":{"a":"\t"}}',
+    HEAD + b'1,"result":' + b"[" * 600 + b"]" * 600 + b"}",
+    b'{"id":1,"jsonrpc":"2.0","result":{}}', b'{"jsonrpc":"2.0","id":1}', b"", b"}",
+])
+def test_read_result_declines_the_rest(ms: ModuleType, line: bytes) -> None:
+    assert ms.read_result(line) is None
+
+
+def test_respond_as_writes_the_client_id_in_the_upstream_id_place(ms: ModuleType) -> None:
+    line = HEAD + b'123,"result":{"a":1}}'
+    assert ms.respond_as(line, 7) == HEAD + b'7,"result":{"a":1}}'
+    assert ms.respond_as(line, -(2**63)) == HEAD + b'-9223372036854775808,"result":{"a":1}}'
+    assert ms.respond_as(line, "r-1 x") == HEAD + b'"r-1 x","result":{"a":1}}'
+    assert ms.respond_as(line, "") == HEAD + b'"","result":{"a":1}}'
+    for refused in (2**63, True, None, 1.0, 'a"b', "a\\b", "é", "\x7f", "tab\t"):
+        assert ms.respond_as(line, refused) is None, refused
+    for other in (b'{"id":1,"jsonrpc":"2.0","result":{}}', HEAD + b'"s","result":{}}',
+                  HEAD + b"12", HEAD + b',"result":{}}'):
+        assert ms.respond_as(other, 1) is None
+
+
+def test_read_result_and_respond_as_agree_with_the_parser_and_the_other_twin() -> None:
+    """Random responses and mutations of them: both twins read and write the same, and
+    a result they read is one the parser reads, with that id, which the client gets
+    back as it came but for its own id."""
+    import mcpfast_ext.message_scan_py as pure
+    implementations = [pure]
+    if os.environ.get("MCPFAST_NO_EXTENSIONS") != "1":
+        implementations.append(compiled("message_scan"))
+    rng = random.Random(19)
+    read = 0
+    for _ in range(6000):
+        upstream_id = rng.choice([b"0", b"1", b"42", b"123456789012345678", b"01", b"-3"])
+        value = _random_json(rng, rng.choice([1, 1, 3, 5]))
+        line = rng.choice([HEAD + upstream_id + b',"result":' + value + b"}",
+                           HEAD + upstream_id + b',"result":' + value + b"}",
+                           b'{"jsonrpc":"2.0","result":' + value + b',"id":' + upstream_id
+                           + b"}"])
+        if rng.random() < 0.3:
+            at = rng.randrange(len(line))
+            change = bytes([rng.choice(b'{}[]",:\\ \n0a\xc3\x00\xff')])
+            line = rng.choice([line[:at] + change + line[at + 1:], line[:at] + line[at + 1:],
+                               line[:at] + change + line[at:]])
+        results = [impl.read_result(line) for impl in implementations]
+        assert all(result == results[0] for result in results), (line, results)
+        client_id = rng.choice([5, -5, "s", 'q"', 2**70])
+        written = [impl.respond_as(line, client_id) for impl in implementations]
+        assert all(each == written[0] for each in written), (line, written)
+        if results[0] is None:
+            continue
+        read += 1
+        env = jsonrpc.decode(line, None)
+        assert env.id == results[0] and env.error is UNSET and env.method is UNSET
+        answer = msgspec.json.decode(written[0]) if written[0] is not None else None
+        if answer is not None:
+            assert answer == {**msgspec.json.decode(line), "id": client_id}
+    assert read > 1000, read
+
+
+def test_both_read_as_deep_as_a_message_may_nest(ms: ModuleType) -> None:
+    """At the deepest ``listen.max_json_depth`` (512) and ``RESULT_DEPTH``, without
+    running out of stack in either twin."""
+    def nested(levels: int) -> bytes:
+        return b"[" * levels + b"]" * levels
+    call_at = CALL % (b"1", b'{"name":"x","a":' + nested(510) + b"}")  # 512 levels
+    assert ms.read_call(call_at, 512) is not None
+    assert ms.read_call(call_at, 511) is None
+    result_at = HEAD + b'1,"result":' + nested(ms.RESULT_DEPTH - 1) + b"}"
+    assert ms.read_result(result_at) == 1
+    assert ms.read_result(HEAD + b'1,"result":' + nested(ms.RESULT_DEPTH) + b"}") is None
