@@ -18,6 +18,9 @@ from typing import Any
 import msgspec
 from msgspec import UNSET, Raw, UnsetType
 
+import mcpfast_ext
+from mcpfast_ext import message_scan
+
 from ..config import Config
 from ..protocol import jsonrpc
 from ..protocol.jsonrpc import Envelope
@@ -63,6 +66,8 @@ from .subscriptions import Subscriptions
 
 log = logging.getLogger("mcpfast.gateway")
 _any = msgspec.json.Decoder()
+# A client's common tools/call read in one pass (the twin is slower than the parser).
+_read_call = message_scan.read_call if mcpfast_ext.IMPLEMENTATION == "compiled" else None
 LEGACY = 1
 """A method of the legacy era (2025-11-25 and earlier)."""
 MODERN = 2
@@ -147,6 +152,12 @@ class Requests:
         session.bytes_in += len(data)
         self.counters.messages_in += 1
         if env is None:
+            if _read_call is not None and session.era != "modern":
+                call = _read_call(data, self.max_json_depth)
+                if call is not None:
+                    self.counters.requests += 1
+                    self._read_tools_call(session, *call)
+                    return
             try:
                 env = jsonrpc.decode(data, self.max_json_depth)
             except jsonrpc.MessageError as exc:
@@ -178,6 +189,22 @@ class Requests:
             log.exception("internal error handling %s from session %s", method, session.id)
             if env.id not in session.inflight and env.id not in session.listens:
                 self.send_error(session, env.id, jsonrpc.INTERNAL_ERROR, "Internal error")
+
+    def _read_tools_call(self, session: DownstreamSession, client_id: int | str, name: str,
+                         params: bytes) -> None:
+        """A legacy session's ``tools/call`` that ``read_call`` read whole (its id, the
+        tool's name and params' bytes): forwarded at once when ``_express`` takes it,
+        otherwise dispatched with what was read, as ``_dispatch`` would have read it."""
+        head = RouteParams(name=name)
+        try:
+            if not self._express(session, client_id, name, UNSET, params, head, None):
+                self._dispatch_legacy(session, "tools/call", Envelope(
+                    jsonrpc="2.0", id=client_id, method="tools/call", params=Raw(params)),
+                    head)
+        except Exception:
+            log.exception("internal error handling tools/call from session %s", session.id)
+            if client_id not in session.inflight and client_id not in session.listens:
+                self.send_error(session, client_id, jsonrpc.INTERNAL_ERROR, "Internal error")
 
     def batch(self, session: DownstreamSession, data: bytes,
               deliver: Deliver | None = None) -> Batch | bool:
@@ -217,9 +244,12 @@ class Requests:
         return run_batch(session, items, deliver, lambda item: self.handle(session, item),
                          limits.client_buffer_bytes)
 
-    def _express(self, session: DownstreamSession, env: Envelope, head: RouteParams) -> bool:
-        """The common ``tools/call`` (``head``: the routing part of its params, which
-        has no ``_meta``), forwarded in one step: a legacy session's call to a tool on
+    def _express(self, session: DownstreamSession, client_id: Any, name: Any, uri: Any,
+                 params: Raw | bytes, head: RouteParams, env: Envelope | None) -> bool:
+        """The common ``tools/call`` (``name`` and ``uri``: the routing part of its
+        params, which has no ``_meta``; ``head``, that part as decoded; ``env``, its
+        envelope, None when ``read_call`` read it), forwarded in one step: a legacy
+        session's call to a tool on
         an upstream of the same era with one connection, while neither tracing nor the
         gateway's state (drain, overload) asks for more; the policy chain runs as on
         the general path. A tool the router renamed (a prefixed name) reaches the
@@ -228,7 +258,6 @@ class Requests:
         (``_dispatch_legacy`` to ``_forward``) would do, without its calls. False,
         having done nothing, for any other call: the general path then takes it, errors
         included."""
-        name = head.name
         if type(name) is not str or self.tracing is not None or not session.initialized:
             return False
         gw = self.gw
@@ -238,21 +267,24 @@ class Requests:
         if route is None:
             return False
         upstream, upstream_name = route
-        client_id: Any = env.id
         if self.id_taken(session, client_id):
             return True  # answered, as ``_forward`` would have answered it
         if upstream.choose or upstream.era == "modern":
             return False
-        uri = head.uri
-        req = Request(session, env, client_id, "tools/call", name,  # type: ignore[arg-type]
-                      None if uri is UNSET else uri, False, head)  # type: ignore[arg-type]
+        req = Request(session, NO_ENVELOPE, client_id, "tools/call", name,
+                      None if uri is UNSET else uri, False, head)
         checks = self.checks
-        if checks and self._refused(req, upstream):
-            return True
-        req.env = NO_ENVELOPE
-        params: Raw | bytes | UnsetType = env.params
-        if upstream_name != name or (checks and may_repeat_a_name(params)):
-            full = _any.decode(params)  # type: ignore[arg-type]
+        if checks:
+            # A refused request's record keeps its envelope, as on the general path.
+            req.env = env or Envelope(jsonrpc="2.0", id=client_id, method="tools/call",
+                                      params=Raw(params))
+            if self._refused(req, upstream):
+                return True
+            req.env = NO_ENVELOPE
+        # read_call read params' members: none is named twice or with escapes.
+        if upstream_name != name or (
+                checks and env is not None and may_repeat_a_name(params)):
+            full = _any.decode(params)
             self._rename(full, ("name", upstream_name))
             params = jsonrpc.encode(full)
         sent = upstream.forward(req, session, "tools/call", params)
@@ -289,7 +321,8 @@ class Requests:
                 if meta.protocolVersion is not UNSET:
                     self._dispatch_modern(session, method, env)
                     return
-            elif method == "tools/call" and self._express(session, env, head):
+            elif method == "tools/call" and self._express(
+                    session, env.id, head.name, head.uri, env.params, head, env):  # type: ignore[arg-type]
                 return
         self._dispatch_legacy(session, method, env, head)
 

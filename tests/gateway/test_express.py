@@ -16,6 +16,7 @@ import msgspec
 import pytest
 
 from bench.micro.fakes import gateway_in_process, initialized_session
+from mcpfast.gateway import requests
 from mcpfast.gateway.requests import Requests
 
 
@@ -168,6 +169,8 @@ def exchange(tmp_path: Path, state: str, express: bool,
     if not express:
         with pytest.MonkeyPatch.context() as patch:
             patch.setattr(Requests, "_express", lambda *args: False)
+            # Every message parsed, none read by message_scan.read_call.
+            patch.setattr(requests, "_read_call", None)
             return asyncio.run(main())
     return asyncio.run(main())
 
