@@ -45,6 +45,7 @@ from .subscriptions import Subscriptions
 log = logging.getLogger("mcpfast.gateway")
 _any = msgspec.json.Decoder()
 _splice = message_scan.splice_response if mcpfast_ext.IMPLEMENTATION == "compiled" else None
+_respond_as = message_scan.respond_as if mcpfast_ext.IMPLEMENTATION == "compiled" else None
 """Compiled, splicing a client's id into a response costs a tenth of re-encoding it; the
 pure twin costs more than re-encoding, so without the extension responses are encoded."""
 
@@ -77,8 +78,23 @@ class Relay:
         self.mrtr = mrtr
         self._unattributed_logged: set[tuple[str, str]] = set()
 
-    def answered(self, upstream: Upstream, pending: Request, env: Envelope,
+    def answered(self, upstream: Upstream, pending: Request, env: Envelope | None,
                  line: bytes) -> None:
+        if env is None:
+            # A result read_result read: the client's id written in the upstream's place
+            # when nothing reshapes it; parsed as any other answer otherwise.
+            if pending.parked is None and pending.shape == SHAPE_NONE:
+                data = _respond_as(line, pending.id)  # type: ignore[misc]
+                if data is not None:
+                    session = pending.session
+                    session.inflight.pop(pending.id, None)
+                    if pending.log_level is not None:
+                        self.log_levels.release(upstream, pending.log_level)
+                    if not session.closed:
+                        self.answer(session, pending.id, data, False)
+                    self.ended(upstream, pending, ANSWERED)
+                    return
+            env = jsonrpc.decode(line, None)
         if pending.parked is not None:
             self.mrtr.settled_while_parked(pending.parked, env)
             return

@@ -91,11 +91,12 @@ def deliver_lines(upstream: Any, framer: LineFramer, data: bytes) -> None:
 class UpstreamEvents(Protocol[CallT]):
     """What an upstream hands up: the gateway core implements it."""
 
-    def answered(self, upstream: Upstream[CallT], call: CallT, env: Envelope,
+    def answered(self, upstream: Upstream[CallT], call: CallT, env: Envelope | None,
                  line: bytes) -> None:
         """The upstream answered ``call`` (``env`` is its response, id unchanged;
         ``line`` the message as the upstream wrote it, or empty when the gateway made
-        ``env`` in its place)."""
+        ``env`` in its place). ``env`` is None for a result ``message_scan.read_result``
+        read in ``line``: valid, and laid out as ``respond_as`` takes it."""
         ...
 
     def abandoned(self, upstream: Upstream[CallT], call: CallT) -> None:

@@ -348,7 +348,6 @@ def test_read_call_agrees_with_the_parser_and_the_other_twin() -> None:
     limit), its id, method and params are those, and routing reads the same name and
     nothing else it routes by."""
     import mcpfast_ext.message_scan_py as pure
-
     from mcpfast.gateway.call import route_params
     implementations = [pure]
     if os.environ.get("MCPFAST_NO_EXTENSIONS") != "1":

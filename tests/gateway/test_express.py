@@ -18,6 +18,7 @@ import pytest
 from bench.micro.fakes import gateway_in_process, initialized_session
 from mcpfast.gateway import requests
 from mcpfast.gateway.requests import Requests
+from mcpfast.upstream import connection
 
 
 class RecordingWriter:
@@ -140,9 +141,11 @@ def exchange(tmp_path: Path, state: str, express: bool,
             if message is not None:
                 gateway.handle(session, message)
             elif upstream.pending:
-                upstream.on_message(json.dumps({
-                    "jsonrpc": "2.0", "id": min(upstream.pending),
-                    "result": {"content": []}}).encode())
+                answer = {"jsonrpc": "2.0", "id": min(upstream.pending),
+                          "result": {"content": []}}
+                # Written compactly (as message_scan.read_result reads it), or not.
+                upstream.on_message(msgspec.json.encode(answer) if answer["id"] % 2
+                                    else json.dumps(answer).encode())
         # Nothing failed inside the gateway on either path (an error there would be
         # answered alike by both, and prove nothing).
         assert not any(b'"code":-32603' in data for data in to_client), to_client
@@ -169,8 +172,9 @@ def exchange(tmp_path: Path, state: str, express: bool,
     if not express:
         with pytest.MonkeyPatch.context() as patch:
             patch.setattr(Requests, "_express", lambda *args: False)
-            # Every message parsed, none read by message_scan.read_call.
+            # Every message parsed, none read by message_scan (read_call, read_result).
             patch.setattr(requests, "_read_call", None)
+            patch.setattr(connection, "_read_result", None)
             return asyncio.run(main())
     return asyncio.run(main())
 

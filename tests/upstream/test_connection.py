@@ -12,6 +12,8 @@ from typing import Any
 import pytest
 from msgspec import UNSET
 
+from mcpfast.protocol import jsonrpc
+from mcpfast.protocol.jsonrpc import Envelope
 from mcpfast.upstream.connection import Connection, Hooks, UpstreamError
 
 from ..conftest import run
@@ -49,11 +51,19 @@ class Writer:
         return [json.loads(line) for line in stream.split(b"\n")[:-1]]
 
 
+def answer_of(env: Envelope | None, line: bytes) -> Any:
+    """What an answer carries; ``env`` is None for a result message_scan.read_result
+    read in ``line`` (the connection's hooks take it so)."""
+    if env is None:
+        env = jsonrpc.decode(line, None)
+        assert env.error is UNSET
+    return json.loads(bytes(env.result if env.error is UNSET else env.error))  # type: ignore[arg-type]
+
+
 def connection() -> tuple[Connection[Call], Writer, list[tuple[str, Any]]]:
     seen: list[tuple[str, Any]] = []
     hooks: Hooks[Call] = Hooks(
-        lambda call, env, line: seen.append(("answered", (
-            call.name, json.loads(bytes(env.result if env.error is UNSET else env.error)))))
+        lambda call, env, line: seen.append(("answered", (call.name, answer_of(env, line))))
         or setattr(call, "line", line),
         lambda call: seen.append(("abandoned", call.name)),
         lambda call: seen.append(("timed_out", call.name)),

@@ -31,6 +31,7 @@ from mcp.types import (
 from msgspec import UNSET
 
 from mcpfast.config import UpstreamConfig
+from mcpfast.protocol import jsonrpc
 from mcpfast.upstream.streamable import ANSWERED_STREAM_GRACE, StreamableHttpUpstream
 
 from ..conftest import (
@@ -259,6 +260,8 @@ class Events:
         self.ready = asyncio.Event()
 
     def answered(self, upstream: Any, call: Any, env: Any, line: bytes) -> None:
+        if env is None:  # a result message_scan.read_result read (UpstreamEvents)
+            env = jsonrpc.decode(line, None)
         self.answers[call.number] = msgspec.json.decode(
             env.result if env.error is UNSET else env.error)
 
@@ -293,6 +296,8 @@ class EveryAnswer(Events):
         self.every: list[tuple[int, Any]] = []
 
     def answered(self, upstream: Any, call: Any, env: Any, line: bytes) -> None:
+        if env is None:
+            env = jsonrpc.decode(line, None)
         self.every.append((call.number, msgspec.json.decode(env.result)))
 
     def failed(self, upstream: Any, call: Any, message: str) -> None:
