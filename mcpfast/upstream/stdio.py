@@ -289,7 +289,8 @@ class StdioUpstream(Upstream[CallT]):
             raise UpstreamError(-32000, str(exc)) from None
         protocol = _PipeProtocol(self)
         try:
-            process = ChildProcess(argv, protocol, cwd=self.config.cwd, env=env)
+            process = ChildProcess(argv, protocol, cwd=self.config.cwd, env=env,
+                                   wide_stdin=self.config.mode == "shared")
         except OSError as exc:
             # The OS message would name the resolved path, which may be a secret.
             raise UpstreamError(-32000, f"cannot start {self.shown_command[0]!r}: "

@@ -4,6 +4,7 @@ its exit, owned by the gateway whatever the event loop."""
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import os
 import subprocess
 import sys
@@ -16,6 +17,7 @@ import uvloop
 
 from mcpfast.upstream.process import (
     PF_EXITING,
+    STDIN_PIPE_SIZE,
     WATCHED,
     ChildProcess,
     PipeWriter,
@@ -83,6 +85,28 @@ def test_a_process_is_spoken_to_and_collected(loop_run: Any) -> None:
             except OSError:
                 continue
             raise AssertionError(f"fd {fd} is still open")
+    loop_run(main)
+
+
+@pytest.mark.parametrize("wide", [True, False])
+def test_a_shared_servers_stdin_pipe_holds_what_a_loaded_turn_writes(
+        loop_run: Any, wide: bool) -> None:
+    """A shared server's stdin takes STDIN_PIPE_SIZE (256 KiB) before the gateway must
+    buffer and watch it; a per_session server's keeps the default, and its share of
+    the user's pipe pages. The server here reads nothing."""
+    async def main() -> None:
+        events = Events()
+        child = ChildProcess([sys.executable, "-c", "import time; time.sleep(60)"], events,
+                             cwd=None, env=dict(os.environ), wide_stdin=wide)
+        child.connect()
+        assert child.stdin is not None
+        size = fcntl.fcntl(child.stdin.fd, fcntl.F_GETPIPE_SZ)
+        assert size == (STDIN_PIPE_SIZE if wide else 65536)
+        child.stdin.write(b"x" * 200_000)  # more than the default holds
+        assert (child.stdin.get_write_buffer_size() == 0) == wide
+        child.kill()
+        await asyncio.wait_for(events.exited.wait(), 15)
+        child.close()
     loop_run(main)
 
 
