@@ -26,39 +26,34 @@ class LineFramer:
         """Return the complete lines in ``data`` (without the newline and the blanks
         around it; a line of blanks only is dropped), with ``OVERSIZED`` where a line
         exceeded the limit."""
+        # One split in C for the whole read: its last part is what follows the last
+        # newline (empty when the read ends with one), the start of the next line.
+        lines = data.split(b"\n")
+        tail = lines.pop()
         buf = self._buf
-        if not buf and not self._skipping and data.endswith(b"\n") and len(data) <= self._max:
-            # Fast path: the common case of whole lines arriving in one read.
-            return _strip(data.split(b"\n"))
-        out: list[bytes | None] = []
-        start = 0
-        end = len(data)
-        while start < end:
-            nl = data.find(b"\n", start)
-            if nl < 0:
-                if not self._skipping:
-                    buf += data[start:]
-                    if len(buf) > self._max:
-                        buf.clear()
-                        self._skipping = True
-                        out.append(OVERSIZED)
-                break
-            if self._skipping:
+        out: list[bytes | None]
+        if lines:
+            if self._skipping:  # the rest of an oversized line
                 self._skipping = False
+                lines[0] = b""
+            elif buf:
+                buf += lines[0]
+                lines[0] = bytes(buf)
+                buf.clear()
+            if len(data) + len(lines[0]) <= self._max:  # no line can be oversized
+                out = _strip(lines)
             else:
-                if buf:
-                    buf += data[start:nl]
-                    line = bytes(buf)
-                    buf.clear()
-                else:
-                    line = data[start:nl]
-                if len(line) > self._max:
-                    out.append(OVERSIZED)
-                else:
-                    line = line.strip(BLANK)
-                    if line:
-                        out.append(line)
-            start = nl + 1
+                out = [OVERSIZED if len(line) > self._max else line.strip(BLANK)
+                       for line in lines]
+                out = [line for line in out if line is OVERSIZED or line]
+        else:
+            out = []
+        if tail and not self._skipping:
+            buf += tail
+            if len(buf) > self._max:
+                buf.clear()
+                self._skipping = True
+                out.append(OVERSIZED)
         return out
 
     def rest(self) -> bytes:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+
 import msgspec
 import pytest
 
@@ -63,6 +65,32 @@ def test_line_framer() -> None:
     assert f.rest() == b"" and f.buffered == 0
     assert f.feed(b"x" * 11) == [OVERSIZED] and f.rest() == b""
     assert f.feed(b"ok\n") == [b"ok"]
+
+
+def test_line_framer_reads_a_stream_alike_however_it_is_cut() -> None:
+    """Random streams fed in random pieces: the lines come out as the stream's lines
+    read whole would, each oversized one (the last, unfinished, included) once."""
+    rng = random.Random(23)
+    for _ in range(500):
+        limit = rng.choice([4, 10, 64])
+        stream = b"".join(rng.choice([b"\n", b" ", b"\t", b"\r", b"{}", b"ab", b"x" * 9,
+                                      b"y" * 70]) for _ in range(rng.randrange(40)))
+        *complete, unfinished = stream.split(b"\n")
+        expected: list[bytes | None] = [
+            OVERSIZED if len(line) > limit else line.strip(b" \t\r") for line in complete]
+        expected = [line for line in expected if line is OVERSIZED or line]
+        if len(unfinished) > limit:
+            expected.append(OVERSIZED)
+        framer = LineFramer(limit)
+        got: list[bytes | None] = []
+        at = 0
+        while at < len(stream):
+            size = rng.choice([1, 2, 5, 13, 100, 1000])
+            got += framer.feed(stream[at:at + size])
+            at += size
+        assert got == expected, (limit, stream)
+        assert framer.rest() == (b"" if len(unfinished) > limit
+                                 else unfinished.strip(b" \t\r"))
 
 
 def test_http_reader_pipelined_and_upgrade() -> None:
