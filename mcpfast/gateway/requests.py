@@ -249,10 +249,9 @@ class Requests:
         """The common ``tools/call`` (``name`` and ``uri``: the routing part of its
         params, which has no ``_meta``; ``head``, that part as decoded; ``env``, its
         envelope, None when ``read_call`` read it), forwarded in one step: a legacy
-        session's call to a tool on
-        an upstream of the same era with one connection, while neither tracing nor the
-        gateway's state (drain, overload) asks for more; the policy chain runs as on
-        the general path. A tool the router renamed (a prefixed name) reaches the
+        session's call to a tool on an upstream of the same era with one connection,
+        while neither tracing nor the gateway's state (drain, overload) asks for more;
+        the policy chain runs as on the general path. A tool the router renamed (a prefixed name) reaches the
         upstream under its own name, its params encoded again as on the general path;
         any other call's params go on byte for byte. It is what the general path
         (``_dispatch_legacy`` to ``_forward``) would do, without its calls. False,
