@@ -251,12 +251,12 @@ class Requests:
         envelope, None when ``read_call`` read it), forwarded in one step: a legacy
         session's call to a tool on an upstream of the same era with one connection,
         while neither tracing nor the gateway's state (drain, overload) asks for more;
-        the policy chain runs as on the general path. A tool the router renamed (a prefixed name) reaches the
-        upstream under its own name, its params encoded again as on the general path;
-        any other call's params go on byte for byte. It is what the general path
-        (``_dispatch_legacy`` to ``_forward``) would do, without its calls. False,
-        having done nothing, for any other call: the general path then takes it, errors
-        included."""
+        the policy chain runs as on the general path. A tool the router renamed (a
+        prefixed name) reaches the upstream under its own name, its params encoded
+        again as on the general path; any other call's params go on byte for byte. It
+        is what the general path (``_dispatch_legacy`` to ``_forward``) would do,
+        without its calls. False, having done nothing, for any other call: the general
+        path then takes it, errors included."""
         if type(name) is not str or self.tracing is not None or not session.initialized:
             return False
         gw = self.gw

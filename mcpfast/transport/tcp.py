@@ -85,6 +85,7 @@ class TcpConnection(ClientProtocol):
     # should cost the gateway as little memory as possible.
     __slots__ = (
         "_deadline",
+        "_loop",
         "_phase",
         "_timer",
         "address",
@@ -131,7 +132,9 @@ class TcpConnection(ClientProtocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports implement asyncio.Transport without subclassing it.
         self.transport = transport  # type: ignore[assignment]
-        loop = asyncio.get_running_loop()
+        # Kept: on Python 3.11 asyncio.get_running_loop() makes a getpid system call,
+        # which every request's deadline would pay.
+        loop = self._loop = asyncio.get_running_loop()
         peer = transport.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
         address = str(peer[0]) if isinstance(peer, tuple) else self.peer
@@ -201,7 +204,7 @@ class TcpConnection(ClientProtocol):
                 break
         if requests and self.exchange is None and self.ws is None and self._phase == IDLE:
             # Every request of this read was answered at once: wait for the next one.
-            self._set_deadline(asyncio.get_running_loop().time()
+            self._set_deadline(self._loop.time()
                                + self.limits.keepalive_timeout)
         if self._phase == BODY and reader.continue_expected:
             self._continue_if_due()
@@ -231,7 +234,7 @@ class TcpConnection(ClientProtocol):
 
     # -- deadlines -----------------------------------------------------------------------
     def _reader_phase_changed(self) -> None:
-        now = asyncio.get_running_loop().time()
+        now = self._loop.time()
         if self._phase == HEAD:
             self._set_deadline(now + self.limits.header_timeout)
         elif self._phase == BODY:
@@ -249,15 +252,15 @@ class TcpConnection(ClientProtocol):
         if timer is None or timer.when() > deadline:
             if timer is not None:
                 timer.cancel()
-            self._timer = asyncio.get_running_loop().call_at(deadline, self._on_deadline)
+            self._timer = self._loop.call_at(deadline, self._on_deadline)
 
     def _on_deadline(self) -> None:
         self._timer = None
         deadline = self._deadline
         if deadline is None or self.transport is None:
             return
-        if asyncio.get_running_loop().time() < deadline - 0.001:
-            self._timer = asyncio.get_running_loop().call_at(deadline, self._on_deadline)
+        if self._loop.time() < deadline - 0.001:
+            self._timer = self._loop.call_at(deadline, self._on_deadline)
             return
         self._deadline = None
         if self.ws is not None:
@@ -295,7 +298,7 @@ class TcpConnection(ClientProtocol):
             return  # closing: the close timer rules now
         if buffered:
             if self._deadline is None or completed:
-                self._set_deadline(asyncio.get_running_loop().time()
+                self._set_deadline(self._loop.time()
                                    + self.limits.body_timeout)
         elif self._deadline is not None:
             self._deadline = None
@@ -407,7 +410,7 @@ class TcpConnection(ClientProtocol):
             if not queue and self.transport is not None:
                 self.resume(PAUSED_BY_PIPELINE)
         if self.exchange is None and self.ws is None and self._phase == IDLE:
-            self._set_deadline(asyncio.get_running_loop().time()
+            self._set_deadline(self._loop.time()
                                + self.limits.keepalive_timeout)
         if self._phase == BODY:
             self._continue_if_due()  # asked for while this exchange was answered
@@ -435,7 +438,7 @@ class TcpConnection(ClientProtocol):
         self._deadline = None
         if self._timer is not None:
             self._timer.cancel()
-        self._timer = asyncio.get_running_loop().call_later(
+        self._timer = self._loop.call_later(
             LINGER_TIMEOUT, self._close_transport)
         if transport.can_write_eof():
             transport.write_eof()
@@ -465,7 +468,7 @@ class TcpConnection(ClientProtocol):
                     ws.fail(1003, "MCP messages are JSON text; binary frames are not accepted")
                 if session is not None and session.owes_answers:
                     self.pause(PAUSED_BY_FAILURE)
-                    asyncio.get_running_loop().call_later(ANSWER_TIMEOUT,
+                    self._loop.call_later(ANSWER_TIMEOUT,
                                                           self._answers_overdue)
                 break
         if ws.pings_received != pings and session is not None:
@@ -496,7 +499,7 @@ class TcpConnection(ClientProtocol):
             elif ws.state is FAILING and ws.send_text(data):
                 # An answer owed from before a protocol error. Whether it was the last
                 # one is known once every message of the read that failed is handled.
-                asyncio.get_running_loop().call_soon(self._flush_frames)
+                self._loop.call_soon(self._flush_frames)
 
     def _answers_overdue(self) -> None:
         """The requests received before a protocol error were not all answered in time:
@@ -530,7 +533,7 @@ class TcpConnection(ClientProtocol):
         self._deadline = None
         if self._timer is not None:
             self._timer.cancel()
-        self._timer = asyncio.get_running_loop().call_later(
+        self._timer = self._loop.call_later(
             CLOSE_TIMEOUT, self._abort, "no close frame from the peer")
 
     def _close_transport(self) -> None:

@@ -37,7 +37,7 @@ class UnixConnection(ClientProtocol):
     to be sent to it is bounded, and a message begun must end within body_timeout."""
 
     __slots__ = (
-        "_partial_since",
+        "_loop",
         "_timer",
         "admitted",
         "core",
@@ -66,13 +66,15 @@ class UnixConnection(ClientProtocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports implement asyncio.Transport without subclassing it.
         self.transport = transport  # type: ignore[assignment]
+        # Kept: on Python 3.11 asyncio.get_running_loop() makes a getpid system call.
+        self._loop = asyncio.get_running_loop()
         refused = self.core.admission.admit(None)
         if refused is not None:
             log.warning("refused a unix-socket connection: %s", refused)
             transport.close()
             return
         self.admitted = True
-        self.writer = CoalescingWriter(self.transport, asyncio.get_running_loop(),  # type: ignore[arg-type]
+        self.writer = CoalescingWriter(self.transport, self._loop,  # type: ignore[arg-type]
                                        self.limits.client_buffer_bytes, self._overflow)
         self.listener.connections.add(self)
         identity, peer = _peer_credentials(transport)
@@ -86,7 +88,7 @@ class UnixConnection(ClientProtocol):
                                                      f"Forbidden: {refused}") + b"\n")
             self.writer.flush()
             self.transport.write_eof()  # type: ignore[union-attr]
-            self._timer = asyncio.get_running_loop().call_later(
+            self._timer = self._loop.call_later(
                 REFUSED_LINGER, self.transport.close)  # type: ignore[union-attr]
             return
         self.session = self.core.open_session("unix", peer, self.send, self.close, self,
@@ -117,7 +119,7 @@ class UnixConnection(ClientProtocol):
                 self._timer.cancel()
                 self._timer = None
             if self._timer is None:
-                self._timer = asyncio.get_running_loop().call_later(
+                self._timer = self._loop.call_later(
                     self.limits.body_timeout, self._partial_timeout)
         elif self._timer is not None:
             self._timer.cancel()
