@@ -212,7 +212,8 @@ async def drain_endpoint(request: web.Request) -> web.Response:
     name, index = request.match_info["name"], request.match_info["index"]
     upstream = gw.upstreams.get(name)
     balancer = upstream.balancer if upstream is not None else None
-    if balancer is None or not index.isdigit() or int(index) >= len(balancer.endpoints):
+    if balancer is None or not (index.isascii() and index.isdigit()) or len(index) > 6 \
+            or int(index) >= len(balancer.endpoints):
         return web.json_response({"error": f"upstream {name!r} has no endpoint {index!r}"},
                                  status=404)
     drained = request.path.endswith("/drain")

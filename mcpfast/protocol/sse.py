@@ -45,7 +45,9 @@ def priming(event_id: str, retry_ms: int) -> bytes:
 def split_event_id(event_id: str) -> tuple[str, int] | None:
     """``<stream>_<seq>`` back into its parts, or None when it is not one of ours."""
     stream, sep, seq = event_id.strip().rpartition("_")
-    if not sep or not stream or not seq.isdigit():
+    # ASCII digits only ("²" is a digit to str.isdigit, not to int), and few of them
+    # (int() refuses more than 4300).
+    if not sep or not stream or not (seq.isascii() and seq.isdigit()) or len(seq) > 18:
         return None
     return stream, int(seq)
 

@@ -262,6 +262,31 @@ def test_get_stream_delivers_list_changed_and_resumes(gateway: GatewayProcess) -
     run(main())
 
 
+@pytest.mark.parametrize("last", [b"1_\xb2", b"1_" + "\u0661".encode(), b"1_" + b"9" * 5000])
+def test_a_last_event_id_that_is_not_ours_is_refused_as_such(
+        gateway: GatewayProcess, last: bytes) -> None:
+    """A Last-Event-ID whose sequence is not ASCII digits ("²" and the Arabic-Indic
+    one are digits to str.isdigit), or too long for int, names no event: 400, as any
+    other unknown id, not a traceback and a 500."""
+    host, port = gateway.http_url.split("//", 1)[1].split("/", 1)[0].rsplit(":", 1)
+
+    async def main() -> bytes:
+        async with aiohttp.ClientSession() as http:
+            sid = await initialize(http, gateway.http_url)
+        reader, writer = await asyncio.open_connection(host, int(port))
+        writer.write(b"GET /mcp HTTP/1.1\r\nHost: %b:%b\r\nAccept: text/event-stream\r\n"
+                     b"Mcp-Session-Id: %b\r\nMCP-Protocol-Version: 2025-11-25\r\n"
+                     b"Last-Event-ID: %b\r\nConnection: close\r\n\r\n"
+                     % (host.encode(), port.encode(), sid.encode(), last))
+        answer = await reader.read()
+        writer.close()
+        return answer
+    answer = run(main())
+    assert answer.startswith(b"HTTP/1.1 400 "), answer[:200]
+    assert b"cannot resume" in answer
+    assert "Traceback" not in gateway.log()
+
+
 def test_sse_keepalive_comments(gateway_factory: Any) -> None:
     gw = gateway_factory(LEGACY, listen={"http": {"sse_keepalive": 0.2}})
 
