@@ -67,9 +67,10 @@ async def sweep_forever(gw: Swept) -> None:
         for session in list(gw.sessions.values()):
             if session.id in idle_closed:
                 continue
-            if session.inflight or session.listens:
-                # Waiting for an answer, or holding a stream, is not idleness: the
-                # idle time starts again when the last request ends (to a sweep).
+            if session.inflight or session.listens or session.subscriptions:
+                # Waiting for an answer, or for what a stream or a resource subscription
+                # brings, is not idleness: the idle time starts again when the last
+                # request, stream or subscription ends (to a sweep).
                 session.last_activity = now
                 continue
             if session.idle_for(now) > idle:

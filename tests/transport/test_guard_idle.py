@@ -1,6 +1,7 @@
 """``listen.idle_timeout``: a client that sends nothing for that long is closed (1001
-"idle timeout"), but not while the gateway is working for it or it holds a listen
-stream open. Timed against the configured value, with the sweeper's resolution."""
+"idle timeout"), but not while the gateway is working for it, or it holds a listen
+stream open or a resource subscription. Timed against the configured value, with the
+sweeper's resolution."""
 
 from __future__ import annotations
 
@@ -88,5 +89,20 @@ def test_a_client_holding_a_listen_stream_is_not_idle(gw: GatewayProcess) -> Non
             with pytest.raises(TimeoutError):
                 await asyncio.wait_for(c.ws.recv(), IDLE * 3)
             await c.notify("notifications/cancelled", {"requestId": "L"})
+            await closed_after(c.ws, time.monotonic())
+    run(body())
+
+
+def test_a_client_subscribed_to_a_resource_is_not_idle(gw: GatewayProcess) -> None:
+    """It waits for the resource's updates (resources/subscribe), as a listen stream's
+    holder waits for its notifications; once it unsubscribes, it is idle again."""
+    async def body() -> None:
+        async with ws_client(gw.ws_url) as c:
+            await c.initialize()
+            uri = "rec://rec/doc"
+            assert "result" in await c.request("resources/subscribe", {"uri": uri})
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(c.ws.recv(), IDLE * 3)
+            assert "result" in await c.request("resources/unsubscribe", {"uri": uri})
             await closed_after(c.ws, time.monotonic())
     run(body())
