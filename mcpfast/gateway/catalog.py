@@ -64,7 +64,10 @@ class Catalog:
                 res = caps.setdefault("resources", {"listChanged": True})
                 if (theirs["resources"] or {}).get("subscribe"):
                     res["subscribe"] = True
-            if "logging" in theirs:
+            if "logging" in theirs or upstream.era == "modern":
+                # A 2026-07-28 server logs when a request asks it to (its _meta's log
+                # level, which the gateway sets from a legacy client's setLevel): the
+                # gateway, which then sends notifications/message, declares logging.
                 caps["logging"] = {}
             if "completions" in theirs:
                 caps["completions"] = {}

@@ -227,8 +227,11 @@ def test_input_required_passes_straight_through(modern_gateway: GatewayProcess) 
 def test_legacy_client_to_modern_upstream(modern_gateway: GatewayProcess) -> None:
     async def body() -> None:
         async with unix_client(modern_gateway.unix_path) as c:
-            await c.initialize(capabilities={"roots": {}},
-                               clientInfo={"name": "old", "version": "1"})
+            opened = await c.initialize(capabilities={"roots": {}},
+                                        clientInfo={"name": "old", "version": "1"})
+            # It forwards the modern server's log messages: it declares logging
+            # (server/utilities/logging: a server that sends them MUST).
+            assert opened["result"]["capabilities"]["logging"] == {}
             await c.request("logging/setLevel", {"level": "warning"})
             echoed = (await c.call_tool("echo", {"text": "hi"}))["result"]
             assert echoed["content"][0]["text"] == "hi"
