@@ -41,7 +41,8 @@ async def bridge_unix(path: str) -> int:
     upward = asyncio.ensure_future(_pump(stdin, sock_writer))
     downward = asyncio.ensure_future(_pump(sock_reader, sys.stdout.fileno()))
     done, pending = await asyncio.wait({upward, downward}, return_when=asyncio.FIRST_COMPLETED)
-    if upward in done:
+    failed = [task.exception() for task in done if task.exception() is not None]
+    if upward in done and not failed:
         # stdin closed: let the answers in flight come back, then hang up.
         if sock_writer.can_write_eof():
             sock_writer.write_eof()
@@ -49,7 +50,18 @@ async def bridge_unix(path: str) -> int:
             await asyncio.wait_for(downward, 5.0)
         except TimeoutError:
             pass
+        except OSError as exc:
+            failed.append(exc)
+        pending.discard(downward)
     for task in pending:
         task.cancel()
+    await asyncio.gather(*pending, return_exceptions=True)
     sock_writer.close()
+    if failed:
+        # The client stopped reading its stdout (a broken pipe), or the socket failed:
+        # said in a line, not a traceback, and by the exit status.
+        error = failed[0]
+        reason = error.strerror if isinstance(error, OSError) and error.strerror else error
+        print(f"mcpfast connect: relaying stopped: {reason}", file=sys.stderr)
+        return 1
     return 0

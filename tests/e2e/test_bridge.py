@@ -55,3 +55,25 @@ def test_bridge_reports_a_missing_socket(tmp_path: Any) -> None:
                           str(tmp_path / "none.sock")], capture_output=True, text=True,
                          timeout=20)
     assert out.returncode == 1 and "cannot connect" in out.stderr
+
+
+def test_a_client_that_stops_reading_ends_the_bridge_with_a_line_and_a_status(
+        gateway: GatewayProcess) -> None:
+    """The client closes its end of the bridge's stdout while an answer is on its way:
+    the bridge says so in one line and exits 1, with no traceback."""
+    bridge = subprocess.Popen([sys.executable, "-m", "mcpfast", "connect", "--unix",
+                               gateway.unix_path], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert bridge.stdin is not None and bridge.stdout is not None
+    bridge.stdout.close()
+    bridge.stdin.write(b'{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocol'
+                       b'Version":"2025-11-25","capabilities":{},"clientInfo":{"name":"t",'
+                       b'"version":"1"}}}\n')
+    bridge.stdin.flush()
+    try:
+        _, err = bridge.communicate(timeout=20)
+    finally:
+        bridge.kill()
+    assert bridge.returncode == 1, err
+    assert b"mcpfast connect: relaying stopped: Broken pipe" in err, err
+    assert b"Traceback" not in err and b"never retrieved" not in err, err
