@@ -753,6 +753,13 @@ class Config(msgspec.Struct, **KEY):  # type: ignore[call-arg]
         # each a port of its own.
         _check(self.workers == 1 or self.listen.port != 0, "listen.port",
                "must be a port number, not 0 (any free port), when workers > 1")
+        admin, listen = self.admin, self.listen
+        wildcard = ("0.0.0.0", "::", "")
+        _check(not admin.enabled or admin.port == 0 or admin.port != listen.port
+               or (admin.host != listen.host and admin.host not in wildcard
+                   and listen.host not in wildcard), "admin.port",
+               f"is listen.port too ({listen.port}, on an address both bind); the admin "
+               "API needs a port of its own")
 
 
 class _KeyError(ValueError):

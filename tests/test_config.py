@@ -59,11 +59,21 @@ def test_bundled_default_fronts_the_demo() -> None:
     ('[admin]\nhost = "a_b"\n' + UP, "admin.host: 'a_b' is neither"),
     ("workers = 2\n[listen]\nport = 0\n" + UP,
      "listen.port: must be a port number, not 0 (any free port), when workers > 1"),
+    ("[listen]\nport = 9090\n" + UP, "admin.port: is listen.port too (9090, on an address"),
+    ('[listen]\nport = 7000\nhost = "0.0.0.0"\n[admin]\nport = 7000\n' + UP,
+     "admin.port: is listen.port too (7000"),
 ])
 def test_errors_name_the_key_path(text: str, message: str) -> None:
     with pytest.raises(ConfigError) as error:
         parse(text)
     assert message in str(error.value)
+
+
+def test_the_admin_port_may_share_a_number_on_another_address() -> None:
+    config = parse('[listen]\nport = 7000\nhost = "127.0.0.1"\n'
+                   '[admin]\nport = 7000\nhost = "127.0.0.2"\n' + UP)
+    assert (config.listen.port, config.admin.port) == (7000, 7000)
+    assert parse("[listen]\nport = 0\n[admin]\nport = 0\n" + UP).admin.port == 0
 
 
 def test_one_worker_by_default() -> None:
