@@ -136,6 +136,7 @@ cdef class HttpRequestReader:
     cdef str _target
     """The last plain request's target, taken again when the next one has the same."""
     cdef public object upgraded_data
+    cdef public object failed
     cdef public bint continue_expected
     cdef public int phase
     cdef bint _ended
@@ -154,6 +155,7 @@ cdef class HttpRequestReader:
         self._lines = []
         self._target = ""
         self.upgraded_data = None
+        self.failed = None
         self.phase = _IDLE
 
     cdef object _llhttp(self):
@@ -168,6 +170,8 @@ cdef class HttpRequestReader:
         oversized request."""
         if self.upgraded_data is not None:
             raise RuntimeError("connection was upgraded; feed the new protocol instead")
+        if self._ended:
+            return []
         cdef Py_ssize_t start = 0
         cdef Py_ssize_t end
         cdef list requests
@@ -197,9 +201,14 @@ cdef class HttpRequestReader:
                 else:
                     self.upgraded_data = bytes(data[offset:])
             except httptools.HttpParserError as exc:
-                if isinstance(exc.__context__, HttpError):
-                    raise exc.__context__ from None
-                raise HttpError(400, f"malformed HTTP request: {exc}") from None
+                error = exc.__context__ if isinstance(exc.__context__, HttpError) \
+                    else HttpError(400, f"malformed HTTP request: {exc}")
+                if self._ended:
+                    break  # bytes after a request that ends the connection: dropped
+                if self._requests:
+                    self.failed = error  # answered after the requests before it
+                    break
+                raise error from None
             break
         requests = self._requests
         if requests:

@@ -32,9 +32,9 @@ class HttpRequestReader:
     Each header is indexed by its lower-cased name as it arrives, so that a request's
     lookups cost a dict access."""
 
-    __slots__ = ("_body", "_body_bytes", "_head_bytes", "_headers", "_index",
+    __slots__ = ("_body", "_body_bytes", "_ended", "_head_bytes", "_headers", "_index",
                  "_max_body", "_max_head", "_parser", "_repeated", "_requests",
-                 "_url", "continue_expected", "phase", "upgraded_data")
+                 "_url", "continue_expected", "failed", "phase", "upgraded_data")
 
     def __init__(self, *, max_head_bytes: int = 16384, max_body_bytes: int = 4 * 1024 * 1024):
         self._parser = httptools.HttpRequestParser(self)
@@ -42,6 +42,13 @@ class HttpRequestReader:
         self._max_body = max_body_bytes
         self._requests: list[HttpRequest] = []
         self.upgraded_data: bytes | None = None
+        self.failed: HttpError | None = None
+        """A malformed request after whole ones in the same bytes: ``feed`` returned
+        those, and the connection answers this error after them (RFC 9112 9.3: in
+        order), then closes. Cleared by the connection."""
+        self._ended = False
+        """A request that ends the connection was read (``Connection: close``, or
+        HTTP/1.0 without keep-alive): what follows it is not read (RFC 9112 9.6)."""
         self.continue_expected = False
         """Set when a head that asks for ``100 Continue`` is read and its body is still
         to come (``head_complete``); the connection answers and clears it."""
@@ -53,6 +60,8 @@ class HttpRequestReader:
         oversized request; the connection should then be answered and closed."""
         if self.upgraded_data is not None:
             raise RuntimeError("connection was upgraded; feed the new protocol instead")
+        if self._ended:
+            return []
         while True:
             try:
                 self._parser.feed_data(data)
@@ -67,9 +76,14 @@ class HttpRequestReader:
                 else:
                     self.upgraded_data = bytes(data[offset:])
             except httptools.HttpParserError as exc:
-                if isinstance(exc.__context__, HttpError):
-                    raise exc.__context__ from None
-                raise HttpError(400, f"malformed HTTP request: {exc}") from None
+                error = exc.__context__ if isinstance(exc.__context__, HttpError) \
+                    else HttpError(400, f"malformed HTTP request: {exc}")
+                if self._ended:
+                    break  # bytes after a request that ends the connection: dropped
+                if self._requests:
+                    self.failed = error  # answered after the requests before it
+                    break
+                raise error from None
             break
         requests = self._requests
         if requests:
@@ -127,6 +141,8 @@ class HttpRequestReader:
     def on_message_complete(self) -> None:
         self.phase = IDLE
         parser = self._parser
+        if not parser.should_keep_alive():
+            self._ended = True
         url = self._url
         target = url.decode("latin-1")
         if url[:1] == b"/" and url[1:2] != b"/" and b"?" not in url and b"#" not in url:

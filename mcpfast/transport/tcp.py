@@ -123,7 +123,9 @@ class TcpConnection(ClientProtocol):
         self.ws: WebSocketConnection | None = None
         self.session: ClientSession | None = None
         self.exchange: Exchange | None = None
-        self.queue: deque[HttpRequest] | None = None
+        self.queue: deque[HttpRequest | HttpError] | None = None
+        """Pipelined requests waiting for the one answered now (and last, what the
+        reader failed on after them)."""
         self.peer = "?"
         self._timer: asyncio.TimerHandle | None = None
         self._deadline: float | None = None
@@ -181,7 +183,7 @@ class TcpConnection(ClientProtocol):
         if reader is None:
             return  # refused at admission, or closing
         try:
-            requests = reader.feed(data)
+            requests: list[HttpRequest | HttpError] = reader.feed(data)  # type: ignore[assignment]
         except HttpError as exc:
             self._reply_and_close(error_response(exc.status, exc.detail))
             return
@@ -190,6 +192,13 @@ class TcpConnection(ClientProtocol):
             # own deadline, never one inherited from the request before it.
             self._phase = reader.phase
             self._reader_phase_changed()
+        failed = reader.failed
+        if failed is not None:
+            # Malformed bytes after whole requests: those are answered first, in order,
+            # then this error, and the connection closes; nothing more is read.
+            reader.failed = None
+            requests.append(failed)
+            self.pause(PAUSED_BY_PIPELINE)
         for request in requests:
             if self.exchange is not None or self.queue:
                 # HTTP/1.1 pipelining: answer in order, one at a time.
@@ -322,8 +331,11 @@ class TcpConnection(ClientProtocol):
             self._abort("not reading its answers")
 
     # -- HTTP --------------------------------------------------------------------------
-    def _http_request(self, request: HttpRequest) -> None:
+    def _http_request(self, request: HttpRequest | HttpError) -> None:
         assert self.transport is not None and self.writer is not None
+        if isinstance(request, HttpError):  # what the reader failed on (reader.failed)
+            self._reply_and_close(error_response(request.status, request.detail))
+            return
         if request.version != "1.1" and request.version != "1.0":
             self._reply_and_close(error_response(
                 505, f"HTTP Version Not Supported: HTTP/{request.version}; speak HTTP/1.1"))

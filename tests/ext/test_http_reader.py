@@ -277,6 +277,8 @@ def _trace(module: ModuleType, data: bytes, cuts: list[int], head: int,
             return [*trace, ("error", exc.status)]
         trace += [(r.method, r.target, r.path, r.version, r.headers, r.body, r.keep_alive,
                    r.upgrade, r.fields, r.repeated) for r in got]
+        if reader.failed is not None:  # after the requests of this read
+            return [*trace, ("failed", reader.failed.status)]
         trace.append((reader.phase, reader.buffered))
         start = end
     return trace
@@ -301,16 +303,35 @@ def test_the_twins_read_plain_requests_alike() -> None:
     b"GET / HTTP/1.1\r\nProxy-Connection: close\r\n\r\n",
 ])
 def test_nothing_is_read_after_a_request_that_ends_the_connection(first: bytes) -> None:
-    """llhttp refuses what follows a request that ends the connection, and reads
-    Proxy-Connection as Connection; the compiled path for plain requests must not read
-    what llhttp would refuse (found by review: it did, in a later read)."""
+    """What follows a request that ends the connection is not read (RFC 9112 9.6: the
+    server closes after answering it), in the same read or a later one, by llhttp
+    (which reads Proxy-Connection as Connection) nor by the compiled path for plain
+    requests (found by review: it read it, in a later read); nor is it an error."""
     pure = importlib.import_module("mcpfast_ext.http_reader_py")
     built = compiled("http_reader")
+    for after in (b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n", b"NOT A REQUEST\r\n\r\n"):
+        for cuts in ([], [len(first)]):
+            traces = [_trace(module, first + after, cuts, 400, 30)
+                      for module in (pure, built)]
+            assert traces[0] == traces[1], (first, cuts, traces)
+            assert [step[1] for step in traces[0] if len(step) == 10] == ["/"], traces[0]
+            assert not any(step[0] in ("error", "failed") for step in traces[0]), traces[0]
+
+
+def test_a_malformed_request_after_whole_ones_fails_after_them(hr: ModuleType) -> None:
+    """Whole requests, then bytes that are none, in one read: the requests are returned
+    and the error is kept for after them (``failed``), as the connection answers them in
+    order; in a read of its own, the error is raised."""
     plain = b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n"
-    for cuts in ([], [len(first)]):
-        traces = [_trace(module, first + plain, cuts, 400, 30) for module in (pure, built)]
-        assert traces[0] == traces[1], (first, cuts, traces)
-        assert traces[0][-1] == ("error", 400)
+    for garbage in (b"BAD REQUEST LINE\r\n\r\n", b"GET / HTTP/9\r\n\r\n"):
+        one = hr.HttpRequestReader()
+        got = one.feed(plain * 2 + garbage)
+        assert [r.target for r in got] == ["/x", "/x"]
+        assert one.failed is not None and one.failed.status == 400
+        alone = hr.HttpRequestReader()
+        assert [r.target for r in alone.feed(plain)] == ["/x"] and alone.failed is None
+        with pytest.raises(HttpError):
+            alone.feed(garbage)
 
 
 _LINES = [("Host", "127.0.0.1:8080"), ("Accept", "application/json, text/event-stream"),

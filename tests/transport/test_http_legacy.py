@@ -287,6 +287,46 @@ def test_a_last_event_id_that_is_not_ours_is_refused_as_such(
     assert "Traceback" not in gateway.log()
 
 
+def _raw_post(host: str, port: str, sid: str, text: str, extra: str = "") -> bytes:
+    body = json.dumps({"jsonrpc": "2.0", "id": text, "method": "tools/call",
+                       "params": {"name": "echo", "arguments": {"text": text}}}).encode()
+    return (f"POST /mcp HTTP/1.1\r\nHost: {host}:{port}\r\nAccept: application/json, "
+            f"text/event-stream\r\nContent-Type: application/json\r\nMcp-Session-Id: {sid}"
+            f"\r\nMCP-Protocol-Version: 2025-11-25\r\n{extra}Content-Length: {len(body)}"
+            "\r\n\r\n").encode() + body
+
+
+@pytest.mark.parametrize("after", [b"BAD REQUEST LINE\r\n\r\n", b"close"])
+def test_a_pipelined_request_is_answered_whatever_follows_it(
+        gateway: GatewayProcess, after: bytes) -> None:
+    """A request and, in the same segment, bytes that are no request: the request is
+    answered, then 400, then the connection closes (RFC 9112 9.3: in order). A request
+    with ``Connection: close`` and one after it: the first is answered and the
+    connection closes; the second is not read (RFC 9112 9.6)."""
+    host, port = gateway.http_url.split("//", 1)[1].split("/", 1)[0].rsplit(":", 1)
+
+    async def main() -> bytes:
+        async with aiohttp.ClientSession() as http:
+            sid = await initialize(http, gateway.http_url)
+        reader, writer = await asyncio.open_connection(host, int(port))
+        if after == b"close":
+            writer.write(_raw_post(host, port, sid, "first", "Connection: close\r\n")
+                         + _raw_post(host, port, sid, "second"))
+        else:
+            writer.write(_raw_post(host, port, sid, "first") + after)
+        answer = await asyncio.wait_for(reader.read(), 20)
+        writer.close()
+        return answer
+    answer = run(main())
+    assert answer.startswith(b"HTTP/1.1 200 ") and b'"first"' in answer, answer
+    if after == b"close":
+        assert answer.count(b"HTTP/1.1 ") == 1 and b"second" not in answer, answer
+    else:
+        assert answer.count(b"HTTP/1.1 ") == 2, answer
+        assert answer.split(b"HTTP/1.1 ")[2].startswith(b"400 "), answer
+    assert "Traceback" not in gateway.log()
+
+
 def test_sse_keepalive_comments(gateway_factory: Any) -> None:
     gw = gateway_factory(LEGACY, listen={"http": {"sse_keepalive": 0.2}})
 
