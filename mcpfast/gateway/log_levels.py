@@ -51,7 +51,7 @@ class LogLevels:
         admits. The request is written at once, so it reaches the upstream before a
         request forwarded after it."""
         session_levels = list(self._session_levels)
-        for upstream in (only,) if only is not None else self.gw.upstreams.values():
+        for upstream in (only,) if only is not None else self._legacy_connections():
             if upstream.era == "modern" or "logging" not in upstream.capabilities:
                 continue
             levels = session_levels + list(upstream.request_levels)
@@ -60,6 +60,22 @@ class LogLevels:
                 upstream.log_level = wanted
                 if upstream.ready:
                     upstream.send_call("logging/setLevel", {"level": wanted})
+
+    def _legacy_connections(self) -> list[Upstream]:
+        """Every upstream as routed, and the legacy twin of each that has one
+        (gateway/legacy_twin.py): the twin serves legacy clients' calls, and is asked
+        for their levels as any legacy upstream is."""
+        found = []
+        for upstream in self.gw.upstreams.values():
+            found.append(upstream)
+            holder = upstream.legacy_twin
+            if holder is not None and holder.twin is not None:
+                found.append(holder.twin)
+        return found
+
+    def asked(self) -> bool:
+        """Whether any session has set a log level."""
+        return bool(self._session_levels)
 
     def hold(self, upstream: Upstream, level: int) -> None:
         counts = upstream.request_levels

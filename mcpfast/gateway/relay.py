@@ -273,7 +273,9 @@ class Relay:
         if template.pool is not None:
             template.pool.replenish()  # the template is up: its spares may start
         self.catalog.rebuild()
-        if upstream.log_level is not None:
+        if upstream.log_level is not None or self.log_levels.asked():
+            # Restarted, or new (a legacy twin started for a legacy client's call):
+            # asked for the level the sessions want.
             self.log_levels.sync()
         self.subscriptions.resubscribe(upstream)
 

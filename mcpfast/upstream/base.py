@@ -448,6 +448,7 @@ class Upstream(Generic[CallT]):
             "attribution": self.config.attribution,
             "starts": self.starts,
             "last_error": self.last_error,
+            "log_level": self.log_level,
         }
 
     # -- supervision: the same for every kind -----------------------------------------

@@ -24,10 +24,12 @@ from ..conftest import (
     SERVER_INFO,
     SUB_ID,
     GatewayProcess,
+    Record,
     bridged,
     collect,
     events_upstream,
     modern,
+    recording_upstream,
     run,
     unix_client,
     wait_until,
@@ -101,6 +103,8 @@ def test_a_probed_dual_era_upstream_serves_legacy_clients_in_the_legacy_era(
     async def body() -> None:
         async with unix_client(gw.unix_path) as old, unix_client(gw.unix_path) as new:
             await old.initialize(capabilities={"sampling": {}})
+            # Set before the twin exists: the twin is asked for it when it starts.
+            assert "result" in await old.request("logging/setLevel", {"level": "warning"})
             await new.request("server/discover", modern())
             call = asyncio.ensure_future(old.call_tool("events__push_sample",
                                                        {"prompt": "how?"}, timeout=30))
@@ -119,6 +123,15 @@ def test_a_probed_dual_era_upstream_serves_legacy_clients_in_the_legacy_era(
             # A modern client's still go to the modern connection.
             seen = await request(new, "tools/call", {"name": "events__meta"})
             assert json.loads(seen["result"]["content"][0]["text"])[PV] == "2026-07-28"
+            # The legacy client's log level reached the twin: its log messages come.
+            await old.call_tool("events__log", {"message": "via the twin",
+                                                "level": "warning"})
+            for _ in range(200):
+                if any(n["method"] == "notifications/message" for n in old.notifications):
+                    break
+                await asyncio.sleep(0.05)
+            assert [n["params"]["data"] for n in old.notifications
+                    if n["method"] == "notifications/message"] == ["via the twin"]
             # The modern-only server: its twin's initialize is refused, so no twin.
             echoed = await old.call_tool("only__echo", {"text": "translated"}, timeout=30)
             assert echoed["result"]["content"][0]["text"] == "translated"
@@ -128,6 +141,37 @@ def test_a_probed_dual_era_upstream_serves_legacy_clients_in_the_legacy_era(
     assert upstreams["events"]["legacy_twin"]["era"] == "legacy"
     assert "legacy_twin" not in upstreams["only"]
     assert "does not speak the legacy era" in gw.log()
+
+
+def test_a_legacy_twin_is_asked_for_the_level_its_clients_set(
+        gateway_factory: Any, tmp_path: Path) -> None:
+    """A dual-era server that declares logging, probed modern: the legacy twin that
+    serves legacy clients' calls is asked for the level they set (logging/setLevel),
+    set before the twin started and changed after, as any legacy upstream is (found by
+    an outside sweep: it was never asked, and a server that logs only when asked sent
+    nothing)."""
+    record = tmp_path / "record.jsonl"
+    gw = gateway_factory({"rec": recording_upstream(record, "rec", "--modern", era="both")})
+
+    async def body() -> None:
+        async with unix_client(gw.unix_path) as old:
+            await old.initialize()
+            assert "result" in await old.request("logging/setLevel", {"level": "warning"})
+            echoed = await old.call_tool("echo", {"text": "via the twin"}, timeout=30)
+            assert echoed["result"]["content"][0]["text"] == "via the twin"
+            assert "result" in await old.request("logging/setLevel", {"level": "debug"})
+            for _ in range(200):
+                levels = [m["params"]["level"] for m in Record(record).received(
+                    "logging/setLevel")]
+                if levels[-1:] == ["debug"]:
+                    break
+                await asyncio.sleep(0.05)
+            assert levels == ["warning", "debug"], levels
+    run(body())
+    # The session gone, no one wants its messages any more.
+    wait_until(lambda: gw.status()["upstreams"][0]["legacy_twin"]["log_level"] == "emergency",
+               30)
+    assert gw.status()["upstreams"][0]["era"] == "modern"
 
 
 def test_era_config_is_validated() -> None:
