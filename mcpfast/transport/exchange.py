@@ -25,10 +25,35 @@ def _media_types(value: str | None) -> tuple[str, ...]:
 
 
 @functools.lru_cache(maxsize=256)
+def _qualities(value: str | None) -> dict[str, float]:
+    """Each media range an Accept value lists, with its weight (``q``, 1 when none or
+    unreadable); the first of a range listed twice counts."""
+    weights: dict[str, float] = {}
+    for part in (value or "").split(","):
+        media, *parameters = part.split(";")
+        media = media.strip().lower()
+        weight = 1.0
+        for parameter in parameters:
+            name, _, number = parameter.partition("=")
+            if name.strip().lower() == "q":
+                try:
+                    weight = float(number.strip())
+                except ValueError:
+                    pass
+        if media:
+            weights.setdefault(media, weight)
+    return weights
+
+
+@functools.lru_cache(maxsize=256)
 def _accepts(value: str | None, wanted: str) -> bool:
-    types = _media_types(value)
-    major = wanted.split("/", 1)[0]
-    return wanted in types or "*/*" in types or f"{major}/*" in types
+    """Whether Accept admits ``wanted``: the most specific range that matches it decides,
+    and a weight of 0 means "not acceptable" (RFC 9110 12.5.1)."""
+    weights = _qualities(value)
+    for media in (wanted, f"{wanted.split('/', 1)[0]}/*", "*/*"):
+        if media in weights:
+            return weights[media] > 0
+    return False
 
 
 @functools.lru_cache(maxsize=256)

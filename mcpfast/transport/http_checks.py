@@ -71,8 +71,14 @@ def origin_or_host_refused(request: HttpRequest, origins: AllowList, hosts: Allo
     origin = fields.get("origin")
     if origin is not None and origin not in origins:
         return 403, f"Origin {origin.strip()!r} is not allowed"
-    if hosts is not None and (host or "") not in hosts:
-        return 421, f"Host {(host or '').strip().lower()!r} is not served here"
+    if hosts is not None:
+        target = request.target
+        if target[:1] != "/" and "://" in target:
+            # An absolute-form target names the host; Host is then ignored (RFC 9112
+            # 3.2.2), so the target's authority is what must be served here.
+            host = target.split("://", 1)[1].split("/", 1)[0].split("?", 1)[0]
+        if (host or "") not in hosts:
+            return 421, f"Host {(host or '').strip().lower()!r} is not served here"
     return None
 
 

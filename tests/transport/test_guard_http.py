@@ -10,6 +10,7 @@ import asyncio
 import base64
 import itertools
 import json
+import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -104,6 +105,27 @@ def test_configured_allowed_hosts(gateway_factory: Any, tmp_path: Path) -> None:
     assert statuses(gw, Host=f"MCP.example.com:{gw.port}") == (200, 101)  # case-insensitive
     for host in (f"127.0.0.1:{gw.port}", "mcp.example.com.evil.net", "evil.example"):
         assert statuses(gw, Host=host) == (421, 421), host
+
+
+def test_an_absolute_target_names_the_host_checked(gateway_factory: Any,
+                                                  tmp_path: Path) -> None:
+    """With an absolute-form target, the target's authority is the host and Host is
+    ignored (RFC 9112 3.2.2): it is what the Host allow-list checks."""
+    gw = gateway_factory({"rec": recording_upstream(tmp_path / "t.jsonl")})
+
+    def status(target: str, host: str) -> bytes:
+        body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "initialize",
+                           "params": INIT_PARAMS}).encode()
+        with socket.create_connection(("127.0.0.1", gw.port), timeout=10) as sock:
+            sock.sendall((f"POST {target} HTTP/1.1\r\nHost: {host}\r\nAccept: "
+                          "application/json, text/event-stream\r\nContent-Type: "
+                          f"application/json\r\nContent-Length: {len(body)}\r\n"
+                          "Connection: close\r\n\r\n").encode() + body)
+            return sock.recv(12)
+    here = f"127.0.0.1:{gw.port}"
+    assert status("http://evil.example/mcp", here) == b"HTTP/1.1 421"
+    assert status(f"http://{here}/mcp", "evil.example") == b"HTTP/1.1 200"
+    assert status("/mcp", here) == b"HTTP/1.1 200"
 
 
 def test_any_host_unless_bound_to_loopback(gateway_factory: Any, tmp_path: Path) -> None:
@@ -431,6 +453,11 @@ def test_malformed_modern_bodies_get_errors_not_tracebacks(gateway_factory: Any,
         (b'{"jsonrpc":"2.0","id":4,"method":"tools/list","params":[]}', {}, 400, -32602),
         (b"{}", {"Content-Type": "text/plain"}, 415, -32600),
         (b"{}", {"Accept": "text/html"}, 406, -32600),
+        # A weight of 0 is "not acceptable" (RFC 9110 12.5.1), the most specific range
+        # deciding.
+        (b"{}", {"Accept": "application/json;q=0, text/event-stream"}, 406, -32600),
+        (b"{}", {"Accept": "application/json; q=0.0, */*"}, 406, -32600),
+        (b"{}", {"Accept": "application/*;q=0"}, 406, -32600),
     ]
 
     async def main() -> None:
