@@ -370,7 +370,9 @@ cdef class HttpRequestReader:
         self._url += url
         self._head_bytes += len(url)
         if self._head_bytes > self._max_head:
-            raise HttpError(431, f"request head exceeds {self._max_head} bytes")
+            # The target comes first: it alone is too long (RFC 9112 3).
+            raise HttpError(414, f"URI Too Long: the request target exceeds "
+                            f"{self._max_head} bytes")
 
     def on_header(self, bytes name, bytes value):
         cdef Py_ssize_t size = self._head_bytes + len(name) + len(value)

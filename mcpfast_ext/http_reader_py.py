@@ -108,7 +108,11 @@ class HttpRequestReader:
 
     def on_url(self, url: bytes) -> None:
         self._url += url
-        self._count_head(len(url))
+        self._head_bytes += len(url)
+        if self._head_bytes > self._max_head:
+            # The target comes first: it alone is too long (RFC 9112 3).
+            raise HttpError(414, f"URI Too Long: the request target exceeds "
+                            f"{self._max_head} bytes")
 
     def on_header(self, name: bytes, value: bytes) -> None:
         size = self._head_bytes + len(name) + len(value)
@@ -154,8 +158,3 @@ class HttpRequestReader:
             parser.get_method().decode("ascii"), target, path, parser.get_http_version(),
             self._headers, b"".join(self._body), parser.should_keep_alive(),
             parser.should_upgrade(), self._index, self._repeated))
-
-    def _count_head(self, n: int) -> None:
-        self._head_bytes += n
-        if self._head_bytes > self._max_head:
-            raise HttpError(431, f"request head exceeds {self._max_head} bytes")
