@@ -172,13 +172,16 @@ class Catalog:
             try:
                 listed, generation, offset = base64.urlsafe_b64decode(
                     cursor.encode()).decode().split(":")
-                start = int(offset)
+                start, issued = int(offset), int(generation)
             except (ValueError, UnicodeError):
                 raise ValueError("not a cursor this gateway issued") from None
-            if listed != kind or int(generation) != self.gw.router.generation or \
-                    not 0 <= start <= len(items):
+            current = self.gw.router.generation
+            if listed == kind and issued < current:
                 raise ValueError("the cursor is stale (the list changed since it was "
                                  "issued): list again from the start")
+            if listed != kind or issued != current or not 0 <= start <= len(items):
+                raise ValueError(f"not a cursor of this list ({kind}) that this gateway "
+                                 "issued")
         end = start + self.page_size if self.page_size else len(items)
         page: dict[str, Any] = {kind: items[start:end]}
         if end < len(items):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 from pathlib import Path
 from typing import Any
 
@@ -226,6 +227,15 @@ def test_lists_are_paged_with_cursors_the_gateway_issues(gateway_factory: Any) -
             for bad in ("garbage!", first["nextCursor"].swapcase(), 7):
                 refused = await legacy.request("tools/list", {"cursor": bad})
                 assert refused["error"]["code"] == -32602, refused
+            # Forged: an offset past the list, another list's, a generation to come.
+            listed, generation, _ = base64.urlsafe_b64decode(
+                first["nextCursor"]).decode().split(":")
+            for forged in (f"{listed}:{generation}:999", f"prompts:{generation}:0",
+                           f"{listed}:{int(generation) + 5}:0"):
+                refused = await legacy.request("tools/list", {
+                    "cursor": base64.urlsafe_b64encode(forged.encode()).decode()})
+                assert refused["error"]["code"] == -32602, refused
+                assert "not a cursor of this list (tools)" in refused["error"]["message"]
             # A rebuild (a tool added) makes the cursors issued before it stale.
             await legacy.call_tool("beta__grow", {"tool_name": "fresh"})
             for _ in range(200):
