@@ -72,6 +72,15 @@ def tools_call(request_id: int = 42, size: int = MESSAGE_SIZE) -> bytes:
     )
 
 
+def express_call() -> bytes:
+    """``tools_call`` as most clients send it: no ``_meta``, a name the gateway does not
+    rename (with ``routing.prefix = "conditional"``)."""
+    message = json.loads(tools_call())
+    message["params"]["name"] = "search"
+    del message["params"]["_meta"]
+    return json.dumps(message, separators=(",", ":")).encode()
+
+
 def tools_result(request_id: int = 42) -> bytes:
     return padded(
         {
@@ -167,6 +176,29 @@ def test_request_line(benchmark: Any, hot_path: dict[str, ModuleType]) -> None:
     assert json.loads(line) == {**json.loads(tools_call()), "id": 1_000_001}
 
 
+@pytest.mark.benchmark(group="Client tools/call read in one pass (read_call), 300 B")
+def test_read_call(benchmark: Any, hot_path: dict[str, ModuleType]) -> None:
+    """What replaces, on a legacy session's common call, the envelope's decode and the
+    routing decode of params (``test_jsonrpc_rewrite`` and the route decode)."""
+    ms = hot_path["message_scan"]
+    data = express_call()
+    benchmark_calls(benchmark, ms.read_call, data, 64)
+    request_id, name, params = ms.read_call(data, 64)
+    assert (request_id, name, json.loads(params)) == (
+        json.loads(data)["id"], "search", json.loads(data)["params"])
+
+
+@pytest.mark.benchmark(group="Upstream result read in one pass (read_result), 300 B")
+def test_read_result(benchmark: Any, hot_path: dict[str, ModuleType]) -> None:
+    """What replaces the decode of an upstream's common result (``Connection.on_message``);
+    ``respond_as`` then writes the client's id in (``test_response_splice``'s work)."""
+    ms = hot_path["message_scan"]
+    line = tools_result(request_id=1_000_001)
+    benchmark_calls(benchmark, ms.read_result, line)
+    assert ms.read_result(line) == 1_000_001
+    assert json.loads(ms.respond_as(line, 42)) == {**json.loads(line), "id": 42}
+
+
 @pytest.mark.benchmark(group="Routing lookup, tool in a 200-tool table")
 def test_routing_lookup(benchmark: Any, hot_path: dict[str, ModuleType]) -> None:
     rt = hot_path["routing_table"]
@@ -253,12 +285,9 @@ def test_gateway_round_trip_express(benchmark: Any, tmp_path: Any, implementatio
     """As ``test_gateway_round_trip``, for the call most clients make: no ``_meta``, and
     a tool name the gateway does not rename (``routing.prefix = "conditional"``), which
     takes ``Requests._express``."""
-    message = json.loads(tools_call())
-    message["params"]["name"] = "search"
-    del message["params"]["_meta"]
     _core_round_trip(benchmark,
                      *gateway_in_process(tmp_path, '[routing]\nprefix = "conditional"\n'),
-                     json.dumps(message, separators=(",", ":")).encode())
+                     express_call())
 
 
 def _core_round_trip(benchmark: Any, gateway: Any, upstream: Any, request: bytes) -> None:
