@@ -176,7 +176,7 @@ class Catalog:
             except (ValueError, UnicodeError):
                 raise ValueError("not a cursor this gateway issued") from None
             current = self.gw.router.generation
-            if listed == kind and issued < current:
+            if listed == kind and 0 <= issued < current:
                 raise ValueError("the cursor is stale (the list changed since it was "
                                  "issued): list again from the start")
             if listed != kind or issued != current or not 0 <= start <= len(items):

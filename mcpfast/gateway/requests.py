@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import msgspec
@@ -66,6 +66,8 @@ from .subscriptions import Subscriptions
 
 log = logging.getLogger("mcpfast.gateway")
 _any = msgspec.json.Decoder()
+Waiting = tuple[Upstream, int]
+"""A request's own entry in ``session.inflight`` while it waits to be sent (``_wait``)."""
 # A client's common tools/call read in one pass (the twin is slower than the parser).
 _read_call = message_scan.read_call if mcpfast_ext.IMPLEMENTATION == "compiled" else None
 LEGACY = 1
@@ -201,6 +203,10 @@ class Requests:
                 self._dispatch_legacy(session, "tools/call", Envelope(
                     jsonrpc="2.0", id=client_id, method="tools/call", params=Raw(params)),
                     head)
+        except msgspec.ValidationError as exc:  # as in handle(): a number beyond a float's
+            if client_id not in session.inflight and client_id not in session.listens:
+                self.send_error(session, client_id, jsonrpc.INVALID_PARAMS,
+                                f"Invalid params: {exc}")
         except Exception:
             log.exception("internal error handling tools/call from session %s", session.id)
             if client_id not in session.inflight and client_id not in session.listens:
@@ -280,9 +286,7 @@ class Requests:
             if self._refused(req, upstream):
                 return True
             req.env = NO_ENVELOPE
-        # read_call read params' members: none is named twice or with escapes.
-        if upstream_name != name or (
-                checks and env is not None and may_repeat_a_name(params)):
+        if upstream_name != name or (checks and may_repeat_a_name(params)):
             full = _any.decode(params)
             self._rename(full, ("name", upstream_name))
             params = jsonrpc.encode(full)
@@ -460,29 +464,33 @@ class Requests:
         return True
 
     async def _through_twin(self, req: Request, upstream: Upstream,
-                            rename: tuple[str, str] | None, uri: str | None) -> None:
+                            rename: tuple[str, str] | None, uri: str | None,
+                            mark: Waiting) -> None:
         """A legacy client's call to a dual-era upstream whose legacy twin is not ready:
         start it and send the call there, or through the modern connection if it does
         not come up (gateway/legacy_twin.py)."""
         twin = await upstream.legacy_twin.starting()
-        if self._still_waiting(req, upstream):
+        if self._still_waiting(req, upstream, mark):
             self._forward(req, twin or upstream, rename, None, uri, checked=True,
                           twin=False)
 
-    def _wait(self, req: Request, upstream: Upstream, start: Any) -> None:
-        """Run ``start`` (a coroutine that sends ``req`` once what it needs of
+    def _wait(self, req: Request, upstream: Upstream,
+              start: Callable[[Waiting], Coroutine[Any, Any, None]]) -> None:
+        """Run ``start(mark)`` (a coroutine that sends ``req`` once what it needs of
         ``upstream`` has started) in the background; meanwhile ``req``'s id is in
-        flight on its session, so that a request reusing it is refused and a cancel
-        takes ``req`` back (``_still_waiting``)."""
-        req.session.inflight[req.id] = (upstream, NO_UPSTREAM_REQUEST)
-        self.gw.background(start)
+        flight on its session under ``mark``, so that a request reusing it is refused
+        and a cancel takes ``req`` back (``_still_waiting``)."""
+        mark: Waiting = (upstream, NO_UPSTREAM_REQUEST)
+        req.session.inflight[req.id] = mark
+        self.gw.background(start(mark))
 
-    def _still_waiting(self, req: Request, upstream: Upstream) -> bool:
+    def _still_waiting(self, req: Request, upstream: Upstream, mark: Waiting) -> bool:
         """After ``_wait``: whether ``req`` is still to be sent (its id is then off the
         session's in-flight table, for the forward to put it back). One the client
-        cancelled meanwhile, or whose session ended, ends here, cancelled."""
+        cancelled meanwhile, or whose session ended, ends here, cancelled. ``mark`` is
+        this request's own: a later one that reused the id after a cancel has another."""
         session = req.session
-        if session.inflight.get(req.id) == (upstream, NO_UPSTREAM_REQUEST):
+        if session.inflight.get(req.id) is mark:
             del session.inflight[req.id]
             if not session.closed:
                 return True
@@ -491,21 +499,21 @@ class Requests:
         return False
 
     async def _own_upstream(self, req: Request, template: Upstream,
-                            then: Callable[[Upstream], None]) -> None:
+                            then: Callable[[Upstream], None], mark: Waiting) -> None:
         """Start the upstream of ``req``'s session (per_session), then send ``req`` to
         it with ``then``; if it cannot start, the client is told so."""
         pool = template.pool
         try:
             own = await pool.starting(req.session)
         except (LookupError, TimeoutError, UpstreamError) as exc:
-            if self._still_waiting(req, template):
+            if self._still_waiting(req, template, mark):
                 message = str(exc) if isinstance(exc, LookupError) else (
                     f"upstream {template.name!r}: the session's own upstream did not "
                     f"start ({exc or 'init_timeout'})")
                 self._refuse(req, template, Refusal(jsonrpc.UPSTREAM_UNAVAILABLE, message,
                                                     RETRY_SOON, "per_session"))
             return
-        if self._still_waiting(req, template):
+        if self._still_waiting(req, template, mark):
             then(own)
 
     def _choose(self, req: Request, upstream: Upstream, then: Callable[[Upstream], None]
@@ -518,7 +526,8 @@ class Requests:
         if pool is not None and not pool.sessionless(req.session):
             own: Upstream | None = pool.ready_for(req.session)
             if own is None:
-                self._wait(req, upstream, self._own_upstream(req, upstream, then))
+                self._wait(req, upstream,
+                           lambda mark: self._own_upstream(req, upstream, then, mark))
             return own
         return upstream if upstream.balancer is None else self._endpoint(req, upstream)
 
@@ -580,8 +589,8 @@ class Requests:
             if twin and legacy is not None and subscription is None and legacy.wanted():
                 ready = legacy.ready()
                 if ready is None:
-                    self._wait(req, upstream, self._through_twin(req, upstream, rename,
-                                                                 uri))
+                    self._wait(req, upstream, lambda mark: self._through_twin(
+                        req, upstream, rename, uri, mark))
                     return
                 upstream = ready
             else:

@@ -335,6 +335,8 @@ class TcpConnection(ClientProtocol):
         assert self.transport is not None and self.writer is not None
         if isinstance(request, HttpError):  # what the reader failed on (reader.failed)
             self._reply_and_close(error_response(request.status, request.detail))
+            # The lingering close reads (and drops) what the client still sends.
+            self.resume(PAUSED_BY_PIPELINE)
             return
         if request.version != "1.1" and request.version != "1.0":
             self._reply_and_close(error_response(

@@ -536,6 +536,8 @@ class Upstream(Generic[CallT]):
         slow exit is not added to the backoff, and no two processes of one endpoint
         ever run at once. Cancelled (by ``stop``), it still lets the old one end."""
         ending = asyncio.ensure_future(self.disconnect())
+        # Its failure is raised below; cancelled meanwhile, nobody reads it: retrieved.
+        ending.add_done_callback(lambda task: task.cancelled() or task.exception())
         try:
             await asyncio.sleep(backoff)
         finally:

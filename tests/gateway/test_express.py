@@ -55,6 +55,13 @@ MESSAGES = [
     # Other methods routed by a name, naming the tool: never forwarded as a call.
     call(12, {"name": "search"}, "prompts/get"),
     call(13, {"name": "search", "uri": "file:///x"}, "resources/read"),
+    # A number beyond a float's range where params are decoded again (a prefixed
+    # name): -32602 on both paths; names repeated or escaped inside arguments, which
+    # a policy makes the gateway encode again.
+    b'{"jsonrpc":"2.0","id":14,"method":"tools/call","params":{"name":"docs__search",'
+    b'"arguments":{"x":1e400}}}',
+    b'{"jsonrpc":"2.0","id":15,"method":"tools/call","params":{"name":"search",'
+    b'"arguments":{"name":"x","name":"y","s":"\\u0041"}}}',
 ]
 """Calls the express path takes, and calls it must leave to the general path."""
 STATES = ["ready", "prefixed", "not initialized", "draining", "overloaded",
@@ -208,7 +215,7 @@ def test_the_express_path_takes_the_common_call(tmp_path: Path, state: str,
     exchange(tmp_path, state, express=True)
     if state == "prefixed":
         # Only the call that names the tool as prefixed, renamed on the way.
-        assert general == [0, 1, "two", 1, 3, 4, 6, 7, 8, 9, 10, 11, 12, 13]
+        assert general == [0, 1, "two", 1, 3, 4, 6, 7, 8, 9, 10, 11, 12, 13, 15]
         return
     # The first two calls (ids 1 and "two"), forwarded, refused by a policy or failed
     # with the upstream (then the third, id 1 again, is no duplicate and is taken too).
@@ -216,4 +223,4 @@ def test_the_express_path_takes_the_common_call(tmp_path: Path, state: str,
     if state == "ready":
         # 0: the initialize; the id in flight (1 again) is answered on the express
         # path, by the general path's own check (Gateway.id_taken).
-        assert general == [0, 3, 4, 5, 6, 7, 8, 9, 12, 13]
+        assert general == [0, 3, 4, 5, 6, 7, 8, 9, 12, 13, 14]

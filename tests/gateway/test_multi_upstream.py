@@ -231,7 +231,7 @@ def test_lists_are_paged_with_cursors_the_gateway_issues(gateway_factory: Any) -
             listed, generation, _ = base64.urlsafe_b64decode(
                 first["nextCursor"]).decode().split(":")
             for forged in (f"{listed}:{generation}:999", f"prompts:{generation}:0",
-                           f"{listed}:{int(generation) + 5}:0"):
+                           f"{listed}:{int(generation) + 5}:0", f"{listed}:-1:0"):
                 refused = await legacy.request("tools/list", {
                     "cursor": base64.urlsafe_b64encode(forged.encode()).decode()})
                 assert refused["error"]["code"] == -32602, refused

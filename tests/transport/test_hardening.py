@@ -8,6 +8,7 @@ import base64
 import itertools
 import json
 import os
+import re
 import socket
 import struct
 import threading
@@ -558,6 +559,44 @@ def test_an_oversized_body_gets_its_413_before_the_connection_closes(
     reader.join(15)
     sock.close()
     assert bytes(received).startswith(b"HTTP/1.1 413 "), bytes(received[:200])
+    assert b"<ConnectionResetError>" not in received
+
+
+def test_a_request_then_malformed_bytes_get_their_answers_before_the_close(
+        gateway_factory: Any) -> None:
+    """A whole request and malformed bytes in one segment, then more bytes: the request
+    is answered, then 400, and the client that goes on sending is read and dropped
+    until it stops (a lingering close), not reset (found by review: reading stayed
+    paused, and the unread input made the close an RST)."""
+    gw: GatewayProcess = gateway_factory(BG)
+    sock = socket.create_connection(("127.0.0.1", gw.port))
+    sock.sendall(b"GET /nope HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\nBAD\x01 / HTTP/1.1\r\n\r\n")
+    received = bytearray()
+
+    def read() -> None:
+        while True:
+            try:
+                chunk = sock.recv(65536)
+            except OSError as exc:
+                received.extend(f"<{type(exc).__name__}>".encode())
+                return
+            if not chunk:
+                return
+            received.extend(chunk)
+    reader = threading.Thread(target=read)
+    reader.start()
+    failed = None
+    try:
+        for _ in range(128):  # 8 MiB, more than the socket buffers hold
+            sock.sendall(b"x" * 65536)
+    except OSError as exc:
+        failed = exc
+    sock.shutdown(socket.SHUT_WR)
+    reader.join(15)
+    sock.close()
+    assert failed is None, failed
+    statuses = re.findall(rb"HTTP/1\.1 (\d{3}) ", bytes(received))
+    assert statuses == [b"404", b"400"], received
     assert b"<ConnectionResetError>" not in received
 
 

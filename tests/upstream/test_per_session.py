@@ -261,7 +261,8 @@ def test_config_errors_name_the_key(table: str, message: str) -> None:
 def test_a_call_waiting_for_its_session_upstream_is_in_flight(tmp_path: Path) -> None:
     """While a session's own upstream starts, its first calls wait for it, in flight
     as any other: an id reused meanwhile is refused, and a call cancelled meanwhile is
-    never sent (the server's count shows it) nor answered."""
+    never sent (the server's count shows it) nor answered, even when its id is used
+    again after the cancel (that call is its own, and is sent)."""
     gateway = GatewayProcess(tmp_path, {"own": {
         "command": ["sh", "-c", f"sleep 1.5; exec python {BACKGROUND}"], "era": "legacy",
         "mode": "per_session"}}, {})
@@ -283,14 +284,17 @@ def test_a_call_waiting_for_its_session_upstream_is_in_flight(tmp_path: Path) ->
                                 {"jsonrpc": "2.0", "method": "notifications/cancelled",
                                  "params": {"requestId": 2}},
                                 {"jsonrpc": "2.0", "id": 3, "method": "tools/call",
-                                 "params": count}):
+                                 "params": count},
+                                {"jsonrpc": "2.0", "id": 2, "method": "tools/call",
+                                 "params": {"name": "count", "arguments": {"again": 1}}}):
                     await client.send(message)
                 answers = {}
-                for _ in range(2):
+                for _ in range(3):
                     answer = await client.receive()
                     answers[answer["id"]] = json.loads(
                         answer["result"]["content"][0]["text"])["count"]
-                assert answers == {1: 1, 3: 2}, answers  # 2 never reached the server
+                # The cancelled 2 never reached the server; the second 2 did, last.
+                assert answers == {1: 1, 3: 2, 2: 3}, answers
                 assert (await client.request("ping", request_id="after"))["result"] == {}
         run(body())
     finally:
