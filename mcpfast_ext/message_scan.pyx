@@ -330,6 +330,24 @@ cdef Py_ssize_t _number(const unsigned char* p, Py_ssize_t i, Py_ssize_t n) noex
     return i
 
 
+cdef inline Py_ssize_t _member(const unsigned char* p, Py_ssize_t i, Py_ssize_t n,
+                               bint* escaped, Py_ssize_t* key_end) noexcept:
+    """The key at ``i`` (a string: its characters from ``i + 1`` to ``key_end``), its
+    colon and the spaces around it: where the member's value begins; -1 for what is
+    none. ``escaped`` is set when the key has an escape."""
+    if i >= n or p[i] != 0x22:
+        return -1
+    i = _string(p, i, n, escaped)
+    if i < 0:
+        return -1
+    key_end[0] = i - 1
+    i = _ws(p, i, n)
+    if i >= n or p[i] != 0x3A:
+        return -1
+    i = _ws(p, i + 1, n)
+    return i if i < n else -1
+
+
 cdef Py_ssize_t _value(const unsigned char* p, Py_ssize_t i, Py_ssize_t n, int depth,
                        int max_depth) noexcept:
     """After the JSON value at ``i`` (no space before it), inside a container at level
@@ -359,21 +377,14 @@ cdef Py_ssize_t _container(const unsigned char* p, Py_ssize_t i, Py_ssize_t n, i
     cdef bint is_object = p[i] == 0x7B
     cdef unsigned char close = 0x7D if is_object else 0x5D
     cdef bint escaped = False
+    cdef Py_ssize_t key_end
     i = _ws(p, i + 1, n)
     if i < n and p[i] == close:
         return i + 1
     while i < n:
         if is_object:
-            if p[i] != 0x22:
-                return -1
-            i = _string(p, i, n, &escaped)
+            i = _member(p, i, n, &escaped, &key_end)
             if i < 0:
-                return -1
-            i = _ws(p, i, n)
-            if i >= n or p[i] != 0x3A:
-                return -1
-            i = _ws(p, i + 1, n)
-            if i >= n:
                 return -1
         i = _value(p, i, n, depth, max_depth)
         if i < 0:
@@ -415,24 +426,16 @@ cdef Py_ssize_t _params(const unsigned char* p, Py_ssize_t i, Py_ssize_t n, int 
     """After the params object at ``i`` (level 2); -1 where ``read_call`` declines.
     ``name`` gets where the name's characters begin and end."""
     cdef bint escaped = False
-    cdef Py_ssize_t start, size
+    cdef Py_ssize_t start, size, key_end
     i = _ws(p, i + 1, n)
     if i < n and p[i] == 0x7D:
         return i + 1
     while i < n:
-        if p[i] != 0x22:
-            return -1
         start = i + 1
-        i = _string(p, i, n, &escaped)
+        i = _member(p, i, n, &escaped, &key_end)
         if i < 0 or escaped:
             return -1
-        size = i - 1 - start
-        i = _ws(p, i, n)
-        if i >= n or p[i] != 0x3A:
-            return -1
-        i = _ws(p, i + 1, n)
-        if i >= n:
-            return -1
+        size = key_end - start
         if size == 4 and memcmp(p + start, b"name", 4) == 0:
             if name[0] >= 0 or p[i] != 0x22:
                 return -1
@@ -464,7 +467,7 @@ cdef Py_ssize_t _params(const unsigned char* p, Py_ssize_t i, Py_ssize_t n, int 
 def read_call(bytes data not None, int max_depth):
     cdef const unsigned char* p = <const unsigned char*>PyBytes_AS_STRING(data)
     cdef Py_ssize_t n = PyBytes_GET_SIZE(data)
-    cdef Py_ssize_t i, start, size
+    cdef Py_ssize_t i, start, key_end
     cdef Py_ssize_t id_start = 0, id_end = 0, params_start = 0, params_end = 0
     cdef Py_ssize_t name[2]
     cdef bint escaped = False
@@ -481,22 +484,14 @@ def read_call(bytes data not None, int max_depth):
         return None
     i = _ws(p, i + 1, n)
     while i < n:
-        if p[i] != 0x22:
-            return None
         start = i + 1
-        i = _string(p, i, n, &escaped)
+        i = _member(p, i, n, &escaped, &key_end)
         if i < 0 or escaped:
             return None
-        member = _key(p, start, i - 1 - start)
+        member = _key(p, start, key_end - start)
         if member == 0 or seen & member:
             return None
         seen |= member
-        i = _ws(p, i, n)
-        if i >= n or p[i] != 0x3A:
-            return None
-        i = _ws(p, i + 1, n)
-        if i >= n:
-            return None
         if member == _JSONRPC:
             if i + 5 > n or memcmp(p + i, b'"2.0"', 5) != 0:
                 return None

@@ -528,6 +528,37 @@ def test_a_tool_of_an_upstream_not_ready_yet_is_not_called_unknown(
     run(main())
 
 
+def send_while_reading(sock: socket.socket, chunk: bytes, times: int, shut: bool = False
+                       ) -> tuple[bytearray, OSError | None]:
+    """Send ``chunk`` ``times`` times (then shut the write side, if ``shut``) while a
+    thread reads what the gateway sends, until it closes: what was read (a read that
+    failed ends it with ``<ErrorName>``), and the error that stopped the sending."""
+    received = bytearray()
+
+    def read() -> None:
+        while True:
+            try:
+                data = sock.recv(65536)
+            except OSError as exc:
+                received.extend(f"<{type(exc).__name__}>".encode())
+                return
+            if not data:
+                return
+            received.extend(data)
+    reader = threading.Thread(target=read)
+    reader.start()
+    failed = None
+    try:
+        for _ in range(times):
+            sock.sendall(chunk)
+        if shut:
+            sock.shutdown(socket.SHUT_WR)
+    except OSError as exc:
+        failed = exc
+    reader.join(15)
+    return received, failed
+
+
 def test_an_oversized_body_gets_its_413_before_the_connection_closes(
         gateway_factory: Any) -> None:
     """A client still sending its body when the gateway refuses it must read the 413:
@@ -537,26 +568,7 @@ def test_an_oversized_body_gets_its_413_before_the_connection_closes(
     sock.sendall(b"POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json"
                  b"\r\nAccept: application/json, text/event-stream\r\n"
                  b"Content-Length: 4000000\r\n\r\n")
-    received = bytearray()
-
-    def read() -> None:
-        while True:
-            try:
-                chunk = sock.recv(65536)
-            except OSError as exc:
-                received.extend(f"<{type(exc).__name__}>".encode())
-                return
-            if not chunk:
-                return
-            received.extend(chunk)
-    reader = threading.Thread(target=read)
-    reader.start()
-    try:
-        for _ in range(60):
-            sock.sendall(b" " * 65536)
-    except OSError:
-        pass
-    reader.join(15)
+    received, _ = send_while_reading(sock, b" " * 65536, 60)
     sock.close()
     assert bytes(received).startswith(b"HTTP/1.1 413 "), bytes(received[:200])
     assert b"<ConnectionResetError>" not in received
@@ -571,28 +583,8 @@ def test_a_request_then_malformed_bytes_get_their_answers_before_the_close(
     gw: GatewayProcess = gateway_factory(BG)
     sock = socket.create_connection(("127.0.0.1", gw.port))
     sock.sendall(b"GET /nope HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\nBAD\x01 / HTTP/1.1\r\n\r\n")
-    received = bytearray()
-
-    def read() -> None:
-        while True:
-            try:
-                chunk = sock.recv(65536)
-            except OSError as exc:
-                received.extend(f"<{type(exc).__name__}>".encode())
-                return
-            if not chunk:
-                return
-            received.extend(chunk)
-    reader = threading.Thread(target=read)
-    reader.start()
-    failed = None
-    try:
-        for _ in range(128):  # 8 MiB, more than the socket buffers hold
-            sock.sendall(b"x" * 65536)
-    except OSError as exc:
-        failed = exc
-    sock.shutdown(socket.SHUT_WR)
-    reader.join(15)
+    # 8 MiB, more than the socket buffers hold.
+    received, failed = send_while_reading(sock, b"x" * 65536, 128, shut=True)
     sock.close()
     assert failed is None, failed
     statuses = re.findall(rb"HTTP/1\.1 (\d{3}) ", bytes(received))
