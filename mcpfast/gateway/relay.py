@@ -80,27 +80,20 @@ class Relay:
 
     def answered(self, upstream: Upstream, pending: Request, env: Envelope | None,
                  line: bytes) -> None:
+        data = None
         if env is None:
             # A result read_result read: the client's id written in the upstream's place
             # when nothing reshapes it; parsed as any other answer otherwise.
             if pending.parked is None and pending.shape == SHAPE_NONE:
                 data = _respond_as(line, pending.id)  # type: ignore[misc]
-                if data is not None:
-                    session = pending.session
-                    session.inflight.pop(pending.id, None)
-                    if pending.log_level is not None:
-                        self.log_levels.release(upstream, pending.log_level)
-                    if not session.closed:
-                        self.answer(session, pending.id, data, False)
-                    self.ended(upstream, pending, ANSWERED)
-                    return
-            env = jsonrpc.decode(line, None)
+            if data is None:
+                env = jsonrpc.decode(line, None)
         if pending.parked is not None:
-            self.mrtr.settled_while_parked(pending.parked, env)
+            self.mrtr.settled_while_parked(pending.parked, env)  # type: ignore[arg-type]
             return
         session = pending.session
         session.inflight.pop(pending.id, None)
-        error = env.error
+        error = UNSET if env is None else env.error
         if pending.log_level is not None:
             self.log_levels.release(upstream, pending.log_level)
         if error is not UNSET:
@@ -109,15 +102,17 @@ class Relay:
             if pending.trace is not None:
                 pending.trace.error = error
         if not session.closed:
-            if pending.shape != SHAPE_NONE:
-                reshaped = self.reshape_response(upstream, pending, env)
+            if data is not None:
+                self.answer(session, pending.id, data, False)
+            elif pending.shape != SHAPE_NONE:
+                reshaped = self.reshape_response(upstream, pending, env)  # type: ignore[arg-type]
                 if reshaped is None:
                     return  # the gateway asks the client for input first: not ended
                 self.answer(session, pending.id, reshaped, None)
             else:
                 # The client's id spliced into the upstream's bytes when they are laid
                 # out as most servers write them; re-encoded otherwise.
-                data = None
+                assert env is not None  # data is None: it was parsed
                 if line and _splice is not None:
                     value = env.result if error is UNSET else error
                     data = _splice(line, env.id, pending.id, error is not UNSET,

@@ -182,15 +182,23 @@ class Requests:
         self.counters.requests += 1
         try:
             self._dispatch(session, method, env, checked)
-        except msgspec.ValidationError as exc:
-            # Params the gateway had to read hold what msgspec cannot (a number beyond
-            # a float's range, which JSON allows): refused, as unreadable params are.
-            if env.id not in session.inflight and env.id not in session.listens:
-                self.send_error(session, env.id, jsonrpc.INVALID_PARAMS, f"Invalid params: {exc}")
-        except Exception:
-            log.exception("internal error handling %s from session %s", method, session.id)
-            if env.id not in session.inflight and env.id not in session.listens:
-                self.send_error(session, env.id, jsonrpc.INTERNAL_ERROR, "Internal error")
+        except Exception as exc:  # noqa: BLE001 - answered and logged by _failed
+            self._failed(session, env.id, method, exc)
+
+    def _failed(self, session: DownstreamSession, request_id: Any, method: str,
+                exc: Exception) -> None:
+        """A request whose dispatch raised ``exc`` is answered with an error, unless it
+        went in flight first (its end answers it). Params the gateway had to read that
+        hold what msgspec cannot (a number beyond a float's range, which JSON allows)
+        are refused as unreadable params are; anything else is the gateway's fault."""
+        if isinstance(exc, msgspec.ValidationError):
+            code, message = jsonrpc.INVALID_PARAMS, f"Invalid params: {exc}"
+        else:
+            log.error("internal error handling %s from session %s", method, session.id,
+                      exc_info=exc)
+            code, message = jsonrpc.INTERNAL_ERROR, "Internal error"
+        if request_id not in session.inflight and request_id not in session.listens:
+            self.send_error(session, request_id, code, message)
 
     def _read_tools_call(self, session: DownstreamSession, client_id: int | str, name: str,
                          params: bytes) -> None:
@@ -203,14 +211,8 @@ class Requests:
                 self._dispatch_legacy(session, "tools/call", Envelope(
                     jsonrpc="2.0", id=client_id, method="tools/call", params=Raw(params)),
                     head)
-        except msgspec.ValidationError as exc:  # as in handle(): a number beyond a float's
-            if client_id not in session.inflight and client_id not in session.listens:
-                self.send_error(session, client_id, jsonrpc.INVALID_PARAMS,
-                                f"Invalid params: {exc}")
-        except Exception:
-            log.exception("internal error handling tools/call from session %s", session.id)
-            if client_id not in session.inflight and client_id not in session.listens:
-                self.send_error(session, client_id, jsonrpc.INTERNAL_ERROR, "Internal error")
+        except Exception as exc:  # noqa: BLE001 - answered and logged by _failed
+            self._failed(session, client_id, "tools/call", exc)
 
     def batch(self, session: DownstreamSession, data: bytes,
               deliver: Deliver | None = None) -> Batch | bool:

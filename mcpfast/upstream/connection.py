@@ -147,31 +147,27 @@ class Connection(Generic[CallT]):
         """One message from the upstream. One that cannot be read is logged and dropped,
         and the messages after it are read as usual; if it was recognisably a response,
         the request it answers gets an error now rather than a time-out later."""
+        env: Envelope | None = None
+        """None for a result ``read_result`` read, which the relay takes as it came."""
+        pending = None
         if _read_result is not None:
             result_id = _read_result(line)
             if result_id is not None:
                 pending = self.pending.pop(result_id, None)
-                if pending is not None:
-                    # No envelope: the relay takes the result as it came (UpstreamEvents).
-                    try:
-                        self._answered(pending, None, line)
-                    except Exception:
-                        self.log.exception("could not handle a message from the upstream: "
-                                           "%.200r", line)
-                    return
         wire = line
         """The message as written, for a response spliced rather than re-encoded."""
         try:
             # Nested as deep as the server likes, within the parser's recursion guard:
             # results are forwarded unread.
-            env = jsonrpc.decode(line, None)
-            if not self.delimiter and (b"\n" in line or b"\r" in line):
-                # Read whole, JSON holds a raw line break only between tokens, where a
-                # space does as well. Forwarded as it came, it would split the message
-                # for a client that reads a message a line (the unix socket, stdio, an
-                # SSE event). A stdio server's message has none.
-                wire = line.replace(b"\n", b" ").replace(b"\r", b" ")
-                env = jsonrpc.decode(wire, None)
+            if pending is None:  # (read_result reads no raw line break)
+                env = jsonrpc.decode(line, None)
+                if not self.delimiter and (b"\n" in line or b"\r" in line):
+                    # Read whole, JSON holds a raw line break only between tokens, where
+                    # a space does as well. Forwarded as it came, it would split the
+                    # message for a client that reads a message a line (the unix socket,
+                    # stdio, an SSE event). A stdio server's message has none.
+                    wire = line.replace(b"\n", b" ").replace(b"\r", b" ")
+                    env = jsonrpc.decode(wire, None)
         except jsonrpc.MessageError as exc:
             if exc.batch:
                 self._batch(wire)
@@ -185,7 +181,9 @@ class Connection(Generic[CallT]):
                                     f"upstream {self.name!r} sent an invalid response: "
                                     f"{exc.message}"))))
         try:
-            if env.method is UNSET:
+            if env is None:
+                self._answered(pending, None, line)  # type: ignore[arg-type]
+            elif env.method is UNSET:
                 upstream_id = env.id
                 pending = self.pending.pop(upstream_id, None) \
                     if type(upstream_id) is int else None
