@@ -11,7 +11,9 @@ upstream."""
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +23,7 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.types import TextContent
 
 from mcpfast.config import ConfigError, parse
+from mcpfast.upstream.process import STDIN_PIPE_SIZE
 
 from ..conftest import (
     ROOT,
@@ -297,5 +300,28 @@ def test_a_call_waiting_for_its_session_upstream_is_in_flight(tmp_path: Path) ->
                 assert answers == {1: 1, 3: 2, 2: 3}, answers
                 assert (await client.request("ping", request_id="after"))["result"] == {}
         run(body())
+    finally:
+        gateway.cleanup()
+
+
+def test_a_shared_servers_stdin_pipe_is_widened_and_a_per_session_ones_is_not(
+        tmp_path: Path) -> None:
+    """A shared server, fed by every client, gets a 256 KiB stdin pipe; a per_session
+    server (here the template every session's is made like) keeps the default, whose
+    pages count against the user's pipe limit (upstream/process.py)."""
+    gateway = GatewayProcess(tmp_path, {
+        "own": {"command": ["python", BACKGROUND], "era": "legacy", "mode": "per_session"},
+        "shared": {"command": ["python", BACKGROUND], "era": "legacy"}}, {})
+    gateway.start(timeout=30)
+    try:
+        sizes = {}
+        for name in ("own", "shared"):
+            pid = gateway.upstream(name)["pid"]
+            fd = os.open(f"/proc/{pid}/fd/0", os.O_RDONLY | os.O_NONBLOCK)
+            try:
+                sizes[name] = fcntl.fcntl(fd, fcntl.F_GETPIPE_SZ)
+            finally:
+                os.close(fd)
+        assert sizes == {"own": 65536, "shared": STDIN_PIPE_SIZE}, sizes
     finally:
         gateway.cleanup()
