@@ -96,6 +96,21 @@ def request_line(upstream_id: int, method: str, params: msgspec.Raw | bytes | Un
     return data + delimiter if delimiter else data
 
 
+def may_repeat_a_name(params: msgspec.Raw | bytes | UnsetType) -> bool:
+    """Whether ``params`` may hold a member the gateway routes or checks by (``name``,
+    ``uri``, ``ref``) twice, or spelled with escapes, where this cannot tell: a
+    ``\\u`` anywhere, or ``"name"``, ``"uri"`` or ``"ref"`` more than once (as
+    ``bytes.count`` counts). JSON leaves repeated names to the parser (RFC 8259 4): the
+    gateway reads the last, an upstream may read the first, and would run what a
+    policy refused. Such params go on as the gateway read them, encoded again, rather
+    than as they came. False for ``UNSET``."""
+    if params is UNSET:
+        return False
+    data = bytes(params)
+    return b"\\u" in data or data.count(b'"name"') > 1 or data.count(b'"uri"') > 1 \
+        or data.count(b'"ref"') > 1
+
+
 # -- read_call ----------------------------------------------------------------------------
 _ESCAPES = frozenset(b'"\\/bfnrt')
 _HEX = frozenset(b"0123456789abcdefABCDEF")

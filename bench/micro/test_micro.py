@@ -188,6 +188,18 @@ def test_read_call(benchmark: Any, hot_path: dict[str, ModuleType]) -> None:
         json.loads(data)["id"], "search", json.loads(data)["params"])
 
 
+@pytest.mark.benchmark(group="Repeated routing names in a call's params "
+                             "(may_repeat_a_name), 300 B")
+def test_may_repeat_a_name(benchmark: Any, hot_path: dict[str, ModuleType]) -> None:
+    """What every forwarded call pays while a policy is configured: whether its params
+    may name a tool twice (then they are encoded again before they go on)."""
+    ms = hot_path["message_scan"]
+    params = ms.read_call(express_call(), 64)[2]
+    benchmark_calls(benchmark, ms.may_repeat_a_name, params)
+    assert ms.may_repeat_a_name(params) is False
+    assert ms.may_repeat_a_name(params[:-1] + b',"name":"x"}') is True
+
+
 @pytest.mark.benchmark(group="Upstream result read in one pass (read_result), 300 B")
 def test_read_result(benchmark: Any, hot_path: dict[str, ModuleType]) -> None:
     """What replaces the decode of an upstream's common result (``Connection.on_message``);

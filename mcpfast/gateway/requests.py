@@ -70,6 +70,7 @@ Waiting = tuple[Upstream, int]
 """A request's own entry in ``session.inflight`` while it waits to be sent (``_wait``)."""
 # A client's common tools/call read in one pass (the twin is slower than the parser).
 _read_call = message_scan.read_call if mcpfast_ext.IMPLEMENTATION == "compiled" else None
+may_repeat_a_name = message_scan.may_repeat_a_name
 LEGACY = 1
 """A method of the legacy era (2025-11-25 and earlier)."""
 MODERN = 2
@@ -82,19 +83,6 @@ method (-32602)."""
 ROUTED_METHODS = frozenset({"tools/call", "prompts/get", "resources/read",
                             "resources/subscribe", "resources/unsubscribe",
                             "completion/complete"})
-
-
-def may_repeat_a_name(params: Raw | bytes | UnsetType) -> bool:
-    """Whether ``params`` may hold a member the gateway routes or checks by (``name``,
-    ``uri``, ``ref``) twice, or spelled with escapes, where this cannot tell. JSON
-    leaves repeated names to the parser (RFC 8259 4): the gateway reads the last, an
-    upstream may read the first, and would run what a policy refused. Such params go on
-    as the gateway read them, encoded again, rather than as they came."""
-    if params is UNSET:
-        return False
-    data = bytes(params)  # type: ignore[arg-type]
-    return b"\\u" in data or data.count(b'"name"') > 1 or data.count(b'"uri"') > 1 \
-        or data.count(b'"ref"') > 1
 
 
 RETRY_SOON = {"retryAfterSeconds": 1}
@@ -281,13 +269,8 @@ class Requests:
         req = Request(session, NO_ENVELOPE, client_id, "tools/call", name,
                       None if uri is UNSET else uri, False, head)
         checks = self.checks
-        if checks:
-            # A refused request's record keeps its envelope, as on the general path.
-            req.env = env or Envelope(jsonrpc="2.0", id=client_id, method="tools/call",
-                                      params=Raw(params))
-            if self._refused(req, upstream):
-                return True
-            req.env = NO_ENVELOPE
+        if checks and self._refused(req, upstream, env or params):
+            return True
         if upstream_name != name or (checks and may_repeat_a_name(params)):
             full = _any.decode(params)
             self._rename(full, ("name", upstream_name))
@@ -399,13 +382,21 @@ class Requests:
         return (client_id in session.inflight or client_id in session.listens) and \
             self.id_taken(session, client_id)
 
-    def _refused(self, req: Request, upstream: Upstream) -> bool:
+    def _refused(self, req: Request, upstream: Upstream,
+                 express: Envelope | Raw | bytes | None = None) -> bool:
         """Run the policy chain (chain.py); the first refusal answers the request, which
-        goes no further."""
+        goes no further. ``express``: an express call's envelope, or its params when
+        ``read_call`` read it, for the record of a refusal (which keeps the envelope,
+        as on the general path): made only when a policy refuses."""
         now = time.monotonic()
         for check in self.checks:
             refusal = check(req, upstream.name, now)
             if refusal is not None:
+                if isinstance(express, Envelope):
+                    req.env = express
+                elif express is not None:
+                    req.env = Envelope(jsonrpc="2.0", id=req.id, method=req.method,
+                                       params=Raw(express))
                 self._refuse(req, upstream, refusal, now)
                 return True
         return False

@@ -466,3 +466,47 @@ def test_both_read_as_deep_as_a_message_may_nest(ms: ModuleType) -> None:
     result_at = HEAD + b'1,"result":' + nested(ms.RESULT_DEPTH - 1) + b"}"
     assert ms.read_result(result_at) == 1
     assert ms.read_result(HEAD + b'1,"result":' + nested(ms.RESULT_DEPTH) + b"}") is None
+
+
+# -- may_repeat_a_name ----------------------------------------------------------------
+@pytest.mark.parametrize(("params", "expected"), [
+    (UNSET, False),
+    (b'{"name":"search","arguments":{"q":"x"}}', False),
+    (b'{"name":"search","arguments":{"name":"x"}}', True),
+    (b'{"name":"a","name":"b"}', True),
+    (b'{"uri":"file:///a","uri":"file:///b"}', True),
+    (b'{"ref":{"type":"ref/prompt","name":"p"},"ref":{}}', True),
+    (b'{"ref":{"type":"ref/prompt","name":"p"}}', False),
+    (b'{"n\\u0061me":"a"}', True),
+    (b'{"name":"a\\\\u"}', True),  # a backslash then u, as bytes: not told apart
+    (b'{"name":"a \\"name"}', True),  # "name" inside a string counts as well
+    (b'"name"name"', False),  # overlapping: counted as bytes.count counts, once
+    (b'"name"name""name"', True),
+    (b'{"name":"a\\n","x":"\\t"}', False),
+    (b'', False),
+    (b'"', False),
+    (b'\\', False),
+])
+def test_may_repeat_a_name(ms: ModuleType, params: Any, expected: bool) -> None:
+    assert ms.may_repeat_a_name(params) is expected
+    if params is not UNSET:
+        assert ms.may_repeat_a_name(msgspec.Raw(params)) is expected
+
+
+def test_may_repeat_a_name_agrees_with_the_other_twin() -> None:
+    """On random byte strings over the alphabet of the patterns, both twins give the
+    same answer, which is the twin's four scans of the bytes."""
+    import mcpfast_ext.message_scan_py as pure
+    if os.environ.get("MCPFAST_NO_EXTENSIONS") == "1":
+        pytest.skip("the compiled twin is not in use")
+    c = compiled("message_scan")
+    rng = random.Random(5)
+    pieces = [b'"', b"name", b"uri", b"ref", b"\\", b"u", b"n", b"a", b"me", b'"name"',
+              b'"uri"', b'"ref"', b"x", b":", b","]
+    found = 0
+    for _ in range(20000):
+        data = b"".join(rng.choice(pieces) for _ in range(rng.randrange(0, 12)))
+        expected = pure.may_repeat_a_name(data)
+        assert c.may_repeat_a_name(data) is expected, data
+        found += expected
+    assert 2000 < found < 18000
