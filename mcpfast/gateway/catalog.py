@@ -219,14 +219,22 @@ class Catalog:
                 "resources" if kind == "resourceTemplates" else kind for kind in kinds)))
         self.gw.background(refresh())
 
-    def rebuild(self, announced: tuple[str, ...] = ()) -> None:
+    def rebuild(self, announced: tuple[str, ...] = (),
+                upstreams: list[Upstream] | None = None) -> None:
         """Rebuild the routes from the upstreams' catalogs and tell the sessions (and
         the listen streams that asked) which lists changed, and the lists an upstream
         ``announced`` changed: with views, each session only of the lists whose items
-        it is shown changed."""
+        it is shown changed. ``upstreams``: the upstreams to route to from now on (a
+        reload added, removed or replaced one), put in place once what each session
+        was shown has been read with the routes of before."""
         before = self._lists()
         seen_before = self._seen_by_identity() if self.views else None
-        self.gw.router.rebuild()
+        router = self.gw.router
+        if upstreams is not None:
+            for index, upstream in enumerate(upstreams):
+                upstream.index = index
+            router.upstreams = upstreams
+        router.rebuild()
         self._announce_changes(before, seen_before, announced)
 
     def _lists(self) -> dict[str, list[dict[str, Any]]]:

@@ -75,11 +75,7 @@ class Fleet:
 
     def _reroute(self) -> None:
         """Route to the upstreams as they are now, and tell the sessions what changed."""
-        upstreams = list(self.gw.upstreams.values())
-        for index, upstream in enumerate(upstreams):
-            upstream.index = index
-        self.gw.router.upstreams = upstreams
-        self.gw.catalog.rebuild()
+        self.gw.catalog.rebuild(upstreams=list(self.gw.upstreams.values()))
 
     def _add(self, name: str, upstream: UpstreamConfig, config: Config) -> None:
         fresh = self._make(name, upstream, config)

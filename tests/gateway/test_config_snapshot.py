@@ -122,3 +122,34 @@ def test_the_http_endpoint_and_admission_take_a_new_snapshot(tmp_path: Path) -> 
         head, text = await next_response(refused)
         assert head.startswith("HTTP/1.1 503 ") and b"open from 127.0.0.1" in text, head
     in_gateway(base, body)
+
+
+def test_an_upstream_removed_under_a_list_filtering_policy_takes_its_names_along(
+        tmp_path: Path) -> None:
+    """What each identity saw before the reload is read with the routes of before it: a
+    removed upstream's names become unknown, and the names of those that stay reach
+    them, not whatever upstream now has the removed one's place."""
+    policy = '[[authorization.rules]]\ndeny_tools = ["nothing-matches-this"]\n'
+    upstream = f'command = {toml_value(BACKGROUND)}\nera = "legacy"\n'
+    two = tmp_path / "two.toml"
+    two.write_text(f"[listen]\nport = 0\n\n{policy}\n[upstreams.a]\n{upstream}\n"
+                   f"[upstreams.bg]\n{upstream}")
+    one = config_file(tmp_path / "one.toml", policy)
+
+    async def body(gw: Gateway, client: InProcessClient) -> None:
+        for _ in range(2):
+            assert "result" in await client.call("a__big")
+        names = {tool["name"] for tool in
+                 (await client.request("tools/list", {}))["result"]["tools"]}
+        assert {"a__big", "bg__big"} <= names
+        assert gw.use(load(str(one))) == []
+        listed = await client.request("tools/list", {})
+        assert {tool["name"] for tool in listed["result"]["tools"]} == \
+            {name.split("__", 1)[1] for name in names if name.startswith("bg__")}
+        # One upstream is left: its names are no longer prefixed. The "count" that
+        # answers is bg's, which has served no call yet, not a's.
+        assert await counted(client) == {"count": 1}
+        unknown = await client.call("a__big")
+        assert unknown["error"]["code"] == -32602, unknown
+        assert "result" in await client.call("big")
+    in_gateway(two, body)
