@@ -287,16 +287,20 @@ class Supervisor:
 
     async def _until_listening(self, worker: Worker) -> None:
         """Mark ``worker`` running once its listeners are bound; give a restarted one
-        the operator's switches as soon as its admin app answers."""
-        replayed = worker.restarts == 0
+        the operator's switches as soon as its admin app answers, before it takes a
+        client (``replay=1``: a tool is disabled before its upstream lists it). A
+        switch the worker could not answer (no answer, a 5xx) is asked again while it
+        starts; one it refused (a 4xx: an upstream a reload removed) is not."""
+        left = [] if worker.restarts == 0 else list(self.switches.values())
         while True:
             code, body = await worker.admin.ask_json("GET", "/readiness")
-            if code and not replayed:
-                for path in self.switches.values():
-                    answer, _ = await worker.admin.ask_json("POST", path)
+            if code and left:
+                for path in list(left):
+                    answer, _ = await worker.admin.ask_json("POST", f"{path}?replay=1")
                     log.info("worker %d: replayed %s (HTTP %d)", worker.index, path,
                              answer)
-                replayed = True
+                    if 0 < answer < 500:
+                        left.remove(path)
             if code == 200 or (code == 503 and body.get("reason") != "not listening yet"):
                 worker.state = "running"
                 worker.listening.set()

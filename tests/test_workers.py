@@ -423,6 +423,19 @@ def test_admin_writes_reach_every_worker_and_a_restarted_one(gateway_factory: An
         return seen
 
     assert run(calls("a")) == {(0, -32000), (1, -32000)}
+    code, disabled = admin(gw, "POST", "/api/v1/tools/bg__count/disable")
+    assert code == 200 and [w["status"] for w in disabled["workers"]] == [200, 200]
+
+    async def disabled_calls(prefix: str) -> set[tuple[int, str | int]]:
+        """(worker, outcome) of a call to the disabled tool from each of 10 clients."""
+        managers, clients, where = await spread(gw, 10, prefix, TOKEN)
+        try:
+            return {(where[f"{prefix}{i}"], outcome(await client.call_tool("bg__count", {})))
+                    for i, client in enumerate(clients)}
+        finally:
+            await close_all(managers)
+
+    assert run(disabled_calls("d")) == {(0, -32602), (1, -32602)}
     before = {w["index"]: w["pid"] for w in admin(gw, "GET", "/status")[1]["workers"]}
     os.kill(before[1], signal.SIGKILL)
 
@@ -432,6 +445,10 @@ def test_admin_writes_reach_every_worker_and_a_restarted_one(gateway_factory: An
     wait_until(back, 30)
     wait_until(lambda: "worker 1: replayed /api/v1/upstreams/other/drain" in gw.log())
     assert run(calls("b")) == {(0, -32000), (1, -32000)}
+    # The restarted worker took the disabled tool before its upstream listed it.
+    assert "worker 1: replayed /api/v1/tools/bg__count/disable (HTTP 200)" in gw.log()
+    assert run(disabled_calls("e")) == {(0, -32602), (1, -32602)}
+    assert admin(gw, "POST", "/api/v1/tools/bg__count/enable")[0] == 200
     code, _ = admin(gw, "POST", "/api/v1/upstreams/other/undrain")
     assert code == 200
     assert run(calls("c")) == {(0, "result"), (1, "result")}

@@ -224,14 +224,17 @@ async def drain_endpoint(request: web.Request) -> web.Response:
 async def disable_tool(request: web.Request) -> web.Response:
     """POST .../disable: the tool (as clients name it) is hidden from every list and
     answered as unknown; .../enable: it is back. Sessions whose tool list changes are
-    told. A write."""
+    told. A write. A tool no list holds is refused (404), unless ``replay=1``: the
+    supervisor's replay to a restarted worker, whose upstreams may not have listed
+    their tools yet (the switch must be in place before they do)."""
     refused = _write_refused(request)
     if refused is not None:
         return refused
     gw = _gateway(request)
     name = request.match_info["name"]
     disabled = request.path.endswith("/disable")
-    if disabled and name not in {tool.get("name") for tool in gw.router.tools}:
+    if disabled and request.query.get("replay") != "1" and \
+            name not in {tool.get("name") for tool in gw.router.tools}:
         return web.json_response({"error": f"no tool is named {name!r}"}, status=404)
     gw.set_tool_disabled(name, disabled)
     return web.json_response({"tool": name, "disabled": disabled})
