@@ -263,6 +263,8 @@ def _unstartable(config: Config) -> list[str]:
     except ConfigError as exc:
         problems.append(str(exc))
     for name, upstream in config.upstreams.items():
+        if not upstream.command:
+            continue  # reached by url or socket: nothing to start
         env, _ = upstream_environment(upstream, config.interpolated.names, os.environ)
         try:
             resolve_command(name, upstream, config.interpolated, env)

@@ -652,7 +652,10 @@ class UpstreamConfig(msgspec.Struct, **KEY):  # type: ignore[call-arg]
                 _check(self.era != "modern", "era", "the sse transport (2024-11-05) is "
                        "legacy only")
                 self.era = "legacy"
-            split = urlsplit(self.url)
+            try:
+                split = urlsplit(self.url)
+            except ValueError as exc:  # an unclosed "[" of an IPv6 address
+                raise _KeyError("url", f"is not a valid URL ({exc})") from None
             _check(bool(split.hostname), "url", "names no host")
             try:
                 split.port  # noqa: B018 - raises on a port out of range
@@ -662,6 +665,8 @@ class UpstreamConfig(msgspec.Struct, **KEY):  # type: ignore[call-arg]
             _check(bool(self.socket), "socket", "must be the path of the unix socket")
         _check(not self.ca_file or self.url.startswith(("wss://", "https://")), "ca_file",
                "applies only to an https:// or wss:// url")
+        _check(not self.ca_file or os.path.isfile(self.ca_file), "ca_file",
+               f"{self.ca_file!r} is not a file")
         _check(self.max_connections >= 1, "max_connections", "must be at least 1")
         # The server's own event stream (the legacy GET stream, the SSE transport's
         # stream) holds a connection for as long as it is open: with one, every

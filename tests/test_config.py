@@ -62,6 +62,10 @@ def test_bundled_default_fronts_the_demo() -> None:
     ("[listen]\nport = 9090\n" + UP, "admin.port: is listen.port too (9090, on an address"),
     ('[listen]\nport = 7000\nhost = "0.0.0.0"\n[admin]\nport = 7000\n' + UP,
      "admin.port: is listen.port too (7000"),
+    ('[upstreams.a]\nurl = "http://[::1/mcp"\n',
+     "upstreams.a.url: is not a valid URL (Invalid IPv6 URL)"),
+    ('[upstreams.a]\nurl = "https://127.0.0.1:1/mcp"\nca_file = "/nonexistent/ca.pem"\n',
+     "upstreams.a.ca_file: '/nonexistent/ca.pem' is not a file"),
 ])
 def test_errors_name_the_key_path(text: str, message: str) -> None:
     with pytest.raises(ConfigError) as error:

@@ -48,6 +48,17 @@ def test_check_config_ok(tmp_path: Path) -> None:
     assert out.returncode == 0 and "OK" in out.stdout and "demo" in out.stdout
 
 
+def test_check_config_ok_for_upstreams_it_does_not_start(tmp_path: Path) -> None:
+    """Upstreams reached by a URL or a socket have no program to look for."""
+    path = tmp_path / "remote.toml"
+    path.write_text('[upstreams.h]\nurl = "http://127.0.0.1:9/mcp"\n'
+                    '[upstreams.w]\nurl = "ws://127.0.0.1:9/mcp"\n'
+                    '[upstreams.s]\ntransport = "unix"\nsocket = "/tmp/none.sock"\n'
+                    '[upstreams.demo]\ncommand = ["python", "-m", "mcpfast.demo"]\n')
+    out = mcpfast("check-config", str(path))
+    assert out.returncode == 0 and "OK (4 upstream(s)" in out.stdout, out.stderr
+
+
 def test_check_config_names_the_key_path(tmp_path: Path) -> None:
     path = tmp_path / "bad.toml"
     path.write_text('[listen]\nport = "eighty"\n[upstreams.demo]\ncommand = ["x"]\n')
