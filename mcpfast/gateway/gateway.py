@@ -137,8 +137,12 @@ class Gateway:
             # is on one endpoint.
             endpoints = [msgspec.structs.replace(endpoint, replicas=[])
                          for endpoint in (config, *config.replicas)]
-            upstream.pool = SessionPool(upstream, config, lambda endpoint: new_upstream(
-                name, index, endpoints[endpoint], self.relay, interpolated))
+            def session_own(endpoint: int) -> Upstream:
+                own: Upstream = new_upstream(name, index, endpoints[endpoint], self.relay,
+                                             interpolated)
+                own.session_own = True
+                return own
+            upstream.pool = SessionPool(upstream, config, session_own)
             upstream.choose = True
             return upstream
         if upstream.balancer is None and (config.era == "both" or (

@@ -207,7 +207,7 @@ class Relay:
             params = _any.decode(env.params) if env.params is not UNSET else {}
             if self.subscriptions.from_listen(upstream, params):
                 self.subscriptions.resource_updated(upstream, params)
-        elif method in LIST_KINDS:
+        elif method in LIST_KINDS and not upstream.session_own:
             self.catalog.refresh(upstream, LIST_KINDS[method])
         elif method == SUBSCRIPTIONS_ACKNOWLEDGED:
             params = _any.decode(env.params) if env.params is not UNSET else {}

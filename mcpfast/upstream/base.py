@@ -193,6 +193,9 @@ class Upstream(Generic[CallT]):
         self.pool: Any = None
         """With ``mode = "per_session"``, on the upstream as routed to (the template):
         the ``SessionPool`` of the sessions' own upstreams (gateway/per_session.py)."""
+        self.session_own = False
+        """One session's own upstream (``mode = "per_session"``): what it says of its
+        lists is that session's, not the catalog's (the template gives that)."""
         self.balancer: Any = None
         """The ``Balancer`` of the upstream's endpoints, when it has one (balancer.py):
         set on every endpoint; the first is the one routed to by name."""

@@ -26,6 +26,7 @@ from mcpfast.config import ConfigError, parse
 from mcpfast.upstream.process import STDIN_PIPE_SIZE
 
 from ..conftest import (
+    EVENTS_SERVER,
     ROOT,
     SDK_SERVER,
     GatewayProcess,
@@ -138,6 +139,28 @@ def test_sampling_reaches_the_client_that_caused_it_among_many(tmp_path: Path) -
         async def body() -> list[str]:
             return list(await asyncio.gather(*(one(f"question {i}") for i in range(4))))
         assert run(body()) == [f"echo of question {i}" for i in range(4)]
+    finally:
+        gateway.cleanup()
+
+
+def test_a_sessions_own_upstream_tells_only_that_session_its_list_changed(
+        tmp_path: Path) -> None:
+    """What a session's own server says of its lists is that session's: passed on to it
+    as the server said it, never to the other sessions (whose servers said nothing)."""
+    gateway = start(tmp_path, command=EVENTS_SERVER)
+    try:
+        async def body() -> None:
+            async with ws_client(gateway.ws_url) as a, ws_client(gateway.ws_url) as b:
+                for client in (a, b):
+                    await client.initialize()
+                    assert "result" in await client.call_tool("whoami")
+                assert "result" in await a.call_tool("announce", {"tool_name": "mine"})
+                # The server announced before it answered: the notice came first.
+                assert [n["method"] for n in a.notifications] == \
+                    ["notifications/tools/list_changed"], a.notifications
+                assert "result" in await b.call_tool("whoami")
+                assert b.notifications == []
+        run(body())
     finally:
         gateway.cleanup()
 
