@@ -89,7 +89,13 @@ class Subscriptions:
             return
         method = "notifications/resources/updated"
         plain = jsonrpc.notification(method, params)
+        views = self.catalog.views
         for session in list(self.gw.sessions.values()):
+            if views and not all(view(session, upstream.name, "resources", uri)
+                                 for view in views):
+                # Subscribed while it could read the resource, before a reload denied
+                # it: what the policy in force refuses it reads nothing of.
+                continue
             if uri in session.subscriptions:
                 self.gw.send(session, plain)
             for listen in list(session.listens.values()):

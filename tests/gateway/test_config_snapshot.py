@@ -12,6 +12,7 @@ from mcpfast.gateway.gateway import Gateway
 from mcpfast.transport.tcp import TcpConnection
 
 from ..conftest import (
+    EVENTS_SERVER,
     ROOT,
     InProcessClient,
     InProcessListener,
@@ -153,3 +154,31 @@ def test_an_upstream_removed_under_a_list_filtering_policy_takes_its_names_along
         assert unknown["error"]["code"] == -32602, unknown
         assert "result" in await client.call("big")
     in_gateway(two, body)
+
+
+def test_a_resource_a_reload_denies_sends_no_more_updates_to_its_subscribers(
+        tmp_path: Path) -> None:
+    """A session subscribed while it could read the resource: once a reload denies it,
+    the session is told nothing more of it (nor of anything the policy hides)."""
+    events = ["python", EVENTS_SERVER]
+    plain = config_file(tmp_path / "plain.toml", command=events)
+    denied = config_file(tmp_path / "denied.toml", '[[authorization.rules]]\n'
+                         'deny_resources = ["test://secret"]\n', command=events)
+
+    async def touched(client: InProcessClient, uri: str) -> list[str]:
+        """The updates that came with ``touch``'s answer (the server sends its
+        notification before it answers)."""
+        client.received.clear()
+        answer = await client.request("tools/call", {"name": "touch", "arguments": {"uri": uri}})
+        assert "result" in answer, answer
+        return [m["params"]["uri"] for m in client.received
+                if m.get("method") == "notifications/resources/updated"]
+
+    async def body(gw: Gateway, client: InProcessClient) -> None:
+        for uri in ("test://secret", "test://open"):
+            assert "result" in await client.request("resources/subscribe", {"uri": uri})
+        assert await touched(client, "test://secret") == ["test://secret"]
+        assert gw.use(load(str(denied))) == []
+        assert await touched(client, "test://secret") == []
+        assert await touched(client, "test://open") == ["test://open"]
+    in_gateway(plain, body)
