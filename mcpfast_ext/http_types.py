@@ -79,7 +79,8 @@ BODY = 2
 
 def head_complete(index: dict[str, str], max_body: int, version: Callable[[], str]) -> bool:
     """What a reader checks once a request's head is read, before its body: a transfer
-    coding other than chunked is 501 (RFC 9112 6.1: one the server does not implement,
+    coding in an HTTP/1.0 request is 400 (RFC 9112 6.1: faulty framing), one other than
+    chunked is 501 (RFC 9112 6.1: one the server does not implement,
     whose body it could not read), and a declared body over ``max_body`` is 413 at once
     rather than once that much has been read. Returns whether the client waits for
     ``100 Continue`` before it sends the body (RFC 9110 10.1.1: an HTTP/1.1 request
@@ -87,6 +88,11 @@ def head_complete(index: dict[str, str], max_body: int, version: Callable[[], st
     version, asked only then."""
     coding = index.get("transfer-encoding")
     if coding is not None:
+        if version() == "1.0":
+            # RFC 9112 6.1: HTTP/1.0 has no transfer codings, so its framing is faulty;
+            # read as chunked and kept alive, it could smuggle a request past a proxy
+            # in front that frames it otherwise.
+            raise HttpError(400, "Bad Request: Transfer-Encoding in an HTTP/1.0 request")
         for part in coding.split(","):
             part = part.strip().lower()
             if part and part != "chunked":

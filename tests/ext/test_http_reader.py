@@ -133,6 +133,10 @@ def test_an_upgrade_to_another_protocol_is_read_as_http(hr: ModuleType, pieces: 
     (b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", 501),
     (b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n",
      501),
+    # HTTP/1.0 has no transfer codings: faulty framing (RFC 9112 6.1), however it is
+    # meant to be kept alive.
+    (b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\nConnection: keep-alive\r\n\r\n"
+     b"2\r\n{}\r\n0\r\n\r\n", 400),
 ])
 def test_bad_requests_raise_their_status(hr: ModuleType, data: bytes, status: int) -> None:
     with pytest.raises(HttpError) as error:
