@@ -39,7 +39,7 @@ from ..protocol.websocket import (
 )
 from .exchange import Exchange
 from .ports import ClientSession, ConnectionOwner, Dispatcher, Identity
-from .streamable import Endpoint
+from .streamable import LEGACY_ALLOW, Endpoint
 from .tls import certified_identity
 from .writer import ClientProtocol, CoalescingWriter
 
@@ -342,16 +342,13 @@ class TcpConnection(ClientProtocol):
             self._reply_and_close(error_response(
                 505, f"HTTP Version Not Supported: HTTP/{request.version}; speak HTTP/1.1"))
             return
+        if request.method == "HEAD":
+            self._head(request)
+            return
         if request.path != self.config.path:
-            authenticator = self.core.authenticator
-            if request.method == "GET" and authenticator.serves_metadata(request.path):
-                self.writer.write(format_response(
-                    200, [("Content-Type", "application/json"), *METADATA_HEADERS],
-                    msgspec.json.encode(authenticator.metadata(request.header("Host"))),
-                    keep_alive=request.keep_alive))
-                return
-            self._http_error(request, 404, f"no MCP endpoint at {request.path}; "
-                             f"MCP clients use {self.config.path}")
+            self.writer.write(self._elsewhere(request))
+            if not request.keep_alive:
+                self._close_transport()
             return
         upgrade = request.fields.get("upgrade")
         if upgrade is None or not asks_websocket(upgrade):
@@ -399,6 +396,30 @@ class TcpConnection(ClientProtocol):
         self.queue = None
         if leftover:
             self._websocket_data(leftover)
+
+    def _elsewhere(self, request: HttpRequest) -> bytes:
+        """The response to a request for a path other than the MCP endpoint's: the
+        authorization server metadata the authenticator serves (GET), else 404."""
+        authenticator = self.core.authenticator
+        if request.method in ("GET", "HEAD") and authenticator.serves_metadata(request.path):
+            return format_response(
+                200, [("Content-Type", "application/json"), *METADATA_HEADERS],
+                msgspec.json.encode(authenticator.metadata(request.header("Host"))),
+                keep_alive=request.keep_alive)
+        return error_response(404, f"no MCP endpoint at {request.path}; MCP clients use "
+                              f"{self.config.path}", keep_alive=request.keep_alive)
+
+    def _head(self, request: HttpRequest) -> None:
+        """HEAD: the head of what GET would answer, without its content (RFC 9110
+        9.3.2; a client reads none after it). The MCP endpoint's GET opens an event
+        stream, which a HEAD must not: 405 there."""
+        assert self.writer is not None
+        response = self._elsewhere(request) if request.path != self.config.path else \
+            error_response(405, "Method Not Allowed: HEAD; MCP clients use POST and GET",
+                           keep_alive=request.keep_alive, headers=[("Allow", LEGACY_ALLOW)])
+        self.writer.write(response[:response.index(b"\r\n\r\n") + 4])
+        if not request.keep_alive:
+            self._close_transport()
 
     def write(self, data: bytes) -> None:
         """Part of the HTTP response in progress (the exchange's writer)."""

@@ -785,3 +785,29 @@ def test_by_default_one_address_may_hold_half_the_connections() -> None:
     admission.release("10.0.0.1")
     assert admission.admit("10.0.0.1") is None
     assert admission.refused == 1
+
+
+def test_a_head_request_is_answered_without_content(gateway_factory: Any) -> None:
+    """RFC 9110 9.3.2: a response to HEAD has no content, so a keep-alive client reads
+    the next response right after its head (the MCP endpoint's, whose GET would open an
+    event stream, is 405; another path's is GET's 404, its length declared)."""
+    gw: GatewayProcess = gateway_factory(BG)
+
+    async def main() -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
+        try:
+            host = f"Host: 127.0.0.1:{gw.port}\r\n"
+            writer.write(f"HEAD /mcp HTTP/1.1\r\n{host}\r\nHEAD /nope HTTP/1.1\r\n{host}\r\n"
+                         f"GET /nope HTTP/1.1\r\n{host}Connection: close\r\n\r\n".encode())
+            received = await asyncio.wait_for(reader.read(-1), 20)
+        finally:
+            writer.close()
+        first, second, third = received.split(b"\r\n\r\n", 2)
+        assert first.startswith(b"HTTP/1.1 405 "), received
+        assert "GET, POST, DELETE" in header(first + b"\r\n\r\n", "Allow")
+        assert second.startswith(b"HTTP/1.1 404 "), received
+        head, body = third.split(b"\r\n\r\n", 1)
+        assert head.startswith(b"HTTP/1.1 404 ") and body.startswith(b"no MCP endpoint")
+        declared = int(header(second + b"\r\n\r\n", "Content-Length"))
+        assert declared == len(body) == int(header(head + b"\r\n\r\n", "Content-Length"))
+    run(main())
