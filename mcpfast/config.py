@@ -51,6 +51,9 @@ class HttpConfig(msgspec.Struct, **KEY):  # type: ignore[call-arg]
     """The key that signs session ids. Replicas behind one load balancer share it (use
     ``${ENV}``) so that any of them can serve any session; empty = random per process."""
     session_timeout: float = 1800.0
+    """Seconds a legacy session lives without a request (or a stream or subscription
+    open): then it ends, and its id gets 404. ``listen.idle_timeout`` is for
+    connections (WebSocket, the unix socket)."""
     max_sessions: int = 10000
     max_sessions_per_peer: int = 0
     """Legacy sessions open at once from one IP address: one client cannot take them

@@ -49,6 +49,9 @@ async def sweep_forever(gw: Swept) -> None:
         await asyncio.sleep(SWEEP_INTERVAL)
         # Read each time: a reload may have changed it (the config snapshot).
         idle = gw.config.listen.idle_timeout
+        # A Streamable HTTP session has no connection to be idle on: it ends after
+        # listen.http.session_timeout without a request.
+        idle_http = gw.config.listen.http.session_timeout
         measure_buffers(gw)
         now = time.monotonic()
         for upstream in gw.fleet.all():
@@ -73,7 +76,7 @@ async def sweep_forever(gw: Swept) -> None:
                 # request, stream or subscription ends (to a sweep).
                 session.last_activity = now
                 continue
-            if session.idle_for(now) > idle:
+            if session.idle_for(now) > (idle_http if session.transport == "http" else idle):
                 log.info("closing idle session %s (%s)", session.id, session.peer)
                 idle_closed.add(session.id)
                 session.close(1001, "idle timeout")

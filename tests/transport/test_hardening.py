@@ -447,6 +447,26 @@ def test_one_address_cannot_take_every_legacy_session(gateway_factory: Any) -> N
     run(main())
 
 
+def test_a_legacy_session_ends_after_session_timeout_without_a_request(
+        gateway_factory: Any) -> None:
+    """``listen.http.session_timeout`` (found unread by an outside sweep): a session
+    with no request for that long ends, and its id gets 404. ``listen.idle_timeout``,
+    for connections, does not end it sooner. Margins of seconds for a busy machine
+    (the sweeper runs every 0.5 s)."""
+    gw: GatewayProcess = gateway_factory(BG, listen={"idle_timeout": 0.5,
+                                                     "http": {"session_timeout": 3.0}})
+
+    async def main() -> None:
+        async with aiohttp.ClientSession() as http:
+            status, sid = await _initialize(http, gw.http_url)
+            assert status == 200 and sid is not None
+            await asyncio.sleep(1.5)  # three idle_timeouts, half a session_timeout
+            assert await _ping(http, gw.http_url, sid) == 200
+            await asyncio.sleep(6.0)  # two session_timeouts
+            assert await _ping(http, gw.http_url, sid) == 404
+    run(main())
+
+
 def test_a_session_id_expires_at_its_maximum_age(gateway_factory: Any) -> None:
     """Defect 8: issued_at was never checked, so an id lived as long as it was used."""
     gw: GatewayProcess = gateway_factory(BG, listen={"http": {"session_max_age": 2.0}})

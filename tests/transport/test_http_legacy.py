@@ -153,9 +153,9 @@ def test_session_lifecycle_and_errors(gateway: GatewayProcess) -> None:
 
 
 def test_idle_session_expires(gateway_factory: Any) -> None:
-    """A session with no requests and no open stream for listen.idle_timeout ends: its
-    id then gets 404, and the client initializes again."""
-    gw = gateway_factory(LEGACY, listen={"idle_timeout": 1.0})
+    """A session with no requests and no open stream for listen.http.session_timeout
+    ends: its id then gets 404, and the client initializes again."""
+    gw = gateway_factory(LEGACY, listen={"http": {"session_timeout": 1.0}})
     call = {"jsonrpc": "2.0", "id": 2, "method": "tools/list"}
 
     async def main() -> None:
