@@ -400,6 +400,11 @@ class LimitsConfig(msgspec.Struct, **KEY):  # type: ignore[call-arg]
     max_batch: int = 256
     """Messages one JSON-RPC batch may carry (sessions at 2025-03-26 and 2024-11-05); a
     longer batch is refused whole with -32600."""
+    max_subscriptions: int = 1000
+    """Resources one session may be subscribed to at once: by ``resources/subscribe``
+    and by the URIs of its ``subscriptions/listen`` streams together. Each is a
+    subscription the gateway holds upstream, so a client cannot make one request fan
+    out into unbounded upstream calls; past it, -32602."""
     max_connections: int = 0
     """Client connections open at once (WebSocket, HTTP and unix together); more are
     closed at once (HTTP 503). 0: the descriptor limit less ``reserved_descriptors``."""
@@ -425,6 +430,7 @@ class LimitsConfig(msgspec.Struct, **KEY):  # type: ignore[call-arg]
                "must be at least client_buffer_bytes")
         _check(self.max_in_flight > 0, "max_in_flight", "must be positive")
         _check(self.max_batch > 0, "max_batch", "must be positive")
+        _check(self.max_subscriptions > 0, "max_subscriptions", "must be positive")
         for key in ("max_connections", "max_connections_per_peer", "reserved_descriptors"):
             _check(getattr(self, key) >= 0, key, "must not be negative")
         for key in ("header_timeout", "body_timeout", "keepalive_timeout"):

@@ -62,7 +62,7 @@ from .ports import Core, Handler
 from .refusal import Refusal
 from .router import KIND_PROMPT, KIND_TOOL
 from .session import LOG_LEVELS, DownstreamSession
-from .subscriptions import Subscriptions
+from .subscriptions import Subscriptions, subscribed
 
 log = logging.getLogger("mcpfast.gateway")
 _any = msgspec.json.Decoder()
@@ -716,6 +716,12 @@ class Requests:
             return
         if uri in session.subscriptions:
             self.gw.respond(session, env.id, {})  # type: ignore[arg-type]
+            return
+        limit = self.gw.config.limits.max_subscriptions
+        if subscribed(session) >= limit:
+            self.send_error(session, env.id, jsonrpc.INVALID_PARAMS,
+                            f"the session holds {limit} resource subscriptions, "
+                            "limits.max_subscriptions: unsubscribe first")
             return
         if not self.subscriptions.can_subscribe(upstream):
             self.send_error(session, env.id, jsonrpc.METHOD_NOT_FOUND,

@@ -17,6 +17,12 @@ from .ports import Core
 from .session import NOTHING_YET, DownstreamSession, Listen
 
 
+def subscribed(session: DownstreamSession) -> int:
+    """The resource subscriptions ``session`` holds (``limits.max_subscriptions``)."""
+    return len(session.subscriptions) + sum(len(listen.uris)
+                                            for listen in session.listens.values())
+
+
 class Subscriptions:
     def __init__(self, gw: Core, catalog: Catalog) -> None:
         self.gw = gw
@@ -129,11 +135,20 @@ class Subscriptions:
                                "subscriptions/listen requires params.notifications, an object "
                                "whose resourceSubscriptions (if any) is a list of URIs")
             return
+        wanted_uris = dict.fromkeys(uris)
+        limit = self.gw.config.limits.max_subscriptions
+        held_before = subscribed(session)
+        if len(wanted_uris) + held_before > limit:
+            self.gw.send_error(session, listen_id, jsonrpc.INVALID_PARAMS, (
+                f"subscriptions/listen names {len(wanted_uris)} resources and the session "
+                f"holds {held_before} subscriptions: more than limits.max_subscriptions "
+                f"({limit})"))
+            return
         served = self.catalog.capabilities()
         honoured: dict[str, Any] = {flag: True for flag, kind in LISTEN_FLAGS.items()
                                     if wanted.get(flag) is True and kind in served}
         views = self.catalog.views
-        held = [(uri, upstream) for uri in dict.fromkeys(uris)
+        held = [(uri, upstream) for uri in wanted_uris
                 if (upstream := self.gw.router.route_uri(uri)) is not None
                 and self.can_subscribe(upstream)
                 and all(view(session, upstream.name, "resources", uri) for view in views)]
