@@ -21,7 +21,7 @@ from msgspec import UNSET, UnsetType
 
 from ..config import HttpConfig
 from ..protocol import jsonrpc, modern, sse
-from .exchange import Exchange, _prefers_sse
+from .exchange import Exchange, _accepts, _prefers_sse
 from .http_checks import cancelled_id
 from .ports import ClientSession, Dispatcher, Identity
 
@@ -430,6 +430,10 @@ class ModernRequest:
             log.warning("dropping %s: modern HTTP responses carry no requests", out.method)
             return
         if not self.streaming:
+            if not _accepts(exchange.request.fields.get("accept"), "text/event-stream"):
+                # A client that takes JSON alone gets the response alone: what would
+                # precede it (progress, log messages) has no stream to go on.
+                return
             self.streaming = True
             exchange.start_stream([], self.lost)
             self.endpoint.live_modern.add(self)

@@ -440,6 +440,16 @@ def test_modern_notifications_and_json_only_clients(gateway_factory: Any,
                 assert resp.status == 200
                 assert resp.headers["Content-Type"] == "application/json"
                 assert (await resp.json())["result"]["content"][0]["text"] == "json"
+            # Nor is it sent one when notifications precede the response (its progress
+            # is dropped: found by an outside sweep, which got an event stream).
+            progress = {"jsonrpc": "2.0", "id": 2, "method": "tools/call",
+                        "params": modern({"name": "progress", "arguments": {"steps": 2}},
+                                         progressToken="p")}
+            async with http.post(gw.http_url, json=progress, headers=modern_headers(
+                    "tools/call", "progress", Accept="application/json")) as resp:
+                assert resp.status == 200
+                assert resp.headers["Content-Type"] == "application/json"
+                assert "result" in await resp.json()
     run(main())
 
 
