@@ -41,7 +41,7 @@ from .exchange import Exchange
 from .ports import ClientSession, ConnectionOwner, Dispatcher, Identity
 from .streamable import LEGACY_ALLOW, Endpoint
 from .tls import certified_identity
-from .writer import ClientProtocol, CoalescingWriter
+from .writer import PAUSED_BY_UPSTREAM, ClientProtocol, CoalescingWriter
 
 LINGER_TIMEOUT = 2.0
 """How long input is read and dropped after an error answer before the close."""
@@ -231,6 +231,8 @@ class TcpConnection(ClientProtocol):
         elif self.exchange is None and not self.queue and self.writer is not None:
             reader.continue_expected = False
             self.writer.write_now(CONTINUE)
+            # The client sends its body now: its time starts now.
+            self._set_deadline(self._loop.time() + self.limits.body_timeout)
 
     def buffered(self) -> int:
         """Bytes held for this client: to send, and of a message not yet complete."""
@@ -272,6 +274,13 @@ class TcpConnection(ClientProtocol):
             self._timer = self._loop.call_at(deadline, self._on_deadline)
             return
         self._deadline = None
+        if self.ws is None and self._phase != IDLE and self._held_by_us():
+            # The gateway is not reading this request (its pipeline is full, or an
+            # upstream it feeds is congested), or has not yet let the client send its
+            # body (100 Continue waits for the requests before it): its time does not
+            # run, and starts again from now (RFC 9110 10.1.1, RFC 9112 9.3.2).
+            self._reader_phase_changed()
+            return
         if self.ws is not None:
             self._websocket_deadline()
         elif self._phase == HEAD:
@@ -284,6 +293,13 @@ class TcpConnection(ClientProtocol):
                                    f"{self.limits.body_timeout:g} s")
         elif self.exchange is None:
             self._abort("no request on an idle connection")
+
+    def _held_by_us(self) -> bool:
+        """Whether the request being read waits on the gateway rather than the client."""
+        if self.paused & (PAUSED_BY_PIPELINE | PAUSED_BY_UPSTREAM):
+            return True
+        reader = self.reader
+        return self._phase == BODY and reader is not None and reader.continue_expected
 
     def _timeout_response(self, why: str) -> None:
         log.info("closing %s: %s", self.peer, why)

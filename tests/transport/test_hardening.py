@@ -831,3 +831,63 @@ def test_a_head_request_is_answered_without_content(gateway_factory: Any) -> Non
         declared = int(header(second + b"\r\n\r\n", "Content-Length"))
         assert declared == len(body) == int(header(head + b"\r\n\r\n", "Content-Length"))
     run(main())
+
+
+def test_a_pipelined_request_the_gateway_does_not_read_yet_is_not_timed_out(
+        gateway_factory: Any) -> None:
+    """Found by an outside sweep: more than 16 pipelined requests stop the gateway
+    reading; the next one's body, sent in time, waited unread while its body_timeout
+    ran, and the connection was reset with every answer on it lost. And a request
+    expecting 100 Continue behind a slow one waits for the gateway to send it: no
+    deadline runs meanwhile either (RFC 9110 10.1.1)."""
+    gw: GatewayProcess = gateway_factory(BG, limits={"body_timeout": 1.0,
+                                                     "header_timeout": 1.0})
+
+    def post(body: dict[str, Any], sid: str, *extra: str, length: int | None = None
+             ) -> bytes:
+        payload = json.dumps(body).encode()
+        head = ["POST /mcp HTTP/1.1", f"Host: 127.0.0.1:{gw.port}",
+                f"Accept: {JSON_AND_SSE}", "Content-Type: application/json",
+                f"Content-Length: {len(payload) if length is None else length}",
+                f"Mcp-Session-Id: {sid}", "MCP-Protocol-Version: 2025-11-25", *extra]
+        return ("\r\n".join(head) + "\r\n\r\n").encode() + (payload if length is None
+                                                              else b"")
+
+    async def main() -> None:
+        async with aiohttp.ClientSession() as http:
+            status, sid = await _initialize(http, gw.http_url)
+        assert status == 200 and sid is not None
+        slow = {"jsonrpc": "2.0", "id": "slow", "method": "tools/call",
+                "params": {"name": "slow", "arguments": {"seconds": 3.0}}}
+        last = json.dumps({"jsonrpc": "2.0", "id": "last", "method": "ping"}).encode()
+        for expect in ((), ("Expect: 100-continue",)):
+            reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
+            try:
+                pings = b"".join(post({"jsonrpc": "2.0", "id": i, "method": "ping"}, sid)
+                                 for i in range(17 if not expect else 0))
+                received = b""
+
+                async def until(text: bytes, reader: asyncio.StreamReader = reader) -> None:
+                    nonlocal received
+                    async with asyncio.timeout(20):
+                        while text not in received:
+                            chunk = await reader.read(65536)
+                            assert chunk, received  # not closed before every answer
+                            received += chunk
+                if not expect:
+                    # The last body's start now, the rest while reading is paused.
+                    writer.write(post(slow, sid) + pings
+                                 + post({}, sid, length=len(last)) + last[:10])
+                    await asyncio.sleep(0.3)
+                    writer.write(last[10:])
+                else:
+                    # Its body once the gateway says 100 Continue: after the slow call.
+                    writer.write(post(slow, sid) + post({}, sid, *expect, length=len(last)))
+                    await until(b"HTTP/1.1 100 Continue\r\n\r\n")
+                    writer.write(last)
+                await until(b'"id":"last"')
+            finally:
+                writer.close()
+            assert b'"id":"slow","result"' in received
+            assert received.count(b'"result":{}') == (18 if not expect else 1)
+    run(main())
