@@ -29,6 +29,7 @@ from libc.string cimport memcmp
 from mcpfast_ext.http_types import (
     BODY, HEAD, IDLE, HttpError, HttpRequest, asks_websocket, declined_head,
     head_complete,
+    target_path,
 )
 
 cdef int _IDLE = IDLE
@@ -410,8 +411,7 @@ cdef class HttpRequestReader:
         if url[:1] == b"/" and url[1:2] != b"/" and b"?" not in url and b"#" not in url:
             path = target  # origin-form with no query: nothing to split off
         else:
-            parsed = httptools.parse_url(url)
-            path = parsed.path.decode("latin-1") if parsed.path else "/"
+            path = target_path(url)
         self._requests.append(HttpRequest(
             parser.get_method().decode("ascii"), target, path, parser.get_http_version(),
             self._headers, b"".join(self._body), parser.should_keep_alive(),

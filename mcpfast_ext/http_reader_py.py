@@ -18,6 +18,7 @@ from .http_types import (
     asks_websocket,
     declined_head,
     head_complete,
+    target_path,
 )
 
 __all__ = ["BODY", "HEAD", "IDLE", "HttpError", "HttpRequest", "HttpRequestReader"]
@@ -152,8 +153,7 @@ class HttpRequestReader:
         if url[:1] == b"/" and url[1:2] != b"/" and b"?" not in url and b"#" not in url:
             path = target  # origin-form with no query: nothing to split off
         else:
-            parsed = httptools.parse_url(url)
-            path = parsed.path.decode("latin-1") if parsed.path else "/"
+            path = target_path(url)
         self._requests.append(HttpRequest(
             parser.get_method().decode("ascii"), target, path, parser.get_http_version(),
             self._headers, b"".join(self._body), parser.should_keep_alive(),

@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import httptools
+
 
 class HttpError(Exception):
     """A request that cannot be served: carries the status to answer with."""
@@ -110,6 +112,18 @@ def head_complete(index: dict[str, str], max_body: int, version: Callable[[], st
     expect = index.get("expect")
     return expect is not None and expect.strip().lower() == "100-continue" and \
         (declared > 0 or coding is not None) and version() == "1.1"
+
+
+def target_path(url: bytes) -> str:
+    """The path of a request target other than a plain path (absolute-form, or with a
+    query): "/" when it names none. A target that is neither a path nor a URL (the
+    authority-form of CONNECT, which only a forward proxy serves) is 400."""
+    try:
+        parsed = httptools.parse_url(url)
+    except httptools.HttpParserInvalidURLError:
+        raise HttpError(400, f"Bad Request: the request target {url.decode('latin-1')!r} is "
+                             "neither a path nor a URL (this is not a forward proxy)") from None
+    return parsed.path.decode("latin-1") if parsed.path else "/"
 
 
 def asks_websocket(upgrade: str | None) -> bool:
