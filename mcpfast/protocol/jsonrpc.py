@@ -135,14 +135,18 @@ def decode(data: bytes, max_depth: int | None = DEFAULT_MAX_DEPTH) -> Envelope:
         # msgspec stops at the first value of the wrong type, before it has read the
         # rest: only JSON that parses whole is an Invalid Request (JSON-RPC 2.0 5.1).
         try:
-            _syntax.decode(data)
+            whole = _syntax.decode(data)
         except msgspec.DecodeError as parse_exc:
             raise MessageError(PARSE_ERROR, f"Parse error: {parse_exc}") from None
         except RecursionError:
             raise _unread(data, "Parse error: JSON nested too deeply") from None
         if data.lstrip().startswith(b"["):
             raise MessageError(INVALID_REQUEST, BATCH_REFUSED, batch=True) from None
-        raise MessageError(INVALID_REQUEST, f"Invalid Request: {exc}") from None
+        # The id, where it is one (a method of the wrong type, say): the error names it.
+        request_id = whole.get("id") if isinstance(whole, dict) else None
+        raise MessageError(INVALID_REQUEST, f"Invalid Request: {exc}",
+                           None if isinstance(request_id, bool) else _safe_id(request_id)
+                           ) from None
     except msgspec.DecodeError as exc:
         raise MessageError(PARSE_ERROR, f"Parse error: {exc}") from None
     except RecursionError:

@@ -155,6 +155,12 @@ def test_decode_reads_responses(data: bytes) -> None:
     (b'{"jsonrpc":"2.0","result":{}}', None),
     (b'{"jsonrpc":"2.0","error":{"code":1,"message":"m"}}', None),
     (b'{"jsonrpc":"1.0","id":[1],"method":"ping"}', None),
+    # A member of the wrong type: the id is read all the same (found by an outside
+    # sweep: answered with a null id).
+    (b'{"jsonrpc":"2.0","id":1,"method":7}', 1),
+    (b'{"jsonrpc":"2.0","method":["x"],"id":"x"}', "x"),
+    (b'{"jsonrpc":"2.0","id":true,"method":7}', None),
+    (b'{"jsonrpc":"2.0","id":1.5,"method":"ping"}', None),
 ])
 def test_an_invalid_request_is_answered_with_its_id(data: bytes, request_id: object) -> None:
     error = decode_error(data)
