@@ -502,13 +502,17 @@ class WebSocketConnection:
             if fragments is None:
                 self._fail(1002, "continuation frame without a message to continue")
                 return
-            fragments.append(payload)
-            self._fragment_size += len(payload)
-            if self._fragment_size > self._max_message:
-                self._fail(1009, f"message exceeds {self._max_message} bytes")
-                return
+            if payload:
+                # An empty continuation adds nothing: not kept, or a stream of them
+                # would hold memory that max_message_bytes does not count.
+                fragments.append(payload)
+                self._fragment_size += len(payload)
+                if self._fragment_size > self._max_message:
+                    self._fail(1009, f"message exceeds {self._max_message} bytes")
+                    return
             if fin:
                 self._fragments = None
+                self._fragment_size = 0  # nothing begun: ``buffered`` is what is not
                 self._deliver(self._fragment_opcode, b"".join(fragments))
             return
 

@@ -177,9 +177,25 @@ def test_fragmented_text_is_reassembled_with_control_frames_between(client: Clie
     client.send(OP_CONT, b"}", fin=True)
     assert client.events() == [TextMessage(b'{"a":"b"}')]
     assert client.received() == []
+    # Complete: nothing is begun any more (found by an outside sweep: the fragments'
+    # size stayed counted, and the connection was closed body_timeout later as if a
+    # message were unfinished).
+    assert client.conn.buffered == 0
 
     client.send(OP_TEXT, b"next")
     assert client.events() == [TextMessage(b"next")]
+
+
+def test_empty_continuations_are_not_kept(client: Client) -> None:
+    """They add nothing to the message, so nothing of them is held: a stream of them
+    cannot grow memory past what max_message_bytes bounds."""
+    client.send(OP_TEXT, b"[1", fin=False)
+    for _ in range(1000):
+        client.send(OP_CONT, b"", fin=False)
+    assert client.conn._fragments == [b"[1"]
+    client.send(OP_CONT, b"]", fin=True)
+    assert client.events() == [TextMessage(b"[1]")]
+    assert client.conn.buffered == 0
 
 
 def test_fragmented_binary_message(client: Client) -> None:
