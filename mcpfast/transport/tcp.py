@@ -517,6 +517,8 @@ class TcpConnection(ClientProtocol):
                 # 7.1.7; _flush_frames sends the close frame once nothing is in flight).
                 if type(event) is BinaryMessage:
                     ws.fail(1003, "MCP messages are JSON text; binary frames are not accepted")
+                elif event.code == 1009:  # type: ignore[union-attr]
+                    self.core.counters.oversized += 1  # over listen.max_message_bytes
                 if session is not None and session.owes_answers:
                     self.pause(PAUSED_BY_FAILURE)
                     self._loop.call_later(ANSWER_TIMEOUT,

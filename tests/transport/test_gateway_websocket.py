@@ -352,6 +352,9 @@ def test_oversized_message_closes_1009(gateway_factory: Any) -> None:
         assert upgrade(s).startswith(b"HTTP/1.1 101")
         s.sendall(codec.encode_frame(codec.OP_TEXT, b" " * 5000, mask=b"abcd"))
         assert close_code(read_frames(s)[-1]) == 1009
+    # Counted, as an oversized line of the unix socket is (found by an outside sweep).
+    status, metrics = gw.admin_get("/metrics")
+    assert status == 200 and b"\nmcpfast_oversized_messages_total 1.0\n" in metrics
     # Other clients are unaffected.
     async def body() -> None:
         async with ws_client(gw.ws_url) as c:
