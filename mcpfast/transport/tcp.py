@@ -32,6 +32,7 @@ from ..protocol.websocket import (
     OPEN,
     BinaryMessage,
     Closed,
+    Event,
     HandshakeError,
     TextMessage,
     WebSocketConnection,
@@ -41,7 +42,13 @@ from .exchange import Exchange
 from .ports import ClientSession, ConnectionOwner, Dispatcher, Identity
 from .streamable import LEGACY_ALLOW, Endpoint
 from .tls import certified_identity
-from .writer import PAUSED_BY_UPSTREAM, ClientProtocol, CoalescingWriter
+from .writer import (
+    MESSAGES_PER_TURN,
+    PAUSED_BY_UPSTREAM,
+    PAUSED_FOR_OTHERS,
+    ClientProtocol,
+    CoalescingWriter,
+)
 
 LINGER_TIMEOUT = 2.0
 """How long input is read and dropped after an error answer before the close."""
@@ -84,6 +91,7 @@ class TcpConnection(ClientProtocol):
     # Slots, and the HTTP parser dropped after the upgrade: an idle WebSocket session
     # should cost the gateway as little memory as possible.
     __slots__ = (
+        "_backlog",
         "_deadline",
         "_loop",
         "_phase",
@@ -130,6 +138,8 @@ class TcpConnection(ClientProtocol):
         self._timer: asyncio.TimerHandle | None = None
         self._deadline: float | None = None
         self._phase = IDLE
+        self._backlog: list[Event] | None = None
+        """Messages of a read beyond ``MESSAGES_PER_TURN``, handled on the next turns."""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports implement asyncio.Transport without subclassing it.
@@ -503,8 +513,44 @@ class TcpConnection(ClientProtocol):
         pings = ws.pings_received
         ws.receive_data(data)
         session = self.session
-        handle = self.core.handle
         events = ws.events_received()
+        if self._backlog is not None:
+            self._backlog += events  # read before the pause took (the upgrade's rest)
+            events = []
+        elif len(events) > MESSAGES_PER_TURN:
+            self._backlog = events[MESSAGES_PER_TURN:]
+            events = events[:MESSAGES_PER_TURN]
+            self.pause(PAUSED_FOR_OTHERS)
+            self._loop.call_soon(self._next_turn)
+        self._handle_events(events)
+        if ws.pings_received != pings and session is not None:
+            # A client that only pings is there all the same: not idle.
+            session.last_activity = time.monotonic()
+        if ws.buffered or self._deadline is not None:
+            self.watch_partial(ws.buffered, bool(events))
+        self._flush_frames()
+
+    def _next_turn(self) -> None:
+        """The next ``MESSAGES_PER_TURN`` of a read's messages; reading again once they
+        are all handled."""
+        backlog = self._backlog
+        if backlog is None or self.ws is None or self.transport is None:
+            return
+        events = backlog[:MESSAGES_PER_TURN]
+        if len(backlog) > MESSAGES_PER_TURN:
+            self._backlog = backlog[MESSAGES_PER_TURN:]
+            self._loop.call_soon(self._next_turn)
+        else:
+            self._backlog = None
+            self.resume(PAUSED_FOR_OTHERS)
+        self._handle_events(events)
+        self._flush_frames()
+
+    def _handle_events(self, events: list[Event]) -> None:
+        ws = self.ws
+        assert ws is not None
+        session = self.session
+        handle = self.core.handle
         for event in events:
             if type(event) is TextMessage:
                 handle(session, event.data)  # type: ignore[arg-type]
@@ -523,13 +569,8 @@ class TcpConnection(ClientProtocol):
                     self.pause(PAUSED_BY_FAILURE)
                     self._loop.call_later(ANSWER_TIMEOUT,
                                                           self._answers_overdue)
+                self._backlog = None  # nothing after the failure is read
                 break
-        if ws.pings_received != pings and session is not None:
-            # A client that only pings is there all the same: not idle.
-            session.last_activity = time.monotonic()
-        if ws.buffered or self._deadline is not None:
-            self.watch_partial(ws.buffered, bool(events))
-        self._flush_frames()
 
     def _flush_frames(self) -> None:
         ws = self.ws

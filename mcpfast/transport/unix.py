@@ -10,7 +10,7 @@ import struct
 from ..protocol import jsonrpc
 from ..protocol.ndjson import OVERSIZED, LineFramer
 from .ports import ClientSession, ConnectionOwner, Dispatcher, Identity
-from .writer import ClientProtocol, CoalescingWriter
+from .writer import MESSAGES_PER_TURN, PAUSED_FOR_OTHERS, ClientProtocol, CoalescingWriter
 
 log = logging.getLogger("mcpfast.transport")
 
@@ -37,6 +37,7 @@ class UnixConnection(ClientProtocol):
     to be sent to it is bounded, and a message begun must end within body_timeout."""
 
     __slots__ = (
+        "_backlog",
         "_loop",
         "_timer",
         "admitted",
@@ -62,6 +63,8 @@ class UnixConnection(ClientProtocol):
         self.paused = 0
         self.admitted = False
         self._timer: asyncio.TimerHandle | None = None
+        self._backlog: list[bytes | None] | None = None
+        """Lines of a read beyond ``MESSAGES_PER_TURN``, handled on the next turns."""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports implement asyncio.Transport without subclassing it.
@@ -147,8 +150,39 @@ class UnixConnection(ClientProtocol):
         session = self.session
         if session is None:
             return  # refused at admission
-        handle = self.core.handle
         lines = self.framer.feed(data)
+        if self._backlog is not None:
+            self._backlog += lines
+            lines = []
+        elif len(lines) > MESSAGES_PER_TURN:
+            self._backlog = lines[MESSAGES_PER_TURN:]
+            lines = lines[:MESSAGES_PER_TURN]
+            self.pause(PAUSED_FOR_OTHERS)
+            self._loop.call_soon(self._next_turn)
+        self._handle_lines(session, lines)
+        if self.framer.buffered or self._timer is not None:
+            self.watch_partial(bool(lines))
+
+    def _next_turn(self) -> None:
+        """The next ``MESSAGES_PER_TURN`` of a read's lines; reading again once they
+        are all handled."""
+        backlog = self._backlog
+        if backlog is None or self.session is None or self.transport is None:
+            return
+        lines = backlog[:MESSAGES_PER_TURN]
+        if len(backlog) > MESSAGES_PER_TURN:
+            self._backlog = backlog[MESSAGES_PER_TURN:]
+            self._loop.call_soon(self._next_turn)
+        else:
+            self._backlog = None
+            self.resume(PAUSED_FOR_OTHERS)
+        session = self.session
+        self._handle_lines(session, lines)
+        if self._backlog is None and self.eof and not session.owes_answers:
+            self.close(1000, "end of input")
+
+    def _handle_lines(self, session: ClientSession, lines: list[bytes | None]) -> None:
+        handle = self.core.handle
         for line in lines:
             if line is OVERSIZED:
                 self.core.counters.oversized += 1
@@ -157,8 +191,6 @@ class UnixConnection(ClientProtocol):
                     f"message exceeds the {self.framer.limit}-byte limit and was dropped")
             else:
                 handle(session, line)
-        if self.framer.buffered or self._timer is not None:
-            self.watch_partial(bool(lines))
 
     def eof_received(self) -> bool:
         """The client half-closed: answer what it already asked (a last message it did
@@ -168,6 +200,12 @@ class UnixConnection(ClientProtocol):
             self._timer.cancel()
             self._timer = None
         last = self.framer.rest()
+        if self._backlog is not None:
+            # Lines of earlier reads wait for their turn: the last goes after them,
+            # and the close once they are handled (``_next_turn``).
+            if last:
+                self._backlog.append(last)
+            return True
         if last and self.session is not None:
             self.core.handle(self.session, last)
         if self.session is None or not self.session.owes_answers:

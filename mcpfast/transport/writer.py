@@ -30,6 +30,14 @@ PAUSED_BY_CLIENT = 1
 """The client does not read its answers (its transport's write buffer is full)."""
 PAUSED_BY_UPSTREAM = 2
 """An upstream the client sends to does not read its requests fast enough."""
+PAUSED_FOR_OTHERS = 16
+"""The client sent more messages in one read than one turn of the loop handles
+(``MESSAGES_PER_TURN``): the rest wait for the next turn, unread meanwhile, so that
+other clients are served in between."""
+MESSAGES_PER_TURN = 256
+"""Messages of one client handled in one turn of the loop. A read holds up to 256 KiB,
+tens of thousands of small messages: handled at once, they kept every other client
+(and the admin port) waiting for seconds. A client with 8 calls in flight sends 8."""
 
 
 class ClientProtocol(asyncio.Protocol):
