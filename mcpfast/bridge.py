@@ -3,7 +3,8 @@
 An MCP client configured with ``command = mcpfast connect --unix PATH`` talks stdio to
 this process, which relays each line to the gateway's unix-socket listener and each line
 back. Both sides use the same newline-delimited framing, so bytes are relayed as they
-come; the bridge exits when either side closes.
+come; the bridge exits when either side closes: with status 0 once the client's input ended
+and every answer came back, 1 when the gateway hung up first or relaying failed.
 """
 
 from __future__ import annotations
@@ -41,18 +42,22 @@ async def bridge_unix(path: str) -> int:
     upward = asyncio.ensure_future(_pump(stdin, sock_writer))
     downward = asyncio.ensure_future(_pump(sock_reader, sys.stdout.fileno()))
     done, pending = await asyncio.wait({upward, downward}, return_when=asyncio.FIRST_COMPLETED)
-    failed = [task.exception() for task in done if task.exception() is not None]
+    failed: list[BaseException | str] = [
+        task.exception() for task in done if task.exception() is not None]  # type: ignore[misc]
     if upward in done and not failed:
-        # stdin closed: let the answers in flight come back, then hang up.
+        # stdin closed: the gateway answers what is in flight, however long that takes
+        # (each call ends by its request_timeout at most), then hangs up.
         if sock_writer.can_write_eof():
             sock_writer.write_eof()
         try:
-            await asyncio.wait_for(downward, 5.0)
-        except TimeoutError:
-            pass
+            await downward
         except OSError as exc:
             failed.append(exc)
         pending.discard(downward)
+    elif not failed:
+        # The gateway hung up while the client still talks (it shut down, or closed
+        # this session): the client has lost its server.
+        failed.append("the gateway closed the connection")
     for task in pending:
         task.cancel()
     await asyncio.gather(*pending, return_exceptions=True)

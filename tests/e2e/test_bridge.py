@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from typing import Any
@@ -48,6 +49,46 @@ def test_half_close_still_gets_answers(gateway: GatewayProcess) -> None:
     assert out.returncode == 0, out.stderr
     answers = out.stdout.splitlines()
     assert len(answers) == 2 and b"done after 0.5s" in answers[1]
+
+
+def test_after_the_input_ends_every_answer_comes_back_however_long(
+        gateway: GatewayProcess) -> None:
+    """Found by an outside sweep: 5 s after its input ended, the bridge gave up and
+    exited 0, and an answer still on its way was lost. The gateway answers what is in
+    flight, then hangs up: the bridge waits for that."""
+    lines = (b'{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":'
+             b'"2025-11-25","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}\n'
+             b'{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"slow",'
+             b'"arguments":{"seconds":6}}}\n')
+    out = subprocess.run([sys.executable, "-m", "mcpfast", "connect", "--unix",
+                          gateway.unix_path], input=lines, capture_output=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    answers = out.stdout.splitlines()
+    assert len(answers) == 2 and b"done after 6" in answers[1], answers
+
+
+def test_a_gateway_that_hangs_up_first_ends_the_bridge_with_a_line_and_a_status(
+        gateway_factory: Any) -> None:
+    """The client still has its input open, and the gateway closes its session (here
+    for idleness): the client has lost its server, and is told so by the exit status
+    and one line."""
+    gw: GatewayProcess = gateway_factory(listen={"idle_timeout": 1.0})
+    bridge = subprocess.Popen([sys.executable, "-m", "mcpfast", "connect", "--unix",
+                               gw.unix_path], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert bridge.stdin is not None and bridge.stdout is not None
+    try:
+        bridge.stdin.write(b'{"jsonrpc":"2.0","id":1,"method":"initialize","params":{'
+                           b'"protocolVersion":"2025-11-25","capabilities":{},'
+                           b'"clientInfo":{"name":"hangup","version":"1"}}}\n')
+        bridge.stdin.flush()
+        assert json.loads(bridge.stdout.readline())["id"] == 1
+        err = bridge.stderr.read() if bridge.wait(timeout=30) is not None else b""  # type: ignore[union-attr]
+    finally:
+        bridge.kill()
+        bridge.stdin.close()
+    assert bridge.returncode == 1, err
+    assert b"mcpfast connect: relaying stopped: the gateway closed the connection" in err
 
 
 def test_bridge_reports_a_missing_socket(tmp_path: Any) -> None:
