@@ -146,14 +146,16 @@ class HttpRequestReader:
     def on_message_complete(self) -> None:
         self.phase = IDLE
         parser = self._parser
-        if not parser.should_keep_alive():
-            self._ended = True
         url = self._url
         target = url.decode("latin-1")
         if url[:1] == b"/" and url[1:2] != b"/" and b"?" not in url and b"#" not in url:
             path = target  # origin-form with no query: nothing to split off
         else:
             path = target_path(url)
+        # After the path: a target refused (target_path raises) is answered, whether or
+        # not the request would have ended the connection.
+        if not parser.should_keep_alive():
+            self._ended = True
         self._requests.append(HttpRequest(
             parser.get_method().decode("ascii"), target, path, parser.get_http_version(),
             self._headers, b"".join(self._body), parser.should_keep_alive(),

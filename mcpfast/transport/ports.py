@@ -48,6 +48,8 @@ class ClientSession(Protocol):
     protocol_version: str | None
     client_capabilities: dict[str, Any]
     last_activity: float
+    closed: bool
+    """Set when the core ended the session: nothing more of the client is handled."""
     trace_headers: tuple[str | None, str | None] | None
     """Set by the Streamable HTTP transport around ``Dispatcher.handle`` while tracing
     is on: the POST's ``traceparent`` and ``tracestate`` headers."""

@@ -173,6 +173,7 @@ class TcpConnection(ClientProtocol):
         self.core.admission.release(self.address)
         self.address = None
         self.listener.connections.discard(self)
+        self._backlog = None  # what waited for its turn is the closed session's
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -534,7 +535,10 @@ class TcpConnection(ClientProtocol):
         """The next ``MESSAGES_PER_TURN`` of a read's messages; reading again once they
         are all handled."""
         backlog = self._backlog
-        if backlog is None or self.ws is None or self.transport is None:
+        session = self.session
+        if backlog is None or self.ws is None or self.transport is None or \
+                self.transport.is_closing() or (session is not None and session.closed):
+            self._backlog = None  # closed meanwhile: nothing more is handled
             return
         events = backlog[:MESSAGES_PER_TURN]
         if len(backlog) > MESSAGES_PER_TURN:
@@ -576,8 +580,11 @@ class TcpConnection(ClientProtocol):
         ws = self.ws
         writer = self.writer
         assert ws is not None and writer is not None
-        if ws.state is FAILING and (self.session is None or not self.session.owes_answers):
-            ws.close()  # every answer owed is written: now the close frame
+        if ws.state is FAILING and self._backlog is None and \
+                (self.session is None or not self.session.owes_answers):
+            # Every message before the failure is handled (none waits for its turn)
+            # and every answer owed is written: now the close frame.
+            ws.close()
         for frame in ws.data_to_send():
             writer.write(frame)
         if ws.close_expected():

@@ -103,6 +103,7 @@ class UnixConnection(ClientProtocol):
         self.admitted = False
         self.core.admission.release(None)
         self.listener.connections.discard(self)
+        self._backlog = None  # what waited for its turn is the closed session's
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -167,7 +168,10 @@ class UnixConnection(ClientProtocol):
         """The next ``MESSAGES_PER_TURN`` of a read's lines; reading again once they
         are all handled."""
         backlog = self._backlog
-        if backlog is None or self.session is None or self.transport is None:
+        session = self.session
+        if backlog is None or session is None or session.closed or self.transport is None \
+                or self.transport.is_closing():
+            self._backlog = None  # closed meanwhile: nothing more is handled
             return
         lines = backlog[:MESSAGES_PER_TURN]
         if len(backlog) > MESSAGES_PER_TURN:
@@ -176,7 +180,6 @@ class UnixConnection(ClientProtocol):
         else:
             self._backlog = None
             self.resume(PAUSED_FOR_OTHERS)
-        session = self.session
         self._handle_lines(session, lines)
         if self._backlog is None and self.eof and not session.owes_answers:
             self.close(1000, "end of input")

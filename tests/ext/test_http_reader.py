@@ -135,6 +135,8 @@ def test_an_upgrade_to_another_protocol_is_read_as_http(hr: ModuleType, pieces: 
      501),
     # The authority-form target of CONNECT: not a path nor a URL.
     (b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n", 400),
+    (b"CONNECT example.com:443 HTTP/1.0\r\n\r\n", 400),  # ending the connection too
+    (b"CONNECT example.com:443 HTTP/1.1\r\nHost: e\r\nConnection: close\r\n\r\n", 400),
     # HTTP/1.0 has no transfer codings: faulty framing (RFC 9112 6.1), however it is
     # meant to be kept alive.
     (b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\nConnection: keep-alive\r\n\r\n"

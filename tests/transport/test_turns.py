@@ -105,3 +105,57 @@ def test_a_unix_read_of_many_lines_is_answered_in_order_and_closed_after(
         ids = [json.loads(line)["id"] for line in received.splitlines()]
         assert ids == list(range(count + 1))
     run(main())
+
+
+def websocket_session(tmp_path: Path) -> tuple[Gateway, TcpConnection, PausingSocket]:
+    config = tmp_path / "gw.toml"
+    config.write_text('[upstreams.none]\ncommand = ["python", "-c", "pass"]\n')
+    gw = Gateway(load(str(config)))
+    connection = TcpConnection(gw, InProcessListener(gw))  # type: ignore[arg-type]
+    sock = PausingSocket()
+    connection.connection_made(sock)  # type: ignore[arg-type]
+    connection.data_received(UPGRADE)
+    connection.data_received(frame({"jsonrpc": "2.0", "id": 0, "method": "initialize",
+                                    "params": {"protocolVersion": "2025-11-25",
+                                               "capabilities": {},
+                                               "clientInfo": {"name": "t", "version": "0"}}}))
+    return gw, connection, sock
+
+
+def test_what_waits_for_its_turn_is_dropped_when_the_connection_goes(tmp_path: Path) -> None:
+    """Found by review: a backlog went on being handled for a session already closed
+    (its calls forwarded, its subscriptions held upstream for good)."""
+    async def main() -> None:
+        _, connection, _ = websocket_session(tmp_path)
+        session = connection.session
+        assert session is not None
+        connection.data_received(b"".join(frame({"jsonrpc": "2.0", "id": i, "method": "ping"})
+                                          for i in range(1, 3 * MESSAGES_PER_TURN)))
+        handled = session.messages_in
+        connection.connection_lost(None)
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert session.messages_in == handled and session.closed
+    asyncio.run(main())
+
+
+def test_a_protocol_error_after_a_long_read_closes_once_every_message_is_answered(
+        tmp_path: Path) -> None:
+    """Found by review: the close frame went out after the first turn, and the messages
+    received before the error but handled on later turns lost their answers."""
+    async def main() -> None:
+        _, connection, sock = websocket_session(tmp_path)
+        count = MESSAGES_PER_TURN + 44
+        bad = websocket_codec.encode_frame(websocket_codec.OP_TEXT, b"\xff", mask=b"abcd")
+        connection.data_received(b"".join(frame({"jsonrpc": "2.0", "id": i, "method": "ping"})
+                                          for i in range(1, count + 1)) + bad)
+        for _ in range(5):
+            await asyncio.sleep(0)
+        written = b"".join(sock.written)
+        frames = websocket_codec.FrameParser(expect_masked=False, max_payload=1 << 20).feed(
+            written[written.index(b"\r\n\r\n") + 4:])
+        texts = [json.loads(payload)["id"] for _, opcode, payload in frames if opcode == 1]
+        assert texts == list(range(count + 1))
+        assert frames[-1][1] == websocket_codec.OP_CLOSE
+        assert frames[-1][2][:2] == (1007).to_bytes(2, "big")
+    asyncio.run(main())
