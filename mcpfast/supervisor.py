@@ -291,16 +291,20 @@ class Supervisor:
         client (``replay=1``: a tool is disabled before its upstream lists it). A
         switch the worker could not answer (no answer, a 5xx) is asked again while it
         starts; one it refused (a 4xx: an upstream a reload removed) is not."""
-        left = [] if worker.restarts == 0 else list(self.switches.values())
+        # What it took of each switch; read afresh each time, so that a switch the
+        # operator posts while the worker starts reaches it too.
+        taken: dict[str, str] = {}
         while True:
             code, body = await worker.admin.ask_json("GET", "/readiness")
-            if code and left:
-                for path in list(left):
+            if code and worker.restarts:
+                for what, path in list(self.switches.items()):
+                    if taken.get(what) == path:
+                        continue
                     answer, _ = await worker.admin.ask_json("POST", f"{path}?replay=1")
                     log.info("worker %d: replayed %s (HTTP %d)", worker.index, path,
                              answer)
                     if 0 < answer < 500:
-                        left.remove(path)
+                        taken[what] = path
             if code == 200 or (code == 503 and body.get("reason") != "not listening yet"):
                 worker.state = "running"
                 worker.listening.set()

@@ -334,7 +334,10 @@ async def switch(request: web.Request) -> web.Response:
     if refused is not None:
         return refused
     answers = await _ask_all(workers, "POST", request.path, WRITE_TIMEOUT)
-    response = _combined(answers, {})
+    # A worker still starting may not list the tool yet: it is not asked to agree,
+    # and takes the switch when the supervisor replays it (before it takes a client).
+    response = _combined([(member, code if member.state == "running" or 200 <= code < 300
+                           else 0, answer) for member, code, answer in answers], {})
     if response.status == 200:
         workers.remember(request.path)
     return response
