@@ -42,13 +42,7 @@ from .exchange import Exchange
 from .ports import ClientSession, ConnectionOwner, Dispatcher, Identity
 from .streamable import LEGACY_ALLOW, Endpoint
 from .tls import certified_identity
-from .writer import (
-    MESSAGES_PER_TURN,
-    PAUSED_BY_UPSTREAM,
-    PAUSED_FOR_OTHERS,
-    ClientProtocol,
-    CoalescingWriter,
-)
+from .writer import PAUSED_BY_UPSTREAM, ClientProtocol, CoalescingWriter
 
 LINGER_TIMEOUT = 2.0
 """How long input is read and dropped after an error answer before the close."""
@@ -91,7 +85,6 @@ class TcpConnection(ClientProtocol):
     # Slots, and the HTTP parser dropped after the upgrade: an idle WebSocket session
     # should cost the gateway as little memory as possible.
     __slots__ = (
-        "_backlog",
         "_deadline",
         "_loop",
         "_phase",
@@ -514,15 +507,7 @@ class TcpConnection(ClientProtocol):
         pings = ws.pings_received
         ws.receive_data(data)
         session = self.session
-        events = ws.events_received()
-        if self._backlog is not None:
-            self._backlog += events  # read before the pause took (the upgrade's rest)
-            events = []
-        elif len(events) > MESSAGES_PER_TURN:
-            self._backlog = events[MESSAGES_PER_TURN:]
-            events = events[:MESSAGES_PER_TURN]
-            self.pause(PAUSED_FOR_OTHERS)
-            self._loop.call_soon(self._next_turn)
+        events = self.this_turn(ws.events_received())
         self._handle_events(events)
         if ws.pings_received != pings and session is not None:
             # A client that only pings is there all the same: not idle.
@@ -532,23 +517,13 @@ class TcpConnection(ClientProtocol):
         self._flush_frames()
 
     def _next_turn(self) -> None:
-        """The next ``MESSAGES_PER_TURN`` of a read's messages; reading again once they
-        are all handled."""
-        backlog = self._backlog
         session = self.session
-        if backlog is None or self.ws is None or self.transport is None or \
-                self.transport.is_closing() or (session is not None and session.closed):
-            self._backlog = None  # closed meanwhile: nothing more is handled
-            return
-        events = backlog[:MESSAGES_PER_TURN]
-        if len(backlog) > MESSAGES_PER_TURN:
-            self._backlog = backlog[MESSAGES_PER_TURN:]
-            self._loop.call_soon(self._next_turn)
-        else:
-            self._backlog = None
-            self.resume(PAUSED_FOR_OTHERS)
-        self._handle_events(events)
-        self._flush_frames()
+        events = self.next_share(self.ws is not None and self.transport is not None and
+                                 not self.transport.is_closing() and
+                                 (session is None or not session.closed))
+        if events is not None:
+            self._handle_events(events)
+            self._flush_frames()
 
     def _handle_events(self, events: list[Event]) -> None:
         ws = self.ws

@@ -10,7 +10,7 @@ import struct
 from ..protocol import jsonrpc
 from ..protocol.ndjson import OVERSIZED, LineFramer
 from .ports import ClientSession, ConnectionOwner, Dispatcher, Identity
-from .writer import MESSAGES_PER_TURN, PAUSED_FOR_OTHERS, ClientProtocol, CoalescingWriter
+from .writer import ClientProtocol, CoalescingWriter
 
 log = logging.getLogger("mcpfast.transport")
 
@@ -37,7 +37,6 @@ class UnixConnection(ClientProtocol):
     to be sent to it is bounded, and a message begun must end within body_timeout."""
 
     __slots__ = (
-        "_backlog",
         "_loop",
         "_timer",
         "admitted",
@@ -151,35 +150,18 @@ class UnixConnection(ClientProtocol):
         session = self.session
         if session is None:
             return  # refused at admission
-        lines = self.framer.feed(data)
-        if self._backlog is not None:
-            self._backlog += lines
-            lines = []
-        elif len(lines) > MESSAGES_PER_TURN:
-            self._backlog = lines[MESSAGES_PER_TURN:]
-            lines = lines[:MESSAGES_PER_TURN]
-            self.pause(PAUSED_FOR_OTHERS)
-            self._loop.call_soon(self._next_turn)
+        lines = self.this_turn(self.framer.feed(data))
         self._handle_lines(session, lines)
         if self.framer.buffered or self._timer is not None:
             self.watch_partial(bool(lines))
 
     def _next_turn(self) -> None:
-        """The next ``MESSAGES_PER_TURN`` of a read's lines; reading again once they
-        are all handled."""
-        backlog = self._backlog
         session = self.session
-        if backlog is None or session is None or session.closed or self.transport is None \
-                or self.transport.is_closing():
-            self._backlog = None  # closed meanwhile: nothing more is handled
+        lines = self.next_share(session is not None and not session.closed and
+                                self.transport is not None and
+                                not self.transport.is_closing())
+        if lines is None or session is None:
             return
-        lines = backlog[:MESSAGES_PER_TURN]
-        if len(backlog) > MESSAGES_PER_TURN:
-            self._backlog = backlog[MESSAGES_PER_TURN:]
-            self._loop.call_soon(self._next_turn)
-        else:
-            self._backlog = None
-            self.resume(PAUSED_FOR_OTHERS)
         self._handle_lines(session, lines)
         if self._backlog is None and self.eof and not session.owes_answers:
             self.close(1000, "end of input")

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from typing import Protocol
+from typing import Any, Protocol
 
 log = logging.getLogger("mcpfast.transport")
 
@@ -46,7 +46,7 @@ class ClientProtocol(asyncio.Protocol):
     neither a slow client nor a slow upstream can make the gateway buffer without
     bound. Reading resumes when every reason to pause is gone."""
 
-    __slots__ = ("paused",)
+    __slots__ = ("_backlog", "paused")
     transport: asyncio.Transport | None
     paused: int
     """The reasons (PAUSED_BY_*) reading is paused for, as bits; 0 while reading."""
@@ -69,6 +69,43 @@ class ClientProtocol(asyncio.Protocol):
         if not self.paused and self.transport is not None and \
                 not self.transport.is_closing():
             self.transport.resume_reading()
+
+    # -- a turn of the loop at a time (MESSAGES_PER_TURN) ------------------------------
+    _backlog: list[Any] | None
+    """The messages of a read beyond this turn's, handled on the next turns."""
+    _loop: asyncio.AbstractEventLoop
+
+    def this_turn(self, messages: list[Any]) -> list[Any]:
+        """Of a read's ``messages``, those to handle now: the first MESSAGES_PER_TURN;
+        the rest wait, reading paused, for ``_next_turn`` on the next turns."""
+        if self._backlog is not None:
+            self._backlog += messages  # read before the pause took
+            return []
+        if len(messages) <= MESSAGES_PER_TURN:
+            return messages
+        self._backlog = messages[MESSAGES_PER_TURN:]
+        self.pause(PAUSED_FOR_OTHERS)
+        self._loop.call_soon(self._next_turn)
+        return messages[:MESSAGES_PER_TURN]
+
+    def next_share(self, still_open: bool) -> list[Any] | None:
+        """The waiting messages this turn handles, reading again once none are left;
+        None when none wait, or the connection closed meanwhile (they are dropped)."""
+        backlog = self._backlog
+        if backlog is None or not still_open:
+            self._backlog = None
+            return None
+        if len(backlog) > MESSAGES_PER_TURN:
+            self._backlog = backlog[MESSAGES_PER_TURN:]
+            self._loop.call_soon(self._next_turn)
+            return backlog[:MESSAGES_PER_TURN]
+        self._backlog = None
+        self.resume(PAUSED_FOR_OTHERS)
+        return backlog
+
+    def _next_turn(self) -> None:
+        """Handle ``next_share``: each connection its own way."""
+        raise NotImplementedError
 
 
 UPSTREAM_HIGH_WATER = 1024 * 1024

@@ -41,22 +41,27 @@ def frame(message: dict[str, Any]) -> bytes:
                                         mask=b"abcd")
 
 
-def test_a_websocket_read_of_many_messages_is_handled_over_several_turns(
-        tmp_path: Path) -> None:
+def websocket_session(tmp_path: Path) -> tuple[Gateway, TcpConnection, PausingSocket]:
     config = tmp_path / "gw.toml"
     config.write_text('[upstreams.none]\ncommand = ["python", "-c", "pass"]\n')
+    gw = Gateway(load(str(config)))
+    connection = TcpConnection(gw, InProcessListener(gw))  # type: ignore[arg-type]
+    sock = PausingSocket()
+    connection.connection_made(sock)  # type: ignore[arg-type]
+    connection.data_received(UPGRADE)
+    connection.data_received(frame({"jsonrpc": "2.0", "id": 0, "method": "initialize",
+                                    "params": {"protocolVersion": "2025-11-25",
+                                               "capabilities": {},
+                                               "clientInfo": {"name": "t", "version": "0"}}}))
+    return gw, connection, sock
+
+
+def test_a_websocket_read_of_many_messages_is_handled_over_several_turns(
+        tmp_path: Path) -> None:
     count = 3 * MESSAGES_PER_TURN + 10
 
     async def main() -> None:
-        gw = Gateway(load(str(config)))
-        connection = TcpConnection(gw, InProcessListener(gw))  # type: ignore[arg-type]
-        sock = PausingSocket()
-        connection.connection_made(sock)  # type: ignore[arg-type]
-        connection.data_received(UPGRADE)
-        connection.data_received(frame({"jsonrpc": "2.0", "id": 0, "method": "initialize",
-                                        "params": {"protocolVersion": "2025-11-25",
-                                                   "capabilities": {},
-                                                   "clientInfo": {"name": "t", "version": "0"}}}))
+        _, connection, sock = websocket_session(tmp_path)
         session = connection.session
         assert session is not None
         before = session.messages_in
@@ -105,21 +110,6 @@ def test_a_unix_read_of_many_lines_is_answered_in_order_and_closed_after(
         ids = [json.loads(line)["id"] for line in received.splitlines()]
         assert ids == list(range(count + 1))
     run(main())
-
-
-def websocket_session(tmp_path: Path) -> tuple[Gateway, TcpConnection, PausingSocket]:
-    config = tmp_path / "gw.toml"
-    config.write_text('[upstreams.none]\ncommand = ["python", "-c", "pass"]\n')
-    gw = Gateway(load(str(config)))
-    connection = TcpConnection(gw, InProcessListener(gw))  # type: ignore[arg-type]
-    sock = PausingSocket()
-    connection.connection_made(sock)  # type: ignore[arg-type]
-    connection.data_received(UPGRADE)
-    connection.data_received(frame({"jsonrpc": "2.0", "id": 0, "method": "initialize",
-                                    "params": {"protocolVersion": "2025-11-25",
-                                               "capabilities": {},
-                                               "clientInfo": {"name": "t", "version": "0"}}}))
-    return gw, connection, sock
 
 
 def test_what_waits_for_its_turn_is_dropped_when_the_connection_goes(tmp_path: Path) -> None:
