@@ -7,6 +7,7 @@ import subprocess
 import sys
 from typing import Any
 
+import pytest
 from mcp import Client, StdioServerParameters
 from mcp.types import TextContent
 
@@ -39,32 +40,23 @@ def test_sdk_stdio_client_through_the_bridge(gateway: GatewayProcess) -> None:
     run(body())
 
 
-def test_half_close_still_gets_answers(gateway: GatewayProcess) -> None:
-    lines = (b'{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":'
-             b'"2025-11-25","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}\n'
-             b'{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"slow",'
-             b'"arguments":{"seconds":0.5}}}\n')
-    out = subprocess.run([sys.executable, "-m", "mcpfast", "connect", "--unix",
-                          gateway.unix_path], input=lines, capture_output=True, timeout=20)
-    assert out.returncode == 0, out.stderr
-    answers = out.stdout.splitlines()
-    assert len(answers) == 2 and b"done after 0.5s" in answers[1]
+INITIALIZE = (b'{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":'
+              b'"2025-11-25","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}\n')
 
 
+@pytest.mark.parametrize("seconds", [0.5, 6])
 def test_after_the_input_ends_every_answer_comes_back_however_long(
-        gateway: GatewayProcess) -> None:
-    """Found by an outside sweep: 5 s after its input ended, the bridge gave up and
-    exited 0, and an answer still on its way was lost. The gateway answers what is in
-    flight, then hangs up: the bridge waits for that."""
-    lines = (b'{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":'
-             b'"2025-11-25","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}\n'
-             b'{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"slow",'
-             b'"arguments":{"seconds":6}}}\n')
+        gateway: GatewayProcess, seconds: float) -> None:
+    """The client half-closes with a call in flight: the gateway answers it, then hangs
+    up, and the bridge waits for that (found by an outside sweep: 5 s after its input
+    ended, the bridge gave up and exited 0, and an answer still on its way was lost)."""
+    lines = INITIALIZE + (b'{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{'
+                          b'"name":"slow","arguments":{"seconds":%g}}}\n' % seconds)
     out = subprocess.run([sys.executable, "-m", "mcpfast", "connect", "--unix",
                           gateway.unix_path], input=lines, capture_output=True, timeout=60)
     assert out.returncode == 0, out.stderr
     answers = out.stdout.splitlines()
-    assert len(answers) == 2 and b"done after 6" in answers[1], answers
+    assert len(answers) == 2 and b"done after %.1fs" % seconds in answers[1], answers
 
 
 def test_a_gateway_that_hangs_up_first_ends_the_bridge_with_a_line_and_a_status(
@@ -78,9 +70,7 @@ def test_a_gateway_that_hangs_up_first_ends_the_bridge_with_a_line_and_a_status(
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     assert bridge.stdin is not None and bridge.stdout is not None
     try:
-        bridge.stdin.write(b'{"jsonrpc":"2.0","id":1,"method":"initialize","params":{'
-                           b'"protocolVersion":"2025-11-25","capabilities":{},'
-                           b'"clientInfo":{"name":"hangup","version":"1"}}}\n')
+        bridge.stdin.write(INITIALIZE)
         bridge.stdin.flush()
         assert json.loads(bridge.stdout.readline())["id"] == 1
         err = bridge.stderr.read() if bridge.wait(timeout=30) is not None else b""  # type: ignore[union-attr]
@@ -107,9 +97,7 @@ def test_a_client_that_stops_reading_ends_the_bridge_with_a_line_and_a_status(
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     assert bridge.stdin is not None and bridge.stdout is not None
     bridge.stdout.close()
-    bridge.stdin.write(b'{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocol'
-                       b'Version":"2025-11-25","capabilities":{},"clientInfo":{"name":"t",'
-                       b'"version":"1"}}}\n')
+    bridge.stdin.write(INITIALIZE)
     bridge.stdin.flush()
     try:
         _, err = bridge.communicate(timeout=20)

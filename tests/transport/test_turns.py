@@ -14,6 +14,7 @@ from typing import Any
 from mcpfast.config import load
 from mcpfast.gateway.gateway import Gateway
 from mcpfast.transport.tcp import TcpConnection
+from mcpfast.transport.unix import UnixConnection
 from mcpfast.transport.writer import MESSAGES_PER_TURN
 from mcpfast_ext import websocket_codec_py as websocket_codec
 
@@ -83,6 +84,33 @@ def test_a_websocket_read_of_many_messages_is_handled_over_several_turns(
             written[written.index(b"\r\n\r\n") + 4:])
         ids = [json.loads(payload)["id"] for _, _, payload in frames]
         assert ids == list(range(count + 1))  # the initialize, then every ping, in order
+        connection.connection_lost(None)
+    asyncio.run(main())
+
+
+def test_a_unix_read_of_many_lines_is_handled_over_several_turns(tmp_path: Path) -> None:
+    config = tmp_path / "gw.toml"
+    config.write_text('[upstreams.none]\ncommand = ["python", "-c", "pass"]\n')
+    count = 3 * MESSAGES_PER_TURN + 10
+
+    async def main() -> None:
+        gw = Gateway(load(str(config)))
+        connection = UnixConnection(gw, InProcessListener(gw))  # type: ignore[arg-type]
+        sock = PausingSocket()
+        connection.connection_made(sock)  # type: ignore[arg-type]
+        session = connection.session
+        assert session is not None
+        connection.data_received(b"".join(
+            json.dumps({"jsonrpc": "2.0", "id": i, "method": "ping"}).encode() + b"\n"
+            for i in range(count)))
+        # One turn's worth now, reading paused; the rest on the next turns.
+        assert session.messages_in == MESSAGES_PER_TURN and not sock.reading
+        turns = 0
+        while session.messages_in < count:
+            turns += 1
+            assert turns < 10
+            await asyncio.sleep(0)
+        assert turns == 3 and sock.reading
         connection.connection_lost(None)
     asyncio.run(main())
 
