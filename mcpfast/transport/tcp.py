@@ -42,7 +42,7 @@ from .exchange import Exchange
 from .ports import ClientSession, ConnectionOwner, Dispatcher, Identity
 from .streamable import LEGACY_ALLOW, Endpoint
 from .tls import certified_identity
-from .writer import PAUSED_BY_UPSTREAM, ClientProtocol, CoalescingWriter
+from .writer import HELD_BY_GATEWAY, ClientProtocol, CoalescingWriter
 
 LINGER_TIMEOUT = 2.0
 """How long input is read and dropped after an error answer before the close."""
@@ -105,6 +105,7 @@ class TcpConnection(ClientProtocol):
         "writer",
         "ws",
     )
+    held_by_gateway = HELD_BY_GATEWAY | PAUSED_BY_PIPELINE
 
     def __init__(self, core: Dispatcher, listener: TcpOwner) -> None:
         self.core = core
@@ -278,12 +279,13 @@ class TcpConnection(ClientProtocol):
             self._timer = self._loop.call_at(deadline, self._on_deadline)
             return
         self._deadline = None
-        if self.ws is None and self._phase != IDLE and self._held_by_us():
-            # The gateway is not reading this request (its pipeline is full, or an
-            # upstream it feeds is congested), or has not yet let the client send its
-            # body (100 Continue waits for the requests before it): its time does not
-            # run, and starts again from now (RFC 9110 10.1.1, RFC 9112 9.3.2).
-            self._reader_phase_changed()
+        if (self.ws is not None or self._phase != IDLE) and self._held_by_us():
+            # The gateway is not reading this request or message (its pipeline is
+            # full, an upstream it feeds is congested, or other clients have their
+            # turn), or has not yet let the client send its body (100 Continue waits
+            # for the requests before it): its time does not run, and starts again
+            # from now (RFC 9110 10.1.1, RFC 9112 9.3.2).
+            self._start_again()
             return
         if self.ws is not None:
             self._websocket_deadline()
@@ -298,9 +300,21 @@ class TcpConnection(ClientProtocol):
         elif self.exchange is None:
             self._abort("no request on an idle connection")
 
+    def released(self) -> None:
+        if self._deadline is not None if self.ws is not None else \
+                self._phase != IDLE and not self._held_by_us():
+            self._start_again()
+
+    def _start_again(self) -> None:
+        """The request or WebSocket message being read gets its whole time, from now."""
+        if self.ws is not None:
+            self._set_deadline(self._loop.time() + self.limits.body_timeout)
+        else:
+            self._reader_phase_changed()
+
     def _held_by_us(self) -> bool:
         """Whether the request being read waits on the gateway rather than the client."""
-        if self.paused & (PAUSED_BY_PIPELINE | PAUSED_BY_UPSTREAM):
+        if self.paused & self.held_by_gateway:
             return True
         reader = self.reader
         return self._phase == BODY and reader is not None and reader.continue_expected

@@ -128,8 +128,20 @@ class UnixConnection(ClientProtocol):
             self._timer.cancel()
             self._timer = None
 
+    def released(self) -> None:
+        if self._timer is not None and self.framer.buffered:
+            self._timer.cancel()  # the line begun gets its whole time, from now
+            self._timer = self._loop.call_later(self.limits.body_timeout,
+                                                self._partial_timeout)
+
     def _partial_timeout(self) -> None:
         self._timer = None
+        if self.paused & self.held_by_gateway:
+            # The gateway is not reading (an upstream the client feeds is congested,
+            # or other clients have their turn): the line's time does not run.
+            self._timer = self._loop.call_later(self.limits.body_timeout,
+                                                self._partial_timeout)
+            return
         self.core.counters.timeouts += 1
         log.info("closing a unix-socket client: a message was not complete within %g s",
                  self.limits.body_timeout)

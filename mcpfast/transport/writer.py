@@ -34,6 +34,10 @@ PAUSED_FOR_OTHERS = 16
 """The client sent more messages in one read than one turn of the loop handles
 (``MESSAGES_PER_TURN``): the rest wait for the next turn, unread meanwhile, so that
 other clients are served in between."""
+HELD_BY_GATEWAY = PAUSED_BY_UPSTREAM | PAUSED_FOR_OTHERS
+"""The reasons to pause that are the gateway's, not the client's: what the client sends
+meanwhile waits unread in the kernel, so the deadline of a message it has begun does not
+run, and starts again once reading resumes (``ClientProtocol.released``)."""
 MESSAGES_PER_TURN = 256
 """Messages of one client handled in one turn of the loop. A read holds up to 256 KiB,
 tens of thousands of small messages: handled at once, they kept every other client
@@ -50,6 +54,8 @@ class ClientProtocol(asyncio.Protocol):
     transport: asyncio.Transport | None
     paused: int
     """The reasons (PAUSED_BY_*) reading is paused for, as bits; 0 while reading."""
+    held_by_gateway = HELD_BY_GATEWAY
+    """The reasons among them that are the gateway's own."""
 
     def pause_writing(self) -> None:
         self.pause(PAUSED_BY_CLIENT)
@@ -63,12 +69,20 @@ class ClientProtocol(asyncio.Protocol):
         self.paused |= reason
 
     def resume(self, reason: int) -> None:
-        if not self.paused & reason:
+        paused = self.paused
+        if not paused & reason:
             return
-        self.paused &= ~reason
+        self.paused = paused & ~reason
         if not self.paused and self.transport is not None and \
                 not self.transport.is_closing():
             self.transport.resume_reading()
+        if paused & self.held_by_gateway and not self.paused & self.held_by_gateway:
+            self.released()
+
+    def released(self) -> None:
+        """Reading was held by the gateway and no longer is: a message the client had
+        begun gets its whole time again, from now (its bytes waited unread in the
+        kernel; a deadline due before the next read would time out what came in time)."""
 
     # -- a turn of the loop at a time (MESSAGES_PER_TURN) ------------------------------
     _backlog: list[Any] | None
