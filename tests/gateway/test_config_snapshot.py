@@ -12,11 +12,11 @@ from mcpfast.gateway.gateway import Gateway
 from mcpfast.transport.tcp import TcpConnection
 
 from ..conftest import (
-    EVENTS_SERVER,
     ROOT,
     InProcessClient,
     InProcessListener,
     Socket,
+    forked,
     http_post,
     in_gateway,
     next_response,
@@ -160,7 +160,7 @@ def test_a_resource_a_reload_denies_sends_no_more_updates_to_its_subscribers(
         tmp_path: Path) -> None:
     """A session subscribed while it could read the resource: once a reload denies it,
     the session is told nothing more of it (nor of anything the policy hides)."""
-    events = ["python", EVENTS_SERVER]
+    events = forked("events_server")
     plain = config_file(tmp_path / "plain.toml", command=events)
     denied = config_file(tmp_path / "denied.toml", '[[authorization.rules]]\n'
                          'deny_resources = ["test://secret"]\n', command=events)

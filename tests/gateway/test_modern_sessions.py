@@ -16,7 +16,7 @@ from mcpfast.config import parse
 from mcpfast.gateway.gateway import Gateway
 from mcpfast.gateway.session import DownstreamSession
 
-from ..conftest import EVENTS_SERVER, LEVEL, SUB_ID, modern
+from ..conftest import LEVEL, SUB_ID, forked, modern, toml_value
 
 pytestmark = pytest.mark.anyio
 
@@ -57,7 +57,7 @@ async def gateway() -> AsyncIterator[Gateway]:
 [listen]
 port = 0
 [upstreams.events]
-command = ["python", "{EVENTS_SERVER}"]
+command = {toml_value(forked("events_server"))}
 init_timeout = 10.0
 [upstreams.demo]
 command = ["python", "-m", "mcpfast.demo"]

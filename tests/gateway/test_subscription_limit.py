@@ -10,13 +10,13 @@ from typing import Any
 
 from mcpfast.gateway.gateway import Gateway
 
-from ..conftest import EVENTS_SERVER, InProcessClient, in_gateway, modern, toml_value
+from ..conftest import InProcessClient, forked, in_gateway, modern, toml_value
 
 
 def test_a_session_holds_at_most_max_subscriptions(tmp_path: Path) -> None:
     config = tmp_path / "limited.toml"
     config.write_text(f"[listen]\nport = 0\n\n[limits]\nmax_subscriptions = 3\n\n"
-                      f"[upstreams.ev]\ncommand = {toml_value(['python', EVENTS_SERVER])}\n"
+                      f"[upstreams.ev]\ncommand = {toml_value(forked('events_server'))}\n"
                       'era = "legacy"\n')
 
     def listen(uris: list[str]) -> dict[str, Any]:

@@ -24,13 +24,25 @@ import pytest
 
 from mcpfast.config import ConfigError, parse
 
-from ..conftest import ROOT, SDK_SERVER, GatewayProcess, McpClient, run, wait_until, ws_client
+from ..conftest import (
+    ROOT,
+    SDK_SERVER,
+    GatewayProcess,
+    McpClient,
+    forked,
+    run,
+    wait_until,
+    ws_client,
+)
 
 BACKGROUND = str(ROOT / "tests" / "servers" / "background_server.py")
 
 
-def sdk(name: str) -> dict[str, Any]:
-    return {"command": ["python", SDK_SERVER, "--name", name]}
+def sdk(name: str, own_process: bool = False) -> dict[str, Any]:
+    """An SDK server endpoint; ``own_process``: started afresh, not forked by the suite's
+    zygote, for a test that stops it with SIGSTOP (which its launcher cannot pass on)."""
+    return {"command": ["python", SDK_SERVER, "--name", name] if own_process
+            else forked("sdk_server", "--name", name)}
 
 
 def start(tmp_path: Path, **upstream: Any) -> GatewayProcess:
@@ -259,7 +271,7 @@ def test_the_operator_drains_one_endpoint(tmp_path: Path) -> None:
 def test_a_safe_request_an_endpoint_fails_is_sent_to_another(tmp_path: Path) -> None:
     """The session's endpoint stops answering (SIGSTOP): its resources/read times out
     there and is answered by the other endpoint; a tools/call is not retried."""
-    gateway = start(tmp_path, endpoints=[sdk("a"), sdk("b")], balance="session",
+    gateway = start(tmp_path, endpoints=[sdk("a", True), sdk("b", True)], balance="session",
                     request_timeout=2.0)
     try:
         async def body() -> None:

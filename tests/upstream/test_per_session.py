@@ -26,12 +26,11 @@ from mcpfast.config import ConfigError, parse
 from mcpfast.upstream.process import STDIN_PIPE_SIZE
 
 from ..conftest import (
-    EVENTS_SERVER,
     ROOT,
-    SDK_SERVER,
     GatewayProcess,
     McpClient,
     answer_sampling,
+    forked,
     run,
     wait_until,
     ws_client,
@@ -40,9 +39,9 @@ from ..conftest import (
 BACKGROUND = str(ROOT / "tests" / "servers" / "background_server.py")
 
 
-def start(tmp_path: Path, command: str = BACKGROUND, **settings: Any) -> GatewayProcess:
+def start(tmp_path: Path, command: list[str] | None = None, **settings: Any) -> GatewayProcess:
     gateway = GatewayProcess(tmp_path, {"own": {
-        "command": ["python", command], "era": "legacy", "mode": "per_session",
+        "command": command or ["python", BACKGROUND], "era": "legacy", "mode": "per_session",
         **settings}}, {})
     gateway.start()
     return gateway
@@ -126,7 +125,7 @@ def test_an_idle_session_loses_its_upstream(tmp_path: Path) -> None:
 def test_sampling_reaches_the_client_that_caused_it_among_many(tmp_path: Path) -> None:
     """Shared, the upstream's sampling requests name no client, and with several clients
     the gateway cannot deliver them; per session, each is its client's."""
-    gateway = start(tmp_path, command=SDK_SERVER)
+    gateway = start(tmp_path, command=forked("sdk_server"))
     try:
         async def one(prompt: str) -> str:
             async with Client(streamable_http_client(gateway.http_url), mode="legacy",
@@ -147,7 +146,7 @@ def test_a_sessions_own_upstream_tells_only_that_session_its_list_changed(
         tmp_path: Path) -> None:
     """What a session's own server says of its lists is that session's: passed on to it
     as the server said it, never to the other sessions (whose servers said nothing)."""
-    gateway = start(tmp_path, command=EVENTS_SERVER)
+    gateway = start(tmp_path, command=forked("events_server"))
     try:
         async def body() -> None:
             async with ws_client(gateway.ws_url) as a, ws_client(gateway.ws_url) as b:

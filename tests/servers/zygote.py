@@ -1,0 +1,154 @@
+"""Starts the suite's SDK servers (``sdk_server.py``, ``events_server.py``) in a fraction
+of their cost.
+
+Importing the official SDK takes some 1.6 s of CPU, and a pass of the suite starts these
+servers hundreds of times (most gateways it starts front one). This process imports them
+once and forks a server for each ``launch.py`` that connects to it:
+``python tests/servers/zygote.py SOCKET`` serves until its standard input ends.
+
+The server that runs is the module's ``main`` itself, with the launcher's arguments,
+environment, working directory and standard streams (passed as file descriptors), so
+that what the gateway sees is what a server it spawned would show: its output on the
+gateway's pipe, its exit status (the launcher exits with it, or dies of its signal), and
+the signals the gateway sends (the launcher forwards them). A launcher that dies without
+a word (SIGKILL) takes its server with it.
+
+Protocol, per connection: the launcher sends a 4-byte length and that much JSON
+(``server``, ``argv``, ``env``, ``cwd``) with its fds 0, 1, 2; the zygote answers the server's pid
+(8 bytes) and, when the server ends, its wait status (8 bytes, signed).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import selectors
+import signal
+import socket
+import struct
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+# The point: imported once, before any fork.
+import events_server
+import sdk_server
+
+SERVERS = {"sdk_server": sdk_server, "events_server": events_server}
+
+
+def receive(conn: socket.socket) -> tuple[dict[str, object], list[int]]:
+    data, fds, _, _ = socket.recv_fds(conn, 65536, 3)
+    while len(data) < 4 or len(data) < 4 + int.from_bytes(data[:4], "big"):
+        more = conn.recv(65536)
+        if not more:
+            raise ConnectionError("the launcher went before its request was whole")
+        data += more
+    size = int.from_bytes(data[:4], "big")
+    return json.loads(data[4:4 + size]), fds
+
+
+def serve_child(request: dict[str, object], fds: list[int]) -> None:
+    """In the forked child: become the server the launcher asked for."""
+    try:
+        for target, fd in enumerate(fds):
+            os.dup2(fd, target)
+            if fd > 2:
+                os.close(fd)
+        os.environ.clear()
+        os.environ.update(request["env"])  # type: ignore[arg-type]
+        os.chdir(str(request["cwd"]))
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD):
+            signal.signal(sig, signal.SIG_DFL)
+        server = SERVERS[str(request["server"])]
+        sys.argv = [str(server.__file__), *request["argv"]]  # type: ignore[misc]
+        server.main(list(request["argv"]))  # type: ignore[call-overload]
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    except BaseException:  # noqa: BLE001  (the server's own failure, shown as it would be)
+        import traceback
+
+        traceback.print_exc()
+        code = 1
+    with contextlib.suppress(Exception):
+        sys.stdout.flush()
+        sys.stderr.flush()
+    os._exit(code)
+
+
+def main() -> None:
+    path = sys.argv[1]
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(path)
+    listener.listen(64)
+    wake_r, wake_w = socket.socketpair()
+    wake_w.setblocking(False)
+    signal.set_wakeup_fd(wake_w.fileno())
+    signal.signal(signal.SIGCHLD, lambda *_: None)
+    selector = selectors.DefaultSelector()
+    selector.register(listener, selectors.EVENT_READ, "accept")
+    selector.register(wake_r, selectors.EVENT_READ, "reap")
+    selector.register(sys.stdin, selectors.EVENT_READ, "stdin")
+    children: dict[int, socket.socket] = {}
+    print("ready", flush=True)
+    while True:
+        for key, _ in selector.select():
+            what = key.data
+            if what == "stdin":
+                if not os.read(sys.stdin.fileno(), 4096):  # the suite is over
+                    for pid in children:
+                        with contextlib.suppress(ProcessLookupError):
+                            os.kill(pid, signal.SIGKILL)
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(path)
+                    return
+            elif what == "accept":
+                conn, _ = listener.accept()
+                try:
+                    request, fds = receive(conn)
+                except (OSError, ValueError):
+                    conn.close()
+                    continue
+                pid = os.fork()
+                if pid == 0:  # the server keeps none of the zygote's sockets
+                    signal.set_wakeup_fd(-1)
+                    for sock in (listener, wake_r, wake_w, conn, *children.values()):
+                        sock.close()
+                    selector.close()
+                    serve_child(request, fds)
+                for fd in fds:
+                    os.close(fd)
+                conn.sendall(struct.pack(">q", pid))
+                children[pid] = conn
+                selector.register(conn, selectors.EVENT_READ, pid)
+            elif what == "reap":
+                wake_r.recv(4096)
+            else:  # the launcher's connection: it never sends more, so it went
+                conn = key.fileobj  # type: ignore[assignment]
+                with contextlib.suppress(OSError):
+                    if conn.recv(1) == b"":
+                        selector.unregister(conn)
+                        with contextlib.suppress(ProcessLookupError):
+                            os.kill(what, signal.SIGKILL)
+        while children:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                break
+            if pid == 0:
+                break
+            conn = children.pop(pid, None)
+            if conn is not None:
+                with contextlib.suppress(KeyError):
+                    selector.unregister(conn)
+                with contextlib.suppress(OSError):
+                    conn.sendall(struct.pack(">q", status))
+                conn.close()
+
+
+if __name__ == "__main__":
+    main()
