@@ -59,8 +59,9 @@ def serve_child(request: dict[str, object], fds: list[int]) -> None:
         os.environ.clear()
         os.environ.update(request["env"])  # type: ignore[arg-type]
         os.chdir(str(request["cwd"]))
-        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD):
+        for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGCHLD):
             signal.signal(sig, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a new process
         server = SERVERS[str(request["server"])]
         sys.argv = [str(server.__file__), *request["argv"]]  # type: ignore[misc]
         server.main(list(request["argv"]))  # type: ignore[call-overload]

@@ -840,8 +840,10 @@ def test_a_pipelined_request_the_gateway_does_not_read_yet_is_not_timed_out(
     ran, and the connection was reset with every answer on it lost. And a request
     expecting 100 Continue behind a slow one waits for the gateway to send it: no
     deadline runs meanwhile either (RFC 9110 10.1.1)."""
-    gw: GatewayProcess = gateway_factory(BG, limits={"body_timeout": 1.0,
-                                                     "header_timeout": 1.0})
+    # 2 s: the body that follows 100 Continue has that long (a client on a busy machine
+    # may wait a while to be scheduled); the slow call holds the rest for longer, 3 s.
+    gw: GatewayProcess = gateway_factory(BG, limits={"body_timeout": 2.0,
+                                                     "header_timeout": 2.0})
 
     def post(body: dict[str, Any], sid: str, *extra: str, length: int | None = None
              ) -> bytes:
