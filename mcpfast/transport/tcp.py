@@ -301,8 +301,11 @@ class TcpConnection(ClientProtocol):
             self._abort("no request on an idle connection")
 
     def released(self) -> None:
-        if self._deadline is not None if self.ws is not None else \
-                self._phase != IDLE and not self._held_by_us():
+        if self.ws is not None:
+            begun = self._deadline is not None  # a message's deadline, the only one
+        else:
+            begun = self._phase != IDLE and not self._held_by_us()
+        if begun:
             self._start_again()
 
     def _start_again(self) -> None:

@@ -122,25 +122,26 @@ class UnixConnection(ClientProtocol):
                 self._timer.cancel()
                 self._timer = None
             if self._timer is None:
-                self._timer = self._loop.call_later(
-                    self.limits.body_timeout, self._partial_timeout)
+                self._time_partial()
         elif self._timer is not None:
             self._timer.cancel()
             self._timer = None
 
+    def _time_partial(self) -> None:
+        """The line begun must end within body_timeout from now."""
+        self._timer = self._loop.call_later(self.limits.body_timeout, self._partial_timeout)
+
     def released(self) -> None:
         if self._timer is not None and self.framer.buffered:
             self._timer.cancel()  # the line begun gets its whole time, from now
-            self._timer = self._loop.call_later(self.limits.body_timeout,
-                                                self._partial_timeout)
+            self._time_partial()
 
     def _partial_timeout(self) -> None:
         self._timer = None
         if self.paused & self.held_by_gateway:
             # The gateway is not reading (an upstream the client feeds is congested,
             # or other clients have their turn): the line's time does not run.
-            self._timer = self._loop.call_later(self.limits.body_timeout,
-                                                self._partial_timeout)
+            self._time_partial()
             return
         self.core.counters.timeouts += 1
         log.info("closing a unix-socket client: a message was not complete within %g s",
