@@ -115,11 +115,13 @@ _GIVEN: collections.deque[int] = collections.deque(maxlen=2000)
 and admin ports) must not get the same one."""
 
 
-def forked(server: str, *args: str) -> list[str]:
+def forked(server: str, *args: str, pid_file: Path | None = None) -> list[str]:
     """The command that runs the SDK test server ``server`` (``sdk_server`` or
-    ``events_server``) forked by this pass's zygote (``servers/launch.py``)."""
-    return ["python", "-S", str(ROOT / "tests" / "servers" / "launch.py"), ZYGOTE, server,
-            *args]
+    ``events_server``) or a gateway (``mcpfast``) forked by this pass's zygote
+    (``servers/launch.py``), which writes the pid of what it forked to ``pid_file``."""
+    where = [] if pid_file is None else ["--pid-file", str(pid_file)]
+    return ["python", "-S", str(ROOT / "tests" / "servers" / "launch.py"), *where, ZYGOTE,
+            server, *args]
 
 
 def sdk_upstream(name: str = "sdk", prefix: str = "", **extra: Any) -> dict[str, Any]:
@@ -199,7 +201,10 @@ class GatewayProcess:
                  command: list[str] | None = None) -> None:
         # ``command`` runs an installed mcpfast instead of the source tree's (the
         # packaging tests); it starts in ``workdir``, where nothing shadows the install.
-        self.command = command or [sys.executable, "-m", "mcpfast"]
+        # The source tree's is forked by this pass's zygote, which has it imported.
+        self.pid_file = workdir / "gateway.pid"
+        self.command = command or [sys.executable,
+                                   *forked("mcpfast", pid_file=self.pid_file)[1:]]
         self.cwd = ROOT if command is None else workdir
         self.port = free_port()
         self.admin_port = free_port()
@@ -226,6 +231,19 @@ class GatewayProcess:
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
+    def pid(self) -> int:
+        """The gateway's own pid (``proc`` is its launcher when the zygote forked it)."""
+        assert self.proc is not None
+        if "--pid-file" not in self.command:
+            return self.proc.pid
+        deadline = time.monotonic() + 20
+        while not self.pid_file.exists():
+            assert self.proc.poll() is None and time.monotonic() < deadline, \
+                f"the gateway's launcher wrote no pid:\n{self.log()}"
+            time.sleep(0.01)
+        return int(self.pid_file.read_text())
+
+    @property
     def ws_url(self) -> str:
         return f"ws://127.0.0.1:{self.port}/mcp"
 
@@ -239,6 +257,7 @@ class GatewayProcess:
 
     def start(self, timeout: float = 20.0, wait_ready: bool = True) -> GatewayProcess:
         for attempt in range(BIND_ATTEMPTS):
+            self.pid_file.unlink(missing_ok=True)
             self._log = open(self.log_path, "wb")
             self.proc = subprocess.Popen(
                 [*self.command, "serve", "--config", str(self.config_path)],

@@ -1,13 +1,16 @@
-"""The suite's forked SDK servers (``servers/zygote.py``, ``servers/launch.py``) stand
-for servers started afresh: a signal sent to the launcher reaches the server, and the
-launcher ends as the server does."""
+"""The suite's forked SDK servers and gateways (``servers/zygote.py``,
+``servers/launch.py``) stand for ones started afresh: a signal sent to the launcher
+reaches the server, and the launcher ends as the server does; a gateway that would
+import mcpfast otherwise than the zygote did is started afresh."""
 
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
+from typing import Any
 
 from .conftest import forked
 
@@ -44,3 +47,28 @@ def test_the_launcher_exits_with_the_servers_status() -> None:
     assert proc.stdin is not None
     proc.stdin.close()  # stdio servers end at the end of their input, with status 0
     assert proc.wait(15) == 0
+
+
+def parent(pid: int) -> int:
+    with open(f"/proc/{pid}/stat") as stat:
+        return int(stat.read().rsplit(")", 1)[1].split()[1])
+
+
+def test_a_gateway_is_forked_and_ends_as_a_started_one(gateway_factory: Any) -> None:
+    gw = gateway_factory()
+    assert gw.proc is not None and gw.pid != gw.proc.pid
+    assert parent(gw.pid) != os.getpid()  # the zygote's child, not the launcher
+    assert "mcpfast: ready" in gw.log()  # its output is the launcher's
+    assert gw.terminate(signal.SIGTERM) == 0  # drained and stopped, as a started one is
+    assert "mcpfast: stopped" in gw.log()
+
+
+def test_a_gateway_imported_otherwise_is_started_afresh(gateway_factory: Any) -> None:
+    """The zygote imported mcpfast as this pass does: a gateway asking for the other
+    implementation is exec'd, and runs it."""
+    other = "0" if os.environ.get("MCPFAST_NO_EXTENSIONS") == "1" else "1"
+    gw = gateway_factory(env={"MCPFAST_NO_EXTENSIONS": other})
+    assert gw.proc is not None and gw.pid == gw.proc.pid
+    assert parent(gw.pid) == os.getpid()
+    implementation = "pure" if other == "1" else "compiled"
+    assert f"({implementation} hot path)" in gw.log(), gw.log()[:600]

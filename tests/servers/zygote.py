@@ -1,10 +1,11 @@
-"""Starts the suite's SDK servers (``sdk_server.py``, ``events_server.py``) in a fraction
-of their cost.
+"""Starts the suite's SDK servers (``sdk_server.py``, ``events_server.py``) and its
+gateways (``mcpfast``) in a fraction of their cost.
 
-Importing the official SDK takes some 1.6 s of CPU, and a pass of the suite starts these
-servers hundreds of times (most gateways it starts front one). This process imports them
-once and forks a server for each ``launch.py`` that connects to it:
-``python tests/servers/zygote.py SOCKET`` serves until its standard input ends.
+Importing the official SDK takes some 1.6 s of CPU, and mcpfast with aiohttp and
+prometheus-client some 0.8 s; a pass of the suite starts these servers and gateways
+hundreds of times. This process imports them once and forks one for each ``launch.py``
+that connects to it: ``python tests/servers/zygote.py SOCKET`` serves until its
+standard input ends.
 
 The server that runs is the module's ``main`` itself, with the launcher's arguments,
 environment, working directory and standard streams (passed as file descriptors), so
@@ -15,14 +16,18 @@ a word (SIGKILL) takes its server with it.
 
 Protocol, per connection: the launcher sends a 4-byte length and that much JSON
 (``server``, ``argv``, ``env``, ``cwd``) with its fds 0, 1, 2; the zygote answers the server's pid
-(8 bytes) and, when the server ends, its wait status (8 bytes, signed).
+(8 bytes) and, when the server ends, its wait status (8 bytes, signed). A pid of 0 says
+"not forked": the request's environment differs in what was read at import
+(``IMPORT_TIME``), so the launcher runs the server afresh.
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib
 import json
 import os
+import pkgutil
 import selectors
 import signal
 import socket
@@ -31,11 +36,37 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(1, str(Path(__file__).resolve().parents[2]))
 # The point: imported once, before any fork.
 import events_server
 import sdk_server
 
-SERVERS = {"sdk_server": sdk_server, "events_server": events_server}
+import mcpfast.cli
+
+PRELOADED = ("anyio._backends._asyncio", "anyio.streams.stapled", "anyio.streams.tls",
+             "rich.logging", "uvloop", "encodings.idna", "concurrent.futures.thread")
+"""What the servers import only as they start serving: the SDK anyio's backend and
+rich's logging; mcpfast uvloop (and with its modules, all imported below, aiohttp and
+prometheus-client, and what a config may ask for)."""
+for _name in PRELOADED:
+    importlib.import_module(_name)
+for _module in pkgutil.walk_packages(mcpfast.__path__, "mcpfast."):
+    if not _module.name.endswith("__main__"):
+        importlib.import_module(_module.name)
+
+SERVERS = {"sdk_server": sdk_server, "events_server": events_server, "mcpfast": mcpfast.cli}
+IMPORT_TIME = ("MCPFAST_NO_EXTENSIONS",)
+"""Variables mcpfast reads as it is imported (with every ``PYTHON*`` one): a gateway whose
+environment sets any of them otherwise than this process's is not forked. (The SDK
+servers read none; the gateway starts them without these.)"""
+
+
+def same_imports(request: dict[str, object]) -> bool:
+    if request["server"] != "mcpfast":
+        return True
+    env: dict[str, str] = request["env"]  # type: ignore[assignment]
+    names = {n for n in (*env, *os.environ) if n.startswith("PYTHON") or n in IMPORT_TIME}
+    return all(env.get(n) == os.environ.get(n) for n in names)
 
 
 def receive(conn: socket.socket) -> tuple[dict[str, object], list[int]]:
@@ -63,9 +94,11 @@ def serve_child(request: dict[str, object], fds: list[int]) -> None:
             signal.signal(sig, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a new process
         server = SERVERS[str(request["server"])]
-        sys.argv = [str(server.__file__), *request["argv"]]  # type: ignore[misc]
-        server.main(list(request["argv"]))  # type: ignore[call-overload]
-        code = 0
+        # ``python -m mcpfast`` shows its package's __main__ as argv[0].
+        main_file = Path(server.__file__).with_name("__main__.py") \
+            if server is mcpfast.cli else server.__file__
+        sys.argv = [str(main_file), *request["argv"]]  # type: ignore[misc]
+        code = server.main(list(request["argv"])) or 0  # type: ignore[attr-defined]
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     except BaseException:  # noqa: BLE001  (the server's own failure, shown as it would be)
@@ -112,6 +145,13 @@ def main() -> None:
                 try:
                     request, fds = receive(conn)
                 except (OSError, ValueError):
+                    conn.close()
+                    continue
+                if not same_imports(request):
+                    for fd in fds:
+                        os.close(fd)
+                    with contextlib.suppress(OSError):
+                        conn.sendall(struct.pack(">q", 0))
                     conn.close()
                     continue
                 pid = os.fork()

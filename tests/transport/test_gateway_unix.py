@@ -119,7 +119,7 @@ def test_a_client_that_stops_reading_is_paused_not_buffered(gateway: GatewayProc
             r = await c.call_tool("echo", {"text": "served"})
             assert r["result"]["content"][0]["text"] == "served"
     run(other())
-    rss = [line for line in open(f"/proc/{gateway.proc.pid}/status") if line.startswith("VmRSS")]
+    rss = [line for line in open(f"/proc/{gateway.pid}/status") if line.startswith("VmRSS")]
     assert int(rss[0].split()[1]) < 400_000, rss  # KiB; not gigabytes of queued answers
     flood.close()
 

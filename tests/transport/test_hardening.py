@@ -237,7 +237,7 @@ def test_websocket_clients_that_never_read_are_closed_before_memory_grows(
     gw: GatewayProcess = gateway_factory(BG)
     assert gw.proc is not None
     socks = [raw_ws(gw.port) for _ in range(4)]
-    with PeakRss(gw.proc.pid) as peak:
+    with PeakRss(gw.pid) as peak:
         base = peak.peak
         for sock in socks:
             sock.sendall(b"".join(ws_frame(m) for m in legacy_opening()
@@ -257,7 +257,7 @@ def test_unix_clients_that_never_read_are_closed_before_memory_grows(
     gw: GatewayProcess = gateway_factory(BG)
     assert gw.proc is not None
     socks = []
-    with PeakRss(gw.proc.pid) as peak:
+    with PeakRss(gw.pid) as peak:
         base = peak.peak
         for _ in range(2):
             sock = socket.socket(socket.AF_UNIX)
@@ -704,7 +704,7 @@ def test_a_congested_upstream_stops_the_gateway_reading_its_clients(
     sock.setblocking(False)
     sent = 0
     rest = batch()
-    with PeakRss(gw.proc.pid) as peak:
+    with PeakRss(gw.pid) as peak:
         base = peak.peak
         deadline = time.monotonic() + 3.0
         while time.monotonic() < deadline:
