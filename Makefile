@@ -60,12 +60,15 @@ test: check-build-deps venv $(EXT_BUILT) $(DEV_INSTALLED) bench-deps deploy-deps
 	# them side by side, each one's output printed whole when it ends.
 	$(MAKE) --no-print-directory -j2 --output-sync=target test-compiled test-pure
 
-# The compiled run fails if the extension is not what is running.
+# The compiled run fails if the extension is not what is running. Each pass runs in
+# two processes (a pass waits on its gateways and servers about half of its time), a
+# test module in one of them whole, so that module-scoped gateways are started once.
+PASS_WORKERS ?= 2
 test-compiled: $(EXT_BUILT) $(DEV_INSTALLED)
-	MCPFAST_REQUIRE_EXTENSION=1 $(PY) -m pytest -q
+	MCPFAST_REQUIRE_EXTENSION=1 $(PY) -m pytest -q -n $(PASS_WORKERS) --dist loadfile
 
 test-pure: $(DEV_INSTALLED)
-	MCPFAST_NO_EXTENSIONS=1 $(PY) -m pytest -q
+	MCPFAST_NO_EXTENSIONS=1 $(PY) -m pytest -q -n $(PASS_WORKERS) --dist loadfile
 
 venv:
 	@$(ENSURE_VENV)
