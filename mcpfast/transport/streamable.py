@@ -54,6 +54,15 @@ VERSION_FIELD = VERSION_HEADER.lower()
 DEFAULT_LEGACY_VERSION = "2025-03-26"  # no header and no other way to know (transports)
 MAX_ENDED = 100_000
 LEGACY_ALLOW = "GET, POST, DELETE"
+
+
+def allowed(request: HttpRequest) -> str:
+    """The methods the MCP endpoint allows the era ``request`` speaks (its version
+    header): POST only for a modern request, as ``Endpoint._modern`` answers."""
+    version = request.fields.get(VERSION_FIELD)
+    return LEGACY_ALLOW if version is None or version.strip() in LEGACY_VERSIONS else "POST"
+
+
 _any = msgspec.json.Decoder()
 BATCH = jsonrpc.Envelope()  # a JSON-RPC batch as _body reads it (post_batch decides)
 

@@ -40,7 +40,7 @@ from ..protocol.websocket import (
 )
 from .exchange import Exchange
 from .ports import ClientSession, ConnectionOwner, Dispatcher, Identity
-from .streamable import LEGACY_ALLOW, Endpoint
+from .streamable import Endpoint, allowed
 from .tls import certified_identity
 from .writer import HELD_BY_GATEWAY, ClientProtocol, CoalescingWriter
 
@@ -449,11 +449,15 @@ class TcpConnection(ClientProtocol):
     def _head(self, request: HttpRequest) -> None:
         """HEAD: the head of what GET would answer, without its content (RFC 9110
         9.3.2; a client reads none after it). The MCP endpoint's GET opens an event
-        stream, which a HEAD must not: 405 there."""
+        stream, which a HEAD must not: 405 there (for a modern request, as its GET is)."""
         assert self.writer is not None
-        response = self._elsewhere(request) if request.path != self.config.path else \
-            error_response(405, "Method Not Allowed: HEAD; MCP clients use POST and GET",
-                           keep_alive=request.keep_alive, headers=[("Allow", LEGACY_ALLOW)])
+        if request.path != self.config.path:
+            response = self._elsewhere(request)
+        else:
+            methods = allowed(request)
+            response = error_response(405, f"Method Not Allowed: HEAD; MCP clients use "
+                                      f"{methods}", keep_alive=request.keep_alive,
+                                      headers=[("Allow", methods)])
         self.writer.write(response[:response.index(b"\r\n\r\n") + 4])
         if not request.keep_alive:
             self._close_transport()

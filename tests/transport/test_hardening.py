@@ -810,21 +810,32 @@ def test_by_default_one_address_may_hold_half_the_connections() -> None:
 def test_a_head_request_is_answered_without_content(gateway_factory: Any) -> None:
     """RFC 9110 9.3.2: a response to HEAD has no content, so a keep-alive client reads
     the next response right after its head (the MCP endpoint's, whose GET would open an
-    event stream, is 405; another path's is GET's 404, its length declared)."""
+    event stream, is 405; another path's is GET's 404, its length declared). A modern
+    request's (its version header) says POST only, as its GET's 405 does."""
     gw: GatewayProcess = gateway_factory(BG)
 
     async def main() -> None:
         reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
         try:
             host = f"Host: 127.0.0.1:{gw.port}\r\n"
-            writer.write(f"HEAD /mcp HTTP/1.1\r\n{host}\r\nHEAD /nope HTTP/1.1\r\n{host}\r\n"
+            modern = "MCP-Protocol-Version: 2026-07-28\r\n"
+            writer.write(f"HEAD /mcp HTTP/1.1\r\n{host}\r\nHEAD /mcp HTTP/1.1\r\n{host}{modern}"
+                         f"\r\nGET /mcp HTTP/1.1\r\n{host}{modern}\r\n"
+                         f"HEAD /nope HTTP/1.1\r\n{host}\r\n"
                          f"GET /nope HTTP/1.1\r\n{host}Connection: close\r\n\r\n".encode())
             received = await asyncio.wait_for(reader.read(-1), 20)
         finally:
             writer.close()
-        first, second, third = received.split(b"\r\n\r\n", 2)
+        first, modern_head, rest = received.split(b"\r\n\r\n", 2)
         assert first.startswith(b"HTTP/1.1 405 "), received
         assert "GET, POST, DELETE" in header(first + b"\r\n\r\n", "Allow")
+        assert modern_head.startswith(b"HTTP/1.1 405 "), received
+        assert header(modern_head + b"\r\n\r\n", "Allow") == "POST"
+        modern_get, rest = rest.split(b"\r\n\r\n", 1)
+        assert modern_get.startswith(b"HTTP/1.1 405 "), received
+        assert header(modern_get + b"\r\n\r\n", "Allow") == "POST"
+        rest = rest[int(header(modern_get + b"\r\n\r\n", "Content-Length")):]
+        second, third = rest.split(b"\r\n\r\n", 1)
         assert second.startswith(b"HTTP/1.1 404 "), received
         head, body = third.split(b"\r\n\r\n", 1)
         assert head.startswith(b"HTTP/1.1 404 ") and body.startswith(b"no MCP endpoint")
