@@ -49,7 +49,6 @@ import contextlib
 import itertools
 import json
 import os
-import random
 import shutil
 import signal
 import socket
@@ -58,7 +57,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Container
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -67,6 +66,8 @@ from typing import Any
 import aiohttp
 import websockets
 from websockets.typing import Subprotocol
+
+from .ports import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVERS = ROOT / "tests" / "servers"
@@ -108,26 +109,6 @@ ANSWER_GRACE = REQUEST_TIMEOUT + 0.5 + 3.0
 time-out, the gateway's sweep, and room for a busy machine. Later, it is lost."""
 INIT = {"protocolVersion": "2025-11-25", "capabilities": {},
         "clientInfo": {"name": "bench-faults", "version": "0"}}
-
-
-def free_port(avoid: Container[int] = ()) -> int:
-    """A free port below the ephemeral range, which no outgoing connection can take
-    while a faulted server is down; none of ``avoid``."""
-    try:
-        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        low = 32768
-    for _ in range(100):
-        port = random.randrange(10000, max(10001, low))
-        if port in avoid:
-            continue
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError("no free port below the ephemeral range")
 
 
 # -- what the client saw -------------------------------------------------------------------

@@ -20,7 +20,6 @@ import itertools
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -32,6 +31,8 @@ from typing import Any
 
 import aiohttp
 import websockets
+
+from .ports import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 JSON_AND_SSE = "application/json, text/event-stream"
@@ -51,12 +52,6 @@ class Tally:
         if len(self.errors) < 50:
             self.errors.append(f"{kind}: {what}")
         self.calls[f"{kind} errors"] = self.calls.get(f"{kind} errors", 0) + 1
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def rss(pid: int) -> int:

@@ -46,6 +46,7 @@ from typing import IO, Any
 from . import procfs
 from .nginx import nginx_version, render_config
 from .pinning import pinned_to, proxy_cpus
+from .ports import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 ECHO_SERVER = Path(__file__).resolve().with_name("echo_server.py")
@@ -55,12 +56,6 @@ STOP_TIMEOUT = 15.0
 
 class TargetError(RuntimeError):
     pass
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def read_json_line(stream: IO[bytes], timeout: float) -> dict[str, Any] | None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import fcntl
 import importlib
@@ -26,9 +25,9 @@ from typing import Any
 import pytest
 import websockets
 
-from bench.faults import free_port as faults_free_port
 from bench.faults import toml
 from bench.micro.fakes import RecordingTransport
+from bench.ports import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 SDK_SERVER = str(ROOT / "tests" / "servers" / "sdk_server.py")
@@ -98,21 +97,10 @@ def source_tree_lock() -> Iterator[None]:
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
-def free_port() -> int:
-    """A free port below the kernel's ephemeral range, so that the source port of a
-    client's connection cannot take it between this check and the gateway's bind
-    (bench.faults.free_port), and not one handed out lately, which is free now but
-    may be about to be bound. Two processes (the two passes of make test) can still
-    pick the same one: a gateway that loses its port that way is started again on
-    others (``GatewayProcess.start``)."""
-    port = faults_free_port(avoid=_GIVEN)
-    _GIVEN.append(port)
-    return port
-
-
-_GIVEN: collections.deque[int] = collections.deque(maxlen=2000)
-"""The ports this process handed out lately: two calls in a row (a gateway's listener
-and admin ports) must not get the same one."""
+# ``free_port`` (bench.ports): below the kernel's ephemeral range, and none that this
+# process handed out lately. Two processes (the passes of make test, and their workers)
+# can still pick the same one: a gateway that loses its port that way is started again
+# on others (``GatewayProcess.start``).
 
 
 def forked(server: str, *args: str, pid_file: Path | None = None) -> list[str]:
