@@ -8,6 +8,7 @@ chart written, HTTP compared with HTTP. Never timings: benchmarks are not assert
 
 from __future__ import annotations
 
+import collections
 import http.client
 import json
 import os
@@ -18,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from bench import pinning
+from bench import pinning, ports
 from bench.nginx import find_nginx
 from bench.report import END, START, load_tables, replace_block
 from bench.scenarios import SCENARIOS, LoadResult
@@ -265,3 +266,14 @@ def test_the_proxy_side_and_the_load_generator_get_separate_cpus() -> None:
                              text=True, check=True).stdout
         assert json.loads(out) == sorted(cpus)
 
+
+
+def test_free_port_never_hands_out_a_port_twice_in_a_row(monkeypatch: pytest.MonkeyPatch
+                                                         ) -> None:
+    """A gateway's listener and admin ports, asked for in a row, are never the same
+    one, though both are free (the bench once gave both the kernel's same pick)."""
+    first, second = ports.free_port(), ports.free_port()  # free, as far as anyone knows
+    monkeypatch.setattr(ports, "_GIVEN", collections.deque(maxlen=1000))  # none given yet
+    picks = iter([first, first, second])
+    monkeypatch.setattr(ports.random, "randrange", lambda *_: next(picks))
+    assert [ports.free_port(), ports.free_port()] == [first, second]

@@ -8,11 +8,14 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
+import struct
 import subprocess
 import sys
+import time
 from typing import Any
 
-from .conftest import forked
+from .conftest import ROOT, forked
 
 INITIALIZE = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
     "protocolVersion": "2025-11-25", "capabilities": {},
@@ -72,3 +75,40 @@ def test_a_gateway_imported_otherwise_is_started_afresh(gateway_factory: Any) ->
     assert parent(gw.pid) == os.getpid()
     implementation = "pure" if other == "1" else "compiled"
     assert f"({implementation} hot path)" in gw.log(), gw.log()[:600]
+
+
+def test_a_signal_before_the_servers_pid_is_known_reaches_the_server(tmp_path: Any) -> None:
+    """The launcher takes signals from its start: one that comes while it still waits
+    for the zygote's answer is passed on once the pid is known, not its own death. A
+    stand-in zygote holds the answer until the signal has been sent."""
+    path = str(tmp_path / "z.sock")
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(path)
+    listener.listen(1)
+    # The "server": ends with 7 on SIGUSR1 (its default would end it by the signal).
+    server = subprocess.Popen([sys.executable, "-c", "import signal, sys, time\n"
+                               "signal.signal(signal.SIGUSR1, lambda *_: sys.exit(7))\n"
+                               "print('ready', flush=True)\ntime.sleep(60)"],
+                              stdout=subprocess.PIPE)
+    assert server.stdout is not None and server.stdout.readline() == b"ready\n"
+    launch = str(ROOT / "tests" / "servers" / "launch.py")
+    launcher = subprocess.Popen([sys.executable, "-S", launch, path, "sdk_server"],
+                                stdin=subprocess.DEVNULL)
+    try:
+        conn, _ = listener.accept()
+        with conn:
+            _, fds, _, _ = socket.recv_fds(conn, 65536, 3)  # the request: handlers are set
+            for fd in fds:
+                os.close(fd)
+            launcher.send_signal(signal.SIGUSR1)
+            time.sleep(0.2)  # let it arrive; the launcher must not die of it
+            conn.sendall(struct.pack(">q", server.pid))
+            assert server.wait(15) == 7
+            conn.sendall(struct.pack(">q", 7 << 8))  # the wait status of exit(7)
+            assert launcher.wait(15) == 7
+    finally:
+        for proc in (server, launcher):
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        listener.close()
