@@ -137,7 +137,7 @@ def decode(data: bytes, max_depth: int | None = DEFAULT_MAX_DEPTH) -> Envelope:
         try:
             whole = _syntax.decode(data)
         except msgspec.DecodeError as parse_exc:
-            raise MessageError(PARSE_ERROR, f"Parse error: {parse_exc}") from None
+            raise _parse_error(data, parse_exc) from None
         except RecursionError:
             raise _unread(data, "Parse error: JSON nested too deeply") from None
         if data.lstrip().startswith(b"["):
@@ -148,7 +148,7 @@ def decode(data: bytes, max_depth: int | None = DEFAULT_MAX_DEPTH) -> Envelope:
                            None if isinstance(request_id, bool) else _safe_id(request_id)
                            ) from None
     except msgspec.DecodeError as exc:
-        raise MessageError(PARSE_ERROR, f"Parse error: {exc}") from None
+        raise _parse_error(data, exc) from None
     except RecursionError:
         # Only reachable with max_depth None, or deeper than the recursion limit allows.
         raise _unread(data, "Parse error: JSON nested too deeply") from None
@@ -168,6 +168,42 @@ def decode(data: bytes, max_depth: int | None = DEFAULT_MAX_DEPTH) -> Envelope:
         # MCP (basic/index "Requests"): the ID MUST NOT be null.
         raise MessageError(INVALID_REQUEST, "Invalid Request: request id must not be null")
     return env
+
+
+def _parse_error(data: bytes, exc: msgspec.DecodeError) -> MessageError:
+    """-32700 for JSON msgspec could not parse. A string escaping half of a UTF-16
+    surrogate pair is named as such (msgspec calls a lone high surrogate "truncated"),
+    with the id around it: the rest of the message may be well formed."""
+    if b"\\u" in data:
+        lone = lone_surrogate(data)
+        if lone is not None:
+            return _unread(data, f"Parse error: a lone UTF-16 surrogate "
+                                 f"({data[lone:lone + 6].decode()}) at byte {lone}: a JSON "
+                                 "string must be valid Unicode (RFC 8259 8.2)")
+    return MessageError(PARSE_ERROR, f"Parse error: {exc}")
+
+
+_ESCAPE = re.compile(rb"\\(?:u([dD][0-9a-fA-F]{3})|.)", re.S)
+
+
+def lone_surrogate(data: bytes) -> int | None:
+    """Where the first escape of half a surrogate pair begins (a high one not followed
+    by a low one, or a low one alone), or None. Escapes are taken left to right, so an
+    escaped backslash before ``u`` is not read as one."""
+    high = -1
+    for escape in _ESCAPE.finditer(data):
+        unit = escape[1]
+        if high >= 0:
+            if unit is None or unit[1] not in b"cdefCDEF" or escape.start() != high + 6:
+                return high
+            high = -1
+            continue
+        if unit is not None:
+            if unit[1] in b"89abAB":
+                high = escape.start()
+            elif unit[1] in b"cdefCDEF":
+                return escape.start()
+    return high if high >= 0 else None
 
 
 def _safe_id(request_id: object) -> RequestId | None:

@@ -159,6 +159,37 @@ def test_invalid_utf8_is_a_parse_error(where: str) -> None:
     assert error.request_id == 3
 
 
+@pytest.mark.parametrize(("text", "at"), [
+    (rb"a\ud800b", 1),              # msgspec called this "Input data was truncated"
+    (rb"\uDBFF", 0),                # at the string's end, upper case
+    (rb"a\udc00", 1),               # a low half alone
+    (rb"\ud800\ud800\udc00", 0),    # a high half, then a whole pair
+    (rb"\ud83d\ude00\ud83d", 12),   # a whole pair, then a high half
+    (rb"\ud800\n\udc00", 0),        # an escape between the halves
+    (rb"\\\ud800", 2),              # an escaped backslash, then the escape
+])
+def test_a_lone_surrogate_is_a_parse_error_that_names_it(text: bytes, at: int) -> None:
+    head = b'{"jsonrpc":"2.0","id":4,"method":"tools/call","params":{"t":"'
+    error = decode_error(head + text + b'"}}')
+    assert error.code == jsonrpc.PARSE_ERROR
+    lone = text[at:at + 6].decode()
+    assert error.message == (f"Parse error: a lone UTF-16 surrogate ({lone}) at byte "
+                             f"{len(head) + at}: a JSON string must be valid Unicode "
+                             "(RFC 8259 8.2)")
+    assert error.request_id == 4
+    # In a member of the wrong type's message too (msgspec stops at the type first).
+    error = decode_error(b'{"jsonrpc":"2.0","id":5,"method":1,"params":{"t":"' + text + b'"}}')
+    assert error.code == jsonrpc.PARSE_ERROR and "lone UTF-16 surrogate" in error.message
+
+
+@pytest.mark.parametrize("text", [rb"\ud800\udc00", rb"\uD83D\uDE00", rb"\\ud800",
+                                  rb"\\\\ud800 \u00e9"])
+def test_whole_pairs_and_escaped_backslashes_are_not_lone_surrogates(text: bytes) -> None:
+    data = b'{"jsonrpc":"2.0","id":4,"method":"x","params":{"t":"' + text + b'"}}'
+    assert jsonrpc.lone_surrogate(data) is None
+    assert jsonrpc.decode(data).id == 4
+
+
 @pytest.mark.parametrize("data", [
     b"[1,2", b'["a",', b"123abc", b'"unterminated', b'{"jsonrpc":"2.0","id":1.5,',
     b'{"jsonrpc":"2.0","id":1,"method":3', b'{"jsonrpc":"2.0","id":true}x',
