@@ -105,7 +105,7 @@ class Gateway:
         self.router = Router(list(self.upstreams.values()), config.routing.prefix,
                              config.routing.separator)
         self.requests = Requests(self, self.catalog, self.subscriptions, self.log_levels,
-                                 self.mrtr)
+                                 self.mrtr, self.relay.roots_changed)
         self.operator = OperatorControls()
         """What the admin API switched at run time (operator.py)."""
         self.chain = self._compile(config)

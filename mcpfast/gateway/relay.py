@@ -301,6 +301,34 @@ class Relay:
                     self.catalog.rebuild()
                     break
 
+    def roots_changed(self, session: DownstreamSession) -> None:
+        """The client's roots changed (client/roots ``notifications/roots/list_changed``):
+        told to each legacy server whose ``roots/list`` would reach this client
+        (``owner_of``), so that it asks again. The gateway declares
+        ``roots.listChanged`` to every legacy server, and so owes them the notification;
+        a server whose requests belong to no one client is not told (it could not ask
+        whose roots changed)."""
+        for upstream in self._connections():
+            if upstream.ready and upstream.era == "legacy" and \
+                    self.owner_of(upstream) is session:
+                upstream.notify("notifications/roots/list_changed")
+
+    def _connections(self) -> list[Upstream]:
+        """Every upstream the gateway speaks to: each routed one, its endpoints (a
+        balancer's), its sessions' own (a pool's), and its legacy twin."""
+        found: list[Upstream] = []
+        for upstream in self.gw.upstreams.values():
+            if upstream.pool is not None:
+                found.extend(upstream.pool.members)
+            elif upstream.balancer is not None:
+                found.extend(upstream.balancer.members)
+            else:
+                found.append(upstream)
+            holder = upstream.legacy_twin
+            if holder is not None and holder.twin is not None:
+                found.append(holder.twin)
+        return found
+
     def owner_of(self, upstream: Upstream) -> DownstreamSession | None:
         """The session that a message naming no client request (a server-to-client
         request, a log message) certainly belongs to, or None when the gateway cannot

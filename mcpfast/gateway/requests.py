@@ -91,8 +91,11 @@ starting)."""
 
 class Requests:
     def __init__(self, gw: Core, catalog: Catalog, subscriptions: Subscriptions,
-                 log_levels: LogLevels, mrtr: InputBridge) -> None:
+                 log_levels: LogLevels, mrtr: InputBridge,
+                 roots_changed: Callable[[DownstreamSession], None]) -> None:
         self.gw = gw
+        self.roots_changed = roots_changed
+        """Tell the servers a client's roots are theirs that they changed (relay.py)."""
         self.counters = gw.counters
         self.router = gw.router
         self.send_error = gw.send_error
@@ -893,7 +896,9 @@ class Requests:
                           session.id)
         elif method == "notifications/progress":
             log.debug("ignoring client progress notification")
-        # Other notifications (roots/list_changed, unknown ones) need no answer.
+        elif method == "notifications/roots/list_changed":
+            self.roots_changed(session)
+        # Other notifications (unknown ones) need no answer.
 
     def _client_response(self, session: DownstreamSession, env: Envelope) -> None:
         target = session.outgoing.pop(env.id, None) if type(env.id) is int else None
