@@ -16,7 +16,11 @@ from mcpfast_ext import message_scan
 
 from ..protocol import jsonrpc
 from ..protocol.jsonrpc import Envelope
-from ..protocol.mcp import CLIENT_CAPABILITY_FOR, SUBSCRIPTIONS_ACKNOWLEDGED
+from ..protocol.mcp import (
+    CLIENT_CAPABILITY_FOR,
+    SUBSCRIPTIONS_ACKNOWLEDGED,
+    required_capability,
+)
 from ..protocol.modern import (
     META_SUBSCRIPTION_ID,
     complete_result,
@@ -250,11 +254,25 @@ class Relay:
             # an input_required result instead.
             self.mrtr.ask_modern_client(upstream, session, method, request_id, env.params)
             return
-        capability = CLIENT_CAPABILITY_FOR.get(method)
-        if capability is not None and capability not in session.client_capabilities:
-            upstream.respond_error(request_id, jsonrpc.METHOD_NOT_FOUND,
-                                   f"the client does not support {method}")
-            return
+        if method in CLIENT_CAPABILITY_FOR:
+            try:
+                params = _any.decode(env.params) if env.params is not UNSET else {}
+            except msgspec.DecodeError:
+                params = None
+            missing = required_capability(method, params, session.client_capabilities)
+            if missing is not None:
+                # The gateway declares every part to its servers (LEGACY_CLIENT_
+                # CAPABILITIES); the client it would go to lacks this one.
+                capability, part = next(iter(missing.items()))
+                if part:
+                    upstream.respond_error(
+                        request_id, jsonrpc.INVALID_PARAMS,
+                        f"the client does not support {method} with "
+                        f"{capability}.{next(iter(part))} (its capabilities do not declare it)")
+                else:
+                    upstream.respond_error(request_id, jsonrpc.METHOD_NOT_FOUND,
+                                           f"the client does not support {method}")
+                return
         out_id = session.next_out_id()
         session.table("outgoing")[out_id] = (upstream, request_id)
         self.send(session, jsonrpc.reencode(Envelope(jsonrpc="2.0", id=out_id, method=method,

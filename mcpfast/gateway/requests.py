@@ -157,6 +157,16 @@ class Requests:
                 if exc.batch and self.batch(session, data):
                     return
                 self.counters.parse_errors += 1
+                if exc.response_id is not None:
+                    # The client's invalid answer to a request relayed to it: the server
+                    # that asked gets the error. The client's error names no id (its
+                    # ``request_id`` is None): the id is that of a request of the
+                    # gateway's, which an error carrying it would settle at the client.
+                    self._client_response(session, Envelope(
+                        jsonrpc="2.0", id=exc.response_id, error=Raw(jsonrpc.encode(
+                            jsonrpc.ErrorObject(jsonrpc.INTERNAL_ERROR,
+                                                f"the client sent an invalid response: "
+                                                f"{exc.message}")))))
                 outside_batches(session, exc.request_id, self.send_error, session,
                                 exc.request_id, exc.code, exc.message)
                 return

@@ -152,18 +152,23 @@ def decode(data: bytes, max_depth: int | None = DEFAULT_MAX_DEPTH) -> Envelope:
     except RecursionError:
         # Only reachable with max_depth None, or deeper than the recursion limit allows.
         raise _unread(data, "Parse error: JSON nested too deeply") from None
+    # A response (no method; a result or an error) is never answered (JSON-RPC 2.0
+    # section 5): its id is the receiver's own request's, which an error carrying it
+    # would settle on the sender's side. It is named as ``response_id`` instead.
+    is_response = env.method is UNSET and env.id is not UNSET and (
+        env.result is not UNSET or env.error is not UNSET)
     if env.jsonrpc != "2.0":
         raise MessageError(INVALID_REQUEST, 'Invalid Request: "jsonrpc" must be "2.0"',
-                           _safe_id(env.id))
+                           *((None, _safe_id(env.id)) if is_response else (_safe_id(env.id),)))
     if env.method is UNSET:
-        if env.id is UNSET or (env.result is UNSET and env.error is UNSET):
+        if not is_response:
             raise MessageError(INVALID_REQUEST,
                                "Invalid Request: not a request, notification or response",
                                _safe_id(env.id))
         if env.result is not UNSET and env.error is not UNSET:
             raise MessageError(INVALID_REQUEST,
                                "Invalid Request: a response has either result or error",
-                               _safe_id(env.id))
+                               None, _safe_id(env.id))
     elif env.id is None:
         # MCP (basic/index "Requests"): the ID MUST NOT be null.
         raise MessageError(INVALID_REQUEST, "Invalid Request: request id must not be null")

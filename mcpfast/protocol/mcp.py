@@ -51,10 +51,14 @@ CLIENT_CAPABILITY_FOR = {
 }
 
 # What the gateway declares to upstreams as a client: it can pass each of these on to a
-# client that has them. Modern capabilities have no roots.listChanged (the notification
-# was removed in 2026-07-28).
-LEGACY_CLIENT_CAPABILITIES: dict[str, dict[str, bool]] = {
-    "sampling": {}, "elicitation": {}, "roots": {"listChanged": True}}
+# client that has them, and answers a server's request that needs what its client lacks
+# with an error (``required_capability``): so every part a legacy server may use is
+# declared, URL-mode elicitation and tool use in sampling included (client/elicitation
+# and client/sampling "Capabilities"). Modern capabilities have no roots.listChanged (the
+# notification was removed in 2026-07-28).
+LEGACY_CLIENT_CAPABILITIES: dict[str, dict[str, Any]] = {
+    "sampling": {"tools": {}}, "elicitation": {"form": {}, "url": {}},
+    "roots": {"listChanged": True}}
 MODERN_CLIENT_CAPABILITIES: dict[str, dict[str, bool]] = {
     "sampling": {}, "elicitation": {}, "roots": {}}
 
@@ -74,16 +78,22 @@ def required_capability(method: str, params: object,
     """What a client lacks to take the server-to-client request ``method``, as the
     ``requiredCapabilities`` object of a -32021 error (basic/index "Error Codes"), or
     None when its ``capabilities`` cover it. URL-mode elicitation needs ``url`` declared
-    under ``elicitation`` (client/elicitation "Capabilities": ``{}`` means form only)."""
+    under ``elicitation`` (client/elicitation "Capabilities": ``{}`` means form only), and
+    sampling with ``tools`` or ``toolChoice`` needs ``tools`` under ``sampling``."""
     capability = CLIENT_CAPABILITY_FOR.get(method)
     if capability is None:
         return None
     declared = capabilities.get(capability)
     if declared is None:
         return {capability: {}}
+    parts = declared if isinstance(declared, dict) else {}
     if capability == "elicitation" and isinstance(params, dict) and \
-            params.get("mode") == "url" and not (isinstance(declared, dict) and "url" in declared):
+            params.get("mode") == "url" and "url" not in parts:
         return {"elicitation": {"url": {}}}
+    if capability == "sampling" and isinstance(params, dict) and \
+            ("tools" in params or "toolChoice" in params) and "tools" not in parts:
+        # client/sampling "Tool Use": only to a client that declared sampling.tools.
+        return {"sampling": {"tools": {}}}
     return None
 
 

@@ -42,9 +42,11 @@ from ..conftest import (
     SERVER_INFO,
     GatewayProcess,
     McpClient,
+    Record,
     bridged,
     collect,
     events_upstream,
+    recording_upstream,
     run,
     unix_client,
     ws_client,
@@ -489,8 +491,81 @@ def test_request_state_signer() -> None:
         signer.verify(None, "tools/call", "sample", now)
 
 
+def test_a_legacy_server_may_use_every_part_a_client_declares(gateway_factory: Any,
+                                                                tmp_path: Path) -> None:
+    """The gateway declares URL-mode elicitation and tool use in sampling to legacy
+    servers, so that a client that supports them can be asked for them; a request
+    needing a part its client lacks is answered an error upstream, and never reaches it.
+    Before: the server saw ``sampling: {}`` and ``elicitation: {}`` whatever the client,
+    and a conforming server could not use either part through the gateway."""
+    record = Record(tmp_path / "rec.jsonl")
+    gw: GatewayProcess = gateway_factory({"rec": recording_upstream(
+        record.path, "rec", attribution="in_flight")})
+    tools = {"tools": [{"name": "lookup", "inputSchema": {"type": "object"}}],
+             "toolChoice": {"mode": "auto"}}
+    ask = {"prompt": "look it up", "extra": tools}
+
+    async def body() -> None:
+        (init,) = record.received("initialize")
+        declared = init["params"]["capabilities"]
+        assert declared["sampling"] == {"tools": {}}
+        assert declared["elicitation"] == {"form": {}, "url": {}}
+        async with ws_client(gw.ws_url) as plain, unix_client(gw.unix_path) as able:
+            await plain.initialize(capabilities={"sampling": {}})
+            await able.initialize(capabilities={"sampling": {"tools": {}}})
+            refused = await plain.call_tool("ask", ask)
+            assert refused["result"]["content"][0]["text"] == (
+                "error: the client does not support sampling/createMessage with "
+                "sampling.tools (its capabilities do not declare it)"), refused
+            assert not any(m.get("method") == "sampling/createMessage"
+                           for m in plain.notifications)
+            for client, arguments in ((able, ask), (plain, {"prompt": "2+2"})):
+                # Without tools, the client with sampling alone is asked as before.
+                await client.send({"jsonrpc": "2.0", "id": "call", "method": "tools/call",
+                                   "params": {"name": "ask", "arguments": arguments}})
+                asked = await answer_relayed(client, "sampling/createMessage", ANSWER)
+                assert asked["params"].get("tools") == arguments.get("extra", {}).get("tools")
+                final = await client.wait_for("call")
+                assert final["result"]["content"][0]["text"] == "4", final
+    run(body())
+
+
+def test_a_client_s_invalid_answer_fails_the_server_s_request_not_its_own(
+        gateway_factory: Any, tmp_path: Path) -> None:
+    """A relayed request's id is the gateway's: the client's malformed answer to it
+    (both result and error) is no request of the client's to answer with that id, which
+    the client would take for the answer to its own request of that number. The server
+    that asked gets the error; the client gets one with a null id."""
+    record = Record(tmp_path / "rec.jsonl")
+    gw: GatewayProcess = gateway_factory({"rec": recording_upstream(record.path, "rec")})
+
+    async def body() -> None:
+        async with unix_client(gw.unix_path) as c:
+            await c.initialize(capabilities={"sampling": {}})
+            await c.send({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+                          "params": {"name": "ask", "arguments": {"prompt": "2+2"}}})
+            asked = await c.receive()
+            assert asked["method"] == "sampling/createMessage", asked
+            asked_id = asked["id"]
+            await c.send({"jsonrpc": "2.0", "id": asked_id, "result": ANSWER,
+                          "error": {"code": -1, "message": "x"}})
+            complaint = await c.receive()
+            assert complaint["id"] is None and complaint["error"]["code"] == -32600, complaint
+            final = await c.wait_for(1)
+            assert final["result"]["content"][0]["text"] == (
+                "error: the client sent an invalid response: Invalid Request: a response "
+                "has either result or error"), final
+    run(body())
+
+
 def test_capability_and_answer_checks() -> None:
     assert required_capability("sampling/createMessage", {}, {}) == {"sampling": {}}
+    assert required_capability("sampling/createMessage", {"tools": []}, {"sampling": {}}) == \
+        {"sampling": {"tools": {}}}
+    assert required_capability("sampling/createMessage", {"toolChoice": {"mode": "none"}},
+                               {"sampling": {}}) == {"sampling": {"tools": {}}}
+    assert required_capability("sampling/createMessage", {"tools": []},
+                               {"sampling": {"tools": {}}}) is None
     assert required_capability("sampling/createMessage", {}, {"sampling": {}}) is None
     assert required_capability("roots/list", {}, {"roots": {"listChanged": True}}) is None
     assert required_capability("elicitation/create", {"mode": "url"}, {"elicitation": {}}) == \

@@ -148,7 +148,6 @@ def test_decode_reads_responses(data: bytes) -> None:
 @pytest.mark.parametrize("data,request_id", [
     # Not a request, a notification or a response, though it has an id.
     (b'{"jsonrpc":"2.0","id":4}', 4),
-    (b'{"jsonrpc":"2.0","id":"a","result":1,"error":{"code":1,"message":"m"}}', "a"),
     (b'{"jsonrpc":"1.0","id":"old","method":"ping"}', "old"),
     (b'{"id":9,"method":"ping"}', 9),
     # A result without an id answers nothing.
@@ -221,6 +220,23 @@ def test_the_id_of_a_message_too_deep_to_read(data: bytes, request_id: object,
     error = decode_error(data)
     assert error.code == jsonrpc.PARSE_ERROR and "deeper than" in error.message
     assert (error.request_id, error.response_id) == (request_id, response_id)
+
+
+@pytest.mark.parametrize("data", [
+    b'{"jsonrpc":"2.0","id":1,"result":{},"error":{"code":-1,"message":"x"}}',
+    b'{"jsonrpc":"2.1","id":1,"result":{}}',
+    b'{"jsonrpc":"1.0","id":1,"error":{"code":-1,"message":"x"}}',
+    b'{"jsonrpc":"2.0","id":1,"result":1,"error":{"code":1,"message":"m"}}',
+])
+def test_an_invalid_response_is_not_answered_with_its_id(data: bytes) -> None:
+    """Its id is one of the receiver's own requests: an error carrying it would settle
+    that request at the sender (JSON-RPC 2.0 section 5: responses are never answered)."""
+    error = decode_error(data)
+    assert error.code == jsonrpc.INVALID_REQUEST
+    assert (error.request_id, error.response_id) == (None, 1)
+    # A request with the wrong version is still answered with its id.
+    error = decode_error(b'{"jsonrpc":"2.1","id":1,"method":"ping"}')
+    assert (error.request_id, error.response_id) == (1, None)
 
 
 def test_the_id_of_an_unread_message_is_looked_for_in_bounded_places() -> None:

@@ -19,8 +19,9 @@ Tools: ``echo`` (``text``), ``slow`` (answers after ``seconds``; a
 seconds apart; with ``guess`` it makes a token up when there is none, with ``late`` it
 sends one more after the answer), ``region`` (its ``region`` argument is annotated
 ``x-mcp-header``), ``big`` (a result of ``size`` bytes of text), ``whoami``, ``ask``
-(sends the client a ``sampling/createMessage`` and answers with the reply's text, or the
-error's message), ``fail`` (a -32603 error), ``odd`` (the result ``42``, not an object).
+(sends the client a ``sampling/createMessage``, with ``extra`` merged into its params,
+and answers with the reply's text, or the error's message), ``fail`` (a -32603 error),
+``odd`` (the result ``42``, not an object).
 Reading a URI containing ``missing`` is a -32002 error (``data``: with data, ``blank``:
 with an empty message); reading one containing ``ask`` asks the client's model first, as
 ``ask`` does, and the reply's text is the resource's.
@@ -183,13 +184,15 @@ class Server:
         else:
             self.error(request_id, -32601, f"Method not found: {method}")
 
-    def ask(self, request_id: Any, prompt: str, uri: str | None = None) -> None:
-        """Ask the client's model ``prompt``; its reply answers ``request_id``."""
+    def ask(self, request_id: Any, prompt: str, uri: str | None = None,
+            extra: dict[str, Any] | None = None) -> None:
+        """Ask the client's model ``prompt`` (with ``extra`` params, as ``tools``); its
+        reply answers ``request_id``."""
         ask_id = f"ask-{request_id}"
         self._asks[ask_id] = (request_id, uri)
         self.write({"jsonrpc": "2.0", "id": ask_id, "method": "sampling/createMessage",
                     "params": {"messages": [{"role": "user", "content": {
-                        "type": "text", "text": prompt}}], "maxTokens": 10}})
+                        "type": "text", "text": prompt}}], "maxTokens": 10, **(extra or {})}})
 
     def call(self, request_id: Any, params: dict[str, Any]) -> None:
         name = params.get("name")
@@ -201,7 +204,7 @@ class Server:
         elif name == "region":
             self.text(request_id, str(arguments.get("region")))
         elif name == "ask":
-            self.ask(request_id, str(arguments.get("prompt")))
+            self.ask(request_id, str(arguments.get("prompt")), extra=arguments.get("extra"))
         elif name == "fail":
             self.error(request_id, -32603, "failed on purpose")
         elif name == "odd":
