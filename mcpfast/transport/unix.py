@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import select
 import socket
 import struct
 
@@ -208,7 +209,23 @@ class UnixConnection(ClientProtocol):
             self.core.handle(self.session, last)
         if self.session is None or not self.session.owes_answers:
             self.close(1000, "end of input")
+        elif self._peer_closed():
+            # Not a half-close: nobody reads the answers. Closed now, its requests are
+            # cancelled upstream at once, not at their time-out.
+            log.debug("a unix-socket client closed its socket with answers owed")
+            self.close(1000, "client closed")
         return True
+
+    def _peer_closed(self) -> bool:
+        """Whether the client closed its socket whole rather than its sending side only
+        (``shutdown(SHUT_WR)``): a unix stream socket whose peer is gone polls POLLHUP,
+        one whose peer only stopped sending does not."""
+        sock = self.transport.get_extra_info("socket") if self.transport is not None else None
+        if sock is None:
+            return False
+        poller = select.poll()
+        poller.register(sock.fileno(), select.POLLHUP)
+        return any(events & select.POLLHUP for _, events in poller.poll(0))
 
     def send(self, data: bytes) -> None:
         writer = self.writer

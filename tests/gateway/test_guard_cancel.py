@@ -127,9 +127,27 @@ def test_a_cancel_naming_another_id_type_cancels_nothing(rec: tuple[GatewayProce
     run(body())
 
 
+def test_a_unix_client_s_full_close_cancels_at_the_upstream_at_once(
+        rec: tuple[GatewayProcess, Record]) -> None:
+    """A unix client's EOF may be a half-close that still gets its answers (its own
+    test), or a close of the whole socket, which polls POLLHUP: then nobody reads the
+    answers, and its requests are cancelled upstream at once, as a WebSocket client's
+    (before: at their time-out, "request timed out at the gateway")."""
+    gw, record = rec
+    marker = tag()
+
+    async def body() -> int:
+        async with unix_client(gw.unix_path) as c:
+            await c.initialize()
+            await c.start_call("slow", {"seconds": 30, "tag": marker}, 1)
+            return upstream_id_of(record, marker)
+    upstream_id = run(body())
+    told = record.wait(lambda r: cancels_for(r, upstream_id), 10.0, "notifications/cancelled")
+    assert told == [{"requestId": upstream_id, "reason": "client disconnected"}]
+
+
 def test_disconnect_cancels_at_the_upstream(rec: tuple[GatewayProcess, Record]) -> None:
-    """Over WebSocket. (A unix client's EOF is a half-close that still gets its answers,
-    and the socket cannot tell a full close from it until the answer is written.)"""
+    """Over WebSocket."""
     gw, record = rec
     marker = tag()
     sessions = gw.status()["connections"]["open"]
