@@ -151,6 +151,9 @@ class Request(msgspec.Struct, gc=False):
     log messages, and while it runs the upstream logs at least that verbosely."""
     client_capabilities: dict[str, Any] | None = None
     """A modern request's ``clientCapabilities``: what the upstream may ask it for."""
+    arguments: Any = None
+    """A modern request's ``arguments`` sent to a legacy upstream: the ``requestState``
+    of a question the upstream asks is bound to them (mrtr.py)."""
     forwarded: dict[str, Any] | None = None
     """A legacy client's request to a modern upstream, as forwarded: the base of the
     retries that carry ``inputResponses``."""

@@ -91,10 +91,12 @@ MAX_INPUT_ROUNDS = 16
 NO_UPSTREAM_REQUEST = 0
 """The upstream id in ``session.inflight`` while a relay waits for the client's answers:
 ``allocate_id`` never hands it out, so cancelling it upstream is a no-op."""
-STATE_VERSION = 1
+STATE_VERSION = 2
+"""2: the payload binds the request's arguments too."""
 
 _decoder = msgspec.json.Decoder()
 _encoder = msgspec.json.Encoder()
+_canonical = msgspec.json.Encoder(order="sorted")
 
 NOBODY = DownstreamSession("parked", "none", "-", lambda data: None,
                            lambda code, reason: None)
@@ -110,21 +112,26 @@ class RequestStateError(ValueError):
 
 class RequestStateSigner:
     """``requestState`` values for parked calls: ``<payload>.<mac>``, both base64url,
-    the payload ``[version, parked id, method, name digest, expiry]`` and the MAC an
-    HMAC-SHA256 of it. mrtr "Server Requirements": the state is attacker-controlled, so
-    its integrity is checked, and it carries a short expiry and the originating
-    request's method and name. Sans-I/O: callers pass the time."""
+    the payload ``[version, parked id, method, name digest, arguments digest, expiry]``
+    and the MAC an HMAC-SHA256 of it. mrtr "Server Requirements": the state is
+    attacker-controlled, so its integrity is checked, and it carries a short expiry and
+    a digest of the originating request's salient parameters, its method, name and
+    arguments: a retry that changed any of them (a tool called on other arguments than
+    the server asked its question about) is refused. Sans-I/O: callers pass the time."""
 
     def __init__(self, secret: bytes) -> None:
         # A key of its own, so a state never verifies as anything else signed with secret.
         self._key = hmac.new(secret, b"mcpfast requestState", hashlib.sha256).digest()
 
-    def issue(self, parked_id: str, method: str, name: str, expires: float) -> str:
+    def issue(self, parked_id: str, method: str, name: str, expires: float,
+              arguments: object = None) -> str:
         payload = _b64encode(_encoder.encode(
-            [STATE_VERSION, parked_id, method, _digest(name), int(expires)]))
+            [STATE_VERSION, parked_id, method, _digest(name), _arguments_digest(arguments),
+             int(expires)]))
         return f"{payload}.{_b64encode(self._mac(payload))}"
 
-    def verify(self, state: object, method: str, name: object, now: float) -> str:
+    def verify(self, state: object, method: str, name: object, now: float,
+               arguments: object = None) -> str:
         """The parked id ``state`` names; raises RequestStateError."""
         if not isinstance(state, str):
             raise RequestStateError("must be a string")
@@ -137,8 +144,8 @@ class RequestStateSigner:
             raise RequestStateError("failed verification: this gateway did not issue it, "
                                     "or it was altered")
         try:
-            version, parked_id, signed_method, digest, expires = _decoder.decode(
-                _b64decode(payload))
+            version, parked_id, signed_method, digest, arguments_digest, expires = \
+                _decoder.decode(_b64decode(payload))
         except (ValueError, TypeError, msgspec.DecodeError):
             raise RequestStateError("is malformed") from None
         if version != STATE_VERSION or not isinstance(parked_id, str):
@@ -147,6 +154,8 @@ class RequestStateSigner:
             raise RequestStateError("has expired")
         if signed_method != method or digest != _digest(name if isinstance(name, str) else ""):
             raise RequestStateError("was issued for another request")
+        if arguments_digest != _arguments_digest(arguments):
+            raise RequestStateError("was issued for the same request with other arguments")
         return parked_id
 
     def _mac(self, payload: str) -> bytes:
@@ -155,6 +164,12 @@ class RequestStateSigner:
 
 def _digest(name: str) -> str:
     return hashlib.sha256(name.encode()).hexdigest()[:32]
+
+
+def _arguments_digest(arguments: object) -> str:
+    """Of the arguments as read (JSON values), their members in sorted order: the same
+    arguments written in another order or spacing give the same digest."""
+    return hashlib.sha256(_canonical.encode(arguments)).hexdigest()[:32]
 
 
 def _b64encode(data: bytes) -> str:
@@ -374,9 +389,10 @@ class InputBridge:
         parked_id = f"{next(self._ids)}"
         result = {"resultType": "input_required",
                   "inputRequests": {key: {"method": method, "params": params}},
-                  "requestState": self.signer.issue(parked_id, pending.method,
-                                                    pending.name or "",
-                                                    time.time() + REQUEST_STATE_TTL),
+                  "requestState": self.signer.issue(
+                      parked_id, pending.method, pending.name or "",
+                      time.time() + REQUEST_STATE_TTL,
+                      pending.arguments),
                   "_meta": {META_SERVER_INFO: self.server_info}}
         parked = ParkedCall(parked_id, upstream, upstream_id, pending, request_id, method, key,
                             result, time.monotonic() + REQUEST_STATE_TTL,
@@ -404,7 +420,7 @@ class InputBridge:
         name = params.get("uri" if method == "resources/read" else "name")
         try:
             parked_id = self.signer.verify(params.get("requestState"), method, name,
-                                           time.time())
+                                           time.time(), params.get("arguments"))
         except RequestStateError as exc:
             self.gateway.send_error(session, client_id, jsonrpc.INVALID_PARAMS,
                                     f"Invalid params: requestState {exc}")

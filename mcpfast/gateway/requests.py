@@ -854,6 +854,8 @@ class Requests:
         req.uri = uri
         req.name = name
         req.client_capabilities = meta.client_capabilities
+        if upstream.era != "modern":
+            req.arguments = params.get("arguments")
         req.env, req.params, req.meta = NO_ENVELOPE, None, None
         self.forward(upstream, req, jsonrpc.encode(params), upstream_id)
 

@@ -23,8 +23,8 @@ Choices the specification leaves open, recorded here:
 - Client input across eras (basic/patterns/mrtr; gateway/mrtr.py). A legacy upstream asks
   one thing at a time, so each of its requests becomes its own ``input_required`` round,
   keyed by the capability it needs (``sampling``, ``elicitation``, ``roots``). The
-  ``requestState`` is HMAC-SHA256 signed, expires after five minutes, names the method
-  and the tool/prompt name or URI, and is good for one retry; it names no principal, as
+  ``requestState`` is HMAC-SHA256 signed, expires after five minutes, names the method,
+  the tool/prompt name or URI and a digest of the arguments, and is good for one retry; it names no principal, as
   the gateway authenticates no clients yet. A client that lacks the capability gets
   -32021 with ``requiredCapabilities`` in either direction (a legacy client too: the code
   is in the implementation-defined range there); a legacy client that answers a relayed

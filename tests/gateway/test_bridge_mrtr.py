@@ -371,6 +371,19 @@ def test_modern_client_gets_input_required_and_retries(gateway_factory: Any) -> 
             wrong = await request(c, "tools/call", {**other, "requestState": state,
                                                     "inputResponses": {key: ANSWER}})
             assert wrong["error"]["code"] == -32602
+            # And to the arguments: the server asked its question about these (found by
+            # an outside sweep: a retry on other arguments got the first call's result).
+            changed = {**call, "arguments": {"prompt": "why not?"}}
+            wrong = await request(c, "tools/call", {**changed, "requestState": state,
+                                                    "inputResponses": {key: ANSWER}})
+            assert wrong["error"]["code"] == -32602
+            assert "other arguments" in wrong["error"]["message"], wrong
+            # The same arguments written in another order are the same.
+            reordered = {"_meta": call["_meta"], "arguments": call["arguments"],
+                         "name": call["name"]}
+            again = (await request(c, "tools/call", {**reordered, "requestState": state},
+                                   request_id="d"))["result"]
+            assert again == first
             retry = {**call, "requestState": state, "inputResponses": {key: ANSWER}}
             final = (await request(c, "tools/call", retry, request_id="c"))["result"]
             assert final["resultType"] == "complete"
@@ -489,6 +502,11 @@ def test_request_state_signer() -> None:
         signer.verify(state.replace(".", "x."), "tools/call", "sample", now)
     with pytest.raises(RequestStateError, match="string"):
         signer.verify(None, "tools/call", "sample", now)
+    bound = signer.issue("8", "tools/call", "sample", now + 60, {"a": 1, "b": [2, {"c": 3}]})
+    assert signer.verify(bound, "tools/call", "sample", now, {"b": [2, {"c": 3}], "a": 1}) == "8"
+    for other in (None, {"a": 1}, {"a": 2, "b": [2, {"c": 3}]}, {"a": 1, "b": [{"c": 3}, 2]}):
+        with pytest.raises(RequestStateError, match="other arguments"):
+            signer.verify(bound, "tools/call", "sample", now, other)
 
 
 def test_a_legacy_server_may_use_every_part_a_client_declares(gateway_factory: Any,
