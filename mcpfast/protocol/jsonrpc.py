@@ -152,16 +152,11 @@ def decode(data: bytes, max_depth: int | None = DEFAULT_MAX_DEPTH) -> Envelope:
     except RecursionError:
         # Only reachable with max_depth None, or deeper than the recursion limit allows.
         raise _unread(data, "Parse error: JSON nested too deeply") from None
-    # A response (no method; a result or an error) is never answered (JSON-RPC 2.0
-    # section 5): its id is the receiver's own request's, which an error carrying it
-    # would settle on the sender's side. It is named as ``response_id`` instead.
-    is_response = env.method is UNSET and env.id is not UNSET and (
-        env.result is not UNSET or env.error is not UNSET)
     if env.jsonrpc != "2.0":
         raise MessageError(INVALID_REQUEST, 'Invalid Request: "jsonrpc" must be "2.0"',
-                           *((None, _safe_id(env.id)) if is_response else (_safe_id(env.id),)))
+                           *_ids(env))
     if env.method is UNSET:
-        if not is_response:
+        if env.id is UNSET or (env.result is UNSET and env.error is UNSET):
             raise MessageError(INVALID_REQUEST,
                                "Invalid Request: not a request, notification or response",
                                _safe_id(env.id))
@@ -209,6 +204,17 @@ def lone_surrogate(data: bytes) -> int | None:
             elif unit[1] in b"cdefCDEF":
                 return escape.start()
     return high if high >= 0 else None
+
+
+def _ids(env: Envelope) -> tuple[RequestId | None, RequestId | None]:
+    """The ``request_id`` and ``response_id`` of an invalid message's error. A response
+    (no method; a result or an error) is never answered (JSON-RPC 2.0 section 5): its id
+    is one of the receiver's own requests, which an error carrying it would settle on
+    the sender's side; it is named as ``response_id`` instead."""
+    if env.method is UNSET and env.id is not UNSET and (
+            env.result is not UNSET or env.error is not UNSET):
+        return None, _safe_id(env.id)
+    return _safe_id(env.id), None
 
 
 def _safe_id(request_id: object) -> RequestId | None:
