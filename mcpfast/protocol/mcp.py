@@ -24,12 +24,12 @@ Choices the specification leaves open, recorded here:
   one thing at a time, so each of its requests becomes its own ``input_required`` round,
   keyed by the capability it needs (``sampling``, ``elicitation``, ``roots``). The
   ``requestState`` is HMAC-SHA256 signed, expires after five minutes, names the method,
-  the tool/prompt name or URI and a digest of the arguments, and is good for one retry; it names no principal, as
-  the gateway authenticates no clients yet. A client that lacks the capability gets
-  -32021 with ``requiredCapabilities`` in either direction (a legacy client too: the code
-  is in the implementation-defined range there); a legacy client that answers a relayed
-  request with an error fails its call with -32603, since ``inputResponses`` can carry
-  no error.
+  the tool/prompt name or URI and a digest of the arguments, and is good for one retry;
+  it names no principal, as the gateway authenticates no clients yet. A client that
+  lacks the capability gets -32021 with ``requiredCapabilities`` in either direction (a
+  legacy client too: the code is in the implementation-defined range there); a legacy
+  client that answers a relayed request with an error fails its call with -32603, since
+  ``inputResponses`` can carry no error.
 """
 
 from __future__ import annotations
