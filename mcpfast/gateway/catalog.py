@@ -94,6 +94,11 @@ class Catalog:
             self.gw.send_error(session, env.id, jsonrpc.INVALID_PARAMS,
                                "initialize requires params.protocolVersion")
             return
+        problem = _initialize_problem(params)
+        if problem is not None:
+            self.gw.send_error(session, env.id, jsonrpc.INVALID_PARAMS,
+                               f"Invalid params: {problem}")
+            return
         requested = params["protocolVersion"]
         # basic/lifecycle "Version Negotiation": answer the client's version when we
         # support it, otherwise the latest we do; the client decides whether to go on.
@@ -319,3 +324,19 @@ def _owner(router: Router, kind: str, name: str) -> Upstream | None:
     if kind == "resources":
         return router.route_uri(name)
     return router.route_template(name)
+
+
+def _initialize_problem(params: dict[str, Any]) -> str | None:
+    """What in initialize's ``params`` has the wrong type (InitializeRequestParams):
+    ``capabilities`` and ``clientInfo`` are objects, and so is each capability the
+    gateway acts on (``{"sampling": 5}`` declares nothing). Either one missing is taken
+    as empty, as clients older than the schema's requirement send."""
+    caps = params.get("capabilities", {})
+    if not isinstance(caps, dict):
+        return "params.capabilities must be an object"
+    for name in ("sampling", "elicitation", "roots", "experimental"):
+        if name in caps and not isinstance(caps[name], dict):
+            return f"params.capabilities.{name} must be an object"
+    if not isinstance(params.get("clientInfo", {}), dict):
+        return "params.clientInfo must be an object"
+    return None

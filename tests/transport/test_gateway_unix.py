@@ -29,6 +29,31 @@ def test_unix_initialize_and_call(gateway: GatewayProcess) -> None:
     run(body())
 
 
+def test_initialize_params_of_the_wrong_type_are_invalid_params(gateway: GatewayProcess
+                                                                  ) -> None:
+    """InitializeRequestParams: before, each of these initialized a session, and
+    ``{"sampling": 5}`` declared sampling (found by an outside sweep)."""
+    base = {"protocolVersion": "2025-11-25", "clientInfo": {"name": "t", "version": "1"}}
+    cases = [({**base, "capabilities": 5}, "params.capabilities must be an object"),
+             ({**base, "capabilities": {"sampling": 5}},
+              "params.capabilities.sampling must be an object"),
+             ({**base, "capabilities": {"roots": True}},
+              "params.capabilities.roots must be an object"),
+             ({**base, "capabilities": {}, "clientInfo": "x"},
+              "params.clientInfo must be an object")]
+
+    async def body() -> None:
+        async with unix_client(gateway.unix_path) as c:
+            for params, problem in cases:
+                answer = await c.request("initialize", params)
+                assert answer["error"] == {"code": -32602,
+                                           "message": f"Invalid params: {problem}"}, answer
+            # None of them initialized the session: a well-typed initialize does.
+            init = await c.request("initialize", {**base, "capabilities": {"sampling": {}}})
+            assert init["result"]["serverInfo"]["name"] == "mcpfast"
+    run(body())
+
+
 def test_unix_bad_lines_get_errors_and_the_stream_goes_on(gateway_factory: Any) -> None:
     gw = gateway_factory(listen={"max_message_bytes": 2048})
 
