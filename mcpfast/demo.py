@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import json
 import logging
 import os
 import stat
@@ -173,6 +174,23 @@ RESOURCE_TEMPLATES: list[dict[str, Any]] = [
 
 _encoder = msgspec.json.Encoder()
 _decoder = msgspec.json.Decoder()
+_UNREADABLE = object()
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _read_leniently(line: bytes) -> Any:
+    """A message msgspec refuses although it is JSON: a number beyond a double's range
+    (1e400), which RFC 8259 section 6 allows and a client may send. Read as Python's
+    own reader does (an infinite float) rather than answered as unreadable, which would
+    leave the caller's request without an answer it can match. NaN and Infinity, which
+    JSON has not, stay unreadable."""
+    try:
+        return json.loads(line, parse_constant=_refuse_constant)
+    except ValueError:  # (json.JSONDecodeError and UnicodeDecodeError are ValueErrors)
+        return _UNREADABLE
 
 
 class RpcError(Exception):
@@ -291,9 +309,11 @@ class DemoServer:
             return
         try:
             message = _decoder.decode(line)
-        except msgspec.DecodeError:
-            await self._reply_error(None, RpcError(PARSE_ERROR, "Parse error: invalid JSON"))
-            return
+        except msgspec.DecodeError as exc:
+            message = _read_leniently(line) if "out of range" in str(exc) else _UNREADABLE
+            if message is _UNREADABLE:
+                await self._reply_error(None, RpcError(PARSE_ERROR, "Parse error: invalid JSON"))
+                return
         if not isinstance(message, dict):
             # Batches (JSON arrays) existed only in 2025-03-26; this server takes single messages.
             await self._reply_error(

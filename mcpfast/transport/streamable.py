@@ -473,13 +473,17 @@ class Endpoint:
             exchange.respond(format_response(202, [], keep_alive=exchange.keep_alive))
             return
         method = env.method
+        unreadable = ""
         try:
             params = _any.decode(env.params) if env.params is not UNSET else {}
-        except msgspec.DecodeError:
-            params = None
+        except msgspec.DecodeError as exc:
+            # JSON the gateway cannot hold to encode again: a number beyond a double's
+            # range (1e400).
+            params, unreadable = None, f"params cannot be read: {exc}"
         try:
             if not isinstance(params, dict):
-                raise modern.RequestError(jsonrpc.INVALID_PARAMS, "params must be an object")
+                raise modern.RequestError(jsonrpc.INVALID_PARAMS,
+                                          unreadable or "params must be an object")
             if request.repeated is not None:
                 # Rung 8 before rung 9; without a repeated header it cannot fail.
                 modern.check_unrepeated_headers(request.headers)

@@ -263,6 +263,23 @@ async def test_malformed_json_is_a_parse_error_with_null_id() -> None:
         assert (await peer.request(2, "ping"))["result"] == {}
 
 
+async def test_a_number_beyond_a_doubles_range_is_read_not_a_parse_error() -> None:
+    """RFC 8259 section 6 sets JSON's numbers no range: 1e400 is read (as infinity), so
+    the call is answered under its id rather than with a null-id error that no caller
+    can match. What is not JSON stays a parse error."""
+    async with raw_demo() as peer:
+        reply = await peer.request(1, "tools/call", {"name": "echo", "arguments": {
+            "text": "big", "n": 10.0 ** 300}})
+        assert reply["result"]["content"][0]["text"] == "big"
+        await peer.send(b'{"jsonrpc":"2.0","id":2,"method":"tools/call","params":'
+                        b'{"name":"echo","arguments":{"text":"huge","n":1e400}}}\n')
+        assert (await peer.receive())["result"]["content"][0]["text"] == "huge"
+        for not_json in (b'{"jsonrpc":"2.0","id":3,"method":"ping","params":{"n":NaN}}\n',
+                         b'{"jsonrpc":"2.0","id":4,"method":"ping","params":{"s":"\\ud800"}}\n'):
+            await peer.send(not_json)
+            assert (await peer.receive())["error"]["code"] == -32700
+
+
 async def test_invalid_request_and_unknown_method() -> None:
     async with raw_demo() as peer:
         reply = await peer.request("a-string-id", "no/such/method")

@@ -461,6 +461,9 @@ def test_malformed_modern_bodies_get_errors_not_tracebacks(gateway_factory: Any,
         (b"[]", {}, 400, -32600),
         (b'{"jsonrpc":"2.0","id":3,"result":{}}', {}, 400, -32600),
         (b'{"jsonrpc":"2.0","id":4,"method":"tools/list","params":[]}', {}, 400, -32602),
+        # JSON (RFC 8259 section 6 sets no range) the gateway cannot encode again.
+        (b'{"jsonrpc":"2.0","id":4,"method":"tools/list","params":{"n":1e400}}', {}, 400,
+         -32602),
         (b"{}", {"Content-Type": "text/plain"}, 415, -32600),
         (b"{}", {"Accept": "text/html"}, 406, -32600),
         # A weight of 0 is "not acceptable" (RFC 9110 12.5.1), the most specific range
@@ -480,6 +483,9 @@ def test_malformed_modern_bodies_get_errors_not_tracebacks(gateway_factory: Any,
                     assert reply["error"]["code"] == code, body
                     if b'"params":[]' in body:
                         assert reply["error"]["message"] == "params must be an object"
+                    if b"1e400" in body:
+                        assert reply["error"]["message"].startswith(
+                            "params cannot be read: Number out of range"), reply
             # A repeated routing header is the first thing refused (rung 8), before the
             # missing _meta (rung 9) would be.
             no_meta = json.dumps({"jsonrpc": "2.0", "id": 5, "method": "tools/list",
