@@ -309,6 +309,7 @@ class Relay:
         """An upstream died. Its catalog stays routed so that calls fail at once with a
         clear error while it restarts, instead of 'unknown tool'."""
         upstream.subscriptions.clear()
+        self._forget_questions(upstream)
         balancer = upstream.balancer
         if balancer is not None and upstream.primary and upstream.catalog is None:
             # The first endpoint failed its first handshake: a replica that came up
@@ -318,6 +319,20 @@ class Relay:
                     self._adopt(member, first_failed=True)
                     self.catalog.rebuild()
                     break
+
+    def _forget_questions(self, upstream: Upstream) -> None:
+        """The requests a dead server sent its clients (sampling, elicitation, roots)
+        are over: each client is told (``notifications/cancelled``), and an answer it
+        sends later is not taken for the restarted server's own request of that id."""
+        for session in self.gw.sessions.values():
+            if not session.outgoing:
+                continue
+            for out_id, (owner, _) in list(session.outgoing.items()):
+                if owner is upstream:
+                    del session.outgoing[out_id]
+                    self.send(session, jsonrpc.notification("notifications/cancelled", {
+                        "requestId": out_id,
+                        "reason": f"upstream {upstream.name!r}, which asked, went down"}))
 
     def roots_changed(self, session: DownstreamSession) -> None:
         """The client's roots changed (client/roots ``notifications/roots/list_changed``):

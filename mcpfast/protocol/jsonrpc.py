@@ -164,10 +164,39 @@ def decode(data: bytes, max_depth: int | None = DEFAULT_MAX_DEPTH) -> Envelope:
             raise MessageError(INVALID_REQUEST,
                                "Invalid Request: a response has either result or error",
                                None, _safe_id(env.id))
+        if env.error is not UNSET and not _error_object(env.error):
+            raise MessageError(INVALID_REQUEST,
+                               "Invalid Request: a response's error is an object with an "
+                               "integer code and a string message", None, _safe_id(env.id))
+    elif env.result is not UNSET or env.error is not UNSET:
+        # Neither a request (which has no result or error) nor a response (which has no
+        # method); what it answers, if anything, is its id's (JSON-RPC 2.0 sections 4, 5).
+        raise MessageError(INVALID_REQUEST,
+                           "Invalid Request: a message with a method has no result or error",
+                           None, _safe_id(env.id) if env.id is not UNSET else None)
     elif env.id is None:
         # MCP (basic/index "Requests"): the ID MUST NOT be null.
         raise MessageError(INVALID_REQUEST, "Invalid Request: request id must not be null")
     return env
+
+
+class _ErrorShape(msgspec.Struct, gc=False):
+    """What an Error object must have; its ``data`` is the sender's (skipped unread)."""
+
+    code: int
+    message: str
+
+
+_error_decoder = msgspec.json.Decoder(_ErrorShape)
+
+
+def _error_object(error: Raw) -> bool:
+    """Whether a response's ``error`` is an Error object (JSON-RPC 2.0 5.1)."""
+    try:
+        _error_decoder.decode(error)
+    except msgspec.DecodeError:
+        return False
+    return True
 
 
 def _parse_error(data: bytes, exc: msgspec.DecodeError) -> MessageError:

@@ -111,3 +111,74 @@ def input_response_problem(method: str, answer: object) -> str | None:
     if method == "roots/list" and not isinstance(answer.get("roots"), list):
         return "must be a ListRootsResult (roots)"
     return None
+
+
+LIST_ITEM_KEYS = {"tools": "name", "prompts": "name", "resources": "uri",
+                  "resourceTemplates": "uriTemplate"}
+"""The member that names an item of each list (a string every item must have)."""
+
+
+def server_capabilities(value: object) -> tuple[dict[str, Any], list[str]]:
+    """A server's ``capabilities`` as the gateway reads them, and what was wrong with
+    what it sent. Each capability is an object (ServerCapabilities); one sent as another
+    value is taken as declared without options (``true`` says as much), null or
+    ``false`` as not declared: one server's slip never breaks the gateway's own
+    handshake with its clients."""
+    if value is None:
+        return {}, []
+    if not isinstance(value, dict):
+        return {}, [f"capabilities must be an object, not {json_type(value)}"]
+    problems = []
+    read: dict[str, Any] = {}
+    for name, options in value.items():
+        if isinstance(options, dict):
+            read[name] = options
+            continue
+        problems.append(f"capabilities.{name} must be an object, not {json_type(options)}")
+        if options is not None and options is not False:
+            read[name] = {}
+    return read, problems
+
+
+def list_page_items(page: object, kind: str, seen: set[str]) -> tuple[list[dict[str, Any]],
+                                                                     list[str]]:
+    """The items of one page of a server's list ``kind`` the gateway can serve (objects
+    named by a string, each name once: ``seen`` holds the names of the pages before),
+    and what was wrong with the rest."""
+    if not isinstance(page, dict):
+        return [], [f"the result must be an object, not {json_type(page)}"]
+    key = LIST_ITEM_KEYS[kind]
+    raw = page.get(kind)
+    if raw is None:
+        return [], []
+    if not isinstance(raw, list):
+        return [], [f"{kind} must be an array, not {json_type(raw)}"]
+    items: list[dict[str, Any]] = []
+    problems: list[str] = []
+    for index, item in enumerate(raw):
+        name = item.get(key) if isinstance(item, dict) else None
+        if not isinstance(item, dict):
+            problems.append(f"{kind}[{index}] must be an object, not {json_type(item)}")
+        elif not isinstance(name, str):
+            problems.append(f"{kind}[{index}] has no string {key!r}")
+        elif name in seen:
+            problems.append(f"{kind}[{index}]: {key} {name!r} listed twice; the first is kept")
+        else:
+            seen.add(name)
+            items.append(item)
+    return items, problems
+
+
+def json_type(value: object) -> str:
+    """The JSON name of ``value``'s type, for messages."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "an array"
+    return "an object" if isinstance(value, dict) else type(value).__name__

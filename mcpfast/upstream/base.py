@@ -34,6 +34,9 @@ from ..protocol.mcp import (
     LEGACY_CLIENT_CAPABILITIES,
     LEGACY_VERSIONS,
     MODERN_CLIENT_CAPABILITIES,
+    json_type,
+    list_page_items,
+    server_capabilities,
 )
 from ..protocol.modern import (
     LATEST_MODERN,
@@ -296,10 +299,8 @@ class Upstream(Generic[CallT]):
         # initialize: whether it does is learnt by a legacy twin's own handshake.
         self.dual_era = self.config.era in ("auto", "both")
         self.protocol_version = mutual[0]
-        self.capabilities = result.get("capabilities") or {}
-        self.server_info = (meta.get(META_SERVER_INFO) if isinstance(meta, dict) else
-                            None) or {}
-        self.instructions = result.get("instructions")
+        self._describes_itself(result, meta.get(META_SERVER_INFO) if isinstance(meta, dict)
+                               else None)
         return True
 
     async def _legacy_handshake(self) -> None:
@@ -309,6 +310,9 @@ class Upstream(Generic[CallT]):
             "capabilities": LEGACY_CLIENT_CAPABILITIES,
             "clientInfo": CLIENT_INFO,
         }, timeout=self.config.init_timeout)
+        if not isinstance(result, dict):
+            raise UpstreamError(jsonrpc.INTERNAL_ERROR, f"upstream answered initialize "
+                                f"with {json_type(result)}, not an InitializeResult")
         version = result.get("protocolVersion")
         if version not in LEGACY_VERSIONS:
             raise UpstreamError(jsonrpc.INTERNAL_ERROR,
@@ -316,12 +320,27 @@ class Upstream(Generic[CallT]):
                                 f"version {version!r}")
         self.era = "legacy"
         self.protocol_version = version
-        self.capabilities = result.get("capabilities") or {}
-        self.server_info = result.get("serverInfo") or {}
-        self.instructions = result.get("instructions")
+        self._describes_itself(result, result.get("serverInfo"))
         self.notify("notifications/initialized")
         if self.log_level is not None and "logging" in self.capabilities:
             await self.call("logging/setLevel", {"level": self.log_level})
+
+    def _describes_itself(self, result: dict[str, Any], server_info: object) -> None:
+        """What a handshake's result says of the server: capabilities, serverInfo and
+        instructions, each taken only in the shape MCP gives it (a wrong one is logged
+        and read as absent), since the gateway's own answers to its clients are made of
+        them."""
+        self.capabilities, problems = server_capabilities(result.get("capabilities"))
+        if server_info is not None and not isinstance(server_info, dict):
+            problems.append(f"serverInfo must be an object, not {json_type(server_info)}")
+        self.server_info = server_info if isinstance(server_info, dict) else {}
+        instructions = result.get("instructions")
+        if instructions is not None and not isinstance(instructions, str):
+            problems.append(f"instructions must be a string, not {json_type(instructions)}")
+        self.instructions = instructions if isinstance(instructions, str) else None
+        if problems:
+            self.log.warning("the server's handshake result is not as MCP gives it, read "
+                             "as far as it can be: %s", "; ".join(problems))
 
     # -- the gateway's own listen stream (modern upstreams) --------------------------
     def listen(self, uris: Any = ()) -> bool:
@@ -387,7 +406,10 @@ class Upstream(Generic[CallT]):
                 continue
             method, key = LIST_METHODS[kind]
             items: list[dict[str, Any]] = []
+            names: set[str] = set()
+            problems: list[str] = []
             cursor: str | None = None
+            cursors: set[str] = set()
             for _ in range(MAX_LIST_PAGES):
                 params: dict[str, Any] = {"cursor": cursor} if cursor else {}
                 if self.era == "modern":
@@ -398,13 +420,30 @@ class Upstream(Generic[CallT]):
                     if exc.code == jsonrpc.METHOD_NOT_FOUND:
                         break
                     raise
-                items.extend(page.get(key) or [])
-                cursor = page.get("nextCursor")
+                served, wrong = list_page_items(page, key, names)
+                items.extend(served)
+                problems.extend(wrong)
+                cursor = page.get("nextCursor") if isinstance(page, dict) else None
                 if not cursor:
                     break
+                if not isinstance(cursor, str):
+                    problems.append(f"nextCursor must be a string, not {json_type(cursor)}; "
+                                    "the list ends there")
+                    break
+                if cursor in cursors:
+                    # A cursor is opaque (MCP pagination), but one seen before can only
+                    # lead round again.
+                    problems.append(f"nextCursor {cursor!r} names an earlier page again; "
+                                    "the list ends there")
+                    break
+                cursors.add(cursor)
             else:
                 self.log.warning("%s returned more than %d pages; the rest are ignored",
                                  method, MAX_LIST_PAGES)
+            if problems:
+                self.log.warning("%s: %d item(s) or page(s) not served: %s", method,
+                                 len(problems), "; ".join(problems[:5]) +
+                                 ("; ..." if len(problems) > 5 else ""))
             catalog[kind] = items
         self.catalog = catalog
 

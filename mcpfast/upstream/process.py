@@ -16,6 +16,7 @@ stdout come in either order.
 from __future__ import annotations
 
 import asyncio
+import errno
 import fcntl
 import os
 import signal
@@ -85,6 +86,10 @@ class PipeWriter:
         self.loop = loop
         self.buffer = bytearray()
         self.closing = False
+        # The write end of a pipe polls as an error once its read end is closed: a
+        # server that closes its stdin and runs on is seen at once, not at the next
+        # write (asyncio's pipe transport watches its pipes the same way).
+        loop.add_reader(fd, self._reader_gone)
 
     def is_closing(self) -> bool:
         return self.closing
@@ -121,6 +126,9 @@ class PipeWriter:
         if not self.buffer:
             self.loop.remove_writer(self.fd)
 
+    def _reader_gone(self) -> None:
+        self._lost(BrokenPipeError(errno.EPIPE, "the server closed its stdin"))
+
     def _lost(self, exc: Exception | None) -> None:
         self.close()
         self.events.pipe_connection_lost(0, exc)
@@ -133,6 +141,7 @@ class PipeWriter:
         self.closing = True
         self.buffer.clear()
         self.loop.remove_writer(self.fd)
+        self.loop.remove_reader(self.fd)
         os.close(self.fd)
 
 

@@ -217,18 +217,25 @@ class _PipeProtocol:
         every request to time out, for ever; one whose stdout a child of its own keeps
         open has still exited."""
         self.stdout_closed = False
+        self.stdin_closed = False
         self._grace: asyncio.TimerHandle | None = None
         self.process: ChildProcess
 
     def pipe_connection_lost(self, fd: int, exc: Exception | None) -> None:
-        if fd == 1:
+        if fd > 1:
+            return
+        if fd == 0:
+            # It reads no more requests: what is in flight fails now rather than at its
+            # time-out.
+            self.stdin_closed = True
+        else:
             self.stdout_closed = True
-            # A process that exits closes its stdout a moment before its exit is seen:
-            # wait that moment, so that the exit code is what is reported. One that
-            # closed it and runs on is over now.
-            exiting = self.process.exiting()
-            self._end_after(0 if exiting is False or self.process.exited else
-                            STDOUT_EXIT_GRACE if exiting else UNKNOWN_GRACE)
+        # A process that exits closes its pipes a moment before its exit is seen: wait
+        # that moment, so that the exit code is what is reported. One that closed one
+        # and runs on is over now.
+        exiting = self.process.exiting()
+        self._end_after(0 if exiting is False or self.process.exited else
+                        STDOUT_EXIT_GRACE if exiting else UNKNOWN_GRACE)
 
     def pipe_data_received(self, fd: int, data: bytes) -> None:
         upstream = self.upstream
@@ -320,6 +327,9 @@ class StdioUpstream(Upstream[CallT]):
         # clears ``_process`` before the process has ended.
         process = self._started
         if process is not None and not process.exited:
+            protocol = self._protocol
+            if protocol is not None and protocol.stdin_closed and not protocol.stdout_closed:
+                return "the process closed its stdin"
             return "the process closed its stdout"
         return f"process exited with code {process.returncode if process else None}"
 

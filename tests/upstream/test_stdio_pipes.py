@@ -103,7 +103,12 @@ def test_the_reason_names_the_last_process_started_even_once_let_go() -> None:
     process = Process(exiting=False)
     process.exited = True
     process.returncode = 3  # type: ignore[attr-defined]
-    let_go: Any = SimpleNamespace(_started=process, _process=None)
+    let_go: Any = SimpleNamespace(_started=process, _process=None, _protocol=None)
     assert stdio.StdioUpstream.ended_because(let_go) == "process exited with code 3"
     process.exited = False
+    assert stdio.StdioUpstream.ended_because(let_go) == "the process closed its stdout"
+    # Still held: which of its pipes it closed.
+    let_go._protocol = SimpleNamespace(stdin_closed=True, stdout_closed=False)
+    assert stdio.StdioUpstream.ended_because(let_go) == "the process closed its stdin"
+    let_go._protocol.stdout_closed = True
     assert stdio.StdioUpstream.ended_because(let_go) == "the process closed its stdout"

@@ -1,0 +1,122 @@
+"""A legacy MCP stdio server that gets MCP or JSON-RPC wrong in the ways ``--fault``
+names, for the gateway to cope with without letting it reach other servers or clients.
+
+Faults of its handshake and lists (each ``--fault`` once or more):
+- ``capabilities``: ``capabilities.resources`` is ``true`` and ``logging`` a list;
+- ``instructions``: ``instructions`` is a number;
+- ``items``: ``tools/list`` has a string, a null, an unnamed tool and a tool listed twice
+  among its good tools, and ``prompts/list`` a ``prompts`` that is an object;
+- ``cursor-loop``: ``tools/list`` comes in two pages whose cursors name each other.
+
+Its tools answer wrongly when called: ``error_string`` (``"error": "boom"``),
+``error_no_code`` (an error without ``code``), ``result_with_method`` (a response that
+also has a ``method``), ``close_stdin`` (closes its stdin and answers nothing more, still
+running), ``huge`` (an answer of ``size`` bytes); ``echo`` answers as it should.
+``ask`` asks the client's model, always under the request id ``"q"``, and answers with
+the text of its reply; ``exit`` ends the process (code 3), so that the next process asks
+under the same id.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from typing import Any
+
+GOOD_TOOLS = [{"name": name, "inputSchema": {"type": "object"}} for name in (
+    "echo", "error_string", "error_no_code", "result_with_method", "close_stdin", "huge",
+    "ask", "exit")]
+ASKING: list[Any] = []
+"""The id of the call that asked, while its question is open."""
+
+
+def write(message: dict[str, Any]) -> None:
+    sys.stdout.buffer.write(json.dumps(message).encode() + b"\n")
+    sys.stdout.buffer.flush()
+
+
+def tools_page(faults: set[str], cursor: Any) -> dict[str, Any]:
+    if "cursor-loop" in faults:
+        # Page "a" holds echo and points at "b", which holds the rest and points at "a".
+        if cursor == "b":
+            return {"tools": GOOD_TOOLS[1:], "nextCursor": "a"}
+        return {"tools": GOOD_TOOLS[:1], "nextCursor": "b"}
+    tools: list[Any] = list(GOOD_TOOLS)
+    if "items" in faults:
+        tools[1:1] = ["str", None, {"description": "no name"}, dict(GOOD_TOOLS[0])]
+    return {"tools": tools}
+
+
+def initialize_result(faults: set[str]) -> dict[str, Any]:
+    capabilities: dict[str, Any] = {"tools": {}, "prompts": {}}
+    if "capabilities" in faults:
+        capabilities.update(resources=True, logging=[])
+    result: dict[str, Any] = {"protocolVersion": "2025-11-25", "capabilities": capabilities,
+                              "serverInfo": {"name": "sloppy", "version": "0"}}
+    if "instructions" in faults:
+        result["instructions"] = 42
+    return result
+
+
+def call(request_id: Any, params: dict[str, Any]) -> None:
+    name = params.get("name")
+    arguments = params.get("arguments") or {}
+    if name == "echo":
+        write({"jsonrpc": "2.0", "id": request_id, "result": {
+            "content": [{"type": "text", "text": str(arguments.get("text", ""))}]}})
+    elif name == "error_string":
+        write({"jsonrpc": "2.0", "id": request_id, "error": "boom"})
+    elif name == "error_no_code":
+        write({"jsonrpc": "2.0", "id": request_id, "error": {"message": "no code"}})
+    elif name == "result_with_method":
+        write({"jsonrpc": "2.0", "id": request_id, "method": "x", "result": {"content": []}})
+    elif name == "close_stdin":
+        os.close(0)
+        while True:  # alive, its stdout open, reading nothing more
+            time.sleep(60)
+    elif name == "ask":
+        ASKING[:] = [request_id]
+        write({"jsonrpc": "2.0", "id": "q", "method": "sampling/createMessage", "params": {
+            "messages": [{"role": "user", "content": {"type": "text", "text": "?"}}],
+            "maxTokens": 5}})
+    elif name == "exit":
+        os._exit(3)
+    elif name == "huge":
+        write({"jsonrpc": "2.0", "id": request_id, "result": {
+            "content": [{"type": "text", "text": "x" * int(arguments.get("size", 0))}]}})
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--fault", action="append", default=[])
+    faults = set(parser.parse_args().fault)
+    for raw in sys.stdin.buffer:
+        message = json.loads(raw)
+        method, request_id = message.get("method"), message.get("id")
+        if method is None and request_id == "q" and ASKING:
+            reply = (message.get("result") or {}).get("content") or {}
+            write({"jsonrpc": "2.0", "id": ASKING.pop(), "result": {
+                "content": [{"type": "text", "text": str(reply.get("text"))}]}})
+            continue
+        if request_id is None or method is None:
+            continue
+        params = message.get("params") or {}
+        if method == "initialize":
+            write({"jsonrpc": "2.0", "id": request_id, "result": initialize_result(faults)})
+        elif method == "tools/list":
+            write({"jsonrpc": "2.0", "id": request_id,
+                   "result": tools_page(faults, params.get("cursor"))})
+        elif method == "prompts/list":
+            prompts: Any = {"p": {}} if "items" in faults else []
+            write({"jsonrpc": "2.0", "id": request_id, "result": {"prompts": prompts}})
+        elif method == "tools/call":
+            call(request_id, params)
+        else:
+            write({"jsonrpc": "2.0", "id": request_id, "result": {}})
+
+
+if __name__ == "__main__":
+    main()

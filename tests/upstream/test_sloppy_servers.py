@@ -1,0 +1,161 @@
+"""Servers that get MCP or JSON-RPC wrong (``servers/sloppy_server.py``): what one of them
+sends is refused or read as far as it can be, at once, and never reaches the gateway's
+handshake with its clients, another server, or a restarted process of the same server.
+Each case was found by an outside sweep, where it broke the gateway."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from ..conftest import ROOT, GatewayProcess, recording_upstream, run, unix_client
+
+SLOPPY = str(ROOT / "tests" / "servers" / "sloppy_server.py")
+TOOLS = ["echo", "error_string", "error_no_code", "result_with_method", "close_stdin",
+         "huge", "ask", "exit"]
+
+
+def sloppy(*faults: str, **extra: Any) -> dict[str, Any]:
+    flags = [arg for fault in faults for arg in ("--fault", fault)]
+    return {"command": [sys.executable, SLOPPY, *flags], "era": "legacy", **extra}
+
+
+def text(answer: dict[str, Any]) -> str:
+    return str(answer["result"]["content"][0]["text"])
+
+
+def test_a_server_s_malformed_handshake_and_lists_spoil_nothing_else(
+        gateway_factory: Any, tmp_path: Path) -> None:
+    """``capabilities.resources: true``, ``logging: []``, a number for instructions,
+    non-objects, an unnamed tool and a tool listed twice in tools/list, and an object
+    for prompts/list's array: the server is ready with what can be read, the other
+    server with all it has, and clients initialize and call both."""
+    gw: GatewayProcess = gateway_factory({
+        "rec": recording_upstream(tmp_path / "rec.jsonl"),
+        "sloppy": sloppy("capabilities", "instructions", "items")})
+    assert {u["name"]: u["state"] for u in gw.status()["upstreams"]} == \
+        {"rec": "ready", "sloppy": "ready"}
+
+    async def body() -> None:
+        async with unix_client(gw.unix_path) as c:
+            init = await c.initialize()
+            assert "resources" in init["result"]["capabilities"], init
+            assert "instructions" not in init["result"], init
+            names = [tool["name"] for tool in (await c.request("tools/list"))["result"]["tools"]]
+            assert sorted(n for n in names if n.startswith("sloppy__")) == \
+                sorted(f"sloppy__{name}" for name in TOOLS), names
+            assert "rec__echo" in names
+            assert text(await c.call_tool("sloppy__echo", {"text": "s"})) == "s"
+            assert text(await c.call_tool("rec__echo", {"text": "r"})) == "r"
+    run(body())
+    log = gw.log()
+    assert "Traceback" not in log
+    assert "capabilities.resources must be an object, not a boolean" in log
+    assert "instructions must be a string, not a number" in log
+    assert "tools[1] must be an object, not a string" in log
+    assert "name 'echo' listed twice" in log
+    assert "prompts must be an array, not an object" in log
+
+
+def test_a_cursor_that_names_an_earlier_page_ends_the_list(gateway_factory: Any) -> None:
+    """MCP cursors are opaque, so the gateway follows them; one it has followed before
+    would lead round the same pages for ever (and list each tool again each time)."""
+    gw: GatewayProcess = gateway_factory({"loop": sloppy("cursor-loop")})
+
+    async def body() -> None:
+        async with unix_client(gw.unix_path) as c:
+            await c.initialize()
+            names = [tool["name"] for tool in (await c.request("tools/list"))["result"]["tools"]]
+            assert sorted(names) == sorted(TOOLS)
+    run(body())
+    assert "nextCursor 'b' names an earlier page again" in gw.log()
+    assert "name collision" not in gw.log()
+
+
+def test_a_malformed_response_is_an_error_at_once(gateway_factory: Any) -> None:
+    """An error that is no Error object (JSON-RPC 2.0 5.1), and a response that also has
+    a method: the call gets -32603 now, not a time-out; the client is not sent the
+    message as a request of the server's."""
+    gw: GatewayProcess = gateway_factory({"s": sloppy(request_timeout=60.0)})
+
+    async def body() -> None:
+        async with unix_client(gw.unix_path) as c:
+            await c.initialize()
+            for tool, why in (("error_string", "error is an object"),
+                              ("error_no_code", "error is an object"),
+                              ("result_with_method", "a message with a method")):
+                started = time.monotonic()
+                answer = await c.call_tool(tool)
+                assert answer["error"]["code"] == -32603, answer
+                assert "sent an invalid response" in answer["error"]["message"] and \
+                    why in answer["error"]["message"], answer
+                assert time.monotonic() - started < 30
+            assert not c.requests, c.requests
+            assert text(await c.call_tool("echo", {"text": "still"})) == "still"
+    run(body())
+
+
+def test_a_server_that_closes_its_stdin_is_down_at_once(gateway_factory: Any) -> None:
+    """It runs on with its stdout open but reads nothing more: the call in flight fails
+    now (-32000), not at its time-out, and the server is restarted."""
+    gw: GatewayProcess = gateway_factory({"s": sloppy(request_timeout=60.0)})
+
+    async def body() -> None:
+        async with unix_client(gw.unix_path) as c:
+            await c.initialize()
+            answer = await c.call_tool("close_stdin", timeout=30)
+            assert answer["error"]["code"] == -32000, answer
+            assert "the process closed its stdin" in answer["error"]["message"], answer
+            deadline = time.monotonic() + 30
+            while True:
+                answer = await c.call_tool("echo", {"text": "back"})
+                if "result" in answer or time.monotonic() > deadline:
+                    break
+                time.sleep(0.1)
+            assert text(answer) == "back", answer
+    run(body())
+
+
+def test_a_dead_server_s_question_is_withdrawn_and_not_answered_to_its_successor(
+        gateway_factory: Any) -> None:
+    """The server asks the client's model (id "q"), dies, and its restarted process asks
+    again under the same id. The client is told the first question is over
+    (notifications/cancelled), and its late answer to it reaches no one: the second
+    question's call gets the answer to the second question."""
+    gw: GatewayProcess = gateway_factory({"s": sloppy()})
+
+    async def body() -> None:
+        async with unix_client(gw.unix_path) as c:
+            await c.initialize(capabilities={"sampling": {}})
+            await c.start_call("ask", {}, 1)
+            first = await c.receive()
+            assert first["method"] == "sampling/createMessage", first
+            answer = await c.call_tool("exit")
+            assert answer["error"]["code"] == -32000, answer
+            assert (await c.wait_for(1))["error"]["code"] == -32000
+            cancelled = [n for n in c.notifications if n["method"] == "notifications/cancelled"]
+            while not cancelled:
+                message = await c.receive()
+                if message.get("method") == "notifications/cancelled":
+                    cancelled.append(message)
+            assert cancelled[0]["params"]["requestId"] == first["id"], cancelled
+
+            deadline = time.monotonic() + 30
+            while True:
+                await c.start_call("ask", {}, "again")
+                second = await c.receive()
+                if second.get("method") == "sampling/createMessage" or \
+                        time.monotonic() > deadline:
+                    break
+                assert second["id"] == "again" and second["error"]["code"] == -32000, second
+                time.sleep(0.1)
+            assert second["method"] == "sampling/createMessage", second
+            assert second["id"] != first["id"]
+            for question, said in ((first, "stale"), (second, "fresh")):
+                await c.send({"jsonrpc": "2.0", "id": question["id"], "result": {
+                    "role": "assistant", "model": "m",
+                    "content": {"type": "text", "text": said}}})
+            assert text(await c.wait_for("again")) == "fresh"
+    run(body())
