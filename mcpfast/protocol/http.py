@@ -32,10 +32,15 @@ def format_response(
 ) -> bytes:
     """Serialize a complete HTTP/1.1 response with Content-Length."""
     lines = [_STATUS_LINES.get(status) or f"HTTP/1.1 {status} {HTTPStatus(status).phrase}"]
-    lines.extend(f"{name}: {value}" for name, value in headers or ())
+    closing = not keep_alive
+    for name, value in headers or ():
+        if closing and name.lower() == "connection":
+            # One Connection field with both options (426's "Upgrade", say).
+            value, closing = f"{value}, close", False
+        lines.append(f"{name}: {value}")
     if status >= 200 and status not in (204, 304):
         lines.append(f"Content-Length: {len(body)}")
-    if not keep_alive:
+    if closing:
         lines.append("Connection: close")
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
 

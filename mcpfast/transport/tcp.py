@@ -375,6 +375,13 @@ class TcpConnection(ClientProtocol):
             # The lingering close reads (and drops) what the client still sends.
             self.resume(PAUSED_BY_PIPELINE)
             return
+        reader = self.reader
+        if reader is not None and reader.upgraded_data is not None and \
+                asks_websocket(request.fields.get("upgrade")):
+            # The reader takes what follows this request for WebSocket frames: if the
+            # gateway declines the upgrade, the connection cannot go on as HTTP, and the
+            # refusal closes it (RFC 9112 9.6) rather than leave a request unanswered.
+            request.keep_alive = False
         if request.version != "1.1" and request.version != "1.0":
             self._reply_and_close(error_response(
                 505, f"HTTP Version Not Supported: HTTP/{request.version}; speak HTTP/1.1"))

@@ -331,6 +331,39 @@ def test_http_keep_alive_after_an_error(gateway: GatewayProcess) -> None:
         assert b"s3pPLMBiTxaQ9kYGzzhZRbK+xOo=" in head
 
 
+UPGRADE = ("Upgrade: websocket\r\nConnection: Upgrade\r\n"
+           "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n")
+
+
+@pytest.mark.parametrize("request_head,status", [
+    (f"GET /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\n{UPGRADE.replace(' 13', ' 8')}", 426),
+    (f"GET /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nOrigin: http://evil.example\r\n{UPGRADE}",
+     403),
+    (f"GET /other HTTP/1.1\r\nHost: 127.0.0.1\r\n{UPGRADE}", 404),
+    (f"HEAD /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\n{UPGRADE}", 405),
+])
+def test_a_refused_upgrade_closes_its_connection(gateway: GatewayProcess, request_head: str,
+                                                 status: int) -> None:
+    """What follows an upgrade request is read as the new protocol's: declined, the
+    connection cannot go on as HTTP/1.1, so the refusal says Connection: close and
+    closes it (RFC 9112 9.6), rather than leave the next request on it unanswered (an
+    outside sweep found it so, the next request failing with an internal error)."""
+    pipelined = "GET /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n\r\n"
+    with raw_socket(gateway) as s:
+        s.sendall(f"{request_head}\r\n{pipelined}".encode())
+        head = read_http(s)
+        assert head.startswith(f"HTTP/1.1 {status} ".encode()), head
+        fields = [line.lower() for line in head.split(b"\r\n")]
+        assert sum(line.startswith(b"connection:") for line in fields) == 1, head
+        assert any(line.startswith(b"connection:") and b"close" in line for line in fields)
+        s.settimeout(10)
+        rest = head
+        while chunk := s.recv(65536):  # the close ends this; a kept connection would time out
+            rest += chunk
+        assert rest.count(b"HTTP/1.1 ") == 1, rest  # the pipelined request is not read
+    assert "Traceback" not in gateway.log() and "Fatal error" not in gateway.log()
+
+
 @pytest.mark.parametrize("payload,opcode,masked,code", [
     (b"\xff\xfe", codec.OP_TEXT, True, 1007),       # invalid UTF-8
     (b'{"jsonrpc":"2.0"}', codec.OP_TEXT, False, 1002),  # clients must mask
