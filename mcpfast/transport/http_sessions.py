@@ -208,10 +208,17 @@ class Stream:
             return
         self.detached_at = time.monotonic()
 
-    def close(self) -> None:
+    def close(self, reason: str = "") -> None:
+        """The session ended (``reason``): an event stream ends; a POST whose answer has
+        not begun is answered 404, as a request naming the ended session is."""
         if self.exchange is not None:
             exchange, self.exchange = self.exchange, None
-            exchange.end()
+            if exchange.streaming:
+                exchange.end()
+            else:
+                exchange.error(404, self.request_id, jsonrpc.INVALID_REQUEST,
+                               f"Session not found: it ended ({reason or 'closed'}) before "
+                               "the request was answered")
         self.session.endpoint.live.discard(self)
 
 
@@ -357,7 +364,7 @@ class HttpSession:
             return
         self.closed = True
         for stream in self._every_stream():
-            stream.close()
+            stream.close(reason)
         for exchange in list(self.batches or ()):
             exchange.error(404, None, jsonrpc.INVALID_REQUEST,
                            f"Session not found: it ended ({reason or 'closed'}) before "

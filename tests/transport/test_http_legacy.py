@@ -509,6 +509,41 @@ def test_a_cancelled_post_ends_without_an_answer(gateway: GatewayProcess) -> Non
     run(main())
 
 
+def test_a_post_in_flight_when_its_session_ends_gets_a_404(gateway: GatewayProcess) -> None:
+    """A DELETE ends the session while a POST waits for its plain JSON answer, and
+    another's event stream is open: the first is answered 404 (Session not found), as a
+    request naming the ended session would be; the second stream ends. Before, the
+    first got the last chunk of an event stream that never began, which no HTTP client
+    can read (found by an outside sweep)."""
+    url = gateway.http_url
+    slow = {"jsonrpc": "2.0", "id": 7, "method": "tools/call",
+            "params": {"name": "slow", "arguments": {"seconds": 30}}}
+    steps = {"jsonrpc": "2.0", "id": 8, "method": "tools/call",
+             "params": {"name": "progress", "arguments": {"steps": 600},
+                        "_meta": {"progressToken": "p"}}}
+
+    async def main() -> None:
+        async with aiohttp.ClientSession() as http:
+            sid = await initialize(http, url)
+            plain_task = asyncio.create_task(http.post(url, json=slow, headers=headers(sid)))
+            streamed = await http.post(url, json=steps, headers=headers(sid))
+            assert streamed.headers["Content-Type"] == "text/event-stream"
+            await read_events(streamed, 2)
+            await until(lambda: gateway.status()["in_flight"] == 2, "both calls")
+            async with http.delete(url, headers=headers(sid)) as resp:
+                assert resp.status == 200
+            plain = await asyncio.wait_for(plain_task, 10)
+            assert plain.status == 404, await plain.text()
+            reply = await plain.json()
+            assert reply["id"] == 7 and reply["error"]["code"] == -32600, reply
+            assert reply["error"]["message"].startswith("Session not found: it ended "
+                                                        "(session deleted by the client)")
+            rest = await asyncio.wait_for(read_events(streamed, 10_000), 10)
+            assert {event["method"] for _, event in rest} <= {"notifications/progress"}
+            await until(lambda: gateway.status()["in_flight"] == 0, "the cancellations")
+    run(main())
+
+
 def test_a_closed_get_stream_is_no_longer_counted_open(gateway: GatewayProcess) -> None:
     url = gateway.http_url
 
