@@ -5,6 +5,11 @@ this process, which relays each line to the gateway's unix-socket listener and e
 back. Both sides use the same newline-delimited framing, so bytes are relayed as they
 come; the bridge exits when either side closes: with status 0 once the client's input ended
 and every answer came back, 1 when the gateway hung up first or relaying failed.
+
+A stdio client may say nothing for hours, while its server (this bridge) must stay: after
+``keepalive`` seconds without a byte from the client, the bridge sends the gateway a blank
+line between messages, which keeps the session from being closed as idle
+(``listen.idle_timeout``) and reaches no server.
 """
 
 from __future__ import annotations
@@ -13,12 +18,44 @@ import asyncio
 import os
 import sys
 
+KEEPALIVE = 60.0
+"""Seconds of silence from the client after which the bridge sends a blank line: well
+within the default ``listen.idle_timeout`` (300 s)."""
 
-async def _pump(reader: asyncio.StreamReader, write: asyncio.StreamWriter | int) -> None:
+
+class _Silence:
+    """When the client last sent a byte, and whether its last line is complete (a
+    blank line may be sent only between lines)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.since = loop.time()
+        self.between_lines = True
+
+    def heard(self, chunk: bytes) -> None:
+        self.since = self.loop.time()
+        self.between_lines = chunk.endswith(b"\n")
+
+
+async def _keep_alive(writer: asyncio.StreamWriter, silence: _Silence, interval: float
+                      ) -> None:
+    """A blank line to the gateway after each ``interval`` of the client's silence."""
+    while True:
+        await asyncio.sleep(max(0.0, silence.since + interval - silence.loop.time()))
+        if silence.loop.time() - silence.since >= interval and silence.between_lines:
+            writer.write(b"\n")
+            await writer.drain()
+            silence.since = silence.loop.time()
+
+
+async def _pump(reader: asyncio.StreamReader, write: asyncio.StreamWriter | int,
+                silence: _Silence | None = None) -> None:
     while True:
         chunk = await reader.read(65536)
         if not chunk:
             return
+        if silence is not None:
+            silence.heard(chunk)
         if isinstance(write, int):
             view = memoryview(chunk)
             while view:
@@ -29,7 +66,7 @@ async def _pump(reader: asyncio.StreamReader, write: asyncio.StreamWriter | int)
             await write.drain()
 
 
-async def bridge_unix(path: str) -> int:
+async def bridge_unix(path: str, keepalive: float = KEEPALIVE) -> int:
     try:
         sock_reader, sock_writer = await asyncio.open_unix_connection(path)
     except OSError as exc:
@@ -39,9 +76,16 @@ async def bridge_unix(path: str) -> int:
     loop = asyncio.get_running_loop()
     stdin = asyncio.StreamReader()
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(stdin), sys.stdin)
-    upward = asyncio.ensure_future(_pump(stdin, sock_writer))
+    silence = _Silence(loop)
+    upward = asyncio.ensure_future(_pump(stdin, sock_writer, silence))
     downward = asyncio.ensure_future(_pump(sock_reader, sys.stdout.fileno()))
+    keeping = asyncio.ensure_future(_keep_alive(sock_writer, silence, keepalive)) \
+        if keepalive > 0 else None
     done, pending = await asyncio.wait({upward, downward}, return_when=asyncio.FIRST_COMPLETED)
+    if keeping is not None:
+        # The client's input ended or the gateway hung up: nothing more to keep.
+        keeping.cancel()
+        await asyncio.gather(keeping, return_exceptions=True)
     failed: list[BaseException | str] = [
         task.exception() for task in done if task.exception() is not None]  # type: ignore[misc]
     if upward in done and not failed:

@@ -79,6 +79,11 @@ def main(argv: list[str] | None = None) -> int:
     connect.add_argument("--unix", metavar="PATH", default=None,
                          help="the gateway's unix socket (listen.unix_socket; default: "
                               f"{user_socket_path()}, where the bundled config listens)")
+    connect.add_argument("--keepalive", metavar="SECONDS", type=float, default=None,
+                         help="after this long without a message from the client, send the "
+                              "gateway a blank line, so that a quiet client's session is not "
+                              "closed as idle; keep it under the gateway's "
+                              "listen.idle_timeout (default 60; 0: never)")
     args = parser.parse_args(argv)
     secret = os.environ.pop(WORKER_SECRET_VARIABLE, "") \
         if getattr(args, "worker", None) is not None else ""
@@ -100,7 +105,9 @@ def main(argv: list[str] | None = None) -> int:
             except OSError as exc:
                 print(f"mcpfast connect: {exc}", file=sys.stderr)
                 return 1
-        return asyncio.run(bridge_unix(path))
+        if args.keepalive is None:
+            return asyncio.run(bridge_unix(path))
+        return asyncio.run(bridge_unix(path, args.keepalive))
     try:
         config = load(args.file if args.command == "check-config" else args.config)
         if args.command == "probe":

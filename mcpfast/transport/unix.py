@@ -7,6 +7,7 @@ import logging
 import select
 import socket
 import struct
+import time
 
 from ..protocol import jsonrpc
 from ..protocol.ndjson import OVERSIZED, LineFramer
@@ -165,7 +166,12 @@ class UnixConnection(ClientProtocol):
         if session is None:
             return  # refused at admission
         lines = self.this_turn(self.framer.feed(data))
-        self._handle_lines(session, lines)
+        if lines:
+            self._handle_lines(session, lines)
+        elif not self.framer.buffered:
+            # Blank lines only: a client keeping its session while it has nothing to say
+            # (``mcpfast connect`` does, for a quiet stdio client), not idle.
+            session.last_activity = time.monotonic()
         if self.framer.buffered or self._timer is not None:
             self.watch_partial(bool(lines))
 

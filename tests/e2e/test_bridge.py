@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from typing import Any
 
 import pytest
@@ -66,7 +67,7 @@ def test_a_gateway_that_hangs_up_first_ends_the_bridge_with_a_line_and_a_status(
     and one line."""
     gw: GatewayProcess = gateway_factory(listen={"idle_timeout": 1.0})
     bridge = subprocess.Popen([sys.executable, "-m", "mcpfast", "connect", "--unix",
-                               gw.unix_path], stdin=subprocess.PIPE,
+                               gw.unix_path, "--keepalive", "0"], stdin=subprocess.PIPE,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     assert bridge.stdin is not None and bridge.stdout is not None
     try:
@@ -79,6 +80,35 @@ def test_a_gateway_that_hangs_up_first_ends_the_bridge_with_a_line_and_a_status(
         bridge.stdin.close()
     assert bridge.returncode == 1, err
     assert b"mcpfast connect: relaying stopped: the gateway closed the connection" in err
+
+
+def test_a_quiet_client_keeps_its_session(gateway_factory: Any) -> None:
+    """A stdio client may say nothing for longer than the gateway's idle_timeout; its
+    server, the bridge, must stay (an outside sweep found it exiting): it sends a blank
+    line after each ``--keepalive`` of silence, which the gateway counts as the client's
+    presence and no server sees. Its stdout carries only the answers."""
+    gw: GatewayProcess = gateway_factory(listen={"idle_timeout": 1.0})
+    bridge = subprocess.Popen([sys.executable, "-m", "mcpfast", "connect", "--unix",
+                               gw.unix_path, "--keepalive", "0.3"], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert bridge.stdin is not None and bridge.stdout is not None
+    try:
+        bridge.stdin.write(INITIALIZE)
+        bridge.stdin.flush()
+        assert json.loads(bridge.stdout.readline())["id"] == 1
+        time.sleep(4)  # four idle time-outs without a message
+        assert bridge.poll() is None, bridge.stderr.read()  # type: ignore[union-attr]
+        bridge.stdin.write(b'{"jsonrpc":"2.0","id":2,"method":"tools/call","params":'
+                           b'{"name":"echo","arguments":{"text":"still here"}}}\n')
+        bridge.stdin.flush()
+        answer = json.loads(bridge.stdout.readline())
+        assert answer["id"] == 2 and answer["result"]["content"][0]["text"] == "still here"
+        bridge.stdin.close()
+        assert bridge.wait(timeout=30) == 0, bridge.stderr.read()  # type: ignore[union-attr]
+        assert bridge.stdout.read() == b""
+    finally:
+        bridge.kill()
+    assert "closing idle session" not in gw.log()
 
 
 def test_bridge_reports_a_missing_socket(tmp_path: Any) -> None:
