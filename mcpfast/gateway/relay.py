@@ -7,6 +7,7 @@ server-to-client requests, delivered only to the session they certainly belong t
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import msgspec
 from msgspec import UNSET
@@ -198,8 +199,14 @@ class Relay:
 
     def upstream_notification(self, upstream: Upstream, env: Envelope) -> None:
         method = env.method
+        params: dict[str, Any] = {}
+        if method in _READ_PARAMS:
+            read = _params_object(env)
+            if read is None:
+                upstream.log.warning("dropped %s: its params are not an object", method)
+                return
+            params = read
         if method == "notifications/progress":
-            params = _any.decode(env.params) if env.params is not UNSET else {}
             pending = upstream.pending_for_token(params.get("progressToken"))
             if pending is None or pending.progress_token is None:
                 return
@@ -208,19 +215,16 @@ class Relay:
         elif method == "notifications/message":
             self._log_message(upstream, env)
         elif method == "notifications/resources/updated":
-            params = _any.decode(env.params) if env.params is not UNSET else {}
             if self.subscriptions.from_listen(upstream, params):
                 self.subscriptions.resource_updated(upstream, params)
         elif method in LIST_KINDS and not upstream.session_own:
             self.catalog.refresh(upstream, LIST_KINDS[method])
         elif method == SUBSCRIPTIONS_ACKNOWLEDGED:
-            params = _any.decode(env.params) if env.params is not UNSET else {}
             meta = params.get("_meta")
             if isinstance(meta, dict) and upstream.listen_id is not None and \
                     meta.get(META_SUBSCRIPTION_ID) == upstream.listen_id:
                 upstream.listen_acknowledged.set()
         elif method == "notifications/cancelled":
-            params = _any.decode(env.params) if env.params is not UNSET else {}
             self.mrtr.upstream_cancelled(upstream, params.get("requestId"))
             for session in self.gw.sessions.values():
                 for out_id, (owner, request_id) in list(session.outgoing.items()):
@@ -397,7 +401,10 @@ class Relay:
                 if p.session is session and p.shape in MODERN_SHAPES]
 
     def _log_message(self, upstream: Upstream, env: Envelope) -> None:
-        params = _any.decode(env.params) if env.params is not UNSET else {}
+        params = _params_object(env)
+        if params is None:
+            upstream.log.warning("dropped notifications/message: its params are not an object")
+            return
         level = LOG_LEVELS.get(str(params.get("level")), LOG_LEVELS["info"])
         data = jsonrpc.reencode(env)
         # On a shared stdio connection a log message names no request: it goes only to
@@ -413,3 +420,20 @@ class Relay:
                 (owner.wants_log(level) and
                  (not mine or any(p.shape not in MODERN_SHAPES for p in mine))):
             self.send(owner, data)
+
+
+_READ_PARAMS = frozenset({"notifications/progress", "notifications/resources/updated",
+                          SUBSCRIPTIONS_ACKNOWLEDGED, "notifications/cancelled"})
+"""The server's notifications whose params the gateway reads."""
+
+
+def _params_object(env: Envelope) -> dict[str, Any] | None:
+    """A message's params (none: empty) when they are an object, as MCP's always are;
+    else None."""
+    if env.params is UNSET:
+        return {}
+    try:
+        params = _any.decode(env.params)
+    except msgspec.DecodeError:
+        return None
+    return params if isinstance(params, dict) else None

@@ -362,7 +362,14 @@ class Connection(Generic[CallT]):
         # Registered before the write: a writer that fails it at once (an HTTP header
         # that cannot be sent) settles it, instead of leaving it to wait.
         self._calls[upstream_id] = future
-        self.write(jsonrpc.request(upstream_id, method, params))
+        try:
+            self.write(jsonrpc.request(upstream_id, method, params))
+        except BaseException:
+            # Not written (the upstream is not running): the caller gets the error, and
+            # the future no one will await is dropped rather than failed later.
+            self._calls.pop(upstream_id, None)
+            future.cancel()
+            raise
         return upstream_id, future
 
     def send_call(self, method: str, params: Any = UNSET) -> None:

@@ -12,6 +12,7 @@ Its tools answer wrongly when called: ``error_string`` (``"error": "boom"``),
 ``error_no_code`` (an error without ``code``), ``result_with_method`` (a response that
 also has a ``method``), ``close_stdin`` (closes its stdin and answers nothing more, still
 running), ``huge`` (an answer of ``size`` bytes); ``echo`` answers as it should.
+``odd_notes`` sends notifications whose params are an array before it answers.
 ``ask`` asks the client's model, always under the request id ``"q"``, and answers with
 the text of its reply; ``exit`` ends the process (code 3), so that the next process asks
 under the same id.
@@ -28,7 +29,7 @@ from typing import Any
 
 GOOD_TOOLS = [{"name": name, "inputSchema": {"type": "object"}} for name in (
     "echo", "error_string", "error_no_code", "result_with_method", "close_stdin", "huge",
-    "ask", "exit")]
+    "ask", "exit", "odd_notes")]
 ASKING: list[Any] = []
 """The id of the call that asked, while its question is open."""
 
@@ -84,6 +85,12 @@ def call(request_id: Any, params: dict[str, Any]) -> None:
             "maxTokens": 5}})
     elif name == "exit":
         os._exit(3)
+    elif name == "odd_notes":
+        for method in ("notifications/progress", "notifications/message",
+                       "notifications/resources/updated", "notifications/cancelled"):
+            write({"jsonrpc": "2.0", "method": method, "params": [1, 2]})
+        write({"jsonrpc": "2.0", "id": request_id, "result": {
+            "content": [{"type": "text", "text": "noted"}]}})
     elif name == "huge":
         write({"jsonrpc": "2.0", "id": request_id, "result": {
             "content": [{"type": "text", "text": "x" * int(arguments.get("size", 0))}]}})

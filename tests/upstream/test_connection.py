@@ -201,3 +201,16 @@ def test_the_gateways_own_call_settles_with_its_answer() -> None:
         conn.on_message(b'{"jsonrpc":"2.0","id":1,"result":{}}')
         assert await task == {}
     run(main())
+
+
+def test_a_call_that_cannot_be_written_leaves_no_future_behind() -> None:
+    """The upstream is not running: the caller gets the error at once, and no future
+    waits to be failed later, when nobody would retrieve its exception (asyncio logged
+    "Future exception was never retrieved" at shutdown; found by an outside sweep)."""
+    async def body() -> None:
+        conn, _, _ = connection()
+        conn.writer = None
+        with pytest.raises(UpstreamError, match="not running"):
+            conn.start_call("resources/subscribe", {"uri": "x"})
+        assert not conn._calls
+    asyncio.run(body())

@@ -14,7 +14,7 @@ from ..conftest import ROOT, GatewayProcess, recording_upstream, run, unix_clien
 
 SLOPPY = str(ROOT / "tests" / "servers" / "sloppy_server.py")
 TOOLS = ["echo", "error_string", "error_no_code", "result_with_method", "close_stdin",
-         "huge", "ask", "exit"]
+         "huge", "ask", "exit", "odd_notes"]
 
 
 def sloppy(*faults: str, **extra: Any) -> dict[str, Any]:
@@ -94,7 +94,16 @@ def test_a_malformed_response_is_an_error_at_once(gateway_factory: Any) -> None:
                 assert time.monotonic() - started < 30
             assert not c.requests, c.requests
             assert text(await c.call_tool("echo", {"text": "still"})) == "still"
+            # Notifications whose params are no object: dropped, each with a line.
+            await c.request("logging/setLevel", {"level": "debug"})
+            assert text(await c.request("tools/call", {
+                "name": "odd_notes", "arguments": {}, "_meta": {"progressToken": 1}})) == "noted"
+            assert not c.notifications, c.notifications
     run(body())
+    log = gw.log()
+    assert "Traceback" not in log and " ERROR " not in log
+    for method in ("progress", "message", "resources/updated", "cancelled"):
+        assert f"dropped notifications/{method}: its params are not an object" in log
 
 
 def test_a_server_that_closes_its_stdin_is_down_at_once(gateway_factory: Any) -> None:
