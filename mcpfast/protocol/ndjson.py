@@ -14,13 +14,20 @@ OVERSIZED: Final = None
 """Stands in the returned list where an oversized line was dropped."""
 
 
+HEAD_BYTES: Final = 128
+"""How much of an oversized line is kept (``pop_head``): enough for its envelope's
+``jsonrpc`` and ``id``."""
+MAX_HEADS: Final = 16
+
+
 class LineFramer:
-    __slots__ = ("_buf", "_max", "_skipping")
+    __slots__ = ("_buf", "_heads", "_max", "_skipping")
 
     def __init__(self, max_line_bytes: int) -> None:
         self._buf = bytearray()
         self._max = max_line_bytes
         self._skipping = False
+        self._heads: list[bytes] | None = None  # made by the first oversized line
 
     def feed(self, data: bytes) -> list[bytes | None]:
         """Return the complete lines in ``data`` (without the newline and the blanks
@@ -43,7 +50,7 @@ class LineFramer:
             if len(data) + len(lines[0]) <= self._max:  # no line can be oversized
                 out = _strip(lines)
             else:
-                out = [OVERSIZED if len(line) > self._max else line.strip(BLANK)
+                out = [self._dropped(line) if len(line) > self._max else line.strip(BLANK)
                        for line in lines]
                 out = [line for line in out if line is OVERSIZED or line]
         else:
@@ -51,10 +58,26 @@ class LineFramer:
         if tail and not self._skipping:
             buf += tail
             if len(buf) > self._max:
+                out.append(self._dropped(buf))
                 buf.clear()
                 self._skipping = True
-                out.append(OVERSIZED)
         return out
+
+    def _dropped(self, line: bytes | bytearray) -> bytes | None:
+        """``OVERSIZED``, its line's beginning kept for ``pop_head`` (the last
+        ``MAX_HEADS``: a reader that never asks holds no more)."""
+        heads = self._heads
+        if heads is None:
+            heads = self._heads = []
+        heads.append(bytes(line[:HEAD_BYTES]).lstrip(BLANK))
+        if len(heads) > MAX_HEADS:
+            del heads[0]
+        return OVERSIZED
+
+    def pop_head(self) -> bytes:
+        """The beginning of the oldest oversized line not yet asked for (empty when
+        none is kept): what it may say of itself, as the id of the request it answers."""
+        return self._heads.pop(0) if self._heads else b""
 
     def rest(self) -> bytes:
         """What was read after the last newline, taken: at the end of the input, a last

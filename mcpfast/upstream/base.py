@@ -84,8 +84,7 @@ def deliver_lines(upstream: Any, framer: LineFramer, data: bytes) -> None:
     try:
         for line in framer.feed(data):
             if line is OVERSIZED:
-                upstream.log.warning("dropped a message from the upstream over %d bytes",
-                                     framer.limit)
+                upstream.connection.oversized(framer.pop_head(), framer.limit)
             else:
                 upstream.on_message(line)
     finally:

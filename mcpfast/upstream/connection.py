@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from collections.abc import Callable
 from typing import Any, Generic, NamedTuple, Protocol, TypeVar
@@ -37,6 +38,12 @@ from ..transport.writer import PAUSED_BY_UPSTREAM, UPSTREAM_LOW_WATER
 _request_line = jsonrpc.request_line if mcpfast_ext.IMPLEMENTATION == "compiled" else None
 # An upstream's common result read in one pass (the twin is slower than the parser).
 _read_result = message_scan.read_result if mcpfast_ext.IMPLEMENTATION == "compiled" else None
+_ANSWER_HEAD = re.compile(
+    rb'\{[ \t\r\n]*(?:"jsonrpc"[ \t\r\n]*:[ \t\r\n]*"2\.0"[ \t\r\n]*,[ \t\r\n]*)?'
+    rb'"id"[ \t\r\n]*:[ \t\r\n]*(0|[1-9][0-9]{0,17})[ \t\r\n]*,[ \t\r\n]*'
+    rb'"(?:result|error)"[ \t\r\n]*:')
+"""The beginning of a response to one of the gateway's requests (whose ids are integers),
+with ``jsonrpc`` and ``id`` first, as encoders write them: its id is group 1."""
 
 
 class UpstreamError(Exception):
@@ -142,6 +149,25 @@ class Connection(Generic[CallT]):
             # A chunk of its own rather than data + delimiter: the flush joins them
             # anyway, so this saves a copy of every message.
             writer.write(self.delimiter)
+
+    def oversized(self, head: bytes, limit: int) -> None:
+        """A message over ``limit`` bytes was dropped unread; ``head`` is its beginning.
+        If that says it answers a request in flight, the request fails now, not at its
+        time-out."""
+        self.log.warning("dropped a message from the upstream over %d bytes", limit)
+        answered = _ANSWER_HEAD.match(head)
+        upstream_id = int(answered[1]) if answered else None
+        pending = self.pending.pop(upstream_id, None) if upstream_id is not None else None
+        if pending is None:
+            return
+        env = Envelope(jsonrpc="2.0", id=upstream_id, error=Raw(jsonrpc.encode(
+            jsonrpc.ErrorObject(jsonrpc.INTERNAL_ERROR,
+                                f"upstream {self.name!r} answered with a message over "
+                                f"{limit} bytes (max_message_bytes), which was dropped"))))
+        try:
+            self._answered(pending, env, b"")
+        except Exception:
+            self.log.exception("could not fail a request answered by an oversized message")
 
     def on_message(self, line: bytes) -> None:
         """One message from the upstream. One that cannot be read is logged and dropped,

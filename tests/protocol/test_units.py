@@ -9,7 +9,7 @@ import pytest
 
 from mcpfast.protocol import jsonrpc
 from mcpfast.protocol.http import HttpError, HttpRequestReader, format_response
-from mcpfast.protocol.ndjson import OVERSIZED, LineFramer
+from mcpfast.protocol.ndjson import HEAD_BYTES, MAX_HEADS, OVERSIZED, LineFramer
 
 
 @pytest.mark.parametrize("data,code", [
@@ -65,6 +65,21 @@ def test_line_framer() -> None:
     assert f.rest() == b"" and f.buffered == 0
     assert f.feed(b"x" * 11) == [OVERSIZED] and f.rest() == b""
     assert f.feed(b"ok\n") == [b"ok"]
+
+
+def test_line_framer_keeps_the_beginning_of_each_oversized_line() -> None:
+    """What an oversized line says of itself (the id of the request it answers) is kept,
+    in order, whether the line came whole or in pieces; a reader that never asks holds
+    no more than MAX_HEADS."""
+    f = LineFramer(10)
+    assert f.feed(b' {"id":1,"x":"long"}\n{"id":2,') == [OVERSIZED]
+    assert f.feed(b'"more"}\nok\n') == [OVERSIZED, b"ok"]
+    assert (f.pop_head(), f.pop_head(), f.pop_head()) == (b'{"id":1,"x":"long"}',
+                                                          b'{"id":2,"more"}', b"")
+    for _ in range(MAX_HEADS + 5):
+        f.feed(b"z" * (HEAD_BYTES + 50) + b"\n")
+    heads = [f.pop_head() for _ in range(MAX_HEADS + 1)]
+    assert heads[:MAX_HEADS] == [b"z" * HEAD_BYTES] * MAX_HEADS and heads[-1] == b""
 
 
 def test_line_framer_reads_a_stream_alike_however_it_is_cut() -> None:

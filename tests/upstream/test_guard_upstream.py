@@ -6,6 +6,7 @@ probe waits."""
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -64,16 +65,20 @@ def test_cwd_is_the_upstream_working_directory(gateway_factory: Any, tmp_path: P
 def test_an_upstream_message_over_max_message_bytes_is_dropped_and_logged(
         gateway_factory: Any, tmp_path: Path) -> None:
     gw: GatewayProcess = gateway_factory({"rec": recording_upstream(
-        tmp_path / "big.jsonl", max_message_bytes=4096, request_timeout=1.0)})
+        tmp_path / "big.jsonl", max_message_bytes=4096, request_timeout=60.0)})
 
     async def body() -> None:
         async with ws_client(gw.ws_url) as c:
             await c.initialize()
             fits = await c.call_tool("big", {"size": 3000})
             assert len(fits["result"]["content"][0]["text"]) == 3000
-            # The answer is over the limit: dropped, so the client gets the time-out.
-            dropped = await c.call_tool("big", {"size": 5000})
-            assert dropped.get("error", {}).get("code") == -32001, str(dropped)[:300]
+            # The answer is over the limit: dropped unread, but its beginning names the
+            # request it answers, which fails now rather than at its time-out.
+            started = time.monotonic()
+            dropped = await c.call_tool("big", {"size": 5000}, timeout=30)
+            assert dropped.get("error", {}).get("code") == -32603, str(dropped)[:300]
+            assert "answered with a message over 4096 bytes" in dropped["error"]["message"]
+            assert time.monotonic() - started < 20
             after = await c.call_tool("echo", {"text": "still here"})
             assert after["result"]["content"][0]["text"] == "still here"
     run(body())
