@@ -8,6 +8,8 @@ a socket.
 
 from __future__ import annotations
 
+import time
+from email.utils import formatdate
 from http import HTTPStatus
 
 from mcpfast_ext import http_reader
@@ -17,10 +19,28 @@ HttpRequestReader = http_reader.HttpRequestReader
 """Feed bytes, collect whole requests: compiled, or its pure-Python twin (mcpfast_ext)."""
 
 __all__ = ["BODY", "HEAD", "IDLE", "HttpError", "HttpRequest", "HttpRequestReader",
-           "asks_websocket", "error_response", "format_response"]
+           "asks_websocket", "date_field", "date_line", "error_response", "format_response"]
 
 
 _STATUS_LINES = {int(s): f"HTTP/1.1 {int(s)} {s.phrase}" for s in HTTPStatus}
+_date: list[object] = [0, b"", ""]
+"""The second ``date_field`` was made for, and its field as bytes and as text."""
+
+
+def date_field() -> bytes:
+    """The ``Date`` header line, CRLF included (RFC 9110 6.6.1: an origin server with a
+    clock sends one in every 2xx, 3xx and 4xx response), made once a second."""
+    now = int(time.time())
+    if now != _date[0]:
+        text = f"Date: {formatdate(now, usegmt=True)}"
+        _date[:] = [now, f"{text}\r\n".encode("ascii"), text]
+    return _date[1]  # type: ignore[return-value]
+
+
+def date_line() -> str:
+    """``date_field`` as text, without the CRLF."""
+    date_field()
+    return _date[2]  # type: ignore[return-value]
 
 
 def format_response(
@@ -31,7 +51,8 @@ def format_response(
     keep_alive: bool = True,
 ) -> bytes:
     """Serialize a complete HTTP/1.1 response with Content-Length."""
-    lines = [_STATUS_LINES.get(status) or f"HTTP/1.1 {status} {HTTPStatus(status).phrase}"]
+    lines = [(_STATUS_LINES.get(status) or f"HTTP/1.1 {status} {HTTPStatus(status).phrase}")
+             + "\r\n" + date_line()]
     closing = not keep_alive
     for name, value in headers or ():
         if closing and name.lower() == "connection":

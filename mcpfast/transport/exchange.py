@@ -12,7 +12,7 @@ from typing import Any
 from msgspec import UNSET
 
 from ..protocol import jsonrpc, sse
-from ..protocol.http import HttpRequest, format_response
+from ..protocol.http import HttpRequest, date_field, date_line, format_response
 
 
 @functools.lru_cache(maxsize=256)
@@ -109,7 +109,7 @@ class Exchange:
         """A 200 JSON response; ``head`` is more header lines, encoded and each ending
         in CRLF. The same bytes as ``json(200, ...)``, joined without formatting."""
         self.respond(b"".join((
-            _OK_JSON, head, b"Content-Length: ", str(len(body)).encode(),
+            _OK_JSON, date_field(), head, b"Content-Length: ", str(len(body)).encode(),
             b"\r\n\r\n" if self.keep_alive else b"\r\nConnection: close\r\n\r\n", body)))
 
     def json(self, status: int, body: bytes, headers: list[tuple[str, str]] | None = None
@@ -125,7 +125,8 @@ class Exchange:
 
     def start_stream(self, headers: list[tuple[str, str]], on_lost: Callable[[], None]) -> None:
         """Send the head of a 200 ``text/event-stream`` response whose body follows."""
-        lines = ["HTTP/1.1 200 OK", *(f"{k}: {v}" for k, v in sse.SSE_HEADERS),
+        lines = ["HTTP/1.1 200 OK", date_line(),
+                 *(f"{k}: {v}" for k, v in sse.SSE_HEADERS),
                  *(f"{k}: {v}" for k, v in headers)]
         if self.chunked:
             lines.append("Transfer-Encoding: chunked")

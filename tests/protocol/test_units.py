@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import random
+import time
+from email.utils import parsedate_to_datetime
 
 import msgspec
 import pytest
@@ -133,8 +135,16 @@ def test_http_reader_errors(data: bytes, status: int) -> None:
 
 
 def test_format_response() -> None:
-    assert format_response(404, [("X", "y")], b"nope", keep_alive=False) == (
-        b"HTTP/1.1 404 Not Found\r\nX: y\r\nContent-Length: 4\r\nConnection: close\r\n\r\nnope")
+    response = format_response(404, [("X", "y")], b"nope", keep_alive=False)
+    status, date, rest = response.split(b"\r\n", 2)
+    assert status == b"HTTP/1.1 404 Not Found"
+    # RFC 9110 6.6.1, in IMF-fixdate.
+    sent = parsedate_to_datetime(date.removeprefix(b"Date: ").decode())
+    assert date.endswith(b" GMT") and abs(sent.timestamp() - time.time()) < 5
+    assert rest == b"X: y\r\nContent-Length: 4\r\nConnection: close\r\n\r\nnope"
+    # An option for Connection joins the close in one field (426's Upgrade).
+    closing = format_response(426, [("Connection", "Upgrade")], keep_alive=False)
+    assert b"\r\nConnection: Upgrade, close\r\n" in closing and closing.count(b"Connection") == 1
 
 
 # -- jsonrpc.decode: what a client is told, and with which id ----------------------------

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 import aiohttp
@@ -35,13 +36,17 @@ async def initialize(http: aiohttp.ClientSession, url: str) -> str:
     async with http.post(url, json=INIT, headers=headers()) as resp:
         assert resp.status == 200, await resp.text()
         assert resp.headers["Content-Type"].startswith("application/json")
+        # RFC 9110 6.6.1: an origin server with a clock sends Date (found missing by an
+        # outside sweep), in IMF-fixdate.
+        sent = parsedate_to_datetime(resp.headers["Date"])
+        assert abs(sent.timestamp() - time.time()) < 60 and resp.headers["Date"].endswith(" GMT")
         body = await resp.json()
         session_id = resp.headers["Mcp-Session-Id"]
     assert body["result"]["protocolVersion"] == "2025-11-25"
     assert all(0x21 <= ord(c) <= 0x7E for c in session_id)
     async with http.post(url, json={"jsonrpc": "2.0", "method": "notifications/initialized"},
                          headers=headers(session_id)) as resp:
-        assert resp.status == 202
+        assert resp.status == 202 and "Date" in resp.headers
     return session_id
 
 
