@@ -105,7 +105,8 @@ class Gateway:
         self.router = Router(list(self.upstreams.values()), config.routing.prefix,
                              config.routing.separator)
         self.requests = Requests(self, self.catalog, self.subscriptions, self.log_levels,
-                                 self.mrtr, self.relay.roots_changed)
+                                 self.mrtr, self.relay.roots_changed,
+                                 self.relay.client_progress)
         self.operator = OperatorControls()
         """What the admin API switched at run time (operator.py)."""
         self.chain = self._compile(config)
@@ -359,7 +360,7 @@ class Gateway:
             for upstream, upstream_id in list(session.inflight.values()):
                 upstream.cancel(upstream_id, "client disconnected")
             session.inflight.clear()
-        for upstream, request_id in session.outgoing.values():
+        for upstream, request_id, _ in session.outgoing.values():
             if upstream.ready:
                 upstream.respond_error(request_id, jsonrpc.INTERNAL_ERROR,
                                        "the client disconnected")

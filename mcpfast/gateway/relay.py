@@ -227,7 +227,7 @@ class Relay:
         elif method == "notifications/cancelled":
             self.mrtr.upstream_cancelled(upstream, params.get("requestId"))
             for session in self.gw.sessions.values():
-                for out_id, (owner, request_id) in list(session.outgoing.items()):
+                for out_id, (owner, request_id, _) in list(session.outgoing.items()):
                     if owner is upstream and request_id == params.get("requestId"):
                         del session.outgoing[out_id]
                         self.send(session, jsonrpc.notification(
@@ -250,8 +250,7 @@ class Relay:
         if session is None:
             self._unattributed(upstream, method)
             upstream.respond_error(request_id, jsonrpc.INTERNAL_ERROR,
-                                   f"mcpfast cannot route {method}: several clients share "
-                                   "this server, and the request names none of them")
+                                   f"mcpfast cannot route {method}: {_why_no_owner(upstream)}")
             return
         if self._modern_pending(upstream, session):
             # A 2026-07-28 client takes no server-to-client requests: it is asked with
@@ -278,7 +277,7 @@ class Relay:
                                            f"the client does not support {method}")
                 return
         out_id = session.next_out_id()
-        session.table("outgoing")[out_id] = (upstream, request_id)
+        session.table("outgoing")[out_id] = (upstream, request_id, _progress_token(env))
         self.send(session, jsonrpc.reencode(Envelope(jsonrpc="2.0", id=out_id, method=method,
                                                      params=env.params)))
 
@@ -331,12 +330,26 @@ class Relay:
         for session in self.gw.sessions.values():
             if not session.outgoing:
                 continue
-            for out_id, (owner, _) in list(session.outgoing.items()):
+            for out_id, (owner, _, _) in list(session.outgoing.items()):
                 if owner is upstream:
                     del session.outgoing[out_id]
                     self.send(session, jsonrpc.notification("notifications/cancelled", {
                         "requestId": out_id,
                         "reason": f"upstream {upstream.name!r}, which asked, went down"}))
+
+    def client_progress(self, session: DownstreamSession, env: Envelope) -> None:
+        """The client's progress on a request a server sent it (basic/utilities/progress:
+        either side may send progress): to the server that asked, under the token its
+        request carried (the gateway forwards the token as it came)."""
+        params = _params_object(env)
+        token = params.get("progressToken") if params else None
+        for upstream, _, asked in session.outgoing.values():
+            if asked is not None and type(asked) is type(token) and asked == token:
+                if upstream.ready:
+                    upstream.write(jsonrpc.reencode(env))
+                return
+        log.debug("session %s: progress for no request of a server: %.100r", session.id,
+                  token)
 
     def roots_changed(self, session: DownstreamSession) -> None:
         """The client's roots changed (client/roots ``notifications/roots/list_changed``):
@@ -388,10 +401,10 @@ class Relay:
         key = (upstream.name, method)
         if key not in self._unattributed_logged:
             self._unattributed_logged.add(key)
-            log.warning("upstream %r sent %s naming no client request while several "
-                        "clients use it: not delivered (logged once; counted in "
+            log.warning("upstream %r sent %s naming no client request, and %s: not "
+                        "delivered (logged once; counted in "
                         "mcpfast_upstream_unattributed_total; see upstreams.%s.attribution)",
-                        upstream.name, method, upstream.name)
+                        upstream.name, method, _why_no_owner(upstream), upstream.name)
 
     @staticmethod
     def _modern_pending(upstream: Upstream, session: DownstreamSession
@@ -437,3 +450,24 @@ def _params_object(env: Envelope) -> dict[str, Any] | None:
     except msgspec.DecodeError:
         return None
     return params if isinstance(params, dict) else None
+
+
+def _progress_token(env: Envelope) -> Any:
+    """The ``_meta.progressToken`` of a server's request (None: none, or not an id)."""
+    params = _params_object(env)
+    meta = params.get("_meta") if params else None
+    token = meta.get("progressToken") if isinstance(meta, dict) else None
+    return token if isinstance(token, int | str) and not isinstance(token, bool) else None
+
+
+def _why_no_owner(upstream: Upstream) -> str:
+    """Why a server's request names no client the gateway could send it to."""
+    connection = upstream.connection
+    if connection.stream_of is not None or upstream.config.attribution == "in_flight":
+        return "not exactly one client has a request in flight on this server"
+    if connection.shared:
+        return "several clients share this server, and the request names none of them"
+    sole = connection.sole_user
+    if sole is None:
+        return "no client has called this server since it started"
+    return "the client that called this server has gone"

@@ -92,9 +92,11 @@ starting)."""
 class Requests:
     def __init__(self, gw: Core, catalog: Catalog, subscriptions: Subscriptions,
                  log_levels: LogLevels, mrtr: InputBridge,
-                 roots_changed: Callable[[DownstreamSession], None]) -> None:
+                 roots_changed: Callable[[DownstreamSession], None],
+                 client_progress: Callable[[DownstreamSession, Envelope], None]) -> None:
         self.gw = gw
         self.roots_changed = roots_changed
+        self.client_progress = client_progress
         """Tell the servers a client's roots are theirs that they changed (relay.py)."""
         self.counters = gw.counters
         self.router = gw.router
@@ -907,7 +909,7 @@ class Requests:
                 log.debug("session %s: notifications/initialized before initialize",
                           session.id)
         elif method == "notifications/progress":
-            log.debug("ignoring client progress notification")
+            self.client_progress(session, env)
         elif method == "notifications/roots/list_changed":
             self.roots_changed(session)
         # Other notifications (unknown ones) need no answer.
@@ -919,7 +921,7 @@ class Requests:
                 return
             log.debug("session %s answered unknown request %r", session.id, env.id)
             return
-        upstream, upstream_request_id = target
+        upstream, upstream_request_id, _ = target
         if upstream.ready:
             upstream.write(jsonrpc.reencode(Envelope(
                 jsonrpc="2.0", id=upstream_request_id, result=env.result, error=env.error)))

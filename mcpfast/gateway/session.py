@@ -124,7 +124,9 @@ class DownstreamSession:
         self.client_capabilities: dict[str, Any] = {}
         self.log_level: int | None = None
         self.inflight: dict[RequestId, tuple[BaseUpstream[Any], int]] = {}
-        self.outgoing: dict[int, tuple[BaseUpstream[Any], int | str]] = NOTHING_YET
+        self.outgoing: dict[int, tuple[BaseUpstream[Any], int | str, Any]] = NOTHING_YET
+        """By the id the client sees: the server that asked, its own id, and the progress
+        token its request carried (None: none)."""
         self.relays: dict[RequestId, InputRelay] = NOTHING_YET
         self.relayed: dict[int, InputRelay] = NOTHING_YET
         self.subscriptions: dict[str, None] = NOTHING_YET

@@ -6,15 +6,19 @@ Faults of its handshake and lists (each ``--fault`` once or more):
 - ``instructions``: ``instructions`` is a number;
 - ``items``: ``tools/list`` has a string, a null, an unnamed tool and a tool listed twice
   among its good tools, and ``prompts/list`` a ``prompts`` that is an object;
-- ``cursor-loop``: ``tools/list`` comes in two pages whose cursors name each other.
+- ``cursor-loop``: ``tools/list`` comes in two pages whose cursors name each other;
+- ``early-question``: right after its handshake, before any client has called it, it asks
+  for the client's roots (id ``"early"``); the tool ``early_reply`` answers with what it
+  was told.
 
 Its tools answer wrongly when called: ``error_string`` (``"error": "boom"``),
 ``error_no_code`` (an error without ``code``), ``result_with_method`` (a response that
 also has a ``method``), ``close_stdin`` (closes its stdin and answers nothing more, still
 running), ``huge`` (an answer of ``size`` bytes); ``echo`` answers as it should.
 ``odd_notes`` sends notifications whose params are an array before it answers.
-``ask`` asks the client's model, always under the request id ``"q"``, and answers with
-the text of its reply; ``exit`` ends the process (code 3), so that the next process asks
+``ask`` asks the client's model, always under the request id ``"q"`` with the progress
+token ``"qp"``, and answers with the text of its reply (and the progress the client
+reported on it); ``exit`` ends the process (code 3), so that the next process asks
 under the same id.
 """
 
@@ -29,9 +33,13 @@ from typing import Any
 
 GOOD_TOOLS = [{"name": name, "inputSchema": {"type": "object"}} for name in (
     "echo", "error_string", "error_no_code", "result_with_method", "close_stdin", "huge",
-    "ask", "exit", "odd_notes")]
+    "ask", "exit", "odd_notes", "early_reply")]
 ASKING: list[Any] = []
 """The id of the call that asked, while its question is open."""
+REPLIES: dict[str, Any] = {}
+"""The answers to its own requests other than ``ask``'s, by id."""
+PROGRESS: list[Any] = []
+"""The progress the client reported on the open question (token "qp")."""
 
 
 def write(message: dict[str, Any]) -> None:
@@ -80,9 +88,10 @@ def call(request_id: Any, params: dict[str, Any]) -> None:
             time.sleep(60)
     elif name == "ask":
         ASKING[:] = [request_id]
+        PROGRESS.clear()
         write({"jsonrpc": "2.0", "id": "q", "method": "sampling/createMessage", "params": {
             "messages": [{"role": "user", "content": {"type": "text", "text": "?"}}],
-            "maxTokens": 5}})
+            "maxTokens": 5, "_meta": {"progressToken": "qp"}}})
     elif name == "exit":
         os._exit(3)
     elif name == "odd_notes":
@@ -91,6 +100,9 @@ def call(request_id: Any, params: dict[str, Any]) -> None:
             write({"jsonrpc": "2.0", "method": method, "params": [1, 2]})
         write({"jsonrpc": "2.0", "id": request_id, "result": {
             "content": [{"type": "text", "text": "noted"}]}})
+    elif name == "early_reply":
+        write({"jsonrpc": "2.0", "id": request_id, "result": {
+            "content": [{"type": "text", "text": json.dumps(REPLIES.get("early"))}]}})
     elif name == "huge":
         write({"jsonrpc": "2.0", "id": request_id, "result": {
             "content": [{"type": "text", "text": "x" * int(arguments.get("size", 0))}]}})
@@ -105,8 +117,22 @@ def main() -> None:
         method, request_id = message.get("method"), message.get("id")
         if method is None and request_id == "q" and ASKING:
             reply = (message.get("result") or {}).get("content") or {}
+            said = str(reply.get("text"))
+            if PROGRESS:
+                said += f" after progress {PROGRESS}"
             write({"jsonrpc": "2.0", "id": ASKING.pop(), "result": {
-                "content": [{"type": "text", "text": str(reply.get("text"))}]}})
+                "content": [{"type": "text", "text": said}]}})
+            continue
+        if method is None and isinstance(request_id, str):
+            REPLIES[request_id] = message
+            continue
+        if method == "notifications/initialized" and "early-question" in faults:
+            write({"jsonrpc": "2.0", "id": "early", "method": "roots/list"})
+            continue
+        if method == "notifications/progress":
+            params = message.get("params") or {}
+            if params.get("progressToken") == "qp":
+                PROGRESS.append(params.get("progress"))
             continue
         if request_id is None or method is None:
             continue

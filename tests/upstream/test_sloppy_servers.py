@@ -5,6 +5,7 @@ Each case was found by an outside sweep, where it broke the gateway."""
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from pathlib import Path
@@ -14,7 +15,7 @@ from ..conftest import ROOT, GatewayProcess, recording_upstream, run, unix_clien
 
 SLOPPY = str(ROOT / "tests" / "servers" / "sloppy_server.py")
 TOOLS = ["echo", "error_string", "error_no_code", "result_with_method", "close_stdin",
-         "huge", "ask", "exit", "odd_notes"]
+         "huge", "ask", "exit", "odd_notes", "early_reply"]
 
 
 def sloppy(*faults: str, **extra: Any) -> dict[str, Any]:
@@ -167,4 +168,42 @@ def test_a_dead_server_s_question_is_withdrawn_and_not_answered_to_its_successor
                     "role": "assistant", "model": "m",
                     "content": {"type": "text", "text": said}}})
             assert text(await c.wait_for("again")) == "fresh"
+    run(body())
+
+
+def test_a_client_s_progress_on_a_server_s_question_reaches_that_server(
+        gateway_factory: Any) -> None:
+    """Either side may send progress (basic/utilities/progress): the client's, under the
+    token of the server's request, goes to the server that asked; progress under any
+    other token goes nowhere."""
+    gw: GatewayProcess = gateway_factory({"s": sloppy()})
+
+    async def body() -> None:
+        async with unix_client(gw.unix_path) as c:
+            await c.initialize(capabilities={"sampling": {}})
+            await c.start_call("ask", {}, 1)
+            question = await c.receive()
+            assert question["params"]["_meta"]["progressToken"] == "qp", question
+            for token, progress in (("qp", 1), ("other", 5), ("qp", 2)):
+                await c.notify("notifications/progress",
+                               {"progressToken": token, "progress": progress})
+            await c.send({"jsonrpc": "2.0", "id": question["id"], "result": {
+                "role": "assistant", "model": "m", "content": {"type": "text", "text": "ok"}}})
+            assert text(await c.wait_for(1)) == "ok after progress [1, 2]"
+    run(body())
+
+
+def test_a_question_before_any_client_is_refused_for_that_reason(
+        gateway_factory: Any) -> None:
+    """A server that asks for roots before any client has called it is told why it gets
+    no answer: no client has called it, not that several share it (as it was told)."""
+    gw: GatewayProcess = gateway_factory({"s": sloppy("early-question")})
+
+    async def body() -> None:
+        async with unix_client(gw.unix_path) as c:
+            await c.initialize(capabilities={"roots": {}})
+            reply = json.loads(text(await c.call_tool("early_reply")))
+            assert reply["error"]["message"] == "mcpfast cannot route roots/list: no client " \
+                "has called this server since it started", reply
+            assert not c.requests
     run(body())
