@@ -277,11 +277,19 @@ class Endpoint:
             if env.method == "initialize" and env.id is not UNSET:
                 self._initialize(exchange, peer, address, env, identity)
                 return
+            body = request.body
+            if (b"protocolVersion" in body or b"\\u" in body) and env is not BATCH and (
+                    bad := modern_without_header(request.fields, env)) is not None:
+                # A modern body whose MCP-Protocol-Version header is missing or legacy,
+                # in a session or not: the header must match the body (HeaderMismatch),
+                # so that what routes by the header and what runs agree.
+                exchange.error(bad.http_status, env.id, bad.code, bad.message)
+                return
         elif method == "GET" and not _accepts(request.fields.get("accept"), "text/event-stream"):
             exchange.error(406, None, jsonrpc.INVALID_REQUEST,
                            "Not Acceptable: the client must accept text/event-stream")
             return
-        session = self._session(exchange, peer, address, identity, env)
+        session = self._session(exchange, peer, address, identity)
         if session is None:
             return
         if method == "DELETE":
@@ -292,16 +300,12 @@ class Endpoint:
         else:
             self._post(exchange, session, env)
 
-    def _session(self, exchange: Exchange, peer: str, address: str, identity: Identity | None,
-                 env: jsonrpc.Envelope | None = None) -> HttpSession | None:
+    def _session(self, exchange: Exchange, peer: str, address: str, identity: Identity | None
+                 ) -> HttpSession | None:
         """The session the request names. A session is bound to the identity that
-        created it: presented by another, it does not exist (404). ``env``: a POST's."""
+        created it: presented by another, it does not exist (404)."""
         token = exchange.request.fields.get(SESSION_FIELD)
         if token is None:
-            if env is not None and (  # a modern body that lost its version header
-                    bad := modern_without_header(exchange.request.fields, env)) is not None:
-                exchange.error(bad.http_status, env.id, bad.code, bad.message)
-                return None
             exchange.error(400, None, jsonrpc.INVALID_REQUEST,
                            f"Bad Request: the {SESSION_HEADER} header is required "
                            "(initialize first)")

@@ -8,6 +8,7 @@ aiohttp requests for every error status.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from typing import Any
 
@@ -105,6 +106,28 @@ def test_validation_ladder_statuses(gateway: GatewayProcess) -> None:
                 status, reply = await post(http, url, call, sent)
                 assert (status, reply["error"]["code"], reply["id"]) == (400, -32020, 1), reply
                 assert "MCP-Protocol-Version" in reply["error"]["message"]
+            # The same in a legacy session (found served by an outside sweep): what routes
+            # by the header (a legacy session) and what would run (a modern request)
+            # must agree, whichever spelling the body's key has.
+            init = {"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+                "protocolVersion": "2025-11-25", "capabilities": {},
+                "clientInfo": {"name": "t", "version": "0"}}}
+            async with http.post(url, json=init, headers={
+                    "Accept": "application/json, text/event-stream",
+                    "Content-Type": "application/json"}) as resp:
+                assert resp.status == 200
+                session = {**lost, "MCP-Protocol-Version": "2025-11-25",
+                           "Mcp-Session-Id": resp.headers["Mcp-Session-Id"]}
+            status, reply = await post(http, url, call, session)
+            assert (status, reply["error"]["code"], reply["id"]) == (400, -32020, 1), reply
+            escaped = json.dumps(call).replace("protocolVersion", "protocol\\u0056ersion")
+            async with http.post(url, data=escaped, headers=session) as resp:
+                reply = await resp.json()
+                assert (resp.status, reply["error"]["code"]) == (400, -32020), (escaped, reply)
+            legacy = {"jsonrpc": "2.0", "id": 3, "method": "tools/call",
+                      "params": {"name": "echo", "arguments": {"text": "legacy"}}}
+            status, reply = await post(http, url, legacy, session)
+            assert status == 200 and reply["result"]["content"][0]["text"] == "legacy", reply
             # _meta without its required keys: 400 with -32602.
             bare = {"jsonrpc": "2.0", "id": 2, "method": "tools/list", "params": {}}
             status, reply = await post(http, url, bare, headers("tools/list"))
