@@ -6,6 +6,8 @@ stream to it."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from typing import Any
 
 from ..protocol import jsonrpc
@@ -15,6 +17,8 @@ from .call import Request, Upstream
 from .catalog import Catalog
 from .ports import Core
 from .session import NOTHING_YET, DownstreamSession, Listen
+
+log = logging.getLogger("mcpfast.gateway")
 
 
 def subscribed(session: DownstreamSession) -> int:
@@ -37,6 +41,10 @@ class Subscriptions:
         """The upstream answered a forwarded subscribe with an error: undo the
         bookkeeping, so that the next subscriber asks the upstream again."""
         session.subscriptions.pop(uri, None)
+        self._uncount(upstream, uri)
+
+    @staticmethod
+    def _uncount(upstream: Upstream, uri: str) -> None:
         count = upstream.subscriptions.get(uri, 0) - 1
         if count > 0:
             upstream.subscriptions[uri] = count
@@ -59,16 +67,18 @@ class Subscriptions:
         else:
             self.gw.background(upstream.call("resources/unsubscribe", {"uri": uri}))
 
-    def hold(self, upstream: Upstream, uri: str) -> None:
-        """Count one more holder of ``uri``; the first asks the upstream for updates."""
+    def hold(self, upstream: Upstream, uri: str) -> asyncio.Future[Any] | None:
+        """Count one more holder of ``uri``; the first asks the upstream for updates.
+        Returns a legacy upstream's ``resources/subscribe`` call, which the caller
+        awaits (None when nothing was asked, or a modern upstream's listen was)."""
         count = upstream.subscriptions.get(uri, 0)
         upstream.subscriptions[uri] = count + 1
         if count or not upstream.ready:
-            return
+            return None
         if upstream.era == "modern":
             upstream.listen(upstream.subscriptions)
-        else:
-            self.gw.background(upstream.call("resources/subscribe", {"uri": uri}))
+            return None
+        return asyncio.ensure_future(upstream.call("resources/subscribe", {"uri": uri}))
 
     def resubscribe(self, upstream: Upstream) -> None:
         """A restarted upstream knows none of the subscriptions that sessions still
@@ -152,15 +162,49 @@ class Subscriptions:
                 if (upstream := self.gw.router.route_uri(uri)) is not None
                 and self.can_subscribe(upstream)
                 and all(view(session, upstream.name, "resources", uri) for view in views)]
-        if held:
-            honoured["resourceSubscriptions"] = [uri for uri, _ in held]
-        session.table("listens")[listen_id] = Listen(
-            listen_id, "toolsListChanged" in honoured, "promptsListChanged" in honoured,
-            "resourcesListChanged" in honoured, tuple(uri for uri, _ in held))
+        listen = session.table("listens")[listen_id] = Listen(listen_id)
+        asked = [(uri, upstream, call) for uri, upstream in held
+                 if (call := self.hold(upstream, uri)) is not None]
+        if asked:
+            # A legacy server may refuse a URI: the acknowledgement lists only what it
+            # agreed to (basic/patterns/subscriptions "Acknowledgment"), once it has
+            # answered. Meanwhile the listen is there (its id taken) and gets nothing.
+            self.gw.background(self._acknowledge(session, listen, honoured, held, asked))
+        else:
+            self._open(session, listen, honoured, tuple(uri for uri, _ in held))
+
+    def _open(self, session: DownstreamSession, listen: Listen, honoured: dict[str, Any],
+              uris: tuple[str, ...]) -> None:
+        """Acknowledge ``listen`` with what is ``honoured`` and watch ``uris``: from now
+        on it gets what it asked for."""
+        if uris:
+            honoured["resourceSubscriptions"] = list(uris)
+        listen.tools = "toolsListChanged" in honoured
+        listen.prompts = "promptsListChanged" in honoured
+        listen.resources = "resourcesListChanged" in honoured
+        listen.uris = uris
         self.gw.send(session, jsonrpc.notification(SUBSCRIPTIONS_ACKNOWLEDGED, {
-            "_meta": {META_SUBSCRIPTION_ID: listen_id}, "notifications": honoured}))
-        for uri, upstream in held:
-            self.hold(upstream, uri)
+            "_meta": {META_SUBSCRIPTION_ID: listen.request_id}, "notifications": honoured}))
+
+    async def _acknowledge(self, session: DownstreamSession, listen: Listen,
+                           honoured: dict[str, Any], held: list[tuple[str, Upstream]],
+                           asked: list[tuple[str, Upstream, asyncio.Future[Any]]]) -> None:
+        results = await asyncio.gather(*(call for _, _, call in asked), return_exceptions=True)
+        refused = set()
+        for (uri, upstream, _), result in zip(asked, results, strict=True):
+            if isinstance(result, BaseException):
+                # Not held: the next subscriber asks the server again.
+                refused.add(uri)
+                self._uncount(upstream, uri)
+                log.info("upstream %r refused a subscription to %s: %s", upstream.name,
+                         uri, result)
+        uris = tuple(uri for uri, _ in held if uri not in refused)
+        if session.listens.get(listen.request_id) is not listen:
+            # Cancelled, or its session closed, while the server answered.
+            for uri in uris:
+                self.release(uri)
+            return
+        self._open(session, listen, honoured, uris)
 
     def end_listen(self, listen: Listen) -> None:
         for uri in listen.uris:

@@ -17,9 +17,11 @@ from ..conftest import (
     SERVER_INFO,
     SUB_ID,
     GatewayProcess,
+    Record,
     collect,
     events_upstream,
     modern,
+    recording_upstream,
     run,
     sdk_upstream,
     unix_client,
@@ -351,3 +353,30 @@ def test_a_modern_request_lowers_the_upstream_level_before_it_runs(gateway_facto
             assert not [n for c in (old, new) for n in c.notifications
                         if n["method"] == "notifications/message"]
     run(body())
+
+
+def test_listen_acknowledges_only_what_the_server_agreed_to(gateway_factory: Any,
+                                                            tmp_path: Any) -> None:
+    """A legacy server refuses one of the URIs a listen names: the acknowledgement
+    lists only the other ("reflects the subset the server agreed to honor"), and the
+    refused one is not counted as held, so that a later subscriber asks the server
+    again rather than being told it is subscribed (found by an outside sweep)."""
+    record = Record(tmp_path / "rec.jsonl")
+    gw: GatewayProcess = gateway_factory({"rec": recording_upstream(record.path)})
+
+    async def body() -> None:
+        async with ws_client(gw.ws_url) as listener, unix_client(gw.unix_path) as legacy:
+            await listener.send({"jsonrpc": "2.0", "id": "L", "method": "subscriptions/listen",
+                                 "params": modern({"notifications": {"resourceSubscriptions": [
+                                     "rec://rec/doc", "rec://refuse/doc"]}})})
+            ack = await listener.receive()
+            assert ack["params"] == {"_meta": {SUB_ID: "L"}, "notifications": {
+                "resourceSubscriptions": ["rec://rec/doc"]}}, ack
+            await legacy.initialize()
+            refused = await legacy.request("resources/subscribe", {"uri": "rec://refuse/doc"})
+            assert refused["error"]["code"] == -32603, refused
+            held = await legacy.request("resources/subscribe", {"uri": "rec://rec/doc"})
+            assert held["result"] == {}, held
+    run(body())
+    asked = [m["params"]["uri"] for m in record.received("resources/subscribe")]
+    assert asked == ["rec://rec/doc", "rec://refuse/doc", "rec://refuse/doc"], asked
