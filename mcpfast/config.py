@@ -170,6 +170,12 @@ class AuthConfig(msgspec.Struct, **KEY):  # type: ignore[call-arg]
         for i, name in enumerate(names):
             _check(name not in names[:i], "api_keys",
                    f"the name {name!r} is given to two keys")
+        hashes = [key.hash for key in self.api_keys]
+        for i, key_hash in enumerate(hashes):
+            # One key, two identities: which one it proves would be a matter of order.
+            _check(key_hash not in hashes[:i], "api_keys",
+                   f"keys {hashes.index(key_hash)} and {i} have the same hash: one key "
+                   "cannot be two clients")
         _check(self.cache_size > 0, "cache_size", "must be positive")
         _check(not self.resource or self.resource.startswith(("https://", "http://")),
                "resource", "must be an http(s) URL")
@@ -183,8 +189,9 @@ class AccessRuleConfig(msgspec.Struct, **KEY):  # type: ignore[call-arg]
 
     name: str = ""
     names: list[str] = []
-    """Identity names (an API key's name, a JWT's subject); ``*``: anyone
-    authenticated."""
+    """Identity names: ``METHOD:NAME`` (``api_key:ci-bot``, ``jwt:alice``,
+    ``mtls:alice``), or a bare NAME (any method's, allowed only while listen.auth has
+    one method); ``*``: anyone authenticated."""
     groups: list[str] = []
     """Any one of them."""
     scopes: list[str] = []
@@ -302,7 +309,7 @@ class AdminConfig(msgspec.Struct, **KEY):  # type: ignore[call-arg]
     enabled: bool = True
     host: str = "127.0.0.1"
     port: int = 9090
-    token: str = ""
+    token: str | None = None
     """When set, every admin endpoint but the health probes needs
     ``Authorization: Bearer <token>``. Required (or ``token_hashes``) when ``host`` is
     not a loopback address: /status, /metrics and the admin API would otherwise be open
@@ -322,8 +329,12 @@ class AdminConfig(msgspec.Struct, **KEY):  # type: ignore[call-arg]
     def __post_init__(self) -> None:
         _check(host_problem(self.host) is None, "host", str(host_problem(self.host)))
         _check(0 <= self.port <= 65535, "port", "must be between 0 and 65535")
-        _check(not self.token or len(self.token) >= 16, "token",
-               "must be at least 16 characters")
+        # Set but empty (a ${VAR} set to ""): the token asked for is missing, and the
+        # admin port stays closed rather than open without one.
+        _check(self.token is None or len(self.token) >= 16, "token",
+               "must be at least 16 characters" + (
+                   " (it is empty: is the variable it names set to nothing?)"
+                   if self.token == "" else ""))
         for key in ("token_hashes", "metrics_token_hashes"):
             for value in getattr(self, key):
                 _check(_KEY_HASH.match(value) is not None, key,
@@ -969,10 +980,33 @@ def _check_auth(config: Config) -> None:
     if auth.jwt is not None and not auth.jwt.audience and not auth.resource:
         raise ConfigError("auth.jwt.audience: set it, or auth.resource (the gateway's own "
                           "URI, which tokens must then be issued for)")
+    methods = sorted(set(config.listen.auth))
     for i, rule in enumerate(config.authorization.rules):
         if rule.upstream is not None and rule.upstream not in config.upstreams:
             raise ConfigError(f"authorization.rules[{i}].upstream: no upstream is named "
                               f"{rule.upstream!r}")
+        for j, name in enumerate(rule.names):
+            if scoped_name(name):
+                if not name.partition(":")[2]:
+                    raise ConfigError(f"authorization.rules[{i}].names[{j}]: {name!r} "
+                                      "names no one; write METHOD:NAME")
+            elif name != "*" and len(methods) > 1:
+                # An API key's name, a JWT's subject and a certificate's name are chosen
+                # by different people: a bare name would grant one what is meant for
+                # another.
+                raise ConfigError(
+                    f"authorization.rules[{i}].names[{j}]: {name!r} is ambiguous with "
+                    f"listen.auth = {methods}: write which one is meant, as "
+                    + " or ".join(f"{method}:{name}" for method in methods))
+
+
+AUTH_METHODS = ("api_key", "jwt", "mtls")
+
+
+def scoped_name(name: str) -> bool:
+    """Whether an authorization rule's ``names`` entry is ``METHOD:NAME``."""
+    method, colon, _ = name.partition(":")
+    return bool(colon) and method in AUTH_METHODS
 
 
 def user_socket_path(environ: Mapping[str, str] | None = None) -> str:

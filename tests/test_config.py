@@ -26,6 +26,20 @@ def test_bundled_default_fronts_the_demo() -> None:
     ('[listen]\nunix_socket_mode = "999"\n' + UP, "listen.unix_socket_mode: must be an octal"),
     ('[logging]\nlevel = "loud"\n' + UP, "logging.level: Invalid enum value 'loud'"),
     ("[upstreams.a]\n", "upstreams.a.command: is required"),
+    ('[listen]\nauth = ["api_key", "jwt"]\n[auth]\nresource = "https://g/mcp"\n'
+     '[[auth.api_keys]]\nname = "a"\nhash = "sha256:' + "0" * 64 + '"\n'
+     '[auth.jwt]\nissuer = "https://i"\njwks_url = "https://i/jwks"\n'
+     '[[authorization.rules]]\nnames = ["*", "jwt:bob", "alice"]\n' + UP,
+     "authorization.rules[0].names[2]: 'alice' is ambiguous with listen.auth = "
+     "['api_key', 'jwt']: write which one is meant, as api_key:alice or jwt:alice"),
+    ('[[auth.api_keys]]\nname = "ro"\nhash = "sha256:' + "0" * 64 + '"\n'
+     '[[auth.api_keys]]\nname = "admin"\nhash = "sha256:' + "0" * 64 + '"\n' + UP,
+     "auth.api_keys: keys 0 and 1 have the same hash: one key cannot be two clients"),
+    ('[admin]\ntoken = ""\n' + UP,
+     "admin.token: must be at least 16 characters (it is empty: is the variable it names "
+     "set to nothing?)"),
+    ('[[authorization.rules]]\nnames = ["jwt:"]\n' + UP,
+     "authorization.rules[0].names[0]: 'jwt:' names no one; write METHOD:NAME"),
     ("[upstreams.a]\ncommand = []\n", "upstreams.a.command: must be a non-empty list"),
     ('[upstreams.a]\ncommand = ["x", 3]\n', "upstreams.a.command[1]: expected str, got int"),
     ('[upstreams.a]\ncommand = ["x"]\nrequest_timeout = -1\n',
@@ -157,7 +171,7 @@ def test_inherit_env_values() -> None:
 
 @pytest.mark.parametrize("host", ["127.0.0.1", "127.0.0.2", "::1", "localhost"])
 def test_admin_on_loopback_needs_no_token(host: str) -> None:
-    assert parse(f'[admin]\nhost = "{host}"\n' + UP).admin.token == ""
+    assert parse(f'[admin]\nhost = "{host}"\n' + UP).admin.token is None
 
 
 @pytest.mark.parametrize("host", ["0.0.0.0", "::", "192.168.1.10", "gateway.internal", ""])

@@ -22,7 +22,7 @@ import re
 from typing import Any
 
 from ..auth.identity import Identity
-from ..config import AccessRuleConfig, AuthorizationConfig
+from ..config import AccessRuleConfig, AuthorizationConfig, scoped_name
 from ..protocol import jsonrpc
 from .call import Request
 from .refusal import Refusal
@@ -50,12 +50,15 @@ def _patterns(patterns: list[str]) -> re.Pattern[str] | None:
 class Rule:
     """One rule, compiled."""
 
-    __slots__ = ("allow", "any_name", "claims", "deny", "groups", "name", "names", "scopes",
-                 "upstream")
+    __slots__ = ("allow", "any_name", "claims", "deny", "groups", "keys", "name", "names",
+                 "scopes", "upstream")
 
     def __init__(self, config: AccessRuleConfig, index: int) -> None:
         self.name = config.name or f"rules[{index}]"
-        self.names = frozenset(config.names)
+        self.names = frozenset(name for name in config.names if not scoped_name(name))
+        """Bare names: the verified name, however it was verified."""
+        self.keys = frozenset(name for name in config.names if scoped_name(name))
+        """``METHOD:NAME``: that name, verified that way (the identity's key)."""
         self.any_name = "*" in self.names
         self.groups = frozenset(config.groups)
         self.scopes = frozenset(config.scopes)
@@ -66,8 +69,9 @@ class Rule:
         self.deny = {kind: _patterns(getattr(config, f"deny_{kind}")) for kind in KINDS}
 
     def applies_to(self, identity: Identity) -> bool:
-        if self.names and not (identity.name in self.names or
-                               (self.any_name and identity.authenticated)):
+        if (self.names or self.keys) and not (
+                identity.name in self.names or identity.key in self.keys or
+                (self.any_name and identity.authenticated)):
             return False
         if self.groups and self.groups.isdisjoint(identity.groups):
             return False

@@ -52,7 +52,7 @@ def auth_sections(issuer: Issuer, jwks_url: str, **jwt: Any) -> dict[str, Any]:
             "rules": [
                 {"name": "everyone", "names": ["*"], "allow_tools": ["echo", "whoami"]},
                 {"name": "engineers", "groups": ["eng"], "allow_tools": ["add"]},
-                {"name": "no whoami for ci", "names": ["ci-bot"], "deny_tools": ["whoami"]},
+                {"name": "no whoami for ci", "names": ["api_key:ci-bot"], "deny_tools": ["whoami"]},
             ],
         },
     }

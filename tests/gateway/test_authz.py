@@ -40,23 +40,31 @@ ALICE = Identity("jwt:alice", method="jwt", name="alice", groups=("eng",),
                  scopes=frozenset({"mcp:call"}), claims={"tenant": "acme", "roles": ["admin"]})
 BOB = Identity("jwt:bob", method="jwt", name="bob", groups=("sales",), claims={"tenant": "x"})
 ANONYMOUS = Identity("ip:10.0.0.1", "10.0.0.1")
+ALICE_KEY = Identity("api_key:alice", method="api_key", name="alice")
 
 
 @pytest.mark.parametrize(("selector", "applies"), [
-    ("", {"alice", "bob", "anonymous"}),
-    ('names = ["alice"]', {"alice"}),
-    ('names = ["*"]', {"alice", "bob"}),
+    ("", {"alice", "bob", "anonymous", "alice-key"}),
+    # A bare name is the verified name, however verified (the config allows it only
+    # while one method can verify: test_config).
+    ('names = ["alice"]', {"alice", "alice-key"}),
+    ('names = ["*"]', {"alice", "bob", "alice-key"}),
     ('groups = ["eng", "ops"]', {"alice"}),
     ('scopes = ["mcp:call"]', {"alice"}),
     ('claims = { tenant = "acme" }', {"alice"}),
     ('claims = { roles = ["admin", "root"] }', {"alice"}),
     ('names = ["alice", "bob"]\ngroups = ["sales"]', {"bob"}),
+    # METHOD:NAME: that name verified that way only (an API key named alice is not the
+    # JWT subject alice; an outside sweep found a bare name granting both).
+    ('names = ["jwt:alice"]', {"alice"}),
+    ('names = ["api_key:alice"]', {"alice-key"}),
+    ('names = ["api_key:alice", "jwt:bob"]', {"alice-key", "bob"}),
 ])
 def test_a_rule_applies_when_every_selector_given_matches(selector: str,
                                                           applies: set[str]) -> None:
     authz = authorization(f"[[authorization.rules]]\n{selector}\nallow_tools = [\"*\"]",
                           default="deny")
-    who = {"alice": ALICE, "bob": BOB, "anonymous": ANONYMOUS}
+    who = {"alice": ALICE, "bob": BOB, "anonymous": ANONYMOUS, "alice-key": ALICE_KEY}
     allowed = {name for name, identity in who.items()
                if authz.grants(session(identity)).allows("tools", "docs", "docs__search")}
     assert allowed == applies
