@@ -183,15 +183,23 @@ class Authenticator:
 
     def challenge(self, failure: AuthFailure, host: str | None) -> list[tuple[str, str]]:
         """The ``WWW-Authenticate`` header for a refusal (RFC 6750 3, RFC 9728 5.1)."""
-        params = [f'resource_metadata="{self.metadata_url(host)}"']
+        # The metadata is named only where it is served (JWTs): a client sent to a 404
+        # would start an OAuth discovery that cannot succeed, when a key is what it needs.
+        params = [f'resource_metadata="{self.metadata_url(host)}"'] if self.jwt is not None \
+            else ['realm="mcpfast"']
         if failure.error is not None:
             params.append(f'error="{failure.error}"')
             # A header value is ASCII here: what a token said (a key id) is escaped.
             described = failure.description.replace('"', "'").replace("\\", "/")
             params.append('error_description="{}"'.format(
                 described.encode("ascii", "backslashreplace").decode("ascii")))
-        if failure.scope is not None:
-            params.append(f'scope="{failure.scope}"')
+        scope = failure.scope
+        if scope is None and self.jwt is not None and self.jwt.required_scopes:
+            # What a token must carry, for the client to ask for it (MCP authorization
+            # "Scope Selection Strategy": servers SHOULD name it in the challenge).
+            scope = " ".join(sorted(self.jwt.required_scopes))
+        if scope is not None:
+            params.append(f'scope="{scope}"')
         return [("WWW-Authenticate", "Bearer " + ", ".join(params))]
 
     def serves_metadata(self, path: str) -> bool:

@@ -116,6 +116,29 @@ def test_the_challenge_points_at_the_metadata(issuer: Issuer) -> None:
         "scopes_supported": ["mcp:call"]}
 
 
+def test_without_jwts_the_challenge_names_no_metadata(issuer: Issuer) -> None:
+    """API keys only: no metadata is served, so the challenge names none (a client sent
+    there would start an OAuth discovery that ends in a 404; found by an outside
+    sweep)."""
+    auth = authenticator(None, ("api_key",))
+    (name, value), = auth.challenge(MISSING, "gw:8080")
+    assert (name, value) == ("WWW-Authenticate", 'Bearer realm="mcpfast"')
+    assert not auth.serves_metadata("/.well-known/oauth-protected-resource/mcp")
+
+
+def test_the_challenge_names_the_scopes_a_token_needs(issuer: Issuer) -> None:
+    """MCP authorization, "Scope Selection Strategy": the 401 names the scopes a token
+    must carry (auth.jwt.required_scopes), so that a client asks for them."""
+    lines = [f'[listen]\nauth = ["jwt"]\n[auth]\nresource = "{Issuer.AUDIENCE}"',
+             f"[auth.jwt]\nissuer = \"{Issuer.ISSUER}\"\n"
+             f"keys = {toml_value([json.dumps(issuer.jwks())])}\n"
+             'required_scopes = ["mcp:call", "mcp:read"]', '[upstreams.a]\ncommand = ["true"]']
+    auth = Authenticator(parse("\n".join(lines)))
+    (_, value), = auth.challenge(MISSING, "gw:8080")
+    assert value.startswith('Bearer resource_metadata="') and \
+        value.endswith(', scope="mcp:call mcp:read"'), value
+
+
 def test_without_a_resource_the_metadata_names_the_host_asked() -> None:
     auth = Authenticator(parse('[upstreams.a]\ncommand = ["true"]'))
     assert not auth.required

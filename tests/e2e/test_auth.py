@@ -99,8 +99,11 @@ def test_http_without_a_valid_token_gets_the_oauth_challenge(gateway_factory: An
             async with http.post(gw.http_url, json=init, headers=http_headers()) as resp:
                 assert resp.status == 401
                 challenge = resp.headers["WWW-Authenticate"]
+                # The scope a token needs named too (MCP authorization "Scope Selection
+                # Strategy").
                 assert challenge == ('Bearer resource_metadata="https://gateway.test/'
-                                     '.well-known/oauth-protected-resource/mcp"')
+                                     '.well-known/oauth-protected-resource/mcp", '
+                                     'scope="mcp:call"')
                 assert (await resp.json())["error"]["message"].startswith("Unauthorized")
             expired = issuer.token("alice", lifetime=-3600, scope="mcp:call")
             async with http.post(gw.http_url, json=init, headers=http_headers(
