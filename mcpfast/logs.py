@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import sys
 import time
 
@@ -30,6 +31,21 @@ class JsonFormatter(logging.Formatter):
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         return msgspec.json.encode(entry).decode()
+
+
+_CONTROL = re.compile("[\x00-\x1f\x7f\x85\u2028\u2029]")
+
+
+class TextFormatter(logging.Formatter):
+    """A record a line: control characters in its message (a URI or name a client
+    chose, say) are escaped, so that nobody can write what reads as another line of the
+    log, an audit line say (CWE-117). A traceback still follows on lines of its own."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 - logging's name
+        if _CONTROL.search(record.message):
+            record.message = _CONTROL.sub(
+                lambda m: m.group().encode("unicode_escape").decode("ascii"), record.message)
+        return super().formatMessage(record)
 
 
 class _ClientErrorsInOneLine(logging.Filter):
@@ -61,7 +77,7 @@ def configure(level: str, fmt: str, worker: int | None = None) -> None:
         handler.setFormatter(JsonFormatter(worker))
     else:
         who = "" if worker is None else f"worker {worker} "
-        handler.setFormatter(logging.Formatter(
+        handler.setFormatter(TextFormatter(
             f"%(asctime)s %(levelname)-7s {who}%(name)s: %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
