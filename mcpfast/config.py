@@ -285,6 +285,12 @@ class ListenConfig(msgspec.Struct, **KEY):  # type: ignore[call-arg]
         _check(host_problem(self.host) is None, "host", str(host_problem(self.host)))
         _check(0 <= self.port <= 65535, "port", "must be between 0 and 65535")
         _check(self.path.startswith("/"), "path", "must start with '/'")
+        # A request's path is its target up to "?" (a fragment is never sent, and a
+        # space ends the target): a path with one of them, or a control character,
+        # could never be asked for.
+        _check(_UNREACHABLE_PATH.search(self.path) is None, "path",
+               f"{self.path!r} cannot be requested: a path has no '?', '#', space or "
+               "control character (write one as %XX)")
         _check(MIN_MESSAGE_BYTES <= self.max_message_bytes <= MAX_MESSAGE_BYTES,
                "max_message_bytes", MESSAGE_BYTES_RANGE)
         # The gateway's own decoders recurse once per level, within Python's recursion
@@ -352,6 +358,7 @@ class AdminConfig(msgspec.Struct, **KEY):  # type: ignore[call-arg]
         return bool(self.token or self.token_hashes)
 
 
+_UNREACHABLE_PATH = re.compile(r"[?#\s\x00-\x1f\x7f]")
 _HOST_NAME = re.compile(r"(?!.{254})[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
                         r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?")
 

@@ -35,6 +35,9 @@ def test_bundled_default_fronts_the_demo() -> None:
     ('[[auth.api_keys]]\nname = "ro"\nhash = "sha256:' + "0" * 64 + '"\n'
      '[[auth.api_keys]]\nname = "admin"\nhash = "sha256:' + "0" * 64 + '"\n' + UP,
      "auth.api_keys: keys 0 and 1 have the same hash: one key cannot be two clients"),
+    ('[listen]\npath = "/mcp?x=1"\n' + UP,
+     "listen.path: '/mcp?x=1' cannot be requested: a path has no '?', '#', space"),
+    ('[listen]\npath = "/m cp"\n' + UP, "listen.path: '/m cp' cannot be requested"),
     ('[admin]\ntoken = ""\n' + UP,
      "admin.token: must be at least 16 characters (it is empty: is the variable it names "
      "set to nothing?)"),
