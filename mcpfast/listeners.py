@@ -84,6 +84,10 @@ class TcpListener(Listener):
         except socket.gaierror as exc:
             raise ConfigError(f"listen.host: cannot listen on {host!r}: "
                               f"{exc.strerror}") from None
+        except OSError as exc:
+            # (The port taken, say: said with the key that chose it.)
+            raise ConfigError(f"listen.port: cannot listen on {host}:{port}: "
+                              f"{exc.strerror or exc}") from None
         if self.tls is not None:
             self._watch = loop.create_task(self.tls.watch(), name="tls-renewal")
         sock = self.server.sockets[0]
@@ -126,8 +130,12 @@ class UnixListener(Listener):
                      "supervisor)", path)
             return
         _remove_stale_socket(path)
-        self.server = await loop.create_unix_server(
-            lambda: UnixConnection(self.gateway, self), path, backlog=cfg.backlog)
+        try:
+            self.server = await loop.create_unix_server(
+                lambda: UnixConnection(self.gateway, self), path, backlog=cfg.backlog)
+        except OSError as exc:
+            raise ConfigError(f"listen.unix_socket: cannot listen on {path}: "
+                              f"{exc.strerror or exc}") from None
         self.bound = file_identity(path)
         os.chmod(path, cfg.unix_mode)
         log.info("listening for newline-delimited JSON on unix:%s (mode %s)", path,
@@ -141,7 +149,7 @@ class UnixListener(Listener):
 
 
 def check_port_free(host: str, port: int) -> None:
-    """Raise OSError if ``host:port`` is taken. Workers bind it with SO_REUSEPORT, which
+    """Raise ConfigError (listen.port) if ``host:port`` is taken. Workers bind it with SO_REUSEPORT, which
     would let them join, without an error, the listening socket of another process of
     the same user that set it too (a second gateway started on the same port): a bind
     without it fails there."""
@@ -158,8 +166,8 @@ def check_port_free(host: str, port: int) -> None:
             try:
                 probe.bind(address)
             except OSError as exc:
-                raise OSError(exc.errno, f"cannot listen on {host}:{port}: "
-                              f"{exc.strerror}") from None
+                raise ConfigError(f"listen.port: cannot listen on {host}:{port}: "
+                                  f"{exc.strerror}") from None
 
 
 def bind_unix(path: str, mode: int, backlog: int) -> socket.socket:

@@ -129,7 +129,11 @@ async def serve(config: Config, reread: Callable[[], Config] | None = None,
         admin_runner = web.AppRunner(create_app(gateway, reloader), access_log=None,
                                      handle_signals=False)
         await admin_runner.setup()
-        await web.TCPSite(admin_runner, config.admin.host, config.admin.port).start()
+        try:
+            await web.TCPSite(admin_runner, config.admin.host, config.admin.port).start()
+        except OSError as exc:
+            raise ConfigError(f"admin.port: cannot listen on {config.admin.host}:"
+                              f"{config.admin.port}: {exc.strerror or exc}") from None
         log.info("admin API on http://%s:%d%s", config.admin.host, config.admin.port,
                  " (bearer token required but for the health probes)"
                  if config.admin.guarded else "")
@@ -295,7 +299,7 @@ async def _rebind(gateway: Gateway, config: Config, rebinding: list[str]) -> Non
             fresh = UnixListener(gateway, "unix", new.unix_socket)
             try:
                 await fresh.start()
-            except OSError as exc:
+            except (OSError, ConfigError) as exc:
                 log.error("reload: cannot listen on unix:%s (%s)", new.unix_socket, exc)
                 return
             gateway.listeners.append(fresh)

@@ -166,7 +166,11 @@ class Supervisor:
                                        handle_signals=False)
                 await runner.setup()
                 admin = self.config.admin
-                await web.TCPSite(runner, admin.host, admin.port).start()
+                try:
+                    await web.TCPSite(runner, admin.host, admin.port).start()
+                except OSError as exc:
+                    raise ConfigError(f"admin.port: cannot listen on {admin.host}:"
+                                      f"{admin.port}: {exc.strerror or exc}") from None
                 log.info("admin API of %d workers on http://%s:%d", len(self.workers),
                          admin.host, admin.port)
             log.info("starting %d workers", len(self.workers))

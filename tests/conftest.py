@@ -272,7 +272,7 @@ class GatewayProcess:
         """Whether the gateway exited because another process took a port chosen for it
         (between ``free_port`` and its bind)."""
         return self.proc is not None and self.proc.poll() is not None and \
-            "address already in use" in self.log()
+            "address already in use" in self.log().lower()
 
     def _move_to_new_ports(self) -> None:
         text = self.config_path.read_text()

@@ -95,6 +95,29 @@ def test_serve_names_a_listening_host_that_does_not_resolve(tmp_path: Path) -> N
     assert "Traceback" not in out.stderr
 
 
+def test_serve_names_the_key_of_an_address_it_cannot_take(tmp_path: Path) -> None:
+    """A port another process holds, a socket in a directory that does not exist: the
+    error names the key that chose it (an outside sweep found the listen and admin
+    ports' errors alike, and the socket's naming neither key nor path)."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy = taken.getsockname()[1]
+        upstream = f'[upstreams.a]\ncommand = ["{sys.executable}", "-c", "pass"]\n'
+        for key, text in (
+                ("listen.port", f"[listen]\nport = {busy}\n[admin]\nport = {free_port()}\n"),
+                ("admin.port", f"[listen]\nport = {free_port()}\n[admin]\nport = {busy}\n"),
+                ("listen.unix_socket", f'[listen]\nport = {free_port()}\nunix_socket = '
+                 f'"{tmp_path}/no/such/dir/gw.sock"\n[admin]\nport = {free_port()}\n')):
+            path = tmp_path / "taken.toml"
+            path.write_text(text + upstream)
+            out = mcpfast("serve", "--config", str(path))
+            assert out.returncode == 2, out.stderr
+            assert f"mcpfast: config error: {key}: cannot listen on " in out.stderr, \
+                (key, out.stderr)
+            assert "Traceback" not in out.stderr
+
+
 def test_json_logs(gateway_factory: Any) -> None:
     gw = gateway_factory({"demo": {"command": ["python", "-m", "mcpfast.demo"]}},
                          logging={"level": "info", "format": "json"})
