@@ -223,6 +223,13 @@ def _apply_flags(config: Config, args: argparse.Namespace, secret: str = "") -> 
         config.listen.unix_socket = args.unix or None
     if args.stdio:
         config.upstreams = _stdio_upstreams(args.stdio, config.routing.separator)
+    for checked in (config.listen, config.admin, config):
+        # What the file's values would be held to (a port in range, the admin port
+        # apart from the listener's), the flags' too.
+        try:
+            checked.__post_init__()
+        except ValueError as exc:
+            raise ConfigError(f"{exc} (as the command-line flags set it)") from None
 
 
 def _stdio_upstreams(commands: list[str], separator: str) -> dict[str, UpstreamConfig]:
@@ -231,6 +238,9 @@ def _stdio_upstreams(commands: list[str], separator: str) -> dict[str, UpstreamC
         name, _, rest = text.partition("=")
         if rest and UPSTREAM_NAME.match(name) and separator not in name:
             text = rest
+            if name in upstreams:
+                raise ConfigError(f"--stdio {name}=...: the name {name!r} is given to two "
+                                  "commands")
         else:
             name = ""
         try:
@@ -269,6 +279,7 @@ def _unstartable(config: Config) -> list[str]:
         Authenticator(config)  # its static keys load
     except ConfigError as exc:
         problems.append(str(exc))
+    problems += _unbindable(config)
     for name, upstream in config.upstreams.items():
         if not upstream.command:
             continue  # reached by url or socket: nothing to start
@@ -277,6 +288,39 @@ def _unstartable(config: Config) -> list[str]:
             resolve_command(name, upstream, config.interpolated, env)
         except CannotStartError as exc:
             problems.append(f"upstreams.{name}.{exc.key}: {exc}")
+    return problems
+
+
+def _unbindable(config: Config) -> list[str]:
+    """What ``serve`` would refuse when it binds, found without binding: a host that
+    does not resolve, TLS files that do not load, a unix socket's missing directory.
+    (Whether a port is free is the machine's business at the time, not the config's.)"""
+    import socket
+
+    from .transport.tls import ServerTls
+
+    problems: list[str] = []
+    for key, host, port in (("listen.host", config.listen.host, config.listen.port),
+                            ("admin.host", config.admin.host, config.admin.port)):
+        if key == "admin.host" and not config.admin.enabled:
+            continue
+        try:
+            socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM,
+                               flags=socket.AI_PASSIVE)
+        except socket.gaierror as exc:
+            problems.append(f"{key}: cannot listen on {host!r}: {exc.strerror}")
+    if config.listen.tls is not None:
+        try:
+            ServerTls(config.listen.tls)
+        except (OSError, ValueError) as exc:  # (ssl.SSLError is an OSError)
+            problems.append(f"listen.tls.cert_file: the certificate, key or client CAs "
+                            f"do not load: {exc}")
+    socket_path = config.listen.unix_socket
+    if socket_path and socket_path != user_socket_path():  # ("auto": made when serving)
+        directory = os.path.dirname(os.path.abspath(socket_path))
+        if not os.path.isdir(directory):
+            problems.append(f"listen.unix_socket: {directory} is not a directory that "
+                            "exists")
     return problems
 
 

@@ -149,10 +149,10 @@ class UnixListener(Listener):
 
 
 def check_port_free(host: str, port: int) -> None:
-    """Raise ConfigError (listen.port) if ``host:port`` is taken. Workers bind it with SO_REUSEPORT, which
-    would let them join, without an error, the listening socket of another process of
-    the same user that set it too (a second gateway started on the same port): a bind
-    without it fails there."""
+    """Raise ConfigError (listen.port) if ``host:port`` is taken. Workers bind it with
+    SO_REUSEPORT, which would let them join, without an error, the listening socket of
+    another process of the same user that set it too (a second gateway started on the
+    same port): a bind without it fails there."""
     try:
         addresses = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM,
                                        flags=socket.AI_PASSIVE)

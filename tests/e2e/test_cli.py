@@ -118,6 +118,39 @@ def test_serve_names_the_key_of_an_address_it_cannot_take(tmp_path: Path) -> Non
             assert "Traceback" not in out.stderr
 
 
+def test_check_config_refuses_what_serve_cannot_bind(tmp_path: Path) -> None:
+    """check-config and serve agree (an outside sweep found check-config passing each of
+    these): a host that does not resolve, a socket's missing directory, TLS files that
+    do not load, each named by its key."""
+    (tmp_path / "garbage.pem").write_text("not a certificate\n")
+    upstream = f'[upstreams.a]\ncommand = ["{sys.executable}", "-c", "pass"]\n'
+    for key, listen in (
+            ("listen.host", 'host = "256.1.1.1"'),
+            ("listen.unix_socket", f'unix_socket = "{tmp_path}/no/such/dir/gw.sock"'),
+            ("listen.tls.cert_file", f'[listen.tls]\ncert_file = "{tmp_path}/garbage.pem"\n'
+                                     f'key_file = "{tmp_path}/garbage.pem"')):
+        path = tmp_path / "unbindable.toml"
+        path.write_text(f"[listen]\nport = {free_port()}\n{listen}\n"
+                        f"[admin]\nport = {free_port()}\n{upstream}")
+        checked = mcpfast("check-config", str(path))
+        assert checked.returncode == 2 and f"mcpfast: config error: {key}: " in checked.stderr, \
+            (key, checked.stderr)
+        served = mcpfast("serve", "--config", str(path))
+        assert served.returncode == 2 and f"mcpfast: config error: {key}: " in served.stderr, \
+            (key, served.stderr)
+
+
+def test_serve_flags_are_held_to_what_the_file_is() -> None:
+    """--port and --admin-port the same, one name for two --stdio commands: refused as
+    the same values in a config file are."""
+    port = str(free_port())
+    out = mcpfast("serve", "--port", port, "--admin-port", port, "--stdio", "a=true")
+    assert out.returncode == 2 and "admin.port: is listen.port too" in out.stderr, out.stderr
+    out = mcpfast("serve", "--port", port, "--stdio", "a=true", "--stdio", "a=false")
+    assert out.returncode == 2 and "the name 'a' is given to two commands" in out.stderr, \
+        out.stderr
+
+
 def test_json_logs(gateway_factory: Any) -> None:
     gw = gateway_factory({"demo": {"command": ["python", "-m", "mcpfast.demo"]}},
                          logging={"level": "info", "format": "json"})
