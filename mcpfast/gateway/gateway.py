@@ -478,13 +478,25 @@ class Gateway:
         if not task.cancelled() and (exc := task.exception()) is not None:
             log.warning("background upstream call failed: %s", exc)
 
+    def _current_listeners(self) -> list[Any]:
+        """The listeners, less those a reload moved away from that no connection holds
+        any more (dropped here, or a gateway moved often would list them for ever).
+        While draining, every listener stops accepting: all are shown."""
+        if self.draining:
+            return self.listeners
+        self.listeners[:] = [
+            listener for listener in self.listeners
+            if listener.connections or listener.server is None or
+            listener.server.is_serving()]
+        return self.listeners
+
     def status(self) -> dict[str, Any]:
         return {
             "version": __version__,
             "uptime_seconds": round(time.time() - self.started_at, 3),
             "ready": self.ready,
             "draining": self.draining,
-            "listeners": [listener.describe() for listener in self.listeners],
+            "listeners": [listener.describe() for listener in self._current_listeners()],
             "connections": {"open": len(self.sessions),
                             "total": sum(self.counters.connections.values())},
             "in_flight": self.in_flight(),

@@ -20,6 +20,7 @@ from ..conftest import (
     free_port,
     run,
     unix_client,
+    wait_until,
     ws_client,
 )
 
@@ -207,6 +208,15 @@ def test_reload_moves_the_listeners(gateway_factory: Any, tmp_path: Any) -> None
             assert not os.path.exists(gw.unix_path)
             # Opened before the move, still served.
             assert outcome(await kept.call_tool("big", {"size": 1})) == "result"
+            # The old listener is shown while a connection holds it...
+            shown = [(entry["kind"], entry["accepting"]) for entry in gw.status()["listeners"]]
+            assert shown.count(("websocket", False)) == 1, shown
+        # ... and not once none does (an outside sweep found each move's listener kept
+        # in /status for good).
+        wait_until(lambda: ("websocket", False) not in [
+            (entry["kind"], entry["accepting"]) for entry in gw.status()["listeners"]])
+        shown = [(entry["kind"], entry["accepting"]) for entry in gw.status()["listeners"]]
+        assert shown.count(("websocket", True)) == 1 and ("unix", True) in shown, shown
     run(main())
     assert "apply after a restart" not in gw.log()
 
