@@ -13,10 +13,12 @@ import os
 import socket
 import ssl
 import stat
+import time
 from typing import Any
 
 from .config import ConfigError
 from .gateway.gateway import Gateway
+from .protocol.http import refresh_date
 from .transport.streamable import Endpoint
 from .transport.tcp import TcpConnection
 from .transport.tls import ServerTls
@@ -55,6 +57,7 @@ class TcpListener(Listener):
         self.endpoint = endpoint if endpoint is not None else Endpoint(gateway)
         self.tls: ServerTls | None = None
         self._watch: asyncio.Task[None] | None = None
+        self._clock: asyncio.Task[None] | None = None
 
     def describe(self) -> dict[str, Any]:
         endpoint = self.endpoint
@@ -90,6 +93,7 @@ class TcpListener(Listener):
                               f"{exc.strerror or exc}") from None
         if self.tls is not None:
             self._watch = loop.create_task(self.tls.watch(), name="tls-renewal")
+        self._clock = loop.create_task(_keep_the_date(), name="http-date")
         sock = self.server.sockets[0]
         for s in self.server.sockets:
             s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -104,6 +108,9 @@ class TcpListener(Listener):
         if self._watch is not None:
             self._watch.cancel()
             self._watch = None
+        if self._clock is not None:
+            self._clock.cancel()
+            self._clock = None
 
 
 class UnixListener(Listener):
@@ -146,6 +153,15 @@ class UnixListener(Listener):
         if self.bound is not None:
             remove_if_same(self.address, self.bound)
             self.bound = None
+
+
+async def _keep_the_date() -> None:
+    """The responses' ``Date`` made anew at each second's turn (``refresh_date``), so
+    that a response reads it rather than the clock."""
+    while True:
+        now = time.time()
+        refresh_date(now)
+        await asyncio.sleep(1.0 - now % 1.0 + 0.001)
 
 
 def check_port_free(host: str, port: int) -> None:

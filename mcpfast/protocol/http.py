@@ -19,28 +19,36 @@ HttpRequestReader = http_reader.HttpRequestReader
 """Feed bytes, collect whole requests: compiled, or its pure-Python twin (mcpfast_ext)."""
 
 __all__ = ["BODY", "HEAD", "IDLE", "HttpError", "HttpRequest", "HttpRequestReader",
-           "asks_websocket", "date_field", "date_line", "error_response", "format_response"]
+           "asks_websocket", "date_field", "date_line", "error_response", "format_response",
+           "refresh_date"]
 
 
 _STATUS_LINES = {int(s): f"HTTP/1.1 {int(s)} {s.phrase}" for s in HTTPStatus}
-_date: list[object] = [0, b"", ""]
-"""The second ``date_field`` was made for, and its field as bytes and as text."""
+_date = [b"", ""]
+"""The ``Date`` header line as bytes (CRLF included) and as text (without), as
+``refresh_date`` last made them."""
+
+
+def refresh_date(now: float | None = None) -> None:
+    """Make the ``Date`` header line anew, for the second it is: the listener does each
+    second (``date_field`` then only reads it, as nginx reads its cached time)."""
+    text = f"Date: {formatdate(time.time() if now is None else now, usegmt=True)}"
+    _date[:] = [f"{text}\r\n".encode("ascii"), text]
 
 
 def date_field() -> bytes:
     """The ``Date`` header line, CRLF included (RFC 9110 6.6.1: an origin server with a
-    clock sends one in every 2xx, 3xx and 4xx response), made once a second."""
-    now = int(time.time())
-    if now != _date[0]:
-        text = f"Date: {formatdate(now, usegmt=True)}"
-        _date[:] = [now, f"{text}\r\n".encode("ascii"), text]
-    return _date[1]  # type: ignore[return-value]
+    clock sends one in every 2xx, 3xx and 4xx response), at most a second old while a
+    listener refreshes it."""
+    return _date[0]  # type: ignore[return-value]
 
 
 def date_line() -> str:
     """``date_field`` as text, without the CRLF."""
-    date_field()
-    return _date[2]  # type: ignore[return-value]
+    return _date[1]  # type: ignore[return-value]
+
+
+refresh_date()
 
 
 def format_response(
