@@ -10,7 +10,7 @@ import msgspec
 import pytest
 
 from mcpfast.protocol import jsonrpc
-from mcpfast.protocol.http import HttpError, HttpRequestReader, format_response
+from mcpfast.protocol.http import HttpError, HttpRequestReader, format_response, refresh_date
 from mcpfast.protocol.ndjson import HEAD_BYTES, MAX_HEADS, OVERSIZED, LineFramer
 
 
@@ -135,6 +135,7 @@ def test_http_reader_errors(data: bytes, status: int) -> None:
 
 
 def test_format_response() -> None:
+    refresh_date()  # (a listener does each second)
     response = format_response(404, [("X", "y")], b"nope", keep_alive=False)
     status, date, rest = response.split(b"\r\n", 2)
     assert status == b"HTTP/1.1 404 Not Found"
