@@ -60,20 +60,27 @@ def test_after_the_input_ends_every_answer_comes_back_however_long(
     assert len(answers) == 2 and b"done after %.1fs" % seconds in answers[1], answers
 
 
+def initialized_bridge(gw: GatewayProcess, keepalive: str) -> subprocess.Popen[bytes]:
+    """A bridge to ``gw`` (``--keepalive``) whose client has initialized."""
+    bridge = subprocess.Popen([sys.executable, "-m", "mcpfast", "connect", "--unix",
+                               gw.unix_path, "--keepalive", keepalive], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert bridge.stdin is not None and bridge.stdout is not None
+    bridge.stdin.write(INITIALIZE)
+    bridge.stdin.flush()
+    assert json.loads(bridge.stdout.readline())["id"] == 1
+    return bridge
+
+
 def test_a_gateway_that_hangs_up_first_ends_the_bridge_with_a_line_and_a_status(
         gateway_factory: Any) -> None:
     """The client still has its input open, and the gateway closes its session (here
     for idleness): the client has lost its server, and is told so by the exit status
     and one line."""
     gw: GatewayProcess = gateway_factory(listen={"idle_timeout": 1.0})
-    bridge = subprocess.Popen([sys.executable, "-m", "mcpfast", "connect", "--unix",
-                               gw.unix_path, "--keepalive", "0"], stdin=subprocess.PIPE,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    bridge = initialized_bridge(gw, "0")
     assert bridge.stdin is not None and bridge.stdout is not None
     try:
-        bridge.stdin.write(INITIALIZE)
-        bridge.stdin.flush()
-        assert json.loads(bridge.stdout.readline())["id"] == 1
         err = bridge.stderr.read() if bridge.wait(timeout=30) is not None else b""  # type: ignore[union-attr]
     finally:
         bridge.kill()
@@ -88,14 +95,9 @@ def test_a_quiet_client_keeps_its_session(gateway_factory: Any) -> None:
     line after each ``--keepalive`` of silence, which the gateway counts as the client's
     presence and no server sees. Its stdout carries only the answers."""
     gw: GatewayProcess = gateway_factory(listen={"idle_timeout": 1.0})
-    bridge = subprocess.Popen([sys.executable, "-m", "mcpfast", "connect", "--unix",
-                               gw.unix_path, "--keepalive", "0.3"], stdin=subprocess.PIPE,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    bridge = initialized_bridge(gw, "0.3")
     assert bridge.stdin is not None and bridge.stdout is not None
     try:
-        bridge.stdin.write(INITIALIZE)
-        bridge.stdin.flush()
-        assert json.loads(bridge.stdout.readline())["id"] == 1
         time.sleep(4)  # four idle time-outs without a message
         assert bridge.poll() is None, bridge.stderr.read()  # type: ignore[union-attr]
         bridge.stdin.write(b'{"jsonrpc":"2.0","id":2,"method":"tools/call","params":'

@@ -428,6 +428,15 @@ def test_a_deleted_session_id_is_refused_in_every_spelling(gateway: GatewayProce
     run(main())
 
 
+SLOW_7 = {"jsonrpc": "2.0", "id": 7, "method": "tools/call",
+          "params": {"name": "slow", "arguments": {"seconds": 30}}}
+"""A call answered as plain JSON, after 30 s."""
+STEPS_8 = {"jsonrpc": "2.0", "id": 8, "method": "tools/call",
+           "params": {"name": "progress", "arguments": {"steps": 600},
+                      "_meta": {"progressToken": "p"}}}
+"""A call answered as an event stream, its progress first."""
+
+
 def open_streams(gw: GatewayProcess) -> int:
     (tcp,) = [lst for lst in gw.status()["listeners"] if "http" in lst]
     return int(tcp["http"]["open_streams"])
@@ -473,11 +482,7 @@ def test_a_cancelled_post_ends_without_an_answer(gateway: GatewayProcess) -> Non
     with no response in it, whether it had begun one (with progress) or not; it does not
     stay open for ever. The request id is free again."""
     url = gateway.http_url
-    slow = {"jsonrpc": "2.0", "id": 7, "method": "tools/call",
-            "params": {"name": "slow", "arguments": {"seconds": 30}}}
-    steps = {"jsonrpc": "2.0", "id": 8, "method": "tools/call",
-             "params": {"name": "progress", "arguments": {"steps": 600},
-                        "_meta": {"progressToken": "p"}}}
+    slow, steps = SLOW_7, STEPS_8
 
     def cancel(request_id: int) -> dict[str, Any]:
         return {"jsonrpc": "2.0", "method": "notifications/cancelled",
@@ -521,17 +526,12 @@ def test_a_post_in_flight_when_its_session_ends_gets_a_404(gateway: GatewayProce
     first got the last chunk of an event stream that never began, which no HTTP client
     can read (found by an outside sweep)."""
     url = gateway.http_url
-    slow = {"jsonrpc": "2.0", "id": 7, "method": "tools/call",
-            "params": {"name": "slow", "arguments": {"seconds": 30}}}
-    steps = {"jsonrpc": "2.0", "id": 8, "method": "tools/call",
-             "params": {"name": "progress", "arguments": {"steps": 600},
-                        "_meta": {"progressToken": "p"}}}
 
     async def main() -> None:
         async with aiohttp.ClientSession() as http:
             sid = await initialize(http, url)
-            plain_task = asyncio.create_task(http.post(url, json=slow, headers=headers(sid)))
-            streamed = await http.post(url, json=steps, headers=headers(sid))
+            plain_task = asyncio.create_task(http.post(url, json=SLOW_7, headers=headers(sid)))
+            streamed = await http.post(url, json=STEPS_8, headers=headers(sid))
             assert streamed.headers["Content-Type"] == "text/event-stream"
             await read_events(streamed, 2)
             await until(lambda: gateway.status()["in_flight"] == 2, "both calls")
