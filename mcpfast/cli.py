@@ -19,6 +19,7 @@ from .config import (
     Config,
     ConfigError,
     UpstreamConfig,
+    cannot_listen,
     load,
     private_directory,
     user_socket_path,
@@ -96,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "connect":
         import asyncio
 
-        from .bridge import bridge_unix
+        from .bridge import KEEPALIVE, bridge_unix
 
         path = args.unix or user_socket_path()
         if args.unix is None and os.path.isdir(os.path.dirname(path)):
@@ -105,9 +106,8 @@ def main(argv: list[str] | None = None) -> int:
             except OSError as exc:
                 print(f"mcpfast connect: {exc}", file=sys.stderr)
                 return 1
-        if args.keepalive is None:
-            return asyncio.run(bridge_unix(path))
-        return asyncio.run(bridge_unix(path, args.keepalive))
+        return asyncio.run(bridge_unix(
+            path, KEEPALIVE if args.keepalive is None else args.keepalive))
     try:
         config = load(args.file if args.command == "check-config" else args.config)
         if args.command == "probe":
@@ -297,7 +297,7 @@ def _unbindable(config: Config) -> list[str]:
     (Whether a port is free is the machine's business at the time, not the config's.)"""
     import socket
 
-    from .transport.tls import ServerTls
+    from .transport.tls import load_server_tls
 
     problems: list[str] = []
     for key, host, port in (("listen.host", config.listen.host, config.listen.port),
@@ -308,13 +308,12 @@ def _unbindable(config: Config) -> list[str]:
             socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM,
                                flags=socket.AI_PASSIVE)
         except socket.gaierror as exc:
-            problems.append(f"{key}: cannot listen on {host!r}: {exc.strerror}")
+            problems.append(str(cannot_listen(key, repr(host), exc.strerror)))
     if config.listen.tls is not None:
         try:
-            ServerTls(config.listen.tls)
-        except (OSError, ValueError) as exc:  # (ssl.SSLError is an OSError)
-            problems.append(f"listen.tls.cert_file: the certificate, key or client CAs "
-                            f"do not load: {exc}")
+            load_server_tls(config.listen.tls)
+        except ConfigError as exc:
+            problems.append(str(exc))
     socket_path = config.listen.unix_socket
     if socket_path and socket_path != user_socket_path():  # ("auto": made when serving)
         directory = os.path.dirname(os.path.abspath(socket_path))

@@ -18,7 +18,7 @@ import tomllib
 from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 from urllib.parse import urlsplit
 
 import msgspec
@@ -257,6 +257,10 @@ it; beyond a machine word it would fail every connection, not the config)."""
 MESSAGE_BYTES_RANGE = f"must be between {MIN_MESSAGE_BYTES} and {MAX_MESSAGE_BYTES} (1 GiB)"
 
 
+AuthMethod = Literal["api_key", "jwt", "mtls"]
+"""How a client may prove who it is (``listen.auth``; ``METHOD:NAME`` in rules)."""
+
+
 class ListenConfig(msgspec.Struct, **KEY):  # type: ignore[call-arg]
     host: str = "127.0.0.1"
     port: int = 8080
@@ -272,7 +276,7 @@ class ListenConfig(msgspec.Struct, **KEY):  # type: ignore[call-arg]
     backlog: int = 1024
     http: HttpConfig = msgspec.field(default_factory=HttpConfig)
     tls: TlsConfig | None = None
-    auth: list[Literal["api_key", "jwt", "mtls"]] = []
+    auth: list[AuthMethod] = []
     """Authentication on this listener (WebSocket and Streamable HTTP): the methods a
     client may use, any one of them admitting it (``[auth]`` configures them). Empty:
     none, and a client is known by its address."""
@@ -794,6 +798,11 @@ class Config(msgspec.Struct, **KEY):  # type: ignore[call-arg]
                "API needs a port of its own")
 
 
+def cannot_listen(key: str, where: str, reason: object) -> ConfigError:
+    """An address ``serve`` cannot take, named by the key that chose it."""
+    return ConfigError(f"{key}: cannot listen on {where}: {reason}")
+
+
 class _KeyError(ValueError):
     def __init__(self, key: str, reason: str) -> None:
         super().__init__(f"{key}: {reason}")
@@ -1007,7 +1016,7 @@ def _check_auth(config: Config) -> None:
                     + " or ".join(f"{method}:{name}" for method in methods))
 
 
-AUTH_METHODS = ("api_key", "jwt", "mtls")
+AUTH_METHODS: tuple[str, ...] = get_args(AuthMethod)
 
 
 def scoped_name(name: str) -> bool:

@@ -11,17 +11,16 @@ import asyncio
 import logging
 import os
 import socket
-import ssl
 import stat
 import time
 from typing import Any
 
-from .config import ConfigError
+from .config import cannot_listen
 from .gateway.gateway import Gateway
 from .protocol.http import refresh_date
 from .transport.streamable import Endpoint
 from .transport.tcp import TcpConnection
-from .transport.tls import ServerTls
+from .transport.tls import ServerTls, load_server_tls
 from .transport.unix import UnixConnection
 
 log = logging.getLogger("mcpfast.listener")
@@ -72,11 +71,7 @@ class TcpListener(Listener):
         port = cfg.port if port is None else port
         loop = asyncio.get_running_loop()
         if cfg.tls is not None:
-            try:
-                self.tls = ServerTls(cfg.tls)
-            except (OSError, ssl.SSLError) as exc:
-                raise ConfigError(f"listen.tls.cert_file: the certificate, key or client "
-                                  f"CAs do not load: {exc}") from None
+            self.tls = load_server_tls(cfg.tls)
         try:
             self.server = await loop.create_server(
                 lambda: TcpConnection(self.gateway, self), host, port, backlog=cfg.backlog,
@@ -85,12 +80,10 @@ class TcpListener(Listener):
                 ssl_handshake_timeout=self.gateway.config.limits.header_timeout
                 if self.tls is not None else None)
         except socket.gaierror as exc:
-            raise ConfigError(f"listen.host: cannot listen on {host!r}: "
-                              f"{exc.strerror}") from None
-        except OSError as exc:
-            # (The port taken, say: said with the key that chose it.)
-            raise ConfigError(f"listen.port: cannot listen on {host}:{port}: "
-                              f"{exc.strerror or exc}") from None
+            raise cannot_listen("listen.host", repr(host), exc.strerror) from None
+        except OSError as exc:  # (the port taken, say)
+            raise cannot_listen("listen.port", f"{host}:{port}",
+                                exc.strerror or exc) from None
         if self.tls is not None:
             self._watch = loop.create_task(self.tls.watch(), name="tls-renewal")
         self._clock = loop.create_task(_keep_the_date(), name="http-date")
@@ -141,8 +134,7 @@ class UnixListener(Listener):
             self.server = await loop.create_unix_server(
                 lambda: UnixConnection(self.gateway, self), path, backlog=cfg.backlog)
         except OSError as exc:
-            raise ConfigError(f"listen.unix_socket: cannot listen on {path}: "
-                              f"{exc.strerror or exc}") from None
+            raise cannot_listen("listen.unix_socket", path, exc.strerror or exc) from None
         self.bound = file_identity(path)
         os.chmod(path, cfg.unix_mode)
         log.info("listening for newline-delimited JSON on unix:%s (mode %s)", path,
@@ -173,7 +165,7 @@ def check_port_free(host: str, port: int) -> None:
         addresses = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM,
                                        flags=socket.AI_PASSIVE)
     except socket.gaierror as exc:
-        raise ConfigError(f"listen.host: cannot listen on {host!r}: {exc.strerror}") from None
+        raise cannot_listen("listen.host", repr(host), exc.strerror) from None
     for family, kind, proto, _, address in addresses:
         with socket.socket(family, kind, proto) as probe:
             probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -182,8 +174,7 @@ def check_port_free(host: str, port: int) -> None:
             try:
                 probe.bind(address)
             except OSError as exc:
-                raise ConfigError(f"listen.port: cannot listen on {host}:{port}: "
-                                  f"{exc.strerror}") from None
+                raise cannot_listen("listen.port", f"{host}:{port}", exc.strerror) from None
 
 
 def bind_unix(path: str, mode: int, backlog: int) -> socket.socket:

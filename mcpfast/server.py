@@ -45,7 +45,7 @@ from mcpfast_ext import IMPLEMENTATION, NO_EXTENSIONS, PURE_REASON
 
 from . import __version__
 from .admin.app import create_app
-from .config import Config, ConfigError, private_directory, user_socket_path
+from .config import Config, ConfigError, cannot_listen, private_directory, user_socket_path
 from .gateway.gateway import Gateway
 from .listeners import Listener, TcpListener, UnixListener
 from .upstream.stdio import become_subreaper, reap_exited_orphans, reap_orphans
@@ -132,8 +132,8 @@ async def serve(config: Config, reread: Callable[[], Config] | None = None,
         try:
             await web.TCPSite(admin_runner, config.admin.host, config.admin.port).start()
         except OSError as exc:
-            raise ConfigError(f"admin.port: cannot listen on {config.admin.host}:"
-                              f"{config.admin.port}: {exc.strerror or exc}") from None
+            raise cannot_listen("admin.port", f"{config.admin.host}:{config.admin.port}",
+                                exc.strerror or exc) from None
         log.info("admin API on http://%s:%d%s", config.admin.host, config.admin.port,
                  " (bearer token required but for the health probes)"
                  if config.admin.guarded else "")

@@ -59,6 +59,7 @@ from .config import (
     WORKER_SECRET_VARIABLE,
     Config,
     ConfigError,
+    cannot_listen,
     private_directory,
     user_socket_path,
 )
@@ -169,8 +170,8 @@ class Supervisor:
                 try:
                     await web.TCPSite(runner, admin.host, admin.port).start()
                 except OSError as exc:
-                    raise ConfigError(f"admin.port: cannot listen on {admin.host}:"
-                                      f"{admin.port}: {exc.strerror or exc}") from None
+                    raise cannot_listen("admin.port", f"{admin.host}:{admin.port}",
+                                        exc.strerror or exc) from None
                 log.info("admin API of %d workers on http://%s:%d", len(self.workers),
                          admin.host, admin.port)
             log.info("starting %d workers", len(self.workers))

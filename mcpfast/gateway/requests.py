@@ -96,8 +96,9 @@ class Requests:
                  client_progress: Callable[[DownstreamSession, Envelope], None]) -> None:
         self.gw = gw
         self.roots_changed = roots_changed
-        self.client_progress = client_progress
         """Tell the servers a client's roots are theirs that they changed (relay.py)."""
+        self.client_progress = client_progress
+        """Pass a client's progress on a server's request to that server (relay.py)."""
         self.counters = gw.counters
         self.router = gw.router
         self.send_error = gw.send_error
@@ -164,11 +165,9 @@ class Requests:
                     # that asked gets the error. The client's error names no id (its
                     # ``request_id`` is None): the id is that of a request of the
                     # gateway's, which an error carrying it would settle at the client.
-                    self._client_response(session, Envelope(
-                        jsonrpc="2.0", id=exc.response_id, error=Raw(jsonrpc.encode(
-                            jsonrpc.ErrorObject(jsonrpc.INTERNAL_ERROR,
-                                                f"the client sent an invalid response: "
-                                                f"{exc.message}")))))
+                    self._client_response(session, jsonrpc.error_envelope(
+                        exc.response_id, jsonrpc.INTERNAL_ERROR,
+                        f"the client sent an invalid response: {exc.message}"))
                 outside_batches(session, exc.request_id, self.send_error, session,
                                 exc.request_id, exc.code, exc.message)
                 return

@@ -363,6 +363,13 @@ def error_response(request_id: RequestId | None, code: int, message: str,
                    "error": ErrorObject(code, message, data)})
 
 
+def error_envelope(request_id: RequestId | None, code: int, message: str) -> Envelope:
+    """An error response as an envelope, for the path a response read off the wire
+    takes (its ``error`` encoded, as a received one is raw)."""
+    return Envelope(jsonrpc="2.0", id=request_id,
+                    error=Raw(encode(ErrorObject(code, message))))
+
+
 def result_response(request_id: RequestId, result: Any) -> bytes:
     return encode({"jsonrpc": "2.0", "id": request_id, "result": result})
 

@@ -217,8 +217,7 @@ class Stream:
                 exchange.end()
             else:
                 exchange.error(404, self.request_id, jsonrpc.INVALID_REQUEST,
-                               f"Session not found: it ended ({reason or 'closed'}) before "
-                               "the request was answered")
+                               _ended_before(reason, "the request"))
         self.session.endpoint.live.discard(self)
 
 
@@ -367,8 +366,7 @@ class HttpSession:
             stream.close(reason)
         for exchange in list(self.batches or ()):
             exchange.error(404, None, jsonrpc.INVALID_REQUEST,
-                           f"Session not found: it ended ({reason or 'closed'}) before "
-                           "the batch was answered")
+                           _ended_before(reason, "the batch"))
         self.streams.clear()
         self.by_request.clear()
         self.by_token.clear()
@@ -541,3 +539,7 @@ def _error_status(response: bytes, status_for: Callable[[int], int]
     wait = head.data.retryAfterSeconds if head.data is not None else None
     return status, [("Retry-After", str(max(1, math.ceil(wait or 1))))]
 
+
+def _ended_before(reason: str, what: str) -> str:
+    """The 404 of a POST whose session ended (``reason``) before ``what`` was answered."""
+    return f"Session not found: it ended ({reason or 'closed'}) before {what} was answered"

@@ -18,7 +18,7 @@ import ssl
 from typing import Any
 
 from ..auth.identity import Identity
-from ..config import TlsConfig
+from ..config import ConfigError, TlsConfig
 
 log = logging.getLogger("mcpfast.transport")
 
@@ -91,3 +91,13 @@ def certified_identity(transport: Any, address: str | None) -> Identity | None:
     if not name:
         return None
     return Identity(f"mtls:{name}", address, method="mtls", name=name)
+
+
+def load_server_tls(config: TlsConfig) -> ServerTls:
+    """The listener's TLS, or a config error naming ``listen.tls`` when its files do not
+    load (``serve`` and ``check-config`` alike)."""
+    try:
+        return ServerTls(config)
+    except (OSError, ValueError) as exc:  # (ssl.SSLError is an OSError)
+        raise ConfigError(f"listen.tls.cert_file: the certificate, key or client CAs do "
+                          f"not load: {exc}") from None

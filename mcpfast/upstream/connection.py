@@ -160,10 +160,9 @@ class Connection(Generic[CallT]):
         pending = self.pending.pop(upstream_id, None) if upstream_id is not None else None
         if pending is None:
             return
-        env = Envelope(jsonrpc="2.0", id=upstream_id, error=Raw(jsonrpc.encode(
-            jsonrpc.ErrorObject(jsonrpc.INTERNAL_ERROR,
-                                f"upstream {self.name!r} answered with a message over "
-                                f"{limit} bytes (max_message_bytes), which was dropped"))))
+        env = jsonrpc.error_envelope(upstream_id, jsonrpc.INTERNAL_ERROR,
+                                     f"upstream {self.name!r} answered with a message over "
+                                     f"{limit} bytes (max_message_bytes), which was dropped")
         try:
             self._answered(pending, env, b"")
         except Exception:
@@ -202,10 +201,9 @@ class Connection(Generic[CallT]):
             if exc.response_id is None:
                 return
             wire = b""
-            env = Envelope(jsonrpc="2.0", id=exc.response_id, error=Raw(jsonrpc.encode(
-                jsonrpc.ErrorObject(jsonrpc.INTERNAL_ERROR,
-                                    f"upstream {self.name!r} sent an invalid response: "
-                                    f"{exc.message}"))))
+            env = jsonrpc.error_envelope(exc.response_id, jsonrpc.INTERNAL_ERROR,
+                                         f"upstream {self.name!r} sent an invalid "
+                                         f"response: {exc.message}")
         try:
             if env is None:
                 self._answered(pending, None, line)  # type: ignore[arg-type]

@@ -100,6 +100,14 @@ def test_a_quiet_client_keeps_its_session(gateway_factory: Any) -> None:
     try:
         time.sleep(4)  # four idle time-outs without a message
         assert bridge.poll() is None, bridge.stderr.read()  # type: ignore[union-attr]
+        # A line begun and left unfinished for longer than --keepalive: no blank line
+        # is put inside it.
+        bridge.stdin.write(b'{"jsonrpc":"2.0","id":3,"method":')
+        bridge.stdin.flush()
+        time.sleep(0.8)
+        bridge.stdin.write(b'"ping"}\n')
+        bridge.stdin.flush()
+        assert json.loads(bridge.stdout.readline()) == {"jsonrpc": "2.0", "id": 3, "result": {}}
         bridge.stdin.write(b'{"jsonrpc":"2.0","id":2,"method":"tools/call","params":'
                            b'{"name":"echo","arguments":{"text":"still here"}}}\n')
         bridge.stdin.flush()

@@ -107,6 +107,9 @@ def test_serve_names_the_key_of_an_address_it_cannot_take(tmp_path: Path) -> Non
         for key, text in (
                 ("listen.port", f"[listen]\nport = {busy}\n[admin]\nport = {free_port()}\n"),
                 ("admin.port", f"[listen]\nport = {free_port()}\n[admin]\nport = {busy}\n"),
+                # Workers: the supervisor's own check before it starts any.
+                ("listen.port", f"workers = 2\n[listen]\nport = {busy}\n"
+                                f"[admin]\nport = {free_port()}\n"),
                 ("listen.unix_socket", f'[listen]\nport = {free_port()}\nunix_socket = '
                  f'"{tmp_path}/no/such/dir/gw.sock"\n[admin]\nport = {free_port()}\n')):
             path = tmp_path / "taken.toml"

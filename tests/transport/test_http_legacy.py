@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+import urllib.error
+import urllib.request
 from email.utils import parsedate_to_datetime
 from typing import Any
 
@@ -184,6 +186,19 @@ def test_body_limit(gateway_factory: Any) -> None:
             async with http.post(gw.http_url, json=big, headers=headers()) as resp:
                 assert resp.status == 413
     run(main())
+
+
+def test_each_response_is_dated_with_its_second(gateway: GatewayProcess) -> None:
+    """The Date line is made anew each second (the listener's clock), not once: a
+    response well after the gateway started carries the time it is sent."""
+    for _ in range(2):
+        time.sleep(1.5)
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{gateway.port}/elsewhere", timeout=5)
+        except urllib.error.HTTPError as exc:
+            assert exc.code == 404
+            sent = parsedate_to_datetime(exc.headers["Date"]).timestamp()
+        assert abs(sent - time.time()) < 1.5, (sent, time.time())
 
 
 def test_post_stream_resumes_without_losing_an_event(gateway: GatewayProcess) -> None:

@@ -5,6 +5,7 @@ Each case was found by an outside sweep, where it broke the gateway."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sys
 import time
@@ -25,6 +26,21 @@ def sloppy(*faults: str, **extra: Any) -> dict[str, Any]:
 
 def text(answer: dict[str, Any]) -> str:
     return str(answer["result"]["content"][0]["text"])
+
+
+async def asked(c: Any, call_id: Any) -> dict[str, Any]:
+    """Initialize ``c`` with sampling, call ``ask`` as ``call_id``: the server's question."""
+    await c.initialize(capabilities={"sampling": {}})
+    await c.start_call("ask", {}, call_id)
+    question: dict[str, Any] = await c.receive()
+    assert question["method"] == "sampling/createMessage", question
+    return question
+
+
+async def reply(c: Any, question: dict[str, Any], said: str) -> None:
+    """The client's model answers ``question`` with ``said``."""
+    await c.send({"jsonrpc": "2.0", "id": question["id"], "result": {
+        "role": "assistant", "model": "m", "content": {"type": "text", "text": said}}})
 
 
 def test_a_server_s_malformed_handshake_and_lists_spoil_nothing_else(
@@ -123,7 +139,7 @@ def test_a_server_that_closes_its_stdin_is_down_at_once(gateway_factory: Any) ->
                 answer = await c.call_tool("echo", {"text": "back"})
                 if "result" in answer or time.monotonic() > deadline:
                     break
-                time.sleep(0.1)
+                await asyncio.sleep(0.1)
             assert text(answer) == "back", answer
     run(body())
 
@@ -138,10 +154,7 @@ def test_a_dead_server_s_question_is_withdrawn_and_not_answered_to_its_successor
 
     async def body() -> None:
         async with unix_client(gw.unix_path) as c:
-            await c.initialize(capabilities={"sampling": {}})
-            await c.start_call("ask", {}, 1)
-            first = await c.receive()
-            assert first["method"] == "sampling/createMessage", first
+            first = await asked(c, 1)
             answer = await c.call_tool("exit")
             assert answer["error"]["code"] == -32000, answer
             assert (await c.wait_for(1))["error"]["code"] == -32000
@@ -160,13 +173,11 @@ def test_a_dead_server_s_question_is_withdrawn_and_not_answered_to_its_successor
                         time.monotonic() > deadline:
                     break
                 assert second["id"] == "again" and second["error"]["code"] == -32000, second
-                time.sleep(0.1)
+                await asyncio.sleep(0.1)
             assert second["method"] == "sampling/createMessage", second
             assert second["id"] != first["id"]
             for question, said in ((first, "stale"), (second, "fresh")):
-                await c.send({"jsonrpc": "2.0", "id": question["id"], "result": {
-                    "role": "assistant", "model": "m",
-                    "content": {"type": "text", "text": said}}})
+                await reply(c, question, said)
             assert text(await c.wait_for("again")) == "fresh"
     run(body())
 
@@ -180,15 +191,12 @@ def test_a_client_s_progress_on_a_server_s_question_reaches_that_server(
 
     async def body() -> None:
         async with unix_client(gw.unix_path) as c:
-            await c.initialize(capabilities={"sampling": {}})
-            await c.start_call("ask", {}, 1)
-            question = await c.receive()
+            question = await asked(c, 1)
             assert question["params"]["_meta"]["progressToken"] == "qp", question
             for token, progress in (("qp", 1), ("other", 5), ("qp", 2)):
                 await c.notify("notifications/progress",
                                {"progressToken": token, "progress": progress})
-            await c.send({"jsonrpc": "2.0", "id": question["id"], "result": {
-                "role": "assistant", "model": "m", "content": {"type": "text", "text": "ok"}}})
+            await reply(c, question, "ok")
             assert text(await c.wait_for(1)) == "ok after progress [1, 2]"
     run(body())
 
